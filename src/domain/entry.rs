@@ -1,0 +1,145 @@
+//! Queue entries, matches and the "active game" guard (SPEC §4).
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    GameId, MatchId, Millis, PoolKey, PoolRef, QueueEntryId, Rating, TenantId, UserId, Username,
+};
+
+/// Life of a queue entry. `Reserved` is the short internal "being matched"
+/// state of the commit protocol; clients see it as `SEARCHING`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EntryStatus {
+    Searching,
+    Reserved,
+    Matched,
+    Cancelled,
+    TimedOut,
+}
+
+impl EntryStatus {
+    /// The status a client sees.
+    pub fn public(self) -> &'static str {
+        match self {
+            EntryStatus::Searching | EntryStatus::Reserved => "SEARCHING",
+            EntryStatus::Matched => "MATCHED",
+            EntryStatus::Cancelled => "CANCELLED",
+            EntryStatus::TimedOut => "TIMED_OUT",
+        }
+    }
+
+    /// Still in a pool (searching, or being matched right now).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, EntryStatus::Searching | EntryStatus::Reserved)
+    }
+}
+
+/// The other player of a match, as shown to a player.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opponent {
+    pub user_id: UserId,
+    pub username: Option<Username>,
+    pub rating: Rating,
+}
+
+/// A player's request to be matched, and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub id: QueueEntryId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub username: Option<Username>,
+    pub pool: PoolKey,
+    /// Rating snapshot taken at enqueue, for the pool's speed.
+    pub rating: Rating,
+    pub status: EntryStatus,
+    /// Priority: kept when a failed match puts the entry back.
+    pub enqueued_at: Millis,
+    pub updated_at: Millis,
+    /// Last time the client was heard from (join, poll, stream).
+    pub last_seen_at: Millis,
+    /// Request id of the join, carried to the match it ends in.
+    pub request_id: Option<String>,
+    /// Small free-form object from the client, kept as compact JSON text.
+    pub client_metadata: Option<String>,
+    /// Set while reserved (the match being committed) and once matched.
+    pub match_id: Option<MatchId>,
+    /// Deadline of a reservation; past it, the next worker finishes or rolls back.
+    pub reserved_until: Option<Millis>,
+    pub game_id: Option<GameId>,
+    pub opponent: Option<Opponent>,
+}
+
+impl QueueEntry {
+    pub fn pool_ref(&self) -> PoolRef {
+        PoolRef {
+            tenant_id: self.tenant_id.clone(),
+            key: self.pool,
+        }
+    }
+}
+
+/// The guard that keeps a matched player out of new matchmaking until their
+/// game is reported finished or the guard time passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveGame {
+    pub game_id: GameId,
+    pub match_id: MatchId,
+    pub pool: PoolKey,
+    pub opponent: Opponent,
+    pub until: Millis,
+}
+
+/// Where a match came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchSource {
+    Queue,
+    Challenge,
+}
+
+impl MatchSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchSource::Queue => "queue",
+            MatchSource::Challenge => "challenge",
+        }
+    }
+}
+
+/// One side of a match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchSide {
+    pub user_id: UserId,
+    pub username: Option<Username>,
+    pub rating: Rating,
+    pub entry_id: Option<QueueEntryId>,
+}
+
+/// The durable record of a match (SPEC §4 MatchRecord).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchRecord {
+    pub match_id: MatchId,
+    pub tenant_id: TenantId,
+    pub game_id: GameId,
+    pub white: MatchSide,
+    pub black: MatchSide,
+    pub pool: PoolKey,
+    pub created_at: Millis,
+    pub source: MatchSource,
+    pub finished_at: Option<Millis>,
+}
+
+impl MatchRecord {
+    /// The side of `user`, and the other side, if `user` played.
+    pub fn sides_of(&self, user: &UserId) -> Option<(&MatchSide, &MatchSide)> {
+        if &self.white.user_id == user {
+            Some((&self.white, &self.black))
+        } else if &self.black.user_id == user {
+            Some((&self.black, &self.white))
+        } else {
+            None
+        }
+    }
+}

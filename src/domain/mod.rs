@@ -1,0 +1,96 @@
+//! Domain types of SPEC §4: the values a request is parsed into at the edge.
+//!
+//! Every type here can only hold a valid value; its parse error names the
+//! field and, where the set is closed, the allowed values, so the HTTP layer
+//! can turn it into the 400 `INVALID_REQUEST` a client sees.
+
+mod entry;
+mod ids;
+mod pool;
+mod tenant;
+mod time_control;
+
+pub use entry::{
+    ActiveGame, EntryStatus, MatchRecord, MatchSide, MatchSource, Opponent, QueueEntry,
+};
+pub use ids::{GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
+pub use pool::{Mode, PoolKey, PoolRef, Region, Variant};
+pub use tenant::{PoolPolicy, TenantConfig};
+pub use time_control::{Speed, TimeControl};
+
+/// Milliseconds since the Unix epoch: the one clock unit of the domain.
+pub type Millis = i64;
+
+/// A player's rating (Glicko/Elo scale).
+pub type Rating = i32;
+
+/// The rating of a player the rating source has never seen.
+pub const DEFAULT_RATING: Rating = 1500;
+
+/// Ratings outside this range are refused at the edge.
+pub const RATING_RANGE: std::ops::RangeInclusive<Rating> = 0..=4000;
+
+/// Why a value from a request was refused: the field it came from and what
+/// was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ParseError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl ParseError {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// A value outside a closed set: names the allowed values.
+    pub fn not_one_of<T: std::fmt::Display>(
+        field: &'static str,
+        got: &str,
+        allowed: impl IntoIterator<Item = T>,
+    ) -> Self {
+        let allowed: Vec<String> = allowed.into_iter().map(|v| v.to_string()).collect();
+        Self::new(
+            field,
+            format!(
+                "'{}' is not allowed; allowed values: {}",
+                truncate(got, 40),
+                allowed.join(", ")
+            ),
+        )
+    }
+}
+
+/// Shortens client input before echoing it in an error message.
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Current wall-clock time in milliseconds.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Formats epoch milliseconds as RFC 3339 (UTC), as the API shows times.
+pub fn rfc3339(ms: Millis) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,195 @@
+//! Pool dimensions (`Mode`, `Variant`, `Region`) and the `PoolKey` they form.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ParseError, TenantId, TimeControl};
+
+/// Declares a closed set of names that parses from and prints to its wire
+/// spelling, and whose parse error lists the allowed spellings.
+macro_rules! closed_enum {
+    ($(#[$meta:meta])* $name:ident, $field:literal { $($variant:ident = $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $wire),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($wire => Ok($name::$variant),)+
+                    _ => Err(ParseError::not_one_of($field, s, Self::ALL)),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+closed_enum!(
+    /// Whether the game changes ratings.
+    Mode, "mode" { Rated = "rated", Casual = "casual" }
+);
+
+closed_enum!(
+    /// Chess variant of the game.
+    Variant, "variant" {
+        Standard = "standard",
+        Chess960 = "chess960",
+        Crazyhouse = "crazyhouse",
+        Antichess = "antichess",
+        Atomic = "atomic",
+        Horde = "horde",
+        KingOfTheHill = "kingOfTheHill",
+        RacingKings = "racingKings",
+        ThreeCheck = "threeCheck",
+    }
+);
+
+closed_enum!(
+    /// Where the player wants to be matched.
+    Region, "region" {
+        Global = "GLOBAL",
+        Na = "NA",
+        Sa = "SA",
+        Eu = "EU",
+        Africa = "AFRICA",
+        Asia = "ASIA",
+        Oceania = "OCEANIA",
+    }
+);
+
+/// One queue of a tenant: `{variant}_{time_control}_{mode}_{region}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub variant: Variant,
+    pub time_control: TimeControl,
+    pub mode: Mode,
+    pub region: Region,
+}
+
+impl fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_{}_{}_{}",
+            self.variant, self.time_control, self.mode, self.region
+        )
+    }
+}
+
+impl FromStr for PoolKey {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split('_');
+        let (Some(v), Some(tc), Some(m), Some(r), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(ParseError::new(
+                "pool_key",
+                "must look like {variant}_{time_control}_{mode}_{region}",
+            ));
+        };
+        Ok(PoolKey {
+            variant: v.parse()?,
+            time_control: tc.parse()?,
+            mode: m.parse()?,
+            region: r.parse()?,
+        })
+    }
+}
+
+impl Serialize for PoolKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PoolKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A pool of one tenant: pools never mix tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolRef {
+    pub tenant_id: TenantId,
+    pub key: PoolKey,
+}
+
+impl fmt::Display for PoolRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.tenant_id, self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_key_prints_as_the_spec_says_and_parses_back() {
+        let key = PoolKey {
+            variant: Variant::Standard,
+            time_control: "5+0".parse().unwrap(),
+            mode: Mode::Rated,
+            region: Region::Asia,
+        };
+        assert_eq!(key.to_string(), "standard_5+0_rated_ASIA");
+        assert_eq!(key.to_string().parse::<PoolKey>().unwrap(), key);
+    }
+
+    #[test]
+    fn a_bad_variant_names_the_field_and_the_allowed_values() {
+        let err = "chess961".parse::<Variant>().unwrap_err();
+        assert_eq!(err.field, "variant");
+        assert!(err.reason.contains("kingOfTheHill"), "{}", err.reason);
+        assert!(err.reason.contains("chess960"));
+    }
+
+    #[test]
+    fn names_are_case_sensitive_as_on_the_wire() {
+        assert!("asia".parse::<Region>().is_err());
+        assert!("RATED".parse::<Mode>().is_err());
+        assert_eq!(
+            "threeCheck".parse::<Variant>().unwrap(),
+            Variant::ThreeCheck
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! What a tenant allows (time controls, variants, regions) and the matching
+//! policy of a pool.
+
+use super::{Millis, Mode, ParseError, PoolKey, Region, TimeControl, Variant};
+
+/// The choices a tenant offers its players.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub time_controls: Vec<TimeControl>,
+    pub variants: Vec<Variant>,
+    pub regions: Vec<Region>,
+    pub default_region: Region,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        let time_controls = [
+            "1+0", "2+1", "3+0", "3+2", "5+0", "5+3", "10+0", "10+5", "15+10", "30+0", "30+20",
+        ]
+        .iter()
+        .map(|s| s.parse().expect("built-in time controls are valid"))
+        .collect();
+        Self {
+            time_controls,
+            variants: Variant::ALL.to_vec(),
+            regions: Region::ALL.to_vec(),
+            default_region: Region::Global,
+        }
+    }
+}
+
+impl TenantConfig {
+    /// Parses the pool a request asks for; each refusal names its field and
+    /// what this tenant allows.
+    pub fn pool_key(
+        &self,
+        time_control: &str,
+        mode: &str,
+        variant: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<PoolKey, ParseError> {
+        let tc: TimeControl = time_control.parse().map_err(|e: ParseError| {
+            ParseError::new(
+                "time_control",
+                format!(
+                    "{}; allowed values: {}",
+                    e.reason,
+                    join(&self.time_controls)
+                ),
+            )
+        })?;
+        if !self.time_controls.contains(&tc) {
+            return Err(ParseError::not_one_of(
+                "time_control",
+                time_control,
+                &self.time_controls,
+            ));
+        }
+        let mode: Mode = mode.parse()?;
+        let variant = match variant {
+            None => Variant::Standard,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|v| self.variants.contains(v))
+                .ok_or_else(|| ParseError::not_one_of("variant", v, &self.variants))?,
+        };
+        let region = match region {
+            None => self.default_region,
+            Some(r) => r
+                .parse()
+                .ok()
+                .filter(|r| self.regions.contains(r))
+                .ok_or_else(|| ParseError::not_one_of("region", r, &self.regions))?,
+        };
+        Ok(PoolKey {
+            variant,
+            time_control: tc,
+            mode,
+            region,
+        })
+    }
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How a pool matches: the rating window and how long anyone may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolPolicy {
+    /// Window of a player who has just arrived.
+    pub initial_window: i32,
+    /// Every this many milliseconds of waiting, the window grows...
+    pub widening_interval_ms: Millis,
+    /// ...by this many rating points...
+    pub widening_amount: i32,
+    /// ...up to this gap.
+    pub max_gap: i32,
+    /// Entries waiting longer than this are timed out.
+    pub max_queue_time_ms: Millis,
+}
+
+impl Default for PoolPolicy {
+    fn default() -> Self {
+        Self {
+            initial_window: 100,
+            widening_interval_ms: 10_000,
+            widening_amount: 25,
+            max_gap: 500,
+            max_queue_time_ms: 600_000,
+        }
+    }
+}
+
+impl PoolPolicy {
+    /// Number of whole widening intervals in `waited_ms`.
+    pub fn widening_steps(&self, waited_ms: Millis) -> i64 {
+        if waited_ms <= 0 {
+            0
+        } else {
+            waited_ms / self.widening_interval_ms.max(1)
+        }
+    }
+
+    /// SPEC §5: `min(initial + floor(wait / interval) · amount, max_gap)`.
+    pub fn window(&self, waited_ms: Millis) -> i32 {
+        let widened = i64::from(self.initial_window)
+            + self.widening_steps(waited_ms) * i64::from(self.widening_amount);
+        widened.min(i64::from(self.max_gap)) as i32
+    }
+
+    /// Milliseconds a new arrival waits until its window reaches `gap`, or
+    /// `None` when it never does.
+    pub fn wait_until_window(&self, gap: i32) -> Option<Millis> {
+        if gap <= self.initial_window {
+            return Some(0);
+        }
+        if gap > self.max_gap || self.widening_amount <= 0 {
+            return None;
+        }
+        let amount = i64::from(self.widening_amount);
+        let steps = (i64::from(gap - self.initial_window) + amount - 1) / amount;
+        Some(steps * self.widening_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_widens_in_steps_up_to_the_max_gap() {
+        let p = PoolPolicy::default();
+        assert_eq!(p.window(0), 100);
+        assert_eq!(p.window(9_999), 100);
+        assert_eq!(p.window(10_000), 125);
+        assert_eq!(p.window(45_000), 200);
+        assert_eq!(p.window(10_000_000), 500);
+        assert_eq!(p.window(-5), 100);
+    }
+
+    #[test]
+    fn wait_until_window_inverts_the_formula() {
+        let p = PoolPolicy::default();
+        assert_eq!(p.wait_until_window(90), Some(0));
+        assert_eq!(p.wait_until_window(200), Some(40_000));
+        assert_eq!(p.window(40_000), 200);
+        assert_eq!(p.wait_until_window(501), None);
+    }
+
+    #[test]
+    fn default_tenant_allows_the_usual_pools() {
+        let t = TenantConfig::default();
+        let key = t.pool_key("5+0", "rated", None, None).unwrap();
+        assert_eq!(key.to_string(), "standard_5+0_rated_GLOBAL");
+        let err = t.pool_key("4+0", "rated", None, None).unwrap_err();
+        assert_eq!(err.field, "time_control");
+        assert!(err.reason.contains("30+20"), "{}", err.reason);
+        let err = t.pool_key("nonsense", "rated", None, None).unwrap_err();
+        assert!(err.reason.contains("allowed values"), "{}", err.reason);
+        assert_eq!(
+            t.pool_key("5+0", "ranked", None, None).unwrap_err().field,
+            "mode"
+        );
+        assert_eq!(
+            t.pool_key("5+0", "rated", None, Some("MARS"))
+                .unwrap_err()
+                .field,
+            "region"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! # matchmaking-api
+//!
+//! Players ask to play; the service queues them per tenant and pool, pairs
+//! them by rating with a window that widens while they wait, creates the game
+//! and hands both players its id.
+//!
+//! ## Layout
+//!
+//! - [`domain`]: the values of SPEC §4, parsed at the edge.
+//! - [`matcher`]: the pure pairing function (snapshot, now, policy → pairs)
+//!   and the general matching solver under it.
+pub mod domain;
+pub mod matcher;

@@ -1,0 +1,329 @@
+//! The pure matcher (SPEC §5): a snapshot of a pool's waiting entries, the
+//! time and the pool's policy in; disjoint pairs out. No I/O, no clock.
+//!
+//! Two entries are *compatible* when they belong to different users, neither
+//! blocks the other, and their rating gap is within both of their windows.
+//! Among compatible pairs the matcher picks disjoint pairs that match as many
+//! players as possible, then serve the longest-waiting first, then keep gaps
+//! small (the score in [`score`]).
+//!
+//! How: sorted by rating, the pool splits into *segments* that no compatible
+//! pair crosses. Small segments (the usual case once a pool is running: an
+//! arrival meets the few players near its rating) are solved exactly by
+//! [`solver::exact`]. A large segment (a cold pool full of players) is paired
+//! greedily: longest-waiting first, each with its nearest compatible partner.
+//! That result is always maximal (no two unmatched compatible entries remain);
+//! the benchmarks measure how close it is to the optimum.
+
+pub mod score;
+pub mod solver;
+
+use crate::domain::{Millis, PoolPolicy, Rating};
+
+/// Segments up to this size are solved exactly.
+pub const EXACT_SEGMENT_LIMIT: usize = 12;
+
+/// A waiting entry as the matcher sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seeker<'a> {
+    pub user: &'a str,
+    pub rating: Rating,
+    pub enqueued_at: Millis,
+}
+
+/// Indices into the snapshot of two entries to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    pub a: usize,
+    pub b: usize,
+}
+
+/// An entry prepared for matching: its window and waiting steps at `now`.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    index: usize,
+    rating: Rating,
+    window: i32,
+    steps: i64,
+    enqueued_at: Millis,
+}
+
+/// Matches a pool with no blocks between players.
+pub fn find_pairs(snapshot: &[Seeker<'_>], now: Millis, policy: &PoolPolicy) -> Vec<Pair> {
+    find_pairs_with(snapshot, now, policy, |_, _| false)
+}
+
+/// Matches a pool; `blocked(i, j)` says whether entries `i` and `j` of the
+/// snapshot must never meet (fair-play or player blocks).
+pub fn find_pairs_with(
+    snapshot: &[Seeker<'_>],
+    now: Millis,
+    policy: &PoolPolicy,
+    blocked: impl Fn(usize, usize) -> bool,
+) -> Vec<Pair> {
+    let mut nodes: Vec<Node> = first_entry_per_user(snapshot)
+        .map(|(index, s)| {
+            let waited = now - s.enqueued_at;
+            Node {
+                index,
+                rating: s.rating,
+                window: policy.window(waited),
+                steps: policy.widening_steps(waited),
+                enqueued_at: s.enqueued_at,
+            }
+        })
+        .collect();
+    nodes.sort_unstable_by_key(|n| (n.rating, n.index));
+
+    let matcher = Matcher {
+        snapshot,
+        blocked: &blocked,
+    };
+    let mut pairs = Vec::new();
+    for segment in segments(&nodes) {
+        match segment.len() {
+            0 | 1 => {}
+            n if n <= EXACT_SEGMENT_LIMIT => matcher.exact(segment, &mut pairs),
+            _ => matcher.greedy(segment, &mut pairs),
+        }
+    }
+    pairs
+}
+
+/// The snapshot without later entries of a user already in it: a user is
+/// matched at most once per pass, by their longest-waiting entry.
+fn first_entry_per_user<'s, 'a>(
+    snapshot: &'s [Seeker<'a>],
+) -> impl Iterator<Item = (usize, &'s Seeker<'a>)> {
+    let mut first: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(snapshot.len());
+    for (i, s) in snapshot.iter().enumerate() {
+        first
+            .entry(s.user)
+            .and_modify(|k| {
+                if (s.enqueued_at, i) < (snapshot[*k].enqueued_at, *k) {
+                    *k = i;
+                }
+            })
+            .or_insert(i);
+    }
+    snapshot
+        .iter()
+        .enumerate()
+        .filter(move |(i, s)| first.get(s.user) == Some(i))
+}
+
+/// Splits rating-sorted nodes where no compatible pair can cross: a cut
+/// before node `k` is safe when no earlier node's window reaches its rating
+/// (every later node is further still).
+fn segments(nodes: &[Node]) -> impl Iterator<Item = &[Node]> {
+    let mut start = 0;
+    let mut reach = i64::MIN;
+    let mut cuts = Vec::new();
+    for (k, n) in nodes.iter().enumerate() {
+        if k > 0 && i64::from(n.rating) > reach {
+            cuts.push((start, k));
+            start = k;
+        }
+        reach = reach.max(i64::from(n.rating) + i64::from(n.window));
+    }
+    if !nodes.is_empty() {
+        cuts.push((start, nodes.len()));
+    }
+    cuts.into_iter().map(move |(s, e)| &nodes[s..e])
+}
+
+struct Matcher<'s, 'a, F> {
+    snapshot: &'s [Seeker<'a>],
+    blocked: &'s F,
+}
+
+impl<F: Fn(usize, usize) -> bool> Matcher<'_, '_, F> {
+    fn compatible(&self, a: &Node, b: &Node) -> bool {
+        let gap = (a.rating - b.rating).abs();
+        gap <= a.window
+            && gap <= b.window
+            && self.snapshot[a.index].user != self.snapshot[b.index].user
+            && !(self.blocked)(a.index, b.index)
+    }
+
+    fn score(a: &Node, b: &Node) -> i64 {
+        score::pair_score(a.rating, a.steps, b.rating, b.steps)
+    }
+
+    /// The optimum of a small segment.
+    fn exact(&self, segment: &[Node], out: &mut Vec<Pair>) {
+        let mut edges = Vec::new();
+        for (i, a) in segment.iter().enumerate() {
+            for (j, b) in segment.iter().enumerate().skip(i + 1) {
+                if self.compatible(a, b) {
+                    edges.push((i, j, Self::score(a, b)));
+                }
+            }
+        }
+        out.extend(
+            solver::exact(segment.len(), &edges)
+                .into_iter()
+                .map(|(i, j)| Pair {
+                    a: segment[i].index,
+                    b: segment[j].index,
+                }),
+        );
+    }
+
+    /// Longest-waiting first, each paired with its nearest compatible
+    /// unmatched entry. `O(n log n)` plus the entries skipped as incompatible.
+    fn greedy(&self, segment: &[Node], out: &mut Vec<Pair>) {
+        let n = segment.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_unstable_by_key(|&p| (segment[p].enqueued_at, segment[p].rating));
+        // Unmatched positions, found from either side in near-constant time.
+        let mut right = Skip::new(n);
+        let mut left = Skip::new(n);
+        let mut matched = vec![false; n];
+        for p in order {
+            if matched[p] {
+                continue;
+            }
+            let me = &segment[p];
+            let mut r = right.next(p + 1);
+            let mut l = if p == 0 {
+                None
+            } else {
+                left.next(n - p).map(|m| n - 1 - m)
+            };
+            let partner = loop {
+                let dist = |q: Option<usize>| q.map(|q| (segment[q].rating - me.rating).abs());
+                let (q, from_right) = match (dist(l), dist(r)) {
+                    (None, None) => break None,
+                    (Some(dl), Some(dr)) if dl <= dr => (l, false),
+                    (Some(_), None) => (l, false),
+                    _ => (r, true),
+                };
+                let q = q.expect("chosen side has a candidate");
+                if (segment[q].rating - me.rating).abs() > me.window {
+                    // The nearer side is out of my window: so is everything further.
+                    if from_right {
+                        r = None
+                    } else {
+                        l = None
+                    }
+                    continue;
+                }
+                if self.compatible(me, &segment[q]) {
+                    break Some(q);
+                }
+                if from_right {
+                    r = right.next(q + 1);
+                } else {
+                    l = if q == 0 {
+                        None
+                    } else {
+                        left.next(n - q).map(|m| n - 1 - m)
+                    };
+                }
+            };
+            if let Some(q) = partner {
+                for x in [p, q] {
+                    matched[x] = true;
+                    right.remove(x);
+                    left.remove(n - 1 - x);
+                }
+                out.push(Pair {
+                    a: me.index,
+                    b: segment[q].index,
+                });
+            }
+        }
+    }
+}
+
+/// "Next position at or after `i` still present", with removal, by a
+/// union-find with path compression.
+struct Skip {
+    parent: Vec<u32>,
+}
+
+impl Skip {
+    fn new(n: usize) -> Self {
+        // Position n is the sentinel "none left".
+        Self {
+            parent: (0..=n as u32).collect(),
+        }
+    }
+
+    fn next(&mut self, i: usize) -> Option<usize> {
+        let n = self.parent.len() - 1;
+        if i >= n {
+            return None;
+        }
+        let mut root = i;
+        while self.parent[root] as usize != root {
+            root = self.parent[root] as usize;
+        }
+        let mut x = i;
+        while self.parent[x] as usize != root {
+            let up = self.parent[x] as usize;
+            self.parent[x] = root as u32;
+            x = up;
+        }
+        (root < n).then_some(root)
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.parent[i] = i as u32 + 1;
+    }
+}
+
+/// The value of a set of pairs under the matcher's objective, or `None` when
+/// the pairs are not a valid matching of compatible entries.
+pub fn objective(
+    snapshot: &[Seeker<'_>],
+    now: Millis,
+    policy: &PoolPolicy,
+    pairs: &[Pair],
+) -> Option<solver::Value> {
+    let (n, edges) = compatibility_graph(snapshot, now, policy);
+    let pairs: Vec<_> = pairs.iter().map(|p| (p.a, p.b)).collect();
+    solver::value_of(n, &edges, &pairs)
+}
+
+/// Every compatible pair with its score: the whole graph the matcher works
+/// on, built naively (`O(n²)`), for tests, benchmarks and the simulator.
+pub fn compatibility_graph(
+    snapshot: &[Seeker<'_>],
+    now: Millis,
+    policy: &PoolPolicy,
+) -> (usize, Vec<(usize, usize, i64)>) {
+    let nodes: Vec<Node> = snapshot
+        .iter()
+        .enumerate()
+        .map(|(index, s)| Node {
+            index,
+            rating: s.rating,
+            window: policy.window(now - s.enqueued_at),
+            steps: policy.widening_steps(now - s.enqueued_at),
+            enqueued_at: s.enqueued_at,
+        })
+        .collect();
+    let matcher = Matcher {
+        snapshot,
+        blocked: &|_: usize, _: usize| false,
+    };
+    let mut edges = Vec::new();
+    for (i, a) in nodes.iter().enumerate() {
+        for b in &nodes[i + 1..] {
+            if matcher.compatible(a, b) {
+                edges.push((
+                    a.index,
+                    b.index,
+                    Matcher::<fn(usize, usize) -> bool>::score(a, b),
+                ));
+            }
+        }
+    }
+    (snapshot.len(), edges)
+}
+
+#[cfg(test)]
+mod tests;
