@@ -11,3 +11,4 @@
 //!   and the general matching solver under it.
 pub mod domain;
 pub mod matcher;
+pub mod store;

@@ -1,0 +1,526 @@
+//! In-memory [`QueueStore`]: the embedded default's hot state.
+//!
+//! One `std::sync::Mutex` guards everything. That is what makes every
+//! method atomic, and it is enough: no method awaits while holding it and
+//! each does a handful of hash-map operations.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{
+    CancelOutcome, IdempotencyScope, JoinOutcome, QueueStore, Reservation, StaleReservation,
+    StoreResult, StoredAnswer, Waiting,
+};
+use crate::domain::{
+    ActiveGame, EntryStatus, GameId, MatchRecord, Millis, Opponent, PoolRef, QueueEntry,
+    QueueEntryId, TenantId, UserId,
+};
+
+/// How many recent match waits a pool remembers for its estimate.
+const RECENT_WAITS: usize = 64;
+
+type UserKey = (TenantId, UserId);
+
+#[derive(Default)]
+pub struct MemoryQueueStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<QueueEntryId, QueueEntry>,
+    /// The one waiting entry of each user.
+    by_user: HashMap<UserKey, QueueEntryId>,
+    pools: HashMap<PoolRef, Pool>,
+    /// Reserved entries, for finding stale reservations without a scan.
+    reserved: BTreeSet<QueueEntryId>,
+    active: HashMap<UserKey, ActiveGame>,
+    /// Players of each guarded game.
+    games: HashMap<(TenantId, GameId), [UserId; 2]>,
+    answers: HashMap<IdempotencyScope, (StoredAnswer, Millis)>,
+    /// Entries that reached a final status, in the order they did.
+    finished: VecDeque<(Millis, QueueEntryId)>,
+}
+
+#[derive(Default)]
+struct Pool {
+    /// Searching entries, ordered by (enqueued_at, id): oldest first.
+    searching: BTreeSet<(Millis, QueueEntryId)>,
+    reserved: usize,
+    recent_waits: VecDeque<Millis>,
+}
+
+impl MemoryQueueStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half change: every
+        // method validates before it mutates. Keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Inner {
+    fn pool(&mut self, pool: &PoolRef) -> &mut Pool {
+        self.pools.entry(pool.clone()).or_default()
+    }
+
+    fn active_game(&self, key: &UserKey, now: Millis) -> Option<&ActiveGame> {
+        self.active.get(key).filter(|g| g.until > now)
+    }
+
+    /// Takes a searching entry out of its pool's waiting set.
+    fn unlist(&mut self, entry: &QueueEntry) {
+        if let Some(pool) = self.pools.get_mut(&entry.pool_ref()) {
+            pool.searching
+                .remove(&(entry.enqueued_at, entry.id.clone()));
+        }
+    }
+
+    /// Moves a waiting entry to a final status and drops the user's index.
+    fn finish(
+        &mut self,
+        id: &QueueEntryId,
+        status: EntryStatus,
+        now: Millis,
+    ) -> Option<QueueEntry> {
+        let entry = self.entries.get_mut(id)?;
+        entry.status = status;
+        entry.updated_at = now;
+        entry.reserved_until = None;
+        let entry = entry.clone();
+        self.by_user
+            .remove(&(entry.tenant_id.clone(), entry.user_id.clone()));
+        self.finished.push_back((now, id.clone()));
+        Some(entry)
+    }
+
+    fn set_reserved(&mut self, id: &QueueEntryId, reserved: bool) {
+        if reserved {
+            self.reserved.insert(id.clone());
+        } else {
+            self.reserved.remove(id);
+        }
+    }
+
+    fn drop_empty_pool(&mut self, pool: &PoolRef) {
+        if self
+            .pools
+            .get(pool)
+            .is_some_and(|p| p.searching.is_empty() && p.reserved == 0 && p.recent_waits.is_empty())
+        {
+            self.pools.remove(pool);
+        }
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryQueueStore {
+    async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome> {
+        let mut inner = self.lock();
+        let key = (entry.tenant_id.clone(), entry.user_id.clone());
+        if let Some(existing) = inner.by_user.get(&key).and_then(|id| inner.entries.get(id)) {
+            return Ok(if existing.pool == entry.pool {
+                JoinOutcome::Existing(existing.clone())
+            } else {
+                JoinOutcome::AlreadyInQueue(existing.clone())
+            });
+        }
+        if let Some(game) = inner.active_game(&key, now) {
+            return Ok(JoinOutcome::ActiveGame(game.clone()));
+        }
+        let pool = entry.pool_ref();
+        inner
+            .pool(&pool)
+            .searching
+            .insert((entry.enqueued_at, entry.id.clone()));
+        inner.by_user.insert(key, entry.id.clone());
+        inner.entries.insert(entry.id.clone(), entry.clone());
+        Ok(JoinOutcome::Created(entry))
+    }
+
+    async fn status(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: &QueueEntryId,
+        now: Millis,
+    ) -> StoreResult<Option<QueueEntry>> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(id) else {
+            return Ok(None);
+        };
+        if &entry.tenant_id != tenant || &entry.user_id != user {
+            return Ok(None);
+        }
+        if entry.status.is_waiting() {
+            entry.last_seen_at = entry.last_seen_at.max(now);
+        }
+        Ok(Some(entry.clone()))
+    }
+
+    async fn user_entry(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> StoreResult<Option<QueueEntry>> {
+        let inner = self.lock();
+        let key = (tenant.clone(), user.clone());
+        Ok(inner
+            .by_user
+            .get(&key)
+            .and_then(|id| inner.entries.get(id))
+            .cloned())
+    }
+
+    async fn active_game(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now: Millis,
+    ) -> StoreResult<Option<ActiveGame>> {
+        let inner = self.lock();
+        Ok(inner
+            .active_game(&(tenant.clone(), user.clone()), now)
+            .cloned())
+    }
+
+    async fn cancel(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: &QueueEntryId,
+        now: Millis,
+    ) -> StoreResult<CancelOutcome> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get(id) else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if &entry.tenant_id != tenant || &entry.user_id != user {
+            return Ok(CancelOutcome::NotFound);
+        }
+        match entry.status {
+            EntryStatus::Searching => {}
+            EntryStatus::Reserved | EntryStatus::Matched => return Ok(CancelOutcome::CannotCancel),
+            EntryStatus::Cancelled | EntryStatus::TimedOut => return Ok(CancelOutcome::NotFound),
+        }
+        let entry = entry.clone();
+        inner.unlist(&entry);
+        let cancelled = inner
+            .finish(id, EntryStatus::Cancelled, now)
+            .expect("entry exists");
+        Ok(CancelOutcome::Cancelled(Box::new(cancelled)))
+    }
+
+    async fn pools(&self) -> StoreResult<Vec<PoolRef>> {
+        let inner = self.lock();
+        Ok(inner
+            .pools
+            .iter()
+            .filter(|(_, p)| !p.searching.is_empty() || p.reserved > 0)
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    async fn waiting(&self, pool: &PoolRef) -> StoreResult<Vec<Waiting>> {
+        let inner = self.lock();
+        let Some(p) = inner.pools.get(pool) else {
+            return Ok(Vec::new());
+        };
+        Ok(p.searching
+            .iter()
+            .filter_map(|(_, id)| inner.entries.get(id))
+            .map(|e| Waiting {
+                id: e.id.clone(),
+                user_id: e.user_id.clone(),
+                rating: e.rating,
+                enqueued_at: e.enqueued_at,
+                last_seen_at: e.last_seen_at,
+                request_id: e.request_id.clone(),
+            })
+            .collect())
+    }
+
+    async fn reserve(
+        &self,
+        pool: &PoolRef,
+        reservations: &[Reservation],
+        until: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<bool>> {
+        let mut inner = self.lock();
+        let mut answers = Vec::with_capacity(reservations.len());
+        for r in reservations {
+            let searching = |id: &QueueEntryId| {
+                inner
+                    .entries
+                    .get(id)
+                    .is_some_and(|e| e.status == EntryStatus::Searching && &e.pool_ref() == pool)
+            };
+            let ok = r.a != r.b && searching(&r.a) && searching(&r.b);
+            if ok {
+                for id in [&r.a, &r.b] {
+                    let entry = inner.entries.get_mut(id).expect("checked above");
+                    entry.status = EntryStatus::Reserved;
+                    entry.match_id = Some(r.match_id.clone());
+                    entry.reserved_until = Some(until);
+                    entry.updated_at = now;
+                    let entry = entry.clone();
+                    inner.unlist(&entry);
+                    inner.set_reserved(id, true);
+                }
+                inner.pool(pool).reserved += 2;
+            }
+            answers.push(ok);
+        }
+        Ok(answers)
+    }
+
+    async fn commit(
+        &self,
+        records: &[MatchRecord],
+        guard_until: Millis,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut inner = self.lock();
+        for record in records {
+            let pool = PoolRef {
+                tenant_id: record.tenant_id.clone(),
+                key: record.pool,
+            };
+            for (me, other) in [
+                (&record.white, &record.black),
+                (&record.black, &record.white),
+            ] {
+                let opponent = Opponent {
+                    user_id: other.user_id.clone(),
+                    username: other.username.clone(),
+                    rating: other.rating,
+                };
+                inner.active.insert(
+                    (record.tenant_id.clone(), me.user_id.clone()),
+                    ActiveGame {
+                        game_id: record.game_id.clone(),
+                        match_id: record.match_id.clone(),
+                        pool: record.pool,
+                        opponent: opponent.clone(),
+                        until: guard_until,
+                    },
+                );
+                let Some(entry_id) = &me.entry_id else {
+                    continue;
+                };
+                let reserved_for_this = inner.entries.get(entry_id).is_some_and(|e| {
+                    e.status == EntryStatus::Reserved
+                        && e.match_id.as_ref() == Some(&record.match_id)
+                });
+                if !reserved_for_this {
+                    continue;
+                }
+                let entry = inner.entries.get_mut(entry_id).expect("checked above");
+                entry.game_id = Some(record.game_id.clone());
+                entry.opponent = Some(opponent);
+                let wait = now - entry.enqueued_at;
+                inner.finish(entry_id, EntryStatus::Matched, now);
+                inner.set_reserved(entry_id, false);
+                let p = inner.pool(&pool);
+                p.reserved = p.reserved.saturating_sub(1);
+                p.recent_waits.push_front(wait.max(0));
+                p.recent_waits.truncate(RECENT_WAITS);
+            }
+            inner.games.insert(
+                (record.tenant_id.clone(), record.game_id.clone()),
+                [record.white.user_id.clone(), record.black.user_id.clone()],
+            );
+        }
+        Ok(())
+    }
+
+    async fn release(&self, reservations: &[Reservation], now: Millis) -> StoreResult<()> {
+        let mut inner = self.lock();
+        for r in reservations {
+            for id in [&r.a, &r.b] {
+                let Some(entry) = inner.entries.get_mut(id) else {
+                    continue;
+                };
+                if entry.status != EntryStatus::Reserved
+                    || entry.match_id.as_ref() != Some(&r.match_id)
+                {
+                    continue;
+                }
+                entry.status = EntryStatus::Searching;
+                entry.match_id = None;
+                entry.reserved_until = None;
+                entry.updated_at = now;
+                let (pool, enqueued_at) = (entry.pool_ref(), entry.enqueued_at);
+                inner.set_reserved(id, false);
+                let p = inner.pool(&pool);
+                p.reserved = p.reserved.saturating_sub(1);
+                p.searching.insert((enqueued_at, id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn time_out(
+        &self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        now: Millis,
+    ) -> StoreResult<Vec<QueueEntry>> {
+        let mut inner = self.lock();
+        let mut changed = Vec::new();
+        for id in ids {
+            let Some(entry) = inner.entries.get(id) else {
+                continue;
+            };
+            if entry.status != EntryStatus::Searching || &entry.pool_ref() != pool {
+                continue;
+            }
+            let entry = entry.clone();
+            inner.unlist(&entry);
+            changed.extend(inner.finish(id, EntryStatus::TimedOut, now));
+        }
+        inner.drop_empty_pool(pool);
+        Ok(changed)
+    }
+
+    async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {
+        let inner = self.lock();
+        let mut by_match: HashMap<_, StaleReservation> = HashMap::new();
+        for id in &inner.reserved {
+            let Some(e) = inner.entries.get(id) else {
+                continue;
+            };
+            let (Some(until), Some(match_id)) = (e.reserved_until, &e.match_id) else {
+                continue;
+            };
+            if until < now {
+                by_match
+                    .entry(match_id.clone())
+                    .or_insert_with(|| StaleReservation {
+                        pool: e.pool_ref(),
+                        match_id: match_id.clone(),
+                        entries: Vec::new(),
+                    })
+                    .entries
+                    .push(id.clone());
+            }
+        }
+        Ok(by_match.into_values().collect())
+    }
+
+    async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        let Some(players) = inner.games.remove(&(tenant.clone(), game.clone())) else {
+            return Ok(false);
+        };
+        for user in players {
+            let key = (tenant.clone(), user);
+            if inner.active.get(&key).is_some_and(|g| &g.game_id == game) {
+                inner.active.remove(&key);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn restore_active_games(
+        &self,
+        games: &[(TenantId, UserId, ActiveGame)],
+    ) -> StoreResult<()> {
+        let mut inner = self.lock();
+        for (tenant, user, game) in games {
+            inner
+                .active
+                .insert((tenant.clone(), user.clone()), game.clone());
+            inner.games.insert(
+                (tenant.clone(), game.game_id.clone()),
+                [user.clone(), game.opponent.user_id.clone()],
+            );
+        }
+        Ok(())
+    }
+
+    async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>> {
+        let inner = self.lock();
+        Ok(inner
+            .pools
+            .get(pool)
+            .map(|p| p.recent_waits.iter().copied().collect())
+            .unwrap_or_default())
+    }
+
+    async fn idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        now: Millis,
+    ) -> StoreResult<Option<StoredAnswer>> {
+        let inner = self.lock();
+        Ok(inner
+            .answers
+            .get(scope)
+            .filter(|(_, expires)| *expires > now)
+            .map(|(a, _)| a.clone()))
+    }
+
+    async fn save_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        answer: StoredAnswer,
+        expires_at: Millis,
+    ) -> StoreResult<StoredAnswer> {
+        let mut inner = self.lock();
+        let now = crate::domain::now_millis();
+        let slot = inner
+            .answers
+            .entry(scope.clone())
+            .or_insert_with(|| (answer.clone(), expires_at));
+        if slot.1 <= now {
+            *slot = (answer, expires_at);
+        }
+        Ok(slot.0.clone())
+    }
+
+    async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize> {
+        let mut inner = self.lock();
+        let mut purged = 0;
+        while let Some((at, _)) = inner.finished.front() {
+            if *at >= before {
+                break;
+            }
+            let (_, id) = inner.finished.pop_front().expect("front exists");
+            if inner
+                .entries
+                .get(&id)
+                .is_some_and(|e| !e.status.is_waiting())
+            {
+                inner.entries.remove(&id);
+                purged += 1;
+            }
+        }
+        let expired: Vec<UserKey> = inner
+            .active
+            .iter()
+            .filter(|(_, g)| g.until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            if let Some(game) = inner.active.remove(&key) {
+                inner.games.remove(&(key.0.clone(), game.game_id));
+                purged += 1;
+            }
+        }
+        let before_answers = inner.answers.len();
+        inner.answers.retain(|_, (_, expires)| *expires > now);
+        purged += before_answers - inner.answers.len();
+        Ok(purged)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

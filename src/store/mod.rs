@@ -1,0 +1,356 @@
+//! Storage behind traits (one trait per store, one contract suite per trait).
+//!
+//! - [`QueueStore`]: hot queue state — entries, per-pool waiting sets, the
+//!   per-user index, the short "being matched" reservation, active-game
+//!   guards, idempotent answers. In memory ([`memory`]) or, in production,
+//!   Redis, where each method is one atomic script.
+//! - [`DurableStore`]: durable records — matches, ratings, audit of
+//!   decisions. SQLite ([`sqlite`]) or, in production, PostgreSQL.
+//!
+//! Every method that changes more than one thing does it atomically: no
+//! caller on any node can observe or create a half state.
+
+pub mod memory;
+pub mod sqlite;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    ActiveGame, DEFAULT_RATING, GameId, MatchId, MatchRecord, Millis, PoolRef, QueueEntry,
+    QueueEntryId, Rating, Speed, TenantId, UserId,
+};
+
+/// A store could not do what was asked; callers answer 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What became of a join.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinOutcome {
+    /// The entry was added to its pool.
+    Created(QueueEntry),
+    /// The user is already searching with the same parameters: that entry.
+    Existing(QueueEntry),
+    /// The user is already searching with other parameters.
+    AlreadyInQueue(QueueEntry),
+    /// The user is in a game that has not finished.
+    ActiveGame(ActiveGame),
+}
+
+/// What became of a cancel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    Cancelled(Box<QueueEntry>),
+    /// Unknown, not this user's, or no longer waiting (timed out, cancelled).
+    NotFound,
+    /// Matched, or being matched right now.
+    CannotCancel,
+}
+
+/// A waiting entry as the matching worker needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub id: QueueEntryId,
+    pub user_id: UserId,
+    pub rating: Rating,
+    pub enqueued_at: Millis,
+    pub last_seen_at: Millis,
+    pub request_id: Option<String>,
+}
+
+/// Two entries held for one match while its game is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub match_id: MatchId,
+    pub a: QueueEntryId,
+    pub b: QueueEntryId,
+}
+
+/// A reservation whose deadline passed (its worker died or stalled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleReservation {
+    pub pool: PoolRef,
+    pub match_id: MatchId,
+    pub entries: Vec<QueueEntryId>,
+}
+
+/// Scope of an `Idempotency-Key`: per tenant and user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyScope {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub key: String,
+}
+
+/// The first answer given to an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Hot queue state. See the module docs.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
+    /// Adds `entry` to its pool unless the user is already waiting or in an
+    /// active game; one atomic step with the per-user guard.
+    async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome>;
+
+    /// The entry, if it exists and belongs to this tenant and user. When it
+    /// is still waiting, this also records that its client was heard from.
+    async fn status(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: &QueueEntryId,
+        now: Millis,
+    ) -> StoreResult<Option<QueueEntry>>;
+
+    /// The user's waiting entry, if any.
+    async fn user_entry(&self, tenant: &TenantId, user: &UserId)
+    -> StoreResult<Option<QueueEntry>>;
+
+    /// The user's active-game guard, if one is in force at `now`.
+    async fn active_game(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now: Millis,
+    ) -> StoreResult<Option<ActiveGame>>;
+
+    /// Cancels the user's own entry if it is still searching.
+    async fn cancel(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: &QueueEntryId,
+        now: Millis,
+    ) -> StoreResult<CancelOutcome>;
+
+    /// Pools that have waiting entries.
+    async fn pools(&self) -> StoreResult<Vec<PoolRef>>;
+
+    /// The pool's searching entries (not the reserved ones), oldest first.
+    async fn waiting(&self, pool: &PoolRef) -> StoreResult<Vec<Waiting>>;
+
+    /// Reserves each pair only if both entries are still searching; answers
+    /// one flag per reservation. Reserved entries cannot be cancelled,
+    /// timed out or reserved again until committed or released.
+    async fn reserve(
+        &self,
+        pool: &PoolRef,
+        reservations: &[Reservation],
+        until: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<bool>>;
+
+    /// Marks the reserved entries of each record `MATCHED` with its game and
+    /// opponent, and sets both players' active-game guard until `guard_until`.
+    /// Players of records without entries (challenges) get the guard only.
+    async fn commit(
+        &self,
+        records: &[MatchRecord],
+        guard_until: Millis,
+        now: Millis,
+    ) -> StoreResult<()>;
+
+    /// Puts reserved entries back to searching with their original
+    /// `enqueued_at`.
+    async fn release(&self, reservations: &[Reservation], now: Millis) -> StoreResult<()>;
+
+    /// Marks these entries `TIMED_OUT` if they are still searching; answers
+    /// the entries it changed.
+    async fn time_out(
+        &self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        now: Millis,
+    ) -> StoreResult<Vec<QueueEntry>>;
+
+    /// Reservations whose deadline is before `now`.
+    async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>>;
+
+    /// Lifts the active-game guard of both players of a game; `false` when
+    /// no guard was held for it.
+    async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool>;
+
+    /// Sets active-game guards (warm start from the durable store).
+    async fn restore_active_games(
+        &self,
+        games: &[(TenantId, UserId, ActiveGame)],
+    ) -> StoreResult<()>;
+
+    /// Waits (ms) of the pool's most recent matches, newest first.
+    async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>>;
+
+    /// The answer first stored under this scope, if not expired.
+    async fn idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        now: Millis,
+    ) -> StoreResult<Option<StoredAnswer>>;
+
+    /// Stores `answer` unless one is stored already; answers the one that
+    /// is stored now (so racing requests return the same answer).
+    async fn save_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        answer: StoredAnswer,
+        expires_at: Millis,
+    ) -> StoreResult<StoredAnswer>;
+
+    /// Drops finished entries older than `before`, and expired guards and
+    /// answers. Answers how many items went.
+    async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// A player's ratings per speed; unset speeds are [`DEFAULT_RATING`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ratings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bullet: Option<Rating>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blitz: Option<Rating>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rapid: Option<Rating>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classical: Option<Rating>,
+}
+
+impl Ratings {
+    fn slot(&mut self, speed: Speed) -> &mut Option<Rating> {
+        match speed {
+            Speed::Bullet => &mut self.bullet,
+            Speed::Blitz => &mut self.blitz,
+            Speed::Rapid => &mut self.rapid,
+            Speed::Classical => &mut self.classical,
+        }
+    }
+
+    /// The rating for `speed`, 1500 when never set.
+    pub fn get(mut self, speed: Speed) -> Rating {
+        self.slot(speed).unwrap_or(DEFAULT_RATING)
+    }
+
+    /// These ratings with every speed set in `update` replaced.
+    pub fn merged(mut self, update: &Ratings) -> Ratings {
+        let mut update = *update;
+        for speed in Speed::ALL {
+            if let Some(r) = *update.slot(speed) {
+                *self.slot(speed) = Some(r);
+            }
+        }
+        self
+    }
+
+    /// Every speed, with defaults filled in.
+    pub fn complete(self) -> Ratings {
+        Ratings {
+            bullet: Some(self.get(Speed::Bullet)),
+            blitz: Some(self.get(Speed::Blitz)),
+            rapid: Some(self.get(Speed::Rapid)),
+            classical: Some(self.get(Speed::Classical)),
+        }
+    }
+}
+
+/// One recorded decision (a match, a time-out, a finished game...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub at: Millis,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    pub subject: String,
+    pub detail: serde_json::Value,
+}
+
+/// Durable match records.
+#[async_trait]
+pub trait MatchStore: Send + Sync + 'static {
+    /// Inserts the records with their audit events in one transaction, and
+    /// moves each player's color balance (+1 white, -1 black). A record whose
+    /// match id is already stored is left as it is.
+    async fn insert_matches(
+        &self,
+        records: &[MatchRecord],
+        audit: &[AuditEvent],
+    ) -> StoreResult<()>;
+
+    async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>>;
+
+    /// The match a queue entry of this tenant ended in.
+    async fn match_by_entry(
+        &self,
+        tenant: &TenantId,
+        entry: &QueueEntryId,
+    ) -> StoreResult<Option<MatchRecord>>;
+
+    /// The user's newest unfinished match created at or after `since`.
+    async fn active_match(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        since: Millis,
+    ) -> StoreResult<Option<MatchRecord>>;
+
+    /// Every unfinished match created at or after `since`.
+    async fn unfinished_matches(&self, since: Millis) -> StoreResult<Vec<MatchRecord>>;
+
+    /// Records that a game finished; answers its match, `None` when unknown.
+    /// Finishing twice keeps the first time.
+    async fn finish_match(
+        &self,
+        tenant: &TenantId,
+        game: &GameId,
+        at: Millis,
+    ) -> StoreResult<Option<MatchRecord>>;
+
+    /// Each listed user's color balance (whites minus blacks); 0 when unknown.
+    async fn color_balances(
+        &self,
+        tenant: &TenantId,
+        users: &[UserId],
+    ) -> StoreResult<HashMap<UserId, i32>>;
+}
+
+/// The local ratings table.
+#[async_trait]
+pub trait RatingStore: Send + Sync + 'static {
+    async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings>;
+
+    /// Sets the speeds present in `update`, keeps the others; answers the result.
+    async fn set_ratings(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        update: &Ratings,
+    ) -> StoreResult<Ratings>;
+}
+
+/// The audit log of decisions.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    async fn record(&self, events: &[AuditEvent]) -> StoreResult<()>;
+
+    /// The newest events about `subject`, newest first.
+    async fn events_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+}
+
+/// All durable stores, as one backend provides them.
+#[async_trait]
+pub trait DurableStore: MatchStore + RatingStore + AuditStore {
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,412 @@
+//! SQLite [`DurableStore`] (through sqlx): the embedded default's durable
+//! records, in a file in `DATA_DIR`. WAL mode, so reads never wait for the
+//! single writer.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, SqlitePool};
+
+use super::{
+    AuditEvent, AuditStore, DurableStore, MatchStore, RatingStore, Ratings, StoreError, StoreResult,
+};
+use crate::domain::{
+    GameId, MatchId, MatchRecord, MatchSide, MatchSource, Millis, QueueEntryId, TenantId, UserId,
+    Username,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per multi-row INSERT (SQLite allows 32766 bound values).
+const ROWS_PER_INSERT: usize = 500;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    fn record_from_row(row: &SqliteRow) -> StoreResult<MatchRecord> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("match_records.{what}"));
+        let side = |prefix: &str| -> StoreResult<MatchSide> {
+            let user: String = row.try_get(format!("{prefix}_user_id").as_str())?;
+            let username: Option<String> = row.try_get(format!("{prefix}_username").as_str())?;
+            let entry: Option<String> = row.try_get(format!("{prefix}_entry_id").as_str())?;
+            Ok(MatchSide {
+                user_id: UserId::parse(&user).map_err(|_| corrupt("user_id"))?,
+                username: username.as_deref().and_then(Username::sanitize),
+                rating: row.try_get(format!("{prefix}_rating").as_str())?,
+                entry_id: entry
+                    .map(|e| QueueEntryId::parse(&e).map_err(|_| corrupt("entry_id")))
+                    .transpose()?,
+            })
+        };
+        let source: String = row.try_get("source")?;
+        Ok(MatchRecord {
+            match_id: MatchId::parse(row.try_get("match_id")?).map_err(|_| corrupt("match_id"))?,
+            tenant_id: TenantId::parse(row.try_get("tenant_id")?)
+                .map_err(|_| corrupt("tenant_id"))?,
+            game_id: GameId::parse(row.try_get("game_id")?).map_err(|_| corrupt("game_id"))?,
+            white: side("white")?,
+            black: side("black")?,
+            pool: row
+                .try_get::<&str, _>("pool_key")?
+                .parse()
+                .map_err(|_| corrupt("pool_key"))?,
+            created_at: row.try_get("created_at")?,
+            source: match source.as_str() {
+                "queue" => MatchSource::Queue,
+                "challenge" => MatchSource::Challenge,
+                _ => return Err(corrupt("source")),
+            },
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+
+    async fn one_record(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<MatchRecord>> {
+        let mut query = sqlx::query(sql);
+        for b in binds {
+            query = query.bind(*b);
+        }
+        query
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(Self::record_from_row)
+            .transpose()
+    }
+}
+
+const RECORD_COLUMNS: &str = "match_id, tenant_id, game_id, \
+    white_user_id, white_username, white_rating, white_entry_id, \
+    black_user_id, black_username, black_rating, black_entry_id, \
+    pool_key, source, created_at, finished_at";
+
+#[async_trait]
+impl MatchStore for SqliteStore {
+    async fn insert_matches(
+        &self,
+        records: &[MatchRecord],
+        audit: &[AuditEvent],
+    ) -> StoreResult<()> {
+        if records.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::new(format!("INSERT INTO match_records ({RECORD_COLUMNS}) "));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.match_id.as_str())
+                    .push_bind(r.tenant_id.as_str())
+                    .push_bind(r.game_id.as_str());
+                for side in [&r.white, &r.black] {
+                    b.push_bind(side.user_id.as_str())
+                        .push_bind(side.username.as_ref().map(|u| u.as_str()))
+                        .push_bind(side.rating)
+                        .push_bind(side.entry_id.as_ref().map(|e| e.as_str()));
+                }
+                b.push_bind(r.pool.to_string())
+                    .push_bind(r.source.as_str())
+                    .push_bind(r.created_at)
+                    .push_bind(r.finished_at);
+            });
+            q.push(" ON CONFLICT (match_id) DO NOTHING RETURNING match_id");
+            let inserted: Vec<String> = q
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            fresh.extend(
+                chunk
+                    .iter()
+                    .filter(|r| inserted.iter().any(|m| m == r.match_id.as_str())),
+            );
+        }
+        // Color balances move only for matches inserted now, never twice.
+        let mut moves: Vec<(&TenantId, &UserId, i64)> = Vec::with_capacity(fresh.len() * 2);
+        for r in &fresh {
+            moves.push((&r.tenant_id, &r.white.user_id, 1));
+            moves.push((&r.tenant_id, &r.black.user_id, -1));
+        }
+        for chunk in moves.chunks(ROWS_PER_INSERT) {
+            let mut q =
+                QueryBuilder::new("INSERT INTO players (tenant_id, user_id, color_balance) ");
+            q.push_values(chunk, |mut b, (t, u, d)| {
+                b.push_bind(t.as_str()).push_bind(u.as_str()).push_bind(*d);
+            });
+            q.push(
+                " ON CONFLICT (tenant_id, user_id) DO UPDATE \
+                  SET color_balance = color_balance + excluded.color_balance",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM match_records WHERE match_id = ?");
+        self.one_record(&sql, &[id.as_str()]).await
+    }
+
+    async fn match_by_entry(
+        &self,
+        tenant: &TenantId,
+        entry: &QueueEntryId,
+    ) -> StoreResult<Option<MatchRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM match_records \
+             WHERE match_id IN (SELECT match_id FROM match_records WHERE white_entry_id = ?1 \
+                                UNION SELECT match_id FROM match_records WHERE black_entry_id = ?1) \
+               AND tenant_id = ?2"
+        );
+        self.one_record(&sql, &[entry.as_str(), tenant.as_str()])
+            .await
+    }
+
+    async fn active_match(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        since: Millis,
+    ) -> StoreResult<Option<MatchRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM match_records \
+             WHERE tenant_id = ?1 AND (white_user_id = ?2 OR black_user_id = ?2) \
+               AND created_at >= ?3 AND finished_at IS NULL \
+             ORDER BY created_at DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .bind(since)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::record_from_row).transpose()
+    }
+
+    async fn unfinished_matches(&self, since: Millis) -> StoreResult<Vec<MatchRecord>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM match_records \
+             WHERE finished_at IS NULL AND created_at >= ? ORDER BY created_at"
+        );
+        sqlx::query(&sql)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(Self::record_from_row)
+            .collect()
+    }
+
+    async fn finish_match(
+        &self,
+        tenant: &TenantId,
+        game: &GameId,
+        at: Millis,
+    ) -> StoreResult<Option<MatchRecord>> {
+        sqlx::query(
+            "UPDATE match_records SET finished_at = ?1 \
+             WHERE tenant_id = ?2 AND game_id = ?3 AND finished_at IS NULL",
+        )
+        .bind(at)
+        .bind(tenant.as_str())
+        .bind(game.as_str())
+        .execute(&self.pool)
+        .await?;
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM match_records WHERE tenant_id = ? AND game_id = ?"
+        );
+        self.one_record(&sql, &[tenant.as_str(), game.as_str()])
+            .await
+    }
+
+    async fn color_balances(
+        &self,
+        tenant: &TenantId,
+        users: &[UserId],
+    ) -> StoreResult<HashMap<UserId, i32>> {
+        let mut balances = HashMap::with_capacity(users.len());
+        for chunk in users.chunks(ROWS_PER_INSERT) {
+            let mut q =
+                QueryBuilder::new("SELECT user_id, color_balance FROM players WHERE tenant_id = ");
+            q.push_bind(tenant.as_str()).push(" AND user_id IN (");
+            let mut list = q.separated(", ");
+            for u in chunk {
+                list.push_bind(u.as_str());
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&self.pool).await? {
+                let user: String = row.try_get(0)?;
+                let balance: i64 = row.try_get(1)?;
+                if let Ok(user) = UserId::parse(&user) {
+                    balances.insert(user, balance.clamp(i32::MIN.into(), i32::MAX.into()) as i32);
+                }
+            }
+        }
+        Ok(balances)
+    }
+}
+
+async fn insert_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    events: &[AuditEvent],
+) -> StoreResult<()> {
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut q =
+            QueryBuilder::new("INSERT INTO audit_events (at, tenant_id, kind, subject, detail) ");
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(e.at)
+                .push_bind(e.tenant_id.as_str())
+                .push_bind(e.kind.as_str())
+                .push_bind(e.subject.as_str())
+                .push_bind(e.detail.to_string());
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl RatingStore for SqliteStore {
+    async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
+        let row = sqlx::query(
+            "SELECT bullet, blitz, rapid, classical FROM players WHERE tenant_id = ? AND user_id = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => Ratings::default(),
+            Some(row) => Ratings {
+                bullet: row.try_get(0)?,
+                blitz: row.try_get(1)?,
+                rapid: row.try_get(2)?,
+                classical: row.try_get(3)?,
+            },
+        })
+    }
+
+    async fn set_ratings(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        update: &Ratings,
+    ) -> StoreResult<Ratings> {
+        let row = sqlx::query(
+            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+               bullet = COALESCE(excluded.bullet, bullet), \
+               blitz = COALESCE(excluded.blitz, blitz), \
+               rapid = COALESCE(excluded.rapid, rapid), \
+               classical = COALESCE(excluded.classical, classical) \
+             RETURNING bullet, blitz, rapid, classical",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .bind(update.bullet)
+        .bind(update.blitz)
+        .bind(update.rapid)
+        .bind(update.classical)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Ratings {
+            bullet: row.try_get(0)?,
+            blitz: row.try_get(1)?,
+            rapid: row.try_get(2)?,
+            classical: row.try_get(3)?,
+        })
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn record(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        insert_audit(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn events_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT at, tenant_id, kind, subject, detail FROM audit_events \
+             WHERE subject = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(subject)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let detail: String = row.try_get(4)?;
+                Ok(AuditEvent {
+                    at: row.try_get(0)?,
+                    tenant_id: TenantId::parse(row.try_get(1)?)
+                        .map_err(|_| StoreError::Corrupt("audit_events.tenant_id".into()))?,
+                    kind: row.try_get(2)?,
+                    subject: row.try_get(3)?,
+                    detail: serde_json::from_str(&detail)
+                        .map_err(|_| StoreError::Corrupt("audit_events.detail".into()))?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl DurableStore for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

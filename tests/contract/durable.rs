@@ -1,0 +1,204 @@
+//! The `DurableStore` contract.
+
+use matchmaking_api::domain::{
+    GameId, MatchId, MatchRecord, MatchSide, MatchSource, QueueEntryId, Speed,
+};
+use matchmaking_api::store::{AuditEvent, DurableStore, Ratings};
+
+use super::{T0, pool, tenant, user};
+
+fn record(white: &str, black: &str, at: i64) -> MatchRecord {
+    let m = MatchId::generate();
+    let side = |u: &str, r| MatchSide {
+        user_id: user(u),
+        username: matchmaking_api::domain::Username::sanitize(&format!("{u} name")),
+        rating: r,
+        entry_id: Some(QueueEntryId::generate()),
+    };
+    MatchRecord {
+        game_id: GameId::for_match(&m),
+        match_id: m,
+        tenant_id: tenant("t1"),
+        white: side(white, 1520),
+        black: side(black, 1480),
+        pool: pool("standard_5+0_rated_GLOBAL"),
+        created_at: at,
+        source: MatchSource::Queue,
+        finished_at: None,
+    }
+}
+
+fn event(subject: &str) -> AuditEvent {
+    AuditEvent {
+        at: T0,
+        tenant_id: tenant("t1"),
+        kind: "match".into(),
+        subject: subject.into(),
+        detail: serde_json::json!({"gap": 40}),
+    }
+}
+
+pub async fn a_match_is_found_by_id_entry_and_user(store: &dyn DurableStore) {
+    let r = record("alice", "bob", T0);
+    store
+        .insert_matches(std::slice::from_ref(&r), &[event(r.match_id.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.match_by_id(&r.match_id).await.unwrap().as_ref(),
+        Some(&r)
+    );
+    let black_entry = r.black.entry_id.clone().unwrap();
+    assert_eq!(
+        store
+            .match_by_entry(&tenant("t1"), &black_entry)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&r)
+    );
+    assert!(
+        store
+            .match_by_entry(&tenant("t2"), &black_entry)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .active_match(&tenant("t1"), &user("bob"), T0)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&r)
+    );
+    assert!(
+        store
+            .active_match(&tenant("t1"), &user("bob"), T0 + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .active_match(&tenant("t1"), &user("carol"), 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.events_about(r.match_id.as_str(), 10).await.unwrap(),
+        vec![event(r.match_id.as_str())]
+    );
+}
+
+pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn DurableStore) {
+    let r = record("alice", "bob", T0);
+    store
+        .insert_matches(std::slice::from_ref(&r), &[])
+        .await
+        .unwrap();
+    store
+        .insert_matches(std::slice::from_ref(&r), &[])
+        .await
+        .unwrap();
+    let r2 = record("alice", "carol", T0 + 1);
+    store
+        .insert_matches(std::slice::from_ref(&r2), &[])
+        .await
+        .unwrap();
+    let b = store
+        .color_balances(
+            &tenant("t1"),
+            &[user("alice"), user("bob"), user("carol"), user("zed")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.get(&user("alice")), Some(&2));
+    assert_eq!(b.get(&user("bob")), Some(&-1));
+    assert_eq!(b.get(&user("carol")), Some(&-1));
+    assert_eq!(b.get(&user("zed")), None);
+}
+
+pub async fn finishing_a_game_ends_its_match_once(store: &dyn DurableStore) {
+    let r = record("alice", "bob", T0);
+    store
+        .insert_matches(std::slice::from_ref(&r), &[])
+        .await
+        .unwrap();
+    assert_eq!(store.unfinished_matches(T0).await.unwrap().len(), 1);
+    let done = store
+        .finish_match(&tenant("t1"), &r.game_id, T0 + 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.finished_at, Some(T0 + 100));
+    let again = store
+        .finish_match(&tenant("t1"), &r.game_id, T0 + 200)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.finished_at, Some(T0 + 100));
+    assert!(
+        store
+            .finish_match(&tenant("t2"), &r.game_id, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.unfinished_matches(T0).await.unwrap().is_empty());
+    assert!(
+        store
+            .active_match(&tenant("t1"), &user("alice"), 0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn ratings_default_to_1500_and_merge_by_speed(store: &dyn DurableStore) {
+    let r = store.ratings(&tenant("t1"), &user("alice")).await.unwrap();
+    assert_eq!(r, Ratings::default());
+    assert_eq!(r.get(Speed::Blitz), 1500);
+    let set = Ratings {
+        blitz: Some(1620),
+        bullet: Some(1700),
+        ..Ratings::default()
+    };
+    store
+        .set_ratings(&tenant("t1"), &user("alice"), &set)
+        .await
+        .unwrap();
+    let more = Ratings {
+        blitz: Some(1650),
+        ..Ratings::default()
+    };
+    let now = store
+        .set_ratings(&tenant("t1"), &user("alice"), &more)
+        .await
+        .unwrap();
+    assert_eq!(
+        now,
+        Ratings {
+            bullet: Some(1700),
+            blitz: Some(1650),
+            ..Ratings::default()
+        }
+    );
+    assert_eq!(
+        store.ratings(&tenant("t1"), &user("alice")).await.unwrap(),
+        now
+    );
+    assert_eq!(
+        store.ratings(&tenant("t2"), &user("alice")).await.unwrap(),
+        Ratings::default()
+    );
+}
+
+pub async fn many_matches_insert_in_one_batch(store: &dyn DurableStore) {
+    let records: Vec<_> = (0..1_200)
+        .map(|i| record(&format!("w{i}"), &format!("b{i}"), T0 + i))
+        .collect();
+    store.insert_matches(&records, &[]).await.unwrap();
+    assert_eq!(store.unfinished_matches(T0).await.unwrap().len(), 1_200);
+}

@@ -1,0 +1,61 @@
+//! Store contract suites: each trait's behaviour, written once, run against
+//! every implementation by the macros below.
+
+pub mod durable;
+pub mod queue;
+
+use matchmaking_api::domain::{
+    EntryStatus, Millis, PoolKey, QueueEntry, QueueEntryId, TenantId, UserId,
+};
+
+pub const T0: Millis = 1_700_000_000_000;
+
+pub fn tenant(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+pub fn user(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+pub fn pool(s: &str) -> PoolKey {
+    s.parse().unwrap()
+}
+
+/// A fresh searching entry of `user` in `pool` of tenant `t`.
+pub fn entry(t: &str, u: &str, pool_key: &str, rating: i32, at: Millis) -> QueueEntry {
+    QueueEntry {
+        id: QueueEntryId::generate(),
+        tenant_id: tenant(t),
+        user_id: user(u),
+        username: None,
+        pool: pool(pool_key),
+        rating,
+        status: EntryStatus::Searching,
+        enqueued_at: at,
+        updated_at: at,
+        last_seen_at: at,
+        request_id: Some("req-1".into()),
+        client_metadata: None,
+        match_id: None,
+        reserved_until: None,
+        game_id: None,
+        opponent: None,
+    }
+}
+
+/// Generates one `#[tokio::test]` per contract case for a backend.
+/// `$make` is an async expression yielding the store (or `None` to skip).
+#[macro_export]
+macro_rules! contract_tests {
+    ($suite:path, $make:expr, [$($case:ident),+ $(,)?]) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                if let Some(store) = $make.await {
+                    { use $suite as suite; suite::$case(&store).await; }
+                }
+            }
+        )+
+    };
+}

@@ -1,0 +1,467 @@
+//! The `QueueStore` contract.
+
+use matchmaking_api::domain::{
+    EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
+};
+use matchmaking_api::store::{
+    CancelOutcome, IdempotencyScope, JoinOutcome, QueueStore, Reservation, StoredAnswer,
+};
+
+use super::{T0, entry, tenant, user};
+
+const POOL: &str = "standard_5+0_rated_GLOBAL";
+
+fn pool_ref(t: &str) -> PoolRef {
+    PoolRef {
+        tenant_id: tenant(t),
+        key: super::pool(POOL),
+    }
+}
+
+async fn joined(
+    store: &dyn QueueStore,
+    u: &str,
+    rating: i32,
+    at: i64,
+) -> matchmaking_api::domain::QueueEntry {
+    let e = entry("t1", u, POOL, rating, at);
+    assert_eq!(
+        store.join(e.clone(), at).await.unwrap(),
+        JoinOutcome::Created(e.clone())
+    );
+    e
+}
+
+fn record(
+    a: &matchmaking_api::domain::QueueEntry,
+    b: &matchmaking_api::domain::QueueEntry,
+    m: &MatchId,
+) -> MatchRecord {
+    let side = |e: &matchmaking_api::domain::QueueEntry| MatchSide {
+        user_id: e.user_id.clone(),
+        username: None,
+        rating: e.rating,
+        entry_id: Some(e.id.clone()),
+    };
+    MatchRecord {
+        match_id: m.clone(),
+        tenant_id: a.tenant_id.clone(),
+        game_id: GameId::for_match(m),
+        white: side(a),
+        black: side(b),
+        pool: a.pool,
+        created_at: T0 + 5_000,
+        source: MatchSource::Queue,
+        finished_at: None,
+    }
+}
+
+async fn reserve(
+    store: &dyn QueueStore,
+    a: &matchmaking_api::domain::QueueEntry,
+    b: &matchmaking_api::domain::QueueEntry,
+) -> Reservation {
+    let r = Reservation {
+        match_id: MatchId::generate(),
+        a: a.id.clone(),
+        b: b.id.clone(),
+    };
+    let ok = store
+        .reserve(
+            &pool_ref("t1"),
+            std::slice::from_ref(&r),
+            T0 + 30_000,
+            T0 + 1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok, vec![true]);
+    r
+}
+
+pub async fn join_then_status_is_visible_to_its_owner_only(store: &dyn QueueStore) {
+    let e = joined(store, "alice", 1500, T0).await;
+    let got = store
+        .status(&tenant("t1"), &user("alice"), &e.id, T0 + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, EntryStatus::Searching);
+    assert_eq!(got.last_seen_at, T0 + 10, "a status read is a heartbeat");
+    assert!(
+        store
+            .status(&tenant("t1"), &user("bob"), &e.id, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .status(&tenant("t2"), &user("alice"), &e.id, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .user_entry(&tenant("t1"), &user("alice"))
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        e.id
+    );
+    assert!(
+        store
+            .user_entry(&tenant("t2"), &user("alice"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn joining_again_answers_the_waiting_entry(store: &dyn QueueStore) {
+    let e = joined(store, "alice", 1500, T0).await;
+    let again = entry("t1", "alice", POOL, 1500, T0 + 1);
+    assert_eq!(
+        store.join(again, T0 + 1).await.unwrap(),
+        JoinOutcome::Existing(e.clone())
+    );
+    let other = entry("t1", "alice", "standard_3+0_rated_GLOBAL", 1500, T0 + 2);
+    assert!(
+        matches!(store.join(other, T0 + 2).await.unwrap(), JoinOutcome::AlreadyInQueue(x) if x.id == e.id)
+    );
+    // Another tenant's user of the same name is another player.
+    let elsewhere = entry("t2", "alice", POOL, 1500, T0 + 3);
+    assert!(matches!(
+        store.join(elsewhere, T0 + 3).await.unwrap(),
+        JoinOutcome::Created(_)
+    ));
+}
+
+pub async fn cancel_is_for_the_owner_of_a_searching_entry(store: &dyn QueueStore) {
+    let e = joined(store, "alice", 1500, T0).await;
+    assert_eq!(
+        store
+            .cancel(&tenant("t1"), &user("bob"), &e.id, T0)
+            .await
+            .unwrap(),
+        CancelOutcome::NotFound
+    );
+    let CancelOutcome::Cancelled(c) = store
+        .cancel(&tenant("t1"), &user("alice"), &e.id, T0 + 5)
+        .await
+        .unwrap()
+    else {
+        panic!("expected a cancel");
+    };
+    assert_eq!(c.status, EntryStatus::Cancelled);
+    assert_eq!(
+        store
+            .cancel(&tenant("t1"), &user("alice"), &e.id, T0 + 6)
+            .await
+            .unwrap(),
+        CancelOutcome::NotFound
+    );
+    assert!(store.waiting(&pool_ref("t1")).await.unwrap().is_empty());
+    assert!(
+        store
+            .user_entry(&tenant("t1"), &user("alice"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The user may join again.
+    joined(store, "alice", 1500, T0 + 7).await;
+}
+
+pub async fn waiting_lists_searching_entries_oldest_first(store: &dyn QueueStore) {
+    let b = joined(store, "bob", 1600, T0 + 10).await;
+    let a = joined(store, "alice", 1500, T0).await;
+    let w = store.waiting(&pool_ref("t1")).await.unwrap();
+    assert_eq!(
+        w.iter().map(|x| &x.id).collect::<Vec<_>>(),
+        vec![&a.id, &b.id]
+    );
+    assert_eq!(w[0].rating, 1500);
+    assert!(store.waiting(&pool_ref("t2")).await.unwrap().is_empty());
+    assert_eq!(store.pools().await.unwrap(), vec![pool_ref("t1")]);
+}
+
+pub async fn a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out(store: &dyn QueueStore) {
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1510, T0).await;
+    let c = joined(store, "carol", 1520, T0).await;
+    reserve(store, &a, &b).await;
+    assert!(
+        store
+            .waiting(&pool_ref("t1"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|w| w.id == c.id)
+    );
+    assert_eq!(
+        store
+            .cancel(&tenant("t1"), &user("alice"), &a.id, T0)
+            .await
+            .unwrap(),
+        CancelOutcome::CannotCancel
+    );
+    let again = Reservation {
+        match_id: MatchId::generate(),
+        a: b.id.clone(),
+        b: c.id.clone(),
+    };
+    assert_eq!(
+        store
+            .reserve(&pool_ref("t1"), &[again], T0 + 30_000, T0)
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert!(
+        store
+            .time_out(&pool_ref("t1"), &[a.id.clone()], T0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let seen = store
+        .status(&tenant("t1"), &user("alice"), &a.id, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.status.public(), "SEARCHING");
+    // carol is still free to be reserved with someone else.
+    let d = joined(store, "dave", 1530, T0).await;
+    reserve(store, &c, &d).await;
+}
+
+pub async fn commit_matches_both_and_guards_them_until_the_game_finishes(store: &dyn QueueStore) {
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1540, T0 + 1_000).await;
+    let r = reserve(store, &a, &b).await;
+    let rec = record(&a, &b, &r.match_id);
+    store
+        .commit(std::slice::from_ref(&rec), T0 + 3_600_000, T0 + 5_000)
+        .await
+        .unwrap();
+    let got = store
+        .status(&tenant("t1"), &user("alice"), &a.id, T0 + 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, EntryStatus::Matched);
+    assert_eq!(got.game_id.as_ref(), Some(&rec.game_id));
+    assert_eq!(got.opponent.as_ref().unwrap().user_id, user("bob"));
+    assert_eq!(got.opponent.as_ref().unwrap().rating, 1540);
+    let game = store
+        .active_game(&tenant("t1"), &user("bob"), T0 + 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(game.game_id, rec.game_id);
+    assert_eq!(game.opponent.user_id, user("alice"));
+    assert_eq!(store.recent_waits(&pool_ref("t1")).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .cancel(&tenant("t1"), &user("alice"), &a.id, T0)
+            .await
+            .unwrap(),
+        CancelOutcome::CannotCancel
+    );
+    let rejoin = entry("t1", "alice", POOL, 1500, T0 + 7_000);
+    assert!(matches!(
+        store.join(rejoin.clone(), T0 + 7_000).await.unwrap(),
+        JoinOutcome::ActiveGame(_)
+    ));
+    assert!(
+        store
+            .finish_game(&tenant("t1"), &rec.game_id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_game(&tenant("t1"), &rec.game_id)
+            .await
+            .unwrap(),
+        "finishing twice is a no-op"
+    );
+    assert!(matches!(
+        store.join(rejoin, T0 + 8_000).await.unwrap(),
+        JoinOutcome::Created(_)
+    ));
+}
+
+pub async fn the_guard_lapses_at_its_deadline(store: &dyn QueueStore) {
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1500, T0).await;
+    let r = reserve(store, &a, &b).await;
+    store
+        .commit(&[record(&a, &b, &r.match_id)], T0 + 10_000, T0 + 1_000)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .active_game(&tenant("t1"), &user("alice"), T0 + 9_999)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .active_game(&tenant("t1"), &user("alice"), T0 + 10_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let rejoin = entry("t1", "alice", POOL, 1500, T0 + 10_001);
+    assert!(matches!(
+        store.join(rejoin, T0 + 10_001).await.unwrap(),
+        JoinOutcome::Created(_)
+    ));
+}
+
+pub async fn release_puts_both_back_with_their_priority(store: &dyn QueueStore) {
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1500, T0 + 500).await;
+    let r = reserve(store, &a, &b).await;
+    store
+        .release(std::slice::from_ref(&r), T0 + 2_000)
+        .await
+        .unwrap();
+    let w = store.waiting(&pool_ref("t1")).await.unwrap();
+    assert_eq!(w.len(), 2);
+    assert_eq!(w[0].id, a.id);
+    assert_eq!(w[0].enqueued_at, T0);
+    assert_eq!(w[1].enqueued_at, T0 + 500);
+    // A late commit of the released match changes nothing.
+    store
+        .commit(&[record(&a, &b, &r.match_id)], T0 + 60_000, T0 + 3_000)
+        .await
+        .unwrap();
+    let got = store
+        .status(&tenant("t1"), &user("alice"), &a.id, T0 + 3_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, EntryStatus::Searching);
+}
+
+pub async fn time_out_changes_only_searching_entries(store: &dyn QueueStore) {
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1500, T0).await;
+    let c = joined(store, "carol", 1500, T0).await;
+    let d = joined(store, "dave", 1500, T0).await;
+    reserve(store, &c, &d).await;
+    store
+        .cancel(&tenant("t1"), &user("bob"), &b.id, T0)
+        .await
+        .unwrap();
+    let ids = [a.id.clone(), b.id.clone(), c.id.clone()];
+    let changed = store
+        .time_out(&pool_ref("t1"), &ids, T0 + 600_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.iter().map(|e| &e.id).collect::<Vec<_>>(),
+        vec![&a.id]
+    );
+    assert_eq!(changed[0].status, EntryStatus::TimedOut);
+    assert!(
+        store
+            .user_entry(&tenant("t1"), &user("alice"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn stale_reservations_are_found_after_their_deadline(store: &dyn QueueStore) {
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1500, T0).await;
+    let r = reserve(store, &a, &b).await;
+    assert!(
+        store
+            .stale_reservations(T0 + 29_999)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stale = store.stale_reservations(T0 + 30_001).await.unwrap();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].match_id, r.match_id);
+    let mut ids = stale[0].entries.clone();
+    ids.sort();
+    let mut want = vec![a.id.clone(), b.id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(stale[0].pool, pool_ref("t1"));
+}
+
+pub async fn the_first_idempotent_answer_wins(store: &dyn QueueStore) {
+    let scope = IdempotencyScope {
+        tenant_id: tenant("t1"),
+        user_id: user("alice"),
+        key: "k1".into(),
+    };
+    assert!(store.idempotent_answer(&scope, T0).await.unwrap().is_none());
+    let first = StoredAnswer {
+        status: 201,
+        body: "{\"a\":1}".into(),
+    };
+    let second = StoredAnswer {
+        status: 409,
+        body: "{}".into(),
+    };
+    let far = matchmaking_api::domain::now_millis() + 60_000;
+    assert_eq!(
+        store
+            .save_idempotent_answer(&scope, first.clone(), far)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        store
+            .save_idempotent_answer(&scope, second, far)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        store.idempotent_answer(&scope, T0).await.unwrap(),
+        Some(first)
+    );
+    let other = IdempotencyScope {
+        user_id: user("bob"),
+        ..scope
+    };
+    assert!(store.idempotent_answer(&other, T0).await.unwrap().is_none());
+}
+
+pub async fn purge_forgets_old_finished_entries_only(store: &dyn QueueStore) {
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1500, T0).await;
+    store
+        .cancel(&tenant("t1"), &user("alice"), &a.id, T0 + 1_000)
+        .await
+        .unwrap();
+    store.purge(T0 + 2_000, T0 + 2_000).await.unwrap();
+    assert!(
+        store
+            .status(&tenant("t1"), &user("alice"), &a.id, T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .status(&tenant("t1"), &user("bob"), &b.id, T0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

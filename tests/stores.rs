@@ -1,0 +1,73 @@
+//! Runs the store contract suites against the embedded backends.
+
+mod contract;
+
+mod memory_queue_store {
+    use matchmaking_api::store::memory::MemoryQueueStore;
+
+    async fn make() -> Option<MemoryQueueStore> {
+        Some(MemoryQueueStore::new())
+    }
+
+    crate::contract_tests!(
+        crate::contract::queue,
+        make(),
+        [
+            join_then_status_is_visible_to_its_owner_only,
+            joining_again_answers_the_waiting_entry,
+            cancel_is_for_the_owner_of_a_searching_entry,
+            waiting_lists_searching_entries_oldest_first,
+            a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out,
+            commit_matches_both_and_guards_them_until_the_game_finishes,
+            the_guard_lapses_at_its_deadline,
+            release_puts_both_back_with_their_priority,
+            time_out_changes_only_searching_entries,
+            stale_reservations_are_found_after_their_deadline,
+            the_first_idempotent_answer_wins,
+            purge_forgets_old_finished_entries_only,
+        ]
+    );
+}
+
+mod sqlite_durable_store {
+    use matchmaking_api::store::sqlite::SqliteStore;
+
+    async fn make() -> Option<(SqliteStore, tempfile::TempDir)> {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        Some((store, dir))
+    }
+
+    /// Keeps the temp dir alive for the test while handing out the store.
+    mod suite {
+        use matchmaking_api::store::sqlite::SqliteStore;
+        macro_rules! forward {
+            ($($case:ident),+) => {$(
+                pub async fn $case(s: &(SqliteStore, tempfile::TempDir)) {
+                    crate::contract::durable::$case(&s.0).await
+                }
+            )+};
+        }
+        forward!(
+            a_match_is_found_by_id_entry_and_user,
+            inserting_a_match_twice_keeps_one_and_moves_colors_once,
+            finishing_a_game_ends_its_match_once,
+            ratings_default_to_1500_and_merge_by_speed,
+            many_matches_insert_in_one_batch
+        );
+    }
+
+    crate::contract_tests!(
+        self::suite,
+        make(),
+        [
+            a_match_is_found_by_id_entry_and_user,
+            inserting_a_match_twice_keeps_one_and_moves_colors_once,
+            finishing_a_game_ends_its_match_once,
+            ratings_default_to_1500_and_merge_by_speed,
+            many_matches_insert_in_one_batch,
+        ]
+    );
+}
