@@ -9,6 +9,13 @@
 //! - [`domain`]: the values of SPEC §4, parsed at the edge.
 //! - [`matcher`]: the pure pairing function (snapshot, now, policy → pairs)
 //!   and the general matching solver under it.
+//! - [`store`]: the queue store and durable store traits and their
+//!   implementations.
+//! - [`settings`]: every setting (environment, `.env`, CLI flags).
+//! - [`auth`]: JWT verification and the dev-mode token minting.
+pub mod auth;
 pub mod domain;
 pub mod matcher;
+pub mod services;
+pub mod settings;
 pub mod store;

@@ -131,7 +131,30 @@ pub struct MatchRecord {
     pub finished_at: Option<Millis>,
 }
 
+impl MatchSide {
+    /// This side as the other player sees it.
+    pub fn as_opponent(&self) -> Opponent {
+        Opponent {
+            user_id: self.user_id.clone(),
+            username: self.username.clone(),
+            rating: self.rating,
+        }
+    }
+}
+
 impl MatchRecord {
+    /// The active-game guard of `user` for this match, lasting until `until`.
+    pub fn guard_for(&self, user: &UserId, until: Millis) -> Option<ActiveGame> {
+        let (_, theirs) = self.sides_of(user)?;
+        Some(ActiveGame {
+            game_id: self.game_id.clone(),
+            match_id: self.match_id.clone(),
+            pool: self.pool,
+            opponent: theirs.as_opponent(),
+            until,
+        })
+    }
+
     /// The side of `user`, and the other side, if `user` played.
     pub fn sides_of(&self, user: &UserId) -> Option<(&MatchSide, &MatchSide)> {
         if &self.white.user_id == user {

@@ -14,8 +14,8 @@ use super::{
     StoreResult, StoredAnswer, Waiting,
 };
 use crate::domain::{
-    ActiveGame, EntryStatus, GameId, MatchRecord, Millis, Opponent, PoolRef, QueueEntry,
-    QueueEntryId, TenantId, UserId,
+    ActiveGame, EntryStatus, GameId, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId,
+    TenantId, UserId,
 };
 
 /// How many recent match waits a pool remembers for its estimate.
@@ -237,6 +237,7 @@ impl QueueStore for MemoryQueueStore {
             .map(|e| Waiting {
                 id: e.id.clone(),
                 user_id: e.user_id.clone(),
+                username: e.username.clone(),
                 rating: e.rating,
                 enqueued_at: e.enqueued_at,
                 last_seen_at: e.last_seen_at,
@@ -292,25 +293,14 @@ impl QueueStore for MemoryQueueStore {
                 tenant_id: record.tenant_id.clone(),
                 key: record.pool,
             };
-            for (me, other) in [
-                (&record.white, &record.black),
-                (&record.black, &record.white),
-            ] {
-                let opponent = Opponent {
-                    user_id: other.user_id.clone(),
-                    username: other.username.clone(),
-                    rating: other.rating,
-                };
-                inner.active.insert(
-                    (record.tenant_id.clone(), me.user_id.clone()),
-                    ActiveGame {
-                        game_id: record.game_id.clone(),
-                        match_id: record.match_id.clone(),
-                        pool: record.pool,
-                        opponent: opponent.clone(),
-                        until: guard_until,
-                    },
-                );
+            for me in [&record.white, &record.black] {
+                let guard = record
+                    .guard_for(&me.user_id, guard_until)
+                    .expect("a side of its own record");
+                let opponent = guard.opponent.clone();
+                inner
+                    .active
+                    .insert((record.tenant_id.clone(), me.user_id.clone()), guard);
                 let Some(entry_id) = &me.entry_id else {
                     continue;
                 };

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     ActiveGame, DEFAULT_RATING, GameId, MatchId, MatchRecord, Millis, PoolRef, QueueEntry,
-    QueueEntryId, Rating, Speed, TenantId, UserId,
+    QueueEntryId, Rating, Speed, TenantId, UserId, Username,
 };
 
 /// A store could not do what was asked; callers answer 503.
@@ -62,6 +62,7 @@ pub enum CancelOutcome {
 pub struct Waiting {
     pub id: QueueEntryId,
     pub user_id: UserId,
+    pub username: Option<Username>,
     pub rating: Rating,
     pub enqueued_at: Millis,
     pub last_seen_at: Millis,

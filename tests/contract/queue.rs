@@ -222,7 +222,7 @@ pub async fn a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out(store: &d
     );
     assert!(
         store
-            .time_out(&pool_ref("t1"), &[a.id.clone()], T0)
+            .time_out(&pool_ref("t1"), std::slice::from_ref(&a.id), T0)
             .await
             .unwrap()
             .is_empty()

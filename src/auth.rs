@@ -1,0 +1,306 @@
+//! JWT verification (SPEC §3) and minting for the `token` subcommand.
+//!
+//! Keys come from `JWT_SECRET` (HS256) or `JWT_PUBLIC_KEY_PEM` (RS256 or
+//! ES256). With neither, dev mode: a random HS256 secret is generated once
+//! into `DATA_DIR` and reused, so `token` and `serve` agree.
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{TenantId, UserId, Username, now_millis};
+use crate::settings::{Settings, TokenArgs};
+
+/// File in `DATA_DIR` holding the dev-mode secret.
+pub const DEV_SECRET_FILE: &str = "dev-jwt-secret";
+
+/// Tenant of a token without a `tenant_id` claim.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The caller, as a verified token names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub username: Option<Username>,
+    pub roles: Vec<String>,
+}
+
+impl Identity {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
+}
+
+/// The claims this service reads and the `token` subcommand writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Why a token was refused. Logged, never sent to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    Config(String),
+    #[error("dev secret in {path}: {source}")]
+    DevSecret {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Verifies tokens; mints them when the key is a shared secret.
+pub struct JwtAuth {
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
+    dev_mode: bool,
+}
+
+impl JwtAuth {
+    /// Keys from the settings (dev secret created in `DATA_DIR` if needed).
+    pub fn from_settings(settings: &Settings) -> Result<Self, KeyError> {
+        let (decoding, encoding, algorithm, dev_mode) = if let Some(secret) = &settings.jwt_secret {
+            if secret.len() < 32 {
+                return Err(KeyError::Config(
+                    "JWT_SECRET must be at least 32 bytes".into(),
+                ));
+            }
+            let bytes = secret.as_bytes();
+            (
+                DecodingKey::from_secret(bytes),
+                Some(EncodingKey::from_secret(bytes)),
+                Algorithm::HS256,
+                false,
+            )
+        } else if let Some(pem) = &settings.jwt_public_key_pem {
+            let pem = pem.replace("\\n", "\n");
+            if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+                (key, None, Algorithm::RS256, false)
+            } else if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+                (key, None, Algorithm::ES256, false)
+            } else {
+                return Err(KeyError::Config(
+                    "JWT_PUBLIC_KEY_PEM is neither an RSA nor an EC (P-256) public key in PEM"
+                        .into(),
+                ));
+            }
+        } else if settings.jwt_jwks_url.is_some() {
+            return Err(KeyError::Config(
+                "JWT_JWKS_URL is not supported by this build yet; set JWT_SECRET or JWT_PUBLIC_KEY_PEM".into(),
+            ));
+        } else {
+            let secret = dev_secret(&settings.data_dir)?;
+            (
+                DecodingKey::from_secret(&secret),
+                Some(EncodingKey::from_secret(&secret)),
+                Algorithm::HS256,
+                true,
+            )
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = settings.jwt_leeway_seconds;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        required.extend(settings.jwt_issuer.as_ref().map(|_| "iss"));
+        required.extend(settings.jwt_audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
+        match &settings.jwt_issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &settings.jwt_audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self {
+            decoding,
+            encoding,
+            validation,
+            issuer: settings.jwt_issuer.clone(),
+            audience: settings.jwt_audience.clone(),
+            dev_mode,
+        })
+    }
+
+    /// True when running on a generated secret: fine on a laptop only.
+    pub fn dev_mode(&self) -> bool {
+        self.dev_mode
+    }
+
+    /// Verifies a bearer token and reads the caller from it.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let claims = data.claims;
+        let user_id = UserId::parse(&claims.sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let tenant = claims.tenant_id.as_deref().unwrap_or(DEFAULT_TENANT);
+        let tenant_id = TenantId::parse(tenant).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let username = claims
+            .preferred_username
+            .as_deref()
+            .or(claims.username.as_deref())
+            .and_then(Username::sanitize);
+        Ok(Identity {
+            tenant_id,
+            user_id,
+            username,
+            roles: claims.roles,
+        })
+    }
+
+    /// Mints a token (HS256 keys only), with the configured issuer and
+    /// audience so it passes verification.
+    pub fn mint(&self, args: &TokenArgs) -> Result<String, KeyError> {
+        let key = self.encoding.as_ref().ok_or_else(|| {
+            KeyError::Config(
+                "tokens can only be minted with an HS256 secret (JWT_SECRET or dev mode)".into(),
+            )
+        })?;
+        UserId::parse(&args.user).map_err(|e| KeyError::Config(e.to_string()))?;
+        TenantId::parse(&args.tenant).map_err(|e| KeyError::Config(e.to_string()))?;
+        let now = (now_millis() / 1000) as u64;
+        let claims = Claims {
+            sub: args.user.clone(),
+            exp: now + args.ttl,
+            iat: Some(now),
+            tenant_id: Some(args.tenant.clone()),
+            preferred_username: args.username.clone(),
+            username: None,
+            roles: args.roles.clone(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
+            .map_err(|e| KeyError::Config(format!("cannot sign token: {e}")))
+    }
+}
+
+/// Reads the dev secret from `data_dir`, creating it (0600) on first use.
+fn dev_secret(data_dir: &Path) -> Result<Vec<u8>, KeyError> {
+    let path = data_dir.join(DEV_SECRET_FILE);
+    let err = |source| KeyError::DevSecret {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(hex) if hex.trim().len() >= 64 => return Ok(hex.trim().as_bytes().to_vec()),
+        Ok(_) | Err(_) => {}
+    }
+    std::fs::create_dir_all(data_dir).map_err(err)?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &hex).map_err(err)?;
+    // Another process may have won the race to create it: use what is there.
+    let stored = std::fs::read_to_string(&path).map_err(err)?;
+    Ok(stored.trim().as_bytes().to_vec())
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(mut f) => f.write_all(contents.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> Settings {
+        let mut s = Settings::from_env();
+        s.data_dir = dir.to_path_buf();
+        s.jwt_secret = None;
+        s.jwt_public_key_pem = None;
+        s.jwt_jwks_url = None;
+        s.jwt_issuer = None;
+        s.jwt_audience = None;
+        s
+    }
+
+    fn args(user: &str) -> TokenArgs {
+        TokenArgs {
+            user: user.into(),
+            tenant: "t1".into(),
+            username: Some("Alice".into()),
+            roles: vec!["admin".into()],
+            ttl: 60,
+        }
+    }
+
+    #[test]
+    fn dev_mode_secret_is_created_once_and_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = JwtAuth::from_settings(&settings(dir.path())).unwrap();
+        let b = JwtAuth::from_settings(&settings(dir.path())).unwrap();
+        assert!(a.dev_mode());
+        let token = a.mint(&args("alice")).unwrap();
+        let who = b.verify(&token).unwrap();
+        assert_eq!(who.user_id.as_str(), "alice");
+        assert_eq!(who.tenant_id.as_str(), "t1");
+        assert_eq!(who.username.unwrap().as_str(), "Alice");
+        assert!(who.roles.contains(&"admin".to_string()));
+    }
+
+    #[test]
+    fn a_token_of_another_secret_or_issuer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.jwt_secret = Some("x".repeat(32));
+        let ours = JwtAuth::from_settings(&s).unwrap();
+        s.jwt_secret = Some("y".repeat(32));
+        let theirs = JwtAuth::from_settings(&s).unwrap();
+        assert!(ours.verify(&theirs.mint(&args("a")).unwrap()).is_err());
+        s.jwt_secret = Some("x".repeat(32));
+        s.jwt_issuer = Some("https://issuer".into());
+        let strict = JwtAuth::from_settings(&s).unwrap();
+        assert!(strict.verify(&ours.mint(&args("a")).unwrap()).is_err());
+        assert!(strict.verify(&strict.mint(&args("a")).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.jwt_secret = Some("short".into());
+        assert!(JwtAuth::from_settings(&s).is_err());
+    }
+}

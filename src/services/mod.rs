@@ -1,0 +1,35 @@
+//! Services: what the API and the worker do, over the stores.
+//!
+//! - [`queue`]: join, cancel, status, active (SPEC §3.1).
+//! - [`matching`]: one matching pass over a pool and the commit protocol
+//!   of SPEC §5 (reserve, create the game, persist, mark matched).
+//! - [`games`]: the `GameCreator` trait and the built-in creator.
+//! - [`ratings`]: ratings per speed from the rating store.
+//! - [`signal`]: how a join makes its pool due for the worker at once.
+
+pub mod games;
+pub mod matching;
+pub mod queue;
+pub mod ratings;
+pub mod signal;
+
+use crate::domain::ParseError;
+use crate::store::StoreError;
+
+/// Why a service refused or failed a request; the HTTP layer maps each
+/// variant to the SPEC's error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    InvalidRequest(#[from] ParseError),
+    #[error("not found")]
+    NotFound,
+    #[error("already searching with other parameters")]
+    AlreadyInQueue,
+    #[error("a game of this player has not finished")]
+    ActiveGameExists,
+    #[error("already matched or being matched")]
+    CannotCancel,
+    #[error(transparent)]
+    Unavailable(#[from] StoreError),
+}

@@ -1,0 +1,350 @@
+//! The public queue operations (SPEC §3.1): join, cancel, status, active,
+//! and the game-finished report that releases players.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::ServiceError;
+use super::ratings::RatingService;
+use super::signal::PoolSignal;
+use crate::auth::Identity;
+use crate::domain::{
+    ActiveGame, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey, PoolPolicy, PoolRef,
+    QueueEntry, QueueEntryId, TenantConfig, now_millis,
+};
+use crate::store::{
+    AuditEvent, CancelOutcome, DurableStore, IdempotencyScope, JoinOutcome, QueueStore,
+    StoredAnswer,
+};
+
+/// Deepest nesting accepted in `client_metadata`.
+const METADATA_MAX_DEPTH: usize = 4;
+
+/// Limits and timings the queue service applies.
+#[derive(Debug, Clone)]
+pub struct QueueLimits {
+    pub guard_ms: Millis,
+    pub idempotency_ms: Millis,
+    pub metadata_max_bytes: usize,
+}
+
+/// A join, parsed.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub pool: PoolKey,
+    pub client_metadata: Option<Value>,
+    pub request_id: Option<String>,
+}
+
+/// The entry a join answers with.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub entry: QueueEntry,
+    pub estimated_wait_seconds: u64,
+}
+
+/// What a status read shows.
+#[derive(Debug, Clone)]
+pub struct EntryView {
+    pub id: QueueEntryId,
+    pub status: EntryStatus,
+    pub pool: PoolKey,
+    pub game_id: Option<GameId>,
+    pub opponent: Option<Opponent>,
+    pub estimated_wait_seconds: Option<u64>,
+}
+
+/// What `/active` shows.
+#[derive(Debug, Clone)]
+pub struct Active {
+    pub entry: Option<QueueEntry>,
+    pub game: Option<ActiveGame>,
+}
+
+pub struct QueueService {
+    store: Arc<dyn QueueStore>,
+    durable: Arc<dyn DurableStore>,
+    ratings: RatingService,
+    tenants: TenantConfig,
+    policy: PoolPolicy,
+    signal: Arc<PoolSignal>,
+    limits: QueueLimits,
+}
+
+impl QueueService {
+    pub fn new(
+        store: Arc<dyn QueueStore>,
+        durable: Arc<dyn DurableStore>,
+        ratings: RatingService,
+        tenants: TenantConfig,
+        policy: PoolPolicy,
+        signal: Arc<PoolSignal>,
+        limits: QueueLimits,
+    ) -> Self {
+        Self {
+            store,
+            durable,
+            ratings,
+            tenants,
+            policy,
+            signal,
+            limits,
+        }
+    }
+
+    /// The tenant's configuration (the same for every tenant for now).
+    pub fn tenant_config(&self) -> &TenantConfig {
+        &self.tenants
+    }
+
+    /// Checks `client_metadata`: an object, small and shallow.
+    pub fn check_metadata(&self, value: &Value) -> Result<String, ParseError> {
+        if !value.is_object() {
+            return Err(ParseError::new("client_metadata", "must be a JSON object"));
+        }
+        if depth(value) > METADATA_MAX_DEPTH {
+            return Err(ParseError::new(
+                "client_metadata",
+                format!("must not nest deeper than {METADATA_MAX_DEPTH} levels"),
+            ));
+        }
+        let text = value.to_string();
+        if text.len() > self.limits.metadata_max_bytes {
+            return Err(ParseError::new(
+                "client_metadata",
+                format!(
+                    "must be at most {} bytes of JSON",
+                    self.limits.metadata_max_bytes
+                ),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// Puts the caller in the pool of `join` (SPEC §3.1 POST /queue).
+    pub async fn join(&self, who: &Identity, join: Join) -> Result<Joined, ServiceError> {
+        let metadata = join
+            .client_metadata
+            .as_ref()
+            .map(|m| self.check_metadata(m))
+            .transpose()?;
+        let rating = self
+            .ratings
+            .rating(&who.tenant_id, &who.user_id, join.pool.time_control.speed())
+            .await?;
+        let now = now_millis();
+        let entry = QueueEntry {
+            id: QueueEntryId::generate(),
+            tenant_id: who.tenant_id.clone(),
+            user_id: who.user_id.clone(),
+            username: who.username.clone(),
+            pool: join.pool,
+            rating,
+            status: EntryStatus::Searching,
+            enqueued_at: now,
+            updated_at: now,
+            last_seen_at: now,
+            request_id: join.request_id,
+            client_metadata: metadata,
+            match_id: None,
+            reserved_until: None,
+            game_id: None,
+            opponent: None,
+        };
+        let entry = match self.store.join(entry, now).await? {
+            JoinOutcome::Created(entry) => {
+                tracing::info!(
+                    event = "enqueue",
+                    queue_entry_id = %entry.id,
+                    tenant_id = %entry.tenant_id,
+                    user_id = %entry.user_id,
+                    pool = %entry.pool,
+                    rating = entry.rating,
+                    "player joined the queue"
+                );
+                self.signal.mark_due(entry.pool_ref());
+                entry
+            }
+            JoinOutcome::Existing(entry) => entry,
+            JoinOutcome::AlreadyInQueue(_) => return Err(ServiceError::AlreadyInQueue),
+            JoinOutcome::ActiveGame(_) => return Err(ServiceError::ActiveGameExists),
+        };
+        let estimated_wait_seconds = self.estimate(&entry.pool_ref()).await?;
+        Ok(Joined {
+            entry,
+            estimated_wait_seconds,
+        })
+    }
+
+    /// Seconds a player joining `pool` now can expect to wait: the median
+    /// of the pool's recent real waits; before any match, the time the
+    /// window takes to open fully.
+    pub async fn estimate(&self, pool: &PoolRef) -> Result<u64, ServiceError> {
+        let mut waits = self.store.recent_waits(pool).await?;
+        let ms = if waits.is_empty() {
+            self.policy
+                .wait_until_window(self.policy.max_gap)
+                .unwrap_or(self.policy.max_queue_time_ms)
+        } else {
+            let mid = waits.len() / 2;
+            *waits.select_nth_unstable(mid).1
+        };
+        Ok(((ms.max(0) + 999) / 1000) as u64)
+    }
+
+    /// Cancels the caller's own searching entry (SPEC §3.1 DELETE).
+    pub async fn cancel(
+        &self,
+        who: &Identity,
+        id: &QueueEntryId,
+    ) -> Result<QueueEntry, ServiceError> {
+        match self
+            .store
+            .cancel(&who.tenant_id, &who.user_id, id, now_millis())
+            .await?
+        {
+            CancelOutcome::Cancelled(entry) => {
+                tracing::info!(
+                    event = "cancel",
+                    queue_entry_id = %entry.id,
+                    tenant_id = %entry.tenant_id,
+                    user_id = %entry.user_id,
+                    pool = %entry.pool,
+                    waited_ms = entry.updated_at - entry.enqueued_at,
+                    "player left the queue"
+                );
+                Ok(*entry)
+            }
+            CancelOutcome::NotFound => Err(ServiceError::NotFound),
+            CancelOutcome::CannotCancel => Err(ServiceError::CannotCancel),
+        }
+    }
+
+    /// The caller's entry (SPEC §3.1 GET /queue/{id}); a read is also the
+    /// client's heartbeat. A matched entry the hot store no longer holds is
+    /// read from the durable match record.
+    pub async fn status(
+        &self,
+        who: &Identity,
+        id: &QueueEntryId,
+    ) -> Result<EntryView, ServiceError> {
+        if let Some(entry) = self
+            .store
+            .status(&who.tenant_id, &who.user_id, id, now_millis())
+            .await?
+        {
+            let estimated_wait_seconds = if entry.status.is_waiting() {
+                Some(self.estimate(&entry.pool_ref()).await?)
+            } else {
+                None
+            };
+            return Ok(EntryView {
+                id: entry.id,
+                status: entry.status,
+                pool: entry.pool,
+                game_id: entry.game_id,
+                opponent: entry.opponent,
+                estimated_wait_seconds,
+            });
+        }
+        let record = self
+            .durable
+            .match_by_entry(&who.tenant_id, id)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let (mine, theirs) = record
+            .sides_of(&who.user_id)
+            .ok_or(ServiceError::NotFound)?;
+        if mine.entry_id.as_ref() != Some(id) {
+            return Err(ServiceError::NotFound);
+        }
+        Ok(EntryView {
+            id: id.clone(),
+            status: EntryStatus::Matched,
+            pool: record.pool,
+            game_id: Some(record.game_id.clone()),
+            opponent: Some(theirs.as_opponent()),
+            estimated_wait_seconds: None,
+        })
+    }
+
+    /// The caller's waiting entry and unfinished game (SPEC §3.1 /active).
+    pub async fn active(&self, who: &Identity) -> Result<Active, ServiceError> {
+        let now = now_millis();
+        let entry = self.store.user_entry(&who.tenant_id, &who.user_id).await?;
+        let mut game = self
+            .store
+            .active_game(&who.tenant_id, &who.user_id, now)
+            .await?;
+        if game.is_none() && entry.is_none() {
+            let since = now - self.limits.guard_ms;
+            game = self
+                .durable
+                .active_match(&who.tenant_id, &who.user_id, since)
+                .await?
+                .and_then(|record| {
+                    record.guard_for(&who.user_id, record.created_at + self.limits.guard_ms)
+                });
+        }
+        Ok(Active { entry, game })
+    }
+
+    /// live-game-api reports a game over: both players may queue again.
+    /// Idempotent; `NotFound` for a game this tenant never had.
+    pub async fn finish_game(
+        &self,
+        tenant: &crate::domain::TenantId,
+        game: &GameId,
+    ) -> Result<Vec<crate::domain::UserId>, ServiceError> {
+        let now = now_millis();
+        let record = self
+            .durable
+            .finish_match(tenant, game, now)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        let released = self.store.finish_game(tenant, game).await?;
+        if released {
+            self.durable
+                .record(&[AuditEvent {
+                    at: now,
+                    tenant_id: tenant.clone(),
+                    kind: "game_finished".into(),
+                    subject: record.match_id.to_string(),
+                    detail: serde_json::json!({ "game_id": game }),
+                }])
+                .await?;
+            tracing::info!(event = "game_finished", game_id = %game, match_id = %record.match_id, "game finished; players released");
+        }
+        Ok(vec![record.white.user_id, record.black.user_id])
+    }
+
+    /// The first answer given under this Idempotency-Key, if any.
+    pub async fn idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+    ) -> Result<Option<StoredAnswer>, ServiceError> {
+        Ok(self.store.idempotent_answer(scope, now_millis()).await?)
+    }
+
+    /// Keeps `answer` as the one to repeat; answers the one kept.
+    pub async fn keep_answer(
+        &self,
+        scope: &IdempotencyScope,
+        answer: StoredAnswer,
+    ) -> Result<StoredAnswer, ServiceError> {
+        let expires = now_millis() + self.limits.idempotency_ms;
+        Ok(self
+            .store
+            .save_idempotent_answer(scope, answer, expires)
+            .await?)
+    }
+}
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}

@@ -1,0 +1,398 @@
+//! Settings: every variable of SPEC §2, read from the environment (and a
+//! `.env` file, loaded by `main`) and overridable by CLI flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::{Millis, PoolPolicy, Region};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "matchmaking-api",
+    version,
+    about = "Matchmaking service: queues, pairing, game creation"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API with the embedded matching worker (the default).
+    Serve,
+    /// Run the matching worker only.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print a JWT signed with the configured (or dev) HS256 secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// User id (`sub` claim).
+    #[arg(long)]
+    pub user: String,
+    /// Tenant (`tenant_id` claim).
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Display name (`preferred_username` claim).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Role to grant (`roles` claim), e.g. `admin`; repeatable.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Lifetime of the token in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Every setting. Field docs are the `--help` text.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the HTTP API listens on.
+    #[arg(
+        long,
+        env = "BIND_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind_addr: SocketAddr,
+    /// Directory for the SQLite file and the dev JWT secret.
+    #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; unset = SQLite file in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Redis URL for the hot queue state; unset = in-process memory.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// `true`: REDIS_URL lists Redis Cluster seed nodes, comma-separated.
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = ArgAction::Set, global = true)]
+    pub redis_cluster: bool,
+    /// HS256 secret for JWTs.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+    /// RS256/ES256 public key (PEM) for JWTs.
+    #[arg(long, env = "JWT_PUBLIC_KEY_PEM", global = true)]
+    pub jwt_public_key_pem: Option<String>,
+    /// JWKS URL for JWT keys.
+    #[arg(long, env = "JWT_JWKS_URL", global = true)]
+    pub jwt_jwks_url: Option<String>,
+    /// Required `iss` claim; unset = not checked.
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim; unset = not checked.
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECONDS", default_value_t = 30, global = true)]
+    pub jwt_leeway_seconds: u64,
+    /// live-game-api base URL; unset = built-in game creator.
+    #[arg(long, env = "LIVE_GAME_API_URL", global = true)]
+    pub live_game_api_url: Option<String>,
+    /// Timeout of one CreateGame call, seconds.
+    #[arg(
+        long,
+        env = "LIVE_GAME_API_TIMEOUT_SECONDS",
+        default_value_t = 5.0,
+        global = true
+    )]
+    pub live_game_api_timeout_seconds: f64,
+    /// Rating window of a player who has just arrived.
+    #[arg(
+        long,
+        env = "INITIAL_RATING_WINDOW",
+        default_value_t = 100,
+        global = true
+    )]
+    pub initial_rating_window: i32,
+    /// Seconds of waiting per widening step.
+    #[arg(
+        long,
+        env = "RATING_WINDOW_WIDENING_INTERVAL",
+        default_value_t = 10.0,
+        global = true
+    )]
+    pub rating_window_widening_interval: f64,
+    /// Rating points added to the window per step.
+    #[arg(
+        long,
+        env = "RATING_WINDOW_WIDENING_AMOUNT",
+        default_value_t = 25,
+        global = true
+    )]
+    pub rating_window_widening_amount: i32,
+    /// Largest window (and so largest rating gap) of any pair.
+    #[arg(long, env = "MAX_RATING_GAP", default_value_t = 500, global = true)]
+    pub max_rating_gap: i32,
+    /// Seconds an entry may wait before it is TIMED_OUT.
+    #[arg(
+        long,
+        env = "MAX_QUEUE_TIME_SECONDS",
+        default_value_t = 600.0,
+        global = true
+    )]
+    pub max_queue_time_seconds: f64,
+    /// Run the matching worker inside `serve`.
+    #[arg(long, env = "WORKER_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub worker_enabled: bool,
+    /// Seconds between periodic matching passes (widening, time-outs).
+    #[arg(
+        long,
+        env = "WORKER_INTERVAL_SECONDS",
+        default_value_t = 1.0,
+        global = true
+    )]
+    pub worker_interval_seconds: f64,
+    /// Pools one worker processes at the same time.
+    #[arg(long, env = "WORKER_BATCH_SIZE", default_value_t = 100, global = true)]
+    pub worker_batch_size: usize,
+    /// Pairs reserved, created and persisted together in one commit round.
+    #[arg(
+        long,
+        env = "MATCH_PAIRS_PER_BATCH",
+        default_value_t = 50,
+        global = true
+    )]
+    pub match_pairs_per_batch: usize,
+    /// `pretty` or `json`; unset = pretty on a terminal, else json.
+    #[arg(long, env = "LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+    /// Largest request body; larger answers 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65_536, global = true)]
+    pub max_body_bytes: usize,
+    /// How long an Idempotency-Key answer is kept, seconds.
+    #[arg(
+        long,
+        env = "IDEMPOTENCY_TTL_SECONDS",
+        default_value_t = 86_400,
+        global = true
+    )]
+    pub idempotency_ttl_seconds: u64,
+    /// An entry not polled for this long is dropped; 0 = off.
+    #[arg(
+        long,
+        env = "PRESENCE_TIMEOUT_SECONDS",
+        default_value_t = 30.0,
+        global = true
+    )]
+    pub presence_timeout_seconds: f64,
+    /// Direct challenges on or off.
+    #[arg(long, env = "CHALLENGES_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub challenges_enabled: bool,
+    /// Seconds before a pending challenge expires.
+    #[arg(
+        long,
+        env = "CHALLENGE_TTL_SECONDS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub challenge_ttl_seconds: u64,
+    /// Seconds a matched player stays blocked from matchmaking (409
+    /// ACTIVE_GAME_EXISTS) when no "game finished" report arrives.
+    #[arg(
+        long,
+        env = "ACTIVE_GAME_GUARD_SECONDS",
+        default_value_t = 3_600.0,
+        global = true
+    )]
+    pub active_game_guard_seconds: f64,
+    /// Seconds a worker may hold a pair while creating its game; past it
+    /// the next worker finishes or rolls the match back.
+    #[arg(
+        long,
+        env = "RESERVATION_TIMEOUT_SECONDS",
+        default_value_t = 30.0,
+        global = true
+    )]
+    pub reservation_timeout_seconds: f64,
+    /// Seconds a finished entry (matched, cancelled, timed out) stays
+    /// readable from the hot store; matched ones stay readable from the
+    /// durable store after that.
+    #[arg(
+        long,
+        env = "ENTRY_RETENTION_SECONDS",
+        default_value_t = 3_600.0,
+        global = true
+    )]
+    pub entry_retention_seconds: f64,
+    /// Region of a join that names none.
+    #[arg(long, env = "DEFAULT_REGION", default_value = "GLOBAL", value_parser = parse_region, global = true)]
+    pub default_region: Region,
+    /// Largest `client_metadata`, in bytes of compact JSON.
+    #[arg(
+        long,
+        env = "CLIENT_METADATA_MAX_BYTES",
+        default_value_t = 1_024,
+        global = true
+    )]
+    pub client_metadata_max_bytes: usize,
+}
+
+fn parse_region(s: &str) -> Result<Region, String> {
+    s.parse().map_err(|e: crate::domain::ParseError| e.reason)
+}
+
+fn millis(seconds: f64) -> Millis {
+    (seconds * 1000.0).round() as Millis
+}
+
+impl Settings {
+    /// Defaults, with the environment applied (as the binary sees them).
+    pub fn from_env() -> Self {
+        Cli::parse_from(["matchmaking-api"]).settings
+    }
+
+    /// Refuses settings that cannot work, naming the variable.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            (
+                "RATING_WINDOW_WIDENING_INTERVAL",
+                self.rating_window_widening_interval,
+            ),
+            ("MAX_QUEUE_TIME_SECONDS", self.max_queue_time_seconds),
+            ("WORKER_INTERVAL_SECONDS", self.worker_interval_seconds),
+            (
+                "LIVE_GAME_API_TIMEOUT_SECONDS",
+                self.live_game_api_timeout_seconds,
+            ),
+            ("ACTIVE_GAME_GUARD_SECONDS", self.active_game_guard_seconds),
+            (
+                "RESERVATION_TIMEOUT_SECONDS",
+                self.reservation_timeout_seconds,
+            ),
+        ];
+        for (name, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("{name} must be a positive number of seconds"));
+            }
+        }
+        let non_negative = [
+            ("PRESENCE_TIMEOUT_SECONDS", self.presence_timeout_seconds),
+            ("ENTRY_RETENTION_SECONDS", self.entry_retention_seconds),
+        ];
+        for (name, value) in non_negative {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!(
+                    "{name} must be zero or a positive number of seconds"
+                ));
+            }
+        }
+        if self.initial_rating_window < 0 || self.rating_window_widening_amount < 0 {
+            return Err(
+                "INITIAL_RATING_WINDOW and RATING_WINDOW_WIDENING_AMOUNT must not be negative"
+                    .into(),
+            );
+        }
+        if self.max_rating_gap < self.initial_rating_window {
+            return Err("MAX_RATING_GAP must be at least INITIAL_RATING_WINDOW".into());
+        }
+        if self.worker_batch_size == 0 || self.match_pairs_per_batch == 0 {
+            return Err("WORKER_BATCH_SIZE and MATCH_PAIRS_PER_BATCH must be at least 1".into());
+        }
+        if self.max_body_bytes < 256 {
+            return Err("MAX_BODY_BYTES must be at least 256".into());
+        }
+        Ok(())
+    }
+
+    /// The matching policy every pool uses until per-pool policies exist.
+    pub fn pool_policy(&self) -> PoolPolicy {
+        PoolPolicy {
+            initial_window: self.initial_rating_window,
+            widening_interval_ms: millis(self.rating_window_widening_interval).max(1),
+            widening_amount: self.rating_window_widening_amount,
+            max_gap: self.max_rating_gap,
+            max_queue_time_ms: millis(self.max_queue_time_seconds),
+        }
+    }
+
+    pub fn worker_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.worker_interval_seconds)
+    }
+
+    pub fn guard_ms(&self) -> Millis {
+        millis(self.active_game_guard_seconds)
+    }
+
+    pub fn reservation_ms(&self) -> Millis {
+        millis(self.reservation_timeout_seconds)
+    }
+
+    pub fn presence_ms(&self) -> Option<Millis> {
+        (self.presence_timeout_seconds > 0.0).then(|| millis(self.presence_timeout_seconds))
+    }
+
+    pub fn retention_ms(&self) -> Millis {
+        millis(self.entry_retention_seconds)
+    }
+
+    pub fn idempotency_ms(&self) -> Millis {
+        self.idempotency_ttl_seconds.saturating_mul(1000) as Millis
+    }
+
+    /// The database URL in force: DATABASE_URL, or the SQLite file in DATA_DIR.
+    pub fn effective_database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("matchmaking.db").display()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_specs() {
+        let s = Cli::parse_from(["mm"]).settings;
+        assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.pool_policy(), PoolPolicy::default());
+        assert_eq!(s.max_body_bytes, 65_536);
+        assert!(s.worker_enabled && s.challenges_enabled && !s.redis_cluster);
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn flags_override_after_the_subcommand() {
+        let cli = Cli::parse_from([
+            "mm",
+            "serve",
+            "--bind-addr",
+            "127.0.0.1:0",
+            "--worker-enabled",
+            "false",
+        ]);
+        assert!(matches!(cli.command, Some(Command::Serve)));
+        assert_eq!(cli.settings.bind_addr.port(), 0);
+        assert!(!cli.settings.worker_enabled);
+    }
+
+    #[test]
+    fn impossible_settings_are_refused_by_name() {
+        let mut s = Cli::parse_from(["mm"]).settings;
+        s.rating_window_widening_interval = 0.0;
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .contains("RATING_WINDOW_WIDENING_INTERVAL")
+        );
+    }
+}
