@@ -15,7 +15,11 @@
 //! - [`auth`]: JWT verification and the dev-mode token minting.
 pub mod auth;
 pub mod domain;
+pub mod http;
 pub mod matcher;
 pub mod services;
 pub mod settings;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,1 +1,71 @@
-fn main() {}
+//! The `matchmaking-api` binary: `serve` (default), `worker`, `migrate`, `token`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use matchmaking_api::auth::JwtAuth;
+use matchmaking_api::settings::{Cli, Command};
+use matchmaking_api::startup::{self, Application};
+use matchmaking_api::telemetry;
+
+fn main() -> ExitCode {
+    // A missing .env is normal; a malformed one is worth saying.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("error: .env: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    let settings = cli.settings;
+    if let Some(Command::Token(args)) = &cli.command {
+        return match JwtAuth::from_settings(&settings).and_then(|auth| auth.mint(args)) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    telemetry::init(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async move {
+        match cli.command {
+            None | Some(Command::Serve) => {
+                let app = Application::build(settings).await.map_err(|e| e.to_string())?;
+                app.run_until_stopped(startup::shutdown_signal()).await.map_err(|e| e.to_string())
+            }
+            Some(Command::Migrate) => {
+                startup::open_stores(&settings).await.map_err(|e| e.to_string())?;
+                tracing::info!(database = %settings.effective_database_url(), "migrations applied");
+                Ok(())
+            }
+            Some(Command::Worker) => Err(
+                "the worker subcommand needs a shared queue store (REDIS_URL), which this build does not have yet; \
+                 with the embedded default the worker runs inside `serve`"
+                    .into(),
+            ),
+            Some(Command::Token(_)) => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

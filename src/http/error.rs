@@ -1,0 +1,140 @@
+//! The one error type of the HTTP edge and the SPEC's error shape:
+//! `{"error": {"code", "message", "request_id"}}`. Internal causes are
+//! logged with the request id, never sent to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::request_id;
+use crate::domain::ParseError;
+use crate::services::ServiceError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("this needs the admin role")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("already searching with other parameters; cancel that entry first")]
+    AlreadyInQueue,
+    #[error("a game of yours has not finished yet")]
+    ActiveGameExists,
+    #[error("the entry is already matched or its game is being created")]
+    CannotCancel,
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// A store or dependency is down. The cause is logged only.
+    #[error("matchmaking is unavailable right now; retry shortly")]
+    Unavailable(String),
+    /// A bug. The cause is logged only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::AlreadyInQueue | ApiError::ActiveGameExists | ApiError::CannotCancel => {
+                StatusCode::CONFLICT
+            }
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "INVALID_REQUEST",
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::Forbidden => "FORBIDDEN",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::AlreadyInQueue => "ALREADY_IN_QUEUE",
+            ApiError::ActiveGameExists => "ACTIVE_GAME_EXISTS",
+            ApiError::CannotCancel => "CANNOT_CANCEL",
+            ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::Unavailable(_) => "MATCHMAKING_UNAVAILABLE",
+            ApiError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The JSON body, with the current request's id.
+    pub fn body(&self) -> String {
+        json!({
+            "error": {
+                "code": self.code(),
+                "message": self.to_string(),
+                "request_id": request_id::current(),
+            }
+        })
+        .to_string()
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
+        ApiError::InvalidRequest(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::InvalidRequest(p) => p.into(),
+            ServiceError::NotFound => ApiError::NotFound("not found"),
+            ServiceError::AlreadyInQueue => ApiError::AlreadyInQueue,
+            ServiceError::ActiveGameExists => ApiError::ActiveGameExists,
+            ServiceError::CannotCancel => ApiError::CannotCancel,
+            ServiceError::Unavailable(s) => s.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Unavailable(cause) => {
+                tracing::error!(code = self.code(), cause = %cause, "request failed: dependency unavailable")
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(code = self.code(), cause = %cause, "request failed: internal error")
+            }
+            _ => tracing::debug!(code = self.code(), message = %self, "request refused"),
+        }
+        let mut response = (
+            self.status(),
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body(),
+        )
+            .into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,116 @@
+//! Extractors that refuse in the SPEC's error shape: the caller from the
+//! bearer token, the admin role, and JSON bodies.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::Identity;
+use crate::domain::ParseError;
+
+/// The caller, from a valid bearer token.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or(ApiError::Unauthorized)?;
+        state.auth.verify(token).map(Caller).map_err(|e| {
+            tracing::debug!(reason = %e, "token refused");
+            ApiError::Unauthorized
+        })
+    }
+}
+
+/// A caller whose token has the `admin` role.
+pub struct Admin(pub Identity);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Caller(who) = Caller::from_request_parts(parts, state).await?;
+        if who.is_admin() {
+            Ok(Admin(who))
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+/// `axum::Json`, with every rejection in our error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::MissingJsonContentType(_) => ApiError::InvalidRequest(
+                    "expected a body with Content-Type: application/json".into(),
+                ),
+                JsonRejection::JsonSyntaxError(_) => {
+                    ApiError::InvalidRequest("body is not valid JSON".into())
+                }
+                JsonRejection::JsonDataError(e) => {
+                    ApiError::InvalidRequest(format!("body: {}", e.body_text()))
+                }
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge
+                }
+                other => ApiError::InvalidRequest(format!(
+                    "body could not be read: {}",
+                    other.body_text()
+                )),
+            }),
+        }
+    }
+}
+
+/// A JSON object body, for handlers that read fields one by one so each
+/// refusal names its field.
+pub fn object(value: Value) -> Result<Map<String, Value>, ApiError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::InvalidRequest(
+            "body must be a JSON object".into(),
+        )),
+    }
+}
+
+/// A string field: `Ok(None)` when absent or null, an error naming the field
+/// when it is of another type.
+pub fn optional_str<'a>(
+    body: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'a str>, ParseError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ParseError::new(field, "must be a string")),
+    }
+}
+
+/// A required string field.
+pub fn required_str<'a>(
+    body: &'a Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a str, ParseError> {
+    optional_str(body, field)?.ok_or_else(|| ParseError::new(field, "is required"))
+}

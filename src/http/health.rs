@@ -1,0 +1,28 @@
+//! Liveness and readiness (SPEC §3.4); no token needed.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// GET /healthz: the process answers.
+pub async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// GET /readyz: both stores answer; 503 naming the one that does not.
+pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (queue, durable) = tokio::join!(state.queue_store.ping(), state.durable.ping());
+    if let Err(e) = queue {
+        return Err(ApiError::Unavailable(format!("queue store: {e}")));
+    }
+    if let Err(e) = durable {
+        return Err(ApiError::Unavailable(format!("durable store: {e}")));
+    }
+    Ok(axum::Json(
+        json!({ "status": "ready", "checks": { "queue_store": "ok", "durable_store": "ok" } }),
+    )
+    .into_response())
+}

@@ -1,0 +1,112 @@
+//! Admin endpoints (SPEC §3.3): ratings and the game-finished report.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Admin, ApiJson, object, optional_str};
+use crate::domain::{GameId, ParseError, Speed, TenantId, UserId};
+use crate::services::ratings::validate_update;
+use crate::store::Ratings;
+
+fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ApiError> {
+    Ok((TenantId::parse(tenant)?, UserId::parse(user)?))
+}
+
+fn ratings_json(tenant: &TenantId, user: &UserId, r: &Ratings) -> Value {
+    let mut body = json!({ "tenant_id": tenant, "user_id": user });
+    for speed in Speed::ALL {
+        body[speed.as_str()] = json!(r.get(speed));
+    }
+    body
+}
+
+/// GET /internal/ratings/{tenant_id}/{user_id}
+pub async fn get_ratings(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path((tenant, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (tenant, user) = path_ids(&tenant, &user)?;
+    let ratings = state.ratings.ratings(&tenant, &user).await?;
+    Ok(axum::Json(ratings_json(&tenant, &user, &ratings)).into_response())
+}
+
+/// PUT /internal/ratings/{tenant_id}/{user_id} with any subset of speeds.
+pub async fn put_ratings(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    Path((tenant, user)): Path<(String, String)>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let (tenant, user) = path_ids(&tenant, &user)?;
+    let update = parse_ratings(&object(body)?)?;
+    validate_update(&update)?;
+    let ratings = state.ratings.set(&tenant, &user, &update).await?;
+    tracing::info!(event = "ratings_set", tenant_id = %tenant, user_id = %user, by = %who.user_id, "ratings set");
+    Ok(axum::Json(ratings_json(&tenant, &user, &ratings)).into_response())
+}
+
+fn parse_ratings(body: &Map<String, Value>) -> Result<Ratings, ParseError> {
+    let mut update = Ratings::default();
+    for (key, value) in body {
+        let speed: Speed = key.parse()?;
+        let rating = value
+            .as_i64()
+            .and_then(|v| i32::try_from(v).ok())
+            .ok_or_else(|| ParseError::new(speed.as_str(), "must be an integer"))?;
+        let slot = match speed {
+            Speed::Bullet => &mut update.bullet,
+            Speed::Blitz => &mut update.blitz,
+            Speed::Rapid => &mut update.rapid,
+            Speed::Classical => &mut update.classical,
+        };
+        *slot = Some(rating);
+    }
+    Ok(update)
+}
+
+/// POST /internal/games/{game_id}/finished — releases both players.
+/// The game is looked up in the body's `tenant_id`, else the caller's tenant.
+pub async fn game_finished(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    Path(game): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let game = GameId::parse(&game).map_err(|_| ApiError::NotFound("no such game"))?;
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::InvalidRequest("body could not be read".into()),
+    })?;
+    // The body is optional: empty means "the caller's tenant".
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        let value = serde_json::from_slice(&body)
+            .map_err(|_| ApiError::InvalidRequest("body is not valid JSON".into()))?;
+        object(value)?
+    };
+    let tenant = match optional_str(&body, "tenant_id")? {
+        Some(t) => TenantId::parse(t)?,
+        None => who.tenant_id.clone(),
+    };
+    let released =
+        state
+            .queue
+            .finish_game(&tenant, &game)
+            .await
+            .map_err(|e| match ApiError::from(e) {
+                ApiError::NotFound(_) => ApiError::NotFound("no such game"),
+                other => other,
+            })?;
+    Ok(
+        axum::Json(json!({ "game_id": game, "status": "FINISHED", "released_user_ids": released }))
+            .into_response(),
+    )
+}

@@ -1,0 +1,65 @@
+//! The HTTP layer (axum): routes, extractors, the error shape and the
+//! request-id middleware. Handlers parse requests into domain values and
+//! call the services; they hold no logic of their own.
+
+pub mod error;
+pub mod extract;
+mod health;
+mod internal;
+mod queue;
+pub mod request_id;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::auth::JwtAuth;
+use crate::services::queue::QueueService;
+use crate::services::ratings::RatingService;
+use crate::store::{DurableStore, QueueStore};
+use error::ApiError;
+
+/// What every handler can reach: cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Arc<QueueService>,
+    pub ratings: RatingService,
+    pub auth: Arc<JwtAuth>,
+    pub queue_store: Arc<dyn QueueStore>,
+    pub durable: Arc<dyn DurableStore>,
+}
+
+/// The whole API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/matchmaking/queue", post(queue::join))
+        .route(
+            "/v1/matchmaking/queue/{queue_entry_id}",
+            get(queue::status).delete(queue::cancel),
+        )
+        .route("/v1/matchmaking/active", get(queue::active))
+        .route(
+            "/internal/ratings/{tenant_id}/{user_id}",
+            put(internal::put_ratings).get(internal::get_ratings),
+        )
+        .route(
+            "/internal/games/{game_id}/finished",
+            post(internal::game_finished),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::NotFound("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                use axum::response::IntoResponse;
+                ApiError::Internal("handler panicked".into()).into_response()
+            },
+        ))
+        .layer(axum::middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}

@@ -1,0 +1,64 @@
+//! `X-Request-Id`: taken from the request when it is a sane token, else
+//! generated; echoed on every response, set on the request's tracing span,
+//! and readable anywhere inside the request through [`current`].
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+pub const HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served, or `""` outside a request.
+pub fn current() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// A client-sent id is kept only if it is 1–128 characters of
+/// `[A-Za-z0-9._:-]`, so it can never forge a log line.
+fn acceptable(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+pub async fn middleware(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(request).instrument(span))
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_sane_ids_are_kept() {
+        assert!(super::acceptable("abc-123_x.y:z"));
+        assert!(!super::acceptable(""));
+        assert!(!super::acceptable("a b"));
+        assert!(!super::acceptable("a\nb"));
+        assert!(!super::acceptable(&"a".repeat(129)));
+    }
+}

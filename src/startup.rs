@@ -1,0 +1,234 @@
+//! The one place that wires everything: settings → stores → services →
+//! router and worker; and owns shutdown (the server drains, the worker
+//! finishes its pass).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
+use crate::domain::TenantConfig;
+use crate::http::{self, AppState};
+use crate::services::games::{GameCreator, LocalGameCreator};
+use crate::services::matching::{MatchingLimits, MatchingService};
+use crate::services::queue::{QueueLimits, QueueService};
+use crate::services::ratings::RatingService;
+use crate::services::signal::PoolSignal;
+use crate::settings::Settings;
+use crate::store::memory::MemoryQueueStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{DurableStore, QueueStore, StoreError};
+use crate::worker::Worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    #[error("{0}")]
+    Keys(#[from] KeyError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The stores the settings choose.
+pub struct Stores {
+    pub queue: Arc<dyn QueueStore>,
+    pub durable: Arc<dyn DurableStore>,
+    /// Whether hot state lives only in this process.
+    pub embedded_queue: bool,
+}
+
+/// Opens (and migrates) the stores the settings name.
+pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
+    if settings.redis_url.is_some() {
+        return Err(StartupError::Unsupported(
+            "REDIS_URL is set, but the Redis queue store is not in this build yet; unset it to use the in-memory store".into(),
+        ));
+    }
+    let url = settings.effective_database_url();
+    if !url.starts_with("sqlite:") {
+        return Err(StartupError::Unsupported(format!(
+            "DATABASE_URL '{}' is not supported by this build yet (only sqlite://…)",
+            url.split("://").next().unwrap_or("?")
+        )));
+    }
+    if settings.database_url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            StartupError::Settings(format!("DATA_DIR {}: {e}", settings.data_dir.display()))
+        })?;
+    }
+    let sqlite = SqliteStore::connect(&url).await?;
+    sqlite.migrate().await?;
+    Ok(Stores {
+        queue: Arc::new(MemoryQueueStore::new()),
+        durable: Arc::new(sqlite),
+        embedded_queue: true,
+    })
+}
+
+/// A built application, listening, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    worker: Option<Worker>,
+}
+
+impl Application {
+    /// Builds everything and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.validate().map_err(StartupError::Settings)?;
+        let auth = Arc::new(JwtAuth::from_settings(&settings)?);
+        if auth.dev_mode() {
+            tracing::warn!(
+                secret_file = %settings.data_dir.join(DEV_SECRET_FILE).display(),
+                "DEV MODE: JWTs are signed with a generated secret kept in DATA_DIR. \
+                 Set JWT_SECRET or JWT_PUBLIC_KEY_PEM in production."
+            );
+        }
+        if settings.live_game_api_url.is_some() {
+            return Err(StartupError::Unsupported(
+                "LIVE_GAME_API_URL is set, but the live-game-api client is not in this build yet; unset it to use the built-in game creator".into(),
+            ));
+        }
+        let stores = open_stores(&settings).await?;
+        let signal = Arc::new(PoolSignal::new());
+        let ratings = RatingService::new(stores.durable.clone());
+        let games: Arc<dyn GameCreator> = Arc::new(LocalGameCreator);
+        let matching = Arc::new(MatchingService::new(
+            stores.queue.clone(),
+            stores.durable.clone(),
+            games,
+            settings.pool_policy(),
+            MatchingLimits {
+                pairs_per_batch: settings.match_pairs_per_batch,
+                reservation_ms: settings.reservation_ms(),
+                guard_ms: settings.guard_ms(),
+                presence_ms: settings.presence_ms(),
+                retention_ms: settings.retention_ms(),
+            },
+        ));
+        if stores.embedded_queue {
+            let restored = matching.restore_guards().await?;
+            if restored > 0 {
+                tracing::info!(
+                    matches = restored,
+                    "restored active-game guards of unfinished games"
+                );
+            }
+        }
+        let queue = Arc::new(QueueService::new(
+            stores.queue.clone(),
+            stores.durable.clone(),
+            ratings.clone(),
+            TenantConfig {
+                default_region: settings.default_region,
+                ..TenantConfig::default()
+            },
+            settings.pool_policy(),
+            signal.clone(),
+            QueueLimits {
+                guard_ms: settings.guard_ms(),
+                idempotency_ms: settings.idempotency_ms(),
+                metadata_max_bytes: settings.client_metadata_max_bytes,
+            },
+        ));
+        let state = AppState {
+            queue,
+            ratings,
+            auth,
+            queue_store: stores.queue,
+            durable: stores.durable,
+        };
+        let router = http::router(state, settings.max_body_bytes);
+        let worker = settings.worker_enabled.then(|| {
+            Worker::new(
+                matching,
+                signal,
+                settings.worker_interval(),
+                settings.worker_batch_size,
+            )
+        });
+        let listener = TcpListener::bind(settings.bind_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: settings.bind_addr,
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            router,
+            worker,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, finishes
+    /// in-flight requests and the worker's current pass.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tracing::info!(addr = %self.local_addr(), "listening");
+        let worker = self.worker.map(|w| tokio::spawn(w.run(stop_rx)));
+        let stop = stop_tx.clone();
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests");
+            let _ = stop.send(true);
+        })
+        .await;
+        let _ = stop_tx.send(true);
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
