@@ -1,0 +1,222 @@
+//! `spawn_app()`: the real application on port 0 with its own data dir, and
+//! a `TestApp` with one typed method per endpoint.
+
+use std::time::Duration;
+
+use matchmaking_api::auth::JwtAuth;
+use matchmaking_api::settings::{Settings, TokenArgs};
+use matchmaking_api::startup::Application;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    auth: JwtAuth,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _data_dir: tempfile::TempDir,
+}
+
+/// Settings for a test: embedded stores in a temp dir, a known secret, a
+/// fast worker; `customize` changes the rest.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::from_env();
+    settings.bind_addr = "127.0.0.1:0".parse().unwrap();
+    settings.data_dir = dir.path().to_path_buf();
+    settings.database_url = None;
+    settings.redis_url = None;
+    settings.jwt_secret = Some(SECRET.into());
+    settings.jwt_public_key_pem = None;
+    settings.jwt_jwks_url = None;
+    settings.jwt_issuer = None;
+    settings.jwt_audience = None;
+    settings.live_game_api_url = None;
+    settings.worker_enabled = true;
+    settings.worker_interval_seconds = 0.05;
+    customize(&mut settings);
+    let auth = JwtAuth::from_settings(&settings).expect("keys");
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        auth,
+        stop: Some(stop),
+        server: Some(server),
+        _data_dir: dir,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub fn join_body(time_control: &str) -> Value {
+    json!({ "time_control": time_control, "mode": "rated" })
+}
+
+impl TestApp {
+    pub fn token_for(&self, tenant: &str, user: &str, roles: &[&str]) -> String {
+        self.auth
+            .mint(&TokenArgs {
+                user: user.into(),
+                tenant: tenant.into(),
+                username: Some(format!("{user} name")),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                ttl: 600,
+            })
+            .expect("mint")
+    }
+
+    /// A player of tenant `t1`.
+    pub fn token(&self, user: &str) -> String {
+        self.token_for("t1", user, &[])
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token_for("t1", "ops", &["admin"])
+    }
+
+    pub async fn join(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}/v1/matchmaking/queue", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Joins and answers the new entry id, asserting a 201.
+    pub async fn join_ok(&self, token: &str, body: &Value) -> String {
+        let r = self.join(token, body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        v["queue_entry_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn status(&self, token: &str, id: &str) -> Response {
+        self.client
+            .get(format!("{}/v1/matchmaking/queue/{id}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn status_json(&self, token: &str, id: &str) -> Value {
+        let r = self.status(token, id).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    pub async fn cancel(&self, token: &str, id: &str) -> Response {
+        self.client
+            .delete(format!("{}/v1/matchmaking/queue/{id}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn active(&self, token: &str) -> Value {
+        let r = self
+            .client
+            .get(format!("{}/v1/matchmaking/active", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    pub async fn put_ratings(
+        &self,
+        token: &str,
+        tenant: &str,
+        user: &str,
+        body: &Value,
+    ) -> Response {
+        self.client
+            .put(format!("{}/internal/ratings/{tenant}/{user}", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_ratings(&self, token: &str, tenant: &str, user: &str) -> Response {
+        self.client
+            .get(format!("{}/internal/ratings/{tenant}/{user}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn game_finished(&self, token: &str, game_id: &str) -> Response {
+        self.client
+            .post(format!(
+                "{}/internal/games/{game_id}/finished",
+                self.address
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Polls the entry until its status is no longer SEARCHING (at most 5 s).
+    pub async fn wait_for_result(&self, token: &str, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.status_json(token, id).await;
+            if v["status"] != "SEARCHING" || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server the way SIGTERM does, and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server");
+        }
+    }
+}
+
+/// The error body's code, asserting the SPEC's shape on the way.
+pub async fn error_code(r: Response) -> String {
+    let has_request_id = r.headers().contains_key("x-request-id");
+    let v: Value = r.json().await.expect("a JSON error body");
+    let err = &v["error"];
+    assert!(err["message"].is_string(), "error shape: {v}");
+    assert!(
+        err["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "error shape: {v}"
+    );
+    assert!(has_request_id, "X-Request-Id header");
+    err["code"].as_str().expect("code").to_owned()
+}

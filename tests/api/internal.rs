@@ -1,0 +1,128 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{error_code, spawn_app};
+
+#[tokio::test]
+async fn unknown_players_are_rated_1500_at_every_speed() {
+    let app = spawn_app().await;
+    let r = app.get_ratings(&app.admin_token(), "t1", "nobody").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({ "tenant_id": "t1", "user_id": "nobody", "bullet": 1500, "blitz": 1500, "rapid": 1500, "classical": 1500 })
+    );
+}
+
+#[tokio::test]
+async fn ratings_are_set_per_speed_and_merge() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    let r = app
+        .put_ratings(
+            &admin,
+            "t1",
+            "alice",
+            &json!({ "bullet": 1700, "blitz": 1620 }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.put_ratings(&admin, "t1", "alice", &json!({ "blitz": 1650 }))
+        .await;
+    let v: Value = app
+        .get_ratings(&admin, "t1", "alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            v["bullet"].as_i64(),
+            v["blitz"].as_i64(),
+            v["rapid"].as_i64()
+        ),
+        (Some(1700), Some(1650), Some(1500))
+    );
+    // Tenants do not share players.
+    let v: Value = app
+        .get_ratings(&admin, "t2", "alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["blitz"], 1500);
+}
+
+#[tokio::test]
+async fn bad_rating_updates_are_400_and_change_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    app.put_ratings(&admin, "t1", "alice", &json!({ "blitz": 1600 }))
+        .await;
+    for body in [
+        json!({}),
+        json!({ "blitz": "high" }),
+        json!({ "blitz": 1700.5 }),
+        json!({ "blitz": 99999 }),
+        json!({ "blitz": 1700, "hyperbullet": 1 }),
+        json!([1, 2]),
+    ] {
+        let r = app.put_ratings(&admin, "t1", "alice", &body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(r).await, "INVALID_REQUEST");
+    }
+    let v: Value = app
+        .get_ratings(&admin, "t1", "alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["blitz"], 1600);
+}
+
+#[tokio::test]
+async fn finishing_an_unknown_game_is_404_and_finishing_twice_is_harmless() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    let r = app.game_finished(&admin, "g_unknown").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "NOT_FOUND");
+
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &crate::helpers::join_body("5+0")).await;
+    app.join_ok(&b, &crate::helpers::join_body("5+0")).await;
+    let game = app.wait_for_result(&a, &ia).await["game_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..2 {
+        let r = app.game_finished(&admin, &game).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.unwrap();
+        let mut released: Vec<&str> = v["released_user_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap())
+            .collect();
+        released.sort();
+        assert_eq!(released, ["alice", "bob"]);
+    }
+    // An admin of another tenant does not see the game.
+    let other = app.token_for("t2", "ops", &["admin"]);
+    assert_eq!(
+        app.game_finished(&other, &game).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_need_no_token() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "ready");
+}

@@ -1,0 +1,9 @@
+//! Black-box tests: the real application over HTTP, as a client sees it.
+
+mod helpers;
+
+mod auth;
+mod errors;
+mod internal;
+mod matching;
+mod queue;

@@ -1,0 +1,237 @@
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{error_code, join_body, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn two_compatible_players_get_the_same_game_and_see_each_other() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    let ib = app.join_ok(&b, &join_body("5+0")).await;
+    let sa = app.wait_for_result(&a, &ia).await;
+    let sb = app.wait_for_result(&b, &ib).await;
+    assert_eq!(sa["status"], "MATCHED");
+    assert_eq!(sb["status"], "MATCHED");
+    assert!(sa["game_id"].as_str().unwrap().starts_with("g_"));
+    assert_eq!(sa["game_id"], sb["game_id"]);
+    assert_eq!(sa["opponent"]["user_id"], "bob");
+    assert_eq!(sb["opponent"]["user_id"], "alice");
+    assert_eq!(
+        sa["opponent"]["rating_snapshot"],
+        json!({ "time_control": "5+0", "mode": "rated", "rating": 1500 })
+    );
+}
+
+#[tokio::test]
+async fn players_of_different_pools_or_tenants_never_meet() {
+    let app = spawn_app().await;
+    let ia = app.join_ok(&app.token("alice"), &join_body("5+0")).await;
+    app.join_ok(&app.token("bob"), &join_body("3+0")).await;
+    app.join_ok(&app.token_for("t2", "carol", &[]), &join_body("5+0"))
+        .await;
+    app.join_ok(
+        &app.token("dave"),
+        &json!({ "time_control": "5+0", "mode": "casual" }),
+    )
+    .await;
+    app.join_ok(
+        &app.token("erin"),
+        &json!({ "time_control": "5+0", "mode": "rated", "region": "EU" }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.status_json(&app.token("alice"), &ia).await["status"],
+        "SEARCHING"
+    );
+}
+
+#[tokio::test]
+async fn the_rating_of_the_pools_speed_is_used() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    let r = app
+        .put_ratings(
+            &admin,
+            "t1",
+            "alice",
+            &json!({ "blitz": 1580, "bullet": 1900 }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    app.join_ok(&a, &join_body("5+0")).await;
+    let ib = app.join_ok(&b, &join_body("5+0")).await;
+    let sb = app.wait_for_result(&b, &ib).await;
+    assert_eq!(sb["status"], "MATCHED");
+    assert_eq!(sb["opponent"]["rating_snapshot"]["rating"], 1580);
+}
+
+#[tokio::test]
+async fn a_200_point_gap_matches_only_after_both_windows_widen() {
+    // Window 100, +25 every 0.2 s: a 200-point gap needs 4 steps (0.8 s).
+    let app = spawn_app_with(|s| s.rating_window_widening_interval = 0.2).await;
+    app.put_ratings(&app.admin_token(), "t1", "bob", &json!({ "blitz": 1700 }))
+        .await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let started = Instant::now();
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.status_json(&a, &ia).await["status"], "SEARCHING");
+    let sa = app.wait_for_result(&a, &ia).await;
+    assert_eq!(sa["status"], "MATCHED");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "matched after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sa["opponent"]["rating_snapshot"]["rating"], 1700);
+}
+
+#[tokio::test]
+async fn a_gap_beyond_the_max_never_matches() {
+    let app = spawn_app_with(|s| {
+        s.rating_window_widening_interval = 0.05;
+        s.max_rating_gap = 150;
+    })
+    .await;
+    app.put_ratings(&app.admin_token(), "t1", "bob", &json!({ "blitz": 1700 }))
+        .await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(app.status_json(&a, &ia).await["status"], "SEARCHING");
+}
+
+#[tokio::test]
+async fn an_entry_waiting_past_the_max_queue_time_times_out() {
+    let app = spawn_app_with(|s| s.max_queue_time_seconds = 0.3).await;
+    let a = app.token("alice");
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    let v = app.wait_for_result(&a, &ia).await;
+    assert_eq!(v["status"], "TIMED_OUT");
+    assert!(v.get("game_id").is_none());
+    // A timed-out entry cannot be cancelled, and the player may join again.
+    assert_eq!(app.cancel(&a, &ia).await.status(), StatusCode::NOT_FOUND);
+    app.join_ok(&a, &join_body("5+0")).await;
+}
+
+#[tokio::test]
+async fn an_entry_whose_client_is_never_heard_from_is_dropped() {
+    let app = spawn_app_with(|s| s.presence_timeout_seconds = 0.3).await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    let ib = app.join_ok(&b, &join_body("30+0")).await;
+    // bob polls, alice does not.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(app.status_json(&b, &ib).await["status"], "SEARCHING");
+    }
+    assert_eq!(app.status_json(&a, &ia).await["status"], "TIMED_OUT");
+}
+
+#[tokio::test]
+async fn a_matched_player_cannot_queue_until_the_game_is_reported_finished() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    let game = app.wait_for_result(&a, &ia).await["game_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for t in [&a, &b] {
+        let r = app.join(t, &join_body("3+0")).await;
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(error_code(r).await, "ACTIVE_GAME_EXISTS");
+    }
+    let r = app.game_finished(&app.admin_token(), &game).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "FINISHED");
+    app.join_ok(&a, &join_body("3+0")).await;
+    app.join_ok(&b, &join_body("3+0")).await;
+}
+
+#[tokio::test]
+async fn the_active_game_guard_lapses_after_its_time_without_a_report() {
+    let app = spawn_app_with(|s| s.active_game_guard_seconds = 0.4).await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    app.wait_for_result(&a, &ia).await;
+    assert_eq!(
+        app.join(&a, &join_body("5+0")).await.status(),
+        StatusCode::CONFLICT
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.join_ok(&a, &join_body("5+0")).await;
+}
+
+#[tokio::test]
+async fn two_hundred_players_joining_at_once_are_each_matched_exactly_once() {
+    let app = spawn_app().await;
+    let tokens: Vec<String> = (0..200).map(|i| app.token(&format!("p{i}"))).collect();
+    let body = join_body("5+0");
+    let joins = tokens.iter().map(|t| app.join_ok(t, &body));
+    let ids: Vec<String> = futures::future::join_all(joins).await;
+    let mut games: HashMap<String, Vec<String>> = HashMap::new();
+    for (i, (t, id)) in tokens.iter().zip(&ids).enumerate() {
+        let v = app.wait_for_result(t, id).await;
+        assert_eq!(v["status"], "MATCHED", "player p{i}: {v}");
+        let opponent = v["opponent"]["user_id"].as_str().unwrap().to_owned();
+        assert_ne!(opponent, format!("p{i}"));
+        games
+            .entry(v["game_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(format!("p{i}"));
+    }
+    assert_eq!(games.len(), 100);
+    let mut seen = HashSet::new();
+    for players in games.values() {
+        assert_eq!(players.len(), 2, "every game has exactly two players");
+        for p in players {
+            assert!(seen.insert(p.clone()), "{p} is in two games");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restart_keeps_matched_results_and_active_game_guards() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let app = spawn_app_with(|s| s.data_dir = path.clone()).await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    let before = app.wait_for_result(&a, &ia).await;
+    assert_eq!(before["status"], "MATCHED");
+    app.shutdown().await;
+
+    // The in-memory hot state is gone; the durable records are not.
+    let app = spawn_app_with(|s| s.data_dir = path.clone()).await;
+    let after = app.status_json(&a, &ia).await;
+    assert_eq!(after, before);
+    assert_eq!(app.active(&a).await["match"]["game_id"], before["game_id"]);
+    let r = app.join(&a, &join_body("5+0")).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(r).await, "ACTIVE_GAME_EXISTS");
+    // Nobody else can read it.
+    assert_eq!(app.status(&b, &ia).await.status(), StatusCode::NOT_FOUND);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_and_stops_the_worker() {
+    let app = spawn_app().await;
+    app.join_ok(&app.token("alice"), &join_body("5+0")).await;
+    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
+        .await
+        .expect("graceful shutdown finishes");
+}

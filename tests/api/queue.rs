@@ -1,0 +1,174 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{error_code, join_body, spawn_app};
+
+#[tokio::test]
+async fn joining_answers_201_searching_with_an_estimate() {
+    let app = spawn_app().await;
+    let r = app.join(&app.token("alice"), &join_body("5+0")).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["queue_entry_id"].as_str().unwrap().starts_with("q_"));
+    assert_eq!(v["status"], "SEARCHING");
+    assert!(v["estimated_wait_seconds"].is_u64());
+}
+
+#[tokio::test]
+async fn joining_again_with_the_same_parameters_answers_the_same_entry() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    let first = app.join_ok(&t, &join_body("5+0")).await;
+    let second = app.join_ok(&t, &join_body("5+0")).await;
+    assert_eq!(first, second);
+}
+
+#[tokio::test]
+async fn joining_with_other_parameters_while_searching_is_409_already_in_queue() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    app.join_ok(&t, &join_body("5+0")).await;
+    let r = app.join(&t, &join_body("3+0")).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(r).await, "ALREADY_IN_QUEUE");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_repeats_the_first_answer_whatever_happened_since() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    let send = || {
+        app.client
+            .post(format!("{}/v1/matchmaking/queue", app.address))
+            .bearer_auth(&t)
+            .header("Idempotency-Key", "join-1")
+            .json(&join_body("5+0"))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let id = first["queue_entry_id"].as_str().unwrap();
+    assert_eq!(app.cancel(&t, id).await.status(), StatusCode::OK);
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // Another user's identical key is another request.
+    let other = app
+        .client
+        .post(format!("{}/v1/matchmaking/queue", app.address))
+        .bearer_auth(app.token("bob"))
+        .header("Idempotency-Key", "join-1")
+        .json(&join_body("3+0"))
+        .send()
+        .await
+        .unwrap();
+    let other: Value = other.json().await.unwrap();
+    assert_ne!(other["queue_entry_id"], first["queue_entry_id"]);
+}
+
+#[tokio::test]
+async fn status_shows_a_searching_entry_to_its_owner() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    let id = app.join_ok(&t, &join_body("10+0")).await;
+    let v = app.status_json(&t, &id).await;
+    assert_eq!(v["queue_entry_id"], id.as_str());
+    assert_eq!(v["status"], "SEARCHING");
+    assert!(v["estimated_wait_seconds"].is_u64());
+    assert!(v.get("game_id").is_none());
+}
+
+#[tokio::test]
+async fn another_users_or_tenants_entry_is_indistinguishable_from_a_missing_one() {
+    let app = spawn_app().await;
+    let id = app.join_ok(&app.token("alice"), &join_body("5+0")).await;
+    for token in [app.token("bob"), app.token_for("t2", "alice", &[])] {
+        let r = app.status(&token, &id).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error_code(r).await, "NOT_FOUND");
+        let r = app.cancel(&token, &id).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    let missing = "q_01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    assert_eq!(
+        app.status(&app.token("alice"), missing).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.status(&app.token("alice"), "garbage").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // Alice's entry is untouched by all of that.
+    assert_eq!(
+        app.status_json(&app.token("alice"), &id).await["status"],
+        "SEARCHING"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_searching_entry_answers_cancelled_then_404() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    let id = app.join_ok(&t, &join_body("5+0")).await;
+    let r = app.cancel(&t, &id).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({ "queue_entry_id": id, "status": "CANCELLED" })
+    );
+    assert_eq!(app.status_json(&t, &id).await["status"], "CANCELLED");
+    let again = app.cancel(&t, &id).await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    // And the player can join again at once.
+    app.join_ok(&t, &join_body("5+0")).await;
+}
+
+#[tokio::test]
+async fn a_matched_entry_cannot_be_cancelled() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    assert_eq!(app.wait_for_result(&a, &ia).await["status"], "MATCHED");
+    let r = app.cancel(&a, &ia).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(r).await, "CANNOT_CANCEL");
+}
+
+#[tokio::test]
+async fn active_shows_nothing_then_the_entry_then_the_match() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    assert_eq!(
+        app.active(&a).await,
+        json!({ "queue_entry": null, "match": null })
+    );
+    let ia = app
+        .join_ok(&a, &json!({ "time_control": "3+2", "mode": "casual", "variant": "chess960", "region": "EU" }))
+        .await;
+    let v = app.active(&a).await;
+    assert_eq!(v["match"], Value::Null);
+    let e = &v["queue_entry"];
+    assert_eq!(e["queue_entry_id"], ia.as_str());
+    assert_eq!(e["status"], "SEARCHING");
+    assert_eq!(e["time_control"], "3+2");
+    assert_eq!(e["mode"], "casual");
+    assert_eq!(e["variant"], "chess960");
+    assert_eq!(e["region"], "EU");
+    assert!(e["enqueued_at"].as_str().unwrap().ends_with('Z'));
+    app.join_ok(
+        &b,
+        &json!({ "time_control": "3+2", "mode": "casual", "variant": "chess960", "region": "EU" }),
+    )
+    .await;
+    let status = app.wait_for_result(&a, &ia).await;
+    let v = app.active(&a).await;
+    assert_eq!(v["queue_entry"], Value::Null);
+    let m = &v["match"];
+    assert_eq!(m["game_id"], status["game_id"]);
+    assert_eq!(m["variant"], "chess960");
+    assert_eq!(m["opponent"]["user_id"], "bob");
+    assert_eq!(m["opponent"]["username"], "bob name");
+    assert_eq!(m["opponent"]["rating_snapshot"]["rating"], 1500);
+}

@@ -1,0 +1,154 @@
+//! The real binary, as an operator runs it: `serve` with a dev-mode secret,
+//! `token` minting with the same secret, `migrate`, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_matchmaking-api");
+
+/// The binary with a clean environment, run in `dir` (so no stray `.env`).
+fn command(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .current_dir(dir)
+        .env("DATA_DIR", dir.join("data"))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// Starts `serve` on a free port; answers the child and its base URL.
+fn serve(dir: &Path) -> (Child, String) {
+    let mut child = command(dir)
+        .args(["serve", "--bind-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let line = lines.next().expect("a log line").expect("utf-8");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["message"] == "listening" {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+    };
+    // Keep draining the logs so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://{addr}"))
+}
+
+fn token(dir: &Path, user: &str) -> String {
+    let out = command(dir)
+        .args(["token", "--user", user, "--username", user])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_new_user_mints_tokens_and_two_players_are_matched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve(dir.path());
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    let tokens = [token(dir.path(), "alice"), token(dir.path(), "bob")];
+    for t in &tokens {
+        let r = client
+            .post(format!("{base}/v1/matchmaking/queue"))
+            .bearer_auth(t)
+            .json(&json!({ "time_control": "5+0", "mode": "rated" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        ids.push(
+            r.json::<Value>().await.unwrap()["queue_entry_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let v: Value = client
+            .get(format!("{base}/v1/matchmaking/queue/{}", ids[0]))
+            .bearer_auth(&tokens[0])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] != "SEARCHING" || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(status["status"], "MATCHED");
+    assert_eq!(status["opponent"]["user_id"], "bob");
+
+    // SIGTERM: a graceful stop with a success exit code.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(code.success(), "exit {code:?}");
+}
+
+#[test]
+fn migrate_creates_the_database_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("data/matchmaking.db").exists());
+}
+
+#[test]
+fn impossible_settings_stop_the_binary_with_the_variable_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .env("RATING_WINDOW_WIDENING_INTERVAL", "0")
+        .args(["serve", "--bind-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RATING_WINDOW_WIDENING_INTERVAL"));
+}
+
+#[test]
+fn backends_this_build_lacks_are_refused_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .args(["serve", "--bind-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL"));
+}
