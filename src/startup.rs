@@ -44,8 +44,9 @@ pub enum StartupError {
 pub struct Stores {
     pub queue: Arc<dyn QueueStore>,
     pub durable: Arc<dyn DurableStore>,
-    /// Whether hot state lives only in this process.
-    pub embedded_queue: bool,
+    /// Both stores belong to this process alone (in-memory queue state and
+    /// its own SQLite file): state may be mirrored in memory.
+    pub embedded: bool,
 }
 
 /// Opens (and migrates) the stores the settings name.
@@ -72,7 +73,7 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
     Ok(Stores {
         queue: Arc::new(MemoryQueueStore::new()),
         durable: Arc::new(sqlite),
-        embedded_queue: true,
+        embedded: true,
     })
 }
 
@@ -102,7 +103,12 @@ impl Application {
         }
         let stores = open_stores(&settings).await?;
         let signal = Arc::new(PoolSignal::new());
-        let ratings = RatingService::new(stores.durable.clone());
+        // The embedded SQLite file has no other writer: keep ratings in memory.
+        let ratings = if stores.embedded {
+            RatingService::preloaded(stores.durable.clone()).await?
+        } else {
+            RatingService::direct(stores.durable.clone())
+        };
         let games: Arc<dyn GameCreator> = Arc::new(LocalGameCreator);
         let matching = Arc::new(MatchingService::new(
             stores.queue.clone(),
@@ -117,7 +123,7 @@ impl Application {
                 retention_ms: settings.retention_ms(),
             },
         ));
-        if stores.embedded_queue {
+        if stores.embedded {
             let restored = matching.restore_guards().await?;
             if restored > 0 {
                 tracing::info!(

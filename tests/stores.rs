@@ -5,8 +5,8 @@ mod contract;
 mod memory_queue_store {
     use matchmaking_api::store::memory::MemoryQueueStore;
 
-    async fn make() -> Option<MemoryQueueStore> {
-        Some(MemoryQueueStore::new())
+    async fn make() -> Option<Box<MemoryQueueStore>> {
+        Some(Box::new(MemoryQueueStore::new()))
     }
 
     crate::contract_tests!(
@@ -32,41 +32,37 @@ mod memory_queue_store {
 mod sqlite_durable_store {
     use matchmaking_api::store::sqlite::SqliteStore;
 
-    async fn make() -> Option<(SqliteStore, tempfile::TempDir)> {
+    /// A SQLite store in a temp dir that lives as long as the store.
+    struct TempSqlite {
+        store: SqliteStore,
+        _dir: tempfile::TempDir,
+    }
+
+    impl std::ops::Deref for TempSqlite {
+        type Target = SqliteStore;
+
+        fn deref(&self) -> &SqliteStore {
+            &self.store
+        }
+    }
+
+    async fn make() -> Option<TempSqlite> {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
         let store = SqliteStore::connect(&url).await.unwrap();
         store.migrate().await.unwrap();
-        Some((store, dir))
-    }
-
-    /// Keeps the temp dir alive for the test while handing out the store.
-    mod suite {
-        use matchmaking_api::store::sqlite::SqliteStore;
-        macro_rules! forward {
-            ($($case:ident),+) => {$(
-                pub async fn $case(s: &(SqliteStore, tempfile::TempDir)) {
-                    crate::contract::durable::$case(&s.0).await
-                }
-            )+};
-        }
-        forward!(
-            a_match_is_found_by_id_entry_and_user,
-            inserting_a_match_twice_keeps_one_and_moves_colors_once,
-            finishing_a_game_ends_its_match_once,
-            ratings_default_to_1500_and_merge_by_speed,
-            many_matches_insert_in_one_batch
-        );
+        Some(TempSqlite { store, _dir: dir })
     }
 
     crate::contract_tests!(
-        self::suite,
+        crate::contract::durable,
         make(),
         [
             a_match_is_found_by_id_entry_and_user,
             inserting_a_match_twice_keeps_one_and_moves_colors_once,
             finishing_a_game_ends_its_match_once,
             ratings_default_to_1500_and_merge_by_speed,
+            all_ratings_lists_exactly_the_players_with_a_rating,
             many_matches_insert_in_one_batch,
         ]
     );

@@ -148,7 +148,7 @@ impl MatchRecord {
         let (_, theirs) = self.sides_of(user)?;
         Some(ActiveGame {
             game_id: self.game_id.clone(),
-            match_id: self.match_id.clone(),
+            match_id: self.match_id,
             pool: self.pool,
             opponent: theirs.as_opponent(),
             until,

@@ -8,42 +8,53 @@ use serde::{Deserialize, Serialize};
 use super::ParseError;
 
 /// Declares an id minted by this service: a prefix and a ULID (time-ordered,
-/// so ids sort by creation). Parsing accepts only that exact shape.
+/// so ids sort by creation). It holds the 128-bit ULID itself (compact, cheap
+/// to hash) and prints as `<prefix><26 characters>`. Parsing accepts only
+/// that exact shape.
 macro_rules! minted_id {
     ($(#[$meta:meta])* $name:ident, $prefix:literal, $field:literal) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(ulid::Ulid);
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
             /// A new id, ordered after every id minted earlier.
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, ulid::Ulid::new()))
+                Self(ulid::Ulid::new())
             }
 
             pub fn parse(s: &str) -> Result<Self, ParseError> {
                 s.strip_prefix($prefix)
-                    .filter(|rest| rest.len() == 26 && ulid::Ulid::from_string(rest).is_ok())
-                    .map(|_| Self(s.to_owned()))
+                    .filter(|rest| rest.len() == 26)
+                    .and_then(|rest| ulid::Ulid::from_string(rest).ok())
+                    .map(Self)
                     .ok_or_else(|| ParseError::new($field, concat!("not a valid ", $field)))
             }
 
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-
-            /// The ULID part, shared with ids derived from this one.
-            pub fn ulid_part(&self) -> &str {
-                &self.0[$prefix.len()..]
+            /// The ULID, shared with ids derived from this one.
+            pub fn ulid(&self) -> ulid::Ulid {
+                self.0
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                write!(f, "{}{}", $prefix, self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
             }
         }
     };
@@ -112,7 +123,7 @@ impl GameId {
     /// The id the built-in game creator gives the game of a match: derived
     /// from the match id, so creating it twice yields the same game.
     pub fn for_match(match_id: &MatchId) -> Self {
-        Self(format!("g_{}", match_id.ulid_part()))
+        Self(format!("g_{}", match_id.ulid()))
     }
 }
 
@@ -157,13 +168,14 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = QueueEntryId::generate();
         assert!(a < b);
-        assert_eq!(QueueEntryId::parse(a.as_str()).unwrap(), a);
+        assert_eq!(QueueEntryId::parse(&a.to_string()).unwrap(), a);
+        assert!(a.to_string().starts_with("q_"));
     }
 
     #[test]
     fn minted_ids_refuse_other_shapes() {
         let m = MatchId::generate();
-        assert!(QueueEntryId::parse(m.as_str()).is_err());
+        assert!(QueueEntryId::parse(&m.to_string()).is_err());
         assert!(QueueEntryId::parse("q_").is_err());
         assert!(QueueEntryId::parse("q_not-a-ulid-at-all-000000").is_err());
     }

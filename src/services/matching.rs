@@ -119,7 +119,7 @@ impl MatchingService {
         expired: &[Waiting],
         now: Millis,
     ) -> StoreResult<usize> {
-        let ids: Vec<_> = expired.iter().map(|w| w.id.clone()).collect();
+        let ids: Vec<_> = expired.iter().map(|w| w.id).collect();
         let changed = self.store.time_out(pool, &ids, now).await?;
         let mut events = Vec::with_capacity(changed.len());
         for e in &changed {
@@ -166,8 +166,8 @@ impl MatchingService {
             .iter()
             .map(|(a, b)| Reservation {
                 match_id: MatchId::generate(),
-                a: a.id.clone(),
-                b: b.id.clone(),
+                a: a.id,
+                b: b.id,
             })
             .collect();
         let granted = self
@@ -262,7 +262,7 @@ impl MatchingService {
             .max_by_key(|w| w.enqueued_at)
             .and_then(|w| w.request_id.clone());
         let game = NewGame {
-            match_id: p.reservation.match_id.clone(),
+            match_id: p.reservation.match_id,
             tenant_id: pool.tenant_id.clone(),
             white_user_id: p.white.user_id.clone(),
             black_user_id: p.black.user_id.clone(),
@@ -306,10 +306,10 @@ impl MatchingService {
             user_id: w.user_id.clone(),
             username: w.username.clone(),
             rating: w.rating,
-            entry_id: Some(w.id.clone()),
+            entry_id: Some(w.id),
         };
         MatchRecord {
-            match_id: p.reservation.match_id.clone(),
+            match_id: p.reservation.match_id,
             tenant_id: pool.tenant_id.clone(),
             game_id,
             white: side(p.white),
@@ -376,12 +376,12 @@ impl MatchingService {
                 }
                 None => {
                     tracing::warn!(match_id = %s.match_id, "rolling back a stale reservation");
-                    let a = s.entries[0].clone();
-                    let b = s.entries.get(1).cloned().unwrap_or_else(|| a.clone());
+                    let a = s.entries[0];
+                    let b = s.entries.get(1).cloned().unwrap_or(a);
                     self.store
                         .release(
                             &[Reservation {
-                                match_id: s.match_id.clone(),
+                                match_id: s.match_id,
                                 a,
                                 b,
                             }],

@@ -260,7 +260,7 @@ impl QueueService {
             return Err(ServiceError::NotFound);
         }
         Ok(EntryView {
-            id: id.clone(),
+            id: *id,
             status: EntryStatus::Matched,
             pool: record.pool,
             game_id: Some(record.game_id.clone()),

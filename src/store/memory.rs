@@ -2,9 +2,12 @@
 //!
 //! One `std::sync::Mutex` guards everything. That is what makes every
 //! method atomic, and it is enough: no method awaits while holding it and
-//! each does a handful of hash-map operations.
+//! each does a handful of hash-map operations. Two choices keep the time it
+//! is held short even when the maps grow: entries are boxed (a table resize
+//! moves small slots) and maps use foldhash (entry ids are 128-bit ULIDs).
+//! Expiries are kept in time-ordered queues, so a purge never scans.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -22,6 +25,7 @@ use crate::domain::{
 const RECENT_WAITS: usize = 64;
 
 type UserKey = (TenantId, UserId);
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 pub struct MemoryQueueStore {
@@ -30,18 +34,22 @@ pub struct MemoryQueueStore {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<QueueEntryId, QueueEntry>,
+    entries: HashMap<QueueEntryId, Box<QueueEntry>>,
     /// The one waiting entry of each user.
     by_user: HashMap<UserKey, QueueEntryId>,
     pools: HashMap<PoolRef, Pool>,
     /// Reserved entries, for finding stale reservations without a scan.
     reserved: BTreeSet<QueueEntryId>,
-    active: HashMap<UserKey, ActiveGame>,
+    active: HashMap<UserKey, Box<ActiveGame>>,
     /// Players of each guarded game.
     games: HashMap<(TenantId, GameId), [UserId; 2]>,
     answers: HashMap<IdempotencyScope, (StoredAnswer, Millis)>,
     /// Entries that reached a final status, in the order they did.
     finished: VecDeque<(Millis, QueueEntryId)>,
+    /// Guard deadlines, soonest first (a guard may have been lifted since).
+    guard_expiry: BTreeSet<(Millis, UserKey)>,
+    /// Answer deadlines, soonest first.
+    answer_expiry: BTreeSet<(Millis, IdempotencyScope)>,
 }
 
 #[derive(Default)]
@@ -70,14 +78,13 @@ impl Inner {
     }
 
     fn active_game(&self, key: &UserKey, now: Millis) -> Option<&ActiveGame> {
-        self.active.get(key).filter(|g| g.until > now)
+        self.active.get(key).map(|g| &**g).filter(|g| g.until > now)
     }
 
     /// Takes a searching entry out of its pool's waiting set.
     fn unlist(&mut self, entry: &QueueEntry) {
         if let Some(pool) = self.pools.get_mut(&entry.pool_ref()) {
-            pool.searching
-                .remove(&(entry.enqueued_at, entry.id.clone()));
+            pool.searching.remove(&(entry.enqueued_at, entry.id));
         }
     }
 
@@ -92,16 +99,16 @@ impl Inner {
         entry.status = status;
         entry.updated_at = now;
         entry.reserved_until = None;
-        let entry = entry.clone();
+        let entry = QueueEntry::clone(entry);
         self.by_user
             .remove(&(entry.tenant_id.clone(), entry.user_id.clone()));
-        self.finished.push_back((now, id.clone()));
+        self.finished.push_back((now, *id));
         Some(entry)
     }
 
     fn set_reserved(&mut self, id: &QueueEntryId, reserved: bool) {
         if reserved {
-            self.reserved.insert(id.clone());
+            self.reserved.insert(*id);
         } else {
             self.reserved.remove(id);
         }
@@ -125,9 +132,9 @@ impl QueueStore for MemoryQueueStore {
         let key = (entry.tenant_id.clone(), entry.user_id.clone());
         if let Some(existing) = inner.by_user.get(&key).and_then(|id| inner.entries.get(id)) {
             return Ok(if existing.pool == entry.pool {
-                JoinOutcome::Existing(existing.clone())
+                JoinOutcome::Existing(QueueEntry::clone(existing))
             } else {
-                JoinOutcome::AlreadyInQueue(existing.clone())
+                JoinOutcome::AlreadyInQueue(QueueEntry::clone(existing))
             });
         }
         if let Some(game) = inner.active_game(&key, now) {
@@ -137,9 +144,9 @@ impl QueueStore for MemoryQueueStore {
         inner
             .pool(&pool)
             .searching
-            .insert((entry.enqueued_at, entry.id.clone()));
-        inner.by_user.insert(key, entry.id.clone());
-        inner.entries.insert(entry.id.clone(), entry.clone());
+            .insert((entry.enqueued_at, entry.id));
+        inner.by_user.insert(key, entry.id);
+        inner.entries.insert(entry.id, Box::new(entry.clone()));
         Ok(JoinOutcome::Created(entry))
     }
 
@@ -160,7 +167,7 @@ impl QueueStore for MemoryQueueStore {
         if entry.status.is_waiting() {
             entry.last_seen_at = entry.last_seen_at.max(now);
         }
-        Ok(Some(entry.clone()))
+        Ok(Some(QueueEntry::clone(entry)))
     }
 
     async fn user_entry(
@@ -174,7 +181,7 @@ impl QueueStore for MemoryQueueStore {
             .by_user
             .get(&key)
             .and_then(|id| inner.entries.get(id))
-            .cloned())
+            .map(|e| QueueEntry::clone(e)))
     }
 
     async fn active_game(
@@ -235,7 +242,7 @@ impl QueueStore for MemoryQueueStore {
             .iter()
             .filter_map(|(_, id)| inner.entries.get(id))
             .map(|e| Waiting {
-                id: e.id.clone(),
+                id: e.id,
                 user_id: e.user_id.clone(),
                 username: e.username.clone(),
                 rating: e.rating,
@@ -267,7 +274,7 @@ impl QueueStore for MemoryQueueStore {
                 for id in [&r.a, &r.b] {
                     let entry = inner.entries.get_mut(id).expect("checked above");
                     entry.status = EntryStatus::Reserved;
-                    entry.match_id = Some(r.match_id.clone());
+                    entry.match_id = Some(r.match_id);
                     entry.reserved_until = Some(until);
                     entry.updated_at = now;
                     let entry = entry.clone();
@@ -298,9 +305,9 @@ impl QueueStore for MemoryQueueStore {
                     .guard_for(&me.user_id, guard_until)
                     .expect("a side of its own record");
                 let opponent = guard.opponent.clone();
-                inner
-                    .active
-                    .insert((record.tenant_id.clone(), me.user_id.clone()), guard);
+                let key = (record.tenant_id.clone(), me.user_id.clone());
+                inner.guard_expiry.insert((guard_until, key.clone()));
+                inner.active.insert(key, Box::new(guard));
                 let Some(entry_id) = &me.entry_id else {
                     continue;
                 };
@@ -350,7 +357,7 @@ impl QueueStore for MemoryQueueStore {
                 inner.set_reserved(id, false);
                 let p = inner.pool(&pool);
                 p.reserved = p.reserved.saturating_sub(1);
-                p.searching.insert((enqueued_at, id.clone()));
+                p.searching.insert((enqueued_at, *id));
             }
         }
         Ok(())
@@ -381,7 +388,7 @@ impl QueueStore for MemoryQueueStore {
 
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {
         let inner = self.lock();
-        let mut by_match: HashMap<_, StaleReservation> = HashMap::new();
+        let mut by_match: HashMap<_, StaleReservation> = HashMap::default();
         for id in &inner.reserved {
             let Some(e) = inner.entries.get(id) else {
                 continue;
@@ -391,14 +398,14 @@ impl QueueStore for MemoryQueueStore {
             };
             if until < now {
                 by_match
-                    .entry(match_id.clone())
+                    .entry(*match_id)
                     .or_insert_with(|| StaleReservation {
                         pool: e.pool_ref(),
-                        match_id: match_id.clone(),
+                        match_id: *match_id,
                         entries: Vec::new(),
                     })
                     .entries
-                    .push(id.clone());
+                    .push(*id);
             }
         }
         Ok(by_match.into_values().collect())
@@ -424,9 +431,9 @@ impl QueueStore for MemoryQueueStore {
     ) -> StoreResult<()> {
         let mut inner = self.lock();
         for (tenant, user, game) in games {
-            inner
-                .active
-                .insert((tenant.clone(), user.clone()), game.clone());
+            let key = (tenant.clone(), user.clone());
+            inner.guard_expiry.insert((game.until, key.clone()));
+            inner.active.insert(key, Box::new(game.clone()));
             inner.games.insert(
                 (tenant.clone(), game.game_id.clone()),
                 [user.clone(), game.opponent.user_id.clone()],
@@ -472,7 +479,9 @@ impl QueueStore for MemoryQueueStore {
         if slot.1 <= now {
             *slot = (answer, expires_at);
         }
-        Ok(slot.0.clone())
+        let (kept, expires) = slot.clone();
+        inner.answer_expiry.insert((expires, scope.clone()));
+        Ok(kept)
     }
 
     async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize> {
@@ -492,21 +501,32 @@ impl QueueStore for MemoryQueueStore {
                 purged += 1;
             }
         }
-        let expired: Vec<UserKey> = inner
-            .active
-            .iter()
-            .filter(|(_, g)| g.until <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            if let Some(game) = inner.active.remove(&key) {
-                inner.games.remove(&(key.0.clone(), game.game_id));
+        while let Some((until, _)) = inner.guard_expiry.first() {
+            if *until > now {
+                break;
+            }
+            let (until, key) = inner.guard_expiry.pop_first().expect("first exists");
+            // Only a guard that still ends then: a newer one may have replaced it.
+            if inner.active.get(&key).is_some_and(|g| g.until == until) {
+                let game = inner.active.remove(&key).expect("checked").game_id;
+                inner.games.remove(&(key.0, game));
                 purged += 1;
             }
         }
-        let before_answers = inner.answers.len();
-        inner.answers.retain(|_, (_, expires)| *expires > now);
-        purged += before_answers - inner.answers.len();
+        while let Some((expires, _)) = inner.answer_expiry.first() {
+            if *expires > now {
+                break;
+            }
+            let (expires, scope) = inner.answer_expiry.pop_first().expect("first exists");
+            if inner
+                .answers
+                .get(&scope)
+                .is_some_and(|(_, e)| *e == expires)
+            {
+                inner.answers.remove(&scope);
+                purged += 1;
+            }
+        }
         Ok(purged)
     }
 

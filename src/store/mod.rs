@@ -86,7 +86,7 @@ pub struct StaleReservation {
 }
 
 /// Scope of an `Idempotency-Key`: per tenant and user.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdempotencyScope {
     pub tenant_id: TenantId,
     pub user_id: UserId,
@@ -339,6 +339,9 @@ pub trait RatingStore: Send + Sync + 'static {
         user: &UserId,
         update: &Ratings,
     ) -> StoreResult<Ratings>;
+
+    /// Every player with at least one rating set.
+    async fn all_ratings(&self) -> StoreResult<Vec<(TenantId, UserId, Ratings)>>;
 }
 
 /// The audit log of decisions.

@@ -137,14 +137,14 @@ impl MatchStore for SqliteStore {
         for chunk in records.chunks(ROWS_PER_INSERT) {
             let mut q = QueryBuilder::new(format!("INSERT INTO match_records ({RECORD_COLUMNS}) "));
             q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.match_id.as_str())
+                b.push_bind(r.match_id.to_string())
                     .push_bind(r.tenant_id.as_str())
                     .push_bind(r.game_id.as_str());
                 for side in [&r.white, &r.black] {
                     b.push_bind(side.user_id.as_str())
                         .push_bind(side.username.as_ref().map(|u| u.as_str()))
                         .push_bind(side.rating)
-                        .push_bind(side.entry_id.as_ref().map(|e| e.as_str()));
+                        .push_bind(side.entry_id.map(|e| e.to_string()));
                 }
                 b.push_bind(r.pool.to_string())
                     .push_bind(r.source.as_str())
@@ -162,7 +162,7 @@ impl MatchStore for SqliteStore {
             fresh.extend(
                 chunk
                     .iter()
-                    .filter(|r| inserted.iter().any(|m| m == r.match_id.as_str())),
+                    .filter(|r| inserted.iter().any(|m| *m == r.match_id.to_string())),
             );
         }
         // Color balances move only for matches inserted now, never twice.
@@ -190,7 +190,7 @@ impl MatchStore for SqliteStore {
 
     async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM match_records WHERE match_id = ?");
-        self.one_record(&sql, &[id.as_str()]).await
+        self.one_record(&sql, &[&id.to_string()]).await
     }
 
     async fn match_by_entry(
@@ -204,7 +204,7 @@ impl MatchStore for SqliteStore {
                                 UNION SELECT match_id FROM match_records WHERE black_entry_id = ?1) \
                AND tenant_id = ?2"
         );
-        self.one_record(&sql, &[entry.as_str(), tenant.as_str()])
+        self.one_record(&sql, &[&entry.to_string(), tenant.as_str()])
             .await
     }
 
@@ -321,15 +321,7 @@ impl RatingStore for SqliteStore {
         .bind(user.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match row {
-            None => Ratings::default(),
-            Some(row) => Ratings {
-                bullet: row.try_get(0)?,
-                blitz: row.try_get(1)?,
-                rapid: row.try_get(2)?,
-                classical: row.try_get(3)?,
-            },
-        })
+        row.map_or(Ok(Ratings::default()), |row| ratings_from_row(&row, 0))
     }
 
     async fn set_ratings(
@@ -356,13 +348,35 @@ impl RatingStore for SqliteStore {
         .bind(update.classical)
         .fetch_one(&self.pool)
         .await?;
-        Ok(Ratings {
-            bullet: row.try_get(0)?,
-            blitz: row.try_get(1)?,
-            rapid: row.try_get(2)?,
-            classical: row.try_get(3)?,
-        })
+        ratings_from_row(&row, 0)
     }
+
+    async fn all_ratings(&self) -> StoreResult<Vec<(TenantId, UserId, Ratings)>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, user_id, bullet, blitz, rapid, classical FROM players \
+             WHERE bullet IS NOT NULL OR blitz IS NOT NULL OR rapid IS NOT NULL OR classical IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let corrupt = || StoreError::Corrupt("players.id".into());
+                let tenant = TenantId::parse(row.try_get(0)?).map_err(|_| corrupt())?;
+                let user = UserId::parse(row.try_get(1)?).map_err(|_| corrupt())?;
+                Ok((tenant, user, ratings_from_row(row, 2)?))
+            })
+            .collect()
+    }
+}
+
+/// Four rating columns (bullet, blitz, rapid, classical) starting at `first`.
+fn ratings_from_row(row: &SqliteRow, first: usize) -> StoreResult<Ratings> {
+    Ok(Ratings {
+        bullet: row.try_get(first)?,
+        blitz: row.try_get(first + 1)?,
+        rapid: row.try_get(first + 2)?,
+        classical: row.try_get(first + 3)?,
+    })
 }
 
 #[async_trait]

@@ -41,14 +41,14 @@ fn event(subject: &str) -> AuditEvent {
 pub async fn a_match_is_found_by_id_entry_and_user(store: &dyn DurableStore) {
     let r = record("alice", "bob", T0);
     store
-        .insert_matches(std::slice::from_ref(&r), &[event(r.match_id.as_str())])
+        .insert_matches(std::slice::from_ref(&r), &[event(&r.match_id.to_string())])
         .await
         .unwrap();
     assert_eq!(
         store.match_by_id(&r.match_id).await.unwrap().as_ref(),
         Some(&r)
     );
-    let black_entry = r.black.entry_id.clone().unwrap();
+    let black_entry = r.black.entry_id.unwrap();
     assert_eq!(
         store
             .match_by_entry(&tenant("t1"), &black_entry)
@@ -87,8 +87,11 @@ pub async fn a_match_is_found_by_id_entry_and_user(store: &dyn DurableStore) {
             .is_none()
     );
     assert_eq!(
-        store.events_about(r.match_id.as_str(), 10).await.unwrap(),
-        vec![event(r.match_id.as_str())]
+        store
+            .events_about(&r.match_id.to_string(), 10)
+            .await
+            .unwrap(),
+        vec![event(&r.match_id.to_string())]
     );
 }
 
@@ -192,6 +195,35 @@ pub async fn ratings_default_to_1500_and_merge_by_speed(store: &dyn DurableStore
     assert_eq!(
         store.ratings(&tenant("t2"), &user("alice")).await.unwrap(),
         Ratings::default()
+    );
+}
+
+pub async fn all_ratings_lists_exactly_the_players_with_a_rating(store: &dyn DurableStore) {
+    let set = Ratings {
+        rapid: Some(1800),
+        ..Ratings::default()
+    };
+    store
+        .set_ratings(&tenant("t1"), &user("alice"), &set)
+        .await
+        .unwrap();
+    store
+        .set_ratings(&tenant("t2"), &user("alice"), &set)
+        .await
+        .unwrap();
+    // A player who only played (a color balance) has no rating.
+    store
+        .insert_matches(&[record("bob", "carol", T0)], &[])
+        .await
+        .unwrap();
+    let mut all = store.all_ratings().await.unwrap();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        all,
+        vec![
+            (tenant("t1"), user("alice"), set),
+            (tenant("t2"), user("alice"), set)
+        ]
     );
 }
 

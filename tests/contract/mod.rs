@@ -45,7 +45,9 @@ pub fn entry(t: &str, u: &str, pool_key: &str, rating: i32, at: Millis) -> Queue
 }
 
 /// Generates one `#[tokio::test]` per contract case for a backend.
-/// `$make` is an async expression yielding the store (or `None` to skip).
+/// `$make` is an async expression yielding `Some(fixture)` (or `None` to
+/// skip), where the fixture derefs to the store and keeps whatever the
+/// store needs (a temp dir, a server) alive for the test.
 #[macro_export]
 macro_rules! contract_tests {
     ($suite:path, $make:expr, [$($case:ident),+ $(,)?]) => {
@@ -53,7 +55,7 @@ macro_rules! contract_tests {
             #[tokio::test]
             async fn $case() {
                 if let Some(store) = $make.await {
-                    { use $suite as suite; suite::$case(&store).await; }
+                    { use $suite as suite; suite::$case(&*store).await; }
                 }
             }
         )+

@@ -41,10 +41,10 @@ fn record(
         user_id: e.user_id.clone(),
         username: None,
         rating: e.rating,
-        entry_id: Some(e.id.clone()),
+        entry_id: Some(e.id),
     };
     MatchRecord {
-        match_id: m.clone(),
+        match_id: *m,
         tenant_id: a.tenant_id.clone(),
         game_id: GameId::for_match(m),
         white: side(a),
@@ -63,8 +63,8 @@ async fn reserve(
 ) -> Reservation {
     let r = Reservation {
         match_id: MatchId::generate(),
-        a: a.id.clone(),
-        b: b.id.clone(),
+        a: a.id,
+        b: b.id,
     };
     let ok = store
         .reserve(
@@ -210,8 +210,8 @@ pub async fn a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out(store: &d
     );
     let again = Reservation {
         match_id: MatchId::generate(),
-        a: b.id.clone(),
-        b: c.id.clone(),
+        a: b.id,
+        b: c.id,
     };
     assert_eq!(
         store
@@ -360,7 +360,7 @@ pub async fn time_out_changes_only_searching_entries(store: &dyn QueueStore) {
         .cancel(&tenant("t1"), &user("bob"), &b.id, T0)
         .await
         .unwrap();
-    let ids = [a.id.clone(), b.id.clone(), c.id.clone()];
+    let ids = [a.id, b.id, c.id];
     let changed = store
         .time_out(&pool_ref("t1"), &ids, T0 + 600_000)
         .await
@@ -395,7 +395,7 @@ pub async fn stale_reservations_are_found_after_their_deadline(store: &dyn Queue
     assert_eq!(stale[0].match_id, r.match_id);
     let mut ids = stale[0].entries.clone();
     ids.sort();
-    let mut want = vec![a.id.clone(), b.id.clone()];
+    let mut want = vec![a.id, b.id];
     want.sort();
     assert_eq!(ids, want);
     assert_eq!(stale[0].pool, pool_ref("t1"));

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Core-service figures (BENCHMARKS.md): wrk on /healthz, join and status, and
+# time to match, against a release build on loopback, embedded default.
+# Usage: bench/core.sh [duration-seconds=10] [connections=64]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNS=${2:-64}
+THREADS=2
+PORT=${PORT:-18088}
+ADDR="127.0.0.1:$PORT"
+SECRET="bench-secret-bench-secret-bench-secret-00"
+WORK=$(mktemp -d)
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+cargo build --release --quiet --bin matchmaking-api --example match_latency
+
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
+BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json \
+  ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 1 50); do curl -fs "http://$ADDR/healthz" >/dev/null && break; sleep 0.1; done
+
+echo "== minting tokens"
+python3 bench/tokens.py "$SECRET" $((DURATION * 40000)) "j-" > "$WORK/join-tokens.txt"
+python3 bench/tokens.py "$SECRET" 2000 "s-" > "$WORK/status-tokens.txt"
+# Entries for the status run: 2000 searching players in a pool of their own
+# (a 30+20 pool with ratings spread so they do not match one another).
+while read -r token; do
+  curl -fs -X POST "http://$ADDR/v1/matchmaking/queue" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' -d '{"time_control":"30+20","mode":"casual","region":"OCEANIA"}' \
+    | python3 -c 'import sys,json; print(json.load(sys.stdin)["queue_entry_id"])' \
+    | sed "s|^|$token |"
+done < "$WORK/status-tokens.txt" > "$WORK/entries.txt" &
+# (run in parallel with the healthz warm-up; waited for below)
+ENTRIES_PID=$!
+
+echo "== /healthz"
+wrk -t$THREADS -c$CONNS -d${DURATION}s --latency "http://$ADDR/healthz" | grep -E "Requests/sec|^     (50|99)%|Non-2xx"
+wait $ENTRIES_PID
+
+echo "== POST /v1/matchmaking/queue (distinct users, all matched as they arrive)"
+TOKENS="$WORK/join-tokens.txt" WRK_THREADS=$THREADS \
+  wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/join.lua "http://$ADDR" | grep -E "Requests/sec|^     (50|99)%|Non-2xx"
+
+echo "== GET /v1/matchmaking/queue/{id} (2000 distinct searching entries)"
+ENTRIES="$WORK/entries.txt" \
+  wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/status.lua "http://$ADDR" | grep -E "Requests/sec|^     (50|99)%|Non-2xx"
+
+echo "== time to match"
+./target/release/examples/match_latency "http://$ADDR" "$SECRET" 2000 32
+echo "== server RSS: $(ps -o rss= -p $SERVER | xargs) KiB"
