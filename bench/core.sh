@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Core-service figures (BENCHMARKS.md): wrk on /healthz, join and status, and
 # time to match, against a release build on loopback, embedded default.
-# Usage: bench/core.sh [duration-seconds=10] [connections=64]
+# Each endpoint is loaded twice: with 8 connections (latency at a moderate
+# load) and with 64 (saturation). Rate limits do not exist yet, so none are
+# configured. Usage: bench/core.sh [duration-seconds=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
-CONNS=${2:-64}
+LOADS="8 64"
 THREADS=2
 PORT=${PORT:-18088}
 ADDR="127.0.0.1:$PORT"
@@ -23,7 +25,9 @@ SERVER=$!
 for _ in $(seq 1 50); do curl -fs "http://$ADDR/healthz" >/dev/null && break; sleep 0.1; done
 
 echo "== minting tokens"
-python3 bench/tokens.py "$SECRET" $((DURATION * 40000)) "j-" > "$WORK/join-tokens.txt"
+for c in $LOADS; do
+  python3 bench/tokens.py "$SECRET" $((DURATION * 50000)) "j$c-" > "$WORK/join-tokens-$c.txt"
+done
 python3 bench/tokens.py "$SECRET" 2000 "s-" > "$WORK/status-tokens.txt"
 # Entries for the status run: 2000 searching players in a pool of their own
 # (a 30+20 pool with ratings spread so they do not match one another).
@@ -36,17 +40,31 @@ done < "$WORK/status-tokens.txt" > "$WORK/entries.txt" &
 # (run in parallel with the healthz warm-up; waited for below)
 ENTRIES_PID=$!
 
-echo "== /healthz"
-wrk -t$THREADS -c$CONNS -d${DURATION}s --latency "http://$ADDR/healthz" | grep -E "Requests/sec|^     (50|99)%|Non-2xx"
 wait $ENTRIES_PID
 
-echo "== POST /v1/matchmaking/queue (distinct users, all matched as they arrive)"
-TOKENS="$WORK/join-tokens.txt" WRK_THREADS=$THREADS \
-  wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/join.lua "http://$ADDR" | grep -E "Requests/sec|^     (50|99)%|Non-2xx"
+# One table row from a wrk run: requests/s, p50, p99, non-2xx count.
+row() {
+  local name=$1 conns=$2; shift 2
+  local out
+  out=$("$@")
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$conns" \
+    "$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")" \
+    "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
+    "$(awk '$1 == "99%" {print $2}' <<<"$out")" \
+    "$(awk '/Non-2xx/ {print $5}' <<<"$out" | grep . || echo 0)"
+}
 
-echo "== GET /v1/matchmaking/queue/{id} (2000 distinct searching entries)"
-ENTRIES="$WORK/entries.txt" \
-  wrk -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/status.lua "http://$ADDR" | grep -E "Requests/sec|^     (50|99)%|Non-2xx"
+echo
+echo "| endpoint | connections | requests/s | p50 | p99 | non-2xx |"
+echo "|---|---|---|---|---|---|"
+for c in $LOADS; do
+  row "GET /healthz" "$c" wrk -t$THREADS -c"$c" -d"${DURATION}"s --latency "http://$ADDR/healthz"
+  row "POST /v1/matchmaking/queue" "$c" env TOKENS="$WORK/join-tokens-$c.txt" WRK_THREADS=$THREADS \
+    wrk -t$THREADS -c"$c" -d"${DURATION}"s --latency -s bench/join.lua "http://$ADDR"
+  row "GET /v1/matchmaking/queue/{id}" "$c" env ENTRIES="$WORK/entries.txt" \
+    wrk -t$THREADS -c"$c" -d"${DURATION}"s --latency -s bench/status.lua "http://$ADDR"
+done
+echo
 
 echo "== time to match"
 ./target/release/examples/match_latency "http://$ADDR" "$SECRET" 2000 32

@@ -1,14 +1,20 @@
 //! The matching worker: event-driven passes over pools a join made due,
 //! plus a periodic pass over every pool for widening and time-outs.
 //!
-//! It stops when the shutdown channel says so, after finishing the pass in
-//! progress (never mid-commit).
+//! Each pool's pass runs as its own task, at most `concurrency` at a time,
+//! and a pool is never passed over twice at once: one that becomes due while
+//! its pass runs is passed over again right after. So a pool flooded with
+//! players never delays matching in the others.
+//!
+//! On shutdown it stops starting passes and waits for the running ones
+//! (never mid-commit).
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::domain::PoolRef;
@@ -18,11 +24,24 @@ use crate::services::signal::PoolSignal;
 /// Periodic passes between two purges of finished entries.
 const PURGE_EVERY_TICKS: u32 = 30;
 
+/// A pass slower than this is logged as a warning.
+const SLOW_PASS: Duration = Duration::from_millis(200);
+
 pub struct Worker {
     matching: Arc<MatchingService>,
     signal: Arc<PoolSignal>,
     interval: Duration,
     concurrency: usize,
+}
+
+/// Which pools are being passed over, and which wait for a turn.
+#[derive(Default)]
+struct Passes {
+    running: JoinSet<PoolRef>,
+    in_flight: HashSet<PoolRef>,
+    /// Due again while running, or waiting for a free slot; each once.
+    queued: VecDeque<PoolRef>,
+    queued_set: HashSet<PoolRef>,
 }
 
 impl Worker {
@@ -49,6 +68,7 @@ impl Worker {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut ticks: u32 = 0;
+        let mut passes = Passes::default();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -60,28 +80,72 @@ impl Worker {
                         break;
                     }
                 }
+                Some(done) = passes.running.join_next() => {
+                    match done {
+                        Ok(pool) => { passes.in_flight.remove(&pool); }
+                        Err(e) => tracing::error!(error = %e, "a matching pass panicked"),
+                    }
+                    self.launch_queued(&mut passes);
+                }
                 _ = self.signal.notified() => {
-                    let due = self.signal.take_due();
-                    self.run_pools(due).await;
+                    for pool in self.signal.take_due() {
+                        self.launch(&mut passes, pool);
+                    }
                 }
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
-                    self.periodic(ticks % PURGE_EVERY_TICKS == 0).await;
+                    self.maintain(ticks % PURGE_EVERY_TICKS == 0).await;
+                    match self.matching.store().pools().await {
+                        Ok(pools) => pools.into_iter().for_each(|p| self.launch(&mut passes, p)),
+                        Err(e) => tracing::warn!(error = %e, "listing pools failed"),
+                    }
                 }
             }
         }
+        // Finish the passes in progress; start no new ones.
+        while passes.running.join_next().await.is_some() {}
         tracing::info!("matching worker stopped");
     }
 
-    /// One periodic pass: recover stale reservations, match every pool,
-    /// and now and then purge.
-    pub async fn periodic(&self, purge: bool) {
+    /// Starts a pass over `pool` now, or queues it if it is running or
+    /// every slot is taken.
+    fn launch(&self, passes: &mut Passes, pool: PoolRef) {
+        if passes.in_flight.contains(&pool) || passes.running.len() >= self.concurrency {
+            if passes.queued_set.insert(pool.clone()) {
+                passes.queued.push_back(pool);
+            }
+            return;
+        }
+        passes.in_flight.insert(pool.clone());
+        let matching = self.matching.clone();
+        passes.running.spawn(async move {
+            run_pass(&matching, &pool).await;
+            pool
+        });
+    }
+
+    /// Starts queued pools that are not running, while slots are free.
+    fn launch_queued(&self, passes: &mut Passes) {
+        let mut blocked = VecDeque::new();
+        while passes.running.len() < self.concurrency {
+            let Some(pool) = passes.queued.pop_front() else {
+                break;
+            };
+            if passes.in_flight.contains(&pool) {
+                blocked.push_back(pool);
+                continue;
+            }
+            passes.queued_set.remove(&pool);
+            self.launch(passes, pool);
+        }
+        blocked.extend(passes.queued.drain(..));
+        passes.queued = blocked;
+    }
+
+    /// Periodic upkeep: recover stale reservations, and now and then purge.
+    async fn maintain(&self, purge: bool) {
         if let Err(e) = self.matching.recover_stale().await {
             tracing::warn!(error = %e, "recovering stale reservations failed");
-        }
-        match self.matching.store().pools().await {
-            Ok(pools) => self.run_pools(pools).await,
-            Err(e) => tracing::warn!(error = %e, "listing pools failed"),
         }
         if purge {
             match self.matching.purge().await {
@@ -91,19 +155,20 @@ impl Worker {
             }
         }
     }
+}
 
-    /// Runs a pass over each pool, a bounded number at a time.
-    pub async fn run_pools(&self, pools: Vec<PoolRef>) {
-        futures::stream::iter(pools)
-            .for_each_concurrent(self.concurrency, |pool| async move {
-                match self.matching.run_pool(&pool).await {
-                    Ok(report) if report != Default::default() => {
-                        tracing::debug!(pool = %pool, ?report, "matching pass");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(pool = %pool, error = %e, "matching pass failed"),
-                }
-            })
-            .await;
+async fn run_pass(matching: &MatchingService, pool: &PoolRef) {
+    let started = Instant::now();
+    let result = matching.run_pool(pool).await;
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(report) if started.elapsed() > SLOW_PASS => {
+            tracing::warn!(pool = %pool, ?report, took_ms, "slow matching pass");
+        }
+        Ok(report) if report != Default::default() => {
+            tracing::debug!(pool = %pool, ?report, took_ms, "matching pass");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(pool = %pool, error = %e, took_ms, "matching pass failed"),
     }
 }

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use rand::Rng;
 use serde_json::json;
 
@@ -21,6 +23,9 @@ use crate::domain::{
 };
 use crate::matcher::{self, Seeker};
 use crate::store::{AuditEvent, DurableStore, QueueStore, Reservation, StoreResult, Waiting};
+
+/// Commit rounds of one pass in flight at the same time.
+const ROUNDS_IN_FLIGHT: usize = 4;
 
 /// Timings of the matching worker.
 #[derive(Debug, Clone)]
@@ -95,12 +100,33 @@ impl MatchingService {
             })
             .collect();
         let pairs = matcher::find_pairs(&seekers, now, &self.policy);
-        for chunk in pairs.chunks(self.limits.pairs_per_batch) {
-            let chunk: Vec<(&Waiting, &Waiting)> =
-                chunk.iter().map(|p| (&live[p.a], &live[p.b])).collect();
-            let (ok, failed) = self.commit_round(pool, &chunk, now).await?;
-            report.matched_pairs += ok;
-            report.failed_pairs += failed;
+        // A few rounds in flight at once: their persistence can share one
+        // group commit, and one slow game creation does not hold up the rest.
+        let rounds: Vec<Vec<(&Waiting, &Waiting)>> = pairs
+            .chunks(self.limits.pairs_per_batch)
+            .map(|chunk| chunk.iter().map(|p| (&live[p.a], &live[p.b])).collect())
+            .collect();
+        let mut pending = rounds.iter();
+        let mut in_flight: FuturesUnordered<_> = pending
+            .by_ref()
+            .take(ROUNDS_IN_FLIGHT)
+            .map(|round| self.commit_round(pool, round, now))
+            .collect();
+        let mut first_error = None;
+        while let Some(result) = in_flight.next().await {
+            if let Some(round) = pending.next() {
+                in_flight.push(self.commit_round(pool, round, now));
+            }
+            match result {
+                Ok((ok, failed)) => {
+                    report.matched_pairs += ok;
+                    report.failed_pairs += failed;
+                }
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(report)
     }

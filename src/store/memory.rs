@@ -42,7 +42,7 @@ struct Inner {
     reserved: BTreeSet<QueueEntryId>,
     active: HashMap<UserKey, Box<ActiveGame>>,
     /// Players of each guarded game.
-    games: HashMap<(TenantId, GameId), [UserId; 2]>,
+    games: HashMap<(TenantId, GameId), Box<[UserId; 2]>>,
     answers: HashMap<IdempotencyScope, (StoredAnswer, Millis)>,
     /// Entries that reached a final status, in the order they did.
     finished: VecDeque<(Millis, QueueEntryId)>,
@@ -82,28 +82,31 @@ impl Inner {
     }
 
     /// Takes a searching entry out of its pool's waiting set.
-    fn unlist(&mut self, entry: &QueueEntry) {
+    fn unlist(&mut self, id: &QueueEntryId) {
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
         if let Some(pool) = self.pools.get_mut(&entry.pool_ref()) {
             pool.searching.remove(&(entry.enqueued_at, entry.id));
         }
     }
 
     /// Moves a waiting entry to a final status and drops the user's index.
-    fn finish(
-        &mut self,
-        id: &QueueEntryId,
-        status: EntryStatus,
-        now: Millis,
-    ) -> Option<QueueEntry> {
-        let entry = self.entries.get_mut(id)?;
+    fn finish(&mut self, id: &QueueEntryId, status: EntryStatus, now: Millis) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
         entry.status = status;
         entry.updated_at = now;
         entry.reserved_until = None;
-        let entry = QueueEntry::clone(entry);
-        self.by_user
-            .remove(&(entry.tenant_id.clone(), entry.user_id.clone()));
+        let key = (entry.tenant_id.clone(), entry.user_id.clone());
+        self.by_user.remove(&key);
         self.finished.push_back((now, *id));
-        Some(entry)
+    }
+
+    /// A copy of an entry, to hand to a caller.
+    fn copy(&self, id: &QueueEntryId) -> Option<QueueEntry> {
+        self.entries.get(id).map(|e| QueueEntry::clone(e))
     }
 
     fn set_reserved(&mut self, id: &QueueEntryId, reserved: bool) {
@@ -215,11 +218,9 @@ impl QueueStore for MemoryQueueStore {
             EntryStatus::Reserved | EntryStatus::Matched => return Ok(CancelOutcome::CannotCancel),
             EntryStatus::Cancelled | EntryStatus::TimedOut => return Ok(CancelOutcome::NotFound),
         }
-        let entry = entry.clone();
-        inner.unlist(&entry);
-        let cancelled = inner
-            .finish(id, EntryStatus::Cancelled, now)
-            .expect("entry exists");
+        inner.unlist(id);
+        inner.finish(id, EntryStatus::Cancelled, now);
+        let cancelled = inner.copy(id).expect("entry exists");
         Ok(CancelOutcome::Cancelled(Box::new(cancelled)))
     }
 
@@ -272,13 +273,12 @@ impl QueueStore for MemoryQueueStore {
             let ok = r.a != r.b && searching(&r.a) && searching(&r.b);
             if ok {
                 for id in [&r.a, &r.b] {
+                    inner.unlist(id);
                     let entry = inner.entries.get_mut(id).expect("checked above");
                     entry.status = EntryStatus::Reserved;
                     entry.match_id = Some(r.match_id);
                     entry.reserved_until = Some(until);
                     entry.updated_at = now;
-                    let entry = entry.clone();
-                    inner.unlist(&entry);
                     inner.set_reserved(id, true);
                 }
                 inner.pool(pool).reserved += 2;
@@ -331,7 +331,7 @@ impl QueueStore for MemoryQueueStore {
             }
             inner.games.insert(
                 (record.tenant_id.clone(), record.game_id.clone()),
-                [record.white.user_id.clone(), record.black.user_id.clone()],
+                Box::new([record.white.user_id.clone(), record.black.user_id.clone()]),
             );
         }
         Ok(())
@@ -378,9 +378,9 @@ impl QueueStore for MemoryQueueStore {
             if entry.status != EntryStatus::Searching || &entry.pool_ref() != pool {
                 continue;
             }
-            let entry = entry.clone();
-            inner.unlist(&entry);
-            changed.extend(inner.finish(id, EntryStatus::TimedOut, now));
+            inner.unlist(id);
+            inner.finish(id, EntryStatus::TimedOut, now);
+            changed.extend(inner.copy(id));
         }
         inner.drop_empty_pool(pool);
         Ok(changed)
@@ -416,7 +416,7 @@ impl QueueStore for MemoryQueueStore {
         let Some(players) = inner.games.remove(&(tenant.clone(), game.clone())) else {
             return Ok(false);
         };
-        for user in players {
+        for user in *players {
             let key = (tenant.clone(), user);
             if inner.active.get(&key).is_some_and(|g| &g.game_id == game) {
                 inner.active.remove(&key);
@@ -436,7 +436,7 @@ impl QueueStore for MemoryQueueStore {
             inner.active.insert(key, Box::new(game.clone()));
             inner.games.insert(
                 (tenant.clone(), game.game_id.clone()),
-                [user.clone(), game.opponent.user_id.clone()],
+                Box::new([user.clone(), game.opponent.user_id.clone()]),
             );
         }
         Ok(())

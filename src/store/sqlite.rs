@@ -1,6 +1,12 @@
 //! SQLite [`DurableStore`] (through sqlx): the embedded default's durable
 //! records, in a file in `DATA_DIR`. WAL mode, so reads never wait for the
 //! single writer.
+//!
+//! Match inserts go through one writer task that group-commits: it takes
+//! every insert waiting when it starts a transaction and writes them all in
+//! it. A transaction rewrites each page it touches into the WAL, so at low
+//! load each insert is its own small transaction (no added latency), and
+//! under load many share one (several times the throughput).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -11,6 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AuditEvent, AuditStore, DurableStore, MatchStore, RatingStore, Ratings, StoreError, StoreResult,
@@ -25,9 +32,23 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// Rows per multi-row INSERT (SQLite allows 32766 bound values).
 const ROWS_PER_INSERT: usize = 500;
 
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Most match records one group commit takes.
+const GROUP_COMMIT_MAX_RECORDS: usize = 2_000;
+
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: mpsc::UnboundedSender<WriteJob>,
+}
+
+/// One caller's insert, waiting for the writer.
+struct WriteJob {
+    records: Vec<MatchRecord>,
+    audit: Vec<AuditEvent>,
+    done: oneshot::Sender<Result<(), String>>,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -49,13 +70,21 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 64 MiB of page cache; statement journals in memory.
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "MEMORY")
+            // Checkpoints run in the background task below, not inside
+            // whichever commit happens to cross the WAL threshold.
+            .pragma("wal_autocheckpoint", "0");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(2))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        let (writer, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(group_commit(pool.clone(), jobs));
+        Ok(Self { pool, writer })
     }
 
     /// Applies pending migrations.
@@ -132,60 +161,19 @@ impl MatchStore for SqliteStore {
         if records.is_empty() && audit.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
-        for chunk in records.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::new(format!("INSERT INTO match_records ({RECORD_COLUMNS}) "));
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.match_id.to_string())
-                    .push_bind(r.tenant_id.as_str())
-                    .push_bind(r.game_id.as_str());
-                for side in [&r.white, &r.black] {
-                    b.push_bind(side.user_id.as_str())
-                        .push_bind(side.username.as_ref().map(|u| u.as_str()))
-                        .push_bind(side.rating)
-                        .push_bind(side.entry_id.map(|e| e.to_string()));
-                }
-                b.push_bind(r.pool.to_string())
-                    .push_bind(r.source.as_str())
-                    .push_bind(r.created_at)
-                    .push_bind(r.finished_at);
-            });
-            q.push(" ON CONFLICT (match_id) DO NOTHING RETURNING match_id");
-            let inserted: Vec<String> = q
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            fresh.extend(
-                chunk
-                    .iter()
-                    .filter(|r| inserted.iter().any(|m| *m == r.match_id.to_string())),
-            );
-        }
-        // Color balances move only for matches inserted now, never twice.
-        let mut moves: Vec<(&TenantId, &UserId, i64)> = Vec::with_capacity(fresh.len() * 2);
-        for r in &fresh {
-            moves.push((&r.tenant_id, &r.white.user_id, 1));
-            moves.push((&r.tenant_id, &r.black.user_id, -1));
-        }
-        for chunk in moves.chunks(ROWS_PER_INSERT) {
-            let mut q =
-                QueryBuilder::new("INSERT INTO players (tenant_id, user_id, color_balance) ");
-            q.push_values(chunk, |mut b, (t, u, d)| {
-                b.push_bind(t.as_str()).push_bind(u.as_str()).push_bind(*d);
-            });
-            q.push(
-                " ON CONFLICT (tenant_id, user_id) DO UPDATE \
-                  SET color_balance = color_balance + excluded.color_balance",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        let (done, result) = oneshot::channel();
+        let job = WriteJob {
+            records: records.to_vec(),
+            audit: audit.to_vec(),
+            done,
+        };
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
+        result
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+            .map_err(StoreError::Unavailable)
     }
 
     async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>> {
@@ -292,9 +280,114 @@ impl MatchStore for SqliteStore {
     }
 }
 
+/// Writes match records (and their color-balance moves) and audit events
+/// in one transaction.
+async fn write_matches(
+    pool: &SqlitePool,
+    records: &[&MatchRecord],
+    audit: &[&AuditEvent],
+) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
+    for chunk in records.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::new(format!("INSERT INTO match_records ({RECORD_COLUMNS}) "));
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.match_id.to_string())
+                .push_bind(r.tenant_id.as_str())
+                .push_bind(r.game_id.as_str());
+            for side in [&r.white, &r.black] {
+                b.push_bind(side.user_id.as_str())
+                    .push_bind(side.username.as_ref().map(|u| u.as_str()))
+                    .push_bind(side.rating)
+                    .push_bind(side.entry_id.map(|e| e.to_string()));
+            }
+            b.push_bind(r.pool.to_string())
+                .push_bind(r.source.as_str())
+                .push_bind(r.created_at)
+                .push_bind(r.finished_at);
+        });
+        q.push(" ON CONFLICT (match_id) DO NOTHING RETURNING match_id");
+        let inserted: Vec<String> = q
+            .build()
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        fresh.extend(
+            chunk
+                .iter()
+                .filter(|r| inserted.iter().any(|m| *m == r.match_id.to_string())),
+        );
+    }
+    // Color balances move only for matches inserted now, never twice.
+    let mut moves: Vec<(&TenantId, &UserId, i64)> = Vec::with_capacity(fresh.len() * 2);
+    for r in &fresh {
+        moves.push((&r.tenant_id, &r.white.user_id, 1));
+        moves.push((&r.tenant_id, &r.black.user_id, -1));
+    }
+    for chunk in moves.chunks(ROWS_PER_INSERT) {
+        let mut q = QueryBuilder::new("INSERT INTO players (tenant_id, user_id, color_balance) ");
+        q.push_values(chunk, |mut b, (t, u, d)| {
+            b.push_bind(t.as_str()).push_bind(u.as_str()).push_bind(*d);
+        });
+        q.push(
+            " ON CONFLICT (tenant_id, user_id) DO UPDATE \
+                  SET color_balance = color_balance + excluded.color_balance",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    insert_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The writer task: one transaction for every insert waiting when it
+/// starts; and every second, between transactions, a PASSIVE checkpoint
+/// (copies the WAL back into the database without waiting for readers), so
+/// the WAL stays small without a commit paying for it. Ends when the last
+/// handle of the store is dropped.
+async fn group_commit(pool: SqlitePool, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
+    let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            _ = checkpoint.tick() => {
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                    tracing::warn!(error = %e, "SQLite checkpoint failed");
+                }
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        let mut size = batch[0].records.len();
+        while size < GROUP_COMMIT_MAX_RECORDS {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    size += job.records.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let records: Vec<&MatchRecord> = batch.iter().flat_map(|j| &j.records).collect();
+        let audit: Vec<&AuditEvent> = batch.iter().flat_map(|j| &j.audit).collect();
+        let result = write_matches(&pool, &records, &audit)
+            .await
+            .map_err(|e| e.to_string());
+        for job in batch {
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
 async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    events: &[AuditEvent],
+    events: &[&AuditEvent],
 ) -> StoreResult<()> {
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let mut q =
@@ -386,7 +479,8 @@ impl AuditStore for SqliteStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        insert_audit(&mut tx, events).await?;
+        let events: Vec<&AuditEvent> = events.iter().collect();
+        insert_audit(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,0 +1,82 @@
+//! Matching-commit throughput without HTTP: fills a pool of the in-memory
+//! store with N searching players (close ratings), then times one pass of
+//! the real MatchingService (matcher, reserve, built-in game creation,
+//! SQLite persistence, commit).
+//!
+//! Usage: cargo run --release --example commit_throughput -- [players=20000] [pairs-per-round=50]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use matchmaking_api::domain::{
+    EntryStatus, PoolPolicy, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId, now_millis,
+};
+use matchmaking_api::services::games::LocalGameCreator;
+use matchmaking_api::services::matching::{MatchingLimits, MatchingService};
+use matchmaking_api::store::QueueStore;
+use matchmaking_api::store::memory::MemoryQueueStore;
+use matchmaking_api::store::sqlite::SqliteStore;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let players: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let per_round: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(50);
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("b.db").display()))
+        .await
+        .unwrap();
+    sqlite.migrate().await.unwrap();
+    let queue = Arc::new(MemoryQueueStore::new());
+    let pool = PoolRef {
+        tenant_id: TenantId::parse("bench").unwrap(),
+        key: "standard_5+0_rated_GLOBAL".parse().unwrap(),
+    };
+    let now = now_millis();
+    for i in 0..players {
+        let entry = QueueEntry {
+            id: QueueEntryId::generate(),
+            tenant_id: pool.tenant_id.clone(),
+            user_id: UserId::parse(&format!("player-{i}")).unwrap(),
+            username: None,
+            pool: pool.key,
+            rating: 1400 + (i % 200) as i32,
+            status: EntryStatus::Searching,
+            enqueued_at: now,
+            updated_at: now,
+            last_seen_at: now,
+            request_id: Some(format!("req-{i}")),
+            client_metadata: None,
+            match_id: None,
+            reserved_until: None,
+            game_id: None,
+            opponent: None,
+        };
+        queue.join(entry, now).await.unwrap();
+    }
+    let matching = MatchingService::new(
+        queue,
+        Arc::new(sqlite),
+        Arc::new(LocalGameCreator),
+        PoolPolicy::default(),
+        MatchingLimits {
+            pairs_per_batch: per_round,
+            reservation_ms: 30_000,
+            guard_ms: 3_600_000,
+            presence_ms: None,
+            retention_ms: 3_600_000,
+        },
+    );
+    let started = Instant::now();
+    let report = matching.run_pool(&pool).await.unwrap();
+    let took = started.elapsed();
+    println!(
+        "{} players, {} pairs per round: {} pairs committed in {:.1} ms = {:.0} pairs/s ({:.1} µs per pair)",
+        players,
+        per_round,
+        report.matched_pairs,
+        took.as_secs_f64() * 1000.0,
+        report.matched_pairs as f64 / took.as_secs_f64(),
+        took.as_secs_f64() * 1e6 / report.matched_pairs.max(1) as f64
+    );
+}
