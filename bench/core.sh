@@ -16,7 +16,7 @@ WORK=$(mktemp -d)
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin matchmaking-api --example match_latency
+cargo build --release --quiet --bin matchmaking-api --example match_latency --example commit_throughput
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
 BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json \
@@ -54,18 +54,32 @@ row() {
     "$(awk '/Non-2xx/ {print $5}' <<<"$out" | grep . || echo 0)"
 }
 
-echo
-echo "| endpoint | connections | requests/s | p50 | p99 | non-2xx |"
-echo "|---|---|---|---|---|---|"
-for c in $LOADS; do
+table_head() {
+  echo
+  echo "| endpoint | connections | requests/s | p50 | p99 | non-2xx |"
+  echo "|---|---|---|---|---|---|"
+}
+
+load() {
+  local c=$1
   row "GET /healthz" "$c" wrk -t$THREADS -c"$c" -d"${DURATION}"s --latency "http://$ADDR/healthz"
   row "POST /v1/matchmaking/queue" "$c" env TOKENS="$WORK/join-tokens-$c.txt" WRK_THREADS=$THREADS \
     wrk -t$THREADS -c"$c" -d"${DURATION}"s --latency -s bench/join.lua "http://$ADDR"
   row "GET /v1/matchmaking/queue/{id}" "$c" env ENTRIES="$WORK/entries.txt" \
     wrk -t$THREADS -c"$c" -d"${DURATION}"s --latency -s bench/status.lua "http://$ADDR"
-done
-echo
+}
 
-echo "== time to match"
+echo "== time to match, quiet server"
 ./target/release/examples/match_latency "http://$ADDR" "$SECRET" 2000 32
+table_head
+load 8
+echo
+echo "== time to match, right after the 8-connection runs"
+./target/release/examples/match_latency "http://$ADDR" "$SECRET" 2000 32
+table_head
+load 64
+echo
+echo "== slow matching passes (over 200 ms) during the runs: $(grep -c '"slow matching pass"' "$WORK/server.log" || true)"
 echo "== server RSS: $(ps -o rss= -p $SERVER | xargs) KiB"
+echo "== matching commit throughput, no HTTP (one pass over 20000 waiting players)"
+./target/release/examples/commit_throughput 20000 50
