@@ -8,9 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use matchmaking_api::domain::{
-    EntryStatus, PoolPolicy, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId, now_millis,
-};
+use matchmaking_api::domain::{PoolPolicy, PoolRef, QueueEntry, TenantId, UserId, now_millis};
 use matchmaking_api::services::games::LocalGameCreator;
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService};
 use matchmaking_api::store::QueueStore;
@@ -34,24 +32,14 @@ async fn main() {
     };
     let now = now_millis();
     for i in 0..players {
-        let entry = QueueEntry {
-            id: QueueEntryId::generate(),
-            tenant_id: pool.tenant_id.clone(),
-            user_id: UserId::parse(&format!("player-{i}")).unwrap(),
-            username: None,
-            pool: pool.key,
-            rating: 1400 + (i % 200) as i32,
-            status: EntryStatus::Searching,
-            enqueued_at: now,
-            updated_at: now,
-            last_seen_at: now,
-            request_id: Some(format!("req-{i}")),
-            client_metadata: None,
-            match_id: None,
-            reserved_until: None,
-            game_id: None,
-            opponent: None,
-        };
+        let user = UserId::parse(&format!("player-{i}")).unwrap();
+        let entry = QueueEntry::searching(
+            pool.tenant_id.clone(),
+            user,
+            pool.key,
+            1400 + (i % 200) as i32,
+            now,
+        );
         queue.join(entry, now).await.unwrap();
     }
     let matching = MatchingService::new(

@@ -72,6 +72,34 @@ pub struct QueueEntry {
 }
 
 impl QueueEntry {
+    /// A new entry searching in `pool` of `tenant_id`, enqueued at `now`.
+    pub fn searching(
+        tenant_id: TenantId,
+        user_id: UserId,
+        pool: PoolKey,
+        rating: Rating,
+        now: Millis,
+    ) -> Self {
+        Self {
+            id: QueueEntryId::generate(),
+            tenant_id,
+            user_id,
+            username: None,
+            pool,
+            rating,
+            status: EntryStatus::Searching,
+            enqueued_at: now,
+            updated_at: now,
+            last_seen_at: now,
+            request_id: None,
+            client_metadata: None,
+            match_id: None,
+            reserved_until: None,
+            game_id: None,
+            opponent: None,
+        }
+    }
+
     pub fn pool_ref(&self) -> PoolRef {
         PoolRef {
             tenant_id: self.tenant_id.clone(),

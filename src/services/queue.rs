@@ -135,22 +135,16 @@ impl QueueService {
             .await?;
         let now = now_millis();
         let entry = QueueEntry {
-            id: QueueEntryId::generate(),
-            tenant_id: who.tenant_id.clone(),
-            user_id: who.user_id.clone(),
             username: who.username.clone(),
-            pool: join.pool,
-            rating,
-            status: EntryStatus::Searching,
-            enqueued_at: now,
-            updated_at: now,
-            last_seen_at: now,
             request_id: join.request_id,
             client_metadata: metadata,
-            match_id: None,
-            reserved_until: None,
-            game_id: None,
-            opponent: None,
+            ..QueueEntry::searching(
+                who.tenant_id.clone(),
+                who.user_id.clone(),
+                join.pool,
+                rating,
+                now,
+            )
         };
         let entry = match self.store.join(entry, now).await? {
             JoinOutcome::Created(entry) => {

@@ -4,9 +4,7 @@
 pub mod durable;
 pub mod queue;
 
-use matchmaking_api::domain::{
-    EntryStatus, Millis, PoolKey, QueueEntry, QueueEntryId, TenantId, UserId,
-};
+use matchmaking_api::domain::{Millis, PoolKey, QueueEntry, TenantId, UserId};
 
 pub const T0: Millis = 1_700_000_000_000;
 
@@ -25,22 +23,8 @@ pub fn pool(s: &str) -> PoolKey {
 /// A fresh searching entry of `user` in `pool` of tenant `t`.
 pub fn entry(t: &str, u: &str, pool_key: &str, rating: i32, at: Millis) -> QueueEntry {
     QueueEntry {
-        id: QueueEntryId::generate(),
-        tenant_id: tenant(t),
-        user_id: user(u),
-        username: None,
-        pool: pool(pool_key),
-        rating,
-        status: EntryStatus::Searching,
-        enqueued_at: at,
-        updated_at: at,
-        last_seen_at: at,
         request_id: Some("req-1".into()),
-        client_metadata: None,
-        match_id: None,
-        reserved_until: None,
-        game_id: None,
-        opponent: None,
+        ..QueueEntry::searching(tenant(t), user(u), pool(pool_key), rating, at)
     }
 }
 
