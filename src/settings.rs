@@ -198,10 +198,18 @@ pub struct Settings {
     #[arg(
         long,
         env = "CHALLENGE_TTL_SECONDS",
-        default_value_t = 300,
+        default_value_t = 300.0,
         global = true
     )]
-    pub challenge_ttl_seconds: u64,
+    pub challenge_ttl_seconds: f64,
+    /// Most pending challenges one player may have sent.
+    #[arg(
+        long,
+        env = "MAX_PENDING_CHALLENGES",
+        default_value_t = 20,
+        global = true
+    )]
+    pub max_pending_challenges: u32,
     /// Seconds a matched player stays blocked from matchmaking (409
     /// ACTIVE_GAME_EXISTS) when no "game finished" report arrives.
     #[arg(
@@ -335,6 +343,10 @@ impl Settings {
 
     pub fn presence_ms(&self) -> Option<Millis> {
         (self.presence_timeout_seconds > 0.0).then(|| millis(self.presence_timeout_seconds))
+    }
+
+    pub fn challenge_ttl_ms(&self) -> Millis {
+        millis(self.challenge_ttl_seconds)
     }
 
     pub fn retention_ms(&self) -> Millis {

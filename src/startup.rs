@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
 use crate::domain::TenantConfig;
 use crate::http::{self, AppState};
+use crate::services::challenges::{ChallengeLimits, ChallengeService};
 use crate::services::games::{GameCreator, LocalGameCreator};
 use crate::services::matching::{MatchingLimits, MatchingService};
 use crate::services::queue::{QueueLimits, QueueService};
@@ -110,6 +111,19 @@ impl Application {
             RatingService::direct(stores.durable.clone())
         };
         let games: Arc<dyn GameCreator> = Arc::new(LocalGameCreator);
+        let challenges = Arc::new(ChallengeService::new(
+            stores.durable.clone(),
+            stores.queue.clone(),
+            games.clone(),
+            ratings.clone(),
+            ChallengeLimits {
+                enabled: settings.challenges_enabled,
+                ttl_ms: settings.challenge_ttl_ms(),
+                max_pending_outgoing: settings.max_pending_challenges,
+                guard_ms: settings.guard_ms(),
+                accepting_timeout_ms: settings.reservation_ms(),
+            },
+        ));
         let matching = Arc::new(MatchingService::new(
             stores.queue.clone(),
             stores.durable.clone(),
@@ -150,6 +164,7 @@ impl Application {
         ));
         let state = AppState {
             queue,
+            challenges: challenges.clone(),
             ratings,
             auth,
             queue_store: stores.queue,
@@ -159,6 +174,7 @@ impl Application {
         let worker = settings.worker_enabled.then(|| {
             Worker::new(
                 matching,
+                challenges,
                 signal,
                 settings.worker_interval(),
                 settings.worker_batch_size,

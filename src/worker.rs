@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use crate::domain::PoolRef;
+use crate::services::challenges::ChallengeService;
 use crate::services::matching::MatchingService;
 use crate::services::signal::PoolSignal;
 
@@ -29,6 +30,7 @@ const SLOW_PASS: Duration = Duration::from_millis(200);
 
 pub struct Worker {
     matching: Arc<MatchingService>,
+    challenges: Arc<ChallengeService>,
     signal: Arc<PoolSignal>,
     interval: Duration,
     concurrency: usize,
@@ -47,12 +49,14 @@ struct Passes {
 impl Worker {
     pub fn new(
         matching: Arc<MatchingService>,
+        challenges: Arc<ChallengeService>,
         signal: Arc<PoolSignal>,
         interval: Duration,
         concurrency: usize,
     ) -> Self {
         Self {
             matching,
+            challenges,
             signal,
             interval,
             concurrency: concurrency.max(1),
@@ -142,10 +146,18 @@ impl Worker {
         passes.queued = blocked;
     }
 
-    /// Periodic upkeep: recover stale reservations, and now and then purge.
+    /// Periodic upkeep: recover stale reservations, expire challenges, and
+    /// now and then purge.
     async fn maintain(&self, purge: bool) {
         if let Err(e) = self.matching.recover_stale().await {
             tracing::warn!(error = %e, "recovering stale reservations failed");
+        }
+        match self.challenges.sweep().await {
+            Ok((expired, recovered)) if expired + recovered as u64 > 0 => {
+                tracing::info!(expired, recovered, "challenges swept");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping challenges failed"),
         }
         if purge {
             match self.matching.purge().await {

@@ -25,6 +25,7 @@ mod memory_queue_store {
             stale_reservations_are_found_after_their_deadline,
             the_first_idempotent_answer_wins,
             purge_forgets_old_finished_entries_only,
+            holding_players_is_all_or_nothing,
         ]
     );
 }
@@ -64,6 +65,19 @@ mod sqlite_durable_store {
             ratings_default_to_1500_and_merge_by_speed,
             all_ratings_lists_exactly_the_players_with_a_rating,
             many_matches_insert_in_one_batch,
+        ]
+    );
+
+    crate::contract_tests!(
+        crate::contract::challenges,
+        make(),
+        [
+            a_challenge_round_trips_within_its_tenant,
+            pending_outgoing_challenges_are_bounded,
+            transitions_apply_once_and_only_from_their_status,
+            an_expired_challenge_cannot_leave_pending_and_is_swept,
+            pending_lists_split_incoming_from_outgoing,
+            stale_accepts_are_found_by_age,
         ]
     );
 }

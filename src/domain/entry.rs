@@ -115,8 +115,18 @@ pub struct ActiveGame {
     pub game_id: GameId,
     pub match_id: MatchId,
     pub pool: PoolKey,
+    /// The color this player has.
+    pub color: Color,
     pub opponent: Opponent,
     pub until: Millis,
+}
+
+/// A side of the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    White,
+    Black,
 }
 
 /// Where a match came from.
@@ -178,6 +188,11 @@ impl MatchRecord {
             game_id: self.game_id.clone(),
             match_id: self.match_id,
             pool: self.pool,
+            color: if &self.white.user_id == user {
+                Color::White
+            } else {
+                Color::Black
+            },
             opponent: theirs.as_opponent(),
             until,
         })

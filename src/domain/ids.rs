@@ -68,6 +68,10 @@ minted_id!(
     /// Id of a match (`m_…`); also the idempotency key of its game creation.
     MatchId, "m_", "match_id"
 );
+minted_id!(
+    /// Id of a direct challenge (`c_…`).
+    ChallengeId, "c_", "challenge_id"
+);
 
 /// Declares an opaque id that comes from outside (a token claim, a path, a
 /// game service): non-empty, bounded, printable ASCII without spaces.

@@ -4,16 +4,18 @@
 //! field and, where the set is closed, the allowed values, so the HTTP layer
 //! can turn it into the 400 `INVALID_REQUEST` a client sees.
 
+mod challenge;
 mod entry;
 mod ids;
 mod pool;
 mod tenant;
 mod time_control;
 
+pub use challenge::{Challenge, ChallengeStatus, PreferredColor};
 pub use entry::{
     ActiveGame, EntryStatus, MatchRecord, MatchSide, MatchSource, Opponent, QueueEntry,
 };
-pub use ids::{GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
+pub use ids::{ChallengeId, GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
 pub use pool::{Mode, PoolKey, PoolRef, Region, Variant};
 pub use tenant::{PoolPolicy, TenantConfig};
 pub use time_control::{Speed, TimeControl};

@@ -27,6 +27,14 @@ pub enum ApiError {
     ActiveGameExists,
     #[error("the entry is already matched or its game is being created")]
     CannotCancel,
+    #[error("{0}")]
+    InvalidState(&'static str),
+    #[error("{0}")]
+    CannotAccept(&'static str),
+    #[error("you have too many pending challenges; cancel some first")]
+    TooManyChallenges,
+    #[error("direct challenges are turned off on this service")]
+    ChallengesDisabled,
     #[error("request body is larger than the limit")]
     PayloadTooLarge,
     #[error("method not allowed on this route")]
@@ -46,9 +54,13 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::AlreadyInQueue | ApiError::ActiveGameExists | ApiError::CannotCancel => {
-                StatusCode::CONFLICT
-            }
+            ApiError::AlreadyInQueue
+            | ApiError::ActiveGameExists
+            | ApiError::CannotCancel
+            | ApiError::InvalidState(_)
+            | ApiError::CannotAccept(_)
+            | ApiError::TooManyChallenges => StatusCode::CONFLICT,
+            ApiError::ChallengesDisabled => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +77,10 @@ impl ApiError {
             ApiError::AlreadyInQueue => "ALREADY_IN_QUEUE",
             ApiError::ActiveGameExists => "ACTIVE_GAME_EXISTS",
             ApiError::CannotCancel => "CANNOT_CANCEL",
+            ApiError::InvalidState(_) => "INVALID_STATE",
+            ApiError::CannotAccept(_) => "CANNOT_ACCEPT",
+            ApiError::TooManyChallenges => "TOO_MANY_CHALLENGES",
+            ApiError::ChallengesDisabled => "CHALLENGES_DISABLED",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::Unavailable(_) => "MATCHMAKING_UNAVAILABLE",
@@ -106,6 +122,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::ActiveGameExists => ApiError::ActiveGameExists,
             ServiceError::CannotCancel => ApiError::CannotCancel,
             ServiceError::Unavailable(s) => s.into(),
+            ServiceError::InvalidState(m) => ApiError::InvalidState(m),
+            ServiceError::CannotAccept(m) => ApiError::CannotAccept(m),
+            ServiceError::TooManyChallenges => ApiError::TooManyChallenges,
+            ServiceError::ChallengesDisabled => ApiError::ChallengesDisabled,
+            ServiceError::GameCreation(cause) => ApiError::Unavailable(cause),
         }
     }
 }

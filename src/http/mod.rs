@@ -2,6 +2,7 @@
 //! request-id middleware. Handlers parse requests into domain values and
 //! call the services; they hold no logic of their own.
 
+mod challenges;
 pub mod error;
 pub mod extract;
 mod health;
@@ -13,10 +14,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::JwtAuth;
+use crate::services::challenges::ChallengeService;
 use crate::services::queue::QueueService;
 use crate::services::ratings::RatingService;
 use crate::store::{DurableStore, QueueStore};
@@ -26,6 +28,7 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub queue: Arc<QueueService>,
+    pub challenges: Arc<ChallengeService>,
     pub ratings: RatingService,
     pub auth: Arc<JwtAuth>,
     pub queue_store: Arc<dyn QueueStore>,
@@ -41,6 +44,27 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(queue::status).delete(queue::cancel),
         )
         .route("/v1/matchmaking/active", get(queue::active))
+        .route("/v1/matchmaking/challenges", post(challenges::create))
+        .route(
+            "/v1/matchmaking/challenges/incoming",
+            get(challenges::incoming),
+        )
+        .route(
+            "/v1/matchmaking/challenges/outgoing",
+            get(challenges::outgoing),
+        )
+        .route(
+            "/v1/matchmaking/challenges/{challenge_id}",
+            get(challenges::get).merge(delete(challenges::cancel)),
+        )
+        .route(
+            "/v1/matchmaking/challenges/{challenge_id}/accept",
+            post(challenges::accept),
+        )
+        .route(
+            "/v1/matchmaking/challenges/{challenge_id}/decline",
+            post(challenges::decline),
+        )
         .route(
             "/internal/ratings/{tenant_id}/{user_id}",
             put(internal::put_ratings).get(internal::get_ratings),

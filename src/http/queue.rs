@@ -224,6 +224,7 @@ fn game_json(g: &ActiveGame) -> Value {
         "time_control": g.pool.time_control,
         "mode": g.pool.mode,
         "variant": g.pool.variant,
+        "color": g.color,
         "opponent": opponent_json(&g.opponent, &g.pool),
     })
 }

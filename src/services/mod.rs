@@ -3,10 +3,12 @@
 //! - [`queue`]: join, cancel, status, active (SPEC §3.1).
 //! - [`matching`]: one matching pass over a pool and the commit protocol
 //!   of SPEC §5 (reserve, create the game, persist, mark matched).
+//! - [`challenges`]: direct challenges (SPEC §3.2).
 //! - [`games`]: the `GameCreator` trait and the built-in creator.
 //! - [`ratings`]: ratings per speed from the rating store.
 //! - [`signal`]: how a join makes its pool due for the worker at once.
 
+pub mod challenges;
 pub mod games;
 pub mod matching;
 pub mod queue;
@@ -30,6 +32,16 @@ pub enum ServiceError {
     ActiveGameExists,
     #[error("already matched or being matched")]
     CannotCancel,
+    #[error("{0}")]
+    InvalidState(&'static str),
+    #[error("{0}")]
+    CannotAccept(&'static str),
+    #[error("too many pending challenges")]
+    TooManyChallenges,
+    #[error("challenges are turned off")]
+    ChallengesDisabled,
+    #[error("the game could not be created: {0}")]
+    GameCreation(String),
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }

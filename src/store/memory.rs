@@ -425,6 +425,46 @@ impl QueueStore for MemoryQueueStore {
         Ok(true)
     }
 
+    async fn hold_players(
+        &self,
+        record: &MatchRecord,
+        until: Millis,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        let keys = [&record.white, &record.black]
+            .map(|side| (record.tenant_id.clone(), side.user_id.clone()));
+        let busy = keys
+            .iter()
+            .any(|k| inner.by_user.contains_key(k) || inner.active_game(k, now).is_some());
+        if busy {
+            return Ok(false);
+        }
+        for (key, side) in keys.into_iter().zip([&record.white, &record.black]) {
+            let guard = record
+                .guard_for(&side.user_id, until)
+                .expect("a side of its own record");
+            inner.guard_expiry.insert((until, key.clone()));
+            inner.active.insert(key, Box::new(guard));
+        }
+        Ok(true)
+    }
+
+    async fn drop_hold(&self, record: &MatchRecord) -> StoreResult<()> {
+        let mut inner = self.lock();
+        for side in [&record.white, &record.black] {
+            let key = (record.tenant_id.clone(), side.user_id.clone());
+            if inner
+                .active
+                .get(&key)
+                .is_some_and(|g| g.match_id == record.match_id)
+            {
+                inner.active.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
     async fn restore_active_games(
         &self,
         games: &[(TenantId, UserId, ActiveGame)],

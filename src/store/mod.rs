@@ -19,8 +19,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ActiveGame, DEFAULT_RATING, GameId, MatchId, MatchRecord, Millis, PoolRef, QueueEntry,
-    QueueEntryId, Rating, Speed, TenantId, UserId, Username,
+    ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, GameId, MatchId,
+    MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, Rating, Speed, TenantId, UserId,
+    Username,
 };
 
 /// A store could not do what was asked; callers answer 503.
@@ -184,6 +185,21 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Lifts the active-game guard of both players of a game; `false` when
     /// no guard was held for it.
     async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool>;
+
+    /// Guards both players of `record` until `until`, only if neither is
+    /// waiting in a queue nor has an active game at `now`; atomic. For games
+    /// made outside the queue (an accepted challenge): afterwards a join of
+    /// either answers ACTIVE_GAME_EXISTS. `commit` of the same record then
+    /// makes the guards final; `drop_hold` undoes them.
+    async fn hold_players(
+        &self,
+        record: &MatchRecord,
+        until: Millis,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Lifts the guards `hold_players` set for this match, if still held.
+    async fn drop_hold(&self, record: &MatchRecord) -> StoreResult<()>;
 
     /// Sets active-game guards (warm start from the durable store).
     async fn restore_active_games(
@@ -353,8 +369,72 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn events_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 }
 
+/// Which of a user's challenges to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Challenges the user received.
+    Incoming,
+    /// Challenges the user sent.
+    Outgoing,
+}
+
+/// A conditional change of a challenge's status.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    pub from: ChallengeStatus,
+    pub to: ChallengeStatus,
+    pub match_id: Option<&'a MatchId>,
+    pub game_id: Option<&'a GameId>,
+}
+
+/// Durable challenges. Every change is conditional on the current status,
+/// so of racing changes exactly one wins.
+#[async_trait]
+pub trait ChallengeStore: Send + Sync + 'static {
+    /// Stores a new pending challenge unless its challenger already has
+    /// `max_pending` pending ones (not expired at `now`); atomic. Answers
+    /// whether it was stored.
+    async fn create_challenge(
+        &self,
+        challenge: &Challenge,
+        max_pending: u32,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    async fn challenge(
+        &self,
+        tenant: &TenantId,
+        id: &ChallengeId,
+    ) -> StoreResult<Option<Challenge>>;
+
+    /// The user's pending challenges (not expired at `now`), newest first.
+    async fn pending_challenges(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        direction: Direction,
+        now: Millis,
+    ) -> StoreResult<Vec<Challenge>>;
+
+    /// Applies `change` if the challenge is in `change.from` (and, from
+    /// `PENDING`, not expired at `now`). Answers whether it applied.
+    async fn transition_challenge(
+        &self,
+        tenant: &TenantId,
+        id: &ChallengeId,
+        change: Transition<'_>,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Marks pending challenges past their time `EXPIRED`; answers how many.
+    async fn expire_challenges(&self, now: Millis) -> StoreResult<u64>;
+
+    /// Challenges left `ACCEPTING` since before `before` (their accepter died).
+    async fn stale_accepting(&self, before: Millis) -> StoreResult<Vec<Challenge>>;
+}
+
 /// All durable stores, as one backend provides them.
 #[async_trait]
-pub trait DurableStore: MatchStore + RatingStore + AuditStore {
+pub trait DurableStore: MatchStore + RatingStore + AuditStore + ChallengeStore {
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -81,6 +81,12 @@ impl TestApp {
         self.token_for("t1", user, &[])
     }
 
+    /// The app's durable store, opened beside it on the same SQLite file.
+    pub async fn durable(&self) -> matchmaking_api::store::sqlite::SqliteStore {
+        let url = format!("sqlite://{}", self._data_dir.path().join("matchmaking.db").display());
+        matchmaking_api::store::sqlite::SqliteStore::connect(&url).await.expect("open SQLite")
+    }
+
     pub fn admin_token(&self) -> String {
         self.token_for("t1", "ops", &["admin"])
     }

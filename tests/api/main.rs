@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth;
+mod challenges;
 mod errors;
 mod internal;
 mod matching;

@@ -203,6 +203,32 @@ async fn two_hundred_players_joining_at_once_are_each_matched_exactly_once() {
 }
 
 #[tokio::test]
+async fn colors_alternate_over_rematches() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let mut alice_whites = 0;
+    for _ in 0..6 {
+        let ia = app.join_ok(&a, &join_body("5+0")).await;
+        app.join_ok(&b, &join_body("5+0")).await;
+        let game = app.wait_for_result(&a, &ia).await["game_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (ma, mb) = (
+            app.active(&a).await["match"].clone(),
+            app.active(&b).await["match"].clone(),
+        );
+        assert_ne!(ma["color"], mb["color"], "one white, one black");
+        alice_whites += usize::from(ma["color"] == "white");
+        app.game_finished(&app.admin_token(), &game).await;
+    }
+    assert_eq!(
+        alice_whites, 3,
+        "fair colors: each gets white every other game"
+    );
+}
+
+#[tokio::test]
 async fn a_restart_keeps_matched_results_and_active_game_guards() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();

@@ -1,6 +1,7 @@
 //! Store contract suites: each trait's behaviour, written once, run against
 //! every implementation by the macros below.
 
+pub mod challenges;
 pub mod durable;
 pub mod queue;
 

@@ -465,3 +465,47 @@ pub async fn purge_forgets_old_finished_entries_only(store: &dyn QueueStore) {
             .is_some()
     );
 }
+
+pub async fn holding_players_is_all_or_nothing(store: &dyn QueueStore) {
+    // bob is searching: a hold of alice and bob fails and holds nobody.
+    let b = joined(store, "bob", 1500, T0).await;
+    let alice = entry("t1", "alice", POOL, 1500, T0);
+    let m = MatchId::generate();
+    let rec = record(&alice, &b, &m);
+    assert!(!store.hold_players(&rec, T0 + 60_000, T0).await.unwrap());
+    assert!(
+        store
+            .active_game(&tenant("t1"), &user("alice"), T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .cancel(&tenant("t1"), &user("bob"), &b.id, T0)
+        .await
+        .unwrap();
+    // Now both are free: both are held, and neither may join.
+    assert!(store.hold_players(&rec, T0 + 60_000, T0).await.unwrap());
+    let again = entry("t1", "bob", POOL, 1500, T0 + 1);
+    assert!(matches!(
+        store.join(again.clone(), T0 + 1).await.unwrap(),
+        JoinOutcome::ActiveGame(_)
+    ));
+    assert!(
+        !store.hold_players(&rec, T0 + 60_000, T0).await.unwrap(),
+        "held players are busy"
+    );
+    // Dropping the hold frees both.
+    store.drop_hold(&rec).await.unwrap();
+    assert!(matches!(
+        store.join(again, T0 + 2).await.unwrap(),
+        JoinOutcome::Created(_)
+    ));
+    assert!(
+        store
+            .active_game(&tenant("t1"), &user("alice"), T0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -27,6 +27,8 @@ use crate::domain::{
     Username,
 };
 
+mod challenges;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Rows per multi-row INSERT (SQLite allows 32766 bound values).

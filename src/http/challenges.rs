@@ -1,0 +1,147 @@
+//! Direct challenge endpoints (SPEC §3.2).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller, object, optional_str, required_str};
+use super::request_id;
+use crate::domain::{Challenge, ChallengeId, ChallengeStatus, rfc3339};
+use crate::services::challenges::NewChallenge;
+use crate::store::Direction;
+
+fn challenge_json(c: &Challenge) -> Value {
+    let mut body = json!({
+        "challenge_id": c.id,
+        "status": c.status.public(),
+        "challenger_user_id": c.challenger,
+        "opponent_user_id": c.opponent,
+        "time_control": c.time_control,
+        "mode": c.mode,
+        "variant": c.variant,
+        "preferred_color": c.preferred_color,
+        "created_at": rfc3339(c.created_at),
+        "expires_at": rfc3339(c.expires_at),
+    });
+    if let Some(game) = &c.game_id {
+        body["game_id"] = json!(game);
+    }
+    body
+}
+
+/// A path id that is not a challenge id is simply not found.
+fn challenge_id(raw: &str) -> Result<ChallengeId, ApiError> {
+    ChallengeId::parse(raw).map_err(|_| ApiError::NotFound("no such challenge"))
+}
+
+fn not_found_challenge(e: crate::services::ServiceError) -> ApiError {
+    match ApiError::from(e) {
+        ApiError::NotFound(_) => ApiError::NotFound("no such challenge"),
+        other => other,
+    }
+}
+
+/// POST /v1/matchmaking/challenges
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let body = object(body)?;
+    let new = NewChallenge::parse(
+        state.queue.tenant_config(),
+        required_str(&body, "opponent_user_id")?,
+        required_str(&body, "time_control")?,
+        required_str(&body, "mode")?,
+        optional_str(&body, "variant")?,
+        optional_str(&body, "preferred_color")?,
+    )?;
+    let challenge = state.challenges.create(&who, new).await?;
+    Ok((StatusCode::CREATED, axum::Json(challenge_json(&challenge))).into_response())
+}
+
+/// GET /v1/matchmaking/challenges/{id}
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = state
+        .challenges
+        .get(&who, &challenge_id(&id)?)
+        .await
+        .map_err(not_found_challenge)?;
+    Ok(axum::Json(challenge_json(&c)).into_response())
+}
+
+/// POST /v1/matchmaking/challenges/{id}/accept
+pub async fn accept(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let request_id = Some(request_id::current()).filter(|r| !r.is_empty());
+    let c = state
+        .challenges
+        .accept(&who, &challenge_id(&id)?, request_id)
+        .await
+        .map_err(not_found_challenge)?;
+    Ok(axum::Json(challenge_json(&c)).into_response())
+}
+
+/// POST /v1/matchmaking/challenges/{id}/decline
+pub async fn decline(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = state
+        .challenges
+        .refuse(&who, &challenge_id(&id)?, ChallengeStatus::Declined)
+        .await
+        .map_err(not_found_challenge)?;
+    Ok(axum::Json(challenge_json(&c)).into_response())
+}
+
+/// DELETE /v1/matchmaking/challenges/{id}
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = state
+        .challenges
+        .refuse(&who, &challenge_id(&id)?, ChallengeStatus::Cancelled)
+        .await
+        .map_err(not_found_challenge)?;
+    Ok(axum::Json(challenge_json(&c)).into_response())
+}
+
+async fn list(
+    state: &AppState,
+    who: &crate::auth::Identity,
+    direction: Direction,
+) -> Result<Response, ApiError> {
+    let pending = state.challenges.pending(who, direction).await?;
+    let items: Vec<Value> = pending.iter().map(challenge_json).collect();
+    Ok(axum::Json(json!({ "challenges": items })).into_response())
+}
+
+/// GET /v1/matchmaking/challenges/incoming
+pub async fn incoming(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    list(&state, &who, Direction::Incoming).await
+}
+
+/// GET /v1/matchmaking/challenges/outgoing
+pub async fn outgoing(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    list(&state, &who, Direction::Outgoing).await
+}

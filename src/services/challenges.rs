@@ -1,0 +1,449 @@
+//! Direct challenges (SPEC §3.2): create, accept, decline, cancel, read,
+//! list, and the sweep that expires them.
+//!
+//! Accepting is race-safe in three steps: the challenge moves `PENDING →
+//! ACCEPTING` in one conditional update (one accepter wins against every
+//! other accept, cancel, decline or expiry); both players are held in the
+//! queue store atomically (neither may be searching or in a game); then the
+//! game is created through the same `GameCreator` as queue matches, the
+//! match record is persisted (`source = challenge`), the challenge becomes
+//! `ACCEPTED` and the hold becomes the players' active-game guard. A failure
+//! puts the challenge back to `PENDING`; an accepter that dies mid-way
+//! leaves an `ACCEPTING` challenge the sweep finishes or rolls back.
+
+use std::sync::Arc;
+
+use rand::Rng;
+
+use super::ServiceError;
+use super::games::{GameCreator, NewGame};
+use crate::auth::Identity;
+use crate::domain::{
+    Challenge, ChallengeId, ChallengeStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource,
+    Millis, Mode, ParseError, PoolKey, PreferredColor, Region, TenantConfig, UserId, Variant,
+    now_millis,
+};
+use crate::store::{Direction, DurableStore, QueueStore, Transition};
+
+/// Settings of the challenge feature.
+#[derive(Debug, Clone)]
+pub struct ChallengeLimits {
+    pub enabled: bool,
+    pub ttl_ms: Millis,
+    pub max_pending_outgoing: u32,
+    pub guard_ms: Millis,
+    /// An `ACCEPTING` challenge older than this is finished or rolled back.
+    pub accepting_timeout_ms: Millis,
+}
+
+/// A new challenge, parsed.
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    pub opponent: UserId,
+    pub time_control: crate::domain::TimeControl,
+    pub mode: Mode,
+    pub variant: Variant,
+    pub preferred_color: PreferredColor,
+}
+
+impl NewChallenge {
+    /// Parses the request fields with the tenant's allowed values.
+    pub fn parse(
+        tenants: &TenantConfig,
+        opponent: &str,
+        time_control: &str,
+        mode: &str,
+        variant: Option<&str>,
+        preferred_color: Option<&str>,
+    ) -> Result<Self, ParseError> {
+        let opponent =
+            UserId::parse(opponent).map_err(|e| ParseError::new("opponent_user_id", e.reason))?;
+        let pool = tenants.pool_key(time_control, mode, variant, None)?;
+        let preferred_color = preferred_color
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or(PreferredColor::Random);
+        Ok(Self {
+            opponent,
+            time_control: pool.time_control,
+            mode: pool.mode,
+            variant: pool.variant,
+            preferred_color,
+        })
+    }
+}
+
+pub struct ChallengeService {
+    durable: Arc<dyn DurableStore>,
+    queue: Arc<dyn QueueStore>,
+    games: Arc<dyn GameCreator>,
+    ratings: super::ratings::RatingService,
+    limits: ChallengeLimits,
+}
+
+impl ChallengeService {
+    pub fn new(
+        durable: Arc<dyn DurableStore>,
+        queue: Arc<dyn QueueStore>,
+        games: Arc<dyn GameCreator>,
+        ratings: super::ratings::RatingService,
+        limits: ChallengeLimits,
+    ) -> Self {
+        Self {
+            durable,
+            queue,
+            games,
+            ratings,
+            limits,
+        }
+    }
+
+    fn enabled(&self) -> Result<(), ServiceError> {
+        if self.limits.enabled {
+            Ok(())
+        } else {
+            Err(ServiceError::ChallengesDisabled)
+        }
+    }
+
+    /// The challenge as its status reads now, if `who` is one of its players.
+    async fn visible(&self, who: &Identity, id: &ChallengeId) -> Result<Challenge, ServiceError> {
+        let challenge = self
+            .durable
+            .challenge(&who.tenant_id, id)
+            .await?
+            .filter(|c| c.involves(&who.user_id))
+            .ok_or(ServiceError::NotFound)?;
+        Ok(Challenge {
+            status: challenge.status_at(now_millis()),
+            ..challenge
+        })
+    }
+
+    pub async fn create(
+        &self,
+        who: &Identity,
+        new: NewChallenge,
+    ) -> Result<Challenge, ServiceError> {
+        self.enabled()?;
+        if new.opponent == who.user_id {
+            return Err(
+                ParseError::new("opponent_user_id", "you cannot challenge yourself").into(),
+            );
+        }
+        let now = now_millis();
+        let challenge = Challenge {
+            id: ChallengeId::generate(),
+            tenant_id: who.tenant_id.clone(),
+            challenger: who.user_id.clone(),
+            opponent: new.opponent,
+            time_control: new.time_control,
+            mode: new.mode,
+            variant: new.variant,
+            preferred_color: new.preferred_color,
+            status: ChallengeStatus::Pending,
+            created_at: now,
+            expires_at: now + self.limits.ttl_ms,
+            match_id: None,
+            game_id: None,
+        };
+        if !self
+            .durable
+            .create_challenge(&challenge, self.limits.max_pending_outgoing, now)
+            .await?
+        {
+            return Err(ServiceError::TooManyChallenges);
+        }
+        tracing::info!(
+            event = "challenge_created",
+            challenge_id = %challenge.id,
+            tenant_id = %challenge.tenant_id,
+            challenger = %challenge.challenger,
+            opponent = %challenge.opponent,
+            "challenge created"
+        );
+        Ok(challenge)
+    }
+
+    pub async fn get(&self, who: &Identity, id: &ChallengeId) -> Result<Challenge, ServiceError> {
+        self.enabled()?;
+        self.visible(who, id).await
+    }
+
+    pub async fn pending(
+        &self,
+        who: &Identity,
+        direction: Direction,
+    ) -> Result<Vec<Challenge>, ServiceError> {
+        self.enabled()?;
+        Ok(self
+            .durable
+            .pending_challenges(&who.tenant_id, &who.user_id, direction, now_millis())
+            .await?)
+    }
+
+    /// Declines (the opponent) or cancels (the challenger) a pending challenge.
+    pub async fn refuse(
+        &self,
+        who: &Identity,
+        id: &ChallengeId,
+        to: ChallengeStatus,
+    ) -> Result<Challenge, ServiceError> {
+        self.enabled()?;
+        let challenge = self.visible(who, id).await?;
+        let allowed = match to {
+            ChallengeStatus::Declined => challenge.opponent == who.user_id,
+            ChallengeStatus::Cancelled => challenge.challenger == who.user_id,
+            _ => false,
+        };
+        if !allowed {
+            return Err(ServiceError::InvalidState(
+                "only the challenged player declines, and only the challenger cancels",
+            ));
+        }
+        let change = Transition {
+            from: ChallengeStatus::Pending,
+            to,
+            match_id: None,
+            game_id: None,
+        };
+        if !self
+            .durable
+            .transition_challenge(&who.tenant_id, id, change, now_millis())
+            .await?
+        {
+            return Err(ServiceError::InvalidState(
+                "the challenge is no longer pending",
+            ));
+        }
+        tracing::info!(event = "challenge_closed", challenge_id = %id, status = to.as_str(), by = %who.user_id, "challenge closed");
+        Ok(Challenge {
+            status: to,
+            ..challenge
+        })
+    }
+
+    /// Accepts a challenge: creates its game (see the module docs).
+    /// `request_id` is carried to the game service.
+    pub async fn accept(
+        &self,
+        who: &Identity,
+        id: &ChallengeId,
+        request_id: Option<String>,
+    ) -> Result<Challenge, ServiceError> {
+        self.enabled()?;
+        let challenge = self.visible(who, id).await?;
+        if challenge.challenger == who.user_id {
+            return Err(ServiceError::CannotAccept(
+                "you cannot accept your own challenge",
+            ));
+        }
+        if challenge.status != ChallengeStatus::Pending {
+            return Err(ServiceError::InvalidState(
+                "the challenge is no longer pending",
+            ));
+        }
+        let now = now_millis();
+        let mut record = self.record(&challenge, MatchId::generate(), now).await?;
+        let claim = Transition {
+            from: ChallengeStatus::Pending,
+            to: ChallengeStatus::Accepting,
+            match_id: Some(&record.match_id),
+            game_id: None,
+        };
+        if !self
+            .durable
+            .transition_challenge(&who.tenant_id, id, claim, now)
+            .await?
+        {
+            return Err(ServiceError::InvalidState(
+                "the challenge is no longer pending",
+            ));
+        }
+        if !self
+            .queue
+            .hold_players(&record, now + self.limits.guard_ms, now)
+            .await?
+        {
+            self.reopen(&challenge).await?;
+            return Err(ServiceError::CannotAccept(
+                "a player is searching in a queue or playing a game",
+            ));
+        }
+        let game = self.new_game(&challenge, &record, request_id);
+        record.game_id = match self.games.create_game(&game).await {
+            Ok(game_id) => game_id,
+            Err(e) => {
+                self.queue.drop_hold(&record).await?;
+                self.reopen(&challenge).await?;
+                return Err(ServiceError::GameCreation(e.to_string()));
+            }
+        };
+        // From here the game exists: a failure leaves the challenge
+        // ACCEPTING, and the sweep finishes it from the persisted match (or
+        // rolls it back if none was persisted); reopening it now could
+        // create a second game.
+        self.complete(&challenge, &record).await
+    }
+
+    /// The match record of an accepted challenge, colors from `preferred_color`.
+    async fn record(
+        &self,
+        c: &Challenge,
+        match_id: MatchId,
+        now: Millis,
+    ) -> Result<MatchRecord, ServiceError> {
+        let speed = c.time_control.speed();
+        let side = |user: &UserId, rating| MatchSide {
+            user_id: user.clone(),
+            username: None,
+            rating,
+            entry_id: None,
+        };
+        let challenger = side(
+            &c.challenger,
+            self.ratings
+                .rating(&c.tenant_id, &c.challenger, speed)
+                .await?,
+        );
+        let opponent = side(
+            &c.opponent,
+            self.ratings
+                .rating(&c.tenant_id, &c.opponent, speed)
+                .await?,
+        );
+        let challenger_white = match c.preferred_color {
+            PreferredColor::White => true,
+            PreferredColor::Black => false,
+            PreferredColor::Random => rand::rng().random_bool(0.5),
+        };
+        let (white, black) = if challenger_white {
+            (challenger, opponent)
+        } else {
+            (opponent, challenger)
+        };
+        Ok(MatchRecord {
+            game_id: GameId::for_match(&match_id),
+            match_id,
+            tenant_id: c.tenant_id.clone(),
+            white,
+            black,
+            pool: PoolKey {
+                variant: c.variant,
+                time_control: c.time_control,
+                mode: c.mode,
+                region: Region::Global,
+            },
+            created_at: now,
+            source: MatchSource::Challenge,
+            finished_at: None,
+        })
+    }
+
+    /// What the game creator needs for the game of an accepted challenge.
+    fn new_game(&self, c: &Challenge, record: &MatchRecord, request_id: Option<String>) -> NewGame {
+        NewGame {
+            match_id: record.match_id,
+            tenant_id: record.tenant_id.clone(),
+            white_user_id: record.white.user_id.clone(),
+            black_user_id: record.black.user_id.clone(),
+            time_control: c.time_control,
+            mode: c.mode,
+            variant: c.variant,
+            region: Region::Global,
+            white_rating: record.white.rating,
+            black_rating: record.black.rating,
+            source: MatchSource::Challenge,
+            request_id,
+        }
+    }
+
+    /// Persists the match and marks the challenge accepted; idempotent.
+    async fn complete(
+        &self,
+        c: &Challenge,
+        record: &MatchRecord,
+    ) -> Result<Challenge, ServiceError> {
+        self.durable
+            .insert_matches(std::slice::from_ref(record), &[])
+            .await?;
+        let accept = Transition {
+            from: ChallengeStatus::Accepting,
+            to: ChallengeStatus::Accepted,
+            match_id: None,
+            game_id: Some(&record.game_id),
+        };
+        let now = now_millis();
+        self.durable
+            .transition_challenge(&c.tenant_id, &c.id, accept, now)
+            .await?;
+        self.queue
+            .commit(
+                std::slice::from_ref(record),
+                now + self.limits.guard_ms,
+                now,
+            )
+            .await?;
+        tracing::info!(
+            event = "challenge_accepted",
+            challenge_id = %c.id,
+            match_id = %record.match_id,
+            game_id = %record.game_id,
+            white = %record.white.user_id,
+            black = %record.black.user_id,
+            "challenge accepted; game created"
+        );
+        Ok(Challenge {
+            status: ChallengeStatus::Accepted,
+            match_id: Some(record.match_id),
+            game_id: Some(record.game_id.clone()),
+            ..c.clone()
+        })
+    }
+
+    /// Puts a challenge whose accept failed back to pending.
+    async fn reopen(&self, c: &Challenge) -> Result<(), ServiceError> {
+        let back = Transition {
+            from: ChallengeStatus::Accepting,
+            to: ChallengeStatus::Pending,
+            match_id: None,
+            game_id: None,
+        };
+        self.durable
+            .transition_challenge(&c.tenant_id, &c.id, back, now_millis())
+            .await?;
+        Ok(())
+    }
+
+    /// Expires pending challenges past their time, and finishes or rolls
+    /// back accepts whose accepter died. Answers (expired, recovered).
+    pub async fn sweep(&self) -> Result<(u64, usize), ServiceError> {
+        let now = now_millis();
+        let expired = self.durable.expire_challenges(now).await?;
+        let stale = self
+            .durable
+            .stale_accepting(now - self.limits.accepting_timeout_ms)
+            .await?;
+        for c in &stale {
+            let record = match &c.match_id {
+                Some(m) => self.durable.match_by_id(m).await?,
+                None => None,
+            };
+            match record {
+                Some(record) => {
+                    tracing::warn!(challenge_id = %c.id, "finishing an accept left half-done");
+                    self.complete(c, &record).await?;
+                }
+                None => {
+                    tracing::warn!(challenge_id = %c.id, "rolling back a stale accept");
+                    if let Some(m) = &c.match_id {
+                        let held = self.record(c, *m, c.created_at).await?;
+                        self.queue.drop_hold(&held).await?;
+                    }
+                    self.reopen(c).await?;
+                }
+            }
+        }
+        Ok((expired, stale.len()))
+    }
+}

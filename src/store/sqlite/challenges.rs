@@ -1,0 +1,163 @@
+//! [`ChallengeStore`] on SQLite: each change is one conditional statement,
+//! so racing changes have exactly one winner.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::SqliteStore;
+use crate::domain::{Challenge, ChallengeId, GameId, MatchId, Millis, TenantId, UserId};
+use crate::store::{ChallengeStore, Direction, StoreError, StoreResult, Transition};
+
+const COLUMNS: &str = "challenge_id, tenant_id, challenger_id, opponent_id, time_control, mode, \
+    variant, preferred_color, status, created_at, expires_at, match_id, game_id";
+
+fn from_row(row: &SqliteRow) -> StoreResult<Challenge> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("challenges.{what}"));
+    let text = |col: &str| -> StoreResult<String> { Ok(row.try_get::<String, _>(col)?) };
+    let optional =
+        |col: &str| -> StoreResult<Option<String>> { Ok(row.try_get::<Option<String>, _>(col)?) };
+    Ok(Challenge {
+        id: ChallengeId::parse(&text("challenge_id")?).map_err(|_| corrupt("challenge_id"))?,
+        tenant_id: TenantId::parse(&text("tenant_id")?).map_err(|_| corrupt("tenant_id"))?,
+        challenger: UserId::parse(&text("challenger_id")?).map_err(|_| corrupt("challenger_id"))?,
+        opponent: UserId::parse(&text("opponent_id")?).map_err(|_| corrupt("opponent_id"))?,
+        time_control: text("time_control")?
+            .parse()
+            .map_err(|_| corrupt("time_control"))?,
+        mode: text("mode")?.parse().map_err(|_| corrupt("mode"))?,
+        variant: text("variant")?.parse().map_err(|_| corrupt("variant"))?,
+        preferred_color: text("preferred_color")?
+            .parse()
+            .map_err(|_| corrupt("preferred_color"))?,
+        status: text("status")?.parse().map_err(|_| corrupt("status"))?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        match_id: optional("match_id")?
+            .map(|m| MatchId::parse(&m).map_err(|_| corrupt("match_id")))
+            .transpose()?,
+        game_id: optional("game_id")?
+            .map(|g| GameId::parse(&g).map_err(|_| corrupt("game_id")))
+            .transpose()?,
+    })
+}
+
+#[async_trait]
+impl ChallengeStore for SqliteStore {
+    async fn create_challenge(
+        &self,
+        c: &Challenge,
+        max_pending: u32,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let sql = format!(
+            "INSERT INTO challenges ({COLUMNS}, updated_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, NULL, ?10 \
+             WHERE (SELECT COUNT(*) FROM challenges \
+                    WHERE tenant_id = ?2 AND challenger_id = ?3 \
+                      AND (status = 'ACCEPTING' OR (status = 'PENDING' AND expires_at > ?12))) < ?13"
+        );
+        let done = sqlx::query(&sql)
+            .bind(c.id.to_string())
+            .bind(c.tenant_id.as_str())
+            .bind(c.challenger.as_str())
+            .bind(c.opponent.as_str())
+            .bind(c.time_control.to_string())
+            .bind(c.mode.as_str())
+            .bind(c.variant.as_str())
+            .bind(c.preferred_color.as_str())
+            .bind(c.status.as_str())
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .bind(now)
+            .bind(i64::from(max_pending))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn challenge(
+        &self,
+        tenant: &TenantId,
+        id: &ChallengeId,
+    ) -> StoreResult<Option<Challenge>> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM challenges WHERE challenge_id = ? AND tenant_id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    async fn pending_challenges(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        direction: Direction,
+        now: Millis,
+    ) -> StoreResult<Vec<Challenge>> {
+        let column = match direction {
+            Direction::Incoming => "opponent_id",
+            Direction::Outgoing => "challenger_id",
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM challenges \
+             WHERE tenant_id = ? AND {column} = ? \
+               AND (status = 'ACCEPTING' OR (status = 'PENDING' AND expires_at > ?)) \
+             ORDER BY created_at DESC LIMIT 500"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn transition_challenge(
+        &self,
+        tenant: &TenantId,
+        id: &ChallengeId,
+        change: Transition<'_>,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE challenges SET status = ?1, updated_at = ?2, \
+               match_id = COALESCE(?3, match_id), game_id = COALESCE(?4, game_id) \
+             WHERE challenge_id = ?5 AND tenant_id = ?6 AND status = ?7 \
+               AND (?7 <> 'PENDING' OR expires_at > ?2)",
+        )
+        .bind(change.to.as_str())
+        .bind(now)
+        .bind(change.match_id.map(|m| m.to_string()))
+        .bind(change.game_id.map(|g| g.as_str().to_owned()))
+        .bind(id.to_string())
+        .bind(tenant.as_str())
+        .bind(change.from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn expire_challenges(&self, now: Millis) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE challenges SET status = 'EXPIRED', updated_at = ?1 \
+             WHERE status = 'PENDING' AND expires_at <= ?1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn stale_accepting(&self, before: Millis) -> StoreResult<Vec<Challenge>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM challenges WHERE status = 'ACCEPTING' AND updated_at < ?"
+        );
+        let rows = sqlx::query(&sql).bind(before).fetch_all(&self.pool).await?;
+        rows.iter().map(from_row).collect()
+    }
+}
