@@ -143,8 +143,17 @@ async fn accepting_creates_one_game_with_the_preferred_colors_and_guards_both() 
     use matchmaking_api::store::MatchStore;
     let tenant = matchmaking_api::domain::TenantId::parse("t1").unwrap();
     let alice_id = matchmaking_api::domain::UserId::parse("alice").unwrap();
-    let record = app.durable().await.active_match(&tenant, &alice_id, 0).await.unwrap().unwrap();
-    assert_eq!(record.source, matchmaking_api::domain::MatchSource::Challenge);
+    let record = app
+        .durable()
+        .await
+        .active_match(&tenant, &alice_id, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.source,
+        matchmaking_api::domain::MatchSource::Challenge
+    );
     assert_eq!(record.game_id.as_str(), game);
     assert_eq!(record.black.user_id, alice_id);
     // Reporting the game finished releases both, like a queue match.
@@ -369,4 +378,40 @@ async fn accept_racing_cancel_or_decline_has_exactly_one_winner() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn accept_racing_expiry_either_wins_cleanly() {
+    // A 150 ms lifetime, accepted around its end: whichever wins, the
+    // challenge and the players agree.
+    let app = spawn_app_with(|s| s.challenge_ttl_seconds = 0.15).await;
+    let bob = app.token("bob");
+    let mut outcomes = std::collections::HashSet::new();
+    for delay_ms in [100u64, 130, 145, 150, 155, 170, 200] {
+        let id = challenge(&app, "bob", json!({})).await;
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let r = post(&app, &bob, &format!("/{id}/accept"), None).await;
+        let accepted = r.status() == StatusCode::OK;
+        let v: Value = get(&app, &bob, &format!("/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let active = app.active(&bob).await;
+        if accepted {
+            assert_eq!(v["status"], "ACCEPTED");
+            let game = v["game_id"].as_str().unwrap();
+            assert_eq!(active["match"]["game_id"], game);
+            app.game_finished(&app.admin_token(), game).await;
+        } else {
+            assert_eq!(error_code(r).await, "INVALID_STATE");
+            assert_eq!(v["status"], "EXPIRED");
+            assert_eq!(active["match"], Value::Null);
+        }
+        outcomes.insert(accepted);
+    }
+    assert!(
+        outcomes.contains(&false),
+        "the later accepts met an expired challenge"
+    );
 }

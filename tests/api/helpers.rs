@@ -83,8 +83,13 @@ impl TestApp {
 
     /// The app's durable store, opened beside it on the same SQLite file.
     pub async fn durable(&self) -> matchmaking_api::store::sqlite::SqliteStore {
-        let url = format!("sqlite://{}", self._data_dir.path().join("matchmaking.db").display());
-        matchmaking_api::store::sqlite::SqliteStore::connect(&url).await.expect("open SQLite")
+        let url = format!(
+            "sqlite://{}",
+            self._data_dir.path().join("matchmaking.db").display()
+        );
+        matchmaking_api::store::sqlite::SqliteStore::connect(&url)
+            .await
+            .expect("open SQLite")
     }
 
     pub fn admin_token(&self) -> String {
