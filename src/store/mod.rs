@@ -11,6 +11,7 @@
 //! caller on any node can observe or create a half state.
 
 pub mod memory;
+pub mod rows;
 pub mod sqlite;
 
 use std::collections::HashMap;

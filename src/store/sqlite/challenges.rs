@@ -2,45 +2,11 @@
 //! so racing changes have exactly one winner.
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
-use crate::domain::{Challenge, ChallengeId, GameId, MatchId, Millis, TenantId, UserId};
-use crate::store::{ChallengeStore, Direction, StoreError, StoreResult, Transition};
-
-const COLUMNS: &str = "challenge_id, tenant_id, challenger_id, opponent_id, time_control, mode, \
-    variant, preferred_color, status, created_at, expires_at, match_id, game_id";
-
-fn from_row(row: &SqliteRow) -> StoreResult<Challenge> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("challenges.{what}"));
-    let text = |col: &str| -> StoreResult<String> { Ok(row.try_get::<String, _>(col)?) };
-    let optional =
-        |col: &str| -> StoreResult<Option<String>> { Ok(row.try_get::<Option<String>, _>(col)?) };
-    Ok(Challenge {
-        id: ChallengeId::parse(&text("challenge_id")?).map_err(|_| corrupt("challenge_id"))?,
-        tenant_id: TenantId::parse(&text("tenant_id")?).map_err(|_| corrupt("tenant_id"))?,
-        challenger: UserId::parse(&text("challenger_id")?).map_err(|_| corrupt("challenger_id"))?,
-        opponent: UserId::parse(&text("opponent_id")?).map_err(|_| corrupt("opponent_id"))?,
-        time_control: text("time_control")?
-            .parse()
-            .map_err(|_| corrupt("time_control"))?,
-        mode: text("mode")?.parse().map_err(|_| corrupt("mode"))?,
-        variant: text("variant")?.parse().map_err(|_| corrupt("variant"))?,
-        preferred_color: text("preferred_color")?
-            .parse()
-            .map_err(|_| corrupt("preferred_color"))?,
-        status: text("status")?.parse().map_err(|_| corrupt("status"))?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        match_id: optional("match_id")?
-            .map(|m| MatchId::parse(&m).map_err(|_| corrupt("match_id")))
-            .transpose()?,
-        game_id: optional("game_id")?
-            .map(|g| GameId::parse(&g).map_err(|_| corrupt("game_id")))
-            .transpose()?,
-    })
-}
+use crate::domain::{Challenge, ChallengeId, Millis, TenantId, UserId};
+use crate::store::rows::{self, CHALLENGE_COLUMNS, ChallengeRow};
+use crate::store::{ChallengeStore, Direction, StoreResult, Transition};
 
 #[async_trait]
 impl ChallengeStore for SqliteStore {
@@ -51,7 +17,7 @@ impl ChallengeStore for SqliteStore {
         now: Millis,
     ) -> StoreResult<bool> {
         let sql = format!(
-            "INSERT INTO challenges ({COLUMNS}, updated_at) \
+            "INSERT INTO challenges ({CHALLENGE_COLUMNS}, updated_at) \
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, NULL, ?10 \
              WHERE (SELECT COUNT(*) FROM challenges \
                     WHERE tenant_id = ?2 AND challenger_id = ?3 \
@@ -81,14 +47,15 @@ impl ChallengeStore for SqliteStore {
         tenant: &TenantId,
         id: &ChallengeId,
     ) -> StoreResult<Option<Challenge>> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM challenges WHERE challenge_id = ? AND tenant_id = ?");
-        let row = sqlx::query(&sql)
+        let sql = format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE challenge_id = ? AND tenant_id = ?"
+        );
+        let row = sqlx::query_as::<_, ChallengeRow>(&sql)
             .bind(id.to_string())
             .bind(tenant.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(from_row).transpose()
+        row.map(Challenge::try_from).transpose()
     }
 
     async fn pending_challenges(
@@ -103,18 +70,18 @@ impl ChallengeStore for SqliteStore {
             Direction::Outgoing => "challenger_id",
         };
         let sql = format!(
-            "SELECT {COLUMNS} FROM challenges \
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges \
              WHERE tenant_id = ? AND {column} = ? \
                AND (status = 'ACCEPTING' OR (status = 'PENDING' AND expires_at > ?)) \
              ORDER BY created_at DESC LIMIT 500"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query_as(&sql)
             .bind(tenant.as_str())
             .bind(user.as_str())
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(from_row).collect()
+        rows::challenges(rows)
     }
 
     async fn transition_challenge(
@@ -155,9 +122,13 @@ impl ChallengeStore for SqliteStore {
 
     async fn stale_accepting(&self, before: Millis) -> StoreResult<Vec<Challenge>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM challenges WHERE status = 'ACCEPTING' AND updated_at < ?"
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE status = 'ACCEPTING' AND updated_at < ?"
         );
-        let rows = sqlx::query(&sql).bind(before).fetch_all(&self.pool).await?;
-        rows.iter().map(from_row).collect()
+        rows::challenges(
+            sqlx::query_as(&sql)
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

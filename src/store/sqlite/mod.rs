@@ -13,19 +13,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::rows::{self, AuditRow, MATCH_COLUMNS, MatchRow, PlayerRatingsRow, RatingsRow};
 use super::{
     AuditEvent, AuditStore, DurableStore, MatchStore, RatingStore, Ratings, StoreError, StoreResult,
 };
-use crate::domain::{
-    GameId, MatchId, MatchRecord, MatchSide, MatchSource, Millis, QueueEntryId, TenantId, UserId,
-    Username,
-};
+use crate::domain::{GameId, MatchId, MatchRecord, Millis, QueueEntryId, TenantId, UserId};
 
 mod challenges;
 
@@ -97,61 +93,18 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
     }
 
-    fn record_from_row(row: &SqliteRow) -> StoreResult<MatchRecord> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("match_records.{what}"));
-        let side = |prefix: &str| -> StoreResult<MatchSide> {
-            let user: String = row.try_get(format!("{prefix}_user_id").as_str())?;
-            let username: Option<String> = row.try_get(format!("{prefix}_username").as_str())?;
-            let entry: Option<String> = row.try_get(format!("{prefix}_entry_id").as_str())?;
-            Ok(MatchSide {
-                user_id: UserId::parse(&user).map_err(|_| corrupt("user_id"))?,
-                username: username.as_deref().and_then(Username::sanitize),
-                rating: row.try_get(format!("{prefix}_rating").as_str())?,
-                entry_id: entry
-                    .map(|e| QueueEntryId::parse(&e).map_err(|_| corrupt("entry_id")))
-                    .transpose()?,
-            })
-        };
-        let source: String = row.try_get("source")?;
-        Ok(MatchRecord {
-            match_id: MatchId::parse(row.try_get("match_id")?).map_err(|_| corrupt("match_id"))?,
-            tenant_id: TenantId::parse(row.try_get("tenant_id")?)
-                .map_err(|_| corrupt("tenant_id"))?,
-            game_id: GameId::parse(row.try_get("game_id")?).map_err(|_| corrupt("game_id"))?,
-            white: side("white")?,
-            black: side("black")?,
-            pool: row
-                .try_get::<&str, _>("pool_key")?
-                .parse()
-                .map_err(|_| corrupt("pool_key"))?,
-            created_at: row.try_get("created_at")?,
-            source: match source.as_str() {
-                "queue" => MatchSource::Queue,
-                "challenge" => MatchSource::Challenge,
-                _ => return Err(corrupt("source")),
-            },
-            finished_at: row.try_get("finished_at")?,
-        })
-    }
-
     async fn one_record(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<MatchRecord>> {
-        let mut query = sqlx::query(sql);
+        let mut query = sqlx::query_as::<_, MatchRow>(sql);
         for b in binds {
             query = query.bind(*b);
         }
         query
             .fetch_optional(&self.pool)
             .await?
-            .as_ref()
-            .map(Self::record_from_row)
+            .map(MatchRecord::try_from)
             .transpose()
     }
 }
-
-const RECORD_COLUMNS: &str = "match_id, tenant_id, game_id, \
-    white_user_id, white_username, white_rating, white_entry_id, \
-    black_user_id, black_username, black_rating, black_entry_id, \
-    pool_key, source, created_at, finished_at";
 
 #[async_trait]
 impl MatchStore for SqliteStore {
@@ -179,7 +132,7 @@ impl MatchStore for SqliteStore {
     }
 
     async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>> {
-        let sql = format!("SELECT {RECORD_COLUMNS} FROM match_records WHERE match_id = ?");
+        let sql = format!("SELECT {MATCH_COLUMNS} FROM match_records WHERE match_id = ?");
         self.one_record(&sql, &[&id.to_string()]).await
     }
 
@@ -189,7 +142,7 @@ impl MatchStore for SqliteStore {
         entry: &QueueEntryId,
     ) -> StoreResult<Option<MatchRecord>> {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM match_records \
+            "SELECT {MATCH_COLUMNS} FROM match_records \
              WHERE match_id IN (SELECT match_id FROM match_records WHERE white_entry_id = ?1 \
                                 UNION SELECT match_id FROM match_records WHERE black_entry_id = ?1) \
                AND tenant_id = ?2"
@@ -205,32 +158,31 @@ impl MatchStore for SqliteStore {
         since: Millis,
     ) -> StoreResult<Option<MatchRecord>> {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM match_records \
+            "SELECT {MATCH_COLUMNS} FROM match_records \
              WHERE tenant_id = ?1 AND (white_user_id = ?2 OR black_user_id = ?2) \
                AND created_at >= ?3 AND finished_at IS NULL \
              ORDER BY created_at DESC LIMIT 1"
         );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query_as::<_, MatchRow>(&sql)
             .bind(tenant.as_str())
             .bind(user.as_str())
             .bind(since)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(Self::record_from_row).transpose()
+        row.map(MatchRecord::try_from).transpose()
     }
 
     async fn unfinished_matches(&self, since: Millis) -> StoreResult<Vec<MatchRecord>> {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM match_records \
+            "SELECT {MATCH_COLUMNS} FROM match_records \
              WHERE finished_at IS NULL AND created_at >= ? ORDER BY created_at"
         );
-        sqlx::query(&sql)
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(Self::record_from_row)
-            .collect()
+        rows::records(
+            sqlx::query_as(&sql)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn finish_match(
@@ -249,7 +201,7 @@ impl MatchStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM match_records WHERE tenant_id = ? AND game_id = ?"
+            "SELECT {MATCH_COLUMNS} FROM match_records WHERE tenant_id = ? AND game_id = ?"
         );
         self.one_record(&sql, &[tenant.as_str(), game.as_str()])
             .await
@@ -292,7 +244,7 @@ async fn write_matches(
     let mut tx = pool.begin().await?;
     let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
     for chunk in records.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::new(format!("INSERT INTO match_records ({RECORD_COLUMNS}) "));
+        let mut q = QueryBuilder::new(format!("INSERT INTO match_records ({MATCH_COLUMNS}) "));
         q.push_values(chunk, |mut b, r| {
             b.push_bind(r.match_id.to_string())
                 .push_bind(r.tenant_id.as_str())
@@ -409,14 +361,14 @@ async fn insert_audit(
 #[async_trait]
 impl RatingStore for SqliteStore {
     async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, RatingsRow>(
             "SELECT bullet, blitz, rapid, classical FROM players WHERE tenant_id = ? AND user_id = ?",
         )
         .bind(tenant.as_str())
         .bind(user.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.map_or(Ok(Ratings::default()), |row| ratings_from_row(&row, 0))
+        Ok(row.map(Ratings::from).unwrap_or_default())
     }
 
     async fn set_ratings(
@@ -425,7 +377,7 @@ impl RatingStore for SqliteStore {
         user: &UserId,
         update: &Ratings,
     ) -> StoreResult<Ratings> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, RatingsRow>(
             "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
@@ -443,35 +395,18 @@ impl RatingStore for SqliteStore {
         .bind(update.classical)
         .fetch_one(&self.pool)
         .await?;
-        ratings_from_row(&row, 0)
+        Ok(row.into())
     }
 
     async fn all_ratings(&self) -> StoreResult<Vec<(TenantId, UserId, Ratings)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, PlayerRatingsRow>(
             "SELECT tenant_id, user_id, bullet, blitz, rapid, classical FROM players \
              WHERE bullet IS NOT NULL OR blitz IS NOT NULL OR rapid IS NOT NULL OR classical IS NOT NULL",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let corrupt = || StoreError::Corrupt("players.id".into());
-                let tenant = TenantId::parse(row.try_get(0)?).map_err(|_| corrupt())?;
-                let user = UserId::parse(row.try_get(1)?).map_err(|_| corrupt())?;
-                Ok((tenant, user, ratings_from_row(row, 2)?))
-            })
-            .collect()
+        rows.into_iter().map(TryInto::try_into).collect()
     }
-}
-
-/// Four rating columns (bullet, blitz, rapid, classical) starting at `first`.
-fn ratings_from_row(row: &SqliteRow, first: usize) -> StoreResult<Ratings> {
-    Ok(Ratings {
-        bullet: row.try_get(first)?,
-        blitz: row.try_get(first + 1)?,
-        rapid: row.try_get(first + 2)?,
-        classical: row.try_get(first + 3)?,
-    })
 }
 
 #[async_trait]
@@ -488,7 +423,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn events_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, AuditRow>(
             "SELECT at, tenant_id, kind, subject, detail FROM audit_events \
              WHERE subject = ? ORDER BY id DESC LIMIT ?",
         )
@@ -496,20 +431,7 @@ impl AuditStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let detail: String = row.try_get(4)?;
-                Ok(AuditEvent {
-                    at: row.try_get(0)?,
-                    tenant_id: TenantId::parse(row.try_get(1)?)
-                        .map_err(|_| StoreError::Corrupt("audit_events.tenant_id".into()))?,
-                    kind: row.try_get(2)?,
-                    subject: row.try_get(3)?,
-                    detail: serde_json::from_str(&detail)
-                        .map_err(|_| StoreError::Corrupt("audit_events.detail".into()))?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(AuditEvent::try_from).collect()
     }
 }
 

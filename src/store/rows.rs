@@ -1,0 +1,216 @@
+//! Rows as both SQL backends (SQLite, PostgreSQL) return them, and their
+//! checked conversion into domain values: one place for both. A row that
+//! does not parse is `StoreError::Corrupt`, never a panic.
+
+use super::{AuditEvent, Ratings, StoreError, StoreResult};
+use crate::domain::{
+    Challenge, ChallengeId, GameId, MatchId, MatchRecord, MatchSide, MatchSource, QueueEntryId,
+    TenantId, UserId, Username,
+};
+
+/// Columns of `match_records`, in [`MatchRow`] order.
+pub const MATCH_COLUMNS: &str = "match_id, tenant_id, game_id, \
+    white_user_id, white_username, white_rating, white_entry_id, \
+    black_user_id, black_username, black_rating, black_entry_id, \
+    pool_key, source, created_at, finished_at";
+
+/// Columns of `challenges`, in [`ChallengeRow`] order.
+pub const CHALLENGE_COLUMNS: &str = "challenge_id, tenant_id, challenger_id, opponent_id, \
+    time_control, mode, variant, preferred_color, status, created_at, expires_at, match_id, game_id";
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+#[derive(sqlx::FromRow)]
+pub struct MatchRow {
+    match_id: String,
+    tenant_id: String,
+    game_id: String,
+    white_user_id: String,
+    white_username: Option<String>,
+    white_rating: i32,
+    white_entry_id: Option<String>,
+    black_user_id: String,
+    black_username: Option<String>,
+    black_rating: i32,
+    black_entry_id: Option<String>,
+    pool_key: String,
+    source: String,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+fn side(
+    user: &str,
+    username: Option<&str>,
+    rating: i32,
+    entry: Option<&str>,
+) -> StoreResult<MatchSide> {
+    Ok(MatchSide {
+        user_id: UserId::parse(user).map_err(|_| corrupt("match_records.user_id"))?,
+        username: username.and_then(Username::sanitize),
+        rating,
+        entry_id: entry
+            .map(|e| QueueEntryId::parse(e).map_err(|_| corrupt("match_records.entry_id")))
+            .transpose()?,
+    })
+}
+
+impl TryFrom<MatchRow> for MatchRecord {
+    type Error = StoreError;
+
+    fn try_from(r: MatchRow) -> StoreResult<Self> {
+        Ok(MatchRecord {
+            match_id: MatchId::parse(&r.match_id).map_err(|_| corrupt("match_records.match_id"))?,
+            tenant_id: TenantId::parse(&r.tenant_id)
+                .map_err(|_| corrupt("match_records.tenant_id"))?,
+            game_id: GameId::parse(&r.game_id).map_err(|_| corrupt("match_records.game_id"))?,
+            white: side(
+                &r.white_user_id,
+                r.white_username.as_deref(),
+                r.white_rating,
+                r.white_entry_id.as_deref(),
+            )?,
+            black: side(
+                &r.black_user_id,
+                r.black_username.as_deref(),
+                r.black_rating,
+                r.black_entry_id.as_deref(),
+            )?,
+            pool: r
+                .pool_key
+                .parse()
+                .map_err(|_| corrupt("match_records.pool_key"))?,
+            created_at: r.created_at,
+            source: match r.source.as_str() {
+                "queue" => MatchSource::Queue,
+                "challenge" => MatchSource::Challenge,
+                _ => return Err(corrupt("match_records.source")),
+            },
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+/// Converts rows, stopping at the first corrupt one.
+pub fn records(rows: Vec<MatchRow>) -> StoreResult<Vec<MatchRecord>> {
+    rows.into_iter().map(MatchRecord::try_from).collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub struct ChallengeRow {
+    challenge_id: String,
+    tenant_id: String,
+    challenger_id: String,
+    opponent_id: String,
+    time_control: String,
+    mode: String,
+    variant: String,
+    preferred_color: String,
+    status: String,
+    created_at: i64,
+    expires_at: i64,
+    match_id: Option<String>,
+    game_id: Option<String>,
+}
+
+impl TryFrom<ChallengeRow> for Challenge {
+    type Error = StoreError;
+
+    fn try_from(r: ChallengeRow) -> StoreResult<Self> {
+        let bad = |what: &str| corrupt(&format!("challenges.{what}"));
+        Ok(Challenge {
+            id: ChallengeId::parse(&r.challenge_id).map_err(|_| bad("challenge_id"))?,
+            tenant_id: TenantId::parse(&r.tenant_id).map_err(|_| bad("tenant_id"))?,
+            challenger: UserId::parse(&r.challenger_id).map_err(|_| bad("challenger_id"))?,
+            opponent: UserId::parse(&r.opponent_id).map_err(|_| bad("opponent_id"))?,
+            time_control: r.time_control.parse().map_err(|_| bad("time_control"))?,
+            mode: r.mode.parse().map_err(|_| bad("mode"))?,
+            variant: r.variant.parse().map_err(|_| bad("variant"))?,
+            preferred_color: r
+                .preferred_color
+                .parse()
+                .map_err(|_| bad("preferred_color"))?,
+            status: r.status.parse().map_err(|_| bad("status"))?,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            match_id: r
+                .match_id
+                .map(|m| MatchId::parse(&m).map_err(|_| bad("match_id")))
+                .transpose()?,
+            game_id: r
+                .game_id
+                .map(|g| GameId::parse(&g).map_err(|_| bad("game_id")))
+                .transpose()?,
+        })
+    }
+}
+
+/// Converts rows, stopping at the first corrupt one.
+pub fn challenges(rows: Vec<ChallengeRow>) -> StoreResult<Vec<Challenge>> {
+    rows.into_iter().map(Challenge::try_from).collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub struct RatingsRow {
+    bullet: Option<i32>,
+    blitz: Option<i32>,
+    rapid: Option<i32>,
+    classical: Option<i32>,
+}
+
+impl From<RatingsRow> for Ratings {
+    fn from(r: RatingsRow) -> Self {
+        Ratings {
+            bullet: r.bullet,
+            blitz: r.blitz,
+            rapid: r.rapid,
+            classical: r.classical,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct PlayerRatingsRow {
+    tenant_id: String,
+    user_id: String,
+    #[sqlx(flatten)]
+    ratings: RatingsRow,
+}
+
+impl TryFrom<PlayerRatingsRow> for (TenantId, UserId, Ratings) {
+    type Error = StoreError;
+
+    fn try_from(r: PlayerRatingsRow) -> StoreResult<Self> {
+        Ok((
+            TenantId::parse(&r.tenant_id).map_err(|_| corrupt("players.tenant_id"))?,
+            UserId::parse(&r.user_id).map_err(|_| corrupt("players.user_id"))?,
+            r.ratings.into(),
+        ))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AuditRow {
+    at: i64,
+    tenant_id: String,
+    kind: String,
+    subject: String,
+    detail: String,
+}
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+
+    fn try_from(r: AuditRow) -> StoreResult<Self> {
+        Ok(AuditEvent {
+            at: r.at,
+            tenant_id: TenantId::parse(&r.tenant_id)
+                .map_err(|_| corrupt("audit_events.tenant_id"))?,
+            kind: r.kind,
+            subject: r.subject,
+            detail: serde_json::from_str(&r.detail).map_err(|_| corrupt("audit_events.detail"))?,
+        })
+    }
+}
