@@ -20,6 +20,7 @@ use crate::services::ratings::RatingService;
 use crate::services::signal::PoolSignal;
 use crate::settings::Settings;
 use crate::store::memory::MemoryQueueStore;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DurableStore, QueueStore, StoreError};
 use crate::worker::Worker;
@@ -45,9 +46,12 @@ pub enum StartupError {
 pub struct Stores {
     pub queue: Arc<dyn QueueStore>,
     pub durable: Arc<dyn DurableStore>,
-    /// Both stores belong to this process alone (in-memory queue state and
-    /// its own SQLite file): state may be mirrored in memory.
-    pub embedded: bool,
+    /// The durable store is this process's own SQLite file: no other
+    /// process writes it, so its state may be mirrored in memory.
+    pub durable_is_local: bool,
+    /// The queue store lives in this process: its active-game guards are
+    /// restored from the durable store at start.
+    pub queue_is_local: bool,
 }
 
 /// Opens (and migrates) the stores the settings name.
@@ -58,23 +62,30 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
         ));
     }
     let url = settings.effective_database_url();
-    if !url.starts_with("sqlite:") {
-        return Err(StartupError::Unsupported(format!(
-            "DATABASE_URL '{}' is not supported by this build yet (only sqlite://…)",
-            url.split("://").next().unwrap_or("?")
-        )));
-    }
-    if settings.database_url.is_none() {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-            StartupError::Settings(format!("DATA_DIR {}: {e}", settings.data_dir.display()))
-        })?;
-    }
-    let sqlite = SqliteStore::connect(&url).await?;
-    sqlite.migrate().await?;
+    let durable: Arc<dyn DurableStore> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pg = PgStore::connect(&url).await?;
+            pg.migrate().await?;
+            Arc::new(pg)
+        } else if url.starts_with("sqlite:") {
+            if settings.database_url.is_none() {
+                std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+                    StartupError::Settings(format!("DATA_DIR {}: {e}", settings.data_dir.display()))
+                })?;
+            }
+            let sqlite = SqliteStore::connect(&url).await?;
+            sqlite.migrate().await?;
+            Arc::new(sqlite)
+        } else {
+            return Err(StartupError::Settings(
+                "DATABASE_URL must start with sqlite://, postgres:// or postgresql://".into(),
+            ));
+        };
     Ok(Stores {
         queue: Arc::new(MemoryQueueStore::new()),
-        durable: Arc::new(sqlite),
-        embedded: true,
+        durable,
+        durable_is_local: url.starts_with("sqlite:"),
+        queue_is_local: true,
     })
 }
 
@@ -105,7 +116,7 @@ impl Application {
         let stores = open_stores(&settings).await?;
         let signal = Arc::new(PoolSignal::new());
         // The embedded SQLite file has no other writer: keep ratings in memory.
-        let ratings = if stores.embedded {
+        let ratings = if stores.durable_is_local {
             RatingService::preloaded(stores.durable.clone()).await?
         } else {
             RatingService::direct(stores.durable.clone())
@@ -137,7 +148,7 @@ impl Application {
                 retention_ms: settings.retention_ms(),
             },
         ));
-        if stores.embedded {
+        if stores.queue_is_local {
             let restored = matching.restore_guards().await?;
             if restored > 0 {
                 tracing::info!(

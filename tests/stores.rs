@@ -1,6 +1,7 @@
 //! Runs the store contract suites against the embedded backends.
 
 mod contract;
+mod support;
 
 mod memory_queue_store {
     use matchmaking_api::store::memory::MemoryQueueStore;
@@ -55,6 +56,61 @@ mod sqlite_durable_store {
         Some(TempSqlite { store, _dir: dir })
     }
 
+    crate::contract_tests!(
+        crate::contract::durable,
+        make(),
+        [
+            a_match_is_found_by_id_entry_and_user,
+            inserting_a_match_twice_keeps_one_and_moves_colors_once,
+            finishing_a_game_ends_its_match_once,
+            ratings_default_to_1500_and_merge_by_speed,
+            all_ratings_lists_exactly_the_players_with_a_rating,
+            many_matches_insert_in_one_batch,
+        ]
+    );
+
+    crate::contract_tests!(
+        crate::contract::challenges,
+        make(),
+        [
+            a_challenge_round_trips_within_its_tenant,
+            pending_outgoing_challenges_are_bounded,
+            transitions_apply_once_and_only_from_their_status,
+            an_expired_challenge_cannot_leave_pending_and_is_swept,
+            pending_lists_split_incoming_from_outgoing,
+            stale_accepts_are_found_by_age,
+        ]
+    );
+}
+
+mod postgres_durable_store {
+    use matchmaking_api::store::postgres::PgStore;
+
+    use crate::support::PgSchema;
+
+    /// A PostgreSQL store in a schema of its own, dropped with it.
+    struct TempPg {
+        store: PgStore,
+        _schema: PgSchema,
+    }
+
+    impl std::ops::Deref for TempPg {
+        type Target = PgStore;
+
+        fn deref(&self) -> &PgStore {
+            &self.store
+        }
+    }
+
+    async fn make() -> Option<TempPg> {
+        let schema = PgSchema::create().await?;
+        let store = PgStore::connect(&schema.url()).await.unwrap();
+        store.migrate().await.unwrap();
+        Some(TempPg {
+            store,
+            _schema: schema,
+        })
+    }
     crate::contract_tests!(
         crate::contract::durable,
         make(),

@@ -7,4 +7,8 @@ mod challenges;
 mod errors;
 mod internal;
 mod matching;
+mod postgres;
 mod queue;
+
+#[path = "../support/mod.rs"]
+mod support;

@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{self, AuditRow, MATCH_COLUMNS, MatchRow, PlayerRatingsRow, RatingsRow};
 use super::{
-    AuditEvent, AuditStore, DurableStore, MatchStore, RatingStore, Ratings, StoreError, StoreResult,
+    AuditEvent, AuditStore, DurableStore, MatchStore, RatingStore, Ratings, StoreError,
+    StoreResult, color_moves,
 };
 use crate::domain::{GameId, MatchId, MatchRecord, Millis, QueueEntryId, TenantId, UserId};
 
@@ -275,12 +276,7 @@ async fn write_matches(
         );
     }
     // Color balances move only for matches inserted now, never twice.
-    let mut moves: Vec<(&TenantId, &UserId, i64)> = Vec::with_capacity(fresh.len() * 2);
-    for r in &fresh {
-        moves.push((&r.tenant_id, &r.white.user_id, 1));
-        moves.push((&r.tenant_id, &r.black.user_id, -1));
-    }
-    for chunk in moves.chunks(ROWS_PER_INSERT) {
+    for chunk in color_moves(&fresh).chunks(ROWS_PER_INSERT) {
         let mut q = QueryBuilder::new("INSERT INTO players (tenant_id, user_id, color_balance) ");
         q.push_values(chunk, |mut b, (t, u, d)| {
             b.push_bind(t.as_str()).push_bind(u.as_str()).push_bind(*d);

@@ -1,0 +1,321 @@
+//! PostgreSQL [`DurableStore`] (through sqlx): durable records in
+//! production, shared by every API node and worker.
+//!
+//! Connections are bounded in number and in the time to get one, so a
+//! database that is down answers `StoreError::Unavailable` within about a
+//! second (the API's 503) instead of hanging; the pool reconnects by itself
+//! when the server returns.
+
+mod challenges;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use super::rows::{self, AuditRow, MATCH_COLUMNS, MatchRow, PlayerRatingsRow, RatingsRow};
+use super::{
+    AuditEvent, AuditStore, DurableStore, MatchStore, RatingStore, Ratings, StoreError,
+    StoreResult, color_moves,
+};
+use crate::domain::{GameId, MatchId, MatchRecord, Millis, QueueEntryId, TenantId, UserId};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Rows per multi-row INSERT (PostgreSQL allows 65535 bound values).
+const ROWS_PER_INSERT: usize = 1_000;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects (lazily) to `url` (`postgres://…`; an `options` parameter
+    /// such as `-c search_path=…` applies to every connection).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(1))
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    async fn one_record(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<MatchRecord>> {
+        let mut query = sqlx::query_as::<_, MatchRow>(sql);
+        for b in binds {
+            query = query.bind(*b);
+        }
+        query
+            .fetch_optional(&self.pool)
+            .await?
+            .map(MatchRecord::try_from)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl MatchStore for PgStore {
+    async fn insert_matches(
+        &self,
+        records: &[MatchRecord],
+        audit: &[AuditEvent],
+    ) -> StoreResult<()> {
+        if records.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Postgres>::new(format!(
+                "INSERT INTO match_records ({MATCH_COLUMNS}) "
+            ));
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.match_id.to_string())
+                    .push_bind(r.tenant_id.as_str())
+                    .push_bind(r.game_id.as_str());
+                for side in [&r.white, &r.black] {
+                    b.push_bind(side.user_id.as_str())
+                        .push_bind(side.username.as_ref().map(|u| u.as_str()))
+                        .push_bind(side.rating)
+                        .push_bind(side.entry_id.map(|e| e.to_string()));
+                }
+                b.push_bind(r.pool.to_string())
+                    .push_bind(r.source.as_str())
+                    .push_bind(r.created_at)
+                    .push_bind(r.finished_at);
+            });
+            q.push(" ON CONFLICT (match_id) DO NOTHING RETURNING match_id");
+            let inserted: Vec<String> = q
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            fresh.extend(
+                chunk
+                    .iter()
+                    .filter(|r| inserted.contains(&r.match_id.to_string())),
+            );
+        }
+        // Color balances move only for matches inserted now, never twice.
+        for chunk in color_moves(&fresh).chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO players (tenant_id, user_id, color_balance) ",
+            );
+            q.push_values(chunk, |mut b, (t, u, d)| {
+                b.push_bind(t.as_str()).push_bind(u.as_str()).push_bind(*d);
+            });
+            q.push(
+                " ON CONFLICT (tenant_id, user_id) DO UPDATE \
+                  SET color_balance = players.color_balance + excluded.color_balance",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        for chunk in audit.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO audit_events (at, tenant_id, kind, subject, detail) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(e.at)
+                    .push_bind(e.tenant_id.as_str())
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.subject.as_str())
+                    .push_bind(e.detail.to_string());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>> {
+        let sql = format!("SELECT {MATCH_COLUMNS} FROM match_records WHERE match_id = $1");
+        self.one_record(&sql, &[&id.to_string()]).await
+    }
+
+    async fn match_by_entry(
+        &self,
+        tenant: &TenantId,
+        entry: &QueueEntryId,
+    ) -> StoreResult<Option<MatchRecord>> {
+        let sql = format!(
+            "SELECT {MATCH_COLUMNS} FROM match_records \
+             WHERE (white_entry_id = $1 OR black_entry_id = $1) AND tenant_id = $2"
+        );
+        self.one_record(&sql, &[&entry.to_string(), tenant.as_str()])
+            .await
+    }
+
+    async fn active_match(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        since: Millis,
+    ) -> StoreResult<Option<MatchRecord>> {
+        let sql = format!(
+            "SELECT {MATCH_COLUMNS} FROM match_records \
+             WHERE tenant_id = $1 AND (white_user_id = $2 OR black_user_id = $2) \
+               AND created_at >= $3 AND finished_at IS NULL \
+             ORDER BY created_at DESC LIMIT 1"
+        );
+        let row = sqlx::query_as::<_, MatchRow>(&sql)
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .bind(since)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(MatchRecord::try_from).transpose()
+    }
+
+    async fn unfinished_matches(&self, since: Millis) -> StoreResult<Vec<MatchRecord>> {
+        let sql = format!(
+            "SELECT {MATCH_COLUMNS} FROM match_records \
+             WHERE finished_at IS NULL AND created_at >= $1 ORDER BY created_at"
+        );
+        rows::records(
+            sqlx::query_as(&sql)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn finish_match(
+        &self,
+        tenant: &TenantId,
+        game: &GameId,
+        at: Millis,
+    ) -> StoreResult<Option<MatchRecord>> {
+        sqlx::query(
+            "UPDATE match_records SET finished_at = $1 \
+             WHERE tenant_id = $2 AND game_id = $3 AND finished_at IS NULL",
+        )
+        .bind(at)
+        .bind(tenant.as_str())
+        .bind(game.as_str())
+        .execute(&self.pool)
+        .await?;
+        let sql = format!(
+            "SELECT {MATCH_COLUMNS} FROM match_records WHERE tenant_id = $1 AND game_id = $2"
+        );
+        self.one_record(&sql, &[tenant.as_str(), game.as_str()])
+            .await
+    }
+
+    async fn color_balances(
+        &self,
+        tenant: &TenantId,
+        users: &[UserId],
+    ) -> StoreResult<HashMap<UserId, i32>> {
+        let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let rows = sqlx::query(
+            "SELECT user_id, color_balance FROM players WHERE tenant_id = $1 AND user_id = ANY($2)",
+        )
+        .bind(tenant.as_str())
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut balances = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let user: String = row.try_get(0)?;
+            if let Ok(user) = UserId::parse(&user) {
+                balances.insert(user, row.try_get::<i32, _>(1)?);
+            }
+        }
+        Ok(balances)
+    }
+}
+
+#[async_trait]
+impl RatingStore for PgStore {
+    async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
+        let row = sqlx::query_as::<_, RatingsRow>(
+            "SELECT bullet, blitz, rapid, classical FROM players WHERE tenant_id = $1 AND user_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Ratings::from).unwrap_or_default())
+    }
+
+    async fn set_ratings(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        update: &Ratings,
+    ) -> StoreResult<Ratings> {
+        let row = sqlx::query_as::<_, RatingsRow>(
+            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+               bullet = COALESCE(excluded.bullet, players.bullet), \
+               blitz = COALESCE(excluded.blitz, players.blitz), \
+               rapid = COALESCE(excluded.rapid, players.rapid), \
+               classical = COALESCE(excluded.classical, players.classical) \
+             RETURNING bullet, blitz, rapid, classical",
+        )
+        .bind(tenant.as_str())
+        .bind(user.as_str())
+        .bind(update.bullet)
+        .bind(update.blitz)
+        .bind(update.rapid)
+        .bind(update.classical)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.into())
+    }
+
+    async fn all_ratings(&self) -> StoreResult<Vec<(TenantId, UserId, Ratings)>> {
+        let rows = sqlx::query_as::<_, PlayerRatingsRow>(
+            "SELECT tenant_id, user_id, bullet, blitz, rapid, classical FROM players \
+             WHERE bullet IS NOT NULL OR blitz IS NOT NULL OR rapid IS NOT NULL OR classical IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn record(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        self.insert_matches(&[], events).await
+    }
+
+    async fn events_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query_as::<_, AuditRow>(
+            "SELECT at, tenant_id, kind, subject, detail FROM audit_events \
+             WHERE subject = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(subject)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(AuditEvent::try_from).collect()
+    }
+}
+
+#[async_trait]
+impl DurableStore for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
