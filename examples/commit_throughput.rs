@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use matchmaking_api::domain::{PoolPolicy, PoolRef, QueueEntry, TenantId, UserId, now_millis};
+use matchmaking_api::services::breaker::CircuitBreaker;
 use matchmaking_api::services::games::LocalGameCreator;
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService};
 use matchmaking_api::store::QueueStore;
@@ -46,6 +47,7 @@ async fn main() {
         queue,
         Arc::new(sqlite),
         Arc::new(LocalGameCreator),
+        Arc::new(CircuitBreaker::new(5, 10_000)),
         PoolPolicy::default(),
         MatchingLimits {
             pairs_per_batch: per_round,

@@ -112,6 +112,55 @@ pub struct Settings {
         global = true
     )]
     pub live_game_api_timeout_seconds: f64,
+    /// Bearer token sent to live-game-api with every CreateGame call.
+    #[arg(
+        long,
+        env = "LIVE_GAME_API_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub live_game_api_token: Option<String>,
+    /// Token live-game-api presents on POST /internal/games/{id}/finished
+    /// (instead of an admin JWT).
+    #[arg(
+        long,
+        env = "LIVE_GAME_API_CALLBACK_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub live_game_api_callback_token: Option<String>,
+    /// Retries of a CreateGame call after a transport error or a 5xx.
+    #[arg(
+        long,
+        env = "LIVE_GAME_API_MAX_RETRIES",
+        default_value_t = 3,
+        global = true
+    )]
+    pub live_game_api_max_retries: u32,
+    /// Most seconds one CreateGame may take, retries included.
+    #[arg(
+        long,
+        env = "LIVE_GAME_API_RETRY_BUDGET_SECONDS",
+        default_value_t = 10.0,
+        global = true
+    )]
+    pub live_game_api_retry_budget_seconds: f64,
+    /// Consecutive failed game creations that open the circuit breaker.
+    #[arg(
+        long,
+        env = "CIRCUIT_BREAKER_FAILURES",
+        default_value_t = 5,
+        global = true
+    )]
+    pub circuit_breaker_failures: u32,
+    /// Seconds the breaker stays open before letting a probe through.
+    #[arg(
+        long,
+        env = "CIRCUIT_BREAKER_COOLDOWN_SECONDS",
+        default_value_t = 10.0,
+        global = true
+    )]
+    pub circuit_breaker_cooldown_seconds: f64,
     /// Rating window of a player who has just arrived.
     #[arg(
         long,
@@ -311,6 +360,16 @@ impl Settings {
         }
         if self.worker_batch_size == 0 || self.match_pairs_per_batch == 0 {
             return Err("WORKER_BATCH_SIZE and MATCH_PAIRS_PER_BATCH must be at least 1".into());
+        }
+        if self.circuit_breaker_failures == 0 {
+            return Err("CIRCUIT_BREAKER_FAILURES must be at least 1".into());
+        }
+        if self
+            .live_game_api_callback_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return Err("LIVE_GAME_API_CALLBACK_TOKEN must be at least 16 characters".into());
         }
         if self.max_body_bytes < 256 {
             return Err("MAX_BODY_BYTES must be at least 256".into());

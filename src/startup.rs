@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -12,8 +13,10 @@ use tokio::sync::watch;
 use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
 use crate::domain::TenantConfig;
 use crate::http::{self, AppState};
+use crate::services::breaker::CircuitBreaker;
 use crate::services::challenges::{ChallengeLimits, ChallengeService};
-use crate::services::games::{GameCreator, LocalGameCreator};
+use crate::services::games::{GameCreator, GuardedGameCreator, LocalGameCreator};
+use crate::services::live_game::LiveGameClient;
 use crate::services::matching::{MatchingLimits, MatchingService};
 use crate::services::queue::{QueueLimits, QueueService};
 use crate::services::ratings::RatingService;
@@ -108,11 +111,6 @@ impl Application {
                  Set JWT_SECRET or JWT_PUBLIC_KEY_PEM in production."
             );
         }
-        if settings.live_game_api_url.is_some() {
-            return Err(StartupError::Unsupported(
-                "LIVE_GAME_API_URL is set, but the live-game-api client is not in this build yet; unset it to use the built-in game creator".into(),
-            ));
-        }
         let stores = open_stores(&settings).await?;
         let signal = Arc::new(PoolSignal::new());
         // The embedded SQLite file has no other writer: keep ratings in memory.
@@ -121,7 +119,27 @@ impl Application {
         } else {
             RatingService::direct(stores.durable.clone())
         };
-        let games: Arc<dyn GameCreator> = Arc::new(LocalGameCreator);
+        let breaker = Arc::new(CircuitBreaker::new(
+            settings.circuit_breaker_failures,
+            (settings.circuit_breaker_cooldown_seconds * 1000.0) as i64,
+        ));
+        let creator: Arc<dyn GameCreator> = match &settings.live_game_api_url {
+            Some(url) => {
+                let client = LiveGameClient::new(
+                    url,
+                    Duration::from_secs_f64(settings.live_game_api_timeout_seconds),
+                    settings.live_game_api_token.clone(),
+                    settings.live_game_api_max_retries,
+                    Duration::from_secs_f64(settings.live_game_api_retry_budget_seconds),
+                )
+                .map_err(StartupError::Settings)?;
+                tracing::info!(url = %url, "games are created by live-game-api");
+                Arc::new(client)
+            }
+            None => Arc::new(LocalGameCreator),
+        };
+        let games: Arc<dyn GameCreator> =
+            Arc::new(GuardedGameCreator::new(creator, breaker.clone()));
         let challenges = Arc::new(ChallengeService::new(
             stores.durable.clone(),
             stores.queue.clone(),
@@ -139,6 +157,7 @@ impl Application {
             stores.queue.clone(),
             stores.durable.clone(),
             games,
+            breaker.clone(),
             settings.pool_policy(),
             MatchingLimits {
                 pairs_per_batch: settings.match_pairs_per_batch,
@@ -157,22 +176,23 @@ impl Application {
                 );
             }
         }
-        let queue = Arc::new(QueueService::new(
-            stores.queue.clone(),
-            stores.durable.clone(),
-            ratings.clone(),
-            TenantConfig {
+        let queue = Arc::new(QueueService {
+            store: stores.queue.clone(),
+            durable: stores.durable.clone(),
+            ratings: ratings.clone(),
+            tenants: TenantConfig {
                 default_region: settings.default_region,
                 ..TenantConfig::default()
             },
-            settings.pool_policy(),
-            signal.clone(),
-            QueueLimits {
+            policy: settings.pool_policy(),
+            signal: signal.clone(),
+            breaker: breaker.clone(),
+            limits: QueueLimits {
                 guard_ms: settings.guard_ms(),
                 idempotency_ms: settings.idempotency_ms(),
                 metadata_max_bytes: settings.client_metadata_max_bytes,
             },
-        ));
+        });
         let state = AppState {
             queue,
             challenges: challenges.clone(),
@@ -180,6 +200,11 @@ impl Application {
             auth,
             queue_store: stores.queue,
             durable: stores.durable,
+            breaker,
+            callback_token: settings
+                .live_game_api_callback_token
+                .as_deref()
+                .map(Arc::from),
         };
         let router = http::router(state, settings.max_body_bytes);
         let worker = settings.worker_enabled.then(|| {

@@ -39,6 +39,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// Game creation is down and matching paused; retry after this many seconds.
+    #[error("matchmaking is paused while the game service is unavailable; retry shortly")]
+    Paused { retry_after_seconds: u64 },
     /// A store or dependency is down. The cause is logged only.
     #[error("matchmaking is unavailable right now; retry shortly")]
     Unavailable(String),
@@ -63,7 +66,7 @@ impl ApiError {
             ApiError::ChallengesDisabled => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,7 +86,7 @@ impl ApiError {
             ApiError::ChallengesDisabled => "CHALLENGES_DISABLED",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            ApiError::Unavailable(_) => "MATCHMAKING_UNAVAILABLE",
+            ApiError::Unavailable(_) | ApiError::Paused { .. } => "MATCHMAKING_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -127,6 +130,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooManyChallenges => ApiError::TooManyChallenges,
             ServiceError::ChallengesDisabled => ApiError::ChallengesDisabled,
             ServiceError::GameCreation(cause) => ApiError::Unavailable(cause),
+            ServiceError::Paused {
+                retry_after_seconds,
+            } => ApiError::Paused {
+                retry_after_seconds,
+            },
         }
     }
 }
@@ -151,6 +159,13 @@ impl IntoResponse for ApiError {
             self.body(),
         )
             .into_response();
+        if let ApiError::Paused {
+            retry_after_seconds,
+        } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if matches!(self, ApiError::Unauthorized) {
             response
                 .headers_mut()

@@ -16,19 +16,23 @@ use crate::domain::ParseError;
 /// The caller, from a valid bearer token.
 pub struct Caller(pub Identity);
 
+/// The bearer token of a request, if it has one.
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or(ApiError::Unauthorized)?;
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
         state.auth.verify(token).map(Caller).map_err(|e| {
             tracing::debug!(reason = %e, "token refused");
             ApiError::Unauthorized
@@ -113,4 +117,28 @@ pub fn required_str<'a>(
     field: &'static str,
 ) -> Result<&'a str, ParseError> {
     optional_str(body, field)?.ok_or_else(|| ParseError::new(field, "is required"))
+}
+
+/// Who reports a game finished: an admin, or live-game-api presenting
+/// `LIVE_GAME_API_CALLBACK_TOKEN` (compared in constant time).
+pub enum Reporter {
+    Admin(Identity),
+    GameService,
+}
+
+impl FromRequestParts<AppState> for Reporter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let (Some(expected), Some(token)) = (&state.callback_token, bearer(parts))
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                token.as_bytes(),
+                expected.as_bytes(),
+            ))
+        {
+            return Ok(Reporter::GameService);
+        }
+        let Admin(who) = Admin::from_request_parts(parts, state).await?;
+        Ok(Reporter::Admin(who))
+    }
 }

@@ -12,7 +12,9 @@ pub async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// GET /readyz: both stores answer; 503 naming the one that does not.
+/// GET /readyz: both stores answer; 503 naming the one that does not. The
+/// breaker's state is shown, not judged: with game creation down the node
+/// still answers joins (with a clear 503) better than a load balancer would.
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let (queue, durable) = tokio::join!(state.queue_store.ping(), state.durable.ping());
     if let Err(e) = queue {
@@ -21,8 +23,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
     if let Err(e) = durable {
         return Err(ApiError::Unavailable(format!("durable store: {e}")));
     }
-    Ok(axum::Json(
-        json!({ "status": "ready", "checks": { "queue_store": "ok", "durable_store": "ok" } }),
-    )
+    let game_creation = state.breaker.state(crate::domain::now_millis()).as_str();
+    Ok(axum::Json(json!({
+        "status": "ready",
+        "checks": { "queue_store": "ok", "durable_store": "ok", "game_creation": game_creation },
+    }))
     .into_response())
 }

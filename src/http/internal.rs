@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Admin, ApiJson, object, optional_str};
+use super::extract::{Admin, ApiJson, Reporter, object, optional_str};
 use crate::domain::{GameId, ParseError, Speed, TenantId, UserId};
 use crate::services::ratings::validate_update;
 use crate::store::Ratings;
@@ -72,10 +72,11 @@ fn parse_ratings(body: &Map<String, Value>) -> Result<Ratings, ParseError> {
 }
 
 /// POST /internal/games/{game_id}/finished — releases both players.
-/// The game is looked up in the body's `tenant_id`, else the caller's tenant.
+/// The game is looked up in the body's `tenant_id`, else the admin's tenant
+/// (the game service's token must name the tenant).
 pub async fn game_finished(
     State(state): State<AppState>,
-    Admin(who): Admin,
+    reporter: Reporter,
     Path(game): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -92,9 +93,14 @@ pub async fn game_finished(
             .map_err(|_| ApiError::InvalidRequest("body is not valid JSON".into()))?;
         object(value)?
     };
-    let tenant = match optional_str(&body, "tenant_id")? {
-        Some(t) => TenantId::parse(t)?,
-        None => who.tenant_id.clone(),
+    let tenant = match (optional_str(&body, "tenant_id")?, &reporter) {
+        (Some(t), _) => TenantId::parse(t)?,
+        (None, Reporter::Admin(who)) => who.tenant_id.clone(),
+        (None, Reporter::GameService) => {
+            return Err(
+                ParseError::new("tenant_id", "is required with the game service's token").into(),
+            );
+        }
     };
     let released =
         state

@@ -18,6 +18,7 @@ use axum::routing::{delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::JwtAuth;
+use crate::services::breaker::CircuitBreaker;
 use crate::services::challenges::ChallengeService;
 use crate::services::queue::QueueService;
 use crate::services::ratings::RatingService;
@@ -33,6 +34,9 @@ pub struct AppState {
     pub auth: Arc<JwtAuth>,
     pub queue_store: Arc<dyn QueueStore>,
     pub durable: Arc<dyn DurableStore>,
+    pub breaker: Arc<CircuitBreaker>,
+    /// The token live-game-api presents on its "game finished" callback.
+    pub callback_token: Option<Arc<str>>,
 }
 
 /// The whole API.

@@ -54,3 +54,40 @@ impl GameCreator for LocalGameCreator {
         Ok(GameId::for_match(&game.match_id))
     }
 }
+
+/// A game creator behind the circuit breaker: while the breaker is open it
+/// answers at once without calling the game service; every real answer
+/// tells the breaker how the service is doing. A refusal (4xx) means the
+/// service is up, so it counts as healthy.
+pub struct GuardedGameCreator {
+    inner: std::sync::Arc<dyn GameCreator>,
+    breaker: std::sync::Arc<super::breaker::CircuitBreaker>,
+}
+
+impl GuardedGameCreator {
+    pub fn new(
+        inner: std::sync::Arc<dyn GameCreator>,
+        breaker: std::sync::Arc<super::breaker::CircuitBreaker>,
+    ) -> Self {
+        Self { inner, breaker }
+    }
+}
+
+#[async_trait]
+impl GameCreator for GuardedGameCreator {
+    async fn create_game(&self, game: &NewGame) -> Result<GameId, GameCreationError> {
+        let now = crate::domain::now_millis();
+        if !self.breaker.try_acquire(now) {
+            return Err(GameCreationError::Unavailable(
+                "circuit breaker open".into(),
+            ));
+        }
+        let result = self.inner.create_game(game).await;
+        let now = crate::domain::now_millis();
+        match &result {
+            Ok(_) | Err(GameCreationError::Refused(_)) => self.breaker.on_success(now),
+            Err(GameCreationError::Unavailable(_)) => self.breaker.on_failure(now),
+        }
+        result
+    }
+}

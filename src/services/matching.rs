@@ -16,6 +16,7 @@ use futures::stream::FuturesUnordered;
 use rand::Rng;
 use serde_json::json;
 
+use super::breaker::{BreakerState, CircuitBreaker};
 use super::games::{GameCreator, NewGame};
 use crate::domain::{
     GameId, MatchId, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, UserId,
@@ -49,6 +50,7 @@ pub struct MatchingService {
     store: Arc<dyn QueueStore>,
     durable: Arc<dyn DurableStore>,
     games: Arc<dyn GameCreator>,
+    breaker: Arc<CircuitBreaker>,
     policy: PoolPolicy,
     limits: MatchingLimits,
 }
@@ -65,6 +67,7 @@ impl MatchingService {
         store: Arc<dyn QueueStore>,
         durable: Arc<dyn DurableStore>,
         games: Arc<dyn GameCreator>,
+        breaker: Arc<CircuitBreaker>,
         policy: PoolPolicy,
         limits: MatchingLimits,
     ) -> Self {
@@ -72,6 +75,7 @@ impl MatchingService {
             store,
             durable,
             games,
+            breaker,
             policy,
             limits,
         }
@@ -90,6 +94,11 @@ impl MatchingService {
         let mut report = PassReport::default();
         if !expired.is_empty() {
             report.timed_out = self.time_out(pool, &expired, now).await?;
+        }
+        // Game creation is down: everyone keeps waiting (and the outage
+        // does not count toward their queue time) until a probe may go.
+        if self.breaker.state(now) == BreakerState::Open {
+            return Ok(report);
         }
         let seekers: Vec<Seeker<'_>> = live
             .iter()
@@ -131,12 +140,13 @@ impl MatchingService {
         Ok(report)
     }
 
+    /// Past the pool's queue time, or unheard of for the presence timeout;
+    /// time spent in a game-creation outage counts for neither.
     fn expired(&self, w: &Waiting, now: Millis) -> bool {
-        now - w.enqueued_at >= self.policy.max_queue_time_ms
-            || self
-                .limits
-                .presence_ms
-                .is_some_and(|p| now - w.last_seen_at >= p)
+        let waited = now - w.enqueued_at - self.breaker.outage_overlap(w.enqueued_at, now);
+        let unseen = now - w.last_seen_at - self.breaker.outage_overlap(w.last_seen_at, now);
+        waited >= self.policy.max_queue_time_ms
+            || self.limits.presence_ms.is_some_and(|p| unseen >= p)
     }
 
     async fn time_out(

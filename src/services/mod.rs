@@ -4,12 +4,16 @@
 //! - [`matching`]: one matching pass over a pool and the commit protocol
 //!   of SPEC §5 (reserve, create the game, persist, mark matched).
 //! - [`challenges`]: direct challenges (SPEC §3.2).
-//! - [`games`]: the `GameCreator` trait and the built-in creator.
+//! - [`games`]: the `GameCreator` trait, the built-in creator, and the
+//!   breaker-guarded wrapper; [`live_game`]: the live-game-api client;
+//!   [`breaker`]: the circuit breaker.
 //! - [`ratings`]: ratings per speed from the rating store.
 //! - [`signal`]: how a join makes its pool due for the worker at once.
 
+pub mod breaker;
 pub mod challenges;
 pub mod games;
+pub mod live_game;
 pub mod matching;
 pub mod queue;
 pub mod ratings;
@@ -42,6 +46,8 @@ pub enum ServiceError {
     ChallengesDisabled,
     #[error("the game could not be created: {0}")]
     GameCreation(String),
+    #[error("game creation is down; matching is paused")]
+    Paused { retry_after_seconds: u64 },
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::ServiceError;
+use super::breaker::CircuitBreaker;
 use super::ratings::RatingService;
 use super::signal::PoolSignal;
 use crate::auth::Identity;
@@ -62,37 +63,21 @@ pub struct Active {
     pub game: Option<ActiveGame>,
 }
 
+/// What the queue service works with.
 pub struct QueueService {
-    store: Arc<dyn QueueStore>,
-    durable: Arc<dyn DurableStore>,
-    ratings: RatingService,
-    tenants: TenantConfig,
-    policy: PoolPolicy,
-    signal: Arc<PoolSignal>,
-    limits: QueueLimits,
+    pub store: Arc<dyn QueueStore>,
+    pub durable: Arc<dyn DurableStore>,
+    pub ratings: RatingService,
+    pub tenants: TenantConfig,
+    pub policy: PoolPolicy,
+    /// Wakes the worker when a join makes a pool due.
+    pub signal: Arc<PoolSignal>,
+    /// Joins are refused while it is open.
+    pub breaker: Arc<CircuitBreaker>,
+    pub limits: QueueLimits,
 }
 
 impl QueueService {
-    pub fn new(
-        store: Arc<dyn QueueStore>,
-        durable: Arc<dyn DurableStore>,
-        ratings: RatingService,
-        tenants: TenantConfig,
-        policy: PoolPolicy,
-        signal: Arc<PoolSignal>,
-        limits: QueueLimits,
-    ) -> Self {
-        Self {
-            store,
-            durable,
-            ratings,
-            tenants,
-            policy,
-            signal,
-            limits,
-        }
-    }
-
     /// The tenant's configuration (the same for every tenant for now).
     pub fn tenant_config(&self) -> &TenantConfig {
         &self.tenants
@@ -124,6 +109,11 @@ impl QueueService {
 
     /// Puts the caller in the pool of `join` (SPEC §3.1 POST /queue).
     pub async fn join(&self, who: &Identity, join: Join) -> Result<Joined, ServiceError> {
+        if let Some(retry_after_seconds) = self.breaker.retry_after(now_millis()) {
+            return Err(ServiceError::Paused {
+                retry_after_seconds,
+            });
+        }
         let metadata = join
             .client_metadata
             .as_ref()

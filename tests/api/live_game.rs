@@ -1,0 +1,340 @@
+//! Game creation through a (fake) live-game-api: the contract, retries,
+//! roll-backs, the circuit breaker and the finished callback.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::fake_live_game::{Answer, FakeLiveGame};
+use crate::helpers::{TestApp, error_code, join_body, spawn_app_with};
+
+const CALLBACK_TOKEN: &str = "callback-token-0123456789";
+
+pub async fn app_with(
+    fake: &FakeLiveGame,
+    customize: impl FnOnce(&mut matchmaking_api::settings::Settings),
+) -> TestApp {
+    let url = fake.url.clone();
+    spawn_app_with(move |s| {
+        s.live_game_api_url = Some(url);
+        s.live_game_api_token = Some("service-token".into());
+        s.live_game_api_callback_token = Some(CALLBACK_TOKEN.into());
+        s.live_game_api_timeout_seconds = 0.2;
+        customize(s);
+    })
+    .await
+}
+
+/// Joins `n` pairs of players p0..p(2n-1) and waits for every result.
+pub async fn pairs(app: &TestApp, n: usize, prefix: &str) -> Vec<Value> {
+    let tokens: Vec<String> = (0..2 * n)
+        .map(|i| app.token(&format!("{prefix}{i}")))
+        .collect();
+    let body = join_body("5+0");
+    let ids = futures::future::join_all(tokens.iter().map(|t| app.join_ok(t, &body))).await;
+    let mut results = Vec::new();
+    for (t, id) in tokens.iter().zip(&ids) {
+        results.push(app.wait_for_result(t, id).await);
+    }
+    results
+}
+
+/// Every game has exactly two players and nobody is in two games.
+pub fn assert_each_matched_exactly_once(results: &[Value]) {
+    let mut games: HashMap<&str, usize> = HashMap::new();
+    for r in results {
+        assert_eq!(r["status"], "MATCHED", "{r}");
+        *games.entry(r["game_id"].as_str().unwrap()).or_default() += 1;
+    }
+    assert!(games.values().all(|&n| n == 2), "{games:?}");
+}
+
+#[tokio::test]
+async fn create_game_follows_the_contract() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
+    let app = app_with(&fake, |_| {}).await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    app.put_ratings(&app.admin_token(), "t1", "bob", &json!({ "rapid": 1580 }))
+        .await;
+    let body =
+        json!({ "time_control": "10+0", "mode": "casual", "variant": "atomic", "region": "EU" });
+    let ia = app.join_ok(&a, &body).await;
+    app.join_ok(&b, &body).await;
+    let status = app.wait_for_result(&a, &ia).await;
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(
+        status["game_id"].as_str(),
+        call.game_id.as_deref(),
+        "the service's game id is handed out"
+    );
+    assert!(call.idempotency_key.as_deref().unwrap().starts_with("m_"));
+    assert_eq!(call.authorization.as_deref(), Some("Bearer service-token"));
+    let b = &call.body;
+    assert_eq!(b["tenant_id"], "t1");
+    assert_eq!(
+        (
+            b["time_control"].as_str(),
+            b["mode"].as_str(),
+            b["variant"].as_str()
+        ),
+        (Some("10+0"), Some("casual"), Some("atomic"))
+    );
+    let mut players = [
+        b["white_user_id"].as_str().unwrap(),
+        b["black_user_id"].as_str().unwrap(),
+    ];
+    players.sort();
+    assert_eq!(players, ["alice", "bob"]);
+    let white_rating = if b["white_user_id"] == "bob" {
+        1580
+    } else {
+        1500
+    };
+    assert_eq!(b["rating_snapshot"]["white"], white_rating);
+    assert_eq!(b["metadata"]["matchmaking_source"], "auto");
+    assert_eq!(b["metadata"]["region"], "EU");
+    assert_eq!(
+        b["metadata"]["match_id"].as_str(),
+        call.idempotency_key.as_deref()
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_then_success_gives_one_game_under_one_idempotency_key() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
+    fake.script(&[Answer::Status(503)]);
+    let app = app_with(&fake, |_| {}).await;
+    let results = pairs(&app, 1, "p").await;
+    assert_each_matched_exactly_once(&results);
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "one retry");
+    assert_eq!(calls[0].idempotency_key, calls[1].idempotency_key);
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_retried_and_the_players_wait_on() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
+    fake.script(&[Answer::Status(422)]);
+    let app = app_with(&fake, |_| {}).await;
+    let results = pairs(&app, 1, "p").await;
+    assert_each_matched_exactly_once(&results);
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "the refusal, then a new match");
+    assert_ne!(
+        calls[0].idempotency_key, calls[1].idempotency_key,
+        "a refused match is not retried"
+    );
+}
+
+#[tokio::test]
+async fn timeouts_roll_back_and_the_pair_is_matched_later_with_its_priority() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
+    fake.script(&[Answer::Hang, Answer::Hang, Answer::Hang]);
+    let app = app_with(&fake, |s| s.live_game_api_max_retries = 0).await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    let status = app.wait_for_result(&a, &ia).await;
+    assert_eq!(status["status"], "MATCHED");
+    let calls = fake.calls();
+    assert_eq!(
+        calls.len(),
+        4,
+        "three timed out, the fourth created the game"
+    );
+    let keys: HashSet<_> = calls.iter().map(|c| c.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), 4, "each rolled-back match is a new match");
+    assert_eq!(status["game_id"].as_str(), calls[3].game_id.as_deref());
+    // Priority kept: the match decision saw alice's whole wait, from her
+    // first enqueued_at, through three timed-out creations (0.2 s each).
+    use matchmaking_api::store::{AuditStore, MatchStore};
+    let durable = app.durable().await;
+    let tenant = matchmaking_api::domain::TenantId::parse("t1").unwrap();
+    let alice = matchmaking_api::domain::UserId::parse("alice").unwrap();
+    let record = durable
+        .active_match(&tenant, &alice, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    let decision = &durable
+        .events_about(&record.match_id.to_string(), 1)
+        .await
+        .unwrap()[0];
+    let side = if decision.detail["white"]["user"] == "alice" {
+        "white"
+    } else {
+        "black"
+    };
+    let waited = decision.detail[side]["waited_ms"].as_i64().unwrap();
+    assert!(
+        waited >= 600,
+        "alice waited {waited} ms by her original enqueued_at"
+    );
+}
+
+#[tokio::test]
+async fn garbage_answers_are_errors_and_never_panics() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
+    fake.script(&[Answer::Garbage, Answer::Garbage]);
+    let app = app_with(&fake, |_| {}).await;
+    let results = pairs(&app, 1, "p").await;
+    assert_each_matched_exactly_once(&results);
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_outage_opens_the_breaker_and_recovery_closes_it() {
+    let fake = FakeLiveGame::start(Answer::Status(500)).await;
+    let app = app_with(&fake, |s| {
+        s.live_game_api_max_retries = 0;
+        s.circuit_breaker_failures = 2;
+        s.circuit_breaker_cooldown_seconds = 0.4;
+        s.max_queue_time_seconds = 0.8;
+    })
+    .await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    // Two failed creations open the breaker.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready: Value = app.get("/readyz").await.json().await.unwrap();
+        if ready["checks"]["game_creation"] == "open" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "breaker never opened: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = app.join(&app.token("carol"), &join_body("5+0")).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(r).await, "MATCHMAKING_UNAVAILABLE");
+    // The outage outlasts the queue time, but does not count toward it.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(app.status_json(&a, &ia).await["status"], "SEARCHING");
+    // Recovery: the next probe succeeds, the pair is matched, joins work.
+    fake.set_default(Answer::Game { delay_ms: 0 });
+    let status = app.wait_for_result(&a, &ia).await;
+    assert_eq!(status["status"], "MATCHED");
+    let ready: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["checks"]["game_creation"], "closed");
+    app.join_ok(&app.token("carol"), &join_body("5+0")).await;
+}
+
+#[tokio::test]
+async fn the_game_service_sees_the_request_id_of_the_join_that_completed_the_pair() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
+    let app = app_with(&fake, |_| {}).await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/matchmaking/queue", app.address))
+        .bearer_auth(&b)
+        .header("x-request-id", "join-of-bob-42")
+        .json(&join_body("5+0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    app.wait_for_result(&a, &ia).await;
+    assert_eq!(
+        fake.calls()[0].request_id.as_deref(),
+        Some("join-of-bob-42")
+    );
+}
+
+#[tokio::test]
+async fn the_game_service_reports_games_finished_with_its_token() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
+    let app = app_with(&fake, |_| {}).await;
+    let results = pairs(&app, 1, "p").await;
+    let game = results[0]["game_id"].as_str().unwrap().to_owned();
+    let finish = |token: &str, body: Value| {
+        app.client
+            .post(format!("{}/internal/games/{game}/finished", app.address))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let r = finish("not-the-token", json!({ "tenant_id": "t1" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = finish(CALLBACK_TOKEN, json!({})).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "the service names the tenant"
+    );
+    for _ in 0..2 {
+        let r = finish(CALLBACK_TOKEN, json!({ "tenant_id": "t1" }))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    app.join_ok(&app.token("p0"), &join_body("5+0")).await;
+}
+
+#[tokio::test]
+async fn a_challenge_game_goes_through_the_game_service_too() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
+    fake.script(&[Answer::Status(502)]);
+    let app = app_with(&fake, |_| {}).await;
+    let created: Value = app
+        .client
+        .post(format!("{}/v1/matchmaking/challenges", app.address))
+        .bearer_auth(app.token("alice"))
+        .json(&json!({ "opponent_user_id": "bob", "time_control": "3+0", "mode": "rated", "preferred_color": "white" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["challenge_id"].as_str().unwrap();
+    let accepted: Value = app
+        .client
+        .post(format!(
+            "{}/v1/matchmaking/challenges/{id}/accept",
+            app.address
+        ))
+        .bearer_auth(app.token("bob"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(accepted["status"], "ACCEPTED");
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "the 502 was retried");
+    assert_eq!(calls[1].body["metadata"]["matchmaking_source"], "challenge");
+    assert_eq!(calls[1].body["white_user_id"], "alice");
+    assert_eq!(accepted["game_id"].as_str(), calls[1].game_id.as_deref());
+}
+
+#[tokio::test]
+async fn half_the_calls_failing_still_matches_everyone_exactly_once() {
+    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 1 }).await;
+    let script: Vec<Answer> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                Answer::Status(500)
+            } else {
+                Answer::Game { delay_ms: 1 }
+            }
+        })
+        .collect();
+    fake.script(&script);
+    let app = app_with(&fake, |s| s.circuit_breaker_failures = 1_000).await;
+    let results = pairs(&app, 50, "p").await;
+    assert_each_matched_exactly_once(&results);
+}
