@@ -46,6 +46,7 @@ async fn main() {
     let base = &base;
 
     let started = Instant::now();
+    let mut players_per_game: std::collections::HashMap<String, usize> = Default::default();
     let mut samples: Vec<f64> = futures::stream::iter(0..pairs)
         .map(|i| {
             let a = token(format!("{run}-a{i}"));
@@ -66,6 +67,7 @@ async fn main() {
                 let first = join(a).await;
                 let second = join(b).await;
                 let t0 = Instant::now();
+                let mut games = Vec::new();
                 for (t, id) in [first, second] {
                     loop {
                         let v: Value = client
@@ -78,19 +80,29 @@ async fn main() {
                             .await
                             .expect("json");
                         if v["status"] == "MATCHED" {
+                            games.push(v["game_id"].as_str().expect("game id").to_owned());
                             break;
                         }
                         assert_eq!(v["status"], "SEARCHING", "unexpected {v}");
                         tokio::time::sleep(Duration::from_micros(500)).await;
                     }
                 }
-                t0.elapsed().as_secs_f64() * 1000.0
+                (t0.elapsed().as_secs_f64() * 1000.0, games)
             }
         })
         .buffer_unordered(concurrency)
-        .collect()
-        .await;
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|(ms, games)| {
+            for g in games {
+                *players_per_game.entry(g).or_insert(0usize) += 1;
+            }
+            ms
+        })
+        .collect();
     let elapsed = started.elapsed();
+    let two_each = players_per_game.values().all(|&n| n == 2);
     samples.sort_by(f64::total_cmp);
     let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
     println!(
@@ -103,4 +115,13 @@ async fn main() {
         pct(0.99),
         samples[samples.len() - 1]
     );
+    println!(
+        "{} players matched into {} games; every game has exactly two players: {}",
+        samples.len() * 2,
+        players_per_game.len(),
+        if two_each { "yes" } else { "NO" }
+    );
+    if !two_each {
+        std::process::exit(1);
+    }
 }
