@@ -44,19 +44,23 @@ fn main() -> ExitCode {
     let result: Result<(), String> = runtime.block_on(async move {
         match cli.command {
             None | Some(Command::Serve) => {
-                let app = Application::build(settings).await.map_err(|e| e.to_string())?;
-                app.run_until_stopped(startup::shutdown_signal()).await.map_err(|e| e.to_string())
+                let app = Application::build(settings)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                app.run_until_stopped(startup::shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Some(Command::Migrate) => {
-                startup::open_stores(&settings).await.map_err(|e| e.to_string())?;
+                startup::open_stores(&settings)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tracing::info!(database = %settings.effective_database_url(), "migrations applied");
                 Ok(())
             }
-            Some(Command::Worker) => Err(
-                "the worker subcommand needs a shared queue store (REDIS_URL), which this build does not have yet; \
-                 with the embedded default the worker runs inside `serve`"
-                    .into(),
-            ),
+            Some(Command::Worker) => startup::run_worker(settings, startup::shutdown_signal())
+                .await
+                .map_err(|e| e.to_string()),
             Some(Command::Token(_)) => unreachable!("handled above"),
         }
     });

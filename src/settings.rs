@@ -83,6 +83,9 @@ pub struct Settings {
     /// `true`: REDIS_URL lists Redis Cluster seed nodes, comma-separated.
     #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = ArgAction::Set, global = true)]
     pub redis_cluster: bool,
+    /// Prefix of every Redis key (several deployments can share a Redis).
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "mm", global = true)]
+    pub redis_key_prefix: String,
     /// HS256 secret for JWTs.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,

@@ -24,6 +24,7 @@ use crate::services::signal::PoolSignal;
 use crate::settings::Settings;
 use crate::store::memory::MemoryQueueStore;
 use crate::store::postgres::PgStore;
+use crate::store::redis::RedisQueueStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DurableStore, QueueStore, StoreError};
 use crate::worker::Worker;
@@ -59,11 +60,6 @@ pub struct Stores {
 
 /// Opens (and migrates) the stores the settings name.
 pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
-    if settings.redis_url.is_some() {
-        return Err(StartupError::Unsupported(
-            "REDIS_URL is set, but the Redis queue store is not in this build yet; unset it to use the in-memory store".into(),
-        ));
-    }
     let url = settings.effective_database_url();
     let durable: Arc<dyn DurableStore> =
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -84,11 +80,24 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
                 "DATABASE_URL must start with sqlite://, postgres:// or postgresql://".into(),
             ));
         };
+    let (queue, queue_is_local): (Arc<dyn QueueStore>, bool) = match &settings.redis_url {
+        Some(redis_url) => {
+            let store = RedisQueueStore::connect(
+                redis_url,
+                settings.redis_cluster,
+                &settings.redis_key_prefix,
+                settings.retention_ms().max(60_000),
+            )
+            .await?;
+            (Arc::new(store), false)
+        }
+        None => (Arc::new(MemoryQueueStore::new()), true),
+    };
     Ok(Stores {
-        queue: Arc::new(MemoryQueueStore::new()),
+        queue,
         durable,
         durable_is_local: url.starts_with("sqlite:"),
-        queue_is_local: true,
+        queue_is_local,
     })
 }
 
@@ -99,11 +108,22 @@ pub struct Application {
     worker: Option<Worker>,
 }
 
-impl Application {
-    /// Builds everything and binds the listener (port 0 picks a free port).
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+/// Everything `serve` and `worker` share: stores and services, wired.
+struct Core {
+    auth: Arc<JwtAuth>,
+    stores: Stores,
+    ratings: RatingService,
+    breaker: Arc<CircuitBreaker>,
+    signal: Arc<PoolSignal>,
+    queue: Arc<QueueService>,
+    challenges: Arc<ChallengeService>,
+    matching: Arc<MatchingService>,
+}
+
+impl Core {
+    async fn build(settings: &Settings) -> Result<Self, StartupError> {
         settings.validate().map_err(StartupError::Settings)?;
-        let auth = Arc::new(JwtAuth::from_settings(&settings)?);
+        let auth = Arc::new(JwtAuth::from_settings(settings)?);
         if auth.dev_mode() {
             tracing::warn!(
                 secret_file = %settings.data_dir.join(DEV_SECRET_FILE).display(),
@@ -111,7 +131,7 @@ impl Application {
                  Set JWT_SECRET or JWT_PUBLIC_KEY_PEM in production."
             );
         }
-        let stores = open_stores(&settings).await?;
+        let stores = open_stores(settings).await?;
         let signal = Arc::new(PoolSignal::new());
         // The embedded SQLite file has no other writer: keep ratings in memory.
         let ratings = if stores.durable_is_local {
@@ -193,9 +213,46 @@ impl Application {
                 metadata_max_bytes: settings.client_metadata_max_bytes,
             },
         });
+        Ok(Self {
+            auth,
+            stores,
+            ratings,
+            breaker,
+            signal,
+            queue,
+            challenges,
+            matching,
+        })
+    }
+
+    fn worker(&self, settings: &Settings) -> Worker {
+        Worker::new(
+            self.matching.clone(),
+            self.challenges.clone(),
+            self.signal.clone(),
+            settings.worker_interval(),
+            settings.worker_batch_size,
+        )
+    }
+}
+
+impl Application {
+    /// Builds everything and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let core = Core::build(&settings).await?;
+        let worker = settings.worker_enabled.then(|| core.worker(&settings));
+        let Core {
+            auth,
+            stores,
+            ratings,
+            breaker,
+            queue,
+            challenges,
+            ..
+        } = core;
         let state = AppState {
             queue,
-            challenges: challenges.clone(),
+            challenges,
             ratings,
             auth,
             queue_store: stores.queue,
@@ -207,15 +264,6 @@ impl Application {
                 .map(Arc::from),
         };
         let router = http::router(state, settings.max_body_bytes);
-        let worker = settings.worker_enabled.then(|| {
-            Worker::new(
-                matching,
-                challenges,
-                signal,
-                settings.worker_interval(),
-                settings.worker_batch_size,
-            )
-        });
         let listener = TcpListener::bind(settings.bind_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -267,6 +315,27 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// Runs the matching worker alone (the `worker` subcommand) until
+/// `shutdown`, then finishes its passes. It needs a shared queue store.
+pub async fn run_worker(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    if settings.redis_url.is_none() {
+        return Err(StartupError::Settings(
+            "the worker subcommand needs REDIS_URL: with the in-memory queue store the worker runs inside `serve`".into(),
+        ));
+    }
+    let core = Core::build(&settings).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(core.worker(&settings).run(stop_rx));
+    shutdown.await;
+    tracing::info!("shutting down: finishing the current passes");
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -145,10 +145,10 @@ fn impossible_settings_stop_the_binary_with_the_variable_named() {
 fn backends_this_build_lacks_are_refused_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let out = command(dir.path())
-        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env("JWT_JWKS_URL", "https://id.example/.well-known/jwks.json")
         .args(["serve", "--bind-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_JWKS_URL"));
 }

@@ -31,6 +31,57 @@ mod memory_queue_store {
     );
 }
 
+mod redis_queue_store {
+    use matchmaking_api::store::redis::RedisQueueStore;
+
+    use crate::support::{RedisPrefix, redis_url};
+
+    /// A Redis store under a key prefix of its own, deleted with it.
+    struct TempRedis {
+        store: RedisQueueStore,
+        _prefix: RedisPrefix,
+    }
+
+    impl std::ops::Deref for TempRedis {
+        type Target = RedisQueueStore;
+
+        fn deref(&self) -> &RedisQueueStore {
+            &self.store
+        }
+    }
+
+    async fn make() -> Option<TempRedis> {
+        let prefix = RedisPrefix::create().await?;
+        let store = RedisQueueStore::connect(&redis_url(), false, &prefix.prefix, 3_600_000)
+            .await
+            .unwrap();
+        Some(TempRedis {
+            store,
+            _prefix: prefix,
+        })
+    }
+
+    crate::contract_tests!(
+        crate::contract::queue,
+        make(),
+        [
+            join_then_status_is_visible_to_its_owner_only,
+            joining_again_answers_the_waiting_entry,
+            cancel_is_for_the_owner_of_a_searching_entry,
+            waiting_lists_searching_entries_oldest_first,
+            a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out,
+            commit_matches_both_and_guards_them_until_the_game_finishes,
+            the_guard_lapses_at_its_deadline,
+            release_puts_both_back_with_their_priority,
+            time_out_changes_only_searching_entries,
+            stale_reservations_are_found_after_their_deadline,
+            the_first_idempotent_answer_wins,
+            purge_forgets_old_finished_entries_only,
+            holding_players_is_all_or_nothing,
+        ]
+    );
+}
+
 mod sqlite_durable_store {
     use matchmaking_api::store::sqlite::SqliteStore;
 

@@ -223,7 +223,9 @@ impl MatchingService {
         let pending = match self.assign_colors(pool, reserved).await {
             Ok(p) => p,
             Err((e, reservations)) => {
-                self.store.release(&reservations, now_millis()).await?;
+                self.store
+                    .release(pool, &reservations, now_millis())
+                    .await?;
                 return Err(e);
             }
         };
@@ -237,7 +239,7 @@ impl MatchingService {
             }
         }
         if !failed.is_empty() {
-            self.store.release(&failed, now_millis()).await?;
+            self.store.release(pool, &failed, now_millis()).await?;
         }
         let audit: Vec<AuditEvent> = pending
             .iter()
@@ -247,7 +249,7 @@ impl MatchingService {
         if let Err(e) = self.durable.insert_matches(&records, &audit).await {
             tracing::error!(error = %e, pool = %pool, "persisting matches failed; putting the players back");
             let all: Vec<_> = pending.iter().map(|p| p.reservation.clone()).collect();
-            self.store.release(&all, now_millis()).await?;
+            self.store.release(pool, &all, now_millis()).await?;
             return Err(e);
         }
         let committed_at = now_millis();
@@ -416,6 +418,7 @@ impl MatchingService {
                     let b = s.entries.get(1).cloned().unwrap_or(a);
                     self.store
                         .release(
+                            &s.pool,
                             &[Reservation {
                                 match_id: s.match_id,
                                 a,

@@ -337,7 +337,12 @@ impl QueueStore for MemoryQueueStore {
         Ok(())
     }
 
-    async fn release(&self, reservations: &[Reservation], now: Millis) -> StoreResult<()> {
+    async fn release(
+        &self,
+        _pool: &PoolRef,
+        reservations: &[Reservation],
+        now: Millis,
+    ) -> StoreResult<()> {
         let mut inner = self.lock();
         for r in reservations {
             for id in [&r.a, &r.b] {

@@ -12,6 +12,7 @@
 
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 pub mod rows;
 pub mod sqlite;
 
@@ -170,7 +171,12 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Puts reserved entries back to searching with their original
     /// `enqueued_at`.
-    async fn release(&self, reservations: &[Reservation], now: Millis) -> StoreResult<()>;
+    async fn release(
+        &self,
+        pool: &PoolRef,
+        reservations: &[Reservation],
+        now: Millis,
+    ) -> StoreResult<()>;
 
     /// Marks these entries `TIMED_OUT` if they are still searching; answers
     /// the entries it changed.

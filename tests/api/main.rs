@@ -10,6 +10,7 @@ mod internal;
 mod live_game;
 mod matching;
 mod postgres;
+mod production;
 mod queue;
 
 #[path = "../support/mod.rs"]

@@ -329,7 +329,7 @@ pub async fn release_puts_both_back_with_their_priority(store: &dyn QueueStore) 
     let b = joined(store, "bob", 1500, T0 + 500).await;
     let r = reserve(store, &a, &b).await;
     store
-        .release(std::slice::from_ref(&r), T0 + 2_000)
+        .release(&pool_ref("t1"), std::slice::from_ref(&r), T0 + 2_000)
         .await
         .unwrap();
     let w = store.waiting(&pool_ref("t1")).await.unwrap();

@@ -93,3 +93,56 @@ impl Drop for PgSchema {
         .join();
     }
 }
+
+/// The Redis the backend tests use: `TEST_REDIS_URL`, else the machine's
+/// local server.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A key prefix of one test's own on the test Redis; its keys are deleted
+/// with it.
+pub struct RedisPrefix {
+    pub prefix: String,
+}
+
+impl RedisPrefix {
+    /// A fresh prefix, or `None` (skip) when Redis is not there.
+    pub async fn create() -> Option<Self> {
+        let url = redis_url();
+        let reachable = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(Duration::from_secs(3), reachable).await {
+            Ok(Ok(_)) => Some(Self {
+                prefix: format!("mmtest{}", ulid::Ulid::new()),
+            }),
+            Ok(Err(e)) => {
+                unreachable("Redis", &format!("{url}: {e}"));
+                None
+            }
+            Err(_) => {
+                unreachable("Redis", &format!("{url}: no answer in 3 s"));
+                None
+            }
+        }
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}:*", self.prefix);
+        let _ = std::thread::spawn(move || {
+            let client = redis::Client::open(redis_url()).ok()?;
+            let mut conn = client.get_connection().ok()?;
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).ok()?;
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+            Some(())
+        })
+        .join();
+    }
+}

@@ -1,0 +1,920 @@
+//! Redis [`QueueStore`]: hot queue state shared by every API node and
+//! worker, on a single Redis or on Redis Cluster.
+//!
+//! ## Keys
+//!
+//! Every key starts with a prefix (`mm` by default) and carries a hash tag,
+//! so the keys one script touches share a Cluster slot:
+//!
+//! - per pool `{tenant|pool}`: `e:<id>` (entry hash), `w` (searching, by
+//!   enqueued_at), `r` (reserved, by deadline), `done` (finished, by time),
+//!   `waits` (recent match waits);
+//! - per user `{tenant|user}`: `cur` (the waiting entry, `<pool> <id>`),
+//!   `game` (active-game guard `<until>|<json>`), `ent:<id>` (an entry's
+//!   pool, for lookups by id), `idem:<key>` (idempotent answers);
+//! - per game `{tenant|g|game}`: `players`;
+//! - `pools`: every pool with recent joins (member `<tenant>|<pool>`, score
+//!   the last join).
+//!
+//! ## Steps across slots
+//!
+//! A change inside one slot is one Lua script (called by SHA). A join claims
+//! the user first (`cur`, refusing on a guard or a waiting entry), then adds
+//! the entry to its pool; a commit sets both guards, then marks the entries
+//! matched, then drops the `cur` pointers. A crash between steps leaves a
+//! `cur` pointing at an entry that is missing or finished, which the next
+//! join of that user repairs, or a reservation past its deadline, which the
+//! next worker finishes or rolls back.
+
+mod scripts;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisError, Value};
+
+use super::{
+    CancelOutcome, IdempotencyScope, JoinOutcome, QueueStore, Reservation, StaleReservation,
+    StoreError, StoreResult, StoredAnswer, Waiting,
+};
+use crate::domain::{
+    ActiveGame, EntryStatus, GameId, MatchId, MatchRecord, Millis, Opponent, PoolKey, PoolRef,
+    QueueEntry, QueueEntryId, TenantId, UserId, Username, now_millis,
+};
+use scripts::*;
+
+/// Recent match waits kept per pool.
+const RECENT_WAITS: usize = 64;
+/// Connect and command timeouts: an outage is an error within a second.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+impl From<RedisError> for StoreError {
+    fn from(e: RedisError) -> Self {
+        StoreError::Unavailable(format!("redis: {e}"))
+    }
+}
+
+/// One connection handle for a single node or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RedisQueueStore {
+    conn: Conn,
+    prefix: String,
+    /// How long an entry stays findable by id (its `ent:` index key).
+    index_ttl_ms: Millis,
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("redis: {what}"))
+}
+
+fn status_name(s: EntryStatus) -> &'static str {
+    match s {
+        EntryStatus::Searching => "SEARCHING",
+        EntryStatus::Reserved => "RESERVED",
+        EntryStatus::Matched => "MATCHED",
+        EntryStatus::Cancelled => "CANCELLED",
+        EntryStatus::TimedOut => "TIMED_OUT",
+    }
+}
+
+fn parse_status(s: &str) -> StoreResult<EntryStatus> {
+    Ok(match s {
+        "SEARCHING" => EntryStatus::Searching,
+        "RESERVED" => EntryStatus::Reserved,
+        "MATCHED" => EntryStatus::Matched,
+        "CANCELLED" => EntryStatus::Cancelled,
+        "TIMED_OUT" => EntryStatus::TimedOut,
+        _ => return Err(corrupt("entry status")),
+    })
+}
+
+/// An entry as hash fields (absent options are left out).
+fn entry_fields(e: &QueueEntry) -> Vec<(&'static str, String)> {
+    let mut f = vec![
+        ("id", e.id.to_string()),
+        ("tenant_id", e.tenant_id.to_string()),
+        ("user_id", e.user_id.to_string()),
+        ("pool", e.pool.to_string()),
+        ("rating", e.rating.to_string()),
+        ("status", status_name(e.status).to_owned()),
+        ("enqueued_at", e.enqueued_at.to_string()),
+        ("updated_at", e.updated_at.to_string()),
+        ("last_seen_at", e.last_seen_at.to_string()),
+    ];
+    let optional = [
+        ("username", e.username.as_ref().map(|u| u.to_string())),
+        ("request_id", e.request_id.clone()),
+        ("client_metadata", e.client_metadata.clone()),
+        ("match_id", e.match_id.map(|m| m.to_string())),
+        ("reserved_until", e.reserved_until.map(|r| r.to_string())),
+        ("game_id", e.game_id.as_ref().map(|g| g.to_string())),
+        (
+            "opponent",
+            e.opponent
+                .as_ref()
+                .and_then(|o| serde_json::to_string(o).ok()),
+        ),
+    ];
+    f.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    f
+}
+
+/// An entry from the flat field/value list HGETALL answers.
+fn entry_from(v: Value) -> StoreResult<QueueEntry> {
+    let flat: Vec<String> = redis::from_redis_value(v).map_err(|_| corrupt("entry"))?;
+    let map: HashMap<String, String> = flat
+        .chunks(2)
+        .filter(|c| c.len() == 2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect();
+    let get = |k: &str| {
+        map.get(k)
+            .ok_or_else(|| corrupt(&format!("entry field {k}")))
+    };
+    let num = |k: &str| -> StoreResult<i64> {
+        get(k)?
+            .parse()
+            .map_err(|_| corrupt(&format!("entry field {k}")))
+    };
+    let opt_num = |k: &str| -> StoreResult<Option<i64>> {
+        map.get(k)
+            .map(|v| v.parse().map_err(|_| corrupt(&format!("entry field {k}"))))
+            .transpose()
+    };
+    Ok(QueueEntry {
+        id: QueueEntryId::parse(get("id")?).map_err(|_| corrupt("entry id"))?,
+        tenant_id: TenantId::parse(get("tenant_id")?).map_err(|_| corrupt("tenant"))?,
+        user_id: UserId::parse(get("user_id")?).map_err(|_| corrupt("user"))?,
+        username: map.get("username").and_then(|u| Username::sanitize(u)),
+        pool: get("pool")?.parse().map_err(|_| corrupt("pool"))?,
+        rating: num("rating")? as i32,
+        status: parse_status(get("status")?)?,
+        enqueued_at: num("enqueued_at")?,
+        updated_at: num("updated_at")?,
+        last_seen_at: num("last_seen_at")?,
+        request_id: map.get("request_id").cloned(),
+        client_metadata: map.get("client_metadata").cloned(),
+        match_id: map
+            .get("match_id")
+            .map(|m| MatchId::parse(m).map_err(|_| corrupt("match id")))
+            .transpose()?,
+        reserved_until: opt_num("reserved_until")?,
+        game_id: map
+            .get("game_id")
+            .map(|g| GameId::parse(g).map_err(|_| corrupt("game id")))
+            .transpose()?,
+        opponent: map
+            .get("opponent")
+            .map(|o| serde_json::from_str::<Opponent>(o).map_err(|_| corrupt("opponent")))
+            .transpose()?,
+    })
+}
+
+/// A guard as stored: `<until>|<json>`.
+fn guard_value(g: &ActiveGame) -> String {
+    format!(
+        "{}|{}",
+        g.until,
+        serde_json::to_string(g).unwrap_or_default()
+    )
+}
+
+fn guard_from(s: &str) -> StoreResult<ActiveGame> {
+    let (_, json) = s.split_once('|').ok_or_else(|| corrupt("guard"))?;
+    serde_json::from_str(json).map_err(|_| corrupt("guard"))
+}
+
+fn ttl(until: Millis) -> Millis {
+    (until - now_millis()).max(1_000)
+}
+
+impl RedisQueueStore {
+    /// Connects to `url` (a single node), or with `cluster` to the
+    /// comma-separated seed nodes of a Redis Cluster. `prefix` starts every
+    /// key (tests use one each).
+    pub async fn connect(
+        url: &str,
+        cluster: bool,
+        prefix: &str,
+        index_ttl_ms: Millis,
+    ) -> StoreResult<Self> {
+        let conn = if cluster {
+            let nodes: Vec<&str> = url
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let client = redis::cluster::ClusterClient::builder(nodes)
+                .connection_timeout(TIMEOUT)
+                .response_timeout(TIMEOUT)
+                .build()?;
+            Conn::Cluster(client.get_async_connection().await?)
+        } else {
+            let client = redis::Client::open(url)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(TIMEOUT))
+                .set_response_timeout(Some(TIMEOUT))
+                .set_number_of_retries(1);
+            Conn::Single(ConnectionManager::new_with_config(client, config).await?)
+        };
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            index_ttl_ms,
+        })
+    }
+
+    fn pool_tag(&self, pool: &PoolRef) -> String {
+        format!("{}:{{{}|{}}}", self.prefix, pool.tenant_id, pool.key)
+    }
+
+    fn user_tag(&self, tenant: &TenantId, user: &UserId) -> String {
+        format!("{}:{{{}|{}}}", self.prefix, tenant, user)
+    }
+
+    fn players_key(&self, tenant: &TenantId, game: &GameId) -> String {
+        format!("{}:{{{}|g|{}}}:players", self.prefix, tenant, game)
+    }
+
+    fn pools_key(&self) -> String {
+        format!("{}:pools", self.prefix)
+    }
+
+    fn pool_of(member: &str) -> Option<PoolRef> {
+        let (tenant, key) = member.rsplit_once('|')?;
+        Some(PoolRef {
+            tenant_id: TenantId::parse(tenant).ok()?,
+            key: key.parse().ok()?,
+        })
+    }
+
+    /// `<pool> <id>`, the value of a user's `cur` key.
+    fn cur_value(pool: &PoolKey, id: &QueueEntryId) -> String {
+        format!("{pool} {id}")
+    }
+
+    async fn entry(&self, pool: &PoolRef, id: &QueueEntryId) -> StoreResult<Option<QueueEntry>> {
+        let mut conn = self.conn.clone();
+        let v: Value = conn
+            .hgetall(format!("{}:e:{id}", self.pool_tag(pool)))
+            .await?;
+        match &v {
+            Value::Array(items) if items.is_empty() => Ok(None),
+            Value::Map(items) if items.is_empty() => Ok(None),
+            _ => entry_from(v).map(Some),
+        }
+    }
+
+    async fn unclaim(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        pool: &PoolKey,
+        id: &QueueEntryId,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        UNCLAIM_USER
+            .key(format!("{}:cur", self.user_tag(tenant, user)))
+            .arg(Self::cur_value(pool, id))
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The pool an entry of this user is in, from its index key.
+    async fn pool_of_entry(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: &QueueEntryId,
+    ) -> StoreResult<Option<PoolRef>> {
+        let mut conn = self.conn.clone();
+        let key: Option<String> = conn
+            .get(format!("{}:ent:{id}", self.user_tag(tenant, user)))
+            .await?;
+        Ok(key.and_then(|k| k.parse().ok()).map(|key| PoolRef {
+            tenant_id: tenant.clone(),
+            key,
+        }))
+    }
+
+    async fn all_pools(&self) -> StoreResult<Vec<PoolRef>> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = conn.zrange(self.pools_key(), 0, -1).await?;
+        Ok(members.iter().filter_map(|m| Self::pool_of(m)).collect())
+    }
+}
+
+#[async_trait]
+impl QueueStore for RedisQueueStore {
+    async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome> {
+        let mut conn = self.conn.clone();
+        let pool = entry.pool_ref();
+        let user = self.user_tag(&entry.tenant_id, &entry.user_id);
+        let value = Self::cur_value(&entry.pool, &entry.id);
+        let mut claimed = false;
+        for _ in 0..3 {
+            let answer: Vec<String> = CLAIM_USER
+                .key(format!("{user}:cur"))
+                .key(format!("{user}:game"))
+                .key(format!("{user}:ent:{}", entry.id))
+                .arg(&value)
+                .arg(now)
+                .arg(self.index_ttl_ms)
+                .arg(entry.pool.to_string())
+                .invoke_async(&mut conn)
+                .await?;
+            match answer.first().map(String::as_str) {
+                Some("ok") => {
+                    claimed = true;
+                    break;
+                }
+                Some("active") => {
+                    return Ok(JoinOutcome::ActiveGame(guard_from(&format!(
+                        "0|{}",
+                        answer[1]
+                    ))?));
+                }
+                Some("cur") => {
+                    let current = &answer[1];
+                    let parsed = current.split_once(' ').and_then(|(p, id)| {
+                        Some((p.parse::<PoolKey>().ok()?, QueueEntryId::parse(id).ok()?))
+                    });
+                    if let Some((key, id)) = parsed {
+                        let at = PoolRef {
+                            tenant_id: entry.tenant_id.clone(),
+                            key,
+                        };
+                        if let Some(existing) = self
+                            .entry(&at, &id)
+                            .await?
+                            .filter(|e| e.status.is_waiting())
+                        {
+                            return Ok(if existing.pool == entry.pool {
+                                JoinOutcome::Existing(existing)
+                            } else {
+                                JoinOutcome::AlreadyInQueue(existing)
+                            });
+                        }
+                    }
+                    // A pointer left by a crash or a finished entry: repair and retry.
+                    UNCLAIM_USER
+                        .key(format!("{user}:cur"))
+                        .arg(current)
+                        .invoke_async::<i64>(&mut conn)
+                        .await?;
+                }
+                _ => return Err(corrupt("claim answer")),
+            }
+        }
+        if !claimed {
+            return Err(StoreError::Unavailable(
+                "could not claim the user after repairs".into(),
+            ));
+        }
+        let tag = self.pool_tag(&pool);
+        let mut add = ADD_ENTRY.key(format!("{tag}:e:{}", entry.id));
+        add.key(format!("{tag}:w"))
+            .arg(entry.id.to_string())
+            .arg(entry.enqueued_at)
+            .arg(0);
+        for (k, v) in entry_fields(&entry) {
+            add.arg(k).arg(v);
+        }
+        add.invoke_async::<i64>(&mut conn).await?;
+        let member = format!("{}|{}", pool.tenant_id, pool.key);
+        conn.zadd::<_, _, _, ()>(self.pools_key(), member, now)
+            .await?;
+        Ok(JoinOutcome::Created(entry))
+    }
+
+    async fn status(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: &QueueEntryId,
+        now: Millis,
+    ) -> StoreResult<Option<QueueEntry>> {
+        let Some(pool) = self.pool_of_entry(tenant, user, id).await? else {
+            return Ok(None);
+        };
+        let mut conn = self.conn.clone();
+        let v: Value = READ_ENTRY
+            .key(format!("{}:e:{id}", self.pool_tag(&pool)))
+            .arg(tenant.as_str())
+            .arg(user.as_str())
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await?;
+        match v {
+            Value::Nil => Ok(None),
+            v => entry_from(v).map(Some),
+        }
+    }
+
+    async fn user_entry(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> StoreResult<Option<QueueEntry>> {
+        let mut conn = self.conn.clone();
+        let cur: Option<String> = conn
+            .get(format!("{}:cur", self.user_tag(tenant, user)))
+            .await?;
+        let Some((key, id)) = cur.as_deref().and_then(|c| c.split_once(' ')) else {
+            return Ok(None);
+        };
+        let (Ok(key), Ok(id)) = (key.parse::<PoolKey>(), QueueEntryId::parse(id)) else {
+            return Ok(None);
+        };
+        let pool = PoolRef {
+            tenant_id: tenant.clone(),
+            key,
+        };
+        Ok(self
+            .entry(&pool, &id)
+            .await?
+            .filter(|e| e.status.is_waiting()))
+    }
+
+    async fn active_game(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now: Millis,
+    ) -> StoreResult<Option<ActiveGame>> {
+        let mut conn = self.conn.clone();
+        let g: Option<String> = conn
+            .get(format!("{}:game", self.user_tag(tenant, user)))
+            .await?;
+        Ok(g.map(|g| guard_from(&g))
+            .transpose()?
+            .filter(|g| g.until > now))
+    }
+
+    async fn cancel(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: &QueueEntryId,
+        now: Millis,
+    ) -> StoreResult<CancelOutcome> {
+        let Some(pool) = self.pool_of_entry(tenant, user, id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let tag = self.pool_tag(&pool);
+        let mut conn = self.conn.clone();
+        let answer: Vec<Value> = CANCEL
+            .key(format!("{tag}:e:{id}"))
+            .key(format!("{tag}:w"))
+            .key(format!("{tag}:done"))
+            .arg(tenant.as_str())
+            .arg(user.as_str())
+            .arg(now)
+            .arg(id.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        let kind: String = answer
+            .first()
+            .map(|v| redis::from_redis_value(v.clone()))
+            .transpose()
+            .map_err(|_| corrupt("cancel"))?
+            .unwrap_or_default();
+        match kind.as_str() {
+            "cancelled" => {
+                let entry = entry_from(answer.get(1).cloned().ok_or_else(|| corrupt("cancel"))?)?;
+                self.unclaim(tenant, user, &pool.key, id).await?;
+                Ok(CancelOutcome::Cancelled(Box::new(entry)))
+            }
+            "cannot" => Ok(CancelOutcome::CannotCancel),
+            _ => Ok(CancelOutcome::NotFound),
+        }
+    }
+
+    async fn pools(&self) -> StoreResult<Vec<PoolRef>> {
+        self.all_pools().await
+    }
+
+    async fn waiting(&self, pool: &PoolRef) -> StoreResult<Vec<Waiting>> {
+        let tag = self.pool_tag(pool);
+        let mut conn = self.conn.clone();
+        let rows: Vec<Vec<Option<String>>> = WAITING
+            .key(format!("{tag}:w"))
+            .arg(format!("{tag}:e:"))
+            .invoke_async(&mut conn)
+            .await?;
+        rows.into_iter()
+            .filter(|r| r.first().is_some_and(Option::is_some))
+            .map(|r| {
+                let field = |i: usize| r.get(i).cloned().flatten();
+                let num = |i: usize| {
+                    field(i)
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .ok_or_else(|| corrupt("waiting entry"))
+                };
+                Ok(Waiting {
+                    id: QueueEntryId::parse(&field(0).unwrap_or_default())
+                        .map_err(|_| corrupt("waiting id"))?,
+                    user_id: UserId::parse(&field(1).unwrap_or_default())
+                        .map_err(|_| corrupt("waiting user"))?,
+                    username: field(2).as_deref().and_then(Username::sanitize),
+                    rating: num(3)? as i32,
+                    enqueued_at: num(4)?,
+                    last_seen_at: num(5)?,
+                    request_id: field(6),
+                })
+            })
+            .collect()
+    }
+
+    async fn reserve(
+        &self,
+        pool: &PoolRef,
+        reservations: &[Reservation],
+        until: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<bool>> {
+        if reservations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tag = self.pool_tag(pool);
+        let mut conn = self.conn.clone();
+        let mut inv = RESERVE.key(format!("{tag}:w"));
+        inv.key(format!("{tag}:r"))
+            .arg(format!("{tag}:e:"))
+            .arg(until)
+            .arg(now);
+        for r in reservations {
+            inv.arg(r.a.to_string())
+                .arg(r.b.to_string())
+                .arg(r.match_id.to_string());
+        }
+        let flags: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        Ok(flags.into_iter().map(|f| f == 1).collect())
+    }
+
+    async fn commit(
+        &self,
+        records: &[MatchRecord],
+        guard_until: Millis,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        for record in records {
+            // 1. Guards first: from here a join of either answers ACTIVE_GAME_EXISTS.
+            for side in [&record.white, &record.black] {
+                let guard = record
+                    .guard_for(&side.user_id, guard_until)
+                    .ok_or_else(|| corrupt("record"))?;
+                SET_GUARD
+                    .key(format!(
+                        "{}:game",
+                        self.user_tag(&record.tenant_id, &side.user_id)
+                    ))
+                    .arg(guard_value(&guard))
+                    .arg(ttl(guard_until))
+                    .invoke_async::<i64>(&mut conn)
+                    .await?;
+            }
+            let players = format!("{} {}", record.white.user_id, record.black.user_id);
+            conn.pset_ex::<_, _, ()>(
+                self.players_key(&record.tenant_id, &record.game_id),
+                players,
+                ttl(guard_until) as u64,
+            )
+            .await?;
+            // 2. The entries (a challenge's match has none).
+            let pool = PoolRef {
+                tenant_id: record.tenant_id.clone(),
+                key: record.pool,
+            };
+            let tag = self.pool_tag(&pool);
+            let mut inv = COMMIT.key(format!("{tag}:r"));
+            inv.key(format!("{tag}:waits"))
+                .key(format!("{tag}:done"))
+                .arg(format!("{tag}:e:"))
+                .arg(record.match_id.to_string())
+                .arg(record.game_id.to_string())
+                .arg(now)
+                .arg(RECENT_WAITS);
+            let mut any = false;
+            for (me, other) in [
+                (&record.white, &record.black),
+                (&record.black, &record.white),
+            ] {
+                if let Some(id) = me.entry_id {
+                    inv.arg(id.to_string())
+                        .arg(serde_json::to_string(&other.as_opponent()).unwrap_or_default());
+                    any = true;
+                }
+            }
+            if !any {
+                continue;
+            }
+            let matched: Vec<String> = inv.invoke_async(&mut conn).await?;
+            // 3. The users' pointers to their (now finished) entries.
+            for side in [&record.white, &record.black] {
+                if let Some(id) = side.entry_id.filter(|id| matched.contains(&id.to_string())) {
+                    self.unclaim(&record.tenant_id, &side.user_id, &record.pool, &id)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        pool: &PoolRef,
+        reservations: &[Reservation],
+        now: Millis,
+    ) -> StoreResult<()> {
+        let tag = self.pool_tag(pool);
+        let mut conn = self.conn.clone();
+        for r in reservations {
+            RELEASE
+                .key(format!("{tag}:w"))
+                .key(format!("{tag}:r"))
+                .arg(format!("{tag}:e:"))
+                .arg(r.match_id.to_string())
+                .arg(now)
+                .arg(r.a.to_string())
+                .arg(r.b.to_string())
+                .invoke_async::<i64>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn time_out(
+        &self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        now: Millis,
+    ) -> StoreResult<Vec<QueueEntry>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tag = self.pool_tag(pool);
+        let mut conn = self.conn.clone();
+        let mut inv = TIME_OUT.key(format!("{tag}:w"));
+        inv.key(format!("{tag}:done"))
+            .arg(format!("{tag}:e:"))
+            .arg(now);
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let changed: Vec<Value> = inv.invoke_async(&mut conn).await?;
+        let entries = changed
+            .into_iter()
+            .map(entry_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        for e in &entries {
+            self.unclaim(&e.tenant_id, &e.user_id, &e.pool, &e.id)
+                .await?;
+        }
+        Ok(entries)
+    }
+
+    async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {
+        let mut stale: HashMap<MatchId, StaleReservation> = HashMap::new();
+        for pool in self.all_pools().await? {
+            let tag = self.pool_tag(&pool);
+            let mut conn = self.conn.clone();
+            let ids: Vec<String> = conn
+                .zrangebyscore(format!("{tag}:r"), "-inf", format!("({now}"))
+                .await?;
+            for id in ids {
+                let Ok(id) = QueueEntryId::parse(&id) else {
+                    continue;
+                };
+                let Some(e) = self.entry(&pool, &id).await? else {
+                    continue;
+                };
+                if let (EntryStatus::Reserved, Some(m)) = (e.status, e.match_id) {
+                    stale
+                        .entry(m)
+                        .or_insert_with(|| StaleReservation {
+                            pool: pool.clone(),
+                            match_id: m,
+                            entries: Vec::new(),
+                        })
+                        .entries
+                        .push(id);
+                }
+            }
+        }
+        Ok(stale.into_values().collect())
+    }
+
+    async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let key = self.players_key(tenant, game);
+        let players: Option<String> = conn.get(&key).await?;
+        let Some(players) = players else {
+            return Ok(false);
+        };
+        let fragment = format!(
+            "\"game_id\":{}",
+            serde_json::to_string(game).unwrap_or_default()
+        );
+        for user in players.split(' ').filter_map(|u| UserId::parse(u).ok()) {
+            LIFT_GUARD
+                .key(format!("{}:game", self.user_tag(tenant, &user)))
+                .arg(&fragment)
+                .invoke_async::<i64>(&mut conn)
+                .await?;
+        }
+        conn.del::<_, ()>(&key).await?;
+        Ok(true)
+    }
+
+    async fn hold_players(
+        &self,
+        record: &MatchRecord,
+        until: Millis,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let mut held = Vec::new();
+        for side in [&record.white, &record.black] {
+            let guard = record
+                .guard_for(&side.user_id, until)
+                .ok_or_else(|| corrupt("record"))?;
+            let tag = self.user_tag(&record.tenant_id, &side.user_id);
+            let ok: i64 = HOLD_USER
+                .key(format!("{tag}:cur"))
+                .key(format!("{tag}:game"))
+                .arg(guard_value(&guard))
+                .arg(ttl(until))
+                .arg(now)
+                .invoke_async(&mut conn)
+                .await?;
+            if ok != 1 {
+                for user in held {
+                    self.lift_match_guard(&record.tenant_id, user, &record.match_id)
+                        .await?;
+                }
+                return Ok(false);
+            }
+            held.push(&side.user_id);
+        }
+        Ok(true)
+    }
+
+    async fn drop_hold(&self, record: &MatchRecord) -> StoreResult<()> {
+        for side in [&record.white, &record.black] {
+            self.lift_match_guard(&record.tenant_id, &side.user_id, &record.match_id)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn restore_active_games(
+        &self,
+        games: &[(TenantId, UserId, ActiveGame)],
+    ) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        for (tenant, user, game) in games {
+            SET_GUARD
+                .key(format!("{}:game", self.user_tag(tenant, user)))
+                .arg(guard_value(game))
+                .arg(ttl(game.until))
+                .invoke_async::<i64>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>> {
+        let mut conn = self.conn.clone();
+        Ok(conn
+            .lrange(format!("{}:waits", self.pool_tag(pool)), 0, -1)
+            .await?)
+    }
+
+    async fn idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        _now: Millis,
+    ) -> StoreResult<Option<StoredAnswer>> {
+        let mut conn = self.conn.clone();
+        let key = format!(
+            "{}:idem:{}",
+            self.user_tag(&scope.tenant_id, &scope.user_id),
+            scope.key
+        );
+        let v: Option<String> = conn.get(key).await?;
+        v.map(|v| serde_json::from_str(&v).map_err(|_| corrupt("idempotent answer")))
+            .transpose()
+    }
+
+    async fn save_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        answer: StoredAnswer,
+        expires_at: Millis,
+    ) -> StoreResult<StoredAnswer> {
+        let mut conn = self.conn.clone();
+        let key = format!(
+            "{}:idem:{}",
+            self.user_tag(&scope.tenant_id, &scope.user_id),
+            scope.key
+        );
+        let json = serde_json::to_string(&answer).map_err(|_| corrupt("answer"))?;
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ttl(expires_at) as u64));
+        conn.set_options::<_, _, ()>(&key, json, options).await?;
+        let kept: Option<String> = conn.get(&key).await?;
+        kept.map(|v| serde_json::from_str(&v).map_err(|_| corrupt("idempotent answer")))
+            .transpose()?
+            .ok_or_else(|| StoreError::Unavailable("idempotent answer vanished".into()))
+    }
+
+    async fn purge(&self, before: Millis, _now: Millis) -> StoreResult<usize> {
+        let mut purged = 0;
+        let mut conn = self.conn.clone();
+        for pool in self.all_pools().await? {
+            let tag = self.pool_tag(&pool);
+            let (count, empty): (usize, i64) = PURGE_POOL
+                .key(format!("{tag}:done"))
+                .key(format!("{tag}:w"))
+                .key(format!("{tag}:r"))
+                .arg(format!("{tag}:e:"))
+                .arg(before)
+                .invoke_async(&mut conn)
+                .await?;
+            purged += count;
+            if empty == 1 {
+                // Forget the pool only if nobody joined it since `before`.
+                let member = format!("{}|{}", pool.tenant_id, pool.key);
+                let score: Option<f64> = conn.zscore(self.pools_key(), &member).await?;
+                if score.is_some_and(|s| (s as i64) < before) {
+                    conn.zrem::<_, _, ()>(self.pools_key(), &member).await?;
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+}
+
+impl RedisQueueStore {
+    async fn lift_match_guard(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        match_id: &MatchId,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let fragment = format!("\"match_id\":\"{match_id}\"");
+        LIFT_GUARD
+            .key(format!("{}:game", self.user_tag(tenant, user)))
+            .arg(fragment)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,256 @@
+//! The Lua scripts of the Redis queue store. Each touches keys of one hash
+//! slot only (a pool's `{tenant|pool}` or a user's `{tenant|user}`), so it
+//! runs atomically on a single Redis and on Redis Cluster alike. Entries are
+//! hashes of strings, so no script ever turns a timestamp into a float.
+//!
+//! Guards are stored as `<until ms>|<json>`: scripts compare the deadline
+//! with the caller's clock, as the in-memory store does.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Claims a user for a new entry: fails if the user has an active-game guard
+/// in force or a waiting entry. KEYS: cur, game, entry index.
+/// ARGV: "<pool> <id>", now, index ttl ms, pool key.
+pub static CLAIM_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local g = redis.call('GET', KEYS[2])
+if g then
+  local sep = string.find(g, '|', 1, true)
+  if tonumber(string.sub(g, 1, sep - 1)) > tonumber(ARGV[2]) then
+    return {'active', string.sub(g, sep + 1)}
+  end
+end
+local cur = redis.call('GET', KEYS[1])
+if cur then return {'cur', cur} end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
+return {'ok'}
+",
+    )
+});
+
+/// Drops the user's current-entry pointer if it still names this entry.
+/// KEYS: cur. ARGV: "<pool> <id>".
+pub static UNCLAIM_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+",
+    )
+});
+
+/// Adds a new searching entry to its pool. KEYS: entry, waiting, pools index.
+/// ARGV: id, enqueued_at, pool member, then field/value pairs.
+pub static ADD_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+",
+    )
+});
+
+/// Reads an entry for its owner; a waiting one is touched (heartbeat).
+/// KEYS: entry. ARGV: tenant, user, now.
+pub static READ_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local e = redis.call('HMGET', KEYS[1], 'tenant_id', 'user_id', 'status', 'last_seen_at')
+if not e[1] or e[1] ~= ARGV[1] or e[2] ~= ARGV[2] then return false end
+if (e[3] == 'SEARCHING' or e[3] == 'RESERVED') and tonumber(ARGV[3]) > tonumber(e[4]) then
+  redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[3])
+end
+return redis.call('HGETALL', KEYS[1])
+",
+    )
+});
+
+/// Cancels the owner's searching entry. KEYS: entry, waiting, done.
+/// ARGV: tenant, user, now, id. Answers 'cancelled' + entry, 'cannot' or 'none'.
+pub static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local e = redis.call('HMGET', KEYS[1], 'tenant_id', 'user_id', 'status')
+if not e[1] or e[1] ~= ARGV[1] or e[2] ~= ARGV[2] then return {'none'} end
+if e[3] == 'RESERVED' or e[3] == 'MATCHED' then return {'cannot'} end
+if e[3] ~= 'SEARCHING' then return {'none'} end
+redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[3])
+redis.call('HDEL', KEYS[1], 'reserved_until')
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return {'cancelled', redis.call('HGETALL', KEYS[1])}
+",
+    )
+});
+
+/// The pool's searching entries, oldest first, as field lists.
+/// KEYS: waiting. ARGV: entry key prefix.
+pub static WAITING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = redis.call('HMGET', ARGV[1] .. id, 'id', 'user_id', 'username', 'rating', 'enqueued_at', 'last_seen_at', 'request_id')
+end
+return out
+",
+    )
+});
+
+/// Reserves pairs whose entries are both searching. KEYS: waiting, reserved.
+/// ARGV: entry key prefix, until, now, then triples a, b, match id.
+/// Answers one 1/0 per pair.
+pub static RESERVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i = 4, #ARGV, 3 do
+  local a, b, m = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local sa = redis.call('HGET', ARGV[1] .. a, 'status')
+  local sb = redis.call('HGET', ARGV[1] .. b, 'status')
+  if a ~= b and sa == 'SEARCHING' and sb == 'SEARCHING' then
+    for _, id in ipairs({a, b}) do
+      redis.call('HSET', ARGV[1] .. id, 'status', 'RESERVED', 'match_id', m, 'reserved_until', ARGV[2], 'updated_at', ARGV[3])
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZADD', KEYS[2], ARGV[2], id)
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+",
+    )
+});
+
+/// Marks the entries reserved for a match MATCHED. KEYS: reserved, waits,
+/// done. ARGV: entry key prefix, match id, game id, now, recent-waits kept,
+/// then pairs entry id, opponent json. Answers the ids it matched.
+pub static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i = 6, #ARGV, 2 do
+  local key = ARGV[1] .. ARGV[i]
+  local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at')
+  if e[1] == 'RESERVED' and e[2] == ARGV[2] then
+    redis.call('HSET', key, 'status', 'MATCHED', 'game_id', ARGV[3], 'opponent', ARGV[i + 1], 'updated_at', ARGV[4])
+    redis.call('HDEL', key, 'reserved_until')
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[i])
+    local waited = tonumber(ARGV[4]) - tonumber(e[3])
+    if waited < 0 then waited = 0 end
+    redis.call('LPUSH', KEYS[2], waited)
+    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
+    out[#out + 1] = ARGV[i]
+  end
+end
+return out
+",
+    )
+});
+
+/// Puts entries reserved for a match back to searching, with their
+/// original enqueued_at. KEYS: waiting, reserved. ARGV: entry key prefix,
+/// match id, now, then entry ids.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 4, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at')
+  if e[1] == 'RESERVED' and e[2] == ARGV[2] then
+    redis.call('HSET', key, 'status', 'SEARCHING', 'updated_at', ARGV[3])
+    redis.call('HDEL', key, 'match_id', 'reserved_until')
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('ZADD', KEYS[1], e[3], ARGV[i])
+  end
+end
+return 1
+",
+    )
+});
+
+/// Times out entries still searching. KEYS: waiting, done. ARGV: entry key
+/// prefix, now, then ids. Answers the changed entries' field lists.
+pub static TIME_OUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i = 3, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  if redis.call('HGET', key, 'status') == 'SEARCHING' then
+    redis.call('HSET', key, 'status', 'TIMED_OUT', 'updated_at', ARGV[2])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
+",
+    )
+});
+
+/// Sets a user's active-game guard (a commit makes it final).
+/// KEYS: game. ARGV: value, ttl ms.
+pub static SET_GUARD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// Holds a user for a game made outside the queue: only if the user has no
+/// waiting entry and no guard in force. KEYS: cur, game. ARGV: value, ttl
+/// ms, now.
+pub static HOLD_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local g = redis.call('GET', KEYS[2])
+if g then
+  local sep = string.find(g, '|', 1, true)
+  if tonumber(string.sub(g, 1, sep - 1)) > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// Lifts a guard if it is for this match or game. KEYS: game. ARGV: the
+/// `"match_id":"…"` or `"game_id":"…"` fragment it must contain.
+pub static LIFT_GUARD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local g = redis.call('GET', KEYS[1])
+if g and string.find(g, ARGV[1], 1, true) then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+",
+    )
+});
+
+/// Forgets a pool's entries finished before a time. KEYS: done, waiting,
+/// reserved. ARGV: entry key prefix, before. Answers (count, pool empty).
+pub static PURGE_POOL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+for _, id in ipairs(ids) do redis.call('DEL', ARGV[1] .. id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+local empty = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[1]) == 0
+return {#ids, empty and 1 or 0}
+",
+    )
+});

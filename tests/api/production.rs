@@ -1,0 +1,201 @@
+//! The API on the production backends, Redis (hot state) and PostgreSQL
+//! (durable records), each test in a key prefix and schema of its own.
+//! Skipped without the servers, failing in CI.
+
+use std::collections::{HashMap, HashSet};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, error_code, join_body, spawn_app_with};
+use crate::support::{PgSchema, RedisPrefix, redis_url};
+
+/// The servers' spaces of one test; dropped (and cleaned) with it.
+pub struct Backends {
+    pub schema: PgSchema,
+    pub redis: RedisPrefix,
+}
+
+impl Backends {
+    pub async fn create() -> Option<Self> {
+        Some(Self {
+            schema: PgSchema::create().await?,
+            redis: RedisPrefix::create().await?,
+        })
+    }
+
+    pub fn apply(&self, s: &mut matchmaking_api::settings::Settings) {
+        s.database_url = Some(self.schema.url());
+        s.redis_url = Some(redis_url());
+        s.redis_key_prefix = self.redis.prefix.clone();
+    }
+
+    pub async fn spawn(&self) -> TestApp {
+        spawn_app_with(|s| self.apply(s)).await
+    }
+}
+
+#[tokio::test]
+async fn two_hundred_players_on_redis_and_postgres_are_matched_exactly_once() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    let app = backends.spawn().await;
+    let tokens: Vec<String> = (0..200).map(|i| app.token(&format!("p{i}"))).collect();
+    let body = join_body("5+0");
+    let ids = futures::future::join_all(tokens.iter().map(|t| app.join_ok(t, &body))).await;
+    let mut games: HashMap<String, usize> = HashMap::new();
+    for (t, id) in tokens.iter().zip(&ids) {
+        let v = app.wait_for_result(t, id).await;
+        assert_eq!(v["status"], "MATCHED", "{v}");
+        *games
+            .entry(v["game_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(games.len(), 100);
+    assert!(games.values().all(|&n| n == 2));
+}
+
+#[tokio::test]
+async fn the_queue_api_behaves_the_same_on_redis() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    let app = backends.spawn().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    // Idempotent join, other parameters refused, isolation, cancel.
+    let ia = app.join_ok(&a, &join_body("10+0")).await;
+    assert_eq!(app.join_ok(&a, &join_body("10+0")).await, ia);
+    assert_eq!(
+        error_code(app.join(&a, &join_body("3+0")).await).await,
+        "ALREADY_IN_QUEUE"
+    );
+    assert_eq!(app.status(&b, &ia).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.active(&a).await["queue_entry"]["queue_entry_id"],
+        ia.as_str()
+    );
+    assert_eq!(app.cancel(&a, &ia).await.status(), StatusCode::OK);
+    assert_eq!(app.status_json(&a, &ia).await["status"], "CANCELLED");
+    // A match, its guard, and the release.
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    let status = app.wait_for_result(&a, &ia).await;
+    assert_eq!(status["status"], "MATCHED");
+    assert_eq!(status["opponent"]["user_id"], "bob");
+    assert_eq!(error_code(app.cancel(&a, &ia).await).await, "CANNOT_CANCEL");
+    assert_eq!(
+        error_code(app.join(&b, &join_body("5+0")).await).await,
+        "ACTIVE_GAME_EXISTS"
+    );
+    let game = status["game_id"].as_str().unwrap();
+    assert_eq!(
+        app.game_finished(&app.admin_token(), game).await.status(),
+        StatusCode::OK
+    );
+    app.join_ok(&b, &join_body("5+0")).await;
+}
+
+#[tokio::test]
+async fn a_matched_entry_survives_the_loss_of_the_hot_state() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    let app = backends.spawn().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    let before = app.wait_for_result(&a, &ia).await;
+    assert_eq!(before["status"], "MATCHED");
+    // Wipe every Redis key of this test.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", backends.redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The durable match record answers.
+    assert_eq!(app.status_json(&a, &ia).await, before);
+    assert_eq!(app.active(&a).await["match"]["game_id"], before["game_id"]);
+}
+
+#[tokio::test]
+async fn two_nodes_on_the_same_stores_never_put_a_player_in_two_games() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    let node_a = backends.spawn().await;
+    let node_b = backends.spawn().await;
+    let nodes = [&node_a, &node_b];
+    // 100 players join through alternating nodes at once; each node's
+    // worker races the other's over the same pool.
+    let joins = (0..100).map(|i| {
+        let node = nodes[i % 2];
+        let token = node.token(&format!("p{i}"));
+        async move { (token.clone(), node.join_ok(&token, &join_body("5+0")).await) }
+    });
+    let joined = futures::future::join_all(joins).await;
+    let mut games: HashMap<String, HashSet<String>> = HashMap::new();
+    for (i, (token, id)) in joined.iter().enumerate() {
+        // Read through the other node: the state is shared.
+        let v = nodes[(i + 1) % 2].wait_for_result(token, id).await;
+        assert_eq!(v["status"], "MATCHED", "{v}");
+        games
+            .entry(v["game_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(format!("p{i}"));
+    }
+    assert_eq!(games.len(), 50);
+    assert!(games.values().all(|players| players.len() == 2));
+}
+
+#[tokio::test]
+async fn challenges_on_redis_and_postgres_create_one_game() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    let app = backends.spawn().await;
+    let (a, c) = (app.token("alice"), app.token("carol"));
+    let created: Value = app
+        .client
+        .post(format!("{}/v1/matchmaking/challenges", app.address))
+        .bearer_auth(&c)
+        .json(&json!({ "opponent_user_id": "alice", "time_control": "3+0", "mode": "casual" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["challenge_id"].as_str().unwrap().to_owned();
+    let accepts = (0..10).map(|_| {
+        app.client
+            .post(format!(
+                "{}/v1/matchmaking/challenges/{id}/accept",
+                app.address
+            ))
+            .bearer_auth(&a)
+            .send()
+    });
+    let answers = futures::future::join_all(accepts).await;
+    let ok = answers
+        .iter()
+        .filter(|r| r.as_ref().unwrap().status() == StatusCode::OK)
+        .count();
+    assert_eq!(ok, 1);
+    assert_eq!(
+        app.active(&c).await["match"]["opponent"]["user_id"],
+        "alice"
+    );
+    assert_eq!(
+        error_code(app.join(&a, &join_body("5+0")).await).await,
+        "ACTIVE_GAME_EXISTS"
+    );
+}
