@@ -188,3 +188,44 @@ mod postgres_durable_store {
         ]
     );
 }
+
+/// The queue-store contract on a 3-master Redis Cluster the test starts: a
+/// script that touches keys of two slots fails here, not in production.
+mod redis_cluster_queue_store {
+    use matchmaking_api::store::redis::RedisQueueStore;
+
+    use crate::contract::queue as suite;
+    use crate::support::OwnRedisCluster;
+
+    #[tokio::test]
+    async fn the_queue_store_contract_holds_on_redis_cluster() {
+        let Some(cluster) = tokio::task::spawn_blocking(OwnRedisCluster::start)
+            .await
+            .unwrap()
+        else {
+            return;
+        };
+        let url = cluster.url();
+        let store = || async {
+            let prefix = format!("c{}", ulid::Ulid::new());
+            Box::new(
+                RedisQueueStore::connect(&url, true, &prefix, 3_600_000)
+                    .await
+                    .unwrap(),
+            )
+        };
+        suite::join_then_status_is_visible_to_its_owner_only(&*store().await).await;
+        suite::joining_again_answers_the_waiting_entry(&*store().await).await;
+        suite::cancel_is_for_the_owner_of_a_searching_entry(&*store().await).await;
+        suite::waiting_lists_searching_entries_oldest_first(&*store().await).await;
+        suite::a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out(&*store().await).await;
+        suite::commit_matches_both_and_guards_them_until_the_game_finishes(&*store().await).await;
+        suite::the_guard_lapses_at_its_deadline(&*store().await).await;
+        suite::release_puts_both_back_with_their_priority(&*store().await).await;
+        suite::time_out_changes_only_searching_entries(&*store().await).await;
+        suite::stale_reservations_are_found_after_their_deadline(&*store().await).await;
+        suite::the_first_idempotent_answer_wins(&*store().await).await;
+        suite::purge_forgets_old_finished_entries_only(&*store().await).await;
+        suite::holding_players_is_all_or_nothing(&*store().await).await;
+    }
+}

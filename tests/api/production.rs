@@ -199,3 +199,41 @@ async fn challenges_on_redis_and_postgres_create_one_game() {
         "ACTIVE_GAME_EXISTS"
     );
 }
+
+#[tokio::test]
+async fn a_service_on_redis_cluster_matches_everyone_exactly_once() {
+    let Some(cluster) = tokio::task::spawn_blocking(crate::support::OwnRedisCluster::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let (redis, db) = (cluster.url(), schema.url());
+    let app = spawn_app_with(|s| {
+        s.redis_url = Some(redis);
+        s.redis_cluster = true;
+        s.database_url = Some(db);
+    })
+    .await;
+    let tokens: Vec<String> = (0..60).map(|i| app.token(&format!("p{i}"))).collect();
+    let app = &app;
+    let ids = futures::future::join_all(tokens.iter().enumerate().map(|(i, t)| {
+        // Three pools, so keys spread over the cluster's slots.
+        let body = join_body(["5+0", "3+0", "10+0"][i % 3]);
+        async move { app.join_ok(t, &body).await }
+    }))
+    .await;
+    let mut games: HashMap<String, usize> = HashMap::new();
+    for (t, id) in tokens.iter().zip(&ids) {
+        let v = app.wait_for_result(t, id).await;
+        assert_eq!(v["status"], "MATCHED", "{v}");
+        *games
+            .entry(v["game_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(games.len(), 30);
+    assert!(games.values().all(|&n| n == 2));
+}

@@ -1,5 +1,7 @@
 //! Real backend servers for tests: reach them, or say why not (fail in CI,
 //! skip elsewhere), and give each test a space of its own.
+// Shared by several test binaries; each uses part of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -144,5 +146,223 @@ impl Drop for RedisPrefix {
             Some(())
         })
         .join();
+    }
+}
+
+/// A free local TCP port (and, for Redis Cluster, its bus port + 10000).
+pub fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A `redis-server` of a test's own on a free port (never the machine's
+/// shared one), stopped when dropped.
+pub struct OwnRedis {
+    pub port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl OwnRedis {
+    /// Starts a server, or `None` (skip; a failure in CI) without `redis-server`.
+    pub fn start(extra: &[&str]) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let port = free_port();
+        let child = Self::spawn(port, dir.path(), &extra);
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                unreachable("redis-server", &format!("cannot start it: {e}"));
+                return None;
+            }
+        };
+        let server = Self {
+            port,
+            child,
+            dir,
+            extra,
+        };
+        server.wait_up();
+        Some(server)
+    }
+
+    fn spawn(
+        port: u16,
+        dir: &std::path::Path,
+        extra: &[String],
+    ) -> std::io::Result<std::process::Child> {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    }
+
+    fn wait_up(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port (empty: it keeps nothing).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child =
+            Self::spawn(self.port, self.dir.path(), &self.extra).expect("redis-server restarts");
+        self.wait_up();
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server the hard way (an outage).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A 3-master Redis Cluster of a test's own, on free ports.
+pub struct OwnRedisCluster {
+    pub nodes: Vec<OwnRedis>,
+}
+
+impl OwnRedisCluster {
+    pub fn start() -> Option<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(OwnRedis::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+            ])?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            created.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        // Wait until every node agrees the cluster is up.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            loop {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli runs");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cluster never became ok"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Some(Self { nodes })
+    }
+
+    /// `REDIS_URL` for `REDIS_CLUSTER=true`: the seed nodes, comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(OwnRedis::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A TCP proxy to a server, for outage tests against a shared server that
+/// must not be stopped: `cut` drops every connection and refuses new ones,
+/// `restore` accepts again.
+pub struct Proxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let (flag, conns) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the "server" is down
+                }
+                conns.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Self {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
