@@ -3,9 +3,13 @@
 # time to match, against a release build on loopback, embedded default.
 # Each endpoint is loaded twice: with 8 connections (latency at a moderate
 # load) and with 64 (saturation). Rate limits do not exist yet, so none are
-# configured. Usage: bench/core.sh [duration-seconds=10]
+# configured. Usage: bench/core.sh [--prod] [duration-seconds=10]
+# --prod runs the server on the machine's Redis (a key prefix of its own) and
+# PostgreSQL (a schema of its own), both dropped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PROD=""
+if [ "${1:-}" = "--prod" ]; then PROD=1; shift; fi
 DURATION=${1:-10}
 LOADS="8 64"
 THREADS=2
@@ -13,13 +17,29 @@ PORT=${PORT:-18088}
 ADDR="127.0.0.1:$PORT"
 SECRET="bench-secret-bench-secret-bench-secret-00"
 WORK=$(mktemp -d)
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+BACKENDS=()
+if [ -n "$PROD" ]; then
+  TAG="bench_$(date +%s)"
+  psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA $TAG"
+  BACKENDS=(REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX=$TAG
+            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D$TAG")
+fi
+cleanup() {
+  kill $SERVER 2>/dev/null || true
+  rm -rf "$WORK"
+  if [ -n "$PROD" ]; then
+    psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $TAG CASCADE" || true
+    redis-cli --scan --pattern "$TAG:*" | xargs -r -n 500 redis-cli del > /dev/null || true
+  fi
+}
+trap cleanup EXIT
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --quiet --bin matchmaking-api --example match_latency --example commit_throughput
 
+echo "== backends: ${PROD:+Redis + PostgreSQL}${PROD:-embedded (memory + SQLite)}"
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
-BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json \
+env BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
   ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 50); do curl -fs "http://$ADDR/healthz" >/dev/null && break; sleep 0.1; done

@@ -1,0 +1,383 @@
+//! The real binary as a cluster: `serve` and `worker` processes sharing one
+//! Redis and one PostgreSQL, players joining through both nodes and
+//! cancelling at random, and a worker killed with SIGKILL mid-commit.
+//! Afterwards: nobody is matched twice, every game has two players,
+//! cancelled players are never matched, no entry is left reserved.
+
+#[path = "api/fake_live_game.rs"]
+#[allow(dead_code)]
+mod fake_live_game;
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use matchmaking_api::auth::JwtAuth;
+use matchmaking_api::settings::{Settings, TokenArgs};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use support::{PgSchema, RedisPrefix, redis_url};
+
+const BIN: &str = env!("CARGO_BIN_EXE_matchmaking-api");
+const SECRET: &str = "process-test-secret-process-test-secret";
+
+/// The binary with the shared backends and a clean environment.
+struct Cluster {
+    schema: PgSchema,
+    redis: RedisPrefix,
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+}
+
+impl Cluster {
+    async fn create() -> Option<Self> {
+        Some(Self {
+            schema: PgSchema::create().await?,
+            redis: RedisPrefix::create().await?,
+            dir: tempfile::tempdir().unwrap(),
+            children: Vec::new(),
+        })
+    }
+
+    fn command(&self, extra_env: &[(&str, String)]) -> Command {
+        let mut c = Command::new(BIN);
+        c.env_clear()
+            .current_dir(self.dir.path())
+            .env("DATABASE_URL", self.schema.url())
+            .env("REDIS_URL", redis_url())
+            .env("REDIS_KEY_PREFIX", &self.redis.prefix)
+            .env("JWT_SECRET", SECRET)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn,matchmaking_api::startup=info")
+            .env("WORKER_INTERVAL_SECONDS", "0.05")
+            .env("PRESENCE_TIMEOUT_SECONDS", "0")
+            .env("RESERVATION_TIMEOUT_SECONDS", "1");
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        c.stdout(Stdio::piped()).stderr(Stdio::null());
+        c
+    }
+
+    /// Starts an API node without a worker; answers its base URL.
+    fn serve(&mut self, extra_env: &[(&str, String)]) -> String {
+        let mut child = self
+            .command(extra_env)
+            .args([
+                "serve",
+                "--bind-addr",
+                "127.0.0.1:0",
+                "--worker-enabled",
+                "false",
+            ])
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("the server logs").unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if v["message"] == "listening" {
+                break v["addr"].as_str().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        self.children.push(child);
+        format!("http://{addr}")
+    }
+
+    /// Starts a worker process; answers its index (to kill it).
+    fn worker(&mut self, extra_env: &[(&str, String)]) -> usize {
+        let mut child = self.command(extra_env).arg("worker").spawn().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        std::thread::spawn(move || for _ in lines {});
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    fn sigkill(&mut self, index: usize) {
+        let child = &mut self.children[index];
+        let _ = child.kill(); // SIGKILL: no shutdown, no cleanup.
+        let _ = child.wait();
+    }
+
+    /// Entries still held by a reservation, read from Redis itself.
+    async fn reserved_entries(&self) -> usize {
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*:r", self.redis.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut total = 0;
+        for k in keys {
+            total += redis::cmd("ZCARD")
+                .arg(k)
+                .query_async::<usize>(&mut conn)
+                .await
+                .unwrap();
+        }
+        total
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tokens(n: usize, prefix: &str) -> Vec<String> {
+    let mut settings = Settings::from_env();
+    settings.jwt_secret = Some(SECRET.into());
+    settings.jwt_issuer = None;
+    settings.jwt_audience = None;
+    let auth = JwtAuth::from_settings(&settings).unwrap();
+    (0..n)
+        .map(|i| {
+            auth.mint(&TokenArgs {
+                user: format!("{prefix}{i}"),
+                tenant: "t1".into(),
+                username: None,
+                roles: vec![],
+                ttl: 3600,
+            })
+            .unwrap()
+        })
+        .collect()
+}
+
+/// What became of one player.
+#[derive(Debug)]
+struct Outcome {
+    user: String,
+    cancelled: bool,
+    status: String,
+    game: Option<String>,
+}
+
+/// Polls an entry until it is no longer searching, or `deadline`.
+async fn settle(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    deadline: Instant,
+) -> Value {
+    loop {
+        let v: Value = client
+            .get(format!("{base}/v1/matchmaking/queue/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] != "SEARCHING" || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every player matched at most once, every game of exactly two, no
+/// cancelled player in a game; answers (matched, cancelled, searching).
+fn check(outcomes: &[Outcome]) -> (usize, usize, usize) {
+    let mut games: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let (mut matched, mut cancelled, mut searching) = (0, 0, 0);
+    for o in outcomes {
+        match o.status.as_str() {
+            "MATCHED" => {
+                assert!(!o.cancelled, "{} was cancelled yet matched", o.user);
+                let game = o.game.as_deref().expect("a matched entry has a game");
+                assert!(
+                    games.entry(game).or_default().insert(&o.user),
+                    "{} twice in {game}",
+                    o.user
+                );
+                matched += 1;
+            }
+            "CANCELLED" => {
+                assert!(o.cancelled, "{} reads cancelled without cancelling", o.user);
+                cancelled += 1;
+            }
+            "SEARCHING" => searching += 1,
+            other => panic!("{}: unexpected {other}", o.user),
+        }
+    }
+    assert!(
+        games.values().all(|players| players.len() == 2),
+        "a game without exactly two players"
+    );
+    assert_eq!(
+        matched + cancelled + searching,
+        outcomes.len(),
+        "the counts add up"
+    );
+    (matched, cancelled, searching)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_and_two_workers_match_2000_players_each_at_most_once() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let nodes = [cluster.serve(&[]), cluster.serve(&[])];
+    cluster.worker(&[]);
+    cluster.worker(&[]);
+    let client = reqwest::Client::new();
+    let tokens = tokens(2_000, "p");
+    let (client, nodes) = (&client, &nodes);
+    let outcomes: Vec<Outcome> = futures::stream::iter(tokens.iter().enumerate())
+        .map(|(i, token)| {
+            let base = &nodes[i % 2];
+            async move {
+                let r = client
+                    .post(format!("{base}/v1/matchmaking/queue"))
+                    .bearer_auth(token)
+                    .json(&json!({ "time_control": "5+0", "mode": "rated" }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                let id = r.json::<Value>().await.unwrap()["queue_entry_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                // One in five cancels, at a random moment, through the other node.
+                let mut cancelled = false;
+                if rand::rng().random_bool(0.2) {
+                    let wait = rand::rng().random_range(0..200);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    let other = &nodes[(i + 1) % 2];
+                    let r = client
+                        .delete(format!("{other}/v1/matchmaking/queue/{id}"))
+                        .bearer_auth(token)
+                        .send()
+                        .await
+                        .unwrap();
+                    cancelled = r.status() == 200;
+                    assert!(
+                        cancelled || r.status() == 409,
+                        "cancel answered {}",
+                        r.status()
+                    );
+                }
+                let v = settle(
+                    client,
+                    base,
+                    token,
+                    &id,
+                    Instant::now() + Duration::from_secs(30),
+                )
+                .await;
+                Outcome {
+                    user: format!("p{i}"),
+                    cancelled,
+                    status: v["status"].as_str().unwrap().to_owned(),
+                    game: v["game_id"].as_str().map(str::to_owned),
+                }
+            }
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    let (matched, cancelled, searching) = check(&outcomes);
+    assert!(
+        searching <= 1,
+        "{searching} players still searching (at most one can be left without a partner)"
+    );
+    assert!(
+        matched >= 1_400,
+        "only {matched} matched ({cancelled} cancelled)"
+    );
+    assert_eq!(
+        cluster.reserved_entries().await,
+        0,
+        "no entry left reserved"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    // A slow game service, so commits are in flight when the worker dies.
+    let fake =
+        fake_live_game::FakeLiveGame::start(fake_live_game::Answer::Game { delay_ms: 40 }).await;
+    let env = [("LIVE_GAME_API_URL", fake.url.clone())];
+    let node = cluster.serve(&env);
+    let doomed = cluster.worker(&env);
+    let client = reqwest::Client::new();
+    let tokens = tokens(600, "k");
+    let mut ids = Vec::new();
+    for token in &tokens {
+        let r = client
+            .post(format!("{node}/v1/matchmaking/queue"))
+            .bearer_auth(token)
+            .json(&json!({ "time_control": "5+0", "mode": "rated" }))
+            .send()
+            .await
+            .unwrap();
+        ids.push(
+            r.json::<Value>().await.unwrap()["queue_entry_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Kill the worker as soon as it is creating games.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.calls().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never started matching"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.sigkill(doomed);
+    let held = cluster.reserved_entries().await;
+    assert!(
+        held > 0,
+        "the worker died holding no reservation: not mid-commit"
+    );
+    // A new worker takes over: stale reservations are finished or rolled back.
+    cluster.worker(&env);
+    let mut outcomes = Vec::new();
+    for (i, (token, id)) in tokens.iter().zip(&ids).enumerate() {
+        let v = settle(
+            &client,
+            &node,
+            token,
+            id,
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await;
+        outcomes.push(Outcome {
+            user: format!("k{i}"),
+            cancelled: false,
+            status: v["status"].as_str().unwrap().to_owned(),
+            game: v["game_id"].as_str().map(str::to_owned),
+        });
+    }
+    let (matched, _, searching) = check(&outcomes);
+    assert_eq!(
+        (matched, searching),
+        (600, 0),
+        "everyone matched once the new worker took over"
+    );
+    assert_eq!(
+        cluster.reserved_entries().await,
+        0,
+        "no entry left reserved"
+    );
+}
