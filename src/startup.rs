@@ -20,11 +20,11 @@ use crate::services::live_game::LiveGameClient;
 use crate::services::matching::{MatchingLimits, MatchingService};
 use crate::services::queue::{QueueLimits, QueueService};
 use crate::services::ratings::RatingService;
-use crate::services::signal::PoolSignal;
+use crate::services::signal::{DueAnnouncer, PoolSignal};
 use crate::settings::Settings;
 use crate::store::memory::MemoryQueueStore;
 use crate::store::postgres::PgStore;
-use crate::store::redis::RedisQueueStore;
+use crate::store::redis::{RedisDueChannel, RedisQueueStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DurableStore, QueueStore, StoreError};
 use crate::worker::Worker;
@@ -56,6 +56,8 @@ pub struct Stores {
     /// The queue store lives in this process: its active-game guards are
     /// restored from the durable store at start.
     pub queue_is_local: bool,
+    /// With Redis: the pub/sub channel of due pools, and a node to listen on.
+    pub due: Option<(RedisDueChannel, String)>,
 }
 
 /// Opens (and migrates) the stores the settings name.
@@ -80,6 +82,7 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
                 "DATABASE_URL must start with sqlite://, postgres:// or postgresql://".into(),
             ));
         };
+    let mut due = None;
     let (queue, queue_is_local): (Arc<dyn QueueStore>, bool) = match &settings.redis_url {
         Some(redis_url) => {
             let store = RedisQueueStore::connect(
@@ -89,6 +92,13 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
                 settings.retention_ms().max(60_000),
             )
             .await?;
+            let first_node = redis_url
+                .split(',')
+                .next()
+                .unwrap_or(redis_url)
+                .trim()
+                .to_owned();
+            due = Some((store.due_channel(), first_node));
             (Arc::new(store), false)
         }
         None => (Arc::new(MemoryQueueStore::new()), true),
@@ -98,7 +108,20 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
         durable,
         durable_is_local: url.starts_with("sqlite:"),
         queue_is_local,
+        due,
     })
+}
+
+/// A pub/sub channel of due pools, a Redis node to listen on, and the
+/// signal to mark them in.
+type DueListener = (RedisDueChannel, String, Arc<PoolSignal>);
+
+/// Starts the due-pool listener, stopping with `stop`.
+fn spawn_due_listener(
+    listener: Option<DueListener>,
+    stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    listener.map(|(channel, url, signal)| tokio::spawn(channel.listen(url, signal, stop)))
 }
 
 /// A built application, listening, not yet serving.
@@ -106,6 +129,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     worker: Option<Worker>,
+    due_listener: Option<DueListener>,
 }
 
 /// Everything `serve` and `worker` share: stores and services, wired.
@@ -207,6 +231,10 @@ impl Core {
             policy: settings.pool_policy(),
             signal: signal.clone(),
             breaker: breaker.clone(),
+            announcer: stores
+                .due
+                .as_ref()
+                .map(|(channel, _)| Arc::new(channel.clone()) as Arc<dyn DueAnnouncer>),
             limits: QueueLimits {
                 guard_ms: settings.guard_ms(),
                 idempotency_ms: settings.idempotency_ms(),
@@ -225,6 +253,14 @@ impl Core {
         })
     }
 
+    /// The listener that marks pools announced by other processes due.
+    fn due_listener(&self) -> Option<DueListener> {
+        self.stores
+            .due
+            .as_ref()
+            .map(|(channel, url)| (channel.clone(), url.clone(), self.signal.clone()))
+    }
+
     fn worker(&self, settings: &Settings) -> Worker {
         Worker::new(
             self.matching.clone(),
@@ -241,6 +277,11 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let core = Core::build(&settings).await?;
         let worker = settings.worker_enabled.then(|| core.worker(&settings));
+        let due_listener = if settings.worker_enabled {
+            core.due_listener()
+        } else {
+            None
+        };
         let Core {
             auth,
             stores,
@@ -274,6 +315,7 @@ impl Application {
             listener,
             router,
             worker,
+            due_listener,
         })
     }
 
@@ -295,6 +337,7 @@ impl Application {
     ) -> std::io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         tracing::info!(addr = %self.local_addr(), "listening");
+        let due = spawn_due_listener(self.due_listener, stop_rx.clone());
         let worker = self.worker.map(|w| tokio::spawn(w.run(stop_rx)));
         let stop = stop_tx.clone();
         let served = axum::serve(
@@ -311,6 +354,9 @@ impl Application {
         let _ = stop_tx.send(true);
         if let Some(worker) = worker {
             let _ = worker.await;
+        }
+        if let Some(due) = due {
+            let _ = due.await;
         }
         tracing::info!("stopped");
         served
@@ -330,11 +376,15 @@ pub async fn run_worker(
     }
     let core = Core::build(&settings).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let due = spawn_due_listener(core.due_listener(), stop_rx.clone());
     let worker = tokio::spawn(core.worker(&settings).run(stop_rx));
     shutdown.await;
     tracing::info!("shutting down: finishing the current passes");
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    if let Some(due) = due {
+        let _ = due.await;
+    }
     Ok(())
 }
 

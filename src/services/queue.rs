@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::ServiceError;
 use super::breaker::CircuitBreaker;
 use super::ratings::RatingService;
-use super::signal::PoolSignal;
+use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
 use crate::domain::{
     ActiveGame, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey, PoolPolicy, PoolRef,
@@ -74,6 +74,8 @@ pub struct QueueService {
     pub signal: Arc<PoolSignal>,
     /// Joins are refused while it is open.
     pub breaker: Arc<CircuitBreaker>,
+    /// Wakes the workers of other processes, when there are any.
+    pub announcer: Option<Arc<dyn DueAnnouncer>>,
     pub limits: QueueLimits,
 }
 
@@ -148,6 +150,9 @@ impl QueueService {
                     "player joined the queue"
                 );
                 self.signal.mark_due(entry.pool_ref());
+                if let Some(announcer) = &self.announcer {
+                    announcer.announce(&entry.pool_ref()).await;
+                }
                 entry
             }
             JoinOutcome::Existing(entry) => entry,

@@ -47,3 +47,11 @@ impl PoolSignal {
         self.notify.notified().await
     }
 }
+
+/// Tells the other processes a pool is due (Redis pub/sub in production),
+/// so a join on one node wakes the workers of all. Best effort: the
+/// periodic tick remains the safety net.
+#[async_trait::async_trait]
+pub trait DueAnnouncer: Send + Sync + 'static {
+    async fn announce(&self, pool: &PoolRef);
+}

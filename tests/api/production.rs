@@ -237,3 +237,53 @@ async fn a_service_on_redis_cluster_matches_everyone_exactly_once() {
     assert_eq!(games.len(), 30);
     assert!(games.values().all(|&n| n == 2));
 }
+
+#[tokio::test]
+async fn a_join_on_one_node_wakes_the_worker_of_another_at_once() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    // Node A serves without a worker; node B's worker ticks only every 30 s.
+    let node_a = spawn_app_with(|s| {
+        backends.apply(s);
+        s.worker_enabled = false;
+    })
+    .await;
+    let _node_b = spawn_app_with(|s| {
+        backends.apply(s);
+        s.worker_interval_seconds = 30.0;
+    })
+    .await;
+    // Wait until B listens on the channel.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{}:due", backends.redis.prefix);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, listeners): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if listeners > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B never subscribed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (a, b) = (node_a.token("alice"), node_a.token("bob"));
+    let started = std::time::Instant::now();
+    let ia = node_a.join_ok(&a, &join_body("5+0")).await;
+    node_a.join_ok(&b, &join_body("5+0")).await;
+    let v = node_a.wait_for_result(&a, &ia).await;
+    assert_eq!(v["status"], "MATCHED");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "matched only after {:?}",
+        started.elapsed()
+    );
+}

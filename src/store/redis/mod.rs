@@ -26,7 +26,10 @@
 //! join of that user repairs, or a reservation past its deadline, which the
 //! next worker finishes or rolls back.
 
+mod due;
 mod scripts;
+
+pub use due::RedisDueChannel;
 
 use std::collections::HashMap;
 use std::time::Duration;
