@@ -210,6 +210,10 @@ pub struct Settings {
         global = true
     )]
     pub worker_interval_seconds: f64,
+    /// Seconds a worker's lease on a pool lasts without renewal; another
+    /// worker takes the pool over after that (e.g. when one dies).
+    #[arg(long, env = "POOL_LEASE_SECONDS", default_value_t = 5.0, global = true)]
+    pub pool_lease_seconds: f64,
     /// Pools one worker processes at the same time.
     #[arg(long, env = "WORKER_BATCH_SIZE", default_value_t = 100, global = true)]
     pub worker_batch_size: usize,
@@ -335,6 +339,16 @@ impl Settings {
                 "RESERVATION_TIMEOUT_SECONDS",
                 self.reservation_timeout_seconds,
             ),
+            ("CHALLENGE_TTL_SECONDS", self.challenge_ttl_seconds),
+            (
+                "LIVE_GAME_API_RETRY_BUDGET_SECONDS",
+                self.live_game_api_retry_budget_seconds,
+            ),
+            (
+                "CIRCUIT_BREAKER_COOLDOWN_SECONDS",
+                self.circuit_breaker_cooldown_seconds,
+            ),
+            ("POOL_LEASE_SECONDS", self.pool_lease_seconds),
         ];
         for (name, value) in positive {
             if !(value.is_finite() && value > 0.0) {
@@ -457,6 +471,45 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Serve)));
         assert_eq!(cli.settings.bind_addr.port(), 0);
         assert!(!cli.settings.worker_enabled);
+    }
+
+    #[test]
+    fn every_duration_must_be_positive() {
+        type Field = fn(&mut Settings) -> &mut f64;
+        let fields: [(&str, Field); 10] = [
+            ("RATING_WINDOW_WIDENING_INTERVAL", |s| {
+                &mut s.rating_window_widening_interval
+            }),
+            ("MAX_QUEUE_TIME_SECONDS", |s| &mut s.max_queue_time_seconds),
+            ("WORKER_INTERVAL_SECONDS", |s| {
+                &mut s.worker_interval_seconds
+            }),
+            ("LIVE_GAME_API_TIMEOUT_SECONDS", |s| {
+                &mut s.live_game_api_timeout_seconds
+            }),
+            ("ACTIVE_GAME_GUARD_SECONDS", |s| {
+                &mut s.active_game_guard_seconds
+            }),
+            ("RESERVATION_TIMEOUT_SECONDS", |s| {
+                &mut s.reservation_timeout_seconds
+            }),
+            ("CHALLENGE_TTL_SECONDS", |s| &mut s.challenge_ttl_seconds),
+            ("LIVE_GAME_API_RETRY_BUDGET_SECONDS", |s| {
+                &mut s.live_game_api_retry_budget_seconds
+            }),
+            ("CIRCUIT_BREAKER_COOLDOWN_SECONDS", |s| {
+                &mut s.circuit_breaker_cooldown_seconds
+            }),
+            ("POOL_LEASE_SECONDS", |s| &mut s.pool_lease_seconds),
+        ];
+        for (name, field) in fields {
+            for bad in [0.0, -1.0, f64::NAN] {
+                let mut s = Cli::parse_from(["mm"]).settings;
+                *field(&mut s) = bad;
+                let err = s.validate().unwrap_err();
+                assert!(err.contains(name), "{name}={bad}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -268,6 +268,7 @@ impl Core {
             self.signal.clone(),
             settings.worker_interval(),
             settings.worker_batch_size,
+            Duration::from_secs_f64(settings.pool_lease_seconds),
         )
     }
 }

@@ -6,6 +6,11 @@
 //! its pass runs is passed over again right after. So a pool flooded with
 //! players never delays matching in the others.
 //!
+//! Across workers, a pool is passed over by the holder of its lease only
+//! (taken or renewed at each pass; a dead worker's lease lapses, and another
+//! takes the pool over). Correctness never depends on the lease: reserving
+//! a pair is atomic. Leases only spread the work.
+//!
 //! On shutdown it stops starting passes and waits for the running ones
 //! (never mid-commit).
 
@@ -34,6 +39,15 @@ pub struct Worker {
     signal: Arc<PoolSignal>,
     interval: Duration,
     concurrency: usize,
+    lease: Arc<Lease>,
+}
+
+/// This worker's name on pool leases, and the pools it holds.
+struct Lease {
+    holder: String,
+    ttl_ms: i64,
+    /// A std lock: held for one set operation, never across an await.
+    held: std::sync::Mutex<HashSet<PoolRef>>,
 }
 
 /// Which pools are being passed over, and which wait for a turn.
@@ -53,13 +67,20 @@ impl Worker {
         signal: Arc<PoolSignal>,
         interval: Duration,
         concurrency: usize,
+        lease_ttl: Duration,
     ) -> Self {
+        let lease = Arc::new(Lease {
+            holder: format!("worker-{}", ulid::Ulid::new()),
+            ttl_ms: lease_ttl.as_millis() as i64,
+            held: Default::default(),
+        });
         Self {
             matching,
             challenges,
             signal,
             interval,
             concurrency: concurrency.max(1),
+            lease,
         }
     }
 
@@ -106,8 +127,23 @@ impl Worker {
                 }
             }
         }
-        // Finish the passes in progress; start no new ones.
+        // Finish the passes in progress; start no new ones; hand the pools on.
         while passes.running.join_next().await.is_some() {}
+        let held: Vec<PoolRef> = self
+            .lease
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        if let Err(e) = self
+            .matching
+            .store()
+            .release_leases(&held, &self.lease.holder)
+            .await
+        {
+            tracing::warn!(error = %e, "releasing pool leases failed; they will lapse");
+        }
         tracing::info!("matching worker stopped");
     }
 
@@ -121,9 +157,11 @@ impl Worker {
             return;
         }
         passes.in_flight.insert(pool.clone());
-        let matching = self.matching.clone();
+        let (matching, lease) = (self.matching.clone(), self.lease.clone());
         passes.running.spawn(async move {
-            run_pass(&matching, &pool).await;
+            if lease.take(&matching, &pool).await {
+                run_pass(&matching, &pool).await;
+            }
             pool
         });
     }
@@ -166,6 +204,30 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, "purge failed"),
             }
         }
+    }
+}
+
+impl Lease {
+    /// Takes or renews the lease on `pool`; false if another worker has it.
+    async fn take(&self, matching: &MatchingService, pool: &PoolRef) -> bool {
+        let held = match matching
+            .store()
+            .lease_pool(pool, &self.holder, self.ttl_ms)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(pool = %pool, error = %e, "taking the pool lease failed");
+                false
+            }
+        };
+        let mut mine = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held {
+            mine.insert(pool.clone());
+        } else {
+            mine.remove(pool);
+        }
+        held
     }
 }
 

@@ -55,7 +55,9 @@ impl Cluster {
             .env("RUST_LOG", "warn,matchmaking_api::startup=info")
             .env("WORKER_INTERVAL_SECONDS", "0.05")
             .env("PRESENCE_TIMEOUT_SECONDS", "0")
-            .env("RESERVATION_TIMEOUT_SECONDS", "1");
+            .env("RESERVATION_TIMEOUT_SECONDS", "1")
+            // A dead worker's pools pass to another after a second.
+            .env("POOL_LEASE_SECONDS", "1");
         for (k, v) in extra_env {
             c.env(k, v);
         }

@@ -27,6 +27,7 @@ mod memory_queue_store {
             the_first_idempotent_answer_wins,
             purge_forgets_old_finished_entries_only,
             holding_players_is_all_or_nothing,
+            a_pool_lease_has_one_holder_until_released_or_lapsed,
         ]
     );
 }
@@ -78,6 +79,7 @@ mod redis_queue_store {
             the_first_idempotent_answer_wins,
             purge_forgets_old_finished_entries_only,
             holding_players_is_all_or_nothing,
+            a_pool_lease_has_one_holder_until_released_or_lapsed,
         ]
     );
 }
@@ -227,5 +229,6 @@ mod redis_cluster_queue_store {
         suite::the_first_idempotent_answer_wins(&*store().await).await;
         suite::purge_forgets_old_finished_entries_only(&*store().await).await;
         suite::holding_players_is_all_or_nothing(&*store().await).await;
+        suite::a_pool_lease_has_one_holder_until_released_or_lapsed(&*store().await).await;
     }
 }

@@ -50,6 +50,8 @@ struct Inner {
     guard_expiry: BTreeSet<(Millis, UserKey)>,
     /// Answer deadlines, soonest first.
     answer_expiry: BTreeSet<(Millis, IdempotencyScope)>,
+    /// Pool leases: holder and deadline (wall clock).
+    leases: HashMap<PoolRef, (String, Millis)>,
 }
 
 #[derive(Default)]
@@ -573,6 +575,30 @@ impl QueueStore for MemoryQueueStore {
             }
         }
         Ok(purged)
+    }
+
+    async fn lease_pool(&self, pool: &PoolRef, holder: &str, ttl_ms: Millis) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        let now = crate::domain::now_millis();
+        match inner.leases.get(pool) {
+            Some((other, until)) if other != holder && *until > now => Ok(false),
+            _ => {
+                inner
+                    .leases
+                    .insert(pool.clone(), (holder.to_owned(), now + ttl_ms));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_leases(&self, pools: &[PoolRef], holder: &str) -> StoreResult<()> {
+        let mut inner = self.lock();
+        for pool in pools {
+            if inner.leases.get(pool).is_some_and(|(h, _)| h == holder) {
+                inner.leases.remove(pool);
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {

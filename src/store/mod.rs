@@ -238,6 +238,14 @@ pub trait QueueStore: Send + Sync + 'static {
     /// answers. Answers how many items went.
     async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize>;
 
+    /// Takes or renews the lease on `pool` for `holder` (a worker) for
+    /// `ttl_ms`: only the holder passes over the pool. False while another
+    /// holder's lease runs; a dead holder's lease lapses by itself.
+    async fn lease_pool(&self, pool: &PoolRef, holder: &str, ttl_ms: Millis) -> StoreResult<bool>;
+
+    /// Gives up these leases, if `holder` still has them (on shutdown).
+    async fn release_leases(&self, pools: &[PoolRef], holder: &str) -> StoreResult<()>;
+
     /// Whether the store answers.
     async fn ping(&self) -> StoreResult<()>;
 }

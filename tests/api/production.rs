@@ -287,3 +287,41 @@ async fn a_join_on_one_node_wakes_the_worker_of_another_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_worker_that_stops_hands_its_pools_to_another_at_once() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    // Leases of 30 s: a takeover in less proves the lease was released.
+    let first = spawn_app_with(|s| {
+        backends.apply(s);
+        s.pool_lease_seconds = 30.0;
+    })
+    .await;
+    let (a, b) = (first.token("alice"), first.token("bob"));
+    let ia = first.join_ok(&a, &join_body("5+0")).await;
+    first.join_ok(&b, &join_body("5+0")).await;
+    assert_eq!(
+        first.wait_for_result(&a, &ia).await["status"],
+        "MATCHED",
+        "the first worker holds the pool"
+    );
+    first.shutdown().await;
+
+    let second = spawn_app_with(|s| {
+        backends.apply(s);
+        s.pool_lease_seconds = 30.0;
+    })
+    .await;
+    let (c, d) = (second.token("carol"), second.token("dave"));
+    let started = std::time::Instant::now();
+    let ic = second.join_ok(&c, &join_body("5+0")).await;
+    second.join_ok(&d, &join_body("5+0")).await;
+    assert_eq!(second.wait_for_result(&c, &ic).await["status"], "MATCHED");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "took over after {:?}",
+        started.elapsed()
+    );
+}

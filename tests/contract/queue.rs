@@ -509,3 +509,44 @@ pub async fn holding_players_is_all_or_nothing(store: &dyn QueueStore) {
             .is_none()
     );
 }
+
+pub async fn a_pool_lease_has_one_holder_until_released_or_lapsed(store: &dyn QueueStore) {
+    let pool = pool_ref("t1");
+    assert!(store.lease_pool(&pool, "w1", 60_000).await.unwrap());
+    assert!(
+        store.lease_pool(&pool, "w1", 60_000).await.unwrap(),
+        "renewed by its holder"
+    );
+    assert!(
+        !store.lease_pool(&pool, "w2", 60_000).await.unwrap(),
+        "held by another"
+    );
+    // Another pool is free.
+    assert!(
+        store
+            .lease_pool(&pool_ref("t2"), "w2", 60_000)
+            .await
+            .unwrap()
+    );
+    store
+        .release_leases(std::slice::from_ref(&pool), "w2")
+        .await
+        .unwrap();
+    assert!(
+        !store.lease_pool(&pool, "w2", 60_000).await.unwrap(),
+        "only the holder releases"
+    );
+    store
+        .release_leases(std::slice::from_ref(&pool), "w1")
+        .await
+        .unwrap();
+    assert!(
+        store.lease_pool(&pool, "w2", 50).await.unwrap(),
+        "released: taken over"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert!(
+        store.lease_pool(&pool, "w3", 60_000).await.unwrap(),
+        "lapsed: taken over"
+    );
+}

@@ -8,7 +8,7 @@
 //!
 //! - per pool `{tenant|pool}`: `e:<id>` (entry hash), `w` (searching, by
 //!   enqueued_at), `r` (reserved, by deadline), `done` (finished, by time),
-//!   `waits` (recent match waits);
+//!   `waits` (recent match waits), `lease` (the worker passing over it);
 //! - per user `{tenant|user}`: `cur` (the waiting entry, `<pool> <id>`),
 //!   `game` (active-game guard `<until>|<json>`), `ent:<id>` (an entry's
 //!   pool, for lookups by id), `idem:<key>` (idempotent answers);
@@ -895,6 +895,29 @@ impl QueueStore for RedisQueueStore {
             }
         }
         Ok(purged)
+    }
+
+    async fn lease_pool(&self, pool: &PoolRef, holder: &str, ttl_ms: Millis) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let held: i64 = LEASE
+            .key(format!("{}:lease", self.pool_tag(pool)))
+            .arg(holder)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn release_leases(&self, pools: &[PoolRef], holder: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        for pool in pools {
+            RELEASE_LEASE
+                .key(format!("{}:lease", self.pool_tag(pool)))
+                .arg(holder)
+                .invoke_async::<i64>(&mut conn)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -254,3 +254,26 @@ return {#ids, empty and 1 or 0}
 ",
     )
 });
+
+/// Takes or renews a pool's lease for a holder. KEYS: lease. ARGV: holder,
+/// ttl ms. Answers 1 if the holder has it now.
+pub static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// Gives up a lease if the holder still has it. KEYS: lease. ARGV: holder.
+pub static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+",
+    )
+});
