@@ -3,7 +3,7 @@ use std::time::Duration;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, join_body, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, error_code, join_body, spawn_on};
 
 fn body(opponent: &str) -> Value {
     json!({ "opponent_user_id": opponent, "time_control": "5+0", "mode": "rated" })
@@ -50,9 +50,10 @@ async fn challenge(app: &TestApp, opponent: &str, extra: Value) -> String {
     v["challenge_id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn creating_a_challenge_answers_201_pending_with_defaults() {
-    let app = spawn_app().await;
+async fn creating_a_challenge_answers_201_pending_with_defaults(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let r = post(&app, &app.token("alice"), "", Some(&body("bob"))).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let v: Value = r.json().await.unwrap();
@@ -64,9 +65,10 @@ async fn creating_a_challenge_answers_201_pending_with_defaults() {
     assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
 }
 
-#[tokio::test]
-async fn bad_challenges_are_400_naming_the_field() {
-    let app = spawn_app().await;
+async fn bad_challenges_are_400_naming_the_field(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let t = app.token("alice");
     for (b, field) in [
         (body("alice"), "opponent_user_id"),
@@ -102,9 +104,10 @@ async fn bad_challenges_are_400_naming_the_field() {
     }
 }
 
-#[tokio::test]
-async fn accepting_creates_one_game_with_the_preferred_colors_and_guards_both() {
-    let app = spawn_app().await;
+async fn accepting_creates_one_game_with_the_preferred_colors_and_guards_both(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let (alice, bob) = (app.token("alice"), app.token("bob"));
     let id = challenge(
         &app,
@@ -140,7 +143,6 @@ async fn accepting_creates_one_game_with_the_preferred_colors_and_guards_both() 
         assert_eq!(error_code(r).await, "ACTIVE_GAME_EXISTS");
     }
     // The match is recorded as coming from a challenge.
-    use matchmaking_api::store::MatchStore;
     let tenant = matchmaking_api::domain::TenantId::parse("t1").unwrap();
     let alice_id = matchmaking_api::domain::UserId::parse("alice").unwrap();
     let record = app
@@ -164,9 +166,10 @@ async fn accepting_creates_one_game_with_the_preferred_colors_and_guards_both() 
     app.join_ok(&alice, &join_body("5+0")).await;
 }
 
-#[tokio::test]
-async fn only_the_challenged_player_can_accept() {
-    let app = spawn_app().await;
+async fn only_the_challenged_player_can_accept(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let id = challenge(&app, "bob", json!({})).await;
     let r = post(&app, &app.token("alice"), &format!("/{id}/accept"), None).await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
@@ -185,9 +188,10 @@ async fn only_the_challenged_player_can_accept() {
     );
 }
 
-#[tokio::test]
-async fn a_player_searching_in_a_queue_cannot_be_in_an_accepted_challenge() {
-    let app = spawn_app().await;
+async fn a_player_searching_in_a_queue_cannot_be_in_an_accepted_challenge(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let id = challenge(&app, "bob", json!({})).await;
     app.join_ok(&app.token("alice"), &join_body("30+0")).await;
     let r = post(&app, &app.token("bob"), &format!("/{id}/accept"), None).await;
@@ -203,9 +207,10 @@ async fn a_player_searching_in_a_queue_cannot_be_in_an_accepted_challenge() {
     app.join_ok(&app.token("bob"), &join_body("10+0")).await;
 }
 
-#[tokio::test]
-async fn declined_and_cancelled_challenges_accept_no_further_transition() {
-    let app = spawn_app().await;
+async fn declined_and_cancelled_challenges_accept_no_further_transition(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let (alice, bob) = (app.token("alice"), app.token("bob"));
     let declined = challenge(&app, "bob", json!({})).await;
     let r = post(&app, &alice, &format!("/{declined}/decline"), None).await;
@@ -233,9 +238,10 @@ async fn declined_and_cancelled_challenges_accept_no_further_transition() {
     }
 }
 
-#[tokio::test]
-async fn incoming_and_outgoing_list_pending_challenges_only() {
-    let app = spawn_app().await;
+async fn incoming_and_outgoing_list_pending_challenges_only(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let (alice, bob) = (app.token("alice"), app.token("bob"));
     let first = challenge(&app, "bob", json!({})).await;
     let second = challenge(&app, "bob", json!({ "time_control": "3+0" })).await;
@@ -255,14 +261,16 @@ async fn incoming_and_outgoing_list_pending_challenges_only() {
     assert_eq!(none["challenges"], json!([]));
 }
 
-#[tokio::test]
-async fn pending_challenges_expire_and_read_expired_at_once() {
+async fn pending_challenges_expire_and_read_expired_at_once(backend: Backend) {
     // The worker is off: reads alone must show the expiry.
-    let app = spawn_app_with(|s| {
+    let Some(app) = spawn_on(backend, |s| {
         s.challenge_ttl_seconds = 0.3;
         s.worker_enabled = false;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let id = challenge(&app, "bob", json!({})).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let v: Value = get(&app, &app.token("bob"), &format!("/{id}"))
@@ -281,9 +289,10 @@ async fn pending_challenges_expire_and_read_expired_at_once() {
     assert_eq!(incoming["challenges"], json!([]));
 }
 
-#[tokio::test]
-async fn the_number_of_pending_outgoing_challenges_is_bounded() {
-    let app = spawn_app_with(|s| s.max_pending_challenges = 2).await;
+async fn the_number_of_pending_outgoing_challenges_is_bounded(backend: Backend) {
+    let Some(app) = spawn_on(backend, |s| s.max_pending_challenges = 2).await else {
+        return;
+    };
     challenge(&app, "bob", json!({})).await;
     let second = challenge(&app, "carol", json!({})).await;
     let r = post(&app, &app.token("alice"), "", Some(&body("dave"))).await;
@@ -293,9 +302,10 @@ async fn the_number_of_pending_outgoing_challenges_is_bounded() {
     challenge(&app, "dave", json!({})).await;
 }
 
-#[tokio::test]
-async fn turned_off_challenges_answer_404_challenges_disabled() {
-    let app = spawn_app_with(|s| s.challenges_enabled = false).await;
+async fn turned_off_challenges_answer_404_challenges_disabled(backend: Backend) {
+    let Some(app) = spawn_on(backend, |s| s.challenges_enabled = false).await else {
+        return;
+    };
     let r = post(&app, &app.token("alice"), "", Some(&body("bob"))).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "CHALLENGES_DISABLED");
@@ -303,9 +313,10 @@ async fn turned_off_challenges_answer_404_challenges_disabled() {
     assert_eq!(error_code(r).await, "CHALLENGES_DISABLED");
 }
 
-#[tokio::test]
-async fn many_parallel_accepts_create_exactly_one_game() {
-    let app = spawn_app().await;
+async fn many_parallel_accepts_create_exactly_one_game(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let bob = app.token("bob");
     for _ in 0..5 {
         let id = challenge(&app, "bob", json!({})).await;
@@ -331,9 +342,10 @@ async fn many_parallel_accepts_create_exactly_one_game() {
     }
 }
 
-#[tokio::test]
-async fn accept_racing_cancel_or_decline_has_exactly_one_winner() {
-    let app = spawn_app().await;
+async fn accept_racing_cancel_or_decline_has_exactly_one_winner(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let (alice, bob) = (app.token("alice"), app.token("bob"));
     for round in 0..10 {
         let id = challenge(&app, "bob", json!({})).await;
@@ -380,11 +392,12 @@ async fn accept_racing_cancel_or_decline_has_exactly_one_winner() {
     }
 }
 
-#[tokio::test]
-async fn accept_racing_expiry_either_wins_cleanly() {
+async fn accept_racing_expiry_either_wins_cleanly(backend: Backend) {
     // A 150 ms lifetime, accepted around its end: whichever wins, the
     // challenge and the players agree.
-    let app = spawn_app_with(|s| s.challenge_ttl_seconds = 0.15).await;
+    let Some(app) = spawn_on(backend, |s| s.challenge_ttl_seconds = 0.15).await else {
+        return;
+    };
     let bob = app.token("bob");
     let mut outcomes = std::collections::HashSet::new();
     for delay_ms in [100u64, 130, 145, 150, 155, 170, 200] {
@@ -415,3 +428,19 @@ async fn accept_racing_expiry_either_wins_cleanly() {
         "the later accepts met an expired challenge"
     );
 }
+
+crate::on_every_backend!(
+    creating_a_challenge_answers_201_pending_with_defaults,
+    bad_challenges_are_400_naming_the_field,
+    accepting_creates_one_game_with_the_preferred_colors_and_guards_both,
+    only_the_challenged_player_can_accept,
+    a_player_searching_in_a_queue_cannot_be_in_an_accepted_challenge,
+    declined_and_cancelled_challenges_accept_no_further_transition,
+    incoming_and_outgoing_list_pending_challenges_only,
+    pending_challenges_expire_and_read_expired_at_once,
+    the_number_of_pending_outgoing_challenges_is_bounded,
+    turned_off_challenges_answer_404_challenges_disabled,
+    many_parallel_accepts_create_exactly_one_game,
+    accept_racing_cancel_or_decline_has_exactly_one_winner,
+    accept_racing_expiry_either_wins_cleanly,
+);

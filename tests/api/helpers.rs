@@ -15,6 +15,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     auth: JwtAuth,
+    /// The app's DATABASE_URL, when not the SQLite file in its data dir.
+    database_url: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _data_dir: tempfile::TempDir,
@@ -38,6 +40,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.worker_enabled = true;
     settings.worker_interval_seconds = 0.05;
     customize(&mut settings);
+    let database_url = settings.database_url.clone();
     let auth = JwtAuth::from_settings(&settings).expect("keys");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -49,6 +52,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         address,
         client: reqwest::Client::new(),
         auth,
+        database_url,
         stop: Some(stop),
         server: Some(server),
         _data_dir: dir,
@@ -81,15 +85,22 @@ impl TestApp {
         self.token_for("t1", user, &[])
     }
 
-    /// The app's durable store, opened beside it on the same SQLite file.
-    pub async fn durable(&self) -> matchmaking_api::store::sqlite::SqliteStore {
-        let url = format!(
-            "sqlite://{}",
-            self._data_dir.path().join("matchmaking.db").display()
-        );
-        matchmaking_api::store::sqlite::SqliteStore::connect(&url)
-            .await
-            .expect("open SQLite")
+    /// The app's durable store (its PostgreSQL, or its SQLite file), opened
+    /// beside it.
+    pub async fn durable(&self) -> std::sync::Arc<dyn matchmaking_api::store::DurableStore> {
+        use matchmaking_api::store::{postgres::PgStore, sqlite::SqliteStore};
+        match &self.database_url {
+            Some(url) if url.starts_with("postgres") => {
+                std::sync::Arc::new(PgStore::connect(url).await.expect("PostgreSQL"))
+            }
+            _ => {
+                let url = format!(
+                    "sqlite://{}",
+                    self._data_dir.path().join("matchmaking.db").display()
+                );
+                std::sync::Arc::new(SqliteStore::connect(&url).await.expect("open SQLite"))
+            }
+        }
     }
 
     pub fn admin_token(&self) -> String {
@@ -230,4 +241,67 @@ pub async fn error_code(r: Response) -> String {
     );
     assert!(has_request_id, "X-Request-Id header");
     err["code"].as_str().expect("code").to_owned()
+}
+
+/// Where a test's app keeps its state.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    /// In-process memory and a SQLite file.
+    Embedded,
+    /// Redis and PostgreSQL (skipped without them, failing in CI).
+    Production,
+}
+
+/// An app on a backend, holding the backend's test space while it lives.
+pub struct OnBackend {
+    app: TestApp,
+    _backends: Option<crate::production::Backends>,
+}
+
+impl std::ops::Deref for OnBackend {
+    type Target = TestApp;
+
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+/// The app on `backend`, or `None` when that backend is not reachable here
+/// (the test then skips; in CI it has already failed).
+pub async fn spawn_on(
+    backend: Backend,
+    customize: impl FnOnce(&mut Settings),
+) -> Option<OnBackend> {
+    match backend {
+        Backend::Embedded => Some(OnBackend {
+            app: spawn_app_with(customize).await,
+            _backends: None,
+        }),
+        Backend::Production => {
+            let backends = crate::production::Backends::create().await?;
+            let app = spawn_app_with(|s| {
+                backends.apply(s);
+                customize(s);
+            })
+            .await;
+            Some(OnBackend {
+                app,
+                _backends: Some(backends),
+            })
+        }
+    }
+}
+
+/// Runs each listed `async fn name(backend: Backend)` as a test on every
+/// backend: `embedded::name` and `production::name`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),+ $(,)?) => {
+        mod embedded {
+            $(#[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::Embedded).await })+
+        }
+        mod production {
+            $(#[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::Production).await })+
+        }
+    };
 }

@@ -8,16 +8,18 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fake_live_game::{Answer, FakeLiveGame};
-use crate::helpers::{TestApp, error_code, join_body, spawn_app_with};
+use crate::helpers::{Backend, OnBackend, TestApp, error_code, join_body, spawn_on};
 
 const CALLBACK_TOKEN: &str = "callback-token-0123456789";
 
+/// An app on `backend` creating its games through `fake` (`None`: skip).
 pub async fn app_with(
+    backend: Backend,
     fake: &FakeLiveGame,
     customize: impl FnOnce(&mut matchmaking_api::settings::Settings),
-) -> TestApp {
+) -> Option<OnBackend> {
     let url = fake.url.clone();
-    spawn_app_with(move |s| {
+    spawn_on(backend, move |s| {
         s.live_game_api_url = Some(url);
         s.live_game_api_token = Some("service-token".into());
         s.live_game_api_callback_token = Some(CALLBACK_TOKEN.into());
@@ -51,10 +53,11 @@ pub fn assert_each_matched_exactly_once(results: &[Value]) {
     assert!(games.values().all(|&n| n == 2), "{games:?}");
 }
 
-#[tokio::test]
-async fn create_game_follows_the_contract() {
+async fn create_game_follows_the_contract(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
-    let app = app_with(&fake, |_| {}).await;
+    let Some(app) = app_with(backend, &fake, |_| {}).await else {
+        return;
+    };
     let (a, b) = (app.token("alice"), app.token("bob"));
     app.put_ratings(&app.admin_token(), "t1", "bob", &json!({ "rapid": 1580 }))
         .await;
@@ -103,11 +106,12 @@ async fn create_game_follows_the_contract() {
     );
 }
 
-#[tokio::test]
-async fn a_5xx_then_success_gives_one_game_under_one_idempotency_key() {
+async fn a_5xx_then_success_gives_one_game_under_one_idempotency_key(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
     fake.script(&[Answer::Status(503)]);
-    let app = app_with(&fake, |_| {}).await;
+    let Some(app) = app_with(backend, &fake, |_| {}).await else {
+        return;
+    };
     let results = pairs(&app, 1, "p").await;
     assert_each_matched_exactly_once(&results);
     let calls = fake.calls();
@@ -115,11 +119,12 @@ async fn a_5xx_then_success_gives_one_game_under_one_idempotency_key() {
     assert_eq!(calls[0].idempotency_key, calls[1].idempotency_key);
 }
 
-#[tokio::test]
-async fn a_4xx_is_not_retried_and_the_players_wait_on() {
+async fn a_4xx_is_not_retried_and_the_players_wait_on(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
     fake.script(&[Answer::Status(422)]);
-    let app = app_with(&fake, |_| {}).await;
+    let Some(app) = app_with(backend, &fake, |_| {}).await else {
+        return;
+    };
     let results = pairs(&app, 1, "p").await;
     assert_each_matched_exactly_once(&results);
     let calls = fake.calls();
@@ -130,11 +135,12 @@ async fn a_4xx_is_not_retried_and_the_players_wait_on() {
     );
 }
 
-#[tokio::test]
-async fn timeouts_roll_back_and_the_pair_is_matched_later_with_its_priority() {
+async fn timeouts_roll_back_and_the_pair_is_matched_later_with_its_priority(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
     fake.script(&[Answer::Hang, Answer::Hang, Answer::Hang]);
-    let app = app_with(&fake, |s| s.live_game_api_max_retries = 0).await;
+    let Some(app) = app_with(backend, &fake, |s| s.live_game_api_max_retries = 0).await else {
+        return;
+    };
     let (a, b) = (app.token("alice"), app.token("bob"));
     let ia = app.join_ok(&a, &join_body("5+0")).await;
     app.join_ok(&b, &join_body("5+0")).await;
@@ -151,7 +157,6 @@ async fn timeouts_roll_back_and_the_pair_is_matched_later_with_its_priority() {
     assert_eq!(status["game_id"].as_str(), calls[3].game_id.as_deref());
     // Priority kept: the match decision saw alice's whole wait, from her
     // first enqueued_at, through three timed-out creations (0.2 s each).
-    use matchmaking_api::store::{AuditStore, MatchStore};
     let durable = app.durable().await;
     let tenant = matchmaking_api::domain::TenantId::parse("t1").unwrap();
     let alice = matchmaking_api::domain::UserId::parse("alice").unwrap();
@@ -176,26 +181,29 @@ async fn timeouts_roll_back_and_the_pair_is_matched_later_with_its_priority() {
     );
 }
 
-#[tokio::test]
-async fn garbage_answers_are_errors_and_never_panics() {
+async fn garbage_answers_are_errors_and_never_panics(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
     fake.script(&[Answer::Garbage, Answer::Garbage]);
-    let app = app_with(&fake, |_| {}).await;
+    let Some(app) = app_with(backend, &fake, |_| {}).await else {
+        return;
+    };
     let results = pairs(&app, 1, "p").await;
     assert_each_matched_exactly_once(&results);
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn an_outage_opens_the_breaker_and_recovery_closes_it() {
+async fn an_outage_opens_the_breaker_and_recovery_closes_it(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Status(500)).await;
-    let app = app_with(&fake, |s| {
+    let Some(app) = app_with(backend, &fake, |s| {
         s.live_game_api_max_retries = 0;
         s.circuit_breaker_failures = 2;
         s.circuit_breaker_cooldown_seconds = 0.4;
         s.max_queue_time_seconds = 0.8;
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let (a, b) = (app.token("alice"), app.token("bob"));
     let ia = app.join_ok(&a, &join_body("5+0")).await;
     app.join_ok(&b, &join_body("5+0")).await;
@@ -228,10 +236,13 @@ async fn an_outage_opens_the_breaker_and_recovery_closes_it() {
     app.join_ok(&app.token("carol"), &join_body("5+0")).await;
 }
 
-#[tokio::test]
-async fn the_game_service_sees_the_request_id_of_the_join_that_completed_the_pair() {
+async fn the_game_service_sees_the_request_id_of_the_join_that_completed_the_pair(
+    backend: Backend,
+) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
-    let app = app_with(&fake, |_| {}).await;
+    let Some(app) = app_with(backend, &fake, |_| {}).await else {
+        return;
+    };
     let (a, b) = (app.token("alice"), app.token("bob"));
     let ia = app.join_ok(&a, &join_body("5+0")).await;
     let r = app
@@ -251,10 +262,11 @@ async fn the_game_service_sees_the_request_id_of_the_join_that_completed_the_pai
     );
 }
 
-#[tokio::test]
-async fn the_game_service_reports_games_finished_with_its_token() {
+async fn the_game_service_reports_games_finished_with_its_token(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
-    let app = app_with(&fake, |_| {}).await;
+    let Some(app) = app_with(backend, &fake, |_| {}).await else {
+        return;
+    };
     let results = pairs(&app, 1, "p").await;
     let game = results[0]["game_id"].as_str().unwrap().to_owned();
     let finish = |token: &str, body: Value| {
@@ -283,11 +295,12 @@ async fn the_game_service_reports_games_finished_with_its_token() {
     app.join_ok(&app.token("p0"), &join_body("5+0")).await;
 }
 
-#[tokio::test]
-async fn a_challenge_game_goes_through_the_game_service_too() {
+async fn a_challenge_game_goes_through_the_game_service_too(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
     fake.script(&[Answer::Status(502)]);
-    let app = app_with(&fake, |_| {}).await;
+    let Some(app) = app_with(backend, &fake, |_| {}).await else {
+        return;
+    };
     let created: Value = app
         .client
         .post(format!("{}/v1/matchmaking/challenges", app.address))
@@ -321,8 +334,7 @@ async fn a_challenge_game_goes_through_the_game_service_too() {
     assert_eq!(accepted["game_id"].as_str(), calls[1].game_id.as_deref());
 }
 
-#[tokio::test]
-async fn half_the_calls_failing_still_matches_everyone_exactly_once() {
+async fn half_the_calls_failing_still_matches_everyone_exactly_once(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 1 }).await;
     let script: Vec<Answer> = (0..200)
         .map(|i| {
@@ -334,7 +346,22 @@ async fn half_the_calls_failing_still_matches_everyone_exactly_once() {
         })
         .collect();
     fake.script(&script);
-    let app = app_with(&fake, |s| s.circuit_breaker_failures = 1_000).await;
+    let Some(app) = app_with(backend, &fake, |s| s.circuit_breaker_failures = 1_000).await else {
+        return;
+    };
     let results = pairs(&app, 50, "p").await;
     assert_each_matched_exactly_once(&results);
 }
+
+crate::on_every_backend!(
+    create_game_follows_the_contract,
+    a_5xx_then_success_gives_one_game_under_one_idempotency_key,
+    a_4xx_is_not_retried_and_the_players_wait_on,
+    timeouts_roll_back_and_the_pair_is_matched_later_with_its_priority,
+    garbage_answers_are_errors_and_never_panics,
+    an_outage_opens_the_breaker_and_recovery_closes_it,
+    the_game_service_sees_the_request_id_of_the_join_that_completed_the_pair,
+    the_game_service_reports_games_finished_with_its_token,
+    a_challenge_game_goes_through_the_game_service_too,
+    half_the_calls_failing_still_matches_everyone_exactly_once,
+);

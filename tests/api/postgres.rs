@@ -72,37 +72,3 @@ async fn queue_matches_challenges_and_ratings_work_on_postgres() {
         "alice"
     );
 }
-
-#[tokio::test]
-async fn a_failing_game_service_on_redis_and_postgres_still_matches_everyone_exactly_once() {
-    use crate::fake_live_game::{Answer, FakeLiveGame};
-    use crate::live_game::{app_with, assert_each_matched_exactly_once, pairs};
-    let Some(schema) = PgSchema::create().await else {
-        return;
-    };
-    let fake = FakeLiveGame::start(Answer::Game { delay_ms: 1 }).await;
-    let script: Vec<Answer> = (0..60)
-        .map(|i| {
-            if i % 2 == 0 {
-                Answer::Status(500)
-            } else {
-                Answer::Hang
-            }
-        })
-        .collect();
-    fake.script(&script);
-    let Some(redis) = crate::support::RedisPrefix::create().await else {
-        return;
-    };
-    let (url, prefix) = (schema.url(), redis.prefix.clone());
-    let app = app_with(&fake, move |s| {
-        s.database_url = Some(url);
-        s.redis_url = Some(crate::support::redis_url());
-        s.redis_key_prefix = prefix;
-        s.live_game_api_max_retries = 1;
-        s.circuit_breaker_failures = 1_000;
-    })
-    .await;
-    let results = pairs(&app, 20, "pg").await;
-    assert_each_matched_exactly_once(&results);
-}
