@@ -235,6 +235,7 @@ impl Core {
                 .due
                 .as_ref()
                 .map(|(channel, _)| Arc::new(channel.clone()) as Arc<dyn DueAnnouncer>),
+            estimates: Default::default(),
             limits: QueueLimits {
                 guard_ms: settings.guard_ms(),
                 idempotency_ms: settings.idempotency_ms(),

@@ -19,6 +19,9 @@ use crate::store::{
     StoredAnswer,
 };
 
+/// How long a pool's wait estimate is reused on one node.
+const ESTIMATE_REFRESH_MS: Millis = 1_000;
+
 /// Deepest nesting accepted in `client_metadata`.
 const METADATA_MAX_DEPTH: usize = 4;
 
@@ -76,6 +79,9 @@ pub struct QueueService {
     pub breaker: Arc<CircuitBreaker>,
     /// Wakes the workers of other processes, when there are any.
     pub announcer: Option<Arc<dyn DueAnnouncer>>,
+    /// Each pool's last estimate and when it was made. A std lock: held for
+    /// one map operation, never across an await.
+    pub estimates: std::sync::Mutex<std::collections::HashMap<PoolRef, (Millis, u64)>>,
     pub limits: QueueLimits,
 }
 
@@ -169,7 +175,29 @@ impl QueueService {
     /// Seconds a player joining `pool` now can expect to wait: the median
     /// of the pool's recent real waits; before any match, the time the
     /// window takes to open fully.
+    /// Recomputed at most once per `ESTIMATE_REFRESH_MS` per pool on this
+    /// node: one store read per second, not one per join.
     pub async fn estimate(&self, pool: &PoolRef) -> Result<u64, ServiceError> {
+        let now = now_millis();
+        if let Some(&(at, seconds)) = self
+            .estimates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pool)
+            && now - at < ESTIMATE_REFRESH_MS
+        {
+            return Ok(seconds);
+        }
+        let seconds = self.fresh_estimate(pool).await?;
+        let mut cache = self.estimates.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(pool.clone(), (now, seconds));
+        Ok(seconds)
+    }
+
+    async fn fresh_estimate(&self, pool: &PoolRef) -> Result<u64, ServiceError> {
         let mut waits = self.store.recent_waits(pool).await?;
         let ms = if waits.is_empty() {
             self.policy

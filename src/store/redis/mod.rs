@@ -32,6 +32,7 @@ mod scripts;
 pub use due::RedisDueChannel;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -100,7 +101,14 @@ pub struct RedisQueueStore {
     prefix: String,
     /// How long an entry stays findable by id (its `ent:` index key).
     index_ttl_ms: Millis,
+    /// When this node last noted each pool in `pools`: once a second is
+    /// enough (the score only keeps a pool from being purged), so most joins
+    /// skip that round trip. A std lock: never held across an await.
+    registered: Arc<Mutex<HashMap<PoolRef, Millis>>>,
 }
+
+/// How often a node re-notes a pool it sees joins for in `pools`.
+const REGISTER_EVERY_MS: Millis = 1_000;
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("redis: {what}"))
@@ -260,6 +268,7 @@ impl RedisQueueStore {
             conn,
             prefix: prefix.to_owned(),
             index_ttl_ms,
+            registered: Default::default(),
         })
     }
 
@@ -421,9 +430,24 @@ impl QueueStore for RedisQueueStore {
             add.arg(k).arg(v);
         }
         add.invoke_async::<i64>(&mut conn).await?;
-        let member = format!("{}|{}", pool.tenant_id, pool.key);
-        conn.zadd::<_, _, _, ()>(self.pools_key(), member, now)
-            .await?;
+        let due = {
+            let mut registered = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+            let due = registered
+                .get(&pool)
+                .is_none_or(|&at| now - at >= REGISTER_EVERY_MS);
+            if due {
+                if registered.len() > 100_000 {
+                    registered.clear();
+                }
+                registered.insert(pool.clone(), now);
+            }
+            due
+        };
+        if due {
+            let member = format!("{}|{}", pool.tenant_id, pool.key);
+            conn.zadd::<_, _, _, ()>(self.pools_key(), member, now)
+                .await?;
+        }
         Ok(JoinOutcome::Created(entry))
     }
 
