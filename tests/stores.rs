@@ -10,26 +10,7 @@ mod memory_queue_store {
         Some(Box::new(MemoryQueueStore::new()))
     }
 
-    crate::contract_tests!(
-        crate::contract::queue,
-        make(),
-        [
-            join_then_status_is_visible_to_its_owner_only,
-            joining_again_answers_the_waiting_entry,
-            cancel_is_for_the_owner_of_a_searching_entry,
-            waiting_lists_searching_entries_oldest_first,
-            a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out,
-            commit_matches_both_and_guards_them_until_the_game_finishes,
-            the_guard_lapses_at_its_deadline,
-            release_puts_both_back_with_their_priority,
-            time_out_changes_only_searching_entries,
-            stale_reservations_are_found_after_their_deadline,
-            the_first_idempotent_answer_wins,
-            purge_forgets_old_finished_entries_only,
-            holding_players_is_all_or_nothing,
-            a_pool_lease_has_one_holder_until_released_or_lapsed,
-        ]
-    );
+    crate::queue_cases!(crate::contract_tests!(crate::contract::queue, make(),));
 }
 
 mod redis_queue_store {
@@ -62,26 +43,7 @@ mod redis_queue_store {
         })
     }
 
-    crate::contract_tests!(
-        crate::contract::queue,
-        make(),
-        [
-            join_then_status_is_visible_to_its_owner_only,
-            joining_again_answers_the_waiting_entry,
-            cancel_is_for_the_owner_of_a_searching_entry,
-            waiting_lists_searching_entries_oldest_first,
-            a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out,
-            commit_matches_both_and_guards_them_until_the_game_finishes,
-            the_guard_lapses_at_its_deadline,
-            release_puts_both_back_with_their_priority,
-            time_out_changes_only_searching_entries,
-            stale_reservations_are_found_after_their_deadline,
-            the_first_idempotent_answer_wins,
-            purge_forgets_old_finished_entries_only,
-            holding_players_is_all_or_nothing,
-            a_pool_lease_has_one_holder_until_released_or_lapsed,
-        ]
-    );
+    crate::queue_cases!(crate::contract_tests!(crate::contract::queue, make(),));
 }
 
 mod sqlite_durable_store {
@@ -109,31 +71,9 @@ mod sqlite_durable_store {
         Some(TempSqlite { store, _dir: dir })
     }
 
-    crate::contract_tests!(
-        crate::contract::durable,
-        make(),
-        [
-            a_match_is_found_by_id_entry_and_user,
-            inserting_a_match_twice_keeps_one_and_moves_colors_once,
-            finishing_a_game_ends_its_match_once,
-            ratings_default_to_1500_and_merge_by_speed,
-            all_ratings_lists_exactly_the_players_with_a_rating,
-            many_matches_insert_in_one_batch,
-        ]
-    );
+    crate::durable_cases!(crate::contract_tests!(crate::contract::durable, make(),));
 
-    crate::contract_tests!(
-        crate::contract::challenges,
-        make(),
-        [
-            a_challenge_round_trips_within_its_tenant,
-            pending_outgoing_challenges_are_bounded,
-            transitions_apply_once_and_only_from_their_status,
-            an_expired_challenge_cannot_leave_pending_and_is_swept,
-            pending_lists_split_incoming_from_outgoing,
-            stale_accepts_are_found_by_age,
-        ]
-    );
+    crate::challenge_cases!(crate::contract_tests!(crate::contract::challenges, make(),));
 }
 
 mod postgres_durable_store {
@@ -164,31 +104,9 @@ mod postgres_durable_store {
             _schema: schema,
         })
     }
-    crate::contract_tests!(
-        crate::contract::durable,
-        make(),
-        [
-            a_match_is_found_by_id_entry_and_user,
-            inserting_a_match_twice_keeps_one_and_moves_colors_once,
-            finishing_a_game_ends_its_match_once,
-            ratings_default_to_1500_and_merge_by_speed,
-            all_ratings_lists_exactly_the_players_with_a_rating,
-            many_matches_insert_in_one_batch,
-        ]
-    );
+    crate::durable_cases!(crate::contract_tests!(crate::contract::durable, make(),));
 
-    crate::contract_tests!(
-        crate::contract::challenges,
-        make(),
-        [
-            a_challenge_round_trips_within_its_tenant,
-            pending_outgoing_challenges_are_bounded,
-            transitions_apply_once_and_only_from_their_status,
-            an_expired_challenge_cannot_leave_pending_and_is_swept,
-            pending_lists_split_incoming_from_outgoing,
-            stale_accepts_are_found_by_age,
-        ]
-    );
+    crate::challenge_cases!(crate::contract_tests!(crate::contract::challenges, make(),));
 }
 
 /// The queue-store contract on a 3-master Redis Cluster the test starts: a
@@ -216,19 +134,11 @@ mod redis_cluster_queue_store {
                     .unwrap(),
             )
         };
-        suite::join_then_status_is_visible_to_its_owner_only(&*store().await).await;
-        suite::joining_again_answers_the_waiting_entry(&*store().await).await;
-        suite::cancel_is_for_the_owner_of_a_searching_entry(&*store().await).await;
-        suite::waiting_lists_searching_entries_oldest_first(&*store().await).await;
-        suite::a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out(&*store().await).await;
-        suite::commit_matches_both_and_guards_them_until_the_game_finishes(&*store().await).await;
-        suite::the_guard_lapses_at_its_deadline(&*store().await).await;
-        suite::release_puts_both_back_with_their_priority(&*store().await).await;
-        suite::time_out_changes_only_searching_entries(&*store().await).await;
-        suite::stale_reservations_are_found_after_their_deadline(&*store().await).await;
-        suite::the_first_idempotent_answer_wins(&*store().await).await;
-        suite::purge_forgets_old_finished_entries_only(&*store().await).await;
-        suite::holding_players_is_all_or_nothing(&*store().await).await;
-        suite::a_pool_lease_has_one_holder_until_released_or_lapsed(&*store().await).await;
+        macro_rules! run_all {
+            ([$($case:ident),+ $(,)?]) => {
+                $(suite::$case(&*store().await).await;)+
+            };
+        }
+        crate::queue_cases!(run_all!());
     }
 }

@@ -305,3 +305,61 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+/// A player who joined: user id, token, entry id.
+pub struct Joined {
+    pub user: String,
+    pub token: String,
+    pub id: String,
+}
+
+/// Players `<prefix>0..<prefix>n-1` join at once, player `i` with
+/// `body(i)`.
+pub async fn join_many(
+    app: &TestApp,
+    n: usize,
+    prefix: &str,
+    body: impl Fn(usize) -> Value,
+) -> Vec<Joined> {
+    let users: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let tokens: Vec<String> = users.iter().map(|u| app.token(u)).collect();
+    let bodies: Vec<Value> = (0..n).map(body).collect();
+    let ids =
+        futures::future::join_all(tokens.iter().zip(&bodies).map(|(t, b)| app.join_ok(t, b))).await;
+    users
+        .into_iter()
+        .zip(tokens)
+        .zip(ids)
+        .map(|((user, token), id)| Joined { user, token, id })
+        .collect()
+}
+
+/// Waits for every player's result and asserts the invariant: each one
+/// matched, never against themselves, into a game of exactly two players,
+/// nobody in two games. Answers the number of games.
+pub async fn assert_all_matched_in_pairs(app: &TestApp, joined: &[Joined]) -> usize {
+    let mut games: std::collections::HashMap<String, Vec<&str>> = Default::default();
+    for p in joined {
+        let v = app.wait_for_result(&p.token, &p.id).await;
+        assert_eq!(v["status"], "MATCHED", "{}: {v}", p.user);
+        assert_ne!(
+            v["opponent"]["user_id"],
+            p.user.as_str(),
+            "{} met themselves",
+            p.user
+        );
+        let game = v["game_id"]
+            .as_str()
+            .expect("a matched entry has a game")
+            .to_owned();
+        games.entry(game).or_default().push(&p.user);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (game, players) in &games {
+        assert_eq!(players.len(), 2, "game {game} has players {players:?}");
+        for p in players {
+            assert!(seen.insert(*p), "{p} is in two games");
+        }
+    }
+    games.len()
+}

@@ -1,14 +1,16 @@
 //! Game creation through a (fake) live-game-api: the contract, retries,
 //! roll-backs, the circuit breaker and the finished callback.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::fake_live_game::{Answer, FakeLiveGame};
-use crate::helpers::{Backend, OnBackend, TestApp, error_code, join_body, spawn_on};
+use crate::helpers::{
+    Backend, OnBackend, assert_all_matched_in_pairs, error_code, join_body, join_many, spawn_on,
+};
 
 const CALLBACK_TOKEN: &str = "callback-token-0123456789";
 
@@ -27,30 +29,6 @@ pub async fn app_with(
         customize(s);
     })
     .await
-}
-
-/// Joins `n` pairs of players p0..p(2n-1) and waits for every result.
-pub async fn pairs(app: &TestApp, n: usize, prefix: &str) -> Vec<Value> {
-    let tokens: Vec<String> = (0..2 * n)
-        .map(|i| app.token(&format!("{prefix}{i}")))
-        .collect();
-    let body = join_body("5+0");
-    let ids = futures::future::join_all(tokens.iter().map(|t| app.join_ok(t, &body))).await;
-    let mut results = Vec::new();
-    for (t, id) in tokens.iter().zip(&ids) {
-        results.push(app.wait_for_result(t, id).await);
-    }
-    results
-}
-
-/// Every game has exactly two players and nobody is in two games.
-pub fn assert_each_matched_exactly_once(results: &[Value]) {
-    let mut games: HashMap<&str, usize> = HashMap::new();
-    for r in results {
-        assert_eq!(r["status"], "MATCHED", "{r}");
-        *games.entry(r["game_id"].as_str().unwrap()).or_default() += 1;
-    }
-    assert!(games.values().all(|&n| n == 2), "{games:?}");
 }
 
 async fn create_game_follows_the_contract(backend: Backend) {
@@ -112,8 +90,8 @@ async fn a_5xx_then_success_gives_one_game_under_one_idempotency_key(backend: Ba
     let Some(app) = app_with(backend, &fake, |_| {}).await else {
         return;
     };
-    let results = pairs(&app, 1, "p").await;
-    assert_each_matched_exactly_once(&results);
+    let joined = join_many(&app, 2, "p", |_| join_body("5+0")).await;
+    assert_all_matched_in_pairs(&app, &joined).await;
     let calls = fake.calls();
     assert_eq!(calls.len(), 2, "one retry");
     assert_eq!(calls[0].idempotency_key, calls[1].idempotency_key);
@@ -125,8 +103,8 @@ async fn a_4xx_is_not_retried_and_the_players_wait_on(backend: Backend) {
     let Some(app) = app_with(backend, &fake, |_| {}).await else {
         return;
     };
-    let results = pairs(&app, 1, "p").await;
-    assert_each_matched_exactly_once(&results);
+    let joined = join_many(&app, 2, "p", |_| join_body("5+0")).await;
+    assert_all_matched_in_pairs(&app, &joined).await;
     let calls = fake.calls();
     assert_eq!(calls.len(), 2, "the refusal, then a new match");
     assert_ne!(
@@ -187,8 +165,8 @@ async fn garbage_answers_are_errors_and_never_panics(backend: Backend) {
     let Some(app) = app_with(backend, &fake, |_| {}).await else {
         return;
     };
-    let results = pairs(&app, 1, "p").await;
-    assert_each_matched_exactly_once(&results);
+    let joined = join_many(&app, 2, "p", |_| join_body("5+0")).await;
+    assert_all_matched_in_pairs(&app, &joined).await;
     assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
 }
 
@@ -267,8 +245,12 @@ async fn the_game_service_reports_games_finished_with_its_token(backend: Backend
     let Some(app) = app_with(backend, &fake, |_| {}).await else {
         return;
     };
-    let results = pairs(&app, 1, "p").await;
-    let game = results[0]["game_id"].as_str().unwrap().to_owned();
+    let joined = join_many(&app, 2, "p", |_| join_body("5+0")).await;
+    assert_all_matched_in_pairs(&app, &joined).await;
+    let game = app.status_json(&joined[0].token, &joined[0].id).await["game_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let finish = |token: &str, body: Value| {
         app.client
             .post(format!("{}/internal/games/{game}/finished", app.address))
@@ -349,8 +331,8 @@ async fn half_the_calls_failing_still_matches_everyone_exactly_once(backend: Bac
     let Some(app) = app_with(backend, &fake, |s| s.circuit_breaker_failures = 1_000).await else {
         return;
     };
-    let results = pairs(&app, 50, "p").await;
-    assert_each_matched_exactly_once(&results);
+    let joined = join_many(&app, 100, "p", |_| join_body("5+0")).await;
+    assert_all_matched_in_pairs(&app, &joined).await;
 }
 
 crate::on_every_backend!(

@@ -1,10 +1,11 @@
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, join_body, spawn_app, spawn_app_with};
+use crate::helpers::{
+    assert_all_matched_in_pairs, error_code, join_body, join_many, spawn_app, spawn_app_with,
+};
 
 #[tokio::test]
 async fn two_compatible_players_get_the_same_game_and_see_each_other() {
@@ -177,29 +178,8 @@ async fn the_active_game_guard_lapses_after_its_time_without_a_report() {
 #[tokio::test]
 async fn two_hundred_players_joining_at_once_are_each_matched_exactly_once() {
     let app = spawn_app().await;
-    let tokens: Vec<String> = (0..200).map(|i| app.token(&format!("p{i}"))).collect();
-    let body = join_body("5+0");
-    let joins = tokens.iter().map(|t| app.join_ok(t, &body));
-    let ids: Vec<String> = futures::future::join_all(joins).await;
-    let mut games: HashMap<String, Vec<String>> = HashMap::new();
-    for (i, (t, id)) in tokens.iter().zip(&ids).enumerate() {
-        let v = app.wait_for_result(t, id).await;
-        assert_eq!(v["status"], "MATCHED", "player p{i}: {v}");
-        let opponent = v["opponent"]["user_id"].as_str().unwrap().to_owned();
-        assert_ne!(opponent, format!("p{i}"));
-        games
-            .entry(v["game_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(format!("p{i}"));
-    }
-    assert_eq!(games.len(), 100);
-    let mut seen = HashSet::new();
-    for players in games.values() {
-        assert_eq!(players.len(), 2, "every game has exactly two players");
-        for p in players {
-            assert!(seen.insert(p.clone()), "{p} is in two games");
-        }
-    }
+    let joined = join_many(&app, 200, "p", |_| join_body("5+0")).await;
+    assert_eq!(assert_all_matched_in_pairs(&app, &joined).await, 100);
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, join_body, spawn_app_with};
+use crate::helpers::{
+    TestApp, assert_all_matched_in_pairs, error_code, join_body, join_many, spawn_app_with,
+};
 use crate::support::{PgSchema, RedisPrefix, redis_url};
 
 /// The servers' spaces of one test; dropped (and cleaned) with it.
@@ -41,19 +43,8 @@ async fn two_hundred_players_on_redis_and_postgres_are_matched_exactly_once() {
         return;
     };
     let app = backends.spawn().await;
-    let tokens: Vec<String> = (0..200).map(|i| app.token(&format!("p{i}"))).collect();
-    let body = join_body("5+0");
-    let ids = futures::future::join_all(tokens.iter().map(|t| app.join_ok(t, &body))).await;
-    let mut games: HashMap<String, usize> = HashMap::new();
-    for (t, id) in tokens.iter().zip(&ids) {
-        let v = app.wait_for_result(t, id).await;
-        assert_eq!(v["status"], "MATCHED", "{v}");
-        *games
-            .entry(v["game_id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
-    }
-    assert_eq!(games.len(), 100);
-    assert!(games.values().all(|&n| n == 2));
+    let joined = join_many(&app, 200, "p", |_| join_body("5+0")).await;
+    assert_eq!(assert_all_matched_in_pairs(&app, &joined).await, 100);
 }
 
 #[tokio::test]
@@ -218,24 +209,9 @@ async fn a_service_on_redis_cluster_matches_everyone_exactly_once() {
         s.database_url = Some(db);
     })
     .await;
-    let tokens: Vec<String> = (0..60).map(|i| app.token(&format!("p{i}"))).collect();
-    let app = &app;
-    let ids = futures::future::join_all(tokens.iter().enumerate().map(|(i, t)| {
-        // Three pools, so keys spread over the cluster's slots.
-        let body = join_body(["5+0", "3+0", "10+0"][i % 3]);
-        async move { app.join_ok(t, &body).await }
-    }))
-    .await;
-    let mut games: HashMap<String, usize> = HashMap::new();
-    for (t, id) in tokens.iter().zip(&ids) {
-        let v = app.wait_for_result(t, id).await;
-        assert_eq!(v["status"], "MATCHED", "{v}");
-        *games
-            .entry(v["game_id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
-    }
-    assert_eq!(games.len(), 30);
-    assert!(games.values().all(|&n| n == 2));
+    // Three pools, so keys spread over the cluster's slots.
+    let joined = join_many(&app, 60, "p", |i| join_body(["5+0", "3+0", "10+0"][i % 3])).await;
+    assert_eq!(assert_all_matched_in_pairs(&app, &joined).await, 30);
 }
 
 #[tokio::test]

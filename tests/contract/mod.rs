@@ -46,3 +46,57 @@ macro_rules! contract_tests {
         )+
     };
 }
+
+/// Calls `$callback!` with every case of the QueueStore contract: the one
+/// list, so no backend can miss a case.
+#[macro_export]
+macro_rules! queue_cases {
+    ($($callback:ident)::+!($($args:tt)*)) => {
+        $($callback)::+! { $($args)* [
+            join_then_status_is_visible_to_its_owner_only,
+            joining_again_answers_the_waiting_entry,
+            cancel_is_for_the_owner_of_a_searching_entry,
+            waiting_lists_searching_entries_oldest_first,
+            a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out,
+            commit_matches_both_and_guards_them_until_the_game_finishes,
+            the_guard_lapses_at_its_deadline,
+            release_puts_both_back_with_their_priority,
+            time_out_changes_only_searching_entries,
+            stale_reservations_are_found_after_their_deadline,
+            the_first_idempotent_answer_wins,
+            purge_forgets_old_finished_entries_only,
+            holding_players_is_all_or_nothing,
+            a_pool_lease_has_one_holder_until_released_or_lapsed,
+        ] }
+    };
+}
+
+/// Calls `$callback!` with every case of the durable-store contracts.
+#[macro_export]
+macro_rules! durable_cases {
+    ($($callback:ident)::+!($($args:tt)*)) => {
+        $($callback)::+! { $($args)* [
+            a_match_is_found_by_id_entry_and_user,
+            inserting_a_match_twice_keeps_one_and_moves_colors_once,
+            finishing_a_game_ends_its_match_once,
+            ratings_default_to_1500_and_merge_by_speed,
+            all_ratings_lists_exactly_the_players_with_a_rating,
+            many_matches_insert_in_one_batch,
+        ] }
+    };
+}
+
+/// Calls `$callback!` with every case of the ChallengeStore contract.
+#[macro_export]
+macro_rules! challenge_cases {
+    ($($callback:ident)::+!($($args:tt)*)) => {
+        $($callback)::+! { $($args)* [
+            a_challenge_round_trips_within_its_tenant,
+            pending_outgoing_challenges_are_bounded,
+            transitions_apply_once_and_only_from_their_status,
+            an_expired_challenge_cannot_leave_pending_and_is_swept,
+            pending_lists_split_incoming_from_outgoing,
+            stale_accepts_are_found_by_age,
+        ] }
+    };
+}
