@@ -1,12 +1,13 @@
 //! The real binary, as an operator runs it: `serve` with a dev-mode secret,
 //! `token` minting with the same secret, `migrate`, SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_matchmaking-api");
 
@@ -29,20 +30,8 @@ fn serve(dir: &Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        let line = lines.next().expect("a log line").expect("utf-8");
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if v["message"] == "listening" {
-            break v["addr"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-    };
-    // Keep draining the logs so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, format!("http://{addr}"))
+    let url = support::listening_url(&mut child);
+    (child, url)
 }
 
 fn token(dir: &Path, user: &str) -> String {

@@ -78,17 +78,9 @@ impl Cluster {
             ])
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("the server logs").unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            if v["message"] == "listening" {
-                break v["addr"].as_str().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let url = support::listening_url(&mut child);
         self.children.push(child);
-        format!("http://{addr}")
+        url
     }
 
     /// Starts a worker process; answers its index (to kill it).

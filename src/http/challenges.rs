@@ -9,6 +9,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, object, optional_str, required_str};
 use super::request_id;
+use crate::auth::Identity;
 use crate::domain::{Challenge, ChallengeId, ChallengeStatus, rfc3339};
 use crate::services::challenges::NewChallenge;
 use crate::store::Direction;
@@ -92,18 +93,29 @@ pub async fn accept(
     Ok(axum::Json(challenge_json(&c)).into_response())
 }
 
+/// Moves a pending challenge to `to` (declined by the opponent, cancelled
+/// by the challenger).
+async fn refuse(
+    state: &AppState,
+    who: &Identity,
+    id: &str,
+    to: ChallengeStatus,
+) -> Result<Response, ApiError> {
+    let c = state
+        .challenges
+        .refuse(who, &challenge_id(id)?, to)
+        .await
+        .map_err(not_found_challenge)?;
+    Ok(axum::Json(challenge_json(&c)).into_response())
+}
+
 /// POST /v1/matchmaking/challenges/{id}/decline
 pub async fn decline(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let c = state
-        .challenges
-        .refuse(&who, &challenge_id(&id)?, ChallengeStatus::Declined)
-        .await
-        .map_err(not_found_challenge)?;
-    Ok(axum::Json(challenge_json(&c)).into_response())
+    refuse(&state, &who, &id, ChallengeStatus::Declined).await
 }
 
 /// DELETE /v1/matchmaking/challenges/{id}
@@ -112,12 +124,7 @@ pub async fn cancel(
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let c = state
-        .challenges
-        .refuse(&who, &challenge_id(&id)?, ChallengeStatus::Cancelled)
-        .await
-        .map_err(not_found_challenge)?;
-    Ok(axum::Json(challenge_json(&c)).into_response())
+    refuse(&state, &who, &id, ChallengeStatus::Cancelled).await
 }
 
 async fn list(

@@ -366,3 +366,26 @@ impl Proxy {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Reads a spawned server's JSON log lines until its "listening" line and
+/// answers the base URL; the rest of its output is drained in the
+/// background so the server never blocks on a full pipe.
+pub fn listening_url(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let line = lines.next().expect("the server logs").expect("utf-8");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or(serde_json::Value::Null);
+        if v["message"] == "listening" {
+            break v["addr"].as_str().expect("addr").to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start"
+        );
+    };
+    std::thread::spawn(move || for _ in lines {});
+    format!("http://{addr}")
+}
