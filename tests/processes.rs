@@ -307,9 +307,10 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
     let Some(mut cluster) = Cluster::create().await else {
         return;
     };
-    // A slow game service, so commits are in flight when the worker dies.
+    // A slow game service (200 ms), so commits are surely in flight when the
+    // worker dies, even on a loaded machine.
     let fake =
-        fake_live_game::FakeLiveGame::start(fake_live_game::Answer::Game { delay_ms: 40 }).await;
+        fake_live_game::FakeLiveGame::start(fake_live_game::Answer::Game { delay_ms: 200 }).await;
     let env = [("LIVE_GAME_API_URL", fake.url.clone())];
     let node = cluster.serve(&env);
     let doomed = cluster.worker(&env);

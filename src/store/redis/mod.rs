@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, Value};
 
@@ -622,67 +623,24 @@ impl QueueStore for RedisQueueStore {
         guard_until: Millis,
         now: Millis,
     ) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
-        for record in records {
-            // 1. Guards first: from here a join of either answers ACTIVE_GAME_EXISTS.
-            for side in [&record.white, &record.black] {
-                let guard = record
-                    .guard_for(&side.user_id, guard_until)
-                    .ok_or_else(|| corrupt("record"))?;
-                SET_GUARD
-                    .key(format!(
-                        "{}:game",
-                        self.user_tag(&record.tenant_id, &side.user_id)
-                    ))
-                    .arg(guard_value(&guard))
-                    .arg(ttl(guard_until))
-                    .invoke_async::<i64>(&mut conn)
-                    .await?;
-            }
-            let players = format!("{} {}", record.white.user_id, record.black.user_id);
-            conn.pset_ex::<_, _, ()>(
-                self.players_key(&record.tenant_id, &record.game_id),
-                players,
-                ttl(guard_until) as u64,
-            )
-            .await?;
-            // 2. The entries (a challenge's match has none).
-            let pool = PoolRef {
-                tenant_id: record.tenant_id.clone(),
-                key: record.pool,
-            };
-            let tag = self.pool_tag(&pool);
-            let mut inv = COMMIT.key(format!("{tag}:r"));
-            inv.key(format!("{tag}:waits"))
-                .key(format!("{tag}:done"))
-                .arg(format!("{tag}:e:"))
-                .arg(record.match_id.to_string())
-                .arg(record.game_id.to_string())
-                .arg(now)
-                .arg(RECENT_WAITS);
-            let mut any = false;
-            for (me, other) in [
-                (&record.white, &record.black),
-                (&record.black, &record.white),
-            ] {
-                if let Some(id) = me.entry_id {
-                    inv.arg(id.to_string())
-                        .arg(serde_json::to_string(&other.as_opponent()).unwrap_or_default());
-                    any = true;
-                }
-            }
-            if !any {
-                continue;
-            }
-            let matched: Vec<String> = inv.invoke_async(&mut conn).await?;
-            // 3. The users' pointers to their (now finished) entries.
-            for side in [&record.white, &record.black] {
-                if let Some(id) = side.entry_id.filter(|id| matched.contains(&id.to_string())) {
-                    self.unclaim(&record.tenant_id, &side.user_id, &record.pool, &id)
-                        .await?;
-                }
-            }
-        }
+        // Three phases, each sent concurrently over the multiplexed
+        // connection (each command to its own slot's node), in this order:
+        // 1. the guards: from here a join of either player answers
+        //    ACTIVE_GAME_EXISTS;
+        try_join_all(records.iter().map(|r| self.set_guards(r, guard_until))).await?;
+        // 2. the entries (a challenge's match has none);
+        let matched = try_join_all(records.iter().map(|r| self.commit_entries(r, now))).await?;
+        // 3. the users' pointers to their (now finished) entries.
+        let releases = records.iter().zip(&matched).flat_map(|(r, matched)| {
+            [&r.white, &r.black].into_iter().filter_map(move |side| {
+                let id = side
+                    .entry_id
+                    .as_ref()
+                    .filter(|id| matched.contains(&id.to_string()))?;
+                Some(self.unclaim(&r.tenant_id, &side.user_id, &r.pool, id))
+            })
+        });
+        try_join_all(releases).await?;
         Ok(())
     }
 
@@ -732,10 +690,12 @@ impl QueueStore for RedisQueueStore {
             .into_iter()
             .map(entry_from)
             .collect::<StoreResult<Vec<_>>>()?;
-        for e in &entries {
-            self.unclaim(&e.tenant_id, &e.user_id, &e.pool, &e.id)
-                .await?;
-        }
+        try_join_all(
+            entries
+                .iter()
+                .map(|e| self.unclaim(&e.tenant_id, &e.user_id, &e.pool, &e.id)),
+        )
+        .await?;
         Ok(entries)
     }
 
@@ -952,6 +912,66 @@ impl QueueStore for RedisQueueStore {
 }
 
 impl RedisQueueStore {
+    /// Both players' guards and the game's player list.
+    async fn set_guards(&self, record: &MatchRecord, guard_until: Millis) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        for side in [&record.white, &record.black] {
+            let guard = record
+                .guard_for(&side.user_id, guard_until)
+                .ok_or_else(|| corrupt("record"))?;
+            SET_GUARD
+                .key(format!(
+                    "{}:game",
+                    self.user_tag(&record.tenant_id, &side.user_id)
+                ))
+                .arg(guard_value(&guard))
+                .arg(ttl(guard_until))
+                .invoke_async::<i64>(&mut conn)
+                .await?;
+        }
+        let players = format!("{} {}", record.white.user_id, record.black.user_id);
+        conn.pset_ex::<_, _, ()>(
+            self.players_key(&record.tenant_id, &record.game_id),
+            players,
+            ttl(guard_until) as u64,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Marks the record's entries MATCHED; answers the ids it changed.
+    async fn commit_entries(&self, record: &MatchRecord, now: Millis) -> StoreResult<Vec<String>> {
+        let sides: Vec<_> = [
+            (&record.white, &record.black),
+            (&record.black, &record.white),
+        ]
+        .into_iter()
+        .filter_map(|(me, other)| me.entry_id.map(|id| (id, other)))
+        .collect();
+        if sides.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pool = PoolRef {
+            tenant_id: record.tenant_id.clone(),
+            key: record.pool,
+        };
+        let tag = self.pool_tag(&pool);
+        let mut inv = COMMIT.key(format!("{tag}:r"));
+        inv.key(format!("{tag}:waits"))
+            .key(format!("{tag}:done"))
+            .arg(format!("{tag}:e:"))
+            .arg(record.match_id.to_string())
+            .arg(record.game_id.to_string())
+            .arg(now)
+            .arg(RECENT_WAITS);
+        for (id, other) in sides {
+            inv.arg(id.to_string())
+                .arg(serde_json::to_string(&other.as_opponent()).unwrap_or_default());
+        }
+        let mut conn = self.conn.clone();
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
     async fn lift_match_guard(
         &self,
         tenant: &TenantId,
