@@ -71,21 +71,7 @@ async fn a_new_user_mints_tokens_and_two_players_are_matched() {
         );
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        let v: Value = client
-            .get(format!("{base}/v1/matchmaking/queue/{}", ids[0]))
-            .bearer_auth(&tokens[0])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] != "SEARCHING" || Instant::now() > deadline {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let status = support::settle(&client, &base, &tokens[0], &ids[0], deadline).await;
     assert_eq!(status["status"], "MATCHED");
     assert_eq!(status["opponent"]["user_id"], "bob");
 

@@ -20,7 +20,7 @@ use matchmaking_api::settings::{Settings, TokenArgs};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use support::{PgSchema, RedisPrefix, redis_url};
+use support::{PgSchema, RedisPrefix, redis_url, settle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_matchmaking-api");
 const SECRET: &str = "process-test-secret-process-test-secret";
@@ -155,31 +155,6 @@ struct Outcome {
     cancelled: bool,
     status: String,
     game: Option<String>,
-}
-
-/// Polls an entry until it is no longer searching, or `deadline`.
-async fn settle(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    id: &str,
-    deadline: Instant,
-) -> Value {
-    loop {
-        let v: Value = client
-            .get(format!("{base}/v1/matchmaking/queue/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] != "SEARCHING" || Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Every player matched at most once, every game of exactly two, no

@@ -389,3 +389,29 @@ pub fn listening_url(child: &mut std::process::Child) -> String {
     std::thread::spawn(move || for _ in lines {});
     format!("http://{addr}")
 }
+
+/// Polls an entry (as its player, through `base`) until it is no longer
+/// searching, or `deadline`; answers its last status.
+pub async fn settle(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+    deadline: std::time::Instant,
+) -> serde_json::Value {
+    loop {
+        let v: serde_json::Value = client
+            .get(format!("{base}/v1/matchmaking/queue/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] != "SEARCHING" || std::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
