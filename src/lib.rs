@@ -17,6 +17,7 @@ pub mod auth;
 pub mod domain;
 pub mod http;
 pub mod matcher;
+pub mod observe;
 pub mod services;
 pub mod settings;
 pub mod startup;

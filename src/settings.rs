@@ -247,6 +247,18 @@ pub struct Settings {
         global = true
     )]
     pub presence_timeout_seconds: f64,
+    /// Prometheus metrics at `/metrics` (and the store and HTTP timing
+    /// behind them) on or off.
+    #[arg(long, env = "METRICS_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub metrics_enabled: bool,
+    /// Requests per second one client address may make (burst: twice
+    /// that); 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_PER_IP", default_value_t = 1000, global = true)]
+    pub rate_limit_per_ip: u32,
+    /// Requests per second one authenticated user may make (burst: twice
+    /// that); 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_PER_USER", default_value_t = 20, global = true)]
+    pub rate_limit_per_user: u32,
     /// Direct challenges on or off.
     #[arg(long, env = "CHALLENGES_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
     pub challenges_enabled: bool,
@@ -455,6 +467,8 @@ mod tests {
         assert_eq!(s.pool_policy(), PoolPolicy::default());
         assert_eq!(s.max_body_bytes, 65_536);
         assert!(s.worker_enabled && s.challenges_enabled && !s.redis_cluster);
+        assert!(s.metrics_enabled);
+        assert_eq!((s.rate_limit_per_ip, s.rate_limit_per_user), (1000, 20));
         assert!(s.validate().is_ok());
     }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
 use crate::domain::TenantConfig;
 use crate::http::{self, AppState};
+use crate::observe;
 use crate::services::breaker::CircuitBreaker;
 use crate::services::challenges::{ChallengeLimits, ChallengeService};
 use crate::services::games::{GameCreator, GuardedGameCreator, LocalGameCreator};
@@ -22,6 +23,7 @@ use crate::services::queue::{QueueLimits, QueueService};
 use crate::services::ratings::RatingService;
 use crate::services::signal::{DueAnnouncer, PoolSignal};
 use crate::settings::Settings;
+use crate::store::instrumented::{InstrumentedDurableStore, InstrumentedQueueStore};
 use crate::store::memory::MemoryQueueStore;
 use crate::store::postgres::PgStore;
 use crate::store::redis::{RedisDueChannel, RedisQueueStore};
@@ -103,6 +105,20 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
         }
         None => (Arc::new(MemoryQueueStore::new()), true),
     };
+    let (queue, durable) = if settings.metrics_enabled {
+        let durable_name = if url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        let queue_name = if queue_is_local { "memory" } else { "redis" };
+        (
+            InstrumentedQueueStore::wrap(queue, queue_name),
+            InstrumentedDurableStore::wrap(durable, durable_name),
+        )
+    } else {
+        (queue, durable)
+    };
     Ok(Stores {
         queue,
         durable,
@@ -130,6 +146,7 @@ pub struct Application {
     router: axum::Router,
     worker: Option<Worker>,
     due_listener: Option<DueListener>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Everything `serve` and `worker` share: stores and services, wired.
@@ -293,7 +310,9 @@ impl Application {
             challenges,
             ..
         } = core;
+        let metrics = settings.metrics_enabled.then(observe::install);
         let state = AppState {
+            metrics: metrics.clone(),
             queue,
             challenges,
             ratings,
@@ -318,6 +337,7 @@ impl Application {
             router,
             worker,
             due_listener,
+            metrics,
         })
     }
 
@@ -341,6 +361,7 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), "listening");
         let due = spawn_due_listener(self.due_listener, stop_rx.clone());
         let worker = self.worker.map(|w| tokio::spawn(w.run(stop_rx)));
+        let upkeep = self.metrics.map(observe::spawn_upkeep);
         let stop = stop_tx.clone();
         let served = axum::serve(
             self.listener,
@@ -359,6 +380,9 @@ impl Application {
         }
         if let Some(due) = due {
             let _ = due.await;
+        }
+        if let Some(upkeep) = upkeep {
+            upkeep.abort();
         }
         tracing::info!("stopped");
         served

@@ -30,3 +30,20 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
     }))
     .into_response())
 }
+
+/// GET /metrics: Prometheus text exposition; 404 when metrics are off.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let handle = state.metrics.as_ref().ok_or(ApiError::NotFound(
+        "metrics are turned off (METRICS_ENABLED=false)",
+    ))?;
+    let now = crate::domain::now_millis();
+    crate::observe::breaker("game_creation", state.breaker.state(now));
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response())
+}

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::auth::JwtAuth;
@@ -37,11 +38,14 @@ pub struct AppState {
     pub breaker: Arc<CircuitBreaker>,
     /// The token live-game-api presents on its "game finished" callback.
     pub callback_token: Option<Arc<str>>,
+    /// The Prometheus recorder; `None` when metrics are off.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// The whole API.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    let measured = state.metrics.is_some();
+    let router = Router::new()
         .route("/v1/matchmaking/queue", post(queue::join))
         .route(
             "/v1/matchmaking/queue/{queue_entry_id}",
@@ -79,6 +83,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -88,6 +93,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 ApiError::Internal("handler panicked".into()).into_response()
             },
         ))
-        .layer(axum::middleware::from_fn(request_id::middleware))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(request_id::middleware));
+    let router = if measured {
+        router.layer(axum::middleware::from_fn(crate::observe::http_middleware))
+    } else {
+        router
+    };
+    router.with_state(state)
 }

@@ -78,15 +78,27 @@ impl GameCreator for GuardedGameCreator {
     async fn create_game(&self, game: &NewGame) -> Result<GameId, GameCreationError> {
         let now = crate::domain::now_millis();
         if !self.breaker.try_acquire(now) {
+            crate::observe::game_creation_failed("circuit_open");
             return Err(GameCreationError::Unavailable(
                 "circuit breaker open".into(),
             ));
         }
+        let started = std::time::Instant::now();
         let result = self.inner.create_game(game).await;
         let now = crate::domain::now_millis();
         match &result {
-            Ok(_) | Err(GameCreationError::Refused(_)) => self.breaker.on_success(now),
-            Err(GameCreationError::Unavailable(_)) => self.breaker.on_failure(now),
+            Ok(_) => {
+                crate::observe::game_created(started.elapsed());
+                self.breaker.on_success(now);
+            }
+            Err(GameCreationError::Refused(_)) => {
+                crate::observe::game_creation_failed("refused");
+                self.breaker.on_success(now);
+            }
+            Err(GameCreationError::Unavailable(_)) => {
+                crate::observe::game_creation_failed("unavailable");
+                self.breaker.on_failure(now);
+            }
         }
         result
     }

@@ -88,7 +88,9 @@ impl MatchingService {
     /// Times out entries past their time, then matches the rest.
     pub async fn run_pool(&self, pool: &PoolRef) -> StoreResult<PassReport> {
         let now = now_millis();
+        let started = std::time::Instant::now();
         let waiting = self.store.waiting(pool).await?;
+        let searching = waiting.len();
         let (expired, live): (Vec<Waiting>, Vec<Waiting>) =
             waiting.into_iter().partition(|w| self.expired(w, now));
         let mut report = PassReport::default();
@@ -134,6 +136,7 @@ impl MatchingService {
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
+        crate::observe::pass(pool, searching, started.elapsed());
         if let Some(e) = first_error {
             return Err(e);
         }
@@ -166,6 +169,7 @@ impl MatchingService {
             } else {
                 "absent"
             };
+            crate::observe::timed_out(pool, reason, waited_ms);
             tracing::info!(
                 event = "timeout",
                 queue_entry_id = %e.id,
@@ -231,17 +235,22 @@ impl MatchingService {
         };
         let created = join_all(pending.iter().map(|p| self.create(pool, p))).await;
         let mut records = Vec::with_capacity(pending.len());
+        let mut made = Vec::with_capacity(pending.len());
         let mut failed = Vec::new();
         for (p, game) in pending.iter().zip(created) {
             match game {
-                Some(game_id) => records.push(self.record(pool, p, game_id, now)),
+                Some(game_id) => {
+                    records.push(self.record(pool, p, game_id, now));
+                    made.push(p);
+                }
                 None => failed.push(p.reservation.clone()),
             }
         }
         if !failed.is_empty() {
             self.store.release(pool, &failed, now_millis()).await?;
         }
-        let audit: Vec<AuditEvent> = pending
+        // `made` and `records` line up: the pairs whose game exists.
+        let audit: Vec<AuditEvent> = made
             .iter()
             .zip(&records)
             .map(|(p, r)| self.decision(p, r, now))
@@ -256,6 +265,13 @@ impl MatchingService {
         self.store
             .commit(&records, committed_at + self.limits.guard_ms, committed_at)
             .await?;
+        for p in made {
+            crate::observe::matched(
+                pool,
+                p.white.rating - p.black.rating,
+                [now - p.white.enqueued_at, now - p.black.enqueued_at],
+            );
+        }
         Ok((records.len(), failed.len()))
     }
 

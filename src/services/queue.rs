@@ -146,6 +146,7 @@ impl QueueService {
         };
         let entry = match self.store.join(entry, now).await? {
             JoinOutcome::Created(entry) => {
+                crate::observe::joined(&entry.pool_ref());
                 tracing::info!(
                     event = "enqueue",
                     queue_entry_id = %entry.id,
@@ -222,6 +223,7 @@ impl QueueService {
             .await?
         {
             CancelOutcome::Cancelled(entry) => {
+                crate::observe::cancelled(&entry.pool_ref(), entry.updated_at - entry.enqueued_at);
                 tracing::info!(
                     event = "cancel",
                     queue_entry_id = %entry.id,

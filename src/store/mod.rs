@@ -10,6 +10,7 @@
 //! Every method that changes more than one thing does it atomically: no
 //! caller on any node can observe or create a half state.
 
+pub mod instrumented;
 pub mod memory;
 pub mod postgres;
 pub mod redis;

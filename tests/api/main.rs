@@ -9,6 +9,7 @@ mod fake_live_game;
 mod internal;
 mod live_game;
 mod matching;
+mod observability;
 mod outages;
 mod postgres;
 mod production;

@@ -1,0 +1,230 @@
+//! Prometheus metrics (SPEC §7.5) through the `metrics` facade and its
+//! Prometheus exporter. Every metric the service records is named here, with
+//! its help text and buckets, so `/metrics` documents itself.
+//!
+//! Labels are bounded sets: route templates (never raw paths), methods,
+//! status codes, tenants and pool keys (both fixed by configuration), store
+//! operations and error kinds. Never a user id.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::PoolRef;
+use crate::services::breaker::BreakerState;
+
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+pub const QUEUE_WAITING: &str = "matchmaking_queue_waiting";
+pub const JOINS: &str = "matchmaking_joins_total";
+pub const CANCELS: &str = "matchmaking_cancels_total";
+pub const MATCHES: &str = "matchmaking_matches_total";
+pub const TIMEOUTS: &str = "matchmaking_timeouts_total";
+pub const WAIT: &str = "matchmaking_wait_seconds";
+pub const RATING_GAP: &str = "matchmaking_match_rating_gap";
+pub const PASS_DURATION: &str = "matchmaking_pass_duration_seconds";
+pub const GAME_CREATION_DURATION: &str = "matchmaking_game_creation_duration_seconds";
+pub const GAME_CREATION_ERRORS: &str = "matchmaking_game_creation_errors_total";
+pub const BREAKER_STATE: &str = "matchmaking_circuit_breaker_state";
+pub const STORE_DURATION: &str = "matchmaking_store_operation_duration_seconds";
+pub const STORE_ERRORS: &str = "matchmaking_store_errors_total";
+
+/// Latency buckets (seconds): 100 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Queue waits (seconds): 100 ms to 10 minutes.
+const WAIT_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Rating gaps (rating points).
+const GAP_BUCKETS: &[f64] = &[
+    0.0, 10.0, 25.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 400.0, 600.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and answers its handle; later
+/// calls (several apps in one test process) share it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(WAIT.into()), WAIT_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(RATING_GAP.into()), GAP_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                })
+                .expect("bucket lists are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe();
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Drains histogram buffers now and then, scraped or not.
+pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route template, method and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency, by route template and method."
+    );
+    describe_gauge!(
+        QUEUE_WAITING,
+        "Entries searching in the pool at its last matching pass."
+    );
+    describe_counter!(JOINS, "Queue entries created.");
+    describe_counter!(CANCELS, "Queue entries cancelled by their player.");
+    describe_counter!(MATCHES, "Matches committed (pairs of players).");
+    describe_counter!(
+        TIMEOUTS,
+        "Queue entries timed out, by reason (max_queue_time, absent)."
+    );
+    describe_histogram!(
+        WAIT,
+        Unit::Seconds,
+        "Time from joining to leaving the queue, by outcome (matched, timed_out, cancelled)."
+    );
+    describe_histogram!(
+        RATING_GAP,
+        "Rating difference of the two players of each committed match."
+    );
+    describe_histogram!(
+        PASS_DURATION,
+        Unit::Seconds,
+        "Duration of one matching pass over one pool."
+    );
+    describe_histogram!(
+        GAME_CREATION_DURATION,
+        Unit::Seconds,
+        "Game creation latency (successful calls)."
+    );
+    describe_counter!(
+        GAME_CREATION_ERRORS,
+        "Failed game creations, by kind (unavailable, refused)."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open."
+    );
+    describe_histogram!(
+        STORE_DURATION,
+        Unit::Seconds,
+        "Store operation latency, by store and operation."
+    );
+    describe_counter!(
+        STORE_ERRORS,
+        "Failed store operations, by store and operation."
+    );
+}
+
+/// Records every request: count by route template, method and status, and
+/// latency. Requests no route matched count under `unmatched`.
+pub async fn http_middleware(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
+    response
+}
+
+fn pool_labels(pool: &PoolRef) -> [(&'static str, String); 2] {
+    [
+        ("tenant", pool.tenant_id.to_string()),
+        ("pool", pool.key.to_string()),
+    ]
+}
+
+pub fn joined(pool: &PoolRef) {
+    counter!(JOINS, &pool_labels(pool)).increment(1);
+}
+
+pub fn cancelled(pool: &PoolRef, waited_ms: i64) {
+    counter!(CANCELS, &pool_labels(pool)).increment(1);
+    wait(pool, "cancelled", waited_ms);
+}
+
+pub fn timed_out(pool: &PoolRef, reason: &'static str, waited_ms: i64) {
+    let [tenant, key] = pool_labels(pool);
+    counter!(TIMEOUTS, &[tenant, key, ("reason", reason.to_owned())]).increment(1);
+    wait(pool, "timed_out", waited_ms);
+}
+
+pub fn matched(pool: &PoolRef, gap: i32, waits_ms: [i64; 2]) {
+    counter!(MATCHES, &pool_labels(pool)).increment(1);
+    histogram!(RATING_GAP, &pool_labels(pool)).record(f64::from(gap.unsigned_abs()));
+    for w in waits_ms {
+        wait(pool, "matched", w);
+    }
+}
+
+fn wait(pool: &PoolRef, outcome: &'static str, waited_ms: i64) {
+    let [tenant, key] = pool_labels(pool);
+    histogram!(WAIT, &[tenant, key, ("outcome", outcome.to_owned())])
+        .record(waited_ms.max(0) as f64 / 1000.0);
+}
+
+pub fn pass(pool: &PoolRef, waiting: usize, took: Duration) {
+    gauge!(QUEUE_WAITING, &pool_labels(pool)).set(waiting as f64);
+    histogram!(PASS_DURATION).record(took.as_secs_f64());
+}
+
+pub fn game_created(took: Duration) {
+    histogram!(GAME_CREATION_DURATION).record(took.as_secs_f64());
+}
+
+pub fn game_creation_failed(kind: &'static str) {
+    counter!(GAME_CREATION_ERRORS, "kind" => kind).increment(1);
+}
+
+pub fn breaker(name: &'static str, state: BreakerState) {
+    let value = match state {
+        BreakerState::Closed => 0.0,
+        BreakerState::HalfOpen => 1.0,
+        BreakerState::Open => 2.0,
+    };
+    gauge!(BREAKER_STATE, "breaker" => name).set(value);
+}
+
+pub fn store_operation(store: &'static str, operation: &'static str, took: Duration, failed: bool) {
+    histogram!(STORE_DURATION, "store" => store, "operation" => operation)
+        .record(took.as_secs_f64());
+    if failed {
+        counter!(STORE_ERRORS, "store" => store, "operation" => operation).increment(1);
+    }
+}
