@@ -2,8 +2,8 @@
 # Core-service figures (BENCHMARKS.md): wrk on /healthz, join and status, and
 # time to match, against a release build on loopback, embedded default.
 # Each endpoint is loaded twice: with 8 connections (latency at a moderate
-# load) and with 64 (saturation). Rate limits do not exist yet, so none are
-# configured. Usage: bench/core.sh [--prod] [duration-seconds=10]
+# load) and with 64 (saturation). Rate limits are turned off
+# (RATE_LIMIT_PER_IP=0, RATE_LIMIT_PER_USER=0): wrk is one address. Usage: bench/core.sh [--prod] [duration-seconds=10]
 # --prod runs the server on the machine's Redis (a key prefix of its own) and
 # PostgreSQL (a schema of its own), both dropped at the end.
 set -euo pipefail
@@ -40,6 +40,7 @@ cargo build --release --quiet --bin matchmaking-api --example match_latency --ex
 echo "== backends: ${PROD:+Redis + PostgreSQL}${PROD:-embedded (memory + SQLite)}"
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
 env BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
+  RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 \
   ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 50); do curl -fs "http://$ADDR/healthz" >/dev/null && break; sleep 0.1; done

@@ -17,6 +17,7 @@ run() { # failure-share pairs
   ./target/release/examples/fake_live_game "$FAKE_PORT" 5 "$1" > "$WORK/fake.log" 2>&1 &
   FAKE=$!
   BIND_ADDR=127.0.0.1:$PORT DATA_DIR="$WORK/data-$1" JWT_SECRET=$SECRET LOG_FORMAT=json \
+    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 \
     LIVE_GAME_API_URL=http://127.0.0.1:$FAKE_PORT ./target/release/matchmaking-api > "$WORK/server.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
 use crate::domain::TenantConfig;
+use crate::http::rate_limit::RateLimits;
 use crate::http::{self, AppState};
 use crate::observe;
 use crate::services::breaker::CircuitBreaker;
@@ -147,6 +148,7 @@ pub struct Application {
     worker: Option<Worker>,
     due_listener: Option<DueListener>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    rate_limits: Arc<RateLimits>,
 }
 
 /// Everything `serve` and `worker` share: stores and services, wired.
@@ -311,8 +313,13 @@ impl Application {
             ..
         } = core;
         let metrics = settings.metrics_enabled.then(observe::install);
+        let rate_limits = Arc::new(RateLimits::new(
+            settings.rate_limit_per_ip,
+            settings.rate_limit_per_user,
+        ));
         let state = AppState {
             metrics: metrics.clone(),
+            rate_limits: rate_limits.clone(),
             queue,
             challenges,
             ratings,
@@ -338,6 +345,7 @@ impl Application {
             worker,
             due_listener,
             metrics,
+            rate_limits,
         })
     }
 
@@ -362,6 +370,7 @@ impl Application {
         let due = spawn_due_listener(self.due_listener, stop_rx.clone());
         let worker = self.worker.map(|w| tokio::spawn(w.run(stop_rx)));
         let upkeep = self.metrics.map(observe::spawn_upkeep);
+        let housekeeping = self.rate_limits.spawn_housekeeping();
         let stop = stop_tx.clone();
         let served = axum::serve(
             self.listener,
@@ -384,6 +393,7 @@ impl Application {
         if let Some(upkeep) = upkeep {
             upkeep.abort();
         }
+        housekeeping.abort();
         tracing::info!("stopped");
         served
     }

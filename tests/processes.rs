@@ -57,7 +57,10 @@ impl Cluster {
             .env("PRESENCE_TIMEOUT_SECONDS", "0")
             .env("RESERVATION_TIMEOUT_SECONDS", "1")
             // A dead worker's pools pass to another after a second.
-            .env("POOL_LEASE_SECONDS", "1");
+            .env("POOL_LEASE_SECONDS", "1")
+            // Every simulated player polls from loopback.
+            .env("RATE_LIMIT_PER_IP", "0")
+            .env("RATE_LIMIT_PER_USER", "0");
         for (k, v) in extra_env {
             c.env(k, v);
         }

@@ -42,6 +42,10 @@ pub enum ApiError {
     /// Game creation is down and matching paused; retry after this many seconds.
     #[error("matchmaking is paused while the game service is unavailable; retry shortly")]
     Paused { retry_after_seconds: u64 },
+    /// Over a rate limit (per address or per user); retry after this many
+    /// seconds.
+    #[error("too many requests; slow down and retry after the time in Retry-After")]
+    RateLimited { retry_after_seconds: u64 },
     /// A store or dependency is down. The cause is logged only.
     #[error("matchmaking is unavailable right now; retry shortly")]
     Unavailable(String),
@@ -66,6 +70,7 @@ impl ApiError {
             ApiError::ChallengesDisabled => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +91,7 @@ impl ApiError {
             ApiError::ChallengesDisabled => "CHALLENGES_DISABLED",
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::Unavailable(_) | ApiError::Paused { .. } => "MATCHMAKING_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
@@ -160,6 +166,9 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if let ApiError::Paused {
+            retry_after_seconds,
+        }
+        | ApiError::RateLimited {
             retry_after_seconds,
         } = self
             && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.max(1).to_string())

@@ -33,10 +33,12 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        state.auth.verify(token).map(Caller).map_err(|e| {
+        let who = state.auth.verify(token).map_err(|e| {
             tracing::debug!(reason = %e, "token refused");
             ApiError::Unauthorized
-        })
+        })?;
+        state.rate_limits.check_user(&who.tenant_id, &who.user_id)?;
+        Ok(Caller(who))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod extract;
 mod health;
 mod internal;
 mod queue;
+pub mod rate_limit;
 pub mod request_id;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub callback_token: Option<Arc<str>>,
     /// The Prometheus recorder; `None` when metrics are off.
     pub metrics: Option<PrometheusHandle>,
+    pub rate_limits: Arc<rate_limit::RateLimits>,
 }
 
 /// The whole API.
@@ -92,6 +94,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 use axum::response::IntoResponse;
                 ApiError::Internal("handler panicked".into()).into_response()
             },
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::per_ip,
         ))
         .layer(axum::middleware::from_fn(request_id::middleware));
     let router = if measured {

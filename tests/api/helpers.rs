@@ -39,6 +39,9 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.live_game_api_url = None;
     settings.worker_enabled = true;
     settings.worker_interval_seconds = 0.05;
+    // Tests poll hard; the rate-limit tests turn the limits back on.
+    settings.rate_limit_per_ip = 0;
+    settings.rate_limit_per_user = 0;
     customize(&mut settings);
     let database_url = settings.database_url.clone();
     let auth = JwtAuth::from_settings(&settings).expect("keys");

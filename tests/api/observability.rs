@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{join_body, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, error_code, join_body, join_many, spawn_app, spawn_app_with};
 
 /// The sum of every sample of `name` whose labels include all of `labels`
 /// (`key="value"` pairs), from a Prometheus text exposition.
@@ -22,7 +22,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(app: &crate::helpers::TestApp) -> String {
+async fn scrape(app: &TestApp) -> String {
     let r = app.get("/metrics").await;
     assert_eq!(r.status(), StatusCode::OK);
     let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
@@ -140,5 +140,96 @@ async fn unmatched_paths_count_under_one_label() {
     let after = scrape(&app).await;
     assert!(sample(&after, "http_requests_total", &[("route", "unmatched")]) >= before + 3.0);
     assert!(!after.contains("/no/such/path"));
+    app.shutdown().await;
+}
+
+/// Fires `n` requests at once with `token` at GET /active; answers the
+/// statuses and the first 429's Retry-After.
+async fn burst(app: &TestApp, token: &str, n: usize) -> (Vec<StatusCode>, Option<String>) {
+    let answers = futures::future::join_all((0..n).map(|_| {
+        app.client
+            .get(format!("{}/v1/matchmaking/active", app.address))
+            .bearer_auth(token)
+            .send()
+    }))
+    .await;
+    let mut retry_after = None;
+    let mut statuses = Vec::new();
+    for r in answers {
+        let r = r.expect("request");
+        if r.status() == StatusCode::TOO_MANY_REQUESTS && retry_after.is_none() {
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            statuses.push(r.status());
+            assert_eq!(error_code(r).await, "RATE_LIMITED");
+        } else {
+            statuses.push(r.status());
+        }
+    }
+    (statuses, retry_after)
+}
+
+#[tokio::test]
+async fn a_user_over_the_limit_gets_429_with_retry_after_and_others_do_not() {
+    let app = spawn_app_with(|s| s.rate_limit_per_user = 2).await;
+    let (statuses, retry_after) = burst(&app, &app.token("hasty"), 10).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    // A burst of twice the rate passes, the rest is refused.
+    // (One more may pass if the burst straddles a refill.)
+    assert!((4..=5).contains(&ok) && ok + limited == 10, "{statuses:?}");
+    let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=2).contains(&secs), "{secs}");
+    // Another user is not held back by the first.
+    let (statuses, _) = burst(&app, &app.token("calm"), 2).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    // The budget refills at the configured rate.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (statuses, _) = burst(&app, &app.token("hasty"), 1).await;
+    assert_eq!(statuses, vec![StatusCode::OK]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_address_over_its_limit_gets_429_but_health_checks_pass() {
+    let app = spawn_app_with(|s| s.rate_limit_per_ip = 5).await;
+    let tokens: Vec<String> = (0..30).map(|i| app.token(&format!("nat{i}"))).collect();
+    let answers = futures::future::join_all(tokens.iter().map(|t| {
+        app.client
+            .get(format!("{}/v1/matchmaking/active", app.address))
+            .bearer_auth(t)
+            .send()
+    }))
+    .await;
+    let limited = answers
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().status() == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!((15..=20).contains(&limited), "{limited} of 30 refused");
+    for _ in 0..20 {
+        assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_hundred_players_behind_one_address_join_at_once_under_the_default_limits() {
+    let app = spawn_app_with(|s| {
+        let defaults = matchmaking_api::settings::Settings::from_env();
+        s.rate_limit_per_ip = defaults.rate_limit_per_ip;
+        s.rate_limit_per_user = defaults.rate_limit_per_user;
+        assert_eq!((s.rate_limit_per_ip, s.rate_limit_per_user), (1000, 20));
+    })
+    .await;
+    let joined = join_many(&app, 200, "nat", |_| join_body("5+0")).await;
+    assert_eq!(joined.len(), 200);
     app.shutdown().await;
 }
