@@ -1,8 +1,10 @@
-//! Admin endpoints (SPEC §3.3): ratings and the game-finished report.
+//! Admin endpoints (SPEC §3.3): the queue summary, ratings and the
+//! game-finished report.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -12,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{Admin, ApiJson, Reporter, object, optional_str};
 use crate::domain::{GameId, ParseError, Speed, TenantId, UserId};
 use crate::services::ratings::validate_update;
+use crate::services::summary;
 use crate::store::Ratings;
 
 fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ApiError> {
@@ -115,4 +118,31 @@ pub async fn game_finished(
         axum::Json(json!({ "game_id": game, "status": "FINISHED", "released_user_ids": released }))
             .into_response(),
     )
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SummaryQuery {
+    /// Only this tenant's pools.
+    tenant_id: Option<String>,
+}
+
+/// GET /internal/queues/summary[?tenant_id=…]
+pub async fn queues_summary(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    query: Result<Query<SummaryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    let tenant = query
+        .tenant_id
+        .as_deref()
+        .map(TenantId::parse)
+        .transpose()?;
+    let now = crate::domain::now_millis();
+    let queues = summary::summary(&state.queue_store, tenant.as_ref(), now).await?;
+    Ok(axum::Json(json!({
+        "timestamp": crate::domain::rfc3339(now),
+        "queues": queues,
+    }))
+    .into_response())
 }

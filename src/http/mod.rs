@@ -75,6 +75,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/v1/matchmaking/challenges/{challenge_id}/decline",
             post(challenges::decline),
         )
+        .route("/internal/queues/summary", get(internal::queues_summary))
         .route(
             "/internal/ratings/{tenant_id}/{user_id}",
             put(internal::put_ratings).get(internal::get_ratings),

@@ -9,6 +9,7 @@
 //!   [`breaker`]: the circuit breaker.
 //! - [`ratings`]: ratings per speed from the rating store.
 //! - [`signal`]: how a join makes its pool due for the worker at once.
+//! - [`summary`]: the per-pool queue summary of the admin API.
 
 pub mod breaker;
 pub mod challenges;
@@ -18,6 +19,7 @@ pub mod matching;
 pub mod queue;
 pub mod ratings;
 pub mod signal;
+pub mod summary;
 
 use crate::domain::ParseError;
 use crate::store::StoreError;

@@ -205,8 +205,7 @@ impl QueueService {
                 .wait_until_window(self.policy.max_gap)
                 .unwrap_or(self.policy.max_queue_time_ms)
         } else {
-            let mid = waits.len() / 2;
-            *waits.select_nth_unstable(mid).1
+            super::summary::quantile(&mut waits, 0.5).unwrap_or_default()
         };
         Ok(((ms.max(0) + 999) / 1000) as u64)
     }

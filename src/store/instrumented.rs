@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use super::{
     AuditEvent, AuditStore, CancelOutcome, ChallengeStore, Direction, DurableStore,
-    IdempotencyScope, JoinOutcome, MatchStore, QueueStore, RatingStore, Ratings, Reservation,
-    StaleReservation, StoreResult, StoredAnswer, Transition, Waiting,
+    IdempotencyScope, JoinOutcome, MatchStore, PoolStats, QueueStore, RatingStore, Ratings,
+    Reservation, StaleReservation, StoreResult, StoredAnswer, Transition, Waiting,
 };
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, GameId, MatchId, MatchRecord, Millis, PoolRef, QueueEntry,
@@ -181,6 +181,14 @@ impl QueueStore for InstrumentedQueueStore {
 
     async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>> {
         timed!(self, "recent_waits", self.inner.recent_waits(pool))
+    }
+
+    async fn pool_stats(&self, pool: &PoolRef, since: Millis) -> StoreResult<PoolStats> {
+        timed!(self, "pool_stats", self.inner.pool_stats(pool, since))
+    }
+
+    async fn known_pools(&self) -> StoreResult<Vec<PoolRef>> {
+        timed!(self, "known_pools", self.inner.known_pools())
     }
 
     async fn idempotent_answer(

@@ -13,8 +13,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    CancelOutcome, IdempotencyScope, JoinOutcome, QueueStore, Reservation, StaleReservation,
-    StoreResult, StoredAnswer, Waiting,
+    CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation,
+    STATS_BUCKET_MS, STATS_KEPT_MS, StaleReservation, StoreResult, StoredAnswer, Waiting,
+    stats_bucket,
 };
 use crate::domain::{
     ActiveGame, EntryStatus, GameId, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId,
@@ -60,6 +61,34 @@ struct Pool {
     searching: BTreeSet<(Millis, QueueEntryId)>,
     reserved: usize,
     recent_waits: VecDeque<Millis>,
+    recent_gaps: VecDeque<i32>,
+    /// (bucket, matches, time-outs), oldest first, for [`STATS_KEPT_MS`].
+    outcomes: VecDeque<(Millis, u64, u64)>,
+}
+
+impl Pool {
+    /// Counts outcomes at `now` and forgets buckets past keeping.
+    fn count(&mut self, now: Millis, matches: u64, timeouts: u64) {
+        let bucket = stats_bucket(now);
+        match self.outcomes.back_mut() {
+            Some((b, m, t)) if *b == bucket => {
+                *m += matches;
+                *t += timeouts;
+            }
+            _ => self.outcomes.push_back((bucket, matches, timeouts)),
+        }
+        let oldest = bucket - STATS_KEPT_MS / STATS_BUCKET_MS;
+        while self.outcomes.front().is_some_and(|(b, _, _)| *b < oldest) {
+            self.outcomes.pop_front();
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.searching.is_empty()
+            && self.reserved == 0
+            && self.recent_waits.is_empty()
+            && self.outcomes.is_empty()
+    }
 }
 
 impl MemoryQueueStore {
@@ -120,11 +149,7 @@ impl Inner {
     }
 
     fn drop_empty_pool(&mut self, pool: &PoolRef) {
-        if self
-            .pools
-            .get(pool)
-            .is_some_and(|p| p.searching.is_empty() && p.reserved == 0 && p.recent_waits.is_empty())
-        {
+        if self.pools.get(pool).is_some_and(Pool::is_idle) {
             self.pools.remove(pool);
         }
     }
@@ -302,6 +327,7 @@ impl QueueStore for MemoryQueueStore {
                 tenant_id: record.tenant_id.clone(),
                 key: record.pool,
             };
+            let mut matched_here = false;
             for me in [&record.white, &record.black] {
                 let guard = record
                     .guard_for(&me.user_id, guard_until)
@@ -330,6 +356,14 @@ impl QueueStore for MemoryQueueStore {
                 p.reserved = p.reserved.saturating_sub(1);
                 p.recent_waits.push_front(wait.max(0));
                 p.recent_waits.truncate(RECENT_WAITS);
+                matched_here = true;
+            }
+            if matched_here {
+                let p = inner.pool(&pool);
+                p.count(now, 1, 0);
+                p.recent_gaps
+                    .push_front((record.white.rating - record.black.rating).abs());
+                p.recent_gaps.truncate(RECENT_GAPS);
             }
             inner.games.insert(
                 (record.tenant_id.clone(), record.game_id.clone()),
@@ -388,6 +422,9 @@ impl QueueStore for MemoryQueueStore {
             inner.unlist(id);
             inner.finish(id, EntryStatus::TimedOut, now);
             changed.extend(inner.copy(id));
+        }
+        if !changed.is_empty() {
+            inner.pool(pool).count(now, 0, changed.len() as u64);
         }
         inner.drop_empty_pool(pool);
         Ok(changed)
@@ -496,6 +533,31 @@ impl QueueStore for MemoryQueueStore {
             .get(pool)
             .map(|p| p.recent_waits.iter().copied().collect())
             .unwrap_or_default())
+    }
+
+    async fn pool_stats(&self, pool: &PoolRef, since: Millis) -> StoreResult<PoolStats> {
+        let inner = self.lock();
+        let Some(p) = inner.pools.get(pool) else {
+            return Ok(PoolStats::default());
+        };
+        let from = stats_bucket(since);
+        let (matches, timeouts) = p
+            .outcomes
+            .iter()
+            .filter(|(b, _, _)| *b >= from)
+            .fold((0, 0), |(m, t), (_, bm, bt)| (m + bm, t + bt));
+        Ok(PoolStats {
+            waiting: p.searching.len() as u64,
+            oldest_enqueued_at: p.searching.first().map(|(at, _)| *at),
+            recent_waits: p.recent_waits.iter().copied().collect(),
+            recent_gaps: p.recent_gaps.iter().copied().collect(),
+            matches,
+            timeouts,
+        })
+    }
+
+    async fn known_pools(&self) -> StoreResult<Vec<PoolRef>> {
+        Ok(self.lock().pools.keys().cloned().collect())
     }
 
     async fn idempotent_answer(

@@ -74,6 +74,35 @@ pub struct Waiting {
     pub request_id: Option<String>,
 }
 
+/// Length of one outcome-counting bucket of [`PoolStats`].
+pub const STATS_BUCKET_MS: Millis = 10_000;
+/// How long outcome counts are kept: summaries look back at most this far.
+pub const STATS_KEPT_MS: Millis = 600_000;
+/// How many recent rating gaps a pool remembers.
+pub const RECENT_GAPS: usize = 128;
+
+/// A pool's figures as the store keeps them, read without scanning its
+/// entries: the count and oldest of its searching entries, bounded samples
+/// of recent waits and rating gaps, and outcome counts in 10-second buckets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolStats {
+    pub waiting: u64,
+    pub oldest_enqueued_at: Option<Millis>,
+    /// Waits (ms) of the latest matched players, newest first.
+    pub recent_waits: Vec<Millis>,
+    /// Rating gaps of the latest matches, newest first.
+    pub recent_gaps: Vec<i32>,
+    /// Matches committed since the asked time (to the bucket).
+    pub matches: u64,
+    /// Entries timed out since the asked time (to the bucket).
+    pub timeouts: u64,
+}
+
+/// The bucket `at` falls in.
+pub fn stats_bucket(at: Millis) -> Millis {
+    at.div_euclid(STATS_BUCKET_MS)
+}
+
 /// Two entries held for one match while its game is created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
@@ -218,6 +247,13 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Waits (ms) of the pool's most recent matches, newest first.
     async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>>;
+
+    /// The pool's figures; outcome counts from the bucket of `since` on
+    /// (at most [`STATS_KEPT_MS`] back).
+    async fn pool_stats(&self, pool: &PoolRef, since: Millis) -> StoreResult<PoolStats>;
+
+    /// Every pool with searching entries or recent outcomes.
+    async fn known_pools(&self) -> StoreResult<Vec<PoolRef>>;
 
     /// The answer first stored under this scope, if not expired.
     async fn idempotent_answer(

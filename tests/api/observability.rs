@@ -2,7 +2,9 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, error_code, join_body, join_many, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, TestApp, error_code, join_body, join_many, spawn_app, spawn_app_with, spawn_on,
+};
 
 /// The sum of every sample of `name` whose labels include all of `labels`
 /// (`key="value"` pairs), from a Prometheus text exposition.
@@ -233,3 +235,99 @@ async fn two_hundred_players_behind_one_address_join_at_once_under_the_default_l
     assert_eq!(joined.len(), 200);
     app.shutdown().await;
 }
+
+async fn summary(app: &TestApp, token: &str, query: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}/internal/queues/summary{query}", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// The summary line of `pool` (a pool key) for tenant `sum`.
+async fn line(app: &TestApp, pool_prefix: &str) -> Option<serde_json::Value> {
+    let r = summary(app, &app.admin_token(), "?tenant_id=sum").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["timestamp"].is_string());
+    v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["pool_key"].as_str().unwrap().starts_with(pool_prefix))
+        .cloned()
+}
+
+async fn queue_summary_follows_joins_matches_and_time_outs(backend: Backend) {
+    let Some(app) = spawn_on(backend, |s| s.max_queue_time_seconds = 1.5).await else {
+        return;
+    };
+    let player = |u: &str| app.token_for("sum", u, &[]);
+    assert_eq!(
+        summary(&app, &player("p"), "").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/internal/queues/summary").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(line(&app, "standard_5+0").await.is_none());
+
+    let a = app.join_ok(&player("a"), &join_body("5+0")).await;
+    let _b = app.join_ok(&player("b"), &join_body("10+0")).await;
+    let five = line(&app, "standard_5+0").await.expect("the 5+0 pool");
+    assert_eq!(five["tenant_id"], "sum");
+    assert_eq!(five["time_control"], "5+0");
+    assert_eq!(five["waiting_count"], 1);
+    assert!(five["oldest_wait_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(five["matches_last_5m"], 0);
+    assert!(five["avg_wait_seconds"].is_null() && five["median_rating_gap"].is_null());
+    assert_eq!(
+        line(&app, "standard_10+0").await.unwrap()["waiting_count"],
+        1
+    );
+
+    let c = app.join_ok(&player("c"), &join_body("5+0")).await;
+    assert_eq!(
+        app.wait_for_result(&player("a"), &a).await["status"],
+        "MATCHED"
+    );
+    assert_eq!(
+        app.wait_for_result(&player("c"), &c).await["status"],
+        "MATCHED"
+    );
+    let five = line(&app, "standard_5+0").await.unwrap();
+    assert_eq!(five["waiting_count"], 0);
+    assert!(five["oldest_wait_seconds"].is_null());
+    assert_eq!(five["matches_last_5m"], 1);
+    assert!(five["matches_per_minute"].as_f64().unwrap() > 0.0);
+    assert!(five["avg_wait_seconds"].as_f64().unwrap() >= 0.0);
+    assert!(
+        five["p95_wait_seconds"].as_f64().unwrap() >= five["avg_wait_seconds"].as_f64().unwrap()
+    );
+    assert_eq!(five["median_rating_gap"], 0);
+
+    // b has nobody in its pool and times out.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let ten = loop {
+        let ten = line(&app, "standard_10+0").await.unwrap();
+        if ten["timeouts_last_5m"] == 1 || tokio::time::Instant::now() > deadline {
+            break ten;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(ten["timeouts_last_5m"], 1, "{ten}");
+    assert_eq!(ten["waiting_count"], 0);
+    assert_eq!(ten["matches_last_5m"], 0);
+
+    // Another tenant's admin view filters; a bad filter is a 400.
+    let r = summary(&app, &app.admin_token(), "?tenant_id=nobody").await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["queues"], serde_json::json!([]));
+    let r = summary(&app, &app.admin_token(), "?tenant_id=bad%20tenant").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "INVALID_REQUEST");
+}
+
+crate::on_every_backend!(queue_summary_follows_joins_matches_and_time_outs);

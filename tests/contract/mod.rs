@@ -67,6 +67,7 @@ macro_rules! queue_cases {
             purge_forgets_old_finished_entries_only,
             holding_players_is_all_or_nothing,
             a_pool_lease_has_one_holder_until_released_or_lapsed,
+            pool_stats_count_waiting_matches_and_time_outs,
         ] }
     };
 }

@@ -4,7 +4,7 @@ use matchmaking_api::domain::{
     EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
 };
 use matchmaking_api::store::{
-    CancelOutcome, IdempotencyScope, JoinOutcome, QueueStore, Reservation, StoredAnswer,
+    CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, Reservation, StoredAnswer,
 };
 
 use super::{T0, entry, tenant, user};
@@ -548,5 +548,52 @@ pub async fn a_pool_lease_has_one_holder_until_released_or_lapsed(store: &dyn Qu
     assert!(
         store.lease_pool(&pool, "w3", 60_000).await.unwrap(),
         "lapsed: taken over"
+    );
+}
+
+pub async fn pool_stats_count_waiting_matches_and_time_outs(store: &dyn QueueStore) {
+    let pool = pool_ref("t1");
+    assert_eq!(
+        store.pool_stats(&pool, T0).await.unwrap(),
+        PoolStats::default()
+    );
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1580, T0 + 1_000).await;
+    let c = joined(store, "carol", 1600, T0 + 2_000).await;
+    let stats = store.pool_stats(&pool, T0).await.unwrap();
+    assert_eq!((stats.waiting, stats.oldest_enqueued_at), (3, Some(T0)));
+    assert_eq!((stats.matches, stats.timeouts), (0, 0));
+    assert!(store.known_pools().await.unwrap().contains(&pool));
+
+    let r = reserve(store, &a, &b).await;
+    store
+        .commit(&[record(&a, &b, &r.match_id)], T0 + 60_000, T0 + 5_000)
+        .await
+        .unwrap();
+    let stats = store.pool_stats(&pool, T0).await.unwrap();
+    assert_eq!(
+        (stats.waiting, stats.oldest_enqueued_at),
+        (1, Some(c.enqueued_at))
+    );
+    assert_eq!((stats.matches, stats.timeouts), (1, 0));
+    assert_eq!(stats.recent_gaps, vec![80]);
+    let mut waits = stats.recent_waits.clone();
+    waits.sort_unstable();
+    assert_eq!(waits, vec![4_000, 5_000]);
+
+    let at = T0 + 20_000;
+    assert_eq!(store.time_out(&pool, &[c.id], at).await.unwrap().len(), 1);
+    let stats = store.pool_stats(&pool, T0).await.unwrap();
+    assert_eq!((stats.waiting, stats.oldest_enqueued_at), (0, None));
+    assert_eq!((stats.matches, stats.timeouts), (1, 1));
+    // Counted by bucket: looking back from the time-out's bucket only, the
+    // match 15 s earlier is out of the window.
+    let recent = store.pool_stats(&pool, at).await.unwrap();
+    assert_eq!((recent.matches, recent.timeouts), (0, 1));
+    // The pool stays known while it has recent outcomes.
+    assert!(store.known_pools().await.unwrap().contains(&pool));
+    assert_eq!(
+        store.pool_stats(&pool_ref("t2"), T0).await.unwrap(),
+        PoolStats::default()
     );
 }

@@ -41,8 +41,9 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, Value};
 
 use super::{
-    CancelOutcome, IdempotencyScope, JoinOutcome, QueueStore, Reservation, StaleReservation,
-    StoreError, StoreResult, StoredAnswer, Waiting,
+    CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation,
+    STATS_BUCKET_MS, STATS_KEPT_MS, StaleReservation, StoreError, StoreResult, StoredAnswer,
+    Waiting, stats_bucket,
 };
 use crate::domain::{
     ActiveGame, EntryStatus, GameId, MatchId, MatchRecord, Millis, Opponent, PoolKey, PoolRef,
@@ -230,6 +231,15 @@ fn guard_value(g: &ActiveGame) -> String {
 fn guard_from(s: &str) -> StoreResult<ActiveGame> {
     let (_, json) = s.split_once('|').ok_or_else(|| corrupt("guard"))?;
     serde_json::from_str(json).map_err(|_| corrupt("guard"))
+}
+
+/// The outcome-count arguments of a script: bucket of `now`, oldest bucket
+/// kept, and the ttl of the count hash.
+fn stats_args(inv: &mut redis::ScriptInvocation<'_>, now: Millis) {
+    let bucket = stats_bucket(now);
+    inv.arg(bucket)
+        .arg(bucket - STATS_KEPT_MS / STATS_BUCKET_MS)
+        .arg(STATS_KEPT_MS + STATS_BUCKET_MS);
 }
 
 fn ttl(until: Millis) -> Millis {
@@ -680,8 +690,10 @@ impl QueueStore for RedisQueueStore {
         let mut conn = self.conn.clone();
         let mut inv = TIME_OUT.key(format!("{tag}:w"));
         inv.key(format!("{tag}:done"))
+            .key(format!("{tag}:stats"))
             .arg(format!("{tag}:e:"))
             .arg(now);
+        stats_args(&mut inv, now);
         for id in ids {
             inv.arg(id.to_string());
         }
@@ -814,6 +826,48 @@ impl QueueStore for RedisQueueStore {
         Ok(conn
             .lrange(format!("{}:waits", self.pool_tag(pool)), 0, -1)
             .await?)
+    }
+
+    async fn pool_stats(&self, pool: &PoolRef, since: Millis) -> StoreResult<PoolStats> {
+        let tag = self.pool_tag(pool);
+        let mut conn = self.conn.clone();
+        #[allow(clippy::type_complexity)]
+        let (waiting, oldest, recent_waits, recent_gaps, counts): (
+            u64,
+            Vec<(String, f64)>,
+            Vec<Millis>,
+            Vec<i32>,
+            HashMap<String, u64>,
+        ) = redis::pipe()
+            .zcard(format!("{tag}:w"))
+            .zrange_withscores(format!("{tag}:w"), 0, 0)
+            .lrange(format!("{tag}:waits"), 0, -1)
+            .lrange(format!("{tag}:gaps"), 0, -1)
+            .hgetall(format!("{tag}:stats"))
+            .query_async(&mut conn)
+            .await?;
+        let from = stats_bucket(since);
+        let sum = |kind: &str| -> u64 {
+            counts
+                .iter()
+                .filter_map(|(field, n)| {
+                    let bucket: Millis = field.strip_prefix(kind)?.parse().ok()?;
+                    (bucket >= from).then_some(*n)
+                })
+                .sum()
+        };
+        Ok(PoolStats {
+            waiting,
+            oldest_enqueued_at: oldest.first().map(|(_, at)| *at as Millis),
+            recent_waits,
+            recent_gaps,
+            matches: sum("m:"),
+            timeouts: sum("t:"),
+        })
+    }
+
+    async fn known_pools(&self) -> StoreResult<Vec<PoolRef>> {
+        self.all_pools().await
     }
 
     async fn idempotent_answer(
@@ -959,11 +1013,16 @@ impl RedisQueueStore {
         let mut inv = COMMIT.key(format!("{tag}:r"));
         inv.key(format!("{tag}:waits"))
             .key(format!("{tag}:done"))
+            .key(format!("{tag}:stats"))
+            .key(format!("{tag}:gaps"))
             .arg(format!("{tag}:e:"))
             .arg(record.match_id.to_string())
             .arg(record.game_id.to_string())
             .arg(now)
-            .arg(RECENT_WAITS);
+            .arg(RECENT_WAITS)
+            .arg((record.white.rating - record.black.rating).abs());
+        stats_args(&mut inv, now);
+        inv.arg(RECENT_GAPS);
         for (id, other) in sides {
             inv.arg(id.to_string())
                 .arg(serde_json::to_string(&other.as_opponent()).unwrap_or_default());

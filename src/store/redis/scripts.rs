@@ -132,14 +132,32 @@ return out
     )
 });
 
-/// Marks the entries reserved for a match MATCHED. KEYS: reserved, waits,
-/// done. ARGV: entry key prefix, match id, game id, now, recent-waits kept,
-/// then pairs entry id, opponent json. Answers the ids it matched.
+/// Adds `n` to field `kind .. bucket` of a pool's outcome-count hash; when
+/// the field is new, drops fields of buckets older than `oldest`. The hash
+/// lapses `ttl` ms after its last count.
+const COUNT_OUTCOME: &str = r"
+local function count_outcome(stats, kind, bucket, oldest, ttl, n)
+  if redis.call('HINCRBY', stats, kind .. bucket, n) == n then
+    for _, f in ipairs(redis.call('HKEYS', stats)) do
+      local b = tonumber(string.sub(f, 3))
+      if b and b < tonumber(oldest) then redis.call('HDEL', stats, f) end
+    end
+  end
+  redis.call('PEXPIRE', stats, ttl)
+end
+";
+
+/// Marks the entries reserved for a match MATCHED, and counts the match.
+/// KEYS: reserved, waits, done, stats, gaps. ARGV: entry key prefix, match
+/// id, game id, now, recent-waits kept, rating gap, bucket, oldest bucket
+/// kept, stats ttl ms, recent gaps kept, then pairs entry id, opponent
+/// json. Answers the ids it matched.
 pub static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{COUNT_OUTCOME}{}",
         r"
 local out = {}
-for i = 6, #ARGV, 2 do
+for i = 11, #ARGV, 2 do
   local key = ARGV[1] .. ARGV[i]
   local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at')
   if e[1] == 'RESERVED' and e[2] == ARGV[2] then
@@ -154,9 +172,15 @@ for i = 6, #ARGV, 2 do
     out[#out + 1] = ARGV[i]
   end
 end
+if #out > 0 then
+  count_outcome(KEYS[4], 'm:', ARGV[7], ARGV[8], ARGV[9], 1)
+  redis.call('LPUSH', KEYS[5], ARGV[6])
+  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[10]) - 1)
+  redis.call('PEXPIRE', KEYS[5], ARGV[9])
+end
 return out
-",
-    )
+"
+    ))
 });
 
 /// Puts entries reserved for a match back to searching, with their
@@ -180,13 +204,15 @@ return 1
     )
 });
 
-/// Times out entries still searching. KEYS: waiting, done. ARGV: entry key
-/// prefix, now, then ids. Answers the changed entries' field lists.
+/// Times out entries still searching, and counts them. KEYS: waiting,
+/// done, stats. ARGV: entry key prefix, now, bucket, oldest bucket kept,
+/// stats ttl ms, then ids. Answers the changed entries' field lists.
 pub static TIME_OUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{COUNT_OUTCOME}{}",
         r"
 local out = {}
-for i = 3, #ARGV do
+for i = 6, #ARGV do
   local key = ARGV[1] .. ARGV[i]
   if redis.call('HGET', key, 'status') == 'SEARCHING' then
     redis.call('HSET', key, 'status', 'TIMED_OUT', 'updated_at', ARGV[2])
@@ -195,9 +221,10 @@ for i = 3, #ARGV do
     out[#out + 1] = redis.call('HGETALL', key)
   end
 end
+if #out > 0 then count_outcome(KEYS[3], 't:', ARGV[3], ARGV[4], ARGV[5], #out) end
 return out
-",
-    )
+"
+    ))
 });
 
 /// Sets a user's active-game guard (a commit makes it final).
