@@ -127,3 +127,76 @@ fn backends_this_build_lacks_are_refused_plainly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_JWKS_URL"));
 }
+
+/// One request id finds a player's story: the id each client sends comes
+/// back, and is on the log lines of its join, of the match decision and of
+/// the game creation.
+#[tokio::test]
+async fn the_request_id_a_client_sends_is_on_every_log_line_of_its_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .args(["serve", "--bind-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let (base, logs) = support::listening_url_capturing(&mut child);
+    let client = reqwest::Client::new();
+    let tokens = [token(dir.path(), "alice"), token(dir.path(), "bob")];
+    let request_ids = ["story-alice-1", "story-bob-2"];
+    let mut ids = Vec::new();
+    for (t, rid) in tokens.iter().zip(request_ids) {
+        let r = client
+            .post(format!("{base}/v1/matchmaking/queue"))
+            .bearer_auth(t)
+            .header("x-request-id", rid)
+            .json(&json!({ "time_control": "3+2", "mode": "casual" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.headers()["x-request-id"], rid);
+        ids.push(
+            r.json::<Value>().await.unwrap()["queue_entry_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = support::settle(&client, &base, &tokens[0], &ids[0], deadline).await;
+    assert_eq!(status["status"], "MATCHED");
+    // The match's lines are written before either player can see MATCHED;
+    // give the log pipe a moment.
+    let events_with = |rid: &str| -> Vec<String> {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(rid))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["event"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !events_with("story-bob-2").contains(&"game_created".to_owned())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for rid in request_ids {
+        let events = events_with(rid);
+        assert!(events.contains(&"enqueue".to_owned()), "{rid}: {events:?}");
+        assert!(events.contains(&"match".to_owned()), "{rid}: {events:?}");
+    }
+    // The game is created for the join that completed the pair; the same id
+    // goes to live-game-api (tests/api/live_game.rs checks the header).
+    assert!(events_with("story-bob-2").contains(&"game_created".to_owned()));
+    let lines = logs.lock().unwrap().clone();
+    let enqueue: Value = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "enqueue" && v["user_id"] == "alice")
+        .expect("alice's enqueue line");
+    assert_eq!(enqueue["span"]["request_id"], "story-alice-1", "{enqueue}");
+    let _ = child.kill();
+}

@@ -371,6 +371,23 @@ impl Proxy {
 /// answers the base URL; the rest of its output is drained in the
 /// background so the server never blocks on a full pipe.
 pub fn listening_url(child: &mut std::process::Child) -> String {
+    listening_url_keeping_logs(child, None)
+}
+
+/// As [`listening_url`], keeping every later log line in `kept`.
+#[allow(dead_code)]
+pub fn listening_url_capturing(
+    child: &mut std::process::Child,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let kept = std::sync::Arc::default();
+    let url = listening_url_keeping_logs(child, Some(std::sync::Arc::clone(&kept)));
+    (url, kept)
+}
+
+fn listening_url_keeping_logs(
+    child: &mut std::process::Child,
+    kept: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+) -> String {
     use std::io::{BufRead, BufReader};
     let stdout = child.stdout.take().expect("stdout piped");
     let mut lines = BufReader::new(stdout).lines();
@@ -386,7 +403,13 @@ pub fn listening_url(child: &mut std::process::Child) -> String {
             "the server did not start"
         );
     };
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(kept) = &kept {
+                kept.lock().unwrap().push(line);
+            }
+        }
+    });
     format!("http://{addr}")
 }
 
