@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, object, optional_str, required_str};
+use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
 use crate::domain::{Challenge, ChallengeId, ChallengeStatus, rfc3339};
@@ -46,6 +47,24 @@ fn not_found_challenge(e: crate::services::ServiceError) -> ApiError {
 }
 
 /// POST /v1/matchmaking/challenges
+#[utoipa::path(
+    post,
+    path = "/v1/matchmaking/challenges",
+    tag = "challenges",
+    summary = "Challenge a player of your tenant",
+    request_body = openapi::ChallengeRequest,
+    responses(
+        (status = 201, description = "Pending until accepted, declined, cancelled or expired", body = openapi::Challenge),
+        (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: challenges are turned off (CHALLENGES_DISABLED)", body = openapi::ErrorBody),
+        (status = 409, description = "TOO_MANY_CHALLENGES: too many pending outgoing challenges", body = openapi::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -65,6 +84,21 @@ pub async fn create(
 }
 
 /// GET /v1/matchmaking/challenges/{id}
+#[utoipa::path(
+    get,
+    path = "/v1/matchmaking/challenges/{challenge_id}",
+    tag = "challenges",
+    summary = "One challenge, to either party",
+    params(("challenge_id" = String, Path, description = "The challenge id (`c_…`).")),
+    responses(
+        (status = 200, description = "The challenge", body = openapi::Challenge),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: unknown, or the caller is neither party", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -79,6 +113,22 @@ pub async fn get(
 }
 
 /// POST /v1/matchmaking/challenges/{id}/accept
+#[utoipa::path(
+    post,
+    path = "/v1/matchmaking/challenges/{challenge_id}/accept",
+    tag = "challenges",
+    summary = "Accept (the opponent): the game is created",
+    params(("challenge_id" = String, Path, description = "The challenge id (`c_…`).")),
+    responses(
+        (status = 200, description = "ACCEPTED, with the game id", body = openapi::Challenge),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: unknown, or the caller is neither party", body = openapi::ErrorBody),
+        (status = 409, description = "INVALID_STATE (no longer pending) or CANNOT_ACCEPT (your own challenge, or a player is in a queue or a game)", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn accept(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -110,6 +160,22 @@ async fn refuse(
 }
 
 /// POST /v1/matchmaking/challenges/{id}/decline
+#[utoipa::path(
+    post,
+    path = "/v1/matchmaking/challenges/{challenge_id}/decline",
+    tag = "challenges",
+    summary = "Decline (the opponent)",
+    params(("challenge_id" = String, Path, description = "The challenge id (`c_…`).")),
+    responses(
+        (status = 200, description = "DECLINED", body = openapi::Challenge),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: unknown, or the caller is neither party", body = openapi::ErrorBody),
+        (status = 409, description = "INVALID_STATE: no longer pending, or not the opponent", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn decline(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -119,6 +185,22 @@ pub async fn decline(
 }
 
 /// DELETE /v1/matchmaking/challenges/{id}
+#[utoipa::path(
+    delete,
+    path = "/v1/matchmaking/challenges/{challenge_id}",
+    tag = "challenges",
+    summary = "Cancel (the challenger)",
+    params(("challenge_id" = String, Path, description = "The challenge id (`c_…`).")),
+    responses(
+        (status = 200, description = "CANCELLED", body = openapi::Challenge),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: unknown, or the caller is neither party", body = openapi::ErrorBody),
+        (status = 409, description = "INVALID_STATE: no longer pending, or not the challenger", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -138,6 +220,19 @@ async fn list(
 }
 
 /// GET /v1/matchmaking/challenges/incoming
+#[utoipa::path(
+    get,
+    path = "/v1/matchmaking/challenges/incoming",
+    tag = "challenges",
+    summary = "Pending challenges the caller received",
+    responses(
+        (status = 200, description = "Newest first", body = openapi::ChallengeList),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn incoming(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -146,6 +241,19 @@ pub async fn incoming(
 }
 
 /// GET /v1/matchmaking/challenges/outgoing
+#[utoipa::path(
+    get,
+    path = "/v1/matchmaking/challenges/outgoing",
+    tag = "challenges",
+    summary = "Pending challenges the caller sent",
+    responses(
+        (status = 200, description = "Newest first", body = openapi::ChallengeList),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn outgoing(
     State(state): State<AppState>,
     Caller(who): Caller,

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, Reporter, object, optional_str};
+use super::openapi;
 use crate::domain::{GameId, ParseError, Speed, TenantId, UserId};
 use crate::services::ratings::validate_update;
 use crate::services::summary;
@@ -30,6 +31,22 @@ fn ratings_json(tenant: &TenantId, user: &UserId, r: &Ratings) -> Value {
 }
 
 /// GET /internal/ratings/{tenant_id}/{user_id}
+#[utoipa::path(
+    get,
+    path = "/internal/ratings/{tenant_id}/{user_id}",
+    tag = "admin",
+    summary = "A player's ratings (1500 where never set)",
+    params(("tenant_id" = String, Path, description = "The player's tenant."), ("user_id" = String, Path, description = "The player.")),
+    responses(
+        (status = 200, description = "Every speed", body = openapi::Ratings),
+        (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks the admin role", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_ratings(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -41,6 +58,24 @@ pub async fn get_ratings(
 }
 
 /// PUT /internal/ratings/{tenant_id}/{user_id} with any subset of speeds.
+#[utoipa::path(
+    put,
+    path = "/internal/ratings/{tenant_id}/{user_id}",
+    tag = "admin",
+    summary = "Set any subset of a player's ratings",
+    params(("tenant_id" = String, Path, description = "The player's tenant."), ("user_id" = String, Path, description = "The player.")),
+    request_body = openapi::RatingsUpdate,
+    responses(
+        (status = 200, description = "Every speed after the change", body = openapi::Ratings),
+        (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks the admin role", body = openapi::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_ratings(
     State(state): State<AppState>,
     Admin(who): Admin,
@@ -77,6 +112,25 @@ fn parse_ratings(body: &Map<String, Value>) -> Result<Ratings, ParseError> {
 /// POST /internal/games/{game_id}/finished — releases both players.
 /// The game is looked up in the body's `tenant_id`, else the admin's tenant
 /// (the game service's token must name the tenant).
+#[utoipa::path(
+    post,
+    path = "/internal/games/{game_id}/finished",
+    tag = "admin",
+    summary = "live-game-api reports a game over: both players are released",
+    params(("game_id" = String, Path, description = "The game id live-game-api gave.")),
+    request_body = Option<openapi::GameFinishedRequest>,
+    responses(
+        (status = 200, description = "Finished (again: the same answer)", body = openapi::GameFinished),
+        (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks the admin role", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such game in that tenant", body = openapi::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn game_finished(
     State(state): State<AppState>,
     reporter: Reporter,
@@ -127,6 +181,22 @@ pub struct SummaryQuery {
 }
 
 /// GET /internal/queues/summary[?tenant_id=…]
+#[utoipa::path(
+    get,
+    path = "/internal/queues/summary",
+    tag = "admin",
+    summary = "Every pool at a glance",
+    params(("tenant_id" = Option<String>, Query, description = "Only this tenant's pools.")),
+    responses(
+        (status = 200, description = "Per tenant and pool", body = openapi::QueueSummary),
+        (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 403, description = "FORBIDDEN: the token lacks the admin role", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn queues_summary(
     State(state): State<AppState>,
     Admin(_): Admin,

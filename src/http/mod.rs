@@ -7,17 +7,21 @@ pub mod error;
 pub mod extract;
 mod health;
 mod internal;
+pub mod openapi;
 mod queue;
 pub mod rate_limit;
 pub mod request_id;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::auth::JwtAuth;
 use crate::services::breaker::CircuitBreaker;
@@ -44,49 +48,36 @@ pub struct AppState {
     pub rate_limits: Arc<rate_limit::RateLimits>,
 }
 
-/// The whole API.
+/// The whole API. Every route is registered from its documented handler,
+/// so `/openapi.json` lists exactly what is served; `/docs` renders it with
+/// Swagger UI, whose assets are inside the binary.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let measured = state.metrics.is_some();
-    let router = Router::new()
-        .route("/v1/matchmaking/queue", post(queue::join))
-        .route(
-            "/v1/matchmaking/queue/{queue_entry_id}",
-            get(queue::status).delete(queue::cancel),
-        )
-        .route("/v1/matchmaking/active", get(queue::active))
-        .route("/v1/matchmaking/challenges", post(challenges::create))
-        .route(
-            "/v1/matchmaking/challenges/incoming",
-            get(challenges::incoming),
-        )
-        .route(
-            "/v1/matchmaking/challenges/outgoing",
-            get(challenges::outgoing),
-        )
-        .route(
-            "/v1/matchmaking/challenges/{challenge_id}",
-            get(challenges::get).merge(delete(challenges::cancel)),
-        )
-        .route(
-            "/v1/matchmaking/challenges/{challenge_id}/accept",
-            post(challenges::accept),
-        )
-        .route(
-            "/v1/matchmaking/challenges/{challenge_id}/decline",
-            post(challenges::decline),
-        )
-        .route("/internal/queues/summary", get(internal::queues_summary))
-        .route(
-            "/internal/ratings/{tenant_id}/{user_id}",
-            put(internal::put_ratings).get(internal::get_ratings),
-        )
-        .route(
-            "/internal/games/{game_id}/finished",
-            post(internal::game_finished),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+    let (router, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(queue::join))
+        .routes(routes!(queue::status, queue::cancel))
+        .routes(routes!(queue::active))
+        .routes(routes!(challenges::create))
+        .routes(routes!(challenges::incoming))
+        .routes(routes!(challenges::outgoing))
+        .routes(routes!(challenges::get, challenges::cancel))
+        .routes(routes!(challenges::accept))
+        .routes(routes!(challenges::decline))
+        .routes(routes!(internal::queues_summary))
+        .routes(routes!(internal::get_ratings, internal::put_ratings))
+        .routes(routes!(internal::game_finished))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(health::openapi_json))
+        .split_for_parts();
+    let document: Arc<str> = api
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+        .into();
+    let router = router
+        .merge(SwaggerUi::new("/docs").config(Config::new(["/openapi.json"])))
+        .layer(Extension(health::OpenApiDocument(document)))
         .fallback(|| async { ApiError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, object, optional_str, required_str};
+use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
 use crate::domain::{
@@ -44,6 +45,24 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// POST /v1/matchmaking/queue
+#[utoipa::path(
+    post,
+    path = "/v1/matchmaking/queue",
+    tag = "queue",
+    summary = "Join the queue",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key answer the first answer (status and body), per user, for IDEMPOTENCY_TTL_SECONDS.")),
+    request_body = openapi::JoinRequest,
+    responses(
+        (status = 201, description = "Searching (the same parameters again while searching answer the existing entry)", body = openapi::JoinResponse),
+        (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 409, description = "ALREADY_IN_QUEUE (searching with other parameters) or ACTIVE_GAME_EXISTS", body = openapi::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn join(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -139,6 +158,22 @@ fn entry_id(raw: &str) -> Result<QueueEntryId, ApiError> {
 }
 
 /// DELETE /v1/matchmaking/queue/{queue_entry_id}
+#[utoipa::path(
+    delete,
+    path = "/v1/matchmaking/queue/{queue_entry_id}",
+    tag = "queue",
+    summary = "Leave the queue",
+    params(("queue_entry_id" = String, Path, description = "The entry id (`q_…`).")),
+    responses(
+        (status = 200, description = "Cancelled", body = openapi::Cancelled),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: unknown, not yours, or already timed out or cancelled", body = openapi::ErrorBody),
+        (status = 409, description = "CANNOT_CANCEL: matched, or its game is being created", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -163,6 +198,21 @@ fn not_found_entry(e: crate::services::ServiceError) -> ApiError {
 }
 
 /// GET /v1/matchmaking/queue/{queue_entry_id}
+#[utoipa::path(
+    get,
+    path = "/v1/matchmaking/queue/{queue_entry_id}",
+    tag = "queue",
+    summary = "An entry's status (also the client's heartbeat)",
+    params(("queue_entry_id" = String, Path, description = "The entry id (`q_…`).")),
+    responses(
+        (status = 200, description = "The entry: SEARCHING (with an estimate), MATCHED (with the game and opponent), TIMED_OUT or CANCELLED", body = openapi::EntryStatus),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: unknown, malformed, or not yours", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn status(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -194,6 +244,19 @@ fn status_json(view: &EntryView) -> Value {
 }
 
 /// GET /v1/matchmaking/active
+#[utoipa::path(
+    get,
+    path = "/v1/matchmaking/active",
+    tag = "queue",
+    summary = "The caller's searching entry and unfinished match",
+    responses(
+        (status = 200, description = "Both null when the caller has nothing active", body = openapi::Active),
+        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
+        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn active(
     State(state): State<AppState>,
     Caller(who): Caller,

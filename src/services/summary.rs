@@ -19,7 +19,7 @@ pub const WINDOW_MS: Millis = 5 * 60_000;
 const CONCURRENT_READS: usize = 16;
 
 /// One pool's line of the summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PoolSummary {
     pub tenant_id: String,
     /// `<variant>_<time control>_<mode>_<region>`.

@@ -10,6 +10,7 @@ mod internal;
 mod live_game;
 mod matching;
 mod observability;
+mod openapi;
 mod outages;
 mod postgres;
 mod production;

@@ -1,0 +1,267 @@
+//! The published schema: `/openapi.json` lists exactly the routes the
+//! router serves, and real answers have the documented shapes; `/docs`
+//! serves its page and assets from the binary.
+
+use std::collections::BTreeSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, join_body, spawn_app};
+
+/// The API's routes as SPEC §3 names them: the public contract.
+const SPEC_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/matchmaking/queue"),
+    ("GET", "/v1/matchmaking/queue/{queue_entry_id}"),
+    ("DELETE", "/v1/matchmaking/queue/{queue_entry_id}"),
+    ("GET", "/v1/matchmaking/active"),
+    ("POST", "/v1/matchmaking/challenges"),
+    ("GET", "/v1/matchmaking/challenges/incoming"),
+    ("GET", "/v1/matchmaking/challenges/outgoing"),
+    ("GET", "/v1/matchmaking/challenges/{challenge_id}"),
+    ("DELETE", "/v1/matchmaking/challenges/{challenge_id}"),
+    ("POST", "/v1/matchmaking/challenges/{challenge_id}/accept"),
+    ("POST", "/v1/matchmaking/challenges/{challenge_id}/decline"),
+    ("GET", "/internal/queues/summary"),
+    ("GET", "/internal/ratings/{tenant_id}/{user_id}"),
+    ("PUT", "/internal/ratings/{tenant_id}/{user_id}"),
+    ("POST", "/internal/games/{game_id}/finished"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+];
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH"];
+
+async fn document(app: &TestApp) -> Value {
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    r.json().await.unwrap()
+}
+
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| METHODS.contains(&m.to_uppercase().as_str()))
+                .map(|m| (m.to_uppercase(), path.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A concrete URL for a templated path.
+fn concrete(path: &str) -> String {
+    path.replace("{queue_entry_id}", "q_x")
+        .replace("{challenge_id}", "c_x")
+        .replace("{tenant_id}", "t1")
+        .replace("{user_id}", "u1")
+        .replace("{game_id}", "g_x")
+}
+
+async fn call(app: &TestApp, method: &str, path: &str) -> reqwest::Response {
+    app.client
+        .request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}{}", app.address, concrete(path)),
+        )
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_document_lists_exactly_the_routes_the_router_serves() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let listed = documented(&doc);
+    let spec: BTreeSet<(String, String)> = SPEC_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(listed, spec, "documented routes differ from SPEC §3");
+    let paths: BTreeSet<&str> = listed.iter().map(|(_, p)| p.as_str()).collect();
+    for path in paths {
+        for method in METHODS {
+            let r = call(&app, method, path).await;
+            let status = r.status();
+            let body = r.text().await.unwrap();
+            if listed.contains(&(method.to_string(), path.to_string())) {
+                // Served: whatever the handler answers, it is not the
+                // router's "no such route" or "method not allowed".
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert!(!body.contains("no such route"), "{method} {path}: {body}");
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is served but not documented"
+                );
+            }
+        }
+    }
+    // And nothing outside the document answers (but the docs page).
+    let r = call(&app, "GET", "/v1/matchmaking/nothing").await;
+    assert!(r.text().await.unwrap().contains("no such route"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_player_and_admin_route_needs_the_bearer_token_and_documents_its_errors() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let secured = op["security"] == json!([{ "bearer": [] }]);
+            let api = path.starts_with("/v1/") || path.starts_with("/internal/");
+            assert_eq!(secured, api, "{method} {path}: security");
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path}"
+            );
+            if api {
+                for code in ["401", "429", "503"] {
+                    let body = &responses[code]["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(
+                        body, "#/components/schemas/ErrorBody",
+                        "{method} {path} {code}"
+                    );
+                }
+            }
+        }
+    }
+    app.shutdown().await;
+}
+
+/// `value` has the shape of component `schema`: every key is a documented
+/// property, every required property is there.
+fn assert_shape(doc: &Value, schema: &str, value: &Value) {
+    let s = &doc["components"]["schemas"][schema];
+    let properties = s["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("schema {schema}"));
+    for key in value.as_object().unwrap().keys() {
+        assert!(
+            properties.contains_key(key),
+            "{schema} does not document `{key}`: {value}"
+        );
+    }
+    for required in s["required"].as_array().into_iter().flatten() {
+        let key = required.as_str().unwrap();
+        assert!(
+            value.get(key).is_some(),
+            "{schema} requires `{key}`: {value}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn real_answers_have_the_documented_shapes() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let (alice, bob) = (app.token("alice"), app.token("bob"));
+    let r = app.join(&alice, &join_body("5+0")).await;
+    let joined: Value = r.json().await.unwrap();
+    assert_shape(&doc, "JoinResponse", &joined);
+    let id = joined["queue_entry_id"].as_str().unwrap();
+    assert_shape(&doc, "EntryStatus", &app.status_json(&alice, id).await);
+    assert_shape(&doc, "Active", &app.active(&alice).await);
+    assert_shape(
+        &doc,
+        "ActiveEntry",
+        &app.active(&alice).await["queue_entry"],
+    );
+    let b = app.join_ok(&bob, &join_body("5+0")).await;
+    let matched = app.wait_for_result(&bob, &b).await;
+    assert_shape(&doc, "EntryStatus", &matched);
+    assert_shape(&doc, "Opponent", &matched["opponent"]);
+    assert_shape(
+        &doc,
+        "RatingSnapshot",
+        &matched["opponent"]["rating_snapshot"],
+    );
+    let active = app.active(&bob).await;
+    assert_shape(&doc, "ActiveMatch", &active["match"]);
+
+    let summary: Value = app
+        .client
+        .get(format!("{}/internal/queues/summary", app.address))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_shape(&doc, "QueueSummary", &summary);
+    assert_shape(&doc, "PoolSummary", &summary["queues"][0]);
+
+    let challenge: Value = app
+        .client
+        .post(format!("{}/v1/matchmaking/challenges", app.address))
+        .bearer_auth(app.token("carol"))
+        .json(&json!({ "opponent_user_id": "dave", "time_control": "5+0", "mode": "casual" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_shape(&doc, "Challenge", &challenge);
+    let r = app.get_ratings(&app.admin_token(), "t1", "alice").await;
+    assert_shape(&doc, "Ratings", &r.json().await.unwrap());
+    assert_shape(
+        &doc,
+        "Readiness",
+        &app.get("/readyz").await.json().await.unwrap(),
+    );
+    assert_shape(
+        &doc,
+        "Health",
+        &app.get("/healthz").await.json().await.unwrap(),
+    );
+    let r = app.status(&alice, "q_nope").await;
+    assert_shape(&doc, "ErrorBody", &r.json().await.unwrap());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_docs_page_and_its_assets_come_from_the_binary() {
+    let app = spawn_app().await;
+    let page = app.get("/docs/").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(
+        !html.contains("https://"),
+        "the page must not load anything from the network"
+    );
+    for asset in [
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "swagger-initializer.js",
+    ] {
+        let r = app.get(&format!("/docs/{asset}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        let body = r.text().await.unwrap();
+        assert!(body.len() > 100, "{asset}");
+        if asset == "swagger-initializer.js" {
+            assert!(body.contains("/openapi.json"), "{body}");
+        }
+    }
+    app.shutdown().await;
+}
