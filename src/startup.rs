@@ -273,6 +273,28 @@ impl Core {
         })
     }
 
+    /// What the HTTP handlers reach.
+    fn app_state(&self, settings: &Settings) -> AppState {
+        AppState {
+            metrics: settings.metrics_enabled.then(observe::install),
+            rate_limits: Arc::new(RateLimits::new(
+                settings.rate_limit_per_ip,
+                settings.rate_limit_per_user,
+            )),
+            queue: self.queue.clone(),
+            challenges: self.challenges.clone(),
+            ratings: self.ratings.clone(),
+            auth: self.auth.clone(),
+            queue_store: self.stores.queue.clone(),
+            durable: self.stores.durable.clone(),
+            breaker: self.breaker.clone(),
+            callback_token: settings
+                .live_game_api_callback_token
+                .as_deref()
+                .map(Arc::from),
+        }
+    }
+
     /// The listener that marks pools announced by other processes due.
     fn due_listener(&self) -> Option<DueListener> {
         self.stores
@@ -303,42 +325,10 @@ impl Application {
         } else {
             None
         };
-        let Core {
-            auth,
-            stores,
-            ratings,
-            breaker,
-            queue,
-            challenges,
-            ..
-        } = core;
-        let metrics = settings.metrics_enabled.then(observe::install);
-        let rate_limits = Arc::new(RateLimits::new(
-            settings.rate_limit_per_ip,
-            settings.rate_limit_per_user,
-        ));
-        let state = AppState {
-            metrics: metrics.clone(),
-            rate_limits: rate_limits.clone(),
-            queue,
-            challenges,
-            ratings,
-            auth,
-            queue_store: stores.queue,
-            durable: stores.durable,
-            breaker,
-            callback_token: settings
-                .live_game_api_callback_token
-                .as_deref()
-                .map(Arc::from),
-        };
+        let state = core.app_state(&settings);
+        let (metrics, rate_limits) = (state.metrics.clone(), state.rate_limits.clone());
         let router = http::router(state, settings.max_body_bytes);
-        let listener = TcpListener::bind(settings.bind_addr)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: settings.bind_addr,
-                source,
-            })?;
+        let listener = bind(&settings).await?;
         Ok(Self {
             listener,
             router,
@@ -399,8 +389,19 @@ impl Application {
     }
 }
 
+async fn bind(settings: &Settings) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(settings.bind_addr)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: settings.bind_addr,
+            source,
+        })
+}
+
 /// Runs the matching worker alone (the `worker` subcommand) until
-/// `shutdown`, then finishes its passes. It needs a shared queue store.
+/// `shutdown`, then finishes its passes. It needs a shared queue store. It
+/// serves the operations endpoints (`/healthz`, `/readyz`, `/metrics`) on
+/// BIND_ADDR, so its matching series can be scraped.
 pub async fn run_worker(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -411,13 +412,29 @@ pub async fn run_worker(
         ));
     }
     let core = Core::build(&settings).await?;
+    let state = core.app_state(&settings);
+    let upkeep = state.metrics.clone().map(observe::spawn_upkeep);
+    let listener = bind(&settings).await?;
+    tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.bind_addr, source })?, "listening");
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut ops_stop = stop_rx.clone();
+    let ops = tokio::spawn(
+        axum::serve(listener, http::ops_router(state))
+            .with_graceful_shutdown(async move {
+                let _ = ops_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
     let due = spawn_due_listener(core.due_listener(), stop_rx.clone());
     let worker = tokio::spawn(core.worker(&settings).run(stop_rx));
     shutdown.await;
     tracing::info!("shutting down: finishing the current passes");
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    let _ = ops.await;
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
     if let Some(due) = due {
         let _ = due.await;
     }

@@ -10,7 +10,6 @@ mod fake_live_game;
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,13 +85,17 @@ impl Cluster {
         url
     }
 
-    /// Starts a worker process; answers its index (to kill it).
-    fn worker(&mut self, extra_env: &[(&str, String)]) -> usize {
-        let mut child = self.command(extra_env).arg("worker").spawn().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        std::thread::spawn(move || for _ in lines {});
+    /// Starts a worker process; answers its index (to kill it) and the
+    /// base URL of its operations endpoints.
+    fn worker(&mut self, extra_env: &[(&str, String)]) -> (usize, String) {
+        let mut child = self
+            .command(extra_env)
+            .args(["worker", "--bind-addr", "127.0.0.1:0"])
+            .spawn()
+            .unwrap();
+        let url = support::listening_url(&mut child);
         self.children.push(child);
-        self.children.len() - 1
+        (self.children.len() - 1, url)
     }
 
     fn sigkill(&mut self, index: usize) {
@@ -203,8 +206,7 @@ async fn two_nodes_and_two_workers_match_2000_players_each_at_most_once() {
         return;
     };
     let nodes = [cluster.serve(&[]), cluster.serve(&[])];
-    cluster.worker(&[]);
-    cluster.worker(&[]);
+    let workers = [cluster.worker(&[]).1, cluster.worker(&[]).1];
     let client = reqwest::Client::new();
     let tokens = tokens(2_000, "p");
     let (client, nodes) = (&client, &nodes);
@@ -273,6 +275,37 @@ async fn two_nodes_and_two_workers_match_2000_players_each_at_most_once() {
         matched >= 1_400,
         "only {matched} matched ({cancelled} cancelled)"
     );
+    // Each worker serves its own metrics: together they counted every match.
+    let mut counted = 0.0;
+    for base in &workers {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        counted += text
+            .lines()
+            .filter(|l| l.starts_with("matchmaking_matches_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+        assert_eq!(
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        counted as usize,
+        matched / 2,
+        "matches counted by the workers"
+    );
     assert_eq!(
         cluster.reserved_entries().await,
         0,
@@ -291,7 +324,7 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
         fake_live_game::FakeLiveGame::start(fake_live_game::Answer::Game { delay_ms: 200 }).await;
     let env = [("LIVE_GAME_API_URL", fake.url.clone())];
     let node = cluster.serve(&env);
-    let doomed = cluster.worker(&env);
+    let (doomed, _) = cluster.worker(&env);
     let client = reqwest::Client::new();
     let tokens = tokens(600, "k");
     let mut ids = Vec::new();

@@ -99,3 +99,21 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     };
     router.with_state(state)
 }
+
+/// The operations endpoints alone (`/healthz`, `/readyz`, `/metrics`), for
+/// the `worker` subcommand.
+pub fn ops_router(state: AppState) -> Router {
+    let measured = state.metrics.is_some();
+    let router = Router::new()
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
+        .route("/metrics", axum::routing::get(health::metrics))
+        .fallback(|| async { ApiError::NotFound("no such route") })
+        .layer(axum::middleware::from_fn(request_id::middleware));
+    let router = if measured {
+        router.layer(axum::middleware::from_fn(crate::observe::http_middleware))
+    } else {
+        router
+    };
+    router.with_state(state)
+}
