@@ -8,6 +8,7 @@
 # PostgreSQL (a schema of its own), both dropped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 PROD=""
 if [ "${1:-}" = "--prod" ]; then PROD=1; shift; fi
 DURATION=${1:-10}
@@ -38,12 +39,12 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 cargo build --release --quiet --bin matchmaking-api --example match_latency --example commit_throughput
 
 echo "== backends: ${PROD:+Redis + PostgreSQL}${PROD:-embedded (memory + SQLite)}"
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
+machine_line
 env BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
   RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 \
   ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
 SERVER=$!
-for _ in $(seq 1 50); do curl -fs "http://$ADDR/healthz" >/dev/null && break; sleep 0.1; done
+wait_ready "$ADDR"
 
 echo "== minting tokens"
 for c in $LOADS; do
@@ -62,24 +63,6 @@ done < "$WORK/status-tokens.txt" > "$WORK/entries.txt" &
 ENTRIES_PID=$!
 
 wait $ENTRIES_PID
-
-# One table row from a wrk run: requests/s, p50, p99, non-2xx count.
-row() {
-  local name=$1 conns=$2; shift 2
-  local out
-  out=$("$@")
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$conns" \
-    "$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")" \
-    "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
-    "$(awk '$1 == "99%" {print $2}' <<<"$out")" \
-    "$(awk '/Non-2xx/ {print $5}' <<<"$out" | grep . || echo 0)"
-}
-
-table_head() {
-  echo
-  echo "| endpoint | connections | requests/s | p50 | p99 | non-2xx |"
-  echo "|---|---|---|---|---|---|"
-}
 
 load() {
   local c=$1

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init(settings.log_format);
+    let _log_writer = telemetry::init(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,14 +6,18 @@
 //! status codes, tenants and pool keys (both fixed by configuration), store
 //! operations and error kinds. Never a user id.
 
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Gauge, Histogram, Label, SharedString, Unit, counter, describe_counter,
+    describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -70,6 +74,7 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_ok() {
                 describe();
+                ENABLED.store(true, Ordering::Relaxed);
             }
             handle
         })
@@ -146,70 +151,179 @@ fn describe() {
     );
 }
 
+/// Whether a recorder is installed; until then (and with metrics off)
+/// recording is skipped without building any label.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// An interned copy of `s`: a bounded set (route templates), shared
+/// without allocating per request.
+fn interned(s: &str) -> SharedString {
+    static SEEN: LazyLock<RwLock<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+    if let Some(found) = SEEN.read().unwrap_or_else(|e| e.into_inner()).get(s) {
+        return SharedString::from(Arc::clone(found));
+    }
+    let mut seen = SEEN.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = seen.get(s) {
+        return SharedString::from(Arc::clone(found));
+    }
+    let new: Arc<str> = Arc::from(s);
+    seen.insert(Arc::clone(&new));
+    SharedString::from(new)
+}
+
+fn method_label(method: &Method) -> SharedString {
+    match *method {
+        Method::GET => SharedString::const_str("GET"),
+        Method::POST => SharedString::const_str("POST"),
+        Method::PUT => SharedString::const_str("PUT"),
+        Method::DELETE => SharedString::const_str("DELETE"),
+        Method::HEAD => SharedString::const_str("HEAD"),
+        Method::OPTIONS => SharedString::const_str("OPTIONS"),
+        Method::PATCH => SharedString::const_str("PATCH"),
+        _ => SharedString::const_str("other"),
+    }
+}
+
 /// Records every request: count by route template, method and status, and
 /// latency. Requests no route matched count under `unmatched`.
 pub async fn http_middleware(request: Request, next: Next) -> Response {
+    if !enabled() {
+        return next.run(request).await;
+    }
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+        .map_or(SharedString::const_str("unmatched"), |p| {
+            interned(p.as_str())
+        });
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let status = interned(response.status().as_str());
     histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method.clone())
         .record(started.elapsed().as_secs_f64());
     counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
     response
 }
 
-fn pool_labels(pool: &PoolRef) -> [(&'static str, String); 2] {
-    [
-        ("tenant", pool.tenant_id.to_string()),
-        ("pool", pool.key.to_string()),
-    ]
+/// One pool's series, registered once.
+struct PoolSeries {
+    joins: Counter,
+    cancels: Counter,
+    matches: Counter,
+    gap: Histogram,
+    waiting: Gauge,
+    timeouts_max_queue_time: Counter,
+    timeouts_absent: Counter,
+    wait_matched: Histogram,
+    wait_timed_out: Histogram,
+    wait_cancelled: Histogram,
 }
 
-pub fn joined(pool: &PoolRef) {
-    counter!(JOINS, &pool_labels(pool)).increment(1);
-}
-
-pub fn cancelled(pool: &PoolRef, waited_ms: i64) {
-    counter!(CANCELS, &pool_labels(pool)).increment(1);
-    wait(pool, "cancelled", waited_ms);
-}
-
-pub fn timed_out(pool: &PoolRef, reason: &'static str, waited_ms: i64) {
-    let [tenant, key] = pool_labels(pool);
-    counter!(TIMEOUTS, &[tenant, key, ("reason", reason.to_owned())]).increment(1);
-    wait(pool, "timed_out", waited_ms);
-}
-
-pub fn matched(pool: &PoolRef, gap: i32, waits_ms: [i64; 2]) {
-    counter!(MATCHES, &pool_labels(pool)).increment(1);
-    histogram!(RATING_GAP, &pool_labels(pool)).record(f64::from(gap.unsigned_abs()));
-    for w in waits_ms {
-        wait(pool, "matched", w);
+impl PoolSeries {
+    fn register(pool: &PoolRef) -> Self {
+        let tenant = SharedString::from(pool.tenant_id.to_string());
+        let key = SharedString::from(pool.key.to_string());
+        let labels = |extra: Option<(&'static str, &'static str)>| {
+            let mut l = vec![
+                Label::new("tenant", tenant.clone()),
+                Label::new("pool", key.clone()),
+            ];
+            if let Some((k, v)) = extra {
+                l.push(Label::new(k, v));
+            }
+            l
+        };
+        Self {
+            joins: counter!(JOINS, labels(None)),
+            cancels: counter!(CANCELS, labels(None)),
+            matches: counter!(MATCHES, labels(None)),
+            gap: histogram!(RATING_GAP, labels(None)),
+            waiting: gauge!(QUEUE_WAITING, labels(None)),
+            timeouts_max_queue_time: counter!(TIMEOUTS, labels(Some(("reason", "max_queue_time")))),
+            timeouts_absent: counter!(TIMEOUTS, labels(Some(("reason", "absent")))),
+            wait_matched: histogram!(WAIT, labels(Some(("outcome", "matched")))),
+            wait_timed_out: histogram!(WAIT, labels(Some(("outcome", "timed_out")))),
+            wait_cancelled: histogram!(WAIT, labels(Some(("outcome", "cancelled")))),
+        }
     }
 }
 
-fn wait(pool: &PoolRef, outcome: &'static str, waited_ms: i64) {
-    let [tenant, key] = pool_labels(pool);
-    histogram!(WAIT, &[tenant, key, ("outcome", outcome.to_owned())])
-        .record(waited_ms.max(0) as f64 / 1000.0);
+/// The pool's series, or `None` when metrics are off.
+fn pool_series(pool: &PoolRef) -> Option<Arc<PoolSeries>> {
+    type Registry = RwLock<HashMap<PoolRef, Arc<PoolSeries>>>;
+    static POOLS: LazyLock<Registry> = LazyLock::new(Default::default);
+    if !enabled() {
+        return None;
+    }
+    if let Some(found) = POOLS.read().unwrap_or_else(|e| e.into_inner()).get(pool) {
+        return Some(Arc::clone(found));
+    }
+    let mut pools = POOLS.write().unwrap_or_else(|e| e.into_inner());
+    let series = pools
+        .entry(pool.clone())
+        .or_insert_with(|| Arc::new(PoolSeries::register(pool)));
+    Some(Arc::clone(series))
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms.max(0) as f64 / 1000.0
+}
+
+pub fn joined(pool: &PoolRef) {
+    if let Some(s) = pool_series(pool) {
+        s.joins.increment(1);
+    }
+}
+
+pub fn cancelled(pool: &PoolRef, waited_ms: i64) {
+    if let Some(s) = pool_series(pool) {
+        s.cancels.increment(1);
+        s.wait_cancelled.record(seconds(waited_ms));
+    }
+}
+
+pub fn timed_out(pool: &PoolRef, reason: &'static str, waited_ms: i64) {
+    if let Some(s) = pool_series(pool) {
+        match reason {
+            "absent" => s.timeouts_absent.increment(1),
+            _ => s.timeouts_max_queue_time.increment(1),
+        }
+        s.wait_timed_out.record(seconds(waited_ms));
+    }
+}
+
+pub fn matched(pool: &PoolRef, gap: i32, waits_ms: [i64; 2]) {
+    if let Some(s) = pool_series(pool) {
+        s.matches.increment(1);
+        s.gap.record(f64::from(gap.unsigned_abs()));
+        for w in waits_ms {
+            s.wait_matched.record(seconds(w));
+        }
+    }
 }
 
 pub fn pass(pool: &PoolRef, waiting: usize, took: Duration) {
-    gauge!(QUEUE_WAITING, &pool_labels(pool)).set(waiting as f64);
-    histogram!(PASS_DURATION).record(took.as_secs_f64());
+    if let Some(s) = pool_series(pool) {
+        s.waiting.set(waiting as f64);
+        histogram!(PASS_DURATION).record(took.as_secs_f64());
+    }
 }
 
 pub fn game_created(took: Duration) {
-    histogram!(GAME_CREATION_DURATION).record(took.as_secs_f64());
+    if enabled() {
+        histogram!(GAME_CREATION_DURATION).record(took.as_secs_f64());
+    }
 }
 
 pub fn game_creation_failed(kind: &'static str) {
-    counter!(GAME_CREATION_ERRORS, "kind" => kind).increment(1);
+    if enabled() {
+        counter!(GAME_CREATION_ERRORS, "kind" => kind).increment(1);
+    }
 }
 
 pub fn breaker(name: &'static str, state: BreakerState) {
@@ -218,10 +332,15 @@ pub fn breaker(name: &'static str, state: BreakerState) {
         BreakerState::HalfOpen => 1.0,
         BreakerState::Open => 2.0,
     };
-    gauge!(BREAKER_STATE, "breaker" => name).set(value);
+    if enabled() {
+        gauge!(BREAKER_STATE, "breaker" => name).set(value);
+    }
 }
 
 pub fn store_operation(store: &'static str, operation: &'static str, took: Duration, failed: bool) {
+    if !enabled() {
+        return;
+    }
     histogram!(STORE_DURATION, "store" => store, "operation" => operation)
         .record(took.as_secs_f64());
     if failed {

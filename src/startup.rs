@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
 use crate::domain::TenantConfig;
 use crate::http::rate_limit::RateLimits;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Services};
 use crate::observe;
 use crate::services::breaker::CircuitBreaker;
 use crate::services::challenges::{ChallengeLimits, ChallengeService};
@@ -106,17 +106,20 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
         }
         None => (Arc::new(MemoryQueueStore::new()), true),
     };
+    // Store operations are timed where they cross a process boundary or
+    // touch a disk; the in-memory queue store answers in microseconds.
     let (queue, durable) = if settings.metrics_enabled {
         let durable_name = if url.starts_with("sqlite:") {
             "sqlite"
         } else {
             "postgres"
         };
-        let queue_name = if queue_is_local { "memory" } else { "redis" };
-        (
-            InstrumentedQueueStore::wrap(queue, queue_name),
-            InstrumentedDurableStore::wrap(durable, durable_name),
-        )
+        let queue = if queue_is_local {
+            queue
+        } else {
+            InstrumentedQueueStore::wrap(queue, "redis")
+        };
+        (queue, InstrumentedDurableStore::wrap(durable, durable_name))
     } else {
         (queue, durable)
     };
@@ -275,7 +278,7 @@ impl Core {
 
     /// What the HTTP handlers reach.
     fn app_state(&self, settings: &Settings) -> AppState {
-        AppState {
+        AppState::new(Services {
             metrics: settings.metrics_enabled.then(observe::install),
             rate_limits: Arc::new(RateLimits::new(
                 settings.rate_limit_per_ip,
@@ -292,7 +295,7 @@ impl Core {
                 .live_game_api_callback_token
                 .as_deref()
                 .map(Arc::from),
-        }
+        })
     }
 
     /// The listener that marks pools announced by other processes due.

@@ -197,6 +197,6 @@ async fn the_request_id_a_client_sends_is_on_every_log_line_of_its_story() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["event"] == "enqueue" && v["user_id"] == "alice")
         .expect("alice's enqueue line");
-    assert_eq!(enqueue["span"]["request_id"], "story-alice-1", "{enqueue}");
+    assert_eq!(enqueue["request_id"], "story-alice-1", "{enqueue}");
     let _ = child.kill();
 }

@@ -31,9 +31,27 @@ use crate::services::ratings::RatingService;
 use crate::store::{DurableStore, QueueStore};
 use error::ApiError;
 
-/// What every handler can reach: cheap to clone.
+/// What every handler can reach: one pointer, cheap to clone (every
+/// extractor and middleware clones it per request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services and stores behind [`AppState`].
+pub struct Services {
     pub queue: Arc<QueueService>,
     pub challenges: Arc<ChallengeService>,
     pub ratings: RatingService,

@@ -6,12 +6,24 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
 
 tokio::task_local! {
     static REQUEST_ID: String;
+}
+
+/// Whether requests open a tracing span carrying their id (the pretty
+/// format shows spans; JSON lines read the id from the request itself, so
+/// they need none and save the span's cost).
+static SPANS: AtomicBool = AtomicBool::new(true);
+
+/// Turns the per-request span off (JSON logs) or on.
+pub fn set_request_spans(on: bool) {
+    SPANS.store(on, Ordering::Relaxed);
 }
 
 /// The id of the request being served, or `""` outside a request.
@@ -36,12 +48,16 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         .filter(|v| acceptable(v))
         .map(str::to_owned)
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.uri().path(),
-    );
+    let span = if SPANS.load(Ordering::Relaxed) {
+        tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %request.method(),
+            path = %request.uri().path(),
+        )
+    } else {
+        tracing::Span::none()
+    };
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(request).instrument(span))
         .await;

@@ -1,0 +1,30 @@
+# Shared by the bench scripts (source it): wrk table rows and readiness.
+
+# One table row from a wrk run: requests/s, p50, p99, non-2xx count.
+row() {
+  local name=$1 conns=$2; shift 2
+  local out
+  out=$("$@")
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$conns" \
+    "$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")" \
+    "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
+    "$(awk '$1 == "99%" {print $2}' <<<"$out")" \
+    "$(awk '/Non-2xx/ {print $5}' <<<"$out" | grep . || echo 0)"
+}
+
+table_head() {
+  echo
+  echo "| endpoint | connections | requests/s | p50 | p99 | non-2xx |"
+  echo "|---|---|---|---|---|---|"
+}
+
+# Waits (up to 5 s) until the server at $1 answers /healthz.
+wait_ready() {
+  for _ in $(seq 1 50); do curl -fs "http://$1/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "the server at $1 did not start" >&2
+  return 1
+}
+
+machine_line() {
+  echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
+}
