@@ -61,24 +61,34 @@ pub fn find_pairs_with(
     policy: &PoolPolicy,
     blocked: impl Fn(usize, usize) -> bool,
 ) -> Vec<Pair> {
-    let mut nodes: Vec<Node> = first_entry_per_user(snapshot)
-        .map(|(index, s)| {
-            let waited = now - s.enqueued_at;
+    // Sorted by (rating, index) through packed keys, carrying the arrival
+    // time along: sorting 16-byte items beats sorting the nodes, and
+    // building the nodes then reads memory in order.
+    let mut keys: Vec<(u64, Millis)> = first_entry_per_user(snapshot)
+        .map(|index| {
+            let s = &snapshot[index];
+            (
+                (u64::from(rating_key(s.rating)) << 32) | index as u64,
+                s.enqueued_at,
+            )
+        })
+        .collect();
+    keys.sort_unstable_by_key(|&(key, _)| key);
+    let nodes: Vec<Node> = keys
+        .into_iter()
+        .map(|(key, enqueued_at)| {
+            let waited = now - enqueued_at;
             Node {
-                index,
-                rating: s.rating,
+                index: (key & u64::from(u32::MAX)) as usize,
+                rating: (key >> 32) as u32 as i32 ^ i32::MIN,
                 window: policy.window(waited),
                 steps: policy.widening_steps(waited),
-                enqueued_at: s.enqueued_at,
+                enqueued_at,
             }
         })
         .collect();
-    nodes.sort_unstable_by_key(|n| (n.rating, n.index));
 
-    let matcher = Matcher {
-        snapshot,
-        blocked: &blocked,
-    };
+    let matcher = Matcher { blocked: &blocked };
     let mut pairs = Vec::new();
     for segment in segments(&nodes) {
         match segment.len() {
@@ -90,27 +100,36 @@ pub fn find_pairs_with(
     pairs
 }
 
-/// The snapshot without later entries of a user already in it: a user is
-/// matched at most once per pass, by their longest-waiting entry.
-fn first_entry_per_user<'s, 'a>(
-    snapshot: &'s [Seeker<'a>],
-) -> impl Iterator<Item = (usize, &'s Seeker<'a>)> {
-    let mut first: std::collections::HashMap<&str, usize> =
-        std::collections::HashMap::with_capacity(snapshot.len());
+/// A rating as an unsigned key that sorts like the rating.
+fn rating_key(rating: Rating) -> u32 {
+    (rating as u32) ^ (1 << 31)
+}
+
+/// Indices of the snapshot without later entries of a user already in it:
+/// a user is matched at most once per pass, by their longest-waiting entry.
+fn first_entry_per_user(snapshot: &[Seeker<'_>]) -> impl Iterator<Item = usize> {
+    let mut first: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
+        std::collections::HashMap::with_capacity_and_hasher(snapshot.len(), Default::default());
+    let mut keep = vec![true; snapshot.len()];
     for (i, s) in snapshot.iter().enumerate() {
-        first
-            .entry(s.user)
-            .and_modify(|k| {
-                if (s.enqueued_at, i) < (snapshot[*k].enqueued_at, *k) {
-                    *k = i;
+        match first.entry(s.user) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let k = *o.get();
+                if (s.enqueued_at, i) < (snapshot[k].enqueued_at, k) {
+                    keep[k] = false;
+                    o.insert(i);
+                } else {
+                    keep[i] = false;
                 }
-            })
-            .or_insert(i);
+            }
+        }
     }
-    snapshot
-        .iter()
+    keep.into_iter()
         .enumerate()
-        .filter(move |(i, s)| first.get(s.user) == Some(i))
+        .filter_map(|(i, kept)| kept.then_some(i))
 }
 
 /// Splits rating-sorted nodes where no compatible pair can cross: a cut
@@ -133,18 +152,16 @@ fn segments(nodes: &[Node]) -> impl Iterator<Item = &[Node]> {
     cuts.into_iter().map(move |(s, e)| &nodes[s..e])
 }
 
-struct Matcher<'s, 'a, F> {
-    snapshot: &'s [Seeker<'a>],
+struct Matcher<'s, F> {
     blocked: &'s F,
 }
 
-impl<F: Fn(usize, usize) -> bool> Matcher<'_, '_, F> {
+impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
+    /// Within both windows and not blocked. The nodes of a pass are of
+    /// distinct users already ([`first_entry_per_user`]).
     fn compatible(&self, a: &Node, b: &Node) -> bool {
         let gap = (a.rating - b.rating).abs();
-        gap <= a.window
-            && gap <= b.window
-            && self.snapshot[a.index].user != self.snapshot[b.index].user
-            && !(self.blocked)(a.index, b.index)
+        gap <= a.window && gap <= b.window && !(self.blocked)(a.index, b.index)
     }
 
     fn score(a: &Node, b: &Node) -> i64 {
@@ -175,8 +192,20 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, '_, F> {
     /// unmatched entry. `O(n log n)` plus the entries skipped as incompatible.
     fn greedy(&self, segment: &[Node], out: &mut Vec<Pair>) {
         let n = segment.len();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_unstable_by_key(|&p| (segment[p].enqueued_at, segment[p].rating));
+        // Longest-waiting first, ties by rating: packed keys sort fast.
+        let mut keys: Vec<u128> = segment
+            .iter()
+            .enumerate()
+            .map(|(p, s)| {
+                ((s.enqueued_at as u64 ^ (1 << 63)) as u128) << 64
+                    | u128::from(rating_key(s.rating)) << 32
+                    | p as u128
+            })
+            .collect();
+        keys.sort_unstable();
+        let order = keys
+            .into_iter()
+            .map(|k| (k & u128::from(u32::MAX)) as usize);
         // Unmatched positions, found from either side in near-constant time.
         let mut right = Skip::new(n);
         let mut left = Skip::new(n);
@@ -307,13 +336,12 @@ pub fn compatibility_graph(
         })
         .collect();
     let matcher = Matcher {
-        snapshot,
         blocked: &|_: usize, _: usize| false,
     };
     let mut edges = Vec::new();
     for (i, a) in nodes.iter().enumerate() {
         for b in &nodes[i + 1..] {
-            if matcher.compatible(a, b) {
+            if matcher.compatible(a, b) && snapshot[a.index].user != snapshot[b.index].user {
                 edges.push((
                     a.index,
                     b.index,
