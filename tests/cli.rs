@@ -200,3 +200,47 @@ async fn the_request_id_a_client_sends_is_on_every_log_line_of_its_story() {
     assert_eq!(enqueue["request_id"], "story-alice-1", "{enqueue}");
     let _ = child.kill();
 }
+
+/// The simulator replays a short trace through every algorithm and writes
+/// its CSV and chart.
+#[test]
+fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-sim"))
+        .args([
+            "--hours",
+            "0.1",
+            "--rates",
+            "5,50",
+            "--snapshots",
+            "50",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(dir.path().join("sim.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 6, "{csv}");
+    for algo in ["ours", "greedy", "lichess"] {
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r.split(',').nth(1) == Some(algo))
+                .count(),
+            2
+        );
+    }
+    // Every algorithm matched players at 50/min: matches per minute > 0.
+    assert!(
+        rows.iter()
+            .filter(|r| r.starts_with("50,"))
+            .all(|r| { r.rsplit(',').next().unwrap().parse::<f64>().unwrap() > 0.0 })
+    );
+    let svg = std::fs::read_to_string(dir.path().join("gap_vs_wait.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("lichess"));
+}

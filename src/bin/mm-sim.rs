@@ -1,0 +1,569 @@
+//! `mm-sim`: the matching simulator (issue 6). Replays synthetic arrival
+//! traces — Poisson arrivals per pool, ratings from a normal distribution,
+//! random cancels — on a virtual clock through the real pure matcher and
+//! through two baselines, and reports what players feel: waits, rating
+//! gaps, time-outs, matches per minute. Hours of traffic take seconds.
+//!
+//! Algorithms (same pool policy, same trace, same time-outs):
+//! - `ours`: `matcher::find_pairs`, run on every arrival (the service's
+//!   event-driven pass) and every second (widening, time-outs).
+//! - `greedy`: nearest-rating pairing — each arrival takes the nearest
+//!   waiting player within both windows at once; every second, waiting
+//!   players in arrival order do the same with their widened windows.
+//! - `lichess`: waves in the style of lichess's pools, from their public
+//!   description: every `--wave-seconds` (5) the whole pool is paired by a
+//!   weighted matching on `score = |gap| − bonus(a) − bonus(b)`, where a
+//!   player's bonus grows by 30 points per wave missed (at most 1000), and
+//!   only pairs with score ≤ 300 are made, within the pool's maximum gap
+//!   like every algorithm here. (lichess solves that matching exactly;
+//!   here a greedy over edges by ascending score.)
+//!
+//! Usage: `mm-sim [--hours 2] [--rates 2,20,200] [--seed 1] [--out bench/sim]`
+//! writes `<out>/sim.csv` and `<out>/gap_vs_wait.svg`, and prints a table.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Parser;
+use matchmaking_api::domain::{Millis, PoolPolicy};
+use matchmaking_api::matcher::{self, Seeker, solver};
+use plotters::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mm-sim",
+    about = "Replay synthetic arrival traces through the matcher and baselines"
+)]
+struct Args {
+    /// Virtual hours of traffic per trace.
+    #[arg(long, default_value_t = 2.0)]
+    hours: f64,
+    /// Arrival rates to simulate, players per minute (one pool each).
+    #[arg(long, value_delimiter = ',', default_value = "2,20,200")]
+    rates: Vec<f64>,
+    /// Rating distribution: mean and standard deviation.
+    #[arg(long, default_value_t = 1500.0)]
+    rating_mean: f64,
+    #[arg(long, default_value_t = 300.0)]
+    rating_sd: f64,
+    /// Share of players who cancel, and the mean time before they do (s).
+    #[arg(long, default_value_t = 0.1)]
+    cancel_share: f64,
+    #[arg(long, default_value_t = 60.0)]
+    cancel_mean_seconds: f64,
+    /// lichess-style wave period (s).
+    #[arg(long, default_value_t = 5.0)]
+    wave_seconds: f64,
+    /// Random snapshots checked against the exact optimum.
+    #[arg(long, default_value_t = 2000)]
+    snapshots: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the CSV and the SVG chart go.
+    #[arg(long, default_value = "bench/sim")]
+    out: PathBuf,
+}
+
+/// One player of a trace.
+#[derive(Debug, Clone)]
+struct Player {
+    name: String,
+    rating: i32,
+    arrive: Millis,
+    /// When they give up, if they do.
+    cancel_at: Option<Millis>,
+}
+
+fn normal(rng: &mut StdRng, mean: f64, sd: f64) -> f64 {
+    let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+    mean + sd * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+fn exponential(rng: &mut StdRng, mean: f64) -> f64 {
+    -mean * rng.random_range(f64::EPSILON..1.0).ln()
+}
+
+/// A Poisson arrival trace of `per_minute` players for `hours`.
+fn trace(args: &Args, per_minute: f64, rng: &mut StdRng) -> Vec<Player> {
+    let end = (args.hours * 3_600_000.0) as Millis;
+    let mean_gap_ms = 60_000.0 / per_minute;
+    let mut t = 0.0;
+    let mut players = Vec::new();
+    loop {
+        t += exponential(rng, mean_gap_ms);
+        if t as Millis >= end {
+            return players;
+        }
+        let arrive = t as Millis;
+        let cancel_at = rng
+            .random_bool(args.cancel_share)
+            .then(|| arrive + (exponential(rng, args.cancel_mean_seconds) * 1000.0) as Millis);
+        players.push(Player {
+            name: format!("p{}", players.len()),
+            rating: normal(rng, args.rating_mean, args.rating_sd)
+                .round()
+                .clamp(600.0, 2800.0) as i32,
+            arrive,
+            cancel_at,
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Algo {
+    Ours,
+    Greedy,
+    Lichess,
+}
+
+impl Algo {
+    const ALL: [Algo; 3] = [Algo::Ours, Algo::Greedy, Algo::Lichess];
+
+    fn name(self) -> &'static str {
+        match self {
+            Algo::Ours => "ours",
+            Algo::Greedy => "greedy",
+            Algo::Lichess => "lichess",
+        }
+    }
+}
+
+/// A waiting player: index into the trace, and waves missed (lichess).
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    player: usize,
+    misses: i64,
+}
+
+/// What one run produced.
+#[derive(Debug, Default)]
+struct Outcome {
+    waits_ms: Vec<Millis>,
+    gaps: Vec<i32>,
+    matches: usize,
+    timeouts: usize,
+    cancels: usize,
+    arrivals: usize,
+}
+
+struct Sim<'t> {
+    players: &'t [Player],
+    policy: PoolPolicy,
+    waiting: Vec<Waiting>,
+    out: Outcome,
+}
+
+impl Sim<'_> {
+    fn pair(&mut self, pairs: &[(usize, usize)], now: Millis) {
+        let mut gone = vec![false; self.waiting.len()];
+        for &(a, b) in pairs {
+            let (pa, pb) = (
+                &self.players[self.waiting[a].player],
+                &self.players[self.waiting[b].player],
+            );
+            self.out.waits_ms.push(now - pa.arrive);
+            self.out.waits_ms.push(now - pb.arrive);
+            self.out.gaps.push((pa.rating - pb.rating).abs());
+            self.out.matches += 1;
+            gone[a] = true;
+            gone[b] = true;
+        }
+        let mut i = 0;
+        self.waiting.retain(|_| {
+            i += 1;
+            !gone[i - 1]
+        });
+    }
+
+    fn window(&self, w: &Waiting, now: Millis) -> i32 {
+        self.policy.window(now - self.players[w.player].arrive)
+    }
+
+    /// The service's pass.
+    fn ours(&mut self, now: Millis) {
+        let seekers: Vec<Seeker<'_>> = self
+            .waiting
+            .iter()
+            .map(|w| {
+                let p = &self.players[w.player];
+                Seeker {
+                    user: &p.name,
+                    rating: p.rating,
+                    enqueued_at: p.arrive,
+                }
+            })
+            .collect();
+        let pairs: Vec<(usize, usize)> = matcher::find_pairs(&seekers, now, &self.policy)
+            .into_iter()
+            .map(|p| (p.a, p.b))
+            .collect();
+        self.pair(&pairs, now);
+    }
+
+    /// Nearest compatible partner of waiting index `i`, among the unused.
+    fn nearest(&self, i: usize, used: &[bool], now: Millis) -> Option<usize> {
+        let me = &self.waiting[i];
+        let rating = self.players[me.player].rating;
+        let window = self.window(me, now);
+        (0..self.waiting.len())
+            .filter(|&j| j != i && !used[j])
+            .filter(|&j| {
+                let gap = (self.players[self.waiting[j].player].rating - rating).abs();
+                gap <= window && gap <= self.window(&self.waiting[j], now)
+            })
+            .min_by_key(|&j| (self.players[self.waiting[j].player].rating - rating).abs())
+    }
+
+    /// Greedy nearest-rating: `only` pairs just that waiting index (an
+    /// arrival); otherwise everyone in arrival order.
+    fn greedy(&mut self, now: Millis, only: Option<usize>) {
+        let mut used = vec![false; self.waiting.len()];
+        let mut pairs = Vec::new();
+        let order: Vec<usize> = match only {
+            Some(i) => vec![i],
+            None => (0..self.waiting.len()).collect(),
+        };
+        for i in order {
+            if used[i] {
+                continue;
+            }
+            if let Some(j) = self.nearest(i, &used, now) {
+                used[i] = true;
+                used[j] = true;
+                pairs.push((i, j));
+            }
+        }
+        self.pair(&pairs, now);
+    }
+
+    /// One lichess-style wave.
+    fn wave(&mut self, now: Millis) {
+        let bonus = |w: &Waiting| (w.misses * 30).min(1000);
+        let mut edges = Vec::new();
+        for i in 0..self.waiting.len() {
+            for j in i + 1..self.waiting.len() {
+                let (a, b) = (&self.waiting[i], &self.waiting[j]);
+                let gap = i64::from(
+                    (self.players[a.player].rating - self.players[b.player].rating).abs(),
+                );
+                let score = gap - bonus(a) - bonus(b);
+                // The pool's maximum gap binds every algorithm alike.
+                if score <= 300 && gap <= i64::from(self.policy.max_gap) {
+                    edges.push((score, i, j));
+                }
+            }
+        }
+        edges.sort_unstable();
+        let mut used = vec![false; self.waiting.len()];
+        let mut pairs = Vec::new();
+        for (_, i, j) in edges {
+            if !used[i] && !used[j] {
+                used[i] = true;
+                used[j] = true;
+                pairs.push((i, j));
+            }
+        }
+        self.pair(&pairs, now);
+        for w in &mut self.waiting {
+            w.misses += 1;
+        }
+    }
+
+    /// Drops the players past the queue time.
+    fn time_out(&mut self, now: Millis) {
+        let max = self.policy.max_queue_time_ms;
+        let before = self.waiting.len();
+        let players = self.players;
+        self.waiting
+            .retain(|w| now - players[w.player].arrive < max);
+        self.out.timeouts += before - self.waiting.len();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    // Order within one millisecond: cancels, then arrivals, then ticks.
+    Cancel(usize),
+    Arrival(usize),
+    Tick,
+}
+
+fn run(algo: Algo, players: &[Player], args: &Args) -> Outcome {
+    let mut events: Vec<(Millis, Event)> = Vec::with_capacity(players.len() * 2);
+    for (i, p) in players.iter().enumerate() {
+        events.push((p.arrive, Event::Arrival(i)));
+        if let Some(at) = p.cancel_at {
+            events.push((at, Event::Cancel(i)));
+        }
+    }
+    let end = (args.hours * 3_600_000.0) as Millis;
+    events.extend((0..=end / 1000).map(|s| (s * 1000, Event::Tick)));
+    events.sort_unstable();
+    let wave_ms = (args.wave_seconds * 1000.0) as Millis;
+    let mut sim = Sim {
+        players,
+        policy: PoolPolicy::default(),
+        waiting: Vec::new(),
+        out: Outcome {
+            arrivals: players.len(),
+            ..Outcome::default()
+        },
+    };
+    for (now, event) in events {
+        match event {
+            Event::Cancel(i) => {
+                if let Some(k) = sim.waiting.iter().position(|w| w.player == i) {
+                    sim.waiting.remove(k);
+                    sim.out.cancels += 1;
+                }
+            }
+            Event::Arrival(i) => {
+                sim.waiting.push(Waiting {
+                    player: i,
+                    misses: 0,
+                });
+                match algo {
+                    Algo::Ours => sim.ours(now),
+                    Algo::Greedy => {
+                        let me = sim.waiting.len() - 1;
+                        sim.greedy(now, Some(me));
+                    }
+                    Algo::Lichess => {}
+                }
+            }
+            Event::Tick => {
+                sim.time_out(now);
+                match algo {
+                    Algo::Ours => sim.ours(now),
+                    Algo::Greedy => sim.greedy(now, None),
+                    Algo::Lichess if now % wave_ms == 0 => sim.wave(now),
+                    Algo::Lichess => {}
+                }
+            }
+        }
+    }
+    sim.out
+}
+
+fn quantile<T: Copy + Ord>(v: &mut [T], q: f64) -> Option<T> {
+    matchmaking_api::services::summary::quantile(v, q)
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+struct Row {
+    algo: Algo,
+    rate: f64,
+    wait_p50: f64,
+    wait_p95: f64,
+    wait_p99: f64,
+    gap_mean: f64,
+    gap_p95: f64,
+    timeout_rate: f64,
+    matches_per_minute: f64,
+}
+
+fn row(algo: Algo, rate: f64, mut o: Outcome, hours: f64) -> Row {
+    let s = |ms: Option<Millis>| ms.unwrap_or(0) as f64 / 1000.0;
+    let stayed = (o.arrivals - o.cancels).max(1) as f64;
+    Row {
+        algo,
+        rate,
+        wait_p50: s(quantile(&mut o.waits_ms, 0.5)),
+        wait_p95: s(quantile(&mut o.waits_ms, 0.95)),
+        wait_p99: s(quantile(&mut o.waits_ms, 0.99)),
+        gap_mean: o.gaps.iter().map(|&g| f64::from(g)).sum::<f64>() / o.gaps.len().max(1) as f64,
+        gap_p95: f64::from(quantile(&mut o.gaps, 0.95).unwrap_or(0)),
+        timeout_rate: o.timeouts as f64 / stayed,
+        matches_per_minute: o.matches as f64 / (hours * 60.0),
+    }
+}
+
+/// Random snapshots of 8–20 players: how close a pass comes to the exact
+/// optimum of its own objective (pairs first, then score).
+fn optimality(args: &Args, rng: &mut StdRng) -> (usize, f64, f64) {
+    let policy = PoolPolicy::default();
+    let now: Millis = 1_000_000_000;
+    let (mut same_pairs, mut ratio_sum, mut worst) = (0, 0.0, f64::MAX);
+    for _ in 0..args.snapshots {
+        let n = rng.random_range(8..=20);
+        let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        let seekers: Vec<Seeker<'_>> = names
+            .iter()
+            .map(|name| Seeker {
+                user: name,
+                rating: normal(rng, 1500.0, 150.0).round() as i32,
+                enqueued_at: now - rng.random_range(0..90_000),
+            })
+            .collect();
+        let (_, edges) = matcher::compatibility_graph(&seekers, now, &policy);
+        let best = solver::value_of(n, &edges, &solver::exact(n, &edges))
+            .expect("the exact solver answers a valid matching");
+        let ours = matcher::objective(
+            &seekers,
+            now,
+            &policy,
+            &matcher::find_pairs(&seekers, now, &policy),
+        )
+        .expect("the matcher answers a valid matching");
+        if ours.pairs == best.pairs {
+            same_pairs += 1;
+        }
+        let ratio = if best.weight == 0 {
+            1.0
+        } else {
+            ours.weight as f64 / best.weight as f64
+        };
+        ratio_sum += ratio;
+        worst = worst.min(ratio);
+    }
+    (same_pairs, ratio_sum / args.snapshots as f64, worst)
+}
+
+fn chart(rows: &[Row], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max_wait = rows.iter().map(|r| r.wait_p50).fold(1.0, f64::max) * 1.15;
+    let max_gap = rows.iter().map(|r| r.gap_mean).fold(1.0, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Mean rating gap against median wait, per algorithm and arrival rate",
+            ("sans-serif", 20),
+        )
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_wait, 0.0..max_gap)?;
+    chart
+        .configure_mesh()
+        .x_desc("median wait (s)")
+        .y_desc("mean rating gap")
+        .draw()?;
+    let colors = [RED, BLUE, GREEN];
+    for (algo, color) in Algo::ALL.into_iter().zip(colors) {
+        let mut points: Vec<(f64, f64, f64)> = rows
+            .iter()
+            .filter(|r| r.algo == algo)
+            .map(|r| (r.wait_p50, r.gap_mean, r.rate))
+            .collect();
+        points.sort_by(|a, b| a.2.total_cmp(&b.2));
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(2),
+            ))?
+            .label(algo.name())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(points.iter().map(|&(x, y, rate)| {
+            EmptyElement::at((x, y))
+                + Circle::new((0, 0), 5, color.filled())
+                + Text::new(format!("{rate}/min"), (8, -12), ("sans-serif", 13))
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out)?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut rows = Vec::new();
+    let mut by_rate: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for &rate in &args.rates {
+        let players = trace(&args, rate, &mut rng);
+        for algo in Algo::ALL {
+            let r = row(algo, rate, run(algo, &players, &args), args.hours);
+            by_rate
+                .entry(format!("{rate:>6}"))
+                .or_default()
+                .push(r.clone());
+            rows.push(r);
+        }
+    }
+    println!(
+        "mm-sim: {} h per trace, ratings N({}, {}), {}% cancel (mean {} s), seed {}",
+        args.hours,
+        args.rating_mean,
+        args.rating_sd,
+        args.cancel_share * 100.0,
+        args.cancel_mean_seconds,
+        args.seed
+    );
+    println!();
+    println!(
+        "| players/min | algorithm | wait p50 (s) | wait p95 | wait p99 | gap mean | gap p95 | time-outs | matches/min |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut csv = String::from(
+        "rate_per_minute,algorithm,wait_p50_s,wait_p95_s,wait_p99_s,gap_mean,gap_p95,timeout_rate,matches_per_minute\n",
+    );
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2}% | {:.2} |",
+            r.rate,
+            r.algo.name(),
+            r.wait_p50,
+            r.wait_p95,
+            r.wait_p99,
+            r.gap_mean,
+            r.gap_p95,
+            r.timeout_rate * 100.0,
+            r.matches_per_minute
+        );
+        csv.push_str(&format!(
+            "{},{},{:.3},{:.3},{:.3},{:.3},{:.0},{:.5},{:.3}\n",
+            r.rate,
+            r.algo.name(),
+            r.wait_p50,
+            r.wait_p95,
+            r.wait_p99,
+            r.gap_mean,
+            r.gap_p95,
+            r.timeout_rate,
+            r.matches_per_minute
+        ));
+    }
+    std::fs::write(args.out.join("sim.csv"), csv)?;
+    chart(&rows, &args.out.join("gap_vs_wait.svg"))?;
+    println!();
+    for (rate, rs) in &by_rate {
+        let ours = rs.iter().find(|r| r.algo == Algo::Ours).expect("ours ran");
+        for base in rs.iter().filter(|r| r.algo != Algo::Ours) {
+            let no_worse = ours.wait_p50 <= base.wait_p50 + 1e-9
+                && ours.timeout_rate <= base.timeout_rate + 1e-9
+                && ours.gap_mean <= base.gap_mean + 1e-9;
+            println!(
+                "rate {rate}/min vs {}: no worse on median wait, time-outs and mean gap: {}; mean gap {:+.1}%, p95 wait {:+.1}%",
+                base.algo.name(),
+                if no_worse { "yes" } else { "NO" },
+                100.0 * (ours.gap_mean - base.gap_mean) / base.gap_mean.max(1e-9),
+                100.0 * (ours.wait_p95 - base.wait_p95) / base.wait_p95.max(1e-9),
+            );
+        }
+    }
+    let (same, mean_ratio, worst) = optimality(&args, &mut rng);
+    println!(
+        "optimality on {} random snapshots of 8-20 players: same number of pairs as the exact optimum in {} ({:.2}%); score {:.4} of the optimum on average, {:.4} at worst",
+        args.snapshots,
+        same,
+        100.0 * same as f64 / args.snapshots as f64,
+        mean_ratio,
+        worst
+    );
+    println!(
+        "wrote {} and {}",
+        args.out.join("sim.csv").display(),
+        args.out.join("gap_vs_wait.svg").display()
+    );
+    Ok(())
+}
