@@ -1,0 +1,105 @@
+//! Bytes per waiting entry in the in-memory queue store (issue 6): counts
+//! the heap bytes live before and after joining N players (a counting
+//! global allocator, so the figure is exact, not an RSS estimate), and
+//! shows the process RSS too. Each player has a username and a request id,
+//! as a real join does; no client_metadata.
+//!
+//! Usage: cargo run --release --example memory_per_entry -- [entries=1000000]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use matchmaking_api::domain::{QueueEntry, TenantId, UserId, Username, now_millis};
+use matchmaking_api::store::QueueStore;
+use matchmaking_api::store::memory::MemoryQueueStore;
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let tenant = TenantId::parse("bench").unwrap();
+    let pools: Vec<_> = ["standard_5+0_rated_GLOBAL", "standard_3+2_rated_EU", "standard_10+0_casual_NA"]
+        .iter()
+        .map(|k| k.parse().unwrap())
+        .collect();
+    // Counted from before the entries exist: their strings end up in the
+    // store, and the vector that carries them in is gone by the end.
+    let store = MemoryQueueStore::new();
+    let (heap_before, rss_before) = (LIVE.load(Ordering::Relaxed), rss_kib());
+    let now = now_millis();
+    let entries: Vec<QueueEntry> = (0..n)
+        .map(|i| {
+            let mut e = QueueEntry::searching(
+                tenant.clone(),
+                UserId::parse(&format!("user-{i:08}")).unwrap(),
+                pools[i % pools.len()],
+                1000 + (i % 1500) as i32,
+                now,
+            );
+            e.username = Username::sanitize(&format!("Player {i}"));
+            e.request_id = Some(format!("{:032x}", i));
+            e
+        })
+        .collect();
+    for e in entries {
+        store.join(e, now).await.unwrap();
+    }
+    let (heap_after, rss_after) = (LIVE.load(Ordering::Relaxed), rss_kib());
+    let waiting: usize = {
+        let mut total = 0;
+        for p in store.pools().await.unwrap() {
+            total += store.waiting(&p).await.unwrap().len();
+        }
+        total
+    };
+    assert_eq!(waiting, n, "every entry is waiting");
+    println!("entries waiting: {n}");
+    println!(
+        "heap held by the store: {} bytes = {:.0} bytes per entry (entry, its strings, every index)",
+        heap_after - heap_before,
+        (heap_after - heap_before) as f64 / n as f64
+    );
+    println!(
+        "RSS: {} KiB before, {} KiB after: {:.0} bytes per entry",
+        rss_before,
+        rss_after,
+        (rss_after.saturating_sub(rss_before) * 1024) as f64 / n as f64
+    );
+}
