@@ -29,7 +29,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -55,10 +58,14 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let tenant = TenantId::parse("bench").unwrap();
-    let pools: Vec<_> = ["standard_5+0_rated_GLOBAL", "standard_3+2_rated_EU", "standard_10+0_casual_NA"]
-        .iter()
-        .map(|k| k.parse().unwrap())
-        .collect();
+    let pools: Vec<_> = [
+        "standard_5+0_rated_GLOBAL",
+        "standard_3+2_rated_EU",
+        "standard_10+0_casual_NA",
+    ]
+    .iter()
+    .map(|k| k.parse().unwrap())
+    .collect();
     // Counted from before the entries exist: their strings end up in the
     // store, and the vector that carries them in is gone by the end.
     let store = MemoryQueueStore::new();

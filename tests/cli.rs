@@ -244,3 +244,55 @@ fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
     let svg = std::fs::read_to_string(dir.path().join("gap_vs_wait.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("lichess"));
 }
+
+/// The load generator plays against a real server and prints its table.
+#[test]
+fn mm_load_plays_against_a_server_and_reports_per_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "load-secret-load-secret-load-secret-0000";
+    let mut child = command(dir.path())
+        .args(["serve", "--bind-addr", "127.0.0.1:0"])
+        .env("JWT_SECRET", secret)
+        .env("RATE_LIMIT_PER_IP", "0")
+        .env("RATE_LIMIT_PER_USER", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let url = support::listening_url(&mut child);
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-load"))
+        .args([
+            "--url",
+            &url,
+            "--secret",
+            secret,
+            "--players",
+            "20",
+            "--duration",
+            "1.5",
+        ])
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for endpoint in [
+        "| POST /v1/matchmaking/queue |",
+        "| GET /v1/matchmaking/queue/{id} |",
+        "| POST /internal/games/{game_id}/finished |",
+    ] {
+        assert!(text.contains(endpoint), "{text}");
+    }
+    let matched: u64 = text
+        .split(" matched")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(matched >= 20, "{text}");
+    assert!(text.contains("time to match"), "{text}");
+}
