@@ -20,17 +20,13 @@ SECRET="bench-secret-bench-secret-bench-secret-00"
 WORK=$(mktemp -d)
 BACKENDS=()
 if [ -n "$PROD" ]; then
-  TAG="bench_$(date +%s)"
-  psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA $TAG"
-  BACKENDS=(REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX=$TAG
-            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D$TAG")
+  prod_backends bench
 fi
 cleanup() {
   kill $SERVER 2>/dev/null || true
   rm -rf "$WORK"
   if [ -n "$PROD" ]; then
-    psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $TAG CASCADE" || true
-    redis-cli --scan --pattern "$TAG:*" | xargs -r -n 500 redis-cli del > /dev/null || true
+    drop_prod_backends
   fi
 }
 trap cleanup EXIT

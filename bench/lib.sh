@@ -28,3 +28,18 @@ wait_ready() {
 machine_line() {
   echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
 }
+
+# --prod: a PostgreSQL schema and a Redis key prefix of their own, named
+# "$1_<time>"; sets TAG and BACKENDS (the server's environment).
+# drop_prod_backends removes both.
+prod_backends() {
+  TAG="$1_$(date +%s)"
+  psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA $TAG"
+  BACKENDS=(REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX=$TAG
+            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D$TAG")
+}
+
+drop_prod_backends() {
+  psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $TAG CASCADE" || true
+  redis-cli --scan --pattern "$TAG:*" | xargs -r -n 500 redis-cli del > /dev/null || true
+}

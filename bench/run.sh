@@ -20,17 +20,13 @@ WORK=$(mktemp -d)
 SERVER=""
 BACKENDS=()
 if [ -n "$PROD_FLAG" ]; then
-  TAG="load_$(date +%s)"
-  psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA $TAG"
-  BACKENDS=(REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX=$TAG
-            "DATABASE_URL=postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D$TAG")
+  prod_backends load
 fi
 cleanup() {
   [ -n "$SERVER" ] && kill $SERVER 2>/dev/null || true
   rm -rf "$WORK"
   if [ -n "$PROD_FLAG" ]; then
-    psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $TAG CASCADE" || true
-    redis-cli --scan --pattern "$TAG:*" | xargs -r -n 500 redis-cli del > /dev/null || true
+    drop_prod_backends
   fi
 }
 trap cleanup EXIT

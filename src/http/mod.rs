@@ -70,7 +70,6 @@ pub struct Services {
 /// so `/openapi.json` lists exactly what is served; `/docs` renders it with
 /// Swagger UI, whose assets are inside the binary.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let measured = state.metrics.is_some();
     let (router, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(queue::join))
         .routes(routes!(queue::status, queue::cancel))
@@ -110,25 +109,25 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             rate_limit::per_ip,
         ))
         .layer(axum::middleware::from_fn(request_id::middleware));
-    let router = if measured {
-        router.layer(axum::middleware::from_fn(crate::observe::http_middleware))
-    } else {
-        router
-    };
-    router.with_state(state)
+    measured(router, state)
 }
 
 /// The operations endpoints alone (`/healthz`, `/readyz`, `/metrics`), for
 /// the `worker` subcommand.
 pub fn ops_router(state: AppState) -> Router {
-    let measured = state.metrics.is_some();
     let router = Router::new()
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
         .route("/metrics", axum::routing::get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route") })
         .layer(axum::middleware::from_fn(request_id::middleware));
-    let router = if measured {
+    measured(router, state)
+}
+
+/// The router with HTTP metrics around everything (when metrics are on),
+/// given its state.
+fn measured(router: Router<AppState>, state: AppState) -> Router {
+    let router = if state.metrics.is_some() {
         router.layer(axum::middleware::from_fn(crate::observe::http_middleware))
     } else {
         router
