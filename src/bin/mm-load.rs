@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use matchmaking_api::auth::JwtAuth;
+use matchmaking_api::services::summary::quantile;
 use matchmaking_api::settings::{Settings, TokenArgs};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -193,12 +194,9 @@ async fn player(client: Arc<Client>, token: String, args: Arc<Args>, deadline: I
     }
 }
 
-fn percentile(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64) as usize).min(sorted.len() - 1);
-    sorted[rank] as f64 / 1000.0
+/// The `q` quantile of microsecond samples, in milliseconds (0 when none).
+fn percentile(samples: &mut [u64], q: f64) -> f64 {
+    quantile(samples, q).map_or(0.0, |us| us as f64 / 1000.0)
 }
 
 fn mint(auth: &JwtAuth, tenant: &str, user: &str, roles: Vec<String>) -> String {
@@ -283,7 +281,6 @@ async fn main() {
     println!("| endpoint | requests | requests/s | p50 ms | p95 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|---|");
     for (endpoint, samples) in stats.latency.iter_mut() {
-        samples.sort_unstable();
         println!(
             "| {endpoint} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
             samples.len(),
@@ -291,11 +288,10 @@ async fn main() {
             percentile(samples, 0.5),
             percentile(samples, 0.95),
             percentile(samples, 0.99),
-            samples.last().copied().unwrap_or(0) as f64 / 1000.0,
+            samples.iter().max().copied().unwrap_or(0) as f64 / 1000.0,
         );
     }
-    stats.time_to_match.sort_unstable();
-    let ttm = &stats.time_to_match;
+    let ttm = &mut stats.time_to_match;
     println!();
     println!(
         "time to match (join answered → MATCHED seen, polling every {} ms): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms over {} players",

@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use matchmaking_api::domain::{Millis, PoolPolicy};
 use matchmaking_api::matcher::{self, Seeker, solver};
+use matchmaking_api::services::summary::quantile;
 use plotters::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -345,10 +346,6 @@ fn run(algo: Algo, players: &[Player], args: &Args) -> Outcome {
         }
     }
     sim.out
-}
-
-fn quantile<T: Copy + Ord>(v: &mut [T], q: f64) -> Option<T> {
-    matchmaking_api::services::summary::quantile(v, q)
 }
 
 /// One line of the report.
