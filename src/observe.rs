@@ -6,9 +6,11 @@
 //! status codes, tenants and pool keys (both fixed by configuration), store
 //! operations and error kinds. Never a user id.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
@@ -159,32 +161,16 @@ fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// An interned copy of `s`: a bounded set (route templates), shared
-/// without allocating per request.
-fn interned(s: &str) -> SharedString {
-    static SEEN: LazyLock<RwLock<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
-    if let Some(found) = SEEN.read().unwrap_or_else(|e| e.into_inner()).get(s) {
-        return SharedString::from(Arc::clone(found));
-    }
-    let mut seen = SEEN.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(found) = seen.get(s) {
-        return SharedString::from(Arc::clone(found));
-    }
-    let new: Arc<str> = Arc::from(s);
-    seen.insert(Arc::clone(&new));
-    SharedString::from(new)
-}
-
-fn method_label(method: &Method) -> SharedString {
+fn method_label(method: &Method) -> &'static str {
     match *method {
-        Method::GET => SharedString::const_str("GET"),
-        Method::POST => SharedString::const_str("POST"),
-        Method::PUT => SharedString::const_str("PUT"),
-        Method::DELETE => SharedString::const_str("DELETE"),
-        Method::HEAD => SharedString::const_str("HEAD"),
-        Method::OPTIONS => SharedString::const_str("OPTIONS"),
-        Method::PATCH => SharedString::const_str("PATCH"),
-        _ => SharedString::const_str("other"),
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
     }
 }
 
@@ -194,20 +180,66 @@ pub async fn http_middleware(request: Request, next: Next) -> Response {
     if !enabled() {
         return next.run(request).await;
     }
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(SharedString::const_str("unmatched"), |p| {
-            interned(p.as_str())
-        });
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = interned(response.status().as_str());
-    histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed().as_secs_f64());
-    counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    record_http(route, method, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The HTTP series of one route template and method.
+struct MethodSeries {
+    method: &'static str,
+    duration: Histogram,
+    by_status: Vec<(u16, Counter)>,
+}
+
+/// (store, operation): the labels of a store operation's series.
+type StoreOperation = (&'static str, &'static str);
+
+// Each thread keeps the handles it has used: a lookup touches no shared
+// lock or reference count, and the registry (which builds and hashes a
+// labelled key) is asked once per series and thread. Every key set is
+// bounded: route templates, method labels, status codes, pools, store
+// operations.
+thread_local! {
+    static HTTP: RefCell<HashMap<Box<str>, Vec<MethodSeries>>> = RefCell::default();
+    static POOLS: RefCell<HashMap<PoolRef, Rc<PoolSeries>>> = RefCell::default();
+    static STORE: RefCell<HashMap<StoreOperation, (Histogram, Counter)>> = RefCell::default();
+}
+
+fn record_http(route: &str, method: &'static str, status: u16, took: Duration) {
+    HTTP.with_borrow_mut(|known| {
+        if !known.contains_key(route) {
+            known.insert(route.into(), Vec::new());
+        }
+        let Some(methods) = known.get_mut(route) else {
+            return;
+        };
+        let at = match methods.iter().position(|m| m.method == method) {
+            Some(at) => at,
+            None => {
+                methods.push(MethodSeries {
+                    method,
+                    duration: histogram!(HTTP_DURATION, "route" => route.to_owned(), "method" => method),
+                    by_status: Vec::new(),
+                });
+                methods.len() - 1
+            }
+        };
+        let series = &mut methods[at];
+        series.duration.record(took.as_secs_f64());
+        match series.by_status.iter().find(|(s, _)| *s == status) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let counter = counter!(HTTP_REQUESTS, "route" => route.to_owned(), "method" => method, "status" => status.to_string());
+                counter.increment(1);
+                series.by_status.push((status, counter));
+            }
+        }
+    });
 }
 
 /// One pool's series, registered once.
@@ -254,20 +286,18 @@ impl PoolSeries {
 }
 
 /// The pool's series, or `None` when metrics are off.
-fn pool_series(pool: &PoolRef) -> Option<Arc<PoolSeries>> {
-    type Registry = RwLock<HashMap<PoolRef, Arc<PoolSeries>>>;
-    static POOLS: LazyLock<Registry> = LazyLock::new(Default::default);
+fn pool_series(pool: &PoolRef) -> Option<Rc<PoolSeries>> {
     if !enabled() {
         return None;
     }
-    if let Some(found) = POOLS.read().unwrap_or_else(|e| e.into_inner()).get(pool) {
-        return Some(Arc::clone(found));
-    }
-    let mut pools = POOLS.write().unwrap_or_else(|e| e.into_inner());
-    let series = pools
-        .entry(pool.clone())
-        .or_insert_with(|| Arc::new(PoolSeries::register(pool)));
-    Some(Arc::clone(series))
+    Some(POOLS.with_borrow_mut(|pools| {
+        if let Some(found) = pools.get(pool) {
+            return Rc::clone(found);
+        }
+        let series = Rc::new(PoolSeries::register(pool));
+        pools.insert(pool.clone(), Rc::clone(&series));
+        series
+    }))
 }
 
 fn seconds(ms: i64) -> f64 {
@@ -341,9 +371,16 @@ pub fn store_operation(store: &'static str, operation: &'static str, took: Durat
     if !enabled() {
         return;
     }
-    histogram!(STORE_DURATION, "store" => store, "operation" => operation)
-        .record(took.as_secs_f64());
-    if failed {
-        counter!(STORE_ERRORS, "store" => store, "operation" => operation).increment(1);
-    }
+    STORE.with_borrow_mut(|known| {
+        let (duration, errors) = known.entry((store, operation)).or_insert_with(|| {
+            (
+                histogram!(STORE_DURATION, "store" => store, "operation" => operation),
+                counter!(STORE_ERRORS, "store" => store, "operation" => operation),
+            )
+        });
+        duration.record(took.as_secs_f64());
+        if failed {
+            errors.increment(1);
+        }
+    });
 }

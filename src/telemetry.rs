@@ -7,16 +7,20 @@
 //! It is written by [`JsonLines`] straight into the output buffer: no
 //! intermediate map, and no re-parsing of span fields per event.
 //!
-//! Lines go into one 64 KiB buffer that a background thread flushes every
-//! 50 ms (and that flushes itself when full, and at exit through
-//! [`LogFlush`]): no `write` call and no thread wake-up per line.
+//! Lines are appended to one in-memory buffer; a background thread takes
+//! the whole buffer every 50 ms (sooner once 256 KiB wait) and writes it to
+//! stdout outside the lock. A request thread only copies its line: no
+//! `write` call, no waiting on a slow stdout, no thread wake-up per line.
+//! Should stdout stall, appending waits once 8 MiB are pending, so memory
+//! stays bounded. [`LogFlush`] writes the rest at exit.
 
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
-use std::io::{BufWriter, Stdout, Write as _};
-use std::sync::{LazyLock, Mutex, MutexGuard};
-use std::time::Duration;
+use std::io::Write as _;
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, Once};
+use std::time::{Duration, SystemTime};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 
@@ -25,51 +29,106 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::domain::{now_millis, rfc3339};
 use crate::http::request_id;
 use crate::settings::LogFormat;
 
 /// How long a line may wait in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Pending bytes that wake the writer thread before its time.
+const WRITE_SOON: usize = 256 * 1024;
+/// Pending bytes beyond which appending waits for the writer.
+const MOST_PENDING: usize = 8 * 1024 * 1024;
 
-static OUT: LazyLock<Mutex<BufWriter<Stdout>>> =
-    LazyLock::new(|| Mutex::new(BufWriter::with_capacity(64 * 1024, std::io::stdout())));
-
-fn out() -> MutexGuard<'static, BufWriter<Stdout>> {
-    OUT.lock().unwrap_or_else(|e| e.into_inner())
+/// Lines not yet written, and the signals between appenders and writer.
+struct Pending {
+    lines: Mutex<Vec<u8>>,
+    /// Wakes the writer (enough pending) and appenders (drained).
+    changed: Condvar,
+    /// Held while a batch is taken and written, so batches keep their order.
+    writing: Mutex<()>,
 }
 
-/// The buffered stdout, as the fmt layer's writer.
+static PENDING: LazyLock<Pending> = LazyLock::new(|| Pending {
+    lines: Mutex::new(Vec::with_capacity(WRITE_SOON)),
+    changed: Condvar::new(),
+    writing: Mutex::new(()),
+});
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes what is pending and writes it to stdout. `spare` is an empty
+/// buffer to leave in its place (the writer thread reuses two).
+fn write_pending(spare: Vec<u8>, wait: Option<Duration>) -> Vec<u8> {
+    let _order = lock(&PENDING.writing);
+    let mut lines = lock(&PENDING.lines);
+    if let Some(wait) = wait
+        && lines.len() < WRITE_SOON
+    {
+        lines = PENDING
+            .changed
+            .wait_timeout(lines, wait)
+            .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+    }
+    let mut batch = std::mem::replace(&mut *lines, spare);
+    drop(lines);
+    PENDING.changed.notify_all();
+    if !batch.is_empty() {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&batch).and_then(|()| out.flush());
+    }
+    batch.clear();
+    batch
+}
+
+/// The fmt layer's writer: each line is appended to the pending buffer.
 struct BufferedStdout;
 
 impl<'a> MakeWriter<'a> for BufferedStdout {
     type Writer = Buffered;
 
     fn make_writer(&'a self) -> Self::Writer {
-        Buffered(out())
+        let mut lines = lock(&PENDING.lines);
+        while lines.len() >= MOST_PENDING {
+            lines = PENDING
+                .changed
+                .wait(lines)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        Buffered(lines)
     }
 }
 
-/// The buffer, locked for one line.
-pub struct Buffered(MutexGuard<'static, BufWriter<Stdout>>);
+/// The pending buffer, locked for one line.
+pub struct Buffered(MutexGuard<'static, Vec<u8>>);
 
 impl std::io::Write for Buffered {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        // The flusher thread and exit flush; a line does not.
+        // The writer thread and the exit flush write; a line does not.
         Ok(())
     }
 }
 
-/// Flushes the log buffer when dropped: keep it until exit.
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        if self.0.len() >= WRITE_SOON {
+            PENDING.changed.notify_all();
+        }
+    }
+}
+
+/// Writes what is pending when dropped: keep it until exit.
 pub struct LogFlush;
 
 impl Drop for LogFlush {
     fn drop(&mut self) {
-        let _ = out().flush();
+        write_pending(Vec::new(), None);
     }
 }
 
@@ -83,14 +142,17 @@ pub fn init(format: Option<LogFormat>) -> LogFlush {
         Some(LogFormat::Pretty) => false,
         None => !std::io::stdout().is_terminal(),
     };
-    let _ = std::thread::Builder::new()
-        .name("log-flush".into())
-        .spawn(|| {
-            loop {
-                std::thread::sleep(FLUSH_EVERY);
-                let _ = out().flush();
-            }
-        });
+    static WRITER: Once = Once::new();
+    WRITER.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(|| {
+                let mut spare = Vec::with_capacity(WRITE_SOON);
+                loop {
+                    spare = write_pending(spare, Some(FLUSH_EVERY));
+                }
+            });
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(BufferedStdout);
@@ -122,21 +184,68 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        let mut line = JsonObject::default();
-        line.string("timestamp", &rfc3339(now_millis()));
-        line.string("level", meta.level().as_str());
-        line.string("target", meta.target());
-        event.record(&mut line);
-        if !line.has_request_id {
-            let id = request_id::current();
-            if !id.is_empty() {
-                line.string("request_id", &id);
-            }
+        thread_local! {
+            static LINE: RefCell<JsonObject> = RefCell::new(JsonObject::default());
         }
-        line.out.push('}');
-        writeln!(writer, "{}", line.out)
+        let meta = event.metadata();
+        let mut write = |line: &mut JsonObject| {
+            line.clear();
+            line.key("timestamp");
+            push_timestamp(&mut line.out);
+            line.string("level", meta.level().as_str());
+            line.string("target", meta.target());
+            event.record(line);
+            if !line.has_request_id {
+                request_id::with_current(|id| line.string("request_id", id));
+            }
+            line.out.push_str("}\n");
+            writer.write_str(&line.out)
+        };
+        // One buffer per thread, reused; a fresh one should a field's
+        // formatting itself log.
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => write(&mut line),
+            Err(_) => write(&mut JsonObject::default()),
+        })
     }
+}
+
+/// Appends the current time as a JSON string, RFC 3339 in UTC with
+/// milliseconds (`"2026-11-26T02:21:09.077Z"`). The part up to the second
+/// is formatted once per second and thread.
+fn push_timestamp(out: &mut String) {
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != secs {
+        let t = i64::try_from(secs)
+            .ok()
+            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let mut s = String::with_capacity(19);
+        let _ = write!(
+            s,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        if s.len() == 19 {
+            prefix.copy_from_slice(s.as_bytes());
+            SECOND.set((secs, prefix));
+        }
+    }
+    out.push('"');
+    out.push_str(std::str::from_utf8(&prefix).unwrap_or("1970-01-01T00:00:00"));
+    let _ = write!(out, ".{:03}Z\"", now.subsec_millis());
 }
 
 /// JSON lines carry no span fields (the request id comes from the request
@@ -172,6 +281,11 @@ impl Default for JsonObject {
 }
 
 impl JsonObject {
+    fn clear(&mut self) {
+        self.out.clear();
+        self.has_request_id = false;
+    }
+
     fn key(&mut self, key: &str) {
         self.out.push(if self.out.is_empty() { '{' } else { ',' });
         push_json_string(&mut self.out, key);
@@ -263,6 +377,26 @@ mod tests {
         assert_eq!(out, r#""a \"b\"\\\n\u0001é""#);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v, "a \"b\"\\\n\u{1}é");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        for _ in 0..2 {
+            let mut out = String::new();
+            let before = time::OffsetDateTime::now_utc();
+            push_timestamp(&mut out);
+            let text: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(text.len(), 24, "{text}");
+            assert!(text.ends_with('Z'), "{text}");
+            let t =
+                time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .unwrap();
+            let after = time::OffsetDateTime::now_utc();
+            assert!(
+                t >= before - time::Duration::milliseconds(1) && t <= after,
+                "{text}"
+            );
+        }
     }
 
     #[test]

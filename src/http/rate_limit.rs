@@ -6,7 +6,7 @@
 //! The address is the TCP peer: behind a proxy, every client shares the
 //! proxy's address, so set the per-IP limit on the proxy instead (or 0).
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -27,7 +27,12 @@ const UNLIMITED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 /// Both limiters; a limit of 0 is no limiter.
 pub struct RateLimits {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    per_user: Option<DefaultKeyedRateLimiter<(TenantId, UserId)>>,
+    /// Keyed by a 64-bit hash of (tenant, user) under a per-process random
+    /// seed: no copy of either string per request. Two users sharing a key
+    /// would take 2^32 active users to be likely, and would only share a
+    /// budget.
+    per_user: Option<DefaultKeyedRateLimiter<u64>>,
+    user_key: foldhash::quality::RandomState,
 }
 
 fn limiter<K: Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKeyedRateLimiter<K>> {
@@ -58,6 +63,7 @@ impl RateLimits {
         Self {
             per_ip: limiter(per_ip),
             per_user: limiter(per_user),
+            user_key: foldhash::quality::RandomState::default(),
         }
     }
 
@@ -69,7 +75,8 @@ impl RateLimits {
         if self.per_user.is_none() {
             return Ok(());
         }
-        check(&self.per_user, &(tenant.clone(), user.clone()))
+        let key = self.user_key.hash_one((tenant.as_str(), user.as_str()));
+        check(&self.per_user, &key)
     }
 
     /// Forgets keys whose budget is full again, so memory follows the

@@ -31,6 +31,12 @@ pub fn current() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// Calls `f` with the id of the request being served, without copying
+/// it; outside a request, answers `None` without calling it.
+pub fn with_current<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    REQUEST_ID.try_with(|id| f(id)).ok()
+}
+
 /// A client-sent id is kept only if it is 1–128 characters of
 /// `[A-Za-z0-9._:-]`, so it can never forge a log line.
 fn acceptable(id: &str) -> bool {
@@ -58,10 +64,11 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     } else {
         tracing::Span::none()
     };
+    let header = HeaderValue::from_str(&id);
     let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request).instrument(span))
+        .scope(id, next.run(request).instrument(span))
         .await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(value) = header {
         response.headers_mut().insert(HEADER, value);
     }
     response
