@@ -6,6 +6,12 @@
 //! is held short even when the maps grow: entries are boxed (a table resize
 //! moves small slots) and maps use foldhash (entry ids are 128-bit ULIDs).
 //! Expiries are kept in time-ordered queues, so a purge never scans.
+//!
+//! Memory per waiting entry is kept small (issue 6, ≤ 512 bytes at 1M
+//! entries): an entry is stored as a [`StoredEntry`] whose match outcome,
+//! empty while searching, is one boxed optional part, and the per-user
+//! index holds only (hash, entry id), comparing the entry's own ids on
+//! lookup instead of keeping a second copy of them.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -18,8 +24,8 @@ use super::{
     stats_bucket,
 };
 use crate::domain::{
-    ActiveGame, EntryStatus, GameId, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId,
-    TenantId, UserId,
+    ActiveGame, EntryStatus, GameId, MatchId, MatchRecord, Millis, Opponent, PoolKey, PoolRef,
+    QueueEntry, QueueEntryId, Rating, TenantId, UserId, Username,
 };
 
 /// How many recent match waits a pool remembers for its estimate.
@@ -33,11 +39,175 @@ pub struct MemoryQueueStore {
     inner: Mutex<Inner>,
 }
 
+/// An entry as the store keeps it: what a searching entry needs inline,
+/// strings without spare capacity, the rest boxed and absent until used.
+struct StoredEntry {
+    id: QueueEntryId,
+    tenant_id: TenantId,
+    user_id: UserId,
+    username: Option<Username>,
+    pool: PoolKey,
+    rating: Rating,
+    status: EntryStatus,
+    enqueued_at: Millis,
+    updated_at: Millis,
+    last_seen_at: Millis,
+    request_id: Option<Box<str>>,
+    client_metadata: Option<Box<str>>,
+    outcome: Option<Box<Outcome>>,
+}
+
+/// The part of an entry its match fills in.
+#[derive(Default)]
+struct Outcome {
+    match_id: Option<MatchId>,
+    reserved_until: Option<Millis>,
+    game_id: Option<GameId>,
+    opponent: Option<Opponent>,
+}
+
+impl StoredEntry {
+    fn new(e: QueueEntry) -> Self {
+        let outcome = (e.match_id.is_some()
+            || e.reserved_until.is_some()
+            || e.game_id.is_some()
+            || e.opponent.is_some())
+        .then(|| {
+            Box::new(Outcome {
+                match_id: e.match_id,
+                reserved_until: e.reserved_until,
+                game_id: e.game_id,
+                opponent: e.opponent,
+            })
+        });
+        Self {
+            id: e.id,
+            tenant_id: e.tenant_id,
+            user_id: e.user_id,
+            username: e.username,
+            pool: e.pool,
+            rating: e.rating,
+            status: e.status,
+            enqueued_at: e.enqueued_at,
+            updated_at: e.updated_at,
+            last_seen_at: e.last_seen_at,
+            request_id: e.request_id.map(String::into_boxed_str),
+            client_metadata: e.client_metadata.map(String::into_boxed_str),
+            outcome,
+        }
+    }
+
+    /// The entry as callers see it.
+    fn to_entry(&self) -> QueueEntry {
+        let outcome = self.outcome.as_deref();
+        QueueEntry {
+            id: self.id,
+            tenant_id: self.tenant_id.clone(),
+            user_id: self.user_id.clone(),
+            username: self.username.clone(),
+            pool: self.pool,
+            rating: self.rating,
+            status: self.status,
+            enqueued_at: self.enqueued_at,
+            updated_at: self.updated_at,
+            last_seen_at: self.last_seen_at,
+            request_id: self.request_id.as_deref().map(str::to_owned),
+            client_metadata: self.client_metadata.as_deref().map(str::to_owned),
+            match_id: outcome.and_then(|o| o.match_id),
+            reserved_until: outcome.and_then(|o| o.reserved_until),
+            game_id: outcome.and_then(|o| o.game_id.clone()),
+            opponent: outcome.and_then(|o| o.opponent.clone()),
+        }
+    }
+
+    fn pool_ref(&self) -> PoolRef {
+        PoolRef {
+            tenant_id: self.tenant_id.clone(),
+            key: self.pool,
+        }
+    }
+
+    fn in_pool(&self, pool: &PoolRef) -> bool {
+        self.pool == pool.key && self.tenant_id == pool.tenant_id
+    }
+
+    fn is_user(&self, tenant: &TenantId, user: &UserId) -> bool {
+        &self.user_id == user && &self.tenant_id == tenant
+    }
+
+    fn match_id(&self) -> Option<&MatchId> {
+        self.outcome.as_ref()?.match_id.as_ref()
+    }
+
+    fn reserved_until(&self) -> Option<Millis> {
+        self.outcome.as_ref()?.reserved_until
+    }
+
+    fn outcome_mut(&mut self) -> &mut Outcome {
+        self.outcome.get_or_insert_default()
+    }
+
+    /// Forgets the reservation (match id and deadline); a match outcome
+    /// without them keeps the rest.
+    fn clear_reservation(&mut self) {
+        if let Some(o) = &mut self.outcome {
+            o.match_id = None;
+            o.reserved_until = None;
+            if o.game_id.is_none() && o.opponent.is_none() {
+                self.outcome = None;
+            }
+        }
+    }
+}
+
+/// The one waiting entry of each user, found by (tenant, user): the table
+/// keeps only (hash of the two, entry id); a lookup compares the entry's
+/// own ids, so the strings are not stored twice.
+#[derive(Default)]
+struct UserIndex<S = foldhash::fast::RandomState> {
+    table: hashbrown::HashTable<(u64, QueueEntryId)>,
+    hasher: S,
+}
+
+impl<S: std::hash::BuildHasher> UserIndex<S> {
+    fn hash(&self, tenant: &TenantId, user: &UserId) -> u64 {
+        self.hasher.hash_one((tenant.as_str(), user.as_str()))
+    }
+
+    fn get(
+        &self,
+        entries: &HashMap<QueueEntryId, Box<StoredEntry>>,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Option<QueueEntryId> {
+        let hash = self.hash(tenant, user);
+        self.table
+            .find(hash, |(h, id)| {
+                *h == hash && entries.get(id).is_some_and(|e| e.is_user(tenant, user))
+            })
+            .map(|(_, id)| *id)
+    }
+
+    /// Indexes `entry`; its user must not be indexed yet.
+    fn insert(&mut self, entry: &StoredEntry) {
+        let hash = self.hash(&entry.tenant_id, &entry.user_id);
+        self.table
+            .insert_unique(hash, (hash, entry.id), |(h, _)| *h);
+    }
+
+    fn remove(&mut self, entry: &StoredEntry) {
+        let hash = self.hash(&entry.tenant_id, &entry.user_id);
+        if let Ok(found) = self.table.find_entry(hash, |(_, id)| *id == entry.id) {
+            found.remove();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<QueueEntryId, Box<QueueEntry>>,
+    entries: HashMap<QueueEntryId, Box<StoredEntry>>,
     /// The one waiting entry of each user.
-    by_user: HashMap<UserKey, QueueEntryId>,
+    by_user: UserIndex,
     pools: HashMap<PoolRef, Pool>,
     /// Reserved entries, for finding stale reservations without a scan.
     reserved: BTreeSet<QueueEntryId>,
@@ -129,15 +299,22 @@ impl Inner {
         };
         entry.status = status;
         entry.updated_at = now;
-        entry.reserved_until = None;
-        let key = (entry.tenant_id.clone(), entry.user_id.clone());
-        self.by_user.remove(&key);
+        if let Some(o) = &mut entry.outcome {
+            o.reserved_until = None;
+        }
+        self.by_user.remove(entry);
         self.finished.push_back((now, *id));
     }
 
     /// A copy of an entry, to hand to a caller.
     fn copy(&self, id: &QueueEntryId) -> Option<QueueEntry> {
-        self.entries.get(id).map(|e| QueueEntry::clone(e))
+        self.entries.get(id).map(|e| e.to_entry())
+    }
+
+    /// The user's waiting entry.
+    fn user_entry(&self, tenant: &TenantId, user: &UserId) -> Option<&StoredEntry> {
+        let id = self.by_user.get(&self.entries, tenant, user)?;
+        self.entries.get(&id).map(|e| &**e)
     }
 
     fn set_reserved(&mut self, id: &QueueEntryId, reserved: bool) {
@@ -159,14 +336,14 @@ impl Inner {
 impl QueueStore for MemoryQueueStore {
     async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome> {
         let mut inner = self.lock();
-        let key = (entry.tenant_id.clone(), entry.user_id.clone());
-        if let Some(existing) = inner.by_user.get(&key).and_then(|id| inner.entries.get(id)) {
+        if let Some(existing) = inner.user_entry(&entry.tenant_id, &entry.user_id) {
             return Ok(if existing.pool == entry.pool {
-                JoinOutcome::Existing(QueueEntry::clone(existing))
+                JoinOutcome::Existing(existing.to_entry())
             } else {
-                JoinOutcome::AlreadyInQueue(QueueEntry::clone(existing))
+                JoinOutcome::AlreadyInQueue(existing.to_entry())
             });
         }
+        let key = (entry.tenant_id.clone(), entry.user_id.clone());
         if let Some(game) = inner.active_game(&key, now) {
             return Ok(JoinOutcome::ActiveGame(game.clone()));
         }
@@ -175,8 +352,9 @@ impl QueueStore for MemoryQueueStore {
             .pool(&pool)
             .searching
             .insert((entry.enqueued_at, entry.id));
-        inner.by_user.insert(key, entry.id);
-        inner.entries.insert(entry.id, Box::new(entry.clone()));
+        let stored = Box::new(StoredEntry::new(entry.clone()));
+        inner.by_user.insert(&stored);
+        inner.entries.insert(entry.id, stored);
         Ok(JoinOutcome::Created(entry))
     }
 
@@ -191,13 +369,13 @@ impl QueueStore for MemoryQueueStore {
         let Some(entry) = inner.entries.get_mut(id) else {
             return Ok(None);
         };
-        if &entry.tenant_id != tenant || &entry.user_id != user {
+        if !entry.is_user(tenant, user) {
             return Ok(None);
         }
         if entry.status.is_waiting() {
             entry.last_seen_at = entry.last_seen_at.max(now);
         }
-        Ok(Some(QueueEntry::clone(entry)))
+        Ok(Some(entry.to_entry()))
     }
 
     async fn user_entry(
@@ -205,13 +383,10 @@ impl QueueStore for MemoryQueueStore {
         tenant: &TenantId,
         user: &UserId,
     ) -> StoreResult<Option<QueueEntry>> {
-        let inner = self.lock();
-        let key = (tenant.clone(), user.clone());
-        Ok(inner
-            .by_user
-            .get(&key)
-            .and_then(|id| inner.entries.get(id))
-            .map(|e| QueueEntry::clone(e)))
+        Ok(self
+            .lock()
+            .user_entry(tenant, user)
+            .map(StoredEntry::to_entry))
     }
 
     async fn active_game(
@@ -237,7 +412,7 @@ impl QueueStore for MemoryQueueStore {
         let Some(entry) = inner.entries.get(id) else {
             return Ok(CancelOutcome::NotFound);
         };
-        if &entry.tenant_id != tenant || &entry.user_id != user {
+        if !entry.is_user(tenant, user) {
             return Ok(CancelOutcome::NotFound);
         }
         match entry.status {
@@ -276,7 +451,7 @@ impl QueueStore for MemoryQueueStore {
                 rating: e.rating,
                 enqueued_at: e.enqueued_at,
                 last_seen_at: e.last_seen_at,
-                request_id: e.request_id.clone(),
+                request_id: e.request_id.as_deref().map(str::to_owned),
             })
             .collect())
     }
@@ -295,7 +470,7 @@ impl QueueStore for MemoryQueueStore {
                 inner
                     .entries
                     .get(id)
-                    .is_some_and(|e| e.status == EntryStatus::Searching && &e.pool_ref() == pool)
+                    .is_some_and(|e| e.status == EntryStatus::Searching && e.in_pool(pool))
             };
             let ok = r.a != r.b && searching(&r.a) && searching(&r.b);
             if ok {
@@ -303,8 +478,9 @@ impl QueueStore for MemoryQueueStore {
                     inner.unlist(id);
                     let entry = inner.entries.get_mut(id).expect("checked above");
                     entry.status = EntryStatus::Reserved;
-                    entry.match_id = Some(r.match_id);
-                    entry.reserved_until = Some(until);
+                    let outcome = entry.outcome_mut();
+                    outcome.match_id = Some(r.match_id);
+                    outcome.reserved_until = Some(until);
                     entry.updated_at = now;
                     inner.set_reserved(id, true);
                 }
@@ -340,15 +516,15 @@ impl QueueStore for MemoryQueueStore {
                     continue;
                 };
                 let reserved_for_this = inner.entries.get(entry_id).is_some_and(|e| {
-                    e.status == EntryStatus::Reserved
-                        && e.match_id.as_ref() == Some(&record.match_id)
+                    e.status == EntryStatus::Reserved && e.match_id() == Some(&record.match_id)
                 });
                 if !reserved_for_this {
                     continue;
                 }
                 let entry = inner.entries.get_mut(entry_id).expect("checked above");
-                entry.game_id = Some(record.game_id.clone());
-                entry.opponent = Some(opponent);
+                let outcome = entry.outcome_mut();
+                outcome.game_id = Some(record.game_id.clone());
+                outcome.opponent = Some(opponent);
                 let wait = now - entry.enqueued_at;
                 inner.finish(entry_id, EntryStatus::Matched, now);
                 inner.set_reserved(entry_id, false);
@@ -385,14 +561,11 @@ impl QueueStore for MemoryQueueStore {
                 let Some(entry) = inner.entries.get_mut(id) else {
                     continue;
                 };
-                if entry.status != EntryStatus::Reserved
-                    || entry.match_id.as_ref() != Some(&r.match_id)
-                {
+                if entry.status != EntryStatus::Reserved || entry.match_id() != Some(&r.match_id) {
                     continue;
                 }
                 entry.status = EntryStatus::Searching;
-                entry.match_id = None;
-                entry.reserved_until = None;
+                entry.clear_reservation();
                 entry.updated_at = now;
                 let (pool, enqueued_at) = (entry.pool_ref(), entry.enqueued_at);
                 inner.set_reserved(id, false);
@@ -416,7 +589,7 @@ impl QueueStore for MemoryQueueStore {
             let Some(entry) = inner.entries.get(id) else {
                 continue;
             };
-            if entry.status != EntryStatus::Searching || &entry.pool_ref() != pool {
+            if entry.status != EntryStatus::Searching || !entry.in_pool(pool) {
                 continue;
             }
             inner.unlist(id);
@@ -437,7 +610,7 @@ impl QueueStore for MemoryQueueStore {
             let Some(e) = inner.entries.get(id) else {
                 continue;
             };
-            let (Some(until), Some(match_id)) = (e.reserved_until, &e.match_id) else {
+            let (Some(until), Some(match_id)) = (e.reserved_until(), e.match_id()) else {
                 continue;
             };
             if until < now {
@@ -480,7 +653,7 @@ impl QueueStore for MemoryQueueStore {
             .map(|side| (record.tenant_id.clone(), side.user_id.clone()));
         let busy = keys
             .iter()
-            .any(|k| inner.by_user.contains_key(k) || inner.active_game(k, now).is_some());
+            .any(|k| inner.user_entry(&k.0, &k.1).is_some() || inner.active_game(k, now).is_some());
         if busy {
             return Ok(false);
         }
@@ -665,5 +838,90 @@ impl QueueStore for MemoryQueueStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::now_millis;
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    fn entry(user: &str) -> QueueEntry {
+        QueueEntry::searching(
+            TenantId::parse("t").unwrap(),
+            UserId::parse(user).unwrap(),
+            "standard_5+0_rated_GLOBAL".parse().unwrap(),
+            1500,
+            now_millis(),
+        )
+    }
+
+    #[test]
+    fn a_stored_entry_gives_back_the_entry_it_was_made_from() {
+        let mut e = entry("alice");
+        e.username = Username::sanitize("Alice");
+        e.request_id = Some("req-1".into());
+        e.client_metadata = Some(r#"{"a":1}"#.into());
+        assert_eq!(StoredEntry::new(e.clone()).to_entry(), e);
+        e.match_id = Some(MatchId::generate());
+        e.reserved_until = Some(7);
+        let mut stored = StoredEntry::new(e.clone());
+        assert_eq!(stored.to_entry(), e);
+        stored.clear_reservation();
+        assert!(stored.outcome.is_none(), "an empty outcome is dropped");
+        e.game_id = Some(GameId::parse("g1").unwrap());
+        e.opponent = Some(Opponent {
+            user_id: UserId::parse("bob").unwrap(),
+            username: None,
+            rating: 1400,
+        });
+        let mut stored = StoredEntry::new(e.clone());
+        assert_eq!(stored.to_entry(), e);
+        stored.clear_reservation();
+        let kept = stored.to_entry();
+        assert_eq!((kept.match_id, kept.reserved_until), (None, None));
+        assert_eq!(kept.game_id, e.game_id, "the game outlives the reservation");
+    }
+
+    /// Every key hashes to 0: lookups must tell users apart by their ids.
+    #[derive(Default)]
+    struct Colliding;
+
+    impl Hasher for Colliding {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    #[test]
+    fn the_user_index_tells_users_apart_when_their_hashes_collide() {
+        let mut entries: HashMap<QueueEntryId, Box<StoredEntry>> = HashMap::default();
+        let mut index = UserIndex::<BuildHasherDefault<Colliding>>::default();
+        let users = ["alice", "bob", "carol"];
+        for user in users {
+            let stored = Box::new(StoredEntry::new(entry(user)));
+            index.insert(&stored);
+            entries.insert(stored.id, stored);
+        }
+        let tenant = TenantId::parse("t").unwrap();
+        let find = |index: &UserIndex<_>, user: &str| {
+            index
+                .get(&entries, &tenant, &UserId::parse(user).unwrap())
+                .map(|id| entries[&id].user_id.as_str().to_owned())
+        };
+        for user in users {
+            assert_eq!(find(&index, user).as_deref(), Some(user));
+        }
+        assert_eq!(find(&index, "dave"), None);
+        let bob = entries
+            .values()
+            .find(|e| e.user_id.as_str() == "bob")
+            .unwrap();
+        index.remove(bob);
+        assert_eq!(find(&index, "bob"), None);
+        assert_eq!(find(&index, "alice").as_deref(), Some("alice"));
+        assert_eq!(find(&index, "carol").as_deref(), Some("carol"));
     }
 }
