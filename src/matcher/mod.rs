@@ -11,9 +11,12 @@
 //! pair crosses. Small segments (the usual case once a pool is running: an
 //! arrival meets the few players near its rating) are solved exactly by
 //! [`solver::exact`]. A large segment (a cold pool full of players) is paired
-//! greedily: longest-waiting first, each with its nearest compatible partner.
-//! That result is always maximal (no two unmatched compatible entries remain);
-//! the benchmarks measure how close it is to the optimum.
+//! greedily: longest-waiting first, each with its nearest compatible partner;
+//! then short augmenting paths add pairs the greedy order missed (an
+//! unmatched player takes a neighbour whose partner has another unmatched
+//! partner nearby). The result is always maximal (no two unmatched
+//! compatible entries remain); the benchmarks measure how close it is to
+//! the optimum.
 
 pub mod score;
 pub mod solver;
@@ -207,20 +210,15 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
             .into_iter()
             .map(|k| (k & u128::from(u32::MAX)) as usize);
         // Unmatched positions, found from either side in near-constant time.
-        let mut right = Skip::new(n);
-        let mut left = Skip::new(n);
-        let mut matched = vec![false; n];
+        let mut free = Free::new(n);
+        let mut mate = vec![NO_MATE; n];
         for p in order {
-            if matched[p] {
+            if mate[p] != NO_MATE {
                 continue;
             }
             let me = &segment[p];
-            let mut r = right.next(p + 1);
-            let mut l = if p == 0 {
-                None
-            } else {
-                left.next(n - p).map(|m| n - 1 - m)
-            };
+            let mut r = free.right_of(p);
+            let mut l = free.left_of(p);
             let partner = loop {
                 let dist = |q: Option<usize>| q.map(|q| (segment[q].rating - me.rating).abs());
                 let (q, from_right) = match (dist(l), dist(r)) {
@@ -243,27 +241,215 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
                     break Some(q);
                 }
                 if from_right {
-                    r = right.next(q + 1);
+                    r = free.right_of(q);
                 } else {
-                    l = if q == 0 {
-                        None
-                    } else {
-                        left.next(n - q).map(|m| n - 1 - m)
-                    };
+                    l = free.left_of(q);
                 }
             };
             if let Some(q) = partner {
-                for x in [p, q] {
-                    matched[x] = true;
-                    right.remove(x);
-                    left.remove(n - 1 - x);
-                }
-                out.push(Pair {
-                    a: me.index,
-                    b: segment[q].index,
-                });
+                pair_up(&mut mate, &mut free, p, q);
             }
         }
+        // Few are left unmatched: found in one sequential sweep, then put in
+        // the same longest-waiting-first order.
+        let mut unmatched: Vec<usize> = (0..n).filter(|&p| mate[p] == NO_MATE).collect();
+        unmatched.sort_unstable_by_key(|&p| (segment[p].enqueued_at, segment[p].rating, p));
+        self.augment(segment, &unmatched, &mut mate, &mut free);
+        out.extend(
+            (0..n)
+                .filter(|&p| mate[p] != NO_MATE && p < mate[p] as usize)
+                .map(|p| Pair {
+                    a: segment[p].index,
+                    b: segment[mate[p] as usize].index,
+                }),
+        );
+    }
+
+    /// Augmenting paths after the greedy pass: from an unmatched `u`, a
+    /// compatible matched neighbour `a` whose partner `b` has a compatible
+    /// unmatched neighbour `v` turns `(a, b)` into `(u, a)` and `(b, v)`,
+    /// one pair more; failing that, `b` looks on in the same way, up to
+    /// [`AUGMENT_DEPTH`] pairs deep. Unmatched players are tried
+    /// longest-waiting first, each step looking at the nearest
+    /// [`AUGMENT_NEIGHBOURS`] on either side, within a budget of
+    /// [`AUGMENT_BUDGET_PER_NODE`] candidates per node of the segment: after
+    /// a maximal greedy pairing few players are unmatched, and the pass
+    /// stays linear beyond the greedy whatever the segment looks like. (No
+    /// blossom contraction: a path through an odd cycle may be missed, never
+    /// a wrong one taken.)
+    fn augment(&self, segment: &[Node], unmatched: &[usize], mate: &mut [u32], free: &mut Free) {
+        let mut search = Search {
+            seen: vec![0; segment.len()],
+            stamp: 0,
+            origin: 0,
+            budget: segment.len().saturating_mul(AUGMENT_BUDGET_PER_NODE),
+            pairs: Vec::new(),
+        };
+        for &u in unmatched {
+            if search.budget == 0 {
+                break;
+            }
+            if mate[u] != NO_MATE {
+                continue;
+            }
+            search.stamp += 1;
+            search.seen[u] = search.stamp;
+            search.origin = u;
+            search.pairs.clear();
+            if self.extend(segment, mate, free, &mut search, u, AUGMENT_DEPTH) {
+                for &(x, y) in &search.pairs {
+                    pair_up(mate, free, x, y);
+                }
+            }
+        }
+    }
+
+    /// One step of an augmenting path whose free end is `end` (the path
+    /// started at the unmatched `search.origin`). On success `search.pairs`
+    /// holds the new pairs of the path.
+    fn extend(
+        &self,
+        segment: &[Node],
+        mate: &[u32],
+        free: &mut Free,
+        search: &mut Search,
+        end: usize,
+        depth: usize,
+    ) -> bool {
+        let n = segment.len();
+        let me = &segment[end];
+        for k in 0..AUGMENT_NEIGHBOURS {
+            for a in [
+                end.checked_sub(k + 1),
+                (end + k + 1 < n).then_some(end + k + 1),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if search.budget == 0 {
+                    return false;
+                }
+                search.budget -= 1;
+                if search.seen[a] == search.stamp
+                    || mate[a] == NO_MATE
+                    || (segment[a].rating - me.rating).abs() > me.window
+                    || !self.compatible(me, &segment[a])
+                {
+                    continue;
+                }
+                let b = mate[a] as usize;
+                search.seen[a] = search.stamp;
+                search.seen[b] = search.stamp;
+                if let Some(v) = self.unmatched_partner(segment, free, b, search.origin) {
+                    search.pairs.extend([(end, a), (b, v)]);
+                    return true;
+                }
+                if depth > 1 && self.extend(segment, mate, free, search, b, depth - 1) {
+                    search.pairs.push((end, a));
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// A compatible unmatched neighbour of `b` other than `not`: the nearest
+    /// few on each side.
+    fn unmatched_partner(
+        &self,
+        segment: &[Node],
+        free: &mut Free,
+        b: usize,
+        not: usize,
+    ) -> Option<usize> {
+        let me = &segment[b];
+        for right in [true, false] {
+            let mut q = if right {
+                free.right_of(b)
+            } else {
+                free.left_of(b)
+            };
+            for _ in 0..AUGMENT_NEIGHBOURS {
+                let Some(v) = q else { break };
+                if (segment[v].rating - me.rating).abs() > me.window {
+                    break;
+                }
+                if v != not && self.compatible(me, &segment[v]) {
+                    return Some(v);
+                }
+                q = if right {
+                    free.right_of(v)
+                } else {
+                    free.left_of(v)
+                };
+            }
+        }
+        None
+    }
+}
+
+/// How many neighbours on each side an augmenting step looks at.
+const AUGMENT_NEIGHBOURS: usize = 8;
+/// How many matched pairs an augmenting path may pass through.
+const AUGMENT_DEPTH: usize = 8;
+/// Candidates looked at by all augmenting searches of a segment, per node.
+const AUGMENT_BUDGET_PER_NODE: usize = 16;
+
+/// The state of the augmenting searches of one segment.
+struct Search {
+    /// `seen[p] == stamp`: position `p` is on the current search's tree.
+    seen: Vec<u32>,
+    stamp: u32,
+    /// The unmatched player the current search started from.
+    origin: usize,
+    budget: usize,
+    /// The new pairs of the path found.
+    pairs: Vec<(usize, usize)>,
+}
+
+/// `mate[p]` of an unmatched position.
+const NO_MATE: u32 = u32::MAX;
+
+fn pair_up(mate: &mut [u32], free: &mut Free, p: usize, q: usize) {
+    mate[p] = q as u32;
+    mate[q] = p as u32;
+    free.remove(p);
+    free.remove(q);
+}
+
+/// The unmatched positions of a segment, nearest first from either side.
+struct Free {
+    right: Skip,
+    /// Mirrored: position `p` is `n - 1 - p` here.
+    left: Skip,
+    n: usize,
+}
+
+impl Free {
+    fn new(n: usize) -> Self {
+        Self {
+            right: Skip::new(n),
+            left: Skip::new(n),
+            n,
+        }
+    }
+
+    /// The nearest unmatched position after `p`.
+    fn right_of(&mut self, p: usize) -> Option<usize> {
+        self.right.next(p + 1)
+    }
+
+    /// The nearest unmatched position before `p`.
+    fn left_of(&mut self, p: usize) -> Option<usize> {
+        if p == 0 {
+            return None;
+        }
+        self.left.next(self.n - p).map(|m| self.n - 1 - m)
+    }
+
+    fn remove(&mut self, p: usize) {
+        self.right.remove(p);
+        self.left.remove(self.n - 1 - p);
     }
 }
 
