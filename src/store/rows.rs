@@ -18,6 +18,18 @@ pub const MATCH_COLUMNS: &str = "match_id, tenant_id, game_id, \
 pub const CHALLENGE_COLUMNS: &str = "challenge_id, tenant_id, challenger_id, opponent_id, \
     time_control, mode, variant, preferred_color, status, created_at, expires_at, match_id, game_id";
 
+/// The records of `chunk` whose match id is among `inserted` (the ids an
+/// `INSERT … RETURNING match_id` answered): one hash lookup per record.
+pub fn newly_inserted<'r>(
+    chunk: impl IntoIterator<Item = &'r MatchRecord>,
+    inserted: Vec<String>,
+) -> impl Iterator<Item = &'r MatchRecord> {
+    let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+    chunk
+        .into_iter()
+        .filter(move |r| inserted.contains(&r.match_id.to_string()))
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }

@@ -107,11 +107,7 @@ impl MatchStore for PgStore {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
-            fresh.extend(
-                chunk
-                    .iter()
-                    .filter(|r| inserted.contains(&r.match_id.to_string())),
-            );
+            fresh.extend(rows::newly_inserted(chunk, inserted));
         }
         // Color balances move only for matches inserted now, never twice.
         for chunk in color_moves(&fresh).chunks(ROWS_PER_INSERT) {

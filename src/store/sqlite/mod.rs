@@ -269,11 +269,7 @@ async fn write_matches(
             .iter()
             .map(|row| row.get(0))
             .collect();
-        fresh.extend(
-            chunk
-                .iter()
-                .filter(|r| inserted.iter().any(|m| *m == r.match_id.to_string())),
-        );
+        fresh.extend(rows::newly_inserted(chunk.iter().copied(), inserted));
     }
     // Color balances move only for matches inserted now, never twice.
     for chunk in color_moves(&fresh).chunks(ROWS_PER_INSERT) {
