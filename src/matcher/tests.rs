@@ -191,3 +191,22 @@ fn a_large_dense_pool_matches_nearly_everyone() {
     let pairs = find_pairs(&snap, NOW, &policy());
     assert_eq!(pairs.len(), 5_000);
 }
+
+#[test]
+fn augmenting_paths_add_the_pairs_a_greedy_order_misses() {
+    let users = users();
+    // A chain of 14 players 90 points apart (only neighbours are within
+    // the 100-point windows): one segment, above the exact limit. The
+    // longest-waiting is third in the chain; taking its nearest partner
+    // (the second) strands the first, and the greedy alone ends one pair
+    // short of the 7 the chain allows. An augmenting path along the chain
+    // re-pairs it.
+    let raw: Vec<(u8, i32, i64)> = (0..14u8)
+        .map(|i| (i, 1000 + 90 * i32::from(i), if i == 2 { 9 } else { 1 }))
+        .collect();
+    assert!(raw.len() > EXACT_SEGMENT_LIMIT);
+    let snap = snapshot(&raw, &users);
+    let pairs = find_pairs(&snap, NOW, &policy());
+    assert!(objective(&snap, NOW, &policy(), &pairs).is_some());
+    assert_eq!(pairs.len(), 7, "{pairs:?}");
+}
