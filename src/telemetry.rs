@@ -19,6 +19,7 @@ use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, Once};
 use std::time::{Duration, SystemTime};
 use tracing::field::{Field, Visit};
@@ -38,6 +39,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const WRITE_SOON: usize = 256 * 1024;
 /// Pending bytes beyond which appending waits for the writer.
 const MOST_PENDING: usize = 8 * 1024 * 1024;
+
+/// Whether the writer thread runs (else appenders write a full backlog
+/// themselves).
+static WRITER_RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Lines not yet written, and the signals between appenders and writer.
 struct Pending {
@@ -91,6 +96,13 @@ impl<'a> MakeWriter<'a> for BufferedStdout {
     fn make_writer(&'a self) -> Self::Writer {
         let mut lines = lock(&PENDING.lines);
         while lines.len() >= MOST_PENDING {
+            if !WRITER_RUNNING.load(Ordering::Relaxed) {
+                // No writer thread to wait for: write the backlog here.
+                drop(lines);
+                write_pending(Vec::new(), None);
+                lines = lock(&PENDING.lines);
+                continue;
+            }
             lines = PENDING
                 .changed
                 .wait(lines)
@@ -144,7 +156,7 @@ pub fn init(format: Option<LogFormat>) -> LogFlush {
     };
     static WRITER: Once = Once::new();
     WRITER.call_once(|| {
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(|| {
                 let mut spare = Vec::with_capacity(WRITE_SOON);
@@ -152,6 +164,7 @@ pub fn init(format: Option<LogFormat>) -> LogFlush {
                     spare = write_pending(spare, Some(FLUSH_EVERY));
                 }
             });
+        WRITER_RUNNING.store(spawned.is_ok(), Ordering::Relaxed);
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
