@@ -192,7 +192,9 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
     }
 
     /// Longest-waiting first, each paired with its nearest compatible
-    /// unmatched entry. `O(n log n)` plus the entries skipped as incompatible.
+    /// unmatched entry, then [augmenting paths](Self::augment) for the pairs
+    /// that order missed. `O(n log n)` plus the entries skipped as
+    /// incompatible and the augmenting budget (linear).
     fn greedy(&self, segment: &[Node], out: &mut Vec<Pair>) {
         let n = segment.len();
         // Longest-waiting first, ties by rating: packed keys sort fast.
