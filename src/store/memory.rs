@@ -8,7 +8,7 @@
 //! Expiries are kept in time-ordered queues, so a purge never scans.
 //!
 //! Memory per waiting entry is kept small (issue 6, ≤ 512 bytes at 1M
-//! entries): an entry is stored as a [`StoredEntry`] whose match outcome,
+//! entries): an entry is stored as a `StoredEntry` whose match outcome,
 //! empty while searching, is one boxed optional part, and the per-user
 //! index holds only (hash, entry id), comparing the entry's own ids on
 //! lookup instead of keeping a second copy of them.
