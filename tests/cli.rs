@@ -34,16 +34,21 @@ fn serve(dir: &Path) -> (Child, String) {
     (child, url)
 }
 
-fn token(dir: &Path, user: &str) -> String {
-    let out = command(dir)
-        .args(["token", "--user", user, "--username", user])
-        .output()
-        .unwrap();
+/// Fails the test with the command's stderr unless it exited with 0.
+fn assert_succeeded(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn token(dir: &Path, user: &str) -> String {
+    let out = command(dir)
+        .args(["token", "--user", user, "--username", user])
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -96,11 +101,7 @@ async fn a_new_user_mints_tokens_and_two_players_are_matched() {
 fn migrate_creates_the_database_in_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let out = command(dir.path()).arg("migrate").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(dir.path().join("data/matchmaking.db").exists());
 }
 
@@ -219,11 +220,7 @@ fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let csv = std::fs::read_to_string(dir.path().join("sim.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 6, "{csv}");
