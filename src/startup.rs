@@ -152,6 +152,7 @@ pub struct Application {
     due_listener: Option<DueListener>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     rate_limits: Arc<RateLimits>,
+    ratings: RatingService,
 }
 
 /// Everything `serve` and `worker` share: stores and services, wired.
@@ -179,11 +180,12 @@ impl Core {
         }
         let stores = open_stores(settings).await?;
         let signal = Arc::new(PoolSignal::new());
-        // The embedded SQLite file has no other writer: keep ratings in memory.
+        // The embedded SQLite file has no other writer: its ratings are kept
+        // in memory. A shared database is mirrored (`serve` keeps it fresh).
         let ratings = if stores.durable_is_local {
             RatingService::preloaded(stores.durable.clone()).await?
         } else {
-            RatingService::direct(stores.durable.clone())
+            RatingService::mirrored(stores.durable.clone())
         };
         let breaker = Arc::new(CircuitBreaker::new(
             settings.circuit_breaker_failures,
@@ -330,6 +332,7 @@ impl Application {
         };
         let state = core.app_state(&settings);
         let (metrics, rate_limits) = (state.metrics.clone(), state.rate_limits.clone());
+        let ratings = core.ratings.clone();
         let router = http::router(state, settings.max_body_bytes);
         let listener = bind(&settings).await?;
         Ok(Self {
@@ -339,6 +342,7 @@ impl Application {
             due_listener,
             metrics,
             rate_limits,
+            ratings,
         })
     }
 
@@ -361,6 +365,7 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         tracing::info!(addr = %self.local_addr(), "listening");
         let due = spawn_due_listener(self.due_listener, stop_rx.clone());
+        let mirror = tokio::spawn(self.ratings.keep_fresh(stop_rx.clone()));
         let worker = self.worker.map(|w| tokio::spawn(w.run(stop_rx)));
         let upkeep = self.metrics.map(observe::spawn_upkeep);
         let housekeeping = self.rate_limits.spawn_housekeeping();
@@ -387,6 +392,7 @@ impl Application {
             upkeep.abort();
         }
         housekeeping.abort();
+        let _ = mirror.await;
         tracing::info!("stopped");
         served
     }

@@ -1,24 +1,108 @@
 //! Ratings per speed, read from the rating store (1500 when unknown).
 //!
-//! In the embedded default this process is the only writer of the local
-//! ratings table, so [`RatingService::preloaded`] keeps an authoritative
-//! copy in memory: loaded once at start, written through on every change.
-//! A join then reads its rating without touching SQLite.
+//! A join needs its player's rating, and reading a row per join would make
+//! the database the bottleneck of every join. So each API node keeps a
+//! copy of the ratings table in memory (only players with a rating; anyone
+//! else is 1500):
+//!
+//! - in the embedded default this process is the local table's only writer:
+//!   the copy, loaded once at start and written through on every change, is
+//!   authoritative ([`RatingService::preloaded`]);
+//! - with a shared store other nodes write too: the copy is a mirror
+//!   ([`RatingService::mirrored`]) that [`RatingService::keep_fresh`]
+//!   loads and then brings up to date every second by re-reading only the
+//!   rows changed since its last look (`ratings_changed_at`). A change made
+//!   through this node shows at once, one made through another node within
+//!   about a second. Until the first load succeeds (the database may be
+//!   down at start) joins read the store directly.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use crate::domain::{ParseError, RATING_RANGE, Rating, Speed, TenantId, UserId};
-use crate::store::{RatingStore, Ratings, StoreResult};
+use tokio::sync::watch;
+
+use crate::domain::{Millis, ParseError, RATING_RANGE, Rating, Speed, TenantId, UserId};
+use crate::store::{RatingChange, RatingStore, Ratings, StoreResult};
 
 type Table = HashMap<(TenantId, UserId), Ratings>;
+
+/// How often a mirror asks the store for changed rows.
+const MIRROR_REFRESH: Duration = Duration::from_secs(1);
+
+/// How far back each refresh looks before the newest change it has seen. A
+/// change stamped just before the newest one but committed after the
+/// previous look is still picked up; rows re-read are applied again,
+/// harmlessly.
+const MIRROR_LOOKBACK_MS: Millis = 5_000;
+
+/// The in-memory copy of the ratings table.
+struct RatingsCopy {
+    table: RwLock<Table>,
+    /// A mirror's newest `ratings_changed_at` seen; `None` until loaded.
+    /// Always `Some` for an authoritative copy.
+    newest: Mutex<Option<Millis>>,
+    /// True when this process is the store's only writer.
+    authoritative: bool,
+}
+
+impl RatingsCopy {
+    fn new(authoritative: bool) -> Self {
+        Self {
+            table: RwLock::default(),
+            newest: Mutex::new(None),
+            authoritative,
+        }
+    }
+
+    fn newest(&self) -> Option<Millis> {
+        *self.newest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn loaded(&self) -> bool {
+        self.newest().is_some()
+    }
+
+    fn get(&self, tenant: &TenantId, user: &UserId) -> Ratings {
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(tenant.clone(), user.clone()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn put(&self, tenant: &TenantId, user: &UserId, ratings: Ratings) {
+        self.table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((tenant.clone(), user.clone()), ratings);
+    }
+
+    /// Applies rows read from the store; answers how many.
+    fn apply(&self, changes: Vec<RatingChange>) -> usize {
+        let count = changes.len();
+        let newest = changes.iter().map(|c| c.changed_at).max();
+        {
+            let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+            for c in changes {
+                table.insert((c.tenant_id, c.user_id), c.ratings);
+            }
+        }
+        let mut seen = self.newest.lock().unwrap_or_else(|e| e.into_inner());
+        *seen = Some(
+            seen.unwrap_or(Millis::MIN)
+                .max(newest.unwrap_or(Millis::MIN)),
+        );
+        count
+    }
+}
 
 #[derive(Clone)]
 pub struct RatingService {
     store: Arc<dyn RatingStore>,
-    /// The in-memory copy, when this process is the table's only writer.
-    /// A std lock: held for one map operation, never across an await.
-    copy: Option<Arc<RwLock<Table>>>,
+    /// The in-memory copy; `None` reads the store every time.
+    copy: Option<Arc<RatingsCopy>>,
 }
 
 impl RatingService {
@@ -30,39 +114,98 @@ impl RatingService {
     /// Loads the whole table into memory; only for a store no other
     /// process writes.
     pub async fn preloaded(store: Arc<dyn RatingStore>) -> StoreResult<Self> {
-        let all = store.all_ratings().await?;
-        let table: Table = all.into_iter().map(|(t, u, r)| ((t, u), r)).collect();
+        let copy = RatingsCopy::new(true);
+        copy.apply(store.ratings_changed_since(None).await?);
         Ok(Self {
             store,
-            copy: Some(Arc::new(RwLock::new(table))),
+            copy: Some(Arc::new(copy)),
         })
     }
 
-    async fn stored(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
-        match &self.copy {
-            Some(copy) => Ok(copy
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&(tenant.clone(), user.clone()))
-                .copied()
-                .unwrap_or_default()),
-            None => self.store.ratings(tenant, user).await,
+    /// A mirror of a store other processes write too; empty (joins read
+    /// the store) until [`RatingService::keep_fresh`] or
+    /// [`RatingService::refresh`] has loaded it.
+    pub fn mirrored(store: Arc<dyn RatingStore>) -> Self {
+        Self {
+            store,
+            copy: Some(Arc::new(RatingsCopy::new(false))),
         }
     }
 
-    /// The player's rating for `speed`.
+    /// Brings a mirror up to date: everything on the first call, then the
+    /// rows changed since the newest change seen (minus a look-back).
+    /// Answers the rows read; nothing to do without a mirror.
+    pub async fn refresh(&self) -> StoreResult<usize> {
+        let Some(copy) = self.copy.as_ref().filter(|c| !c.authoritative) else {
+            return Ok(0);
+        };
+        let since = copy.newest().map(|n| n.saturating_sub(MIRROR_LOOKBACK_MS));
+        let changes = self.store.ratings_changed_since(since).await?;
+        Ok(copy.apply(changes))
+    }
+
+    /// Refreshes a mirror every second until `stop`; a failed refresh is
+    /// logged and retried on the next tick.
+    pub async fn keep_fresh(self, mut stop: watch::Receiver<bool>) {
+        if self.copy.as_ref().is_none_or(|c| c.authoritative) {
+            return;
+        }
+        let mut tick = tokio::time::interval(MIRROR_REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            let first = !self.copy.as_ref().is_some_and(|c| c.loaded());
+            match self.refresh().await {
+                Ok(rows) => {
+                    if first {
+                        tracing::info!(players = rows, "ratings loaded into memory");
+                    }
+                    if failing {
+                        tracing::info!("ratings mirror refreshing again");
+                    }
+                    failing = false;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "ratings mirror refresh failed; retrying every second");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
+    /// The loaded copy, if there is one.
+    fn loaded_copy(&self) -> Option<&RatingsCopy> {
+        self.copy.as_deref().filter(|c| c.loaded())
+    }
+
+    /// The player's rating for `speed`, from the copy once it is loaded.
     pub async fn rating(
         &self,
         tenant: &TenantId,
         user: &UserId,
         speed: Speed,
     ) -> StoreResult<Rating> {
-        Ok(self.stored(tenant, user).await?.get(speed))
+        let ratings = match self.loaded_copy() {
+            Some(copy) => copy.get(tenant, user),
+            None => self.store.ratings(tenant, user).await?,
+        };
+        Ok(ratings.get(speed))
     }
 
-    /// All four speeds, defaults filled in.
+    /// All four speeds, defaults filled in: what is stored (from the copy
+    /// only when it is authoritative, so an operator reads the store).
     pub async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
-        Ok(self.stored(tenant, user).await?.complete())
+        let ratings = match self.copy.as_deref().filter(|c| c.authoritative) {
+            Some(copy) => copy.get(tenant, user),
+            None => self.store.ratings(tenant, user).await?,
+        };
+        Ok(ratings.complete())
     }
 
     /// Sets the given speeds (store first, then the copy); answers all four.
@@ -74,9 +217,7 @@ impl RatingService {
     ) -> StoreResult<Ratings> {
         let now = self.store.set_ratings(tenant, user, update).await?;
         if let Some(copy) = &self.copy {
-            copy.write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((tenant.clone(), user.clone()), now);
+            copy.put(tenant, user, now);
         }
         Ok(now.complete())
     }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use super::{
     AuditEvent, AuditStore, CancelOutcome, ChallengeStore, Direction, DurableStore,
-    IdempotencyScope, JoinOutcome, MatchStore, PoolStats, QueueStore, RatingStore, Ratings,
-    Reservation, StaleReservation, StoreResult, StoredAnswer, Transition, Waiting,
+    IdempotencyScope, JoinOutcome, MatchStore, PoolStats, QueueStore, RatingChange, RatingStore,
+    Ratings, Reservation, StaleReservation, StoreResult, StoredAnswer, Transition, Waiting,
 };
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, GameId, MatchId, MatchRecord, Millis, PoolRef, QueueEntry,
@@ -350,8 +350,12 @@ impl RatingStore for InstrumentedDurableStore {
         )
     }
 
-    async fn all_ratings(&self) -> StoreResult<Vec<(TenantId, UserId, Ratings)>> {
-        timed!(self, "all_ratings", self.inner.all_ratings())
+    async fn ratings_changed_since(&self, since: Option<Millis>) -> StoreResult<Vec<RatingChange>> {
+        timed!(
+            self,
+            "ratings_changed_since",
+            self.inner.ratings_changed_since(since)
+        )
     }
 }
 

@@ -420,8 +420,20 @@ pub trait RatingStore: Send + Sync + 'static {
         update: &Ratings,
     ) -> StoreResult<Ratings>;
 
-    /// Every player with at least one rating set.
-    async fn all_ratings(&self) -> StoreResult<Vec<(TenantId, UserId, Ratings)>>;
+    /// The players whose ratings changed after `since` (epoch milliseconds
+    /// on the store's own clock), or with `None` every player with a rating;
+    /// each with when it last changed.
+    async fn ratings_changed_since(&self, since: Option<Millis>) -> StoreResult<Vec<RatingChange>>;
+}
+
+/// A player's ratings as stored, and when they last changed (epoch
+/// milliseconds on the store's clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RatingChange {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub ratings: Ratings,
+    pub changed_at: Millis,
 }
 
 /// The audit log of decisions.

@@ -2,7 +2,7 @@
 //! checked conversion into domain values: one place for both. A row that
 //! does not parse is `StoreError::Corrupt`, never a panic.
 
-use super::{AuditEvent, Ratings, StoreError, StoreResult};
+use super::{AuditEvent, RatingChange, Ratings, StoreError, StoreResult};
 use crate::domain::{
     Challenge, ChallengeId, GameId, MatchId, MatchRecord, MatchSide, MatchSource, QueueEntryId,
     TenantId, UserId, Username,
@@ -183,23 +183,29 @@ impl From<RatingsRow> for Ratings {
     }
 }
 
+/// Columns of a [`PlayerRatingsRow`], from `players`.
+pub const PLAYER_RATINGS_COLUMNS: &str =
+    "tenant_id, user_id, bullet, blitz, rapid, classical, ratings_changed_at";
+
 #[derive(sqlx::FromRow)]
 pub struct PlayerRatingsRow {
     tenant_id: String,
     user_id: String,
     #[sqlx(flatten)]
     ratings: RatingsRow,
+    ratings_changed_at: i64,
 }
 
-impl TryFrom<PlayerRatingsRow> for (TenantId, UserId, Ratings) {
+impl TryFrom<PlayerRatingsRow> for RatingChange {
     type Error = StoreError;
 
     fn try_from(r: PlayerRatingsRow) -> StoreResult<Self> {
-        Ok((
-            TenantId::parse(&r.tenant_id).map_err(|_| corrupt("players.tenant_id"))?,
-            UserId::parse(&r.user_id).map_err(|_| corrupt("players.user_id"))?,
-            r.ratings.into(),
-        ))
+        Ok(RatingChange {
+            tenant_id: TenantId::parse(&r.tenant_id).map_err(|_| corrupt("players.tenant_id"))?,
+            user_id: UserId::parse(&r.user_id).map_err(|_| corrupt("players.user_id"))?,
+            ratings: r.ratings.into(),
+            changed_at: r.ratings_changed_at,
+        })
     }
 }
 

@@ -301,3 +301,31 @@ async fn a_worker_that_stops_hands_its_pools_to_another_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_rating_set_through_one_node_is_used_by_the_joins_of_another() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    let node_a = backends.spawn().await;
+    let node_b = backends.spawn().await;
+    // Let node B load its copy of the ratings first: the change below must
+    // reach it through a refresh.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let admin = node_a.admin_token();
+    for (user, blitz) in [("r1", 1900), ("r2", 1910)] {
+        let r = node_a
+            .put_ratings(&admin, "t1", user, &json!({ "blitz": blitz }))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    // Node B refreshes every second.
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    let (t1, t2) = (node_b.token("r1"), node_b.token("r2"));
+    let e1 = node_b.join_ok(&t1, &join_body("5+0")).await;
+    let e2 = node_b.join_ok(&t2, &join_body("5+0")).await;
+    let v1 = node_b.wait_for_result(&t1, &e1).await;
+    let v2 = node_b.wait_for_result(&t2, &e2).await;
+    assert_eq!(v1["opponent"]["rating_snapshot"]["rating"], 1910, "{v1}");
+    assert_eq!(v2["opponent"]["rating_snapshot"]["rating"], 1900, "{v2}");
+}

@@ -198,7 +198,9 @@ pub async fn ratings_default_to_1500_and_merge_by_speed(store: &dyn DurableStore
     );
 }
 
-pub async fn all_ratings_lists_exactly_the_players_with_a_rating(store: &dyn DurableStore) {
+pub async fn ratings_changed_since_lists_exactly_the_players_with_a_rating(
+    store: &dyn DurableStore,
+) {
     let set = Ratings {
         rapid: Some(1800),
         ..Ratings::default()
@@ -216,15 +218,72 @@ pub async fn all_ratings_lists_exactly_the_players_with_a_rating(store: &dyn Dur
         .insert_matches(&[record("bob", "carol", T0)], &[])
         .await
         .unwrap();
-    let mut all = store.all_ratings().await.unwrap();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut all = store.ratings_changed_since(None).await.unwrap();
+    all.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+    let players: Vec<_> = all
+        .iter()
+        .map(|c| (c.tenant_id.clone(), c.user_id.clone(), c.ratings))
+        .collect();
     assert_eq!(
-        all,
+        players,
         vec![
             (tenant("t1"), user("alice"), set),
             (tenant("t2"), user("alice"), set)
         ]
     );
+}
+
+pub async fn ratings_changed_since_lists_only_later_changes(store: &dyn DurableStore) {
+    let set = |blitz| Ratings {
+        blitz: Some(blitz),
+        ..Ratings::default()
+    };
+    store
+        .set_ratings(&tenant("t1"), &user("alice"), &set(1600))
+        .await
+        .unwrap();
+    let first = store.ratings_changed_since(None).await.unwrap();
+    let newest = first.iter().map(|c| c.changed_at).max().unwrap();
+    assert!(
+        store
+            .ratings_changed_since(Some(newest))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing changed after the newest change"
+    );
+    // Clocks tick in milliseconds: make sure the next change is later.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store
+        .set_ratings(&tenant("t1"), &user("bob"), &set(1700))
+        .await
+        .unwrap();
+    store
+        .set_ratings(
+            &tenant("t1"),
+            &user("alice"),
+            &Ratings {
+                bullet: Some(1400),
+                ..Ratings::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut later = store.ratings_changed_since(Some(newest)).await.unwrap();
+    later.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    assert_eq!(later.len(), 2, "{later:?}");
+    assert_eq!(later[0].user_id, user("alice"));
+    assert_eq!(
+        later[0].ratings,
+        Ratings {
+            bullet: Some(1400),
+            blitz: Some(1600),
+            ..Ratings::default()
+        },
+        "a change answers the whole row"
+    );
+    assert_eq!(later[1].user_id, user("bob"));
+    assert!(later.iter().all(|c| c.changed_at > newest));
 }
 
 pub async fn many_matches_insert_in_one_batch(store: &dyn DurableStore) {

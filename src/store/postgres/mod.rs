@@ -16,10 +16,12 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use super::rows::{self, AuditRow, MATCH_COLUMNS, MatchRow, PlayerRatingsRow, RatingsRow};
+use super::rows::{
+    self, AuditRow, MATCH_COLUMNS, MatchRow, PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
+};
 use super::{
-    AuditEvent, AuditStore, DurableStore, MatchStore, RatingStore, Ratings, StoreError,
-    StoreResult, color_moves,
+    AuditEvent, AuditStore, DurableStore, MatchStore, RatingChange, RatingStore, Ratings,
+    StoreError, StoreResult, color_moves,
 };
 use crate::domain::{GameId, MatchId, MatchRecord, Millis, QueueEntryId, TenantId, UserId};
 
@@ -27,6 +29,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 /// Rows per multi-row INSERT (PostgreSQL allows 65535 bound values).
 const ROWS_PER_INSERT: usize = 1_000;
+
+/// Now in epoch milliseconds on the database's clock: when ratings changed.
+const CHANGED_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -257,16 +262,17 @@ impl RatingStore for PgStore {
         user: &UserId,
         update: &Ratings,
     ) -> StoreResult<Ratings> {
-        let row = sqlx::query_as::<_, RatingsRow>(
-            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+        let row = sqlx::query_as::<_, RatingsRow>(&format!(
+            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, ratings_changed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, {CHANGED_NOW}) \
              ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+               ratings_changed_at = excluded.ratings_changed_at, \
                bullet = COALESCE(excluded.bullet, players.bullet), \
                blitz = COALESCE(excluded.blitz, players.blitz), \
                rapid = COALESCE(excluded.rapid, players.rapid), \
                classical = COALESCE(excluded.classical, players.classical) \
-             RETURNING bullet, blitz, rapid, classical",
-        )
+             RETURNING bullet, blitz, rapid, classical"
+        ))
         .bind(tenant.as_str())
         .bind(user.as_str())
         .bind(update.bullet)
@@ -278,11 +284,12 @@ impl RatingStore for PgStore {
         Ok(row.into())
     }
 
-    async fn all_ratings(&self) -> StoreResult<Vec<(TenantId, UserId, Ratings)>> {
-        let rows = sqlx::query_as::<_, PlayerRatingsRow>(
-            "SELECT tenant_id, user_id, bullet, blitz, rapid, classical FROM players \
-             WHERE bullet IS NOT NULL OR blitz IS NOT NULL OR rapid IS NOT NULL OR classical IS NOT NULL",
-        )
+    async fn ratings_changed_since(&self, since: Option<Millis>) -> StoreResult<Vec<RatingChange>> {
+        let rows = sqlx::query_as::<_, PlayerRatingsRow>(&format!(
+            "SELECT {PLAYER_RATINGS_COLUMNS} FROM players \
+             WHERE ratings_changed_at > $1"
+        ))
+        .bind(since.unwrap_or(Millis::MIN))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(TryInto::try_into).collect()

@@ -17,10 +17,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{self, AuditRow, MATCH_COLUMNS, MatchRow, PlayerRatingsRow, RatingsRow};
+use super::rows::{
+    self, AuditRow, MATCH_COLUMNS, MatchRow, PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
+};
 use super::{
-    AuditEvent, AuditStore, DurableStore, MatchStore, RatingStore, Ratings, StoreError,
-    StoreResult, color_moves,
+    AuditEvent, AuditStore, DurableStore, MatchStore, RatingChange, RatingStore, Ratings,
+    StoreError, StoreResult, color_moves,
 };
 use crate::domain::{GameId, MatchId, MatchRecord, Millis, QueueEntryId, TenantId, UserId};
 
@@ -36,6 +38,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Most match records one group commit takes.
 const GROUP_COMMIT_MAX_RECORDS: usize = 2_000;
+
+/// Now in epoch milliseconds on the database's clock: when ratings changed.
+const CHANGED_NOW: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -369,16 +374,17 @@ impl RatingStore for SqliteStore {
         user: &UserId,
         update: &Ratings,
     ) -> StoreResult<Ratings> {
-        let row = sqlx::query_as::<_, RatingsRow>(
-            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+        let row = sqlx::query_as::<_, RatingsRow>(&format!(
+            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, ratings_changed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, {CHANGED_NOW}) \
              ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+               ratings_changed_at = excluded.ratings_changed_at, \
                bullet = COALESCE(excluded.bullet, bullet), \
                blitz = COALESCE(excluded.blitz, blitz), \
                rapid = COALESCE(excluded.rapid, rapid), \
                classical = COALESCE(excluded.classical, classical) \
-             RETURNING bullet, blitz, rapid, classical",
-        )
+             RETURNING bullet, blitz, rapid, classical"
+        ))
         .bind(tenant.as_str())
         .bind(user.as_str())
         .bind(update.bullet)
@@ -390,11 +396,12 @@ impl RatingStore for SqliteStore {
         Ok(row.into())
     }
 
-    async fn all_ratings(&self) -> StoreResult<Vec<(TenantId, UserId, Ratings)>> {
-        let rows = sqlx::query_as::<_, PlayerRatingsRow>(
-            "SELECT tenant_id, user_id, bullet, blitz, rapid, classical FROM players \
-             WHERE bullet IS NOT NULL OR blitz IS NOT NULL OR rapid IS NOT NULL OR classical IS NOT NULL",
-        )
+    async fn ratings_changed_since(&self, since: Option<Millis>) -> StoreResult<Vec<RatingChange>> {
+        let rows = sqlx::query_as::<_, PlayerRatingsRow>(&format!(
+            "SELECT {PLAYER_RATINGS_COLUMNS} FROM players \
+             WHERE ratings_changed_at > ?"
+        ))
+        .bind(since.unwrap_or(Millis::MIN))
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(TryInto::try_into).collect()
