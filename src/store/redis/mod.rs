@@ -46,8 +46,8 @@ use super::{
     Waiting, stats_bucket,
 };
 use crate::domain::{
-    ActiveGame, EntryStatus, GameId, MatchId, MatchRecord, Millis, Opponent, PoolKey, PoolRef,
-    QueueEntry, QueueEntryId, TenantId, UserId, Username, now_millis,
+    ActiveGame, EntryStatus, GameId, MatchId, MatchRecord, MatchSide, Millis, Opponent, PoolKey,
+    PoolRef, QueueEntry, QueueEntryId, TenantId, UserId, Username, now_millis,
 };
 use scripts::*;
 
@@ -633,24 +633,16 @@ impl QueueStore for RedisQueueStore {
         guard_until: Millis,
         now: Millis,
     ) -> StoreResult<()> {
-        // Three phases, each sent concurrently over the multiplexed
+        // Two phases, each sent concurrently over the multiplexed
         // connection (each command to its own slot's node), in this order:
-        // 1. the guards: from here a join of either player answers
-        //    ACTIVE_GAME_EXISTS;
+        // 1. per player, the guard and the release of the user's pointer to
+        //    the entry (one script): from here a join of either player
+        //    answers ACTIVE_GAME_EXISTS. The record is persisted, so the
+        //    entries can only end MATCHED by this match (a stale
+        //    reservation of it is finished, never rolled back);
         try_join_all(records.iter().map(|r| self.set_guards(r, guard_until))).await?;
-        // 2. the entries (a challenge's match has none);
-        let matched = try_join_all(records.iter().map(|r| self.commit_entries(r, now))).await?;
-        // 3. the users' pointers to their (now finished) entries.
-        let releases = records.iter().zip(&matched).flat_map(|(r, matched)| {
-            [&r.white, &r.black].into_iter().filter_map(move |side| {
-                let id = side
-                    .entry_id
-                    .as_ref()
-                    .filter(|id| matched.contains(&id.to_string()))?;
-                Some(self.unclaim(&r.tenant_id, &side.user_id, &r.pool, id))
-            })
-        });
-        try_join_all(releases).await?;
+        // 2. the entries (a challenge's match has none).
+        try_join_all(records.iter().map(|r| self.commit_entries(r, now))).await?;
         Ok(())
     }
 
@@ -811,10 +803,13 @@ impl QueueStore for RedisQueueStore {
     ) -> StoreResult<()> {
         let mut conn = self.conn.clone();
         for (tenant, user, game) in games {
+            let user = self.user_tag(tenant, user);
             SET_GUARD
-                .key(format!("{}:game", self.user_tag(tenant, user)))
+                .key(format!("{user}:game"))
+                .key(format!("{user}:cur"))
                 .arg(guard_value(game))
                 .arg(ttl(game.until))
+                .arg("")
                 .invoke_async::<i64>(&mut conn)
                 .await?;
         }
@@ -966,30 +961,42 @@ impl QueueStore for RedisQueueStore {
 }
 
 impl RedisQueueStore {
-    /// Both players' guards and the game's player list.
+    /// Both players' guards (with the release of their pointers to their
+    /// entries) and the game's player list, sent at once.
     async fn set_guards(&self, record: &MatchRecord, guard_until: Millis) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
-        for side in [&record.white, &record.black] {
+        let guard = |side: &MatchSide| {
             let guard = record
                 .guard_for(&side.user_id, guard_until)
                 .ok_or_else(|| corrupt("record"))?;
-            SET_GUARD
-                .key(format!(
-                    "{}:game",
-                    self.user_tag(&record.tenant_id, &side.user_id)
-                ))
-                .arg(guard_value(&guard))
-                .arg(ttl(guard_until))
-                .invoke_async::<i64>(&mut conn)
-                .await?;
-        }
-        let players = format!("{} {}", record.white.user_id, record.black.user_id);
-        conn.pset_ex::<_, _, ()>(
-            self.players_key(&record.tenant_id, &record.game_id),
-            players,
-            ttl(guard_until) as u64,
-        )
-        .await?;
+            let user = self.user_tag(&record.tenant_id, &side.user_id);
+            let cur = side
+                .entry_id
+                .map(|id| Self::cur_value(&record.pool, &id))
+                .unwrap_or_default();
+            let mut conn = self.conn.clone();
+            Ok::<_, StoreError>(async move {
+                SET_GUARD
+                    .key(format!("{user}:game"))
+                    .key(format!("{user}:cur"))
+                    .arg(guard_value(&guard))
+                    .arg(ttl(guard_until))
+                    .arg(cur)
+                    .invoke_async::<i64>(&mut conn)
+                    .await?;
+                Ok::<_, StoreError>(())
+            })
+        };
+        let players = async {
+            let mut conn = self.conn.clone();
+            conn.pset_ex::<_, _, ()>(
+                self.players_key(&record.tenant_id, &record.game_id),
+                format!("{} {}", record.white.user_id, record.black.user_id),
+                ttl(guard_until) as u64,
+            )
+            .await?;
+            Ok::<_, StoreError>(())
+        };
+        tokio::try_join!(guard(&record.white)?, guard(&record.black)?, players)?;
         Ok(())
     }
 

@@ -227,12 +227,15 @@ return out
     ))
 });
 
-/// Sets a user's active-game guard (a commit makes it final).
-/// KEYS: game. ARGV: value, ttl ms.
+/// Sets a user's active-game guard and, when the user came through the
+/// queue, drops the user's pointer to the entry the game was made from (if
+/// it still points there): from here a join answers ACTIVE_GAME_EXISTS.
+/// KEYS: game, cur. ARGV: value, ttl ms, `cur` value or "" for none.
 pub static SET_GUARD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return 1
 ",
     )
