@@ -371,18 +371,37 @@ impl QueueStore for RedisQueueStore {
         let pool = entry.pool_ref();
         let user = self.user_tag(&entry.tenant_id, &entry.user_id);
         let value = Self::cur_value(&entry.pool, &entry.id);
+        let tag = self.pool_tag(&pool);
+        let fields = entry_fields(&entry);
+        // On a single Redis the claim and the entry are one script; on a
+        // Cluster the user's keys and the pool's live in different slots, so
+        // the entry is added once the claim has succeeded.
+        let single = matches!(self.conn, Conn::Single(_));
         let mut claimed = false;
         for _ in 0..3 {
-            let answer: Vec<String> = CLAIM_USER
-                .key(format!("{user}:cur"))
+            let mut claim = if single {
+                JOIN.key(format!("{user}:cur"))
+            } else {
+                CLAIM_USER.key(format!("{user}:cur"))
+            };
+            claim
                 .key(format!("{user}:game"))
                 .key(format!("{user}:ent:{}", entry.id))
                 .arg(&value)
                 .arg(now)
                 .arg(self.index_ttl_ms)
-                .arg(entry.pool.to_string())
-                .invoke_async(&mut conn)
-                .await?;
+                .arg(entry.pool.to_string());
+            if single {
+                claim
+                    .key(format!("{tag}:e:{}", entry.id))
+                    .key(format!("{tag}:w"))
+                    .arg(entry.id.to_string())
+                    .arg(entry.enqueued_at);
+                for (k, v) in &fields {
+                    claim.arg(k).arg(v);
+                }
+            }
+            let answer: Vec<String> = claim.invoke_async(&mut conn).await?;
             match answer.first().map(String::as_str) {
                 Some("ok") => {
                     claimed = true;
@@ -431,16 +450,16 @@ impl QueueStore for RedisQueueStore {
                 "could not claim the user after repairs".into(),
             ));
         }
-        let tag = self.pool_tag(&pool);
-        let mut add = ADD_ENTRY.key(format!("{tag}:e:{}", entry.id));
-        add.key(format!("{tag}:w"))
-            .arg(entry.id.to_string())
-            .arg(entry.enqueued_at)
-            .arg(0);
-        for (k, v) in entry_fields(&entry) {
-            add.arg(k).arg(v);
+        if !single {
+            let mut add = ADD_ENTRY.key(format!("{tag}:e:{}", entry.id));
+            add.key(format!("{tag}:w"))
+                .arg(entry.id.to_string())
+                .arg(entry.enqueued_at);
+            for (k, v) in &fields {
+                add.arg(k).arg(v);
+            }
+            add.invoke_async::<i64>(&mut conn).await?;
         }
-        add.invoke_async::<i64>(&mut conn).await?;
         let due = {
             let mut registered = self.registered.lock().unwrap_or_else(|e| e.into_inner());
             let due = registered

@@ -1,6 +1,7 @@
 //! The Lua scripts of the Redis queue store. Each touches keys of one hash
 //! slot only (a pool's `{tenant|pool}` or a user's `{tenant|user}`), so it
-//! runs atomically on a single Redis and on Redis Cluster alike. Entries are
+//! runs atomically on a single Redis and on Redis Cluster alike; the one
+//! exception, [`JOIN`], is only sent to a single Redis. Entries are
 //! hashes of strings, so no script ever turns a timestamp into a float.
 //!
 //! Guards are stored as `<until ms>|<json>`: scripts compare the deadline
@@ -10,12 +11,11 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Claims a user for a new entry: fails if the user has an active-game guard
-/// in force or a waiting entry. KEYS: cur, game, entry index.
-/// ARGV: "<pool> <id>", now, index ttl ms, pool key.
-pub static CLAIM_USER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// The claim of [`CLAIM_USER`] and [`JOIN`]: fails if the user has an
+/// active-game guard in force or a waiting entry, else points the user at
+/// the new entry. KEYS 1-3: cur, game, entry index. ARGV 1-4: "<pool> <id>",
+/// now, index ttl ms, pool key.
+const CLAIM: &str = r"
 local g = redis.call('GET', KEYS[2])
 if g then
   local sep = string.find(g, '|', 1, true)
@@ -27,9 +27,37 @@ local cur = redis.call('GET', KEYS[1])
 if cur then return {'cur', cur} end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
-return {'ok'}
+";
+
+/// Lua that adds a searching entry: its hash (field/value pairs from
+/// ARGV[`first_field`] on) and its place in the waiting set (ARGV[`id`],
+/// scored by ARGV[`id` + 1]).
+fn add_entry(entry_key: usize, waiting_key: usize, id: usize, first_field: usize) -> String {
+    format!(
+        r"
+local fields = {{}}
+for i = {first_field}, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[{entry_key}], unpack(fields))
+redis.call('ZADD', KEYS[{waiting_key}], ARGV[{score}], ARGV[{id}])
 ",
+        score = id + 1
     )
+}
+
+/// Claims a user for a new entry (Redis Cluster: the entry goes to its
+/// pool's slot with [`ADD_ENTRY`] next). KEYS and ARGV as [`CLAIM`].
+pub static CLAIM_USER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{CLAIM}\nreturn {{'ok'}}")));
+
+/// A whole join on a single Redis, where the user's keys and the pool's
+/// share one server: the claim of [`CLAIM`], then the entry, atomically.
+/// KEYS: cur, game, entry index, entry, waiting. ARGV: as [`CLAIM`], then
+/// id, enqueued_at, field/value pairs.
+pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{CLAIM}{}\nreturn {{'ok'}}",
+        add_entry(4, 5, 5, 7)
+    ))
 });
 
 /// Drops the user's current-entry pointer if it still names this entry.
@@ -43,19 +71,10 @@ return 0
     )
 });
 
-/// Adds a new searching entry to its pool. KEYS: entry, waiting, pools index.
-/// ARGV: id, enqueued_at, pool member, then field/value pairs.
-pub static ADD_ENTRY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
-",
-    )
-});
+/// Adds a new searching entry to its pool. KEYS: entry, waiting.
+/// ARGV: id, enqueued_at, then field/value pairs.
+pub static ADD_ENTRY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{}\nreturn 1", add_entry(1, 2, 1, 3))));
 
 /// Reads an entry for its owner; a waiting one is touched (heartbeat).
 /// KEYS: entry. ARGV: tenant, user, now.
