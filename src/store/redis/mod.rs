@@ -38,7 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, RedisError, Value};
+use redis::{AsyncCommands, RedisError, ScriptInvocation, Value};
 
 use super::{
     CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation,
@@ -235,7 +235,7 @@ fn guard_from(s: &str) -> StoreResult<ActiveGame> {
 
 /// The outcome-count arguments of a script: bucket of `now`, oldest bucket
 /// kept, and the ttl of the count hash.
-fn stats_args(inv: &mut redis::ScriptInvocation<'_>, now: Millis) {
+fn stats_args(inv: &mut ScriptInvocation<'_>, now: Millis) {
     let bucket = stats_bucket(now);
     inv.arg(bucket)
         .arg(bucket - STATS_KEPT_MS / STATS_BUCKET_MS)
@@ -652,15 +652,25 @@ impl QueueStore for RedisQueueStore {
         guard_until: Millis,
         now: Millis,
     ) -> StoreResult<()> {
-        // Two phases, each sent concurrently over the multiplexed
-        // connection (each command to its own slot's node), in this order:
+        // On a single Redis each match is one script. On a Cluster, two
+        // phases, each sent concurrently (each command to its own slot's
+        // node), in this order:
         // 1. per player, the guard and the release of the user's pointer to
         //    the entry (one script): from here a join of either player
         //    answers ACTIVE_GAME_EXISTS. The record is persisted, so the
         //    entries can only end MATCHED by this match (a stale
         //    reservation of it is finished, never rolled back);
-        try_join_all(records.iter().map(|r| self.set_guards(r, guard_until))).await?;
         // 2. the entries (a challenge's match has none).
+        if matches!(self.conn, Conn::Single(_)) {
+            try_join_all(
+                records
+                    .iter()
+                    .map(|r| self.commit_match(r, guard_until, now)),
+            )
+            .await?;
+            return Ok(());
+        }
+        try_join_all(records.iter().map(|r| self.set_guards(r, guard_until))).await?;
         try_join_all(records.iter().map(|r| self.commit_entries(r, now))).await?;
         Ok(())
     }
@@ -980,64 +990,49 @@ impl QueueStore for RedisQueueStore {
 }
 
 impl RedisQueueStore {
-    /// Both players' guards (with the release of their pointers to their
-    /// entries) and the game's player list, sent at once.
-    async fn set_guards(&self, record: &MatchRecord, guard_until: Millis) -> StoreResult<()> {
-        let guard = |side: &MatchSide| {
-            let guard = record
-                .guard_for(&side.user_id, guard_until)
-                .ok_or_else(|| corrupt("record"))?;
-            let user = self.user_tag(&record.tenant_id, &side.user_id);
-            let cur = side
-                .entry_id
-                .map(|id| Self::cur_value(&record.pool, &id))
-                .unwrap_or_default();
-            let mut conn = self.conn.clone();
-            Ok::<_, StoreError>(async move {
-                SET_GUARD
-                    .key(format!("{user}:game"))
-                    .key(format!("{user}:cur"))
-                    .arg(guard_value(&guard))
-                    .arg(ttl(guard_until))
-                    .arg(cur)
-                    .invoke_async::<i64>(&mut conn)
-                    .await?;
-                Ok::<_, StoreError>(())
-            })
-        };
-        let players = async {
-            let mut conn = self.conn.clone();
-            conn.pset_ex::<_, _, ()>(
-                self.players_key(&record.tenant_id, &record.game_id),
-                format!("{} {}", record.white.user_id, record.black.user_id),
-                ttl(guard_until) as u64,
-            )
-            .await?;
-            Ok::<_, StoreError>(())
-        };
-        tokio::try_join!(guard(&record.white)?, guard(&record.black)?, players)?;
+    /// Adds one player's guard to `inv`: keys game, cur; arguments value,
+    /// ttl, `cur` value or "" (see `SET_GUARD`).
+    fn push_guard(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        record: &MatchRecord,
+        side: &MatchSide,
+        guard_until: Millis,
+    ) -> StoreResult<()> {
+        let guard = record
+            .guard_for(&side.user_id, guard_until)
+            .ok_or_else(|| corrupt("record"))?;
+        let user = self.user_tag(&record.tenant_id, &side.user_id);
+        let cur = side
+            .entry_id
+            .map(|id| Self::cur_value(&record.pool, &id))
+            .unwrap_or_default();
+        inv.key(format!("{user}:game"))
+            .key(format!("{user}:cur"))
+            .arg(guard_value(&guard))
+            .arg(ttl(guard_until))
+            .arg(cur);
         Ok(())
     }
 
-    /// Marks the record's entries MATCHED; answers the ids it changed.
-    async fn commit_entries(&self, record: &MatchRecord, now: Millis) -> StoreResult<Vec<String>> {
-        let sides: Vec<_> = [
-            (&record.white, &record.black),
-            (&record.black, &record.white),
-        ]
-        .into_iter()
-        .filter_map(|(me, other)| me.entry_id.map(|id| (id, other)))
-        .collect();
-        if sides.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The game's player list: its key and value.
+    fn players(&self, record: &MatchRecord) -> (String, String) {
+        (
+            self.players_key(&record.tenant_id, &record.game_id),
+            format!("{} {}", record.white.user_id, record.black.user_id),
+        )
+    }
+
+    /// Adds the marking of the record's entries to `inv` (the `K` and `A`
+    /// of `COMMIT_ENTRIES`).
+    fn push_commit(&self, inv: &mut ScriptInvocation<'_>, record: &MatchRecord, now: Millis) {
         let pool = PoolRef {
             tenant_id: record.tenant_id.clone(),
             key: record.pool,
         };
         let tag = self.pool_tag(&pool);
-        let mut inv = COMMIT.key(format!("{tag}:r"));
-        inv.key(format!("{tag}:waits"))
+        inv.key(format!("{tag}:r"))
+            .key(format!("{tag}:waits"))
             .key(format!("{tag}:done"))
             .key(format!("{tag}:stats"))
             .key(format!("{tag}:gaps"))
@@ -1047,14 +1042,71 @@ impl RedisQueueStore {
             .arg(now)
             .arg(RECENT_WAITS)
             .arg((record.white.rating - record.black.rating).abs());
-        stats_args(&mut inv, now);
+        stats_args(inv, now);
         inv.arg(RECENT_GAPS);
-        for (id, other) in sides {
-            inv.arg(id.to_string())
-                .arg(serde_json::to_string(&other.as_opponent()).unwrap_or_default());
+        let sides = [
+            (&record.white, &record.black),
+            (&record.black, &record.white),
+        ];
+        for (me, other) in sides {
+            if let Some(id) = me.entry_id {
+                inv.arg(id.to_string())
+                    .arg(serde_json::to_string(&other.as_opponent()).unwrap_or_default());
+            }
         }
+    }
+
+    /// A whole match in one script (single Redis only).
+    async fn commit_match(
+        &self,
+        record: &MatchRecord,
+        guard_until: Millis,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut inv = COMMIT_MATCH.prepare_invoke();
+        self.push_guard(&mut inv, record, &record.white, guard_until)?;
+        self.push_guard(&mut inv, record, &record.black, guard_until)?;
+        let (players_key, players) = self.players(record);
+        inv.key(players_key).arg(players).arg(ttl(guard_until));
+        self.push_commit(&mut inv, record, now);
         let mut conn = self.conn.clone();
-        Ok(inv.invoke_async(&mut conn).await?)
+        inv.invoke_async::<Vec<String>>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Both players' guards (with the release of their pointers to their
+    /// entries) and the game's player list, sent at once (Cluster).
+    async fn set_guards(&self, record: &MatchRecord, guard_until: Millis) -> StoreResult<()> {
+        let guard = |side: &MatchSide| {
+            let mut inv = SET_GUARD.prepare_invoke();
+            self.push_guard(&mut inv, record, side, guard_until)?;
+            let mut conn = self.conn.clone();
+            Ok::<_, StoreError>(async move {
+                inv.invoke_async::<i64>(&mut conn).await?;
+                Ok::<_, StoreError>(())
+            })
+        };
+        let players = async {
+            let mut conn = self.conn.clone();
+            let (key, value) = self.players(record);
+            conn.pset_ex::<_, _, ()>(key, value, ttl(guard_until) as u64)
+                .await?;
+            Ok::<_, StoreError>(())
+        };
+        tokio::try_join!(guard(&record.white)?, guard(&record.black)?, players)?;
+        Ok(())
+    }
+
+    /// Marks the record's entries MATCHED (Cluster).
+    async fn commit_entries(&self, record: &MatchRecord, now: Millis) -> StoreResult<()> {
+        if record.white.entry_id.is_none() && record.black.entry_id.is_none() {
+            return Ok(());
+        }
+        let mut inv = COMMIT.prepare_invoke();
+        self.push_commit(&mut inv, record, now);
+        let mut conn = self.conn.clone();
+        inv.invoke_async::<Vec<String>>(&mut conn).await?;
+        Ok(())
     }
 
     async fn lift_match_guard(

@@ -166,39 +166,56 @@ local function count_outcome(stats, kind, bucket, oldest, ttl, n)
 end
 ";
 
-/// Marks the entries reserved for a match MATCHED, and counts the match.
-/// KEYS: reserved, waits, done, stats, gaps. ARGV: entry key prefix, match
-/// id, game id, now, recent-waits kept, rating gap, bucket, oldest bucket
-/// kept, stats ttl ms, recent gaps kept, then pairs entry id, opponent
-/// json. Answers the ids it matched.
-pub static COMMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{COUNT_OUTCOME}{}",
-        r"
+/// Lua that marks the entries reserved for a match MATCHED and counts the
+/// match, reading its keys from `K` and its arguments from `A`. K: reserved,
+/// waits, done, stats, gaps. A: entry key prefix, match id, game id, now,
+/// recent-waits kept, rating gap, bucket, oldest bucket kept, stats ttl ms,
+/// recent gaps kept, then pairs entry id, opponent json. Answers the ids it
+/// matched.
+const COMMIT_ENTRIES: &str = r"
 local out = {}
-for i = 11, #ARGV, 2 do
-  local key = ARGV[1] .. ARGV[i]
+for i = 11, #A, 2 do
+  local key = A[1] .. A[i]
   local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at')
-  if e[1] == 'RESERVED' and e[2] == ARGV[2] then
-    redis.call('HSET', key, 'status', 'MATCHED', 'game_id', ARGV[3], 'opponent', ARGV[i + 1], 'updated_at', ARGV[4])
+  if e[1] == 'RESERVED' and e[2] == A[2] then
+    redis.call('HSET', key, 'status', 'MATCHED', 'game_id', A[3], 'opponent', A[i + 1], 'updated_at', A[4])
     redis.call('HDEL', key, 'reserved_until')
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[i])
-    local waited = tonumber(ARGV[4]) - tonumber(e[3])
+    redis.call('ZREM', K[1], A[i])
+    redis.call('ZADD', K[3], A[4], A[i])
+    local waited = tonumber(A[4]) - tonumber(e[3])
     if waited < 0 then waited = 0 end
-    redis.call('LPUSH', KEYS[2], waited)
-    redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
-    out[#out + 1] = ARGV[i]
+    redis.call('LPUSH', K[2], waited)
+    redis.call('LTRIM', K[2], 0, tonumber(A[5]) - 1)
+    out[#out + 1] = A[i]
   end
 end
 if #out > 0 then
-  count_outcome(KEYS[4], 'm:', ARGV[7], ARGV[8], ARGV[9], 1)
-  redis.call('LPUSH', KEYS[5], ARGV[6])
-  redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[10]) - 1)
-  redis.call('PEXPIRE', KEYS[5], ARGV[9])
+  count_outcome(K[4], 'm:', A[7], A[8], A[9], 1)
+  redis.call('LPUSH', K[5], A[6])
+  redis.call('LTRIM', K[5], 0, tonumber(A[10]) - 1)
+  redis.call('PEXPIRE', K[5], A[9])
 end
 return out
-"
+";
+
+/// [`COMMIT_ENTRIES`] on its own (Redis Cluster: the guards went first, to
+/// the users' slots). KEYS and ARGV as its `K` and `A`.
+pub static COMMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{COUNT_OUTCOME}\nlocal K, A = KEYS, ARGV\n{COMMIT_ENTRIES}"
+    ))
+});
+
+/// A whole match on a single Redis, atomically: both players' guards (see
+/// [`set_guard`]), the game's player list, then [`COMMIT_ENTRIES`]. KEYS:
+/// white game, white cur, black game, black cur, players, then K. ARGV:
+/// white guard value, ttl, cur; black's three; players value, ttl; then A.
+pub static COMMIT_MATCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{COUNT_OUTCOME}{}{}\nredis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])\n\
+         local K, A = {{unpack(KEYS, 6)}}, {{unpack(ARGV, 9)}}\n{COMMIT_ENTRIES}",
+        set_guard(1, 1),
+        set_guard(3, 4)
     ))
 });
 
@@ -246,19 +263,27 @@ return out
     ))
 });
 
-/// Sets a user's active-game guard and, when the user came through the
-/// queue, drops the user's pointer to the entry the game was made from (if
-/// it still points there): from here a join answers ACTIVE_GAME_EXISTS.
-/// KEYS: game, cur. ARGV: value, ttl ms, `cur` value or "" for none.
-pub static SET_GUARD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// Lua that sets a user's active-game guard and, when the user came through
+/// the queue, drops the user's pointer to the entry the game was made from
+/// (if it still points there): from here a join answers ACTIVE_GAME_EXISTS.
+/// KEYS[`game`], KEYS[`game` + 1]: game, cur. ARGV from `value`: value, ttl
+/// ms, `cur` value or "" for none.
+fn set_guard(game: usize, value: usize) -> String {
+    format!(
         r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-return 1
+redis.call('SET', KEYS[{game}], ARGV[{value}], 'PX', ARGV[{ttl}])
+if ARGV[{cur}] ~= '' and redis.call('GET', KEYS[{cur_key}]) == ARGV[{cur}] then redis.call('DEL', KEYS[{cur_key}]) end
 ",
+        ttl = value + 1,
+        cur = value + 2,
+        cur_key = game + 1
     )
-});
+}
+
+/// One user's guard (see [`set_guard`]). KEYS: game, cur. ARGV: value, ttl
+/// ms, `cur` value or "".
+pub static SET_GUARD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{}\nreturn 1", set_guard(1, 1))));
 
 /// Holds a user for a game made outside the queue: only if the user has no
 /// waiting entry and no guard in force. KEYS: cur, game. ARGV: value, ttl
