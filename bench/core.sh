@@ -34,7 +34,7 @@ trap cleanup EXIT
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --quiet --bin matchmaking-api --example match_latency --example commit_throughput
 
-echo "== backends: ${PROD:+Redis + PostgreSQL}${PROD:-embedded (memory + SQLite)}"
+if [ -n "$PROD" ]; then echo "== backends: Redis + PostgreSQL"; else echo "== backends: embedded (memory + SQLite)"; fi
 machine_line
 env BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
   RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 \
