@@ -1,11 +1,5 @@
 //! The `matchmaking-api` binary: `serve` (default), `worker`, `migrate`, `token`.
 
-/// mimalloc: the service allocates and frees many small buffers per
-/// request across threads; glibc's allocator was a quarter of the server's
-/// CPU under the join benchmark (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 use clap::Parser;
