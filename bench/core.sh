@@ -14,33 +14,15 @@ if [ "${1:-}" = "--prod" ]; then PROD=1; shift; fi
 DURATION=${1:-10}
 LOADS="8 64"
 THREADS=2
-PORT=${PORT:-18088}
-ADDR="127.0.0.1:$PORT"
-SECRET="bench-secret-bench-secret-bench-secret-00"
-WORK=$(mktemp -d)
-BACKENDS=()
-if [ -n "$PROD" ]; then
-  prod_backends bench
-fi
-cleanup() {
-  kill $SERVER 2>/dev/null || true
-  rm -rf "$WORK"
-  if [ -n "$PROD" ]; then
-    drop_prod_backends
-  fi
-}
-trap cleanup EXIT
+ADDR="127.0.0.1:${PORT:-18088}"
+bench_setup bench
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --quiet --bin matchmaking-api --example match_latency --example commit_throughput
 
 if [ -n "$PROD" ]; then echo "== backends: Redis + PostgreSQL"; else echo "== backends: embedded (memory + SQLite)"; fi
 machine_line
-env BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
-  RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 \
-  ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
-SERVER=$!
-wait_ready "$ADDR"
+start_server "$ADDR"
 
 echo "== minting tokens"
 for c in $LOADS; do

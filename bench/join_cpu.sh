@@ -14,25 +14,11 @@ if [ "${1:-}" = "--prod" ]; then PROD=1; shift; fi
 CONNS=${1:-32}
 DURATION=${2:-10}
 ADDR="127.0.0.1:${PORT:-18089}"
-SECRET="bench-secret-bench-secret-bench-secret-00"
-WORK=$(mktemp -d)
-BACKENDS=()
-SERVER=""
-if [ -n "$PROD" ]; then prod_backends cpu; fi
-cleanup() {
-  [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null || true
-  rm -rf "$WORK"
-  if [ -n "$PROD" ]; then drop_prod_backends; fi
-}
-trap cleanup EXIT
+bench_setup cpu
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --quiet --bin matchmaking-api
 machine_line
-env BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
-  RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 \
-  ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
-SERVER=$!
-wait_ready "$ADDR"
+start_server "$ADDR"
 python3 bench/tokens.py "$SECRET" $((DURATION * 50000)) "c-" > "$WORK/tokens.txt"
 
 # CPU ticks used so far by every process, summed per command name.

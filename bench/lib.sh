@@ -43,3 +43,42 @@ drop_prod_backends() {
   psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $TAG CASCADE" || true
   redis-cli --scan --pattern "$TAG:*" | xargs -r -n 500 redis-cli del > /dev/null || true
 }
+
+# The secret every bench script signs its tokens with.
+SECRET="bench-secret-bench-secret-bench-secret-00"
+
+# bench_setup NAME: WORK (a temporary directory) and, when PROD is set, a
+# Redis prefix and a PostgreSQL schema of their own (BACKENDS, see
+# prod_backends). On exit the server ($SERVER) is stopped and all of it
+# removed.
+bench_setup() {
+  WORK=$(mktemp -d)
+  BACKENDS=()
+  SERVER=""
+  if [ -n "${PROD:-}" ]; then prod_backends "$1"; fi
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  if [ -n "${SERVER:-}" ]; then kill "$SERVER" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+  if [ -n "${PROD:-}" ]; then drop_prod_backends; fi
+}
+
+# start_server ADDR [VAR=value…]: the release build's `serve` on ADDR with
+# BACKENDS, JSON logs to $WORK/server.log, rate limits off (the load comes
+# from one address); sets SERVER and waits until it answers.
+start_server() {
+  local addr=$1; shift
+  env BIND_ADDR="$addr" DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
+    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 "$@" \
+    ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
+  SERVER=$!
+  wait_ready "$addr"
+}
+
+# stop_server: stops $SERVER and waits for it.
+stop_server() {
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+  SERVER=""
+}

@@ -21,7 +21,6 @@ THREADS=2
 PORT=${PORT:-18089}
 LOGS_TO=${LOGS_TO:-pipe}
 ADDR="127.0.0.1:$PORT"
-SECRET="bench-secret-bench-secret-bench-secret-00"
 WORK=$(mktemp -d)
 SERVER=""
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT

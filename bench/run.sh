@@ -9,38 +9,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-PROD_FLAG=""
-if [ "${1:-}" = "--prod" ]; then PROD_FLAG="--prod"; shift; fi
+PROD=""
+if [ "${1:-}" = "--prod" ]; then PROD=1; shift; fi
 DURATION=${1:-10}
 PLAYERS=${2:-200}
-PORT=${PORT:-18087}
-ADDR="127.0.0.1:$PORT"
-SECRET="bench-secret-bench-secret-bench-secret-00"
-WORK=$(mktemp -d)
-SERVER=""
-BACKENDS=()
-if [ -n "$PROD_FLAG" ]; then
-  prod_backends load
-fi
-cleanup() {
-  [ -n "$SERVER" ] && kill $SERVER 2>/dev/null || true
-  rm -rf "$WORK"
-  if [ -n "$PROD_FLAG" ]; then
-    drop_prod_backends
-  fi
-}
-trap cleanup EXIT
+ADDR="127.0.0.1:${PORT:-18087}"
+bench_setup load
 
 cargo build --release --quiet --bin matchmaking-api --bin mm-load
 machine_line
-echo "== mm-load: $PLAYERS players for ${DURATION}s, ${PROD_FLAG:-embedded}"
-env BIND_ADDR=$ADDR DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
-  RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 \
-  ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
-SERVER=$!
-wait_ready "$ADDR"
+echo "== mm-load: $PLAYERS players for ${DURATION}s, $([ -n "$PROD" ] && echo "Redis + PostgreSQL" || echo embedded)"
+start_server "$ADDR"
 ./target/release/mm-load --url "http://$ADDR" --secret "$SECRET" --players "$PLAYERS" --duration "$DURATION"
-kill $SERVER; wait $SERVER 2>/dev/null || true
-SERVER=""
+stop_server
 echo
-bench/core.sh $PROD_FLAG "$DURATION"
+bench/core.sh ${PROD:+--prod} "$DURATION"
