@@ -101,16 +101,10 @@ impl RatingsCopy {
 #[derive(Clone)]
 pub struct RatingService {
     store: Arc<dyn RatingStore>,
-    /// The in-memory copy; `None` reads the store every time.
-    copy: Option<Arc<RatingsCopy>>,
+    copy: Arc<RatingsCopy>,
 }
 
 impl RatingService {
-    /// Reads every rating from the store each time.
-    pub fn direct(store: Arc<dyn RatingStore>) -> Self {
-        Self { store, copy: None }
-    }
-
     /// Loads the whole table into memory; only for a store no other
     /// process writes.
     pub async fn preloaded(store: Arc<dyn RatingStore>) -> StoreResult<Self> {
@@ -118,36 +112,35 @@ impl RatingService {
         copy.apply(store.ratings_changed_since(None).await?);
         Ok(Self {
             store,
-            copy: Some(Arc::new(copy)),
+            copy: Arc::new(copy),
         })
     }
 
     /// A mirror of a store other processes write too; empty (joins read
-    /// the store) until [`RatingService::keep_fresh`] or
-    /// [`RatingService::refresh`] has loaded it.
+    /// the store) until [`RatingService::keep_fresh`] has loaded it.
     pub fn mirrored(store: Arc<dyn RatingStore>) -> Self {
         Self {
             store,
-            copy: Some(Arc::new(RatingsCopy::new(false))),
+            copy: Arc::new(RatingsCopy::new(false)),
         }
     }
 
     /// Brings a mirror up to date: everything on the first call, then the
     /// rows changed since the newest change seen (minus a look-back).
-    /// Answers the rows read; nothing to do without a mirror.
-    pub async fn refresh(&self) -> StoreResult<usize> {
-        let Some(copy) = self.copy.as_ref().filter(|c| !c.authoritative) else {
-            return Ok(0);
-        };
-        let since = copy.newest().map(|n| n.saturating_sub(MIRROR_LOOKBACK_MS));
+    /// Answers the rows read.
+    async fn refresh(&self) -> StoreResult<usize> {
+        let since = self
+            .copy
+            .newest()
+            .map(|n| n.saturating_sub(MIRROR_LOOKBACK_MS));
         let changes = self.store.ratings_changed_since(since).await?;
-        Ok(copy.apply(changes))
+        Ok(self.copy.apply(changes))
     }
 
     /// Refreshes a mirror every second until `stop`; a failed refresh is
     /// logged and retried on the next tick.
     pub async fn keep_fresh(self, mut stop: watch::Receiver<bool>) {
-        if self.copy.as_ref().is_none_or(|c| c.authoritative) {
+        if self.copy.authoritative {
             return;
         }
         let mut tick = tokio::time::interval(MIRROR_REFRESH);
@@ -158,7 +151,7 @@ impl RatingService {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
-            let first = !self.copy.as_ref().is_some_and(|c| c.loaded());
+            let first = !self.copy.loaded();
             match self.refresh().await {
                 Ok(rows) => {
                     if first {
@@ -179,11 +172,6 @@ impl RatingService {
         }
     }
 
-    /// The loaded copy, if there is one.
-    fn loaded_copy(&self) -> Option<&RatingsCopy> {
-        self.copy.as_deref().filter(|c| c.loaded())
-    }
-
     /// The player's rating for `speed`, from the copy once it is loaded.
     pub async fn rating(
         &self,
@@ -191,9 +179,10 @@ impl RatingService {
         user: &UserId,
         speed: Speed,
     ) -> StoreResult<Rating> {
-        let ratings = match self.loaded_copy() {
-            Some(copy) => copy.get(tenant, user),
-            None => self.store.ratings(tenant, user).await?,
+        let ratings = if self.copy.loaded() {
+            self.copy.get(tenant, user)
+        } else {
+            self.store.ratings(tenant, user).await?
         };
         Ok(ratings.get(speed))
     }
@@ -201,9 +190,10 @@ impl RatingService {
     /// All four speeds, defaults filled in: what is stored (from the copy
     /// only when it is authoritative, so an operator reads the store).
     pub async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
-        let ratings = match self.copy.as_deref().filter(|c| c.authoritative) {
-            Some(copy) => copy.get(tenant, user),
-            None => self.store.ratings(tenant, user).await?,
+        let ratings = if self.copy.authoritative {
+            self.copy.get(tenant, user)
+        } else {
+            self.store.ratings(tenant, user).await?
         };
         Ok(ratings.complete())
     }
@@ -216,9 +206,7 @@ impl RatingService {
         update: &Ratings,
     ) -> StoreResult<Ratings> {
         let now = self.store.set_ratings(tenant, user, update).await?;
-        if let Some(copy) = &self.copy {
-            copy.put(tenant, user, now);
-        }
+        self.copy.put(tenant, user, now);
         Ok(now.complete())
     }
 }
