@@ -283,6 +283,11 @@ impl RedisQueueStore {
         })
     }
 
+    /// A single Redis (not a Cluster): a script may touch any keys.
+    fn single_node(&self) -> bool {
+        matches!(self.conn, Conn::Single(_))
+    }
+
     fn pool_tag(&self, pool: &PoolRef) -> String {
         format!("{}:{{{}|{}}}", self.prefix, pool.tenant_id, pool.key)
     }
@@ -376,7 +381,7 @@ impl QueueStore for RedisQueueStore {
         // On a single Redis the claim and the entry are one script; on a
         // Cluster the user's keys and the pool's live in different slots, so
         // the entry is added once the claim has succeeded.
-        let single = matches!(self.conn, Conn::Single(_));
+        let single = self.single_node();
         let mut claimed = false;
         for _ in 0..3 {
             let mut claim = if single {
@@ -661,7 +666,7 @@ impl QueueStore for RedisQueueStore {
         //    entries can only end MATCHED by this match (a stale
         //    reservation of it is finished, never rolled back);
         // 2. the entries (a challenge's match has none).
-        if matches!(self.conn, Conn::Single(_)) {
+        if self.single_node() {
             try_join_all(
                 records
                     .iter()
