@@ -20,7 +20,7 @@ bench_setup bench
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --quiet --bin matchmaking-api --example match_latency --example commit_throughput
 
-if [ -n "$PROD" ]; then echo "== backends: Redis + PostgreSQL"; else echo "== backends: embedded (memory + SQLite)"; fi
+echo "== backends: $(backends_name)"
 machine_line
 start_server "$ADDR"
 

@@ -37,7 +37,6 @@ SAMPLER=$!
 TOKENS="$WORK/tokens.txt" WRK_THREADS=2 wrk -t2 -c"$CONNS" -d"${DURATION}"s --latency \
   -s bench/join.lua "http://$ADDR" | grep -E "Requests/sec|50%|99%|Non-2xx"
 wait $SAMPLER
-if [ -n "$PROD" ]; then BACKEND="Redis + PostgreSQL"; else BACKEND="embedded"; fi
-echo "== CPU used during the run (cores), $BACKEND:"
+echo "== CPU used during the run (cores), $(backends_name):"
 join -a2 "$WORK/before" "$WORK/after" | awk -v secs=$((DURATION - 2)) -v hz="$(getconf CLK_TCK)" '
   { used = (NF == 3 ? $3 - $2 : $2) / hz / secs; if (used >= 0.01) printf "  %-28s %.2f\n", $1, used }' | sort -k2 -nr

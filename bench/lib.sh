@@ -47,6 +47,11 @@ drop_prod_backends() {
 # The secret every bench script signs its tokens with.
 SECRET="bench-secret-bench-secret-bench-secret-00"
 
+# The backends the server runs on, for the scripts' headings.
+backends_name() {
+  if [ -n "${PROD:-}" ]; then echo "Redis + PostgreSQL"; else echo "embedded (memory + SQLite)"; fi
+}
+
 # bench_setup NAME: WORK (a temporary directory) and, when PROD is set, a
 # Redis prefix and a PostgreSQL schema of their own (BACKENDS, see
 # prod_backends). On exit the server ($SERVER) is stopped and all of it

@@ -18,7 +18,7 @@ bench_setup load
 
 cargo build --release --quiet --bin matchmaking-api --bin mm-load
 machine_line
-echo "== mm-load: $PLAYERS players for ${DURATION}s, $([ -n "$PROD" ] && echo "Redis + PostgreSQL" || echo embedded)"
+echo "== mm-load: $PLAYERS players for ${DURATION}s, $(backends_name)"
 start_server "$ADDR"
 ./target/release/mm-load --url "http://$ADDR" --secret "$SECRET" --players "$PLAYERS" --duration "$DURATION"
 stop_server
