@@ -77,7 +77,7 @@ start_server() {
   local addr=$1; shift
   env BIND_ADDR="$addr" DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
     RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 "$@" \
-    ./target/release/matchmaking-api serve > "$WORK/server.log" 2>&1 &
+    "${BIN:-./target/release/matchmaking-api}" serve > "$WORK/server.log" 2>&1 &
   SERVER=$!
   wait_ready "$addr"
 }

@@ -8,6 +8,12 @@ use matchmaking_api::settings::{Cli, Command};
 use matchmaking_api::startup::{self, Application};
 use matchmaking_api::telemetry;
 
+/// jemalloc: under load glibc's malloc and free cost the server about a fifth
+/// of its CPU and a millisecond of join p99 (BENCHMARKS.md, "Allocator").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // A missing .env is normal; a malformed one is worth saying.
     if let Err(e) = dotenvy::dotenv()
