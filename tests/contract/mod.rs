@@ -68,6 +68,7 @@ macro_rules! queue_cases {
             holding_players_is_all_or_nothing,
             a_pool_lease_has_one_holder_until_released_or_lapsed,
             pool_stats_count_waiting_matches_and_time_outs,
+            a_commit_of_many_matches_changes_each_entry_once,
         ] }
     };
 }

@@ -4,7 +4,8 @@ use matchmaking_api::domain::{
     EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
 };
 use matchmaking_api::store::{
-    CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, Reservation, StoredAnswer,
+    CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation,
+    StoredAnswer,
 };
 
 use super::{T0, entry, tenant, user};
@@ -293,6 +294,109 @@ pub async fn commit_matches_both_and_guards_them_until_the_game_finishes(store: 
         store.join(rejoin, T0 + 8_000).await.unwrap(),
         JoinOutcome::Created(_)
     ));
+}
+
+/// A round's worth of matches and more (the Redis store commits them in
+/// chunks), two tenants' pools and a record that no longer owns its
+/// reservation, all in one reserve call and one commit call.
+pub async fn a_commit_of_many_matches_changes_each_entry_once(store: &dyn QueueStore) {
+    const PAIRS: usize = 130;
+    let mut pairs = Vec::new();
+    for i in 0..PAIRS {
+        let a = joined(store, &format!("a{i}"), 1500, T0).await;
+        let b = joined(store, &format!("b{i}"), 1500 + (i % 7) as i32, T0 + 1_000).await;
+        pairs.push((a, b));
+    }
+    let reservations: Vec<Reservation> = pairs
+        .iter()
+        .map(|(a, b)| Reservation {
+            match_id: MatchId::generate(),
+            a: a.id,
+            b: b.id,
+        })
+        .collect();
+    let ok = store
+        .reserve(&pool_ref("t1"), &reservations, T0 + 30_000, T0 + 2_000)
+        .await
+        .unwrap();
+    assert_eq!(ok, vec![true; PAIRS]);
+    let other: Vec<_> = ["x", "y"]
+        .iter()
+        .map(|u| entry("t2", u, POOL, 1500, T0))
+        .collect();
+    for e in &other {
+        store.join(e.clone(), T0).await.unwrap();
+    }
+    let other_r = Reservation {
+        match_id: MatchId::generate(),
+        a: other[0].id,
+        b: other[1].id,
+    };
+    let ok = store
+        .reserve(
+            &pool_ref("t2"),
+            std::slice::from_ref(&other_r),
+            T0 + 30_000,
+            T0 + 2_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok, vec![true]);
+
+    // The last pair's record names another match: it must change nothing.
+    let mut records: Vec<MatchRecord> = pairs
+        .iter()
+        .zip(&reservations)
+        .map(|((a, b), r)| record(a, b, &r.match_id))
+        .collect();
+    let (sa, sb) = &pairs[PAIRS - 1];
+    records[PAIRS - 1] = record(sa, sb, &MatchId::generate());
+    let mut sent = records.clone();
+    sent.insert(PAIRS / 2, record(&other[0], &other[1], &other_r.match_id));
+    store
+        .commit(&sent, T0 + 3_600_000, T0 + 5_000)
+        .await
+        .unwrap();
+
+    for ((a, b), rec) in pairs[..PAIRS - 1].iter().zip(&records) {
+        for (me, them) in [(a, b), (b, a)] {
+            let got = store
+                .status(&tenant("t1"), &me.user_id, &me.id, T0 + 6_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.status, EntryStatus::Matched);
+            assert_eq!(got.game_id.as_ref(), Some(&rec.game_id));
+            assert_eq!(got.opponent.as_ref().unwrap().user_id, them.user_id);
+            assert_eq!(got.reserved_until, None);
+        }
+    }
+    let stale = store
+        .status(&tenant("t1"), &sa.user_id, &sa.id, T0 + 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stale.status, EntryStatus::Reserved);
+    assert_eq!(stale.reserved_until, Some(T0 + 30_000));
+    let x = store
+        .status(&tenant("t2"), &other[0].user_id, &other[0].id, T0 + 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(x.status, EntryStatus::Matched);
+
+    let stats = store.pool_stats(&pool_ref("t1"), T0).await.unwrap();
+    assert_eq!((stats.waiting, stats.matches), (0, PAIRS as u64 - 1));
+    assert_eq!(stats.recent_gaps.len(), (PAIRS - 1).min(RECENT_GAPS));
+    let stats = store.pool_stats(&pool_ref("t2"), T0).await.unwrap();
+    assert_eq!((stats.matches, stats.recent_gaps.len()), (1, 1));
+    assert!(store.waiting(&pool_ref("t1")).await.unwrap().is_empty());
+    let game = store
+        .active_game(&tenant("t1"), &pairs[7].1.user_id, T0 + 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(game.game_id, records[7].game_id);
 }
 
 pub async fn the_guard_lapses_at_its_deadline(store: &dyn QueueStore) {

@@ -190,6 +190,7 @@ fn entry_from(v: Value) -> StoreResult<QueueEntry> {
             .map(|v| v.parse().map_err(|_| corrupt(&format!("entry field {k}"))))
             .transpose()
     };
+    let status = parse_status(get("status")?)?;
     Ok(QueueEntry {
         id: QueueEntryId::parse(get("id")?).map_err(|_| corrupt("entry id"))?,
         tenant_id: TenantId::parse(get("tenant_id")?).map_err(|_| corrupt("tenant"))?,
@@ -197,7 +198,7 @@ fn entry_from(v: Value) -> StoreResult<QueueEntry> {
         username: map.get("username").and_then(|u| Username::sanitize(u)),
         pool: get("pool")?.parse().map_err(|_| corrupt("pool"))?,
         rating: num("rating")? as i32,
-        status: parse_status(get("status")?)?,
+        status,
         enqueued_at: num("enqueued_at")?,
         updated_at: num("updated_at")?,
         last_seen_at: num("last_seen_at")?,
@@ -207,7 +208,12 @@ fn entry_from(v: Value) -> StoreResult<QueueEntry> {
             .get("match_id")
             .map(|m| MatchId::parse(m).map_err(|_| corrupt("match id")))
             .transpose()?,
-        reserved_until: opt_num("reserved_until")?,
+        // A deadline means something only while the entry is reserved (the
+        // commit leaves the field behind rather than spend a call on it).
+        reserved_until: match status {
+            EntryStatus::Reserved => opt_num("reserved_until")?,
+            _ => None,
+        },
         game_id: map
             .get("game_id")
             .map(|g| GameId::parse(g).map_err(|_| corrupt("game id")))
@@ -235,6 +241,33 @@ fn guard_from(s: &str) -> StoreResult<ActiveGame> {
 
 /// The outcome-count arguments of a script: bucket of `now`, oldest bucket
 /// kept, and the ttl of the count hash.
+/// Matches committed by one script call at most (Lua's `unpack`, which the
+/// scripts use to change a pool's sets once per call, has a bound).
+const COMMIT_CHUNK: usize = 100;
+
+/// Records grouped by pool, in their order, in chunks of [`COMMIT_CHUNK`].
+fn by_pool(records: &[MatchRecord]) -> Vec<(PoolRef, Vec<&MatchRecord>)> {
+    let mut groups: Vec<(PoolRef, Vec<&MatchRecord>)> = Vec::new();
+    for r in records {
+        let full = |g: &Vec<&MatchRecord>| g.len() >= COMMIT_CHUNK;
+        match groups
+            .iter_mut()
+            .rev()
+            .find(|(p, g)| p.tenant_id == r.tenant_id && p.key == r.pool && !full(g))
+        {
+            Some((_, g)) => g.push(r),
+            None => groups.push((
+                PoolRef {
+                    tenant_id: r.tenant_id.clone(),
+                    key: r.pool,
+                },
+                vec![r],
+            )),
+        }
+    }
+    groups
+}
+
 fn stats_args(inv: &mut ScriptInvocation<'_>, now: Millis) {
     let bucket = stats_bucket(now);
     inv.arg(bucket)
@@ -657,26 +690,32 @@ impl QueueStore for RedisQueueStore {
         guard_until: Millis,
         now: Millis,
     ) -> StoreResult<()> {
-        // On a single Redis each match is one script. On a Cluster, two
-        // phases, each sent concurrently (each command to its own slot's
-        // node), in this order:
+        // On a single Redis the matches of one pool (a round's) are one
+        // script. On a Cluster, two phases, each sent concurrently (each
+        // command to its own slot's node), in this order:
         // 1. per player, the guard and the release of the user's pointer to
         //    the entry (one script): from here a join of either player
         //    answers ACTIVE_GAME_EXISTS. The record is persisted, so the
         //    entries can only end MATCHED by this match (a stale
         //    reservation of it is finished, never rolled back);
-        // 2. the entries (a challenge's match has none).
+        // 2. per pool, the entries (a challenge's match has none).
+        let groups = by_pool(records);
         if self.single_node() {
             try_join_all(
-                records
+                groups
                     .iter()
-                    .map(|r| self.commit_match(r, guard_until, now)),
+                    .map(|(pool, g)| self.commit_matches(pool, g, guard_until, now)),
             )
             .await?;
             return Ok(());
         }
         try_join_all(records.iter().map(|r| self.set_guards(r, guard_until))).await?;
-        try_join_all(records.iter().map(|r| self.commit_entries(r, now))).await?;
+        try_join_all(
+            groups
+                .iter()
+                .map(|(pool, g)| self.commit_entries(pool, g, now)),
+        )
+        .await?;
         Ok(())
     }
 
@@ -1030,31 +1069,39 @@ impl RedisQueueStore {
 
     /// Adds the marking of the record's entries to `inv` (the `K` and `A`
     /// of `COMMIT_ENTRIES`).
-    fn push_commit(&self, inv: &mut ScriptInvocation<'_>, record: &MatchRecord, now: Millis) {
-        let pool = PoolRef {
-            tenant_id: record.tenant_id.clone(),
-            key: record.pool,
-        };
-        let tag = self.pool_tag(&pool);
+    /// Adds [`COMMIT_ENTRIES`]' keys and arguments for matches of `pool`.
+    fn push_commit(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        pool: &PoolRef,
+        records: &[&MatchRecord],
+        now: Millis,
+    ) {
+        let tag = self.pool_tag(pool);
         inv.key(format!("{tag}:r"))
             .key(format!("{tag}:waits"))
             .key(format!("{tag}:done"))
             .key(format!("{tag}:stats"))
             .key(format!("{tag}:gaps"))
             .arg(format!("{tag}:e:"))
-            .arg(record.match_id.to_string())
-            .arg(record.game_id.to_string())
             .arg(now)
-            .arg(RECENT_WAITS)
-            .arg((record.white.rating - record.black.rating).abs());
+            .arg(RECENT_WAITS);
         stats_args(inv, now);
         inv.arg(RECENT_GAPS);
-        let sides = [
-            (&record.white, &record.black),
-            (&record.black, &record.white),
-        ];
-        for (me, other) in sides {
-            if let Some(id) = me.entry_id {
+        for record in records {
+            let sides = [
+                (&record.white, &record.black),
+                (&record.black, &record.white),
+            ];
+            let entries: Vec<_> = sides
+                .into_iter()
+                .filter_map(|(me, other)| me.entry_id.map(|id| (id, other)))
+                .collect();
+            inv.arg(record.match_id.to_string())
+                .arg(record.game_id.to_string())
+                .arg((record.white.rating - record.black.rating).abs())
+                .arg(entries.len());
+            for (id, other) in entries {
                 inv.arg(id.to_string())
                     .arg(serde_json::to_string(&other.as_opponent()).unwrap_or_default());
             }
@@ -1062,18 +1109,23 @@ impl RedisQueueStore {
     }
 
     /// A whole match in one script (single Redis only).
-    async fn commit_match(
+    /// Whole matches of one pool (single Redis): [`COMMIT_MATCHES`].
+    async fn commit_matches(
         &self,
-        record: &MatchRecord,
+        pool: &PoolRef,
+        records: &[&MatchRecord],
         guard_until: Millis,
         now: Millis,
     ) -> StoreResult<()> {
-        let mut inv = COMMIT_MATCH.prepare_invoke();
-        self.push_guard(&mut inv, record, &record.white, guard_until)?;
-        self.push_guard(&mut inv, record, &record.black, guard_until)?;
-        let (players_key, players) = self.players(record);
-        inv.key(players_key).arg(players).arg(ttl(guard_until));
-        self.push_commit(&mut inv, record, now);
+        let mut inv = COMMIT_MATCHES.prepare_invoke();
+        inv.arg(records.len());
+        for record in records {
+            self.push_guard(&mut inv, record, &record.white, guard_until)?;
+            self.push_guard(&mut inv, record, &record.black, guard_until)?;
+            let (players_key, players) = self.players(record);
+            inv.key(players_key).arg(players).arg(ttl(guard_until));
+        }
+        self.push_commit(&mut inv, pool, records, now);
         let mut conn = self.conn.clone();
         inv.invoke_async::<Vec<String>>(&mut conn).await?;
         Ok(())
@@ -1102,13 +1154,21 @@ impl RedisQueueStore {
         Ok(())
     }
 
-    /// Marks the record's entries MATCHED (Cluster).
-    async fn commit_entries(&self, record: &MatchRecord, now: Millis) -> StoreResult<()> {
-        if record.white.entry_id.is_none() && record.black.entry_id.is_none() {
+    /// Marks the entries of matches of one pool MATCHED (Cluster).
+    async fn commit_entries(
+        &self,
+        pool: &PoolRef,
+        records: &[&MatchRecord],
+        now: Millis,
+    ) -> StoreResult<()> {
+        if records
+            .iter()
+            .all(|r| r.white.entry_id.is_none() && r.black.entry_id.is_none())
+        {
             return Ok(());
         }
         let mut inv = COMMIT.prepare_invoke();
-        self.push_commit(&mut inv, record, now);
+        self.push_commit(&mut inv, pool, records, now);
         let mut conn = self.conn.clone();
         inv.invoke_async::<Vec<String>>(&mut conn).await?;
         Ok(())

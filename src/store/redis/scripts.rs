@@ -130,7 +130,7 @@ return out
 pub static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local out = {}
+local out, ids, scored = {}, {}, {}
 for i = 4, #ARGV, 3 do
   local a, b, m = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local sa = redis.call('HGET', ARGV[1] .. a, 'status')
@@ -138,13 +138,18 @@ for i = 4, #ARGV, 3 do
   if a ~= b and sa == 'SEARCHING' and sb == 'SEARCHING' then
     for _, id in ipairs({a, b}) do
       redis.call('HSET', ARGV[1] .. id, 'status', 'RESERVED', 'match_id', m, 'reserved_until', ARGV[2], 'updated_at', ARGV[3])
-      redis.call('ZREM', KEYS[1], id)
-      redis.call('ZADD', KEYS[2], ARGV[2], id)
+      ids[#ids + 1] = id
+      scored[#scored + 1] = ARGV[2]
+      scored[#scored + 1] = id
     end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
+end
+if #ids > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ids))
+  redis.call('ZADD', KEYS[2], unpack(scored))
 end
 return out
 ",
@@ -166,36 +171,48 @@ local function count_outcome(stats, kind, bucket, oldest, ttl, n)
 end
 ";
 
-/// Lua that marks the entries reserved for a match MATCHED and counts the
-/// match, reading its keys from `K` and its arguments from `A`. K: reserved,
-/// waits, done, stats, gaps. A: entry key prefix, match id, game id, now,
-/// recent-waits kept, rating gap, bucket, oldest bucket kept, stats ttl ms,
-/// recent gaps kept, then pairs entry id, opponent json. Answers the ids it
-/// matched.
+/// Lua that marks the entries reserved for matches of one pool MATCHED and
+/// counts the matches, reading its keys from `K` and its arguments from `A`.
+/// K: reserved, waits, done, stats, gaps. A: entry key prefix, now,
+/// recent-waits kept, bucket, oldest bucket kept, stats ttl ms, recent gaps
+/// kept, then per match: match id, game id, rating gap, number of entries,
+/// and that many pairs entry id, opponent json. Answers the ids it matched.
+/// The pool's sets and lists change once per call, not once per entry.
+/// (`reserved_until` stays: it means something only while RESERVED.)
 const COMMIT_ENTRIES: &str = r"
-local out = {}
-for i = 11, #A, 2 do
-  local key = A[1] .. A[i]
-  local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at')
-  if e[1] == 'RESERVED' and e[2] == A[2] then
-    redis.call('HSET', key, 'status', 'MATCHED', 'game_id', A[3], 'opponent', A[i + 1], 'updated_at', A[4])
-    redis.call('HDEL', key, 'reserved_until')
-    redis.call('ZREM', K[1], A[i])
-    redis.call('ZADD', K[3], A[4], A[i])
-    local waited = tonumber(A[4]) - tonumber(e[3])
-    if waited < 0 then waited = 0 end
-    redis.call('LPUSH', K[2], waited)
-    redis.call('LTRIM', K[2], 0, tonumber(A[5]) - 1)
-    out[#out + 1] = A[i]
+local ids, scored, waits, gaps = {}, {}, {}, {}
+local i = 8
+while i <= #A do
+  local m, g, gap, n = A[i], A[i + 1], A[i + 2], tonumber(A[i + 3])
+  i = i + 4
+  local matched = false
+  for _ = 1, n do
+    local id, opponent = A[i], A[i + 1]
+    i = i + 2
+    local key = A[1] .. id
+    local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at')
+    if e[1] == 'RESERVED' and e[2] == m then
+      redis.call('HSET', key, 'status', 'MATCHED', 'game_id', g, 'opponent', opponent, 'updated_at', A[2])
+      ids[#ids + 1] = id
+      scored[#scored + 1] = A[2]
+      scored[#scored + 1] = id
+      waits[#waits + 1] = math.max(tonumber(A[2]) - tonumber(e[3]), 0)
+      matched = true
+    end
   end
+  if matched then gaps[#gaps + 1] = gap end
 end
-if #out > 0 then
-  count_outcome(K[4], 'm:', A[7], A[8], A[9], 1)
-  redis.call('LPUSH', K[5], A[6])
-  redis.call('LTRIM', K[5], 0, tonumber(A[10]) - 1)
-  redis.call('PEXPIRE', K[5], A[9])
+if #ids > 0 then
+  redis.call('ZREM', K[1], unpack(ids))
+  redis.call('ZADD', K[3], unpack(scored))
+  redis.call('LPUSH', K[2], unpack(waits))
+  redis.call('LTRIM', K[2], 0, tonumber(A[3]) - 1)
+  count_outcome(K[4], 'm:', A[4], A[5], A[6], #gaps)
+  redis.call('LPUSH', K[5], unpack(gaps))
+  redis.call('LTRIM', K[5], 0, tonumber(A[7]) - 1)
+  redis.call('PEXPIRE', K[5], A[6])
 end
-return out
+return ids
 ";
 
 /// [`COMMIT_ENTRIES`] on its own (Redis Cluster: the guards went first, to
@@ -206,16 +223,25 @@ pub static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// A whole match on a single Redis, atomically: both players' guards (see
-/// [`set_guard`]), the game's player list, then [`COMMIT_ENTRIES`]. KEYS:
-/// white game, white cur, black game, black cur, players, then K. ARGV:
-/// white guard value, ttl, cur; black's three; players value, ttl; then A.
-pub static COMMIT_MATCH: LazyLock<Script> = LazyLock::new(|| {
+/// Whole matches of one pool on a single Redis, atomically: per match both
+/// players' guards (see [`SET_GUARD_FN`]) and the game's player list, then
+/// [`COMMIT_ENTRIES`]. ARGV[1]: the number of matches n. KEYS: per match
+/// white game, white cur, black game, black cur, players; then K. ARGV from
+/// 2: per match white guard value, ttl, cur; black's three; players value,
+/// ttl; then A.
+pub static COMMIT_MATCHES: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{COUNT_OUTCOME}{}{}\nredis.call('SET', KEYS[5], ARGV[7], 'PX', ARGV[8])\n\
-         local K, A = {{unpack(KEYS, 6)}}, {{unpack(ARGV, 9)}}\n{COMMIT_ENTRIES}",
-        set_guard(1, 1),
-        set_guard(3, 4)
+        "{COUNT_OUTCOME}{SET_GUARD_FN}{}{COMMIT_ENTRIES}",
+        r"
+local n = tonumber(ARGV[1])
+for r = 0, n - 1 do
+  local k, a = 5 * r, 2 + 8 * r
+  set_guard(KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2])
+  set_guard(KEYS[k + 3], KEYS[k + 4], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+  redis.call('SET', KEYS[k + 5], ARGV[a + 6], 'PX', ARGV[a + 7])
+end
+local K, A = {unpack(KEYS, 5 * n + 1)}, {unpack(ARGV, 8 * n + 2)}
+"
     ))
 });
 
@@ -263,27 +289,25 @@ return out
     ))
 });
 
-/// Lua that sets a user's active-game guard and, when the user came through
-/// the queue, drops the user's pointer to the entry the game was made from
-/// (if it still points there): from here a join answers ACTIVE_GAME_EXISTS.
-/// KEYS[`game`], KEYS[`game` + 1]: game, cur. ARGV from `value`: value, ttl
-/// ms, `cur` value or "" for none.
-fn set_guard(game: usize, value: usize) -> String {
-    format!(
-        r"
-redis.call('SET', KEYS[{game}], ARGV[{value}], 'PX', ARGV[{ttl}])
-if ARGV[{cur}] ~= '' and redis.call('GET', KEYS[{cur_key}]) == ARGV[{cur}] then redis.call('DEL', KEYS[{cur_key}]) end
-",
-        ttl = value + 1,
-        cur = value + 2,
-        cur_key = game + 1
-    )
-}
+/// Lua function that sets a user's active-game guard and, when the user
+/// came through the queue, drops the user's pointer to the entry the game
+/// was made from (if it still points there): from here a join answers
+/// ACTIVE_GAME_EXISTS. Arguments: game key, cur key, value, ttl ms, `cur`
+/// value or "" for none.
+const SET_GUARD_FN: &str = r"
+local function set_guard(game, cur, value, ttl, cur_value)
+  redis.call('SET', game, value, 'PX', ttl)
+  if cur_value ~= '' and redis.call('GET', cur) == cur_value then redis.call('DEL', cur) end
+end
+";
 
-/// One user's guard (see [`set_guard`]). KEYS: game, cur. ARGV: value, ttl
-/// ms, `cur` value or "".
-pub static SET_GUARD: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{}\nreturn 1", set_guard(1, 1))));
+/// One user's guard (see [`SET_GUARD_FN`]). KEYS: game, cur. ARGV: value,
+/// ttl ms, `cur` value or "".
+pub static SET_GUARD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{SET_GUARD_FN}\nset_guard(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])\nreturn 1"
+    ))
+});
 
 /// Holds a user for a game made outside the queue: only if the user has no
 /// waiting entry and no guard in force. KEYS: cur, game. ARGV: value, ttl
