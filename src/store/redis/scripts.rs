@@ -35,9 +35,7 @@ redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
 fn add_entry(entry_key: usize, waiting_key: usize, id: usize, first_field: usize) -> String {
     format!(
         r"
-local fields = {{}}
-for i = {first_field}, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[{entry_key}], unpack(fields))
+redis.call('HSET', KEYS[{entry_key}], unpack(ARGV, {first_field}))
 redis.call('ZADD', KEYS[{waiting_key}], ARGV[{score}], ARGV[{id}])
 ",
         score = id + 1
