@@ -288,7 +288,8 @@ pub trait QueueStore: Send + Sync + 'static {
 }
 
 /// Each player's color-balance change from these matches (+1 per white,
-/// -1 per black), one row per player, as the SQL stores apply it.
+/// -1 per black), one row per player, as the SQLite store applies it
+/// (PostgreSQL computes the same in its insert statement).
 pub fn color_moves<'a>(records: &[&'a MatchRecord]) -> Vec<(&'a TenantId, &'a UserId, i32)> {
     let mut moves: std::collections::BTreeMap<(&TenantId, &UserId), i32> = Default::default();
     for r in records {

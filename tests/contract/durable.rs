@@ -121,6 +121,42 @@ pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn
     assert_eq!(b.get(&user("bob")), Some(&-1));
     assert_eq!(b.get(&user("carol")), Some(&-1));
     assert_eq!(b.get(&user("zed")), None);
+
+    // One batch: a record already stored (no move), alice twice (white
+    // then black: no net move), and the audit of the batch.
+    let r3 = record("alice", "dave", T0 + 2);
+    let r4 = record("erin", "alice", T0 + 3);
+    let audit: Vec<AuditEvent> = [&r3, &r4]
+        .iter()
+        .map(|r| AuditEvent {
+            at: r.created_at,
+            tenant_id: r.tenant_id.clone(),
+            kind: "match".into(),
+            subject: r.match_id.to_string(),
+            detail: serde_json::json!({ "game_id": r.game_id }),
+        })
+        .collect();
+    store
+        .insert_matches(&[r.clone(), r3.clone(), r4.clone()], &audit)
+        .await
+        .unwrap();
+    let b = store
+        .color_balances(
+            &tenant("t1"),
+            &[user("alice"), user("bob"), user("dave"), user("erin")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.get(&user("alice")), Some(&2));
+    assert_eq!(b.get(&user("bob")), Some(&-1));
+    assert_eq!(b.get(&user("dave")), Some(&-1));
+    assert_eq!(b.get(&user("erin")), Some(&1));
+    let got = store
+        .events_about(&r4.match_id.to_string(), 10)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![audit[1].clone()]);
+    assert!(store.match_by_id(&r3.match_id).await.unwrap().is_some());
 }
 
 pub async fn finishing_a_game_ends_its_match_once(store: &dyn DurableStore) {

@@ -14,21 +14,50 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgPool, Row};
 
 use super::rows::{
     self, AuditRow, MATCH_COLUMNS, MatchRow, PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
 };
 use super::{
     AuditEvent, AuditStore, DurableStore, MatchStore, RatingChange, RatingStore, Ratings,
-    StoreError, StoreResult, color_moves,
+    StoreError, StoreResult,
 };
 use crate::domain::{GameId, MatchId, MatchRecord, Millis, QueueEntryId, TenantId, UserId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Rows per multi-row INSERT (PostgreSQL allows 65535 bound values).
-const ROWS_PER_INSERT: usize = 1_000;
+/// [`MatchStore::insert_matches`] in one statement, its rows as arrays.
+/// Color balances move only for records inserted now, each player once per
+/// statement and in key order (concurrent statements lock players in the
+/// same order, so they cannot deadlock).
+const INSERT_MATCHES: &str = "
+WITH m AS (
+    INSERT INTO match_records (match_id, tenant_id, game_id,
+        white_user_id, white_username, white_rating, white_entry_id,
+        black_user_id, black_username, black_rating, black_entry_id,
+        pool_key, source, created_at, finished_at)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[],
+        $4::text[], $5::text[], $6::int4[], $7::text[],
+        $8::text[], $9::text[], $10::int4[], $11::text[],
+        $12::text[], $13::text[], $14::int8[], $15::int8[])
+    ON CONFLICT (match_id) DO NOTHING
+    RETURNING tenant_id, white_user_id, black_user_id
+), moves AS (
+    SELECT tenant_id, white_user_id AS user_id, 1 AS d FROM m
+    UNION ALL
+    SELECT tenant_id, black_user_id, -1 FROM m
+), colors AS (
+    INSERT INTO players (tenant_id, user_id, color_balance)
+    SELECT tenant_id, user_id, SUM(d)::int4 FROM moves
+    GROUP BY tenant_id, user_id ORDER BY tenant_id, user_id
+    ON CONFLICT (tenant_id, user_id) DO UPDATE
+    SET color_balance = players.color_balance + excluded.color_balance
+), audit AS (
+    INSERT INTO audit_events (at, tenant_id, kind, subject, detail)
+    SELECT * FROM UNNEST($16::int8[], $17::text[], $18::text[], $19::text[], $20::text[])
+)
+SELECT 1";
 
 /// Now in epoch milliseconds on the database's clock: when ratings changed.
 const CHANGED_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
@@ -83,65 +112,44 @@ impl MatchStore for PgStore {
         if records.is_empty() && audit.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
-        for chunk in records.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Postgres>::new(format!(
-                "INSERT INTO match_records ({MATCH_COLUMNS}) "
-            ));
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.match_id.to_string())
-                    .push_bind(r.tenant_id.as_str())
-                    .push_bind(r.game_id.as_str());
-                for side in [&r.white, &r.black] {
-                    b.push_bind(side.user_id.as_str())
-                        .push_bind(side.username.as_ref().map(|u| u.as_str()))
-                        .push_bind(side.rating)
-                        .push_bind(side.entry_id.map(|e| e.to_string()));
-                }
-                b.push_bind(r.pool.to_string())
-                    .push_bind(r.source.as_str())
-                    .push_bind(r.created_at)
-                    .push_bind(r.finished_at);
-            });
-            q.push(" ON CONFLICT (match_id) DO NOTHING RETURNING match_id");
-            let inserted: Vec<String> = q
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            fresh.extend(rows::newly_inserted(chunk, inserted));
-        }
-        // Color balances move only for matches inserted now, never twice.
-        for chunk in color_moves(&fresh).chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO players (tenant_id, user_id, color_balance) ",
-            );
-            q.push_values(chunk, |mut b, (t, u, d)| {
-                b.push_bind(t.as_str()).push_bind(u.as_str()).push_bind(*d);
-            });
-            q.push(
-                " ON CONFLICT (tenant_id, user_id) DO UPDATE \
-                  SET color_balance = players.color_balance + excluded.color_balance",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        for chunk in audit.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO audit_events (at, tenant_id, kind, subject, detail) ",
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(e.at)
-                    .push_bind(e.tenant_id.as_str())
-                    .push_bind(e.kind.as_str())
-                    .push_bind(e.subject.as_str())
-                    .push_bind(e.detail.to_string());
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
+        // One statement (so one round trip and one implicit transaction,
+        // the same text for any number of rows): the records, the color
+        // balances of the records inserted now (never twice), the audit.
+        let text = |f: fn(&MatchRecord) -> String| records.iter().map(f).collect::<Vec<_>>();
+        let opt = |f: fn(&MatchRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(INSERT_MATCHES)
+            .bind(text(|r| r.match_id.to_string()))
+            .bind(text(|r| r.tenant_id.to_string()))
+            .bind(text(|r| r.game_id.to_string()))
+            .bind(text(|r| r.white.user_id.to_string()))
+            .bind(opt(|r| r.white.username.as_ref().map(|u| u.to_string())))
+            .bind(records.iter().map(|r| r.white.rating).collect::<Vec<_>>())
+            .bind(opt(|r| r.white.entry_id.map(|e| e.to_string())))
+            .bind(text(|r| r.black.user_id.to_string()))
+            .bind(opt(|r| r.black.username.as_ref().map(|u| u.to_string())))
+            .bind(records.iter().map(|r| r.black.rating).collect::<Vec<_>>())
+            .bind(opt(|r| r.black.entry_id.map(|e| e.to_string())))
+            .bind(text(|r| r.pool.to_string()))
+            .bind(text(|r| r.source.as_str().to_owned()))
+            .bind(records.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .bind(records.iter().map(|r| r.finished_at).collect::<Vec<_>>())
+            .bind(audit.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(
+                audit
+                    .iter()
+                    .map(|e| e.tenant_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(audit.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(audit.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
+            .bind(
+                audit
+                    .iter()
+                    .map(|e| e.detail.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
