@@ -321,12 +321,17 @@ impl RedisQueueStore {
         matches!(self.conn, Conn::Single(_))
     }
 
+    /// `<prefix>:{<tenant>|`: a tenant's tags up to the pool or user.
+    fn tag_open(&self, tenant: &TenantId) -> String {
+        format!("{}:{{{tenant}|", self.prefix)
+    }
+
     fn pool_tag(&self, pool: &PoolRef) -> String {
-        format!("{}:{{{}|{}}}", self.prefix, pool.tenant_id, pool.key)
+        format!("{}{}}}", self.tag_open(&pool.tenant_id), pool.key)
     }
 
     fn user_tag(&self, tenant: &TenantId, user: &UserId) -> String {
-        format!("{}:{{{}|{}}}", self.prefix, tenant, user)
+        format!("{}{user}}}", self.tag_open(tenant))
     }
 
     fn players_key(&self, tenant: &TenantId, game: &GameId) -> String {
@@ -526,17 +531,29 @@ impl QueueStore for RedisQueueStore {
         id: &QueueEntryId,
         now: Millis,
     ) -> StoreResult<Option<QueueEntry>> {
-        let Some(pool) = self.pool_of_entry(tenant, user, id).await? else {
-            return Ok(None);
-        };
         let mut conn = self.conn.clone();
-        let v: Value = READ_ENTRY
-            .key(format!("{}:e:{id}", self.pool_tag(&pool)))
-            .arg(tenant.as_str())
-            .arg(user.as_str())
-            .arg(now)
-            .invoke_async(&mut conn)
-            .await?;
+        let v: Value = if self.single_node() {
+            STATUS
+                .key(format!("{}:ent:{id}", self.user_tag(tenant, user)))
+                .arg(tenant.as_str())
+                .arg(user.as_str())
+                .arg(now)
+                .arg(self.tag_open(tenant))
+                .arg(format!("}}:e:{id}"))
+                .invoke_async(&mut conn)
+                .await?
+        } else {
+            let Some(pool) = self.pool_of_entry(tenant, user, id).await? else {
+                return Ok(None);
+            };
+            READ_ENTRY
+                .key(format!("{}:e:{id}", self.pool_tag(&pool)))
+                .arg(tenant.as_str())
+                .arg(user.as_str())
+                .arg(now)
+                .invoke_async(&mut conn)
+                .await?
+        };
         match v {
             Value::Nil => Ok(None),
             v => entry_from(v).map(Some),

@@ -74,19 +74,41 @@ return 0
 pub static ADD_ENTRY: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{}\nreturn 1", add_entry(1, 2, 1, 3))));
 
-/// Reads an entry for its owner; a waiting one is touched (heartbeat).
-/// KEYS: entry. ARGV: tenant, user, now.
-pub static READ_ENTRY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local e = redis.call('HMGET', KEYS[1], 'tenant_id', 'user_id', 'status', 'last_seen_at')
-if not e[1] or e[1] ~= ARGV[1] or e[2] ~= ARGV[2] then return false end
-if (e[3] == 'SEARCHING' or e[3] == 'RESERVED') and tonumber(ARGV[3]) > tonumber(e[4]) then
-  redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[3])
+/// Lua function that reads an entry for its owner; a waiting one is
+/// touched (heartbeat). Answers the entry's field list, or false.
+const READ_ENTRY_FN: &str = r"
+local function read_entry(key, tenant, user, now)
+  local e = redis.call('HMGET', key, 'tenant_id', 'user_id', 'status', 'last_seen_at')
+  if not e[1] or e[1] ~= tenant or e[2] ~= user then return false end
+  if (e[3] == 'SEARCHING' or e[3] == 'RESERVED') and tonumber(now) > tonumber(e[4]) then
+    redis.call('HSET', key, 'last_seen_at', now)
+  end
+  return redis.call('HGETALL', key)
 end
-return redis.call('HGETALL', KEYS[1])
-",
-    )
+";
+
+/// [`READ_ENTRY_FN`] on one entry. KEYS: entry. ARGV: tenant, user, now.
+pub static READ_ENTRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{READ_ENTRY_FN}\nreturn read_entry(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
+    ))
+});
+
+/// A status read on a single Redis, in one call: the entry's pool from the
+/// user's index key, then [`READ_ENTRY_FN`] on the entry key that pool
+/// gives. That key is derived, not passed, which only a single Redis
+/// allows (on a Cluster it may live on another node). KEYS: entry index.
+/// ARGV: tenant, user, now, entry key up to the pool (`<prefix>:{<tenant>|`),
+/// entry key after it (`}:e:<id>`).
+pub static STATUS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{READ_ENTRY_FN}{}",
+        r"
+local pool = redis.call('GET', KEYS[1])
+if not pool then return false end
+return read_entry(ARGV[4] .. pool .. ARGV[5], ARGV[1], ARGV[2], ARGV[3])
+"
+    ))
 });
 
 /// Cancels the owner's searching entry. KEYS: entry, waiting, done.
