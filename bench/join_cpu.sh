@@ -31,8 +31,10 @@ ticks() {
     echo "${name// /_} $(( ${12} + ${13} ))"
   done | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}' | sort
 }
-# Measure the middle of the run (skip the first and last second).
-(sleep 1; ticks > "$WORK/before"; sleep $((DURATION - 2)); ticks > "$WORK/after") &
+# Measure the middle of the run: from one second after wrk has connected
+# (it formats its requests first) to one second before its end.
+loaded() { [ "$(ss -Htn state established "( dport = :${ADDR##*:} )" | wc -l)" -ge "$CONNS" ]; }
+(until loaded; do sleep 0.05; done; sleep 1; ticks > "$WORK/before"; sleep $((DURATION - 2)); ticks > "$WORK/after") &
 SAMPLER=$!
 TOKENS="$WORK/tokens.txt" WRK_THREADS=2 wrk -t2 -c"$CONNS" -d"${DURATION}"s --latency \
   -s bench/join.lua "http://$ADDR" | grep -E "Requests/sec|50%|99%|Non-2xx"

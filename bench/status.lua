@@ -1,16 +1,18 @@
 -- wrk: GET /v1/matchmaking/queue/{id}, cycling over ENTRIES, a file of
--- "<token> <queue_entry_id>" lines (distinct users).
+-- "<token> <queue_entry_id>" lines (distinct users). The requests are
+-- formatted once, before the clock starts.
 function init(args)
-  entries = {}
+  requests = {}
   for line in io.lines(os.getenv("ENTRIES")) do
     local token, id = line:match("^(%S+) (%S+)$")
-    entries[#entries + 1] = { "Bearer " .. token, "/v1/matchmaking/queue/" .. id }
+    requests[#requests + 1] = wrk.format("GET", "/v1/matchmaking/queue/" .. id,
+      { ["Authorization"] = "Bearer " .. token })
   end
-  i = math.random(#entries)
+  i = math.random(#requests)
 end
 
 function request()
-  local e = entries[i]
-  i = i % #entries + 1
-  return wrk.format("GET", e[2], { ["Authorization"] = e[1] })
+  local r = requests[i]
+  i = i % #requests + 1
+  return r
 end

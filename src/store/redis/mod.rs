@@ -20,11 +20,13 @@
 //!
 //! A change inside one slot is one Lua script (called by SHA). A join claims
 //! the user first (`cur`, refusing on a guard or a waiting entry), then adds
-//! the entry to its pool; a commit sets both guards, then marks the entries
-//! matched, then drops the `cur` pointers. A crash between steps leaves a
-//! `cur` pointing at an entry that is missing or finished, which the next
-//! join of that user repairs, or a reservation past its deadline, which the
-//! next worker finishes or rolls back.
+//! the entry to its pool; a commit sets both guards (dropping the players'
+//! `cur` pointers), then marks the entries matched. On a single Redis, where
+//! any script may touch any key, each of these is one script. A crash
+//! between steps leaves a `cur` pointing at an entry that is missing or
+//! finished (on a Cluster), which the next join of that user repairs, or a
+//! reservation past its deadline, which the next worker finishes or rolls
+//! back.
 
 mod due;
 mod scripts;

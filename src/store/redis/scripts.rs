@@ -1,8 +1,10 @@
 //! The Lua scripts of the Redis queue store. Each touches keys of one hash
 //! slot only (a pool's `{tenant|pool}` or a user's `{tenant|user}`), so it
-//! runs atomically on a single Redis and on Redis Cluster alike; the one
-//! exception, [`JOIN`], is only sent to a single Redis. Entries are
-//! hashes of strings, so no script ever turns a timestamp into a float.
+//! runs atomically on a single Redis and on Redis Cluster alike; the
+//! exceptions, [`JOIN`], [`STATUS`] and [`COMMIT_MATCHES`] (the steps of a
+//! join, a status read and a commit in one call each), are only sent to a
+//! single Redis. Entries are hashes of strings, so no script ever turns a
+//! timestamp into a float.
 //!
 //! Guards are stored as `<until ms>|<json>`: scripts compare the deadline
 //! with the caller's clock, as the in-memory store does.
