@@ -19,8 +19,7 @@ use serde_json::json;
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::games::{GameCreator, NewGame};
 use crate::domain::{
-    GameId, MatchId, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, UserId,
-    now_millis,
+    GameId, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, UserId, now_millis,
 };
 use crate::matcher::{self, Seeker};
 use crate::store::{AuditEvent, DurableStore, QueueStore, Reservation, StoreResult, Waiting};
@@ -204,11 +203,7 @@ impl MatchingService {
     ) -> StoreResult<(usize, usize)> {
         let reservations: Vec<Reservation> = pairs
             .iter()
-            .map(|(a, b)| Reservation {
-                match_id: MatchId::generate(),
-                a: a.id,
-                b: b.id,
-            })
+            .map(|(a, b)| Reservation::new(a.id, b.id))
             .collect();
         let granted = self
             .store

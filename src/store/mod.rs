@@ -111,6 +111,17 @@ pub struct Reservation {
     pub b: QueueEntryId,
 }
 
+impl Reservation {
+    /// A reservation of `a` and `b` for a new match.
+    pub fn new(a: QueueEntryId, b: QueueEntryId) -> Self {
+        Self {
+            match_id: MatchId::generate(),
+            a,
+            b,
+        }
+    }
+}
+
 /// A reservation whose deadline passed (its worker died or stalled).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleReservation {

@@ -62,11 +62,7 @@ async fn reserve(
     a: &matchmaking_api::domain::QueueEntry,
     b: &matchmaking_api::domain::QueueEntry,
 ) -> Reservation {
-    let r = Reservation {
-        match_id: MatchId::generate(),
-        a: a.id,
-        b: b.id,
-    };
+    let r = Reservation::new(a.id, b.id);
     let ok = store
         .reserve(
             &pool_ref("t1"),
@@ -209,11 +205,7 @@ pub async fn a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out(store: &d
             .unwrap(),
         CancelOutcome::CannotCancel
     );
-    let again = Reservation {
-        match_id: MatchId::generate(),
-        a: b.id,
-        b: c.id,
-    };
+    let again = Reservation::new(b.id, c.id);
     assert_eq!(
         store
             .reserve(&pool_ref("t1"), &[again], T0 + 30_000, T0)
@@ -309,11 +301,7 @@ pub async fn a_commit_of_many_matches_changes_each_entry_once(store: &dyn QueueS
     }
     let reservations: Vec<Reservation> = pairs
         .iter()
-        .map(|(a, b)| Reservation {
-            match_id: MatchId::generate(),
-            a: a.id,
-            b: b.id,
-        })
+        .map(|(a, b)| Reservation::new(a.id, b.id))
         .collect();
     let ok = store
         .reserve(&pool_ref("t1"), &reservations, T0 + 30_000, T0 + 2_000)
@@ -327,11 +315,7 @@ pub async fn a_commit_of_many_matches_changes_each_entry_once(store: &dyn QueueS
     for e in &other {
         store.join(e.clone(), T0).await.unwrap();
     }
-    let other_r = Reservation {
-        match_id: MatchId::generate(),
-        a: other[0].id,
-        b: other[1].id,
-    };
+    let other_r = Reservation::new(other[0].id, other[1].id);
     let ok = store
         .reserve(
             &pool_ref("t2"),
