@@ -241,17 +241,17 @@ fn guard_from(s: &str) -> StoreResult<ActiveGame> {
     serde_json::from_str(json).map_err(|_| corrupt("guard"))
 }
 
-/// The outcome-count arguments of a script: bucket of `now`, oldest bucket
-/// kept, and the ttl of the count hash.
-/// Matches committed by one script call at most (Lua's `unpack`, which the
-/// scripts use to change a pool's sets once per call, has a bound).
-const COMMIT_CHUNK: usize = 100;
+/// Pairs reserved, or matches committed, by one script call at most: the
+/// scripts change a pool's sets once per call with Lua's `unpack`, which
+/// takes at most 8,000 values (a round is `MATCH_PAIRS_PER_BATCH` pairs,
+/// 50 by default).
+const PAIRS_PER_CALL: usize = 200;
 
-/// Records grouped by pool, in their order, in chunks of [`COMMIT_CHUNK`].
+/// Records grouped by pool, in their order, in chunks of [`PAIRS_PER_CALL`].
 fn by_pool(records: &[MatchRecord]) -> Vec<(PoolRef, Vec<&MatchRecord>)> {
     let mut groups: Vec<(PoolRef, Vec<&MatchRecord>)> = Vec::new();
     for r in records {
-        let full = |g: &Vec<&MatchRecord>| g.len() >= COMMIT_CHUNK;
+        let full = |g: &Vec<&MatchRecord>| g.len() >= PAIRS_PER_CALL;
         match groups
             .iter_mut()
             .rev()
@@ -270,6 +270,8 @@ fn by_pool(records: &[MatchRecord]) -> Vec<(PoolRef, Vec<&MatchRecord>)> {
     groups
 }
 
+/// The outcome-count arguments of a script: bucket of `now`, oldest bucket
+/// kept, and the ttl of the count hash.
 fn stats_args(inv: &mut ScriptInvocation<'_>, now: Millis) {
     let bucket = stats_bucket(now);
     inv.arg(bucket)
@@ -689,18 +691,22 @@ impl QueueStore for RedisQueueStore {
         }
         let tag = self.pool_tag(pool);
         let mut conn = self.conn.clone();
-        let mut inv = RESERVE.key(format!("{tag}:w"));
-        inv.key(format!("{tag}:r"))
-            .arg(format!("{tag}:e:"))
-            .arg(until)
-            .arg(now);
-        for r in reservations {
-            inv.arg(r.a.to_string())
-                .arg(r.b.to_string())
-                .arg(r.match_id.to_string());
+        let mut granted = Vec::with_capacity(reservations.len());
+        for chunk in reservations.chunks(PAIRS_PER_CALL) {
+            let mut inv = RESERVE.key(format!("{tag}:w"));
+            inv.key(format!("{tag}:r"))
+                .arg(format!("{tag}:e:"))
+                .arg(until)
+                .arg(now);
+            for r in chunk {
+                inv.arg(r.a.to_string())
+                    .arg(r.b.to_string())
+                    .arg(r.match_id.to_string());
+            }
+            let flags: Vec<i64> = inv.invoke_async(&mut conn).await?;
+            granted.extend(flags.into_iter().map(|f| f == 1));
         }
-        let flags: Vec<i64> = inv.invoke_async(&mut conn).await?;
-        Ok(flags.into_iter().map(|f| f == 1).collect())
+        Ok(granted)
     }
 
     async fn commit(
@@ -1086,9 +1092,8 @@ impl RedisQueueStore {
         )
     }
 
-    /// Adds the marking of the record's entries to `inv` (the `K` and `A`
-    /// of `COMMIT_ENTRIES`).
-    /// Adds [`COMMIT_ENTRIES`]' keys and arguments for matches of `pool`.
+    /// Adds the marking of the entries of matches of `pool` to `inv` (the
+    /// `K` and `A` of `COMMIT_ENTRIES`).
     fn push_commit(
         &self,
         inv: &mut ScriptInvocation<'_>,
@@ -1127,8 +1132,7 @@ impl RedisQueueStore {
         }
     }
 
-    /// A whole match in one script (single Redis only).
-    /// Whole matches of one pool (single Redis): [`COMMIT_MATCHES`].
+    /// Whole matches of one pool in one script (single Redis only).
     async fn commit_matches(
         &self,
         pool: &PoolRef,
