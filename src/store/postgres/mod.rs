@@ -10,6 +10,7 @@ mod challenges;
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,12 +32,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Color balances move only for records inserted now, each player once per
 /// statement and in key order (concurrent statements lock players in the
 /// same order, so they cannot deadlock).
-const INSERT_MATCHES: &str = "
+static INSERT_MATCHES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
 WITH m AS (
-    INSERT INTO match_records (match_id, tenant_id, game_id,
-        white_user_id, white_username, white_rating, white_entry_id,
-        black_user_id, black_username, black_rating, black_entry_id,
-        pool_key, source, created_at, finished_at)
+    INSERT INTO match_records ({MATCH_COLUMNS})
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[],
         $4::text[], $5::text[], $6::int4[], $7::text[],
         $8::text[], $9::text[], $10::int4[], $11::text[],
@@ -57,7 +57,9 @@ WITH m AS (
     INSERT INTO audit_events (at, tenant_id, kind, subject, detail)
     SELECT * FROM UNNEST($16::int8[], $17::text[], $18::text[], $19::text[], $20::text[])
 )
-SELECT 1";
+SELECT 1"
+    )
+});
 
 /// Now in epoch milliseconds on the database's clock: when ratings changed.
 const CHANGED_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
@@ -117,7 +119,7 @@ impl MatchStore for PgStore {
         // balances of the records inserted now (never twice), the audit.
         let text = |f: fn(&MatchRecord) -> String| records.iter().map(f).collect::<Vec<_>>();
         let opt = |f: fn(&MatchRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(INSERT_MATCHES)
+        sqlx::query(&INSERT_MATCHES)
             .bind(text(|r| r.match_id.to_string()))
             .bind(text(|r| r.tenant_id.to_string()))
             .bind(text(|r| r.game_id.to_string()))
