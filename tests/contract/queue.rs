@@ -65,7 +65,7 @@ async fn reserve(
     let r = Reservation::new(a.id, b.id);
     let ok = store
         .reserve(
-            &pool_ref("t1"),
+            &pool_ref(a.tenant_id.as_str()),
             std::slice::from_ref(&r),
             T0 + 30_000,
             T0 + 1_000,
@@ -316,17 +316,7 @@ pub async fn a_commit_of_many_matches_changes_each_entry_once(store: &dyn QueueS
     for e in &other {
         store.join(e.clone(), T0).await.unwrap();
     }
-    let other_r = Reservation::new(other[0].id, other[1].id);
-    let ok = store
-        .reserve(
-            &pool_ref("t2"),
-            std::slice::from_ref(&other_r),
-            T0 + 30_000,
-            T0 + 2_000,
-        )
-        .await
-        .unwrap();
-    assert_eq!(ok, vec![true]);
+    let other_r = reserve(store, &other[0], &other[1]).await;
 
     // The last pair's record names another match: it must change nothing.
     let mut records: Vec<MatchRecord> = pairs
