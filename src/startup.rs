@@ -18,6 +18,7 @@ use crate::observe;
 use crate::services::breaker::CircuitBreaker;
 use crate::services::challenges::{ChallengeLimits, ChallengeService};
 use crate::services::games::{GameCreator, GuardedGameCreator, LocalGameCreator};
+use crate::services::guards::Guards;
 use crate::services::live_game::LiveGameClient;
 use crate::services::matching::{MatchingLimits, MatchingService};
 use crate::services::queue::{QueueLimits, QueueService};
@@ -165,6 +166,7 @@ struct Core {
     queue: Arc<QueueService>,
     challenges: Arc<ChallengeService>,
     matching: Arc<MatchingService>,
+    guards: Arc<Guards>,
 }
 
 impl Core {
@@ -208,11 +210,17 @@ impl Core {
         };
         let games: Arc<dyn GameCreator> =
             Arc::new(GuardedGameCreator::new(creator, breaker.clone()));
+        let guards = Guards::new(
+            stores.queue.clone(),
+            stores.durable.clone(),
+            settings.guard_ms(),
+        );
         let challenges = Arc::new(ChallengeService::new(
             stores.durable.clone(),
             stores.queue.clone(),
             games.clone(),
             ratings.clone(),
+            guards.clone(),
             ChallengeLimits {
                 enabled: settings.challenges_enabled,
                 ttl_ms: settings.challenge_ttl_ms(),
@@ -235,14 +243,12 @@ impl Core {
                 retention_ms: settings.retention_ms(),
             },
         ));
-        if stores.queue_is_local {
-            let restored = matching.restore_guards().await?;
-            if restored > 0 {
-                tracing::info!(
-                    matches = restored,
-                    "restored active-game guards of unfinished games"
-                );
-            }
+        // A fresh in-memory queue store, or a Redis that lost its data,
+        // admits nobody until its guards are rebuilt from the durable
+        // store: do it now rather than on the first join. If the durable
+        // store cannot be read yet, the first join (or worker tick) will.
+        if let Err(e) = guards.ensure_intact(Duration::from_secs(60)).await {
+            tracing::warn!(error = %e, "rebuilding the active-game guards failed; joins retry it");
         }
         let queue = Arc::new(QueueService {
             store: stores.queue.clone(),
@@ -259,6 +265,7 @@ impl Core {
                 .due
                 .as_ref()
                 .map(|(channel, _)| Arc::new(channel.clone()) as Arc<dyn DueAnnouncer>),
+            guards: guards.clone(),
             estimates: Default::default(),
             limits: QueueLimits {
                 guard_ms: settings.guard_ms(),
@@ -275,6 +282,7 @@ impl Core {
             queue,
             challenges,
             matching,
+            guards,
         })
     }
 
@@ -312,6 +320,7 @@ impl Core {
         Worker::new(
             self.matching.clone(),
             self.challenges.clone(),
+            self.guards.clone(),
             self.signal.clone(),
             settings.worker_interval(),
             settings.worker_batch_size,

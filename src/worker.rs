@@ -24,11 +24,15 @@ use tokio::time::MissedTickBehavior;
 
 use crate::domain::PoolRef;
 use crate::services::challenges::ChallengeService;
+use crate::services::guards::Guards;
 use crate::services::matching::MatchingService;
 use crate::services::signal::PoolSignal;
 
 /// Periodic passes between two purges of finished entries.
 const PURGE_EVERY_TICKS: u32 = 30;
+
+/// How long a tick waits for the guards to be rebuilt (the rebuild goes on).
+const GUARDS_WAIT: Duration = Duration::from_millis(200);
 
 /// A pass slower than this is logged as a warning.
 const SLOW_PASS: Duration = Duration::from_millis(200);
@@ -36,6 +40,7 @@ const SLOW_PASS: Duration = Duration::from_millis(200);
 pub struct Worker {
     matching: Arc<MatchingService>,
     challenges: Arc<ChallengeService>,
+    guards: Arc<Guards>,
     signal: Arc<PoolSignal>,
     interval: Duration,
     concurrency: usize,
@@ -64,6 +69,7 @@ impl Worker {
     pub fn new(
         matching: Arc<MatchingService>,
         challenges: Arc<ChallengeService>,
+        guards: Arc<Guards>,
         signal: Arc<PoolSignal>,
         interval: Duration,
         concurrency: usize,
@@ -77,6 +83,7 @@ impl Worker {
         Self {
             matching,
             challenges,
+            guards,
             signal,
             interval,
             concurrency: concurrency.max(1),
@@ -184,9 +191,13 @@ impl Worker {
         passes.queued = blocked;
     }
 
-    /// Periodic upkeep: recover stale reservations, expire challenges, and
-    /// now and then purge.
+    /// Periodic upkeep: rebuild the queue store's guards if it lost them
+    /// (before a join has to), recover stale reservations and intents,
+    /// expire challenges, and now and then purge.
     async fn maintain(&self, purge: bool) {
+        if let Err(e) = self.guards.ensure_intact(GUARDS_WAIT).await {
+            tracing::warn!(error = %e, "rebuilding the active-game guards failed");
+        }
         if let Err(e) = self.matching.recover_stale().await {
             tracing::warn!(error = %e, "recovering stale reservations failed");
         }

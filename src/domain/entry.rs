@@ -112,7 +112,11 @@ impl QueueEntry {
 /// game is reported finished or the guard time passes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveGame {
-    pub game_id: GameId,
+    /// `None` while the game is being created (a guard rebuilt from a
+    /// durable [`MatchIntent`]): the player is held, but there is no game
+    /// to show yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub game_id: Option<GameId>,
     pub match_id: MatchId,
     pub pool: PoolKey,
     /// The color this player has.
@@ -180,22 +184,98 @@ impl MatchSide {
     }
 }
 
+/// A match decided, with both players claimed in the durable store, whose
+/// game is being created: written *before* the game service is called, so
+/// no game ever exists that no durable row accounts for. Once the game
+/// exists it becomes a [`MatchRecord`]; if the game service refuses it, it
+/// is dropped. A worker that dies in between leaves it for the next one,
+/// which asks the game service again with the same match id (creation is
+/// idempotent by match id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchIntent {
+    pub match_id: MatchId,
+    pub tenant_id: TenantId,
+    pub white: MatchSide,
+    pub black: MatchSide,
+    pub pool: PoolKey,
+    pub created_at: Millis,
+    pub source: MatchSource,
+}
+
+impl MatchIntent {
+    /// The record of this match once `game_id` exists.
+    pub fn with_game(&self, game_id: GameId) -> MatchRecord {
+        MatchRecord {
+            match_id: self.match_id,
+            tenant_id: self.tenant_id.clone(),
+            game_id,
+            white: self.white.clone(),
+            black: self.black.clone(),
+            pool: self.pool,
+            created_at: self.created_at,
+            source: self.source,
+            finished_at: None,
+        }
+    }
+
+    /// The guard of `user` while the game is being created.
+    pub fn guard_for(&self, user: &UserId, until: Millis) -> Option<ActiveGame> {
+        guard(
+            self.match_id,
+            None,
+            self.pool,
+            &self.white,
+            &self.black,
+            user,
+            until,
+        )
+    }
+
+    /// Both players, white first.
+    pub fn players(&self) -> [&UserId; 2] {
+        [&self.white.user_id, &self.black.user_id]
+    }
+}
+
+/// The guard of `user`, a player of a match between `white` and `black`.
+fn guard(
+    match_id: MatchId,
+    game_id: Option<GameId>,
+    pool: PoolKey,
+    white: &MatchSide,
+    black: &MatchSide,
+    user: &UserId,
+    until: Millis,
+) -> Option<ActiveGame> {
+    let (color, theirs) = if &white.user_id == user {
+        (Color::White, black)
+    } else if &black.user_id == user {
+        (Color::Black, white)
+    } else {
+        return None;
+    };
+    Some(ActiveGame {
+        game_id,
+        match_id,
+        pool,
+        color,
+        opponent: theirs.as_opponent(),
+        until,
+    })
+}
+
 impl MatchRecord {
     /// The active-game guard of `user` for this match, lasting until `until`.
     pub fn guard_for(&self, user: &UserId, until: Millis) -> Option<ActiveGame> {
-        let (_, theirs) = self.sides_of(user)?;
-        Some(ActiveGame {
-            game_id: self.game_id.clone(),
-            match_id: self.match_id,
-            pool: self.pool,
-            color: if &self.white.user_id == user {
-                Color::White
-            } else {
-                Color::Black
-            },
-            opponent: theirs.as_opponent(),
+        guard(
+            self.match_id,
+            Some(self.game_id.clone()),
+            self.pool,
+            &self.white,
+            &self.black,
+            user,
             until,
-        })
+        )
     }
 
     /// The side of `user`, and the other side, if `user` played.
@@ -206,6 +286,19 @@ impl MatchRecord {
             Some((&self.black, &self.white))
         } else {
             None
+        }
+    }
+
+    /// The intent this record fulfils (the same match, before its game).
+    pub fn intent(&self) -> MatchIntent {
+        MatchIntent {
+            match_id: self.match_id,
+            tenant_id: self.tenant_id.clone(),
+            white: self.white.clone(),
+            black: self.black.clone(),
+            pool: self.pool,
+            created_at: self.created_at,
+            source: self.source,
         }
     }
 }

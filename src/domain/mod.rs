@@ -13,7 +13,8 @@ mod time_control;
 
 pub use challenge::{Challenge, ChallengeStatus, PreferredColor};
 pub use entry::{
-    ActiveGame, EntryStatus, MatchRecord, MatchSide, MatchSource, Opponent, QueueEntry,
+    ActiveGame, Color, EntryStatus, MatchIntent, MatchRecord, MatchSide, MatchSource, Opponent,
+    QueueEntry,
 };
 pub use ids::{ChallengeId, GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
 pub use pool::{Mode, PoolKey, PoolRef, Region, Variant};

@@ -22,33 +22,78 @@ pub async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-/// GET /readyz: both stores answer; 503 naming the one that does not. The
-/// breaker's state is shown, not judged: with game creation down the node
-/// still answers joins (with a clear 503) better than a load balancer would.
+/// GET /readyz: both stores answer, the durable store takes writes, and
+/// the queue store's active-game guards are intact (not being rebuilt
+/// after a loss); 503 naming each check that fails and why. The breaker's
+/// state is shown, not judged: with game creation down the node still
+/// answers joins (with a clear 503) better than a load balancer would.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
-    summary = "Readiness: both stores answer",
+    summary = "Readiness: both stores answer and the durable store takes writes",
     responses(
         (status = 200, description = "Ready", body = openapi::Readiness),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store does not answer", body = openapi::ErrorBody),
+        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a check failed; `checks` says which and why", body = openapi::NotReady),
     ),
 )]
-pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let (queue, durable) = tokio::join!(state.queue_store.ping(), state.durable.ping());
-    if let Err(e) = queue {
-        return Err(ApiError::Unavailable(format!("queue store: {e}")));
-    }
-    if let Err(e) = durable {
-        return Err(ApiError::Unavailable(format!("durable store: {e}")));
-    }
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (queue, durable, guards) = tokio::join!(
+        state.queue_store.ping(),
+        state.durable.ping(),
+        state.queue_store.guards_intact()
+    );
+    let queue_store = match (queue, guards) {
+        (Err(e), _) | (Ok(()), Err(e)) => Err(format!("unreachable: {e}")),
+        (Ok(()), Ok(false)) => {
+            Err("active-game guards are being rebuilt from the durable store".into())
+        }
+        (Ok(()), Ok(true)) => Ok(()),
+    };
+    let durable_store = match (durable, state.durable.write_failure()) {
+        (Err(e), _) => Err(format!("unreachable: {e}")),
+        (Ok(()), Some(f)) => Err(format!(
+            "cannot write since {}: {}",
+            crate::domain::rfc3339(f.since),
+            f.reason
+        )),
+        (Ok(()), None) => Ok(()),
+    };
     let game_creation = state.breaker.state(crate::domain::now_millis()).as_str();
-    Ok(axum::Json(json!({
-        "status": "ready",
-        "checks": { "queue_store": "ok", "durable_store": "ok", "game_creation": game_creation },
-    }))
-    .into_response())
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.clone(),
+    };
+    let checks = json!({
+        "queue_store": show(&queue_store),
+        "durable_store": show(&durable_store),
+        "game_creation": game_creation,
+    });
+    let failed: Vec<String> = [
+        ("queue store", &queue_store),
+        ("durable store", &durable_store),
+    ]
+    .into_iter()
+    .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
+    .collect();
+    if failed.is_empty() {
+        return axum::Json(json!({ "status": "ready", "checks": checks })).into_response();
+    }
+    tracing::warn!(checks = %checks, "not ready");
+    let body = json!({
+        "error": {
+            "code": "MATCHMAKING_UNAVAILABLE",
+            "message": failed.join("; "),
+            "request_id": super::request_id::current(),
+        },
+        "status": "unavailable",
+        "checks": checks,
+    });
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 /// GET /metrics: Prometheus text exposition; 404 when metrics are off.

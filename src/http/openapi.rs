@@ -259,9 +259,20 @@ pub struct Readiness {
     pub checks: ReadinessChecks,
 }
 
+/// A failed readiness check: the error shape, plus which check failed.
+#[derive(Serialize, ToSchema)]
+pub struct NotReady {
+    pub error: ErrorDetail,
+    /// `unavailable`.
+    pub status: String,
+    pub checks: ReadinessChecks,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ReadinessChecks {
+    /// `ok`, or why not (unreachable; guards being rebuilt after a loss).
     pub queue_store: String,
+    /// `ok`, or why not (unreachable; cannot write since when, and why).
     pub durable_store: String,
     /// The game-creation circuit breaker: `closed`, `open` or `half_open`.
     pub game_creation: String,

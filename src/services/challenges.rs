@@ -1,29 +1,34 @@
 //! Direct challenges (SPEC §3.2): create, accept, decline, cancel, read,
 //! list, and the sweep that expires them.
 //!
-//! Accepting is race-safe in three steps: the challenge moves `PENDING →
+//! Accepting is race-safe in four steps: the challenge moves `PENDING →
 //! ACCEPTING` in one conditional update (one accepter wins against every
 //! other accept, cancel, decline or expiry); both players are held in the
-//! queue store atomically (neither may be searching or in a game); then the
-//! game is created through the same `GameCreator` as queue matches, the
-//! match record is persisted (`source = challenge`), the challenge becomes
-//! `ACCEPTED` and the hold becomes the players' active-game guard. A failure
-//! puts the challenge back to `PENDING`; an accepter that dies mid-way
-//! leaves an `ACCEPTING` challenge the sweep finishes or rolls back.
+//! queue store atomically (neither may be searching or in a game); the
+//! match is written durably with claims on both players before its game
+//! exists (refused if either is in an unfinished match, whatever the queue
+//! store says); then the game is created through the same `GameCreator` as
+//! queue matches, the match record is persisted (`source = challenge`), the
+//! challenge becomes `ACCEPTED` and the hold becomes the players'
+//! active-game guard. A refusal puts the challenge back to `PENDING`; a game
+//! service that does not answer leaves it `ACCEPTING` while matching's
+//! recovery asks again with the same match id; an accepter that dies
+//! mid-way leaves an `ACCEPTING` challenge the sweep finishes or rolls back.
 
 use std::sync::Arc;
 
 use rand::Rng;
 
 use super::ServiceError;
-use super::games::{GameCreator, NewGame};
+use super::games::{GameCreationError, GameCreator, NewGame};
+use super::guards::{Guards, REBUILD_WAIT};
 use crate::auth::Identity;
 use crate::domain::{
-    Challenge, ChallengeId, ChallengeStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource,
-    Millis, Mode, ParseError, PoolKey, PreferredColor, Region, TenantConfig, UserId, Variant,
-    now_millis,
+    Challenge, ChallengeId, ChallengeStatus, MatchId, MatchIntent, MatchRecord, MatchSide,
+    MatchSource, Millis, Mode, ParseError, PoolKey, PreferredColor, Region, TenantConfig, UserId,
+    Variant, now_millis,
 };
-use crate::store::{Direction, DurableStore, QueueStore, Transition};
+use crate::store::{Claim, Direction, DurableStore, QueueStore, StoreError, Transition};
 
 /// Settings of the challenge feature.
 #[derive(Debug, Clone)]
@@ -78,6 +83,7 @@ pub struct ChallengeService {
     queue: Arc<dyn QueueStore>,
     games: Arc<dyn GameCreator>,
     ratings: super::ratings::RatingService,
+    guards: Arc<Guards>,
     limits: ChallengeLimits,
 }
 
@@ -87,6 +93,7 @@ impl ChallengeService {
         queue: Arc<dyn QueueStore>,
         games: Arc<dyn GameCreator>,
         ratings: super::ratings::RatingService,
+        guards: Arc<Guards>,
         limits: ChallengeLimits,
     ) -> Self {
         Self {
@@ -94,6 +101,7 @@ impl ChallengeService {
             queue,
             games,
             ratings,
+            guards,
             limits,
         }
     }
@@ -244,11 +252,11 @@ impl ChallengeService {
             ));
         }
         let now = now_millis();
-        let mut record = self.record(&challenge, MatchId::generate(), now).await?;
+        let intent = self.intent(&challenge, MatchId::generate(), now).await?;
         let claim = Transition {
             from: ChallengeStatus::Pending,
             to: ChallengeStatus::Accepting,
-            match_id: Some(&record.match_id),
+            match_id: Some(&intent.match_id),
             game_id: None,
         };
         if !self
@@ -260,39 +268,88 @@ impl ChallengeService {
                 "the challenge is no longer pending",
             ));
         }
-        if !self
-            .queue
-            .hold_players(&record, now + self.limits.guard_ms, now)
-            .await?
-        {
+        let busy =
+            || ServiceError::CannotAccept("a player is searching in a queue or playing a game");
+        if !self.hold(&intent, now).await? {
             self.reopen(&challenge).await?;
-            return Err(ServiceError::CannotAccept(
-                "a player is searching in a queue or playing a game",
-            ));
+            return Err(busy());
         }
-        let game = self.new_game(&challenge, &record, request_id);
-        record.game_id = match self.games.create_game(&game).await {
-            Ok(game_id) => game_id,
-            Err(e) => {
-                self.queue.drop_hold(&record).await?;
-                self.reopen(&challenge).await?;
-                return Err(ServiceError::GameCreation(e.to_string()));
+        let game = NewGame::of(&intent, request_id);
+        let live_since = now - self.limits.guard_ms;
+        let owner = ulid::Ulid::new().to_string();
+        let known = self.games.known_game_id(&game);
+        let claim = match &known {
+            Some(game_id) => {
+                let record = intent.with_game(game_id.clone());
+                self.durable
+                    .insert_matches(std::slice::from_ref(&record), &[], live_since)
+                    .await
+            }
+            None => {
+                self.durable
+                    .claim_matches(
+                        std::slice::from_ref(&intent),
+                        &owner,
+                        self.limits.accepting_timeout_ms,
+                        live_since,
+                    )
+                    .await
             }
         };
-        // From here the game exists: a failure leaves the challenge
-        // ACCEPTING, and the sweep finishes it from the persisted match (or
-        // rolls it back if none was persisted); reopening it now could
-        // create a second game.
-        self.complete(&challenge, &record).await
+        match claim.map(|c| c.into_iter().next()) {
+            Ok(Some(Claim::Stored)) => {}
+            Ok(_) => {
+                self.queue.drop_hold(&intent).await?;
+                self.reopen(&challenge).await?;
+                return Err(busy());
+            }
+            // The write may or may not have happened: the challenge stays
+            // ACCEPTING and the sweep settles it from what is stored.
+            Err(e) => return Err(e.into()),
+        }
+        let game_id = match known {
+            Some(game_id) => game_id,
+            None => match self.games.create_game(&game).await {
+                Ok(game_id) => game_id,
+                Err(GameCreationError::Refused(reason)) => {
+                    if self.durable.drop_intent(&intent.match_id, &owner).await? {
+                        self.queue.drop_hold(&intent).await?;
+                        self.reopen(&challenge).await?;
+                    }
+                    return Err(ServiceError::GameCreation(reason));
+                }
+                Err(GameCreationError::Unavailable(reason)) => {
+                    // The game may exist: it is asked for again with this
+                    // match id by matching's recovery, and the sweep then
+                    // marks the challenge accepted. Never reopened here.
+                    self.durable.yield_intent(&intent.match_id, &owner).await?;
+                    return Err(ServiceError::GameCreation(reason));
+                }
+            },
+        };
+        self.complete(&challenge, &intent.with_game(game_id)).await
     }
 
-    /// The match record of an accepted challenge, colors from `preferred_color`.
-    async fn record(
+    /// Holds both players in the queue store, rebuilding its guards first
+    /// if it lost them.
+    async fn hold(&self, intent: &MatchIntent, now: Millis) -> Result<bool, ServiceError> {
+        let until = now + self.limits.guard_ms;
+        match self.queue.hold_players(intent, until, now).await {
+            Err(StoreError::GuardsLost) => {
+                self.guards.ensure_intact(REBUILD_WAIT).await?;
+                Ok(self.queue.hold_players(intent, until, now).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The match of an accepted challenge, colors from `preferred_color`.
+    async fn intent(
         &self,
         c: &Challenge,
         match_id: MatchId,
         now: Millis,
-    ) -> Result<MatchRecord, ServiceError> {
+    ) -> Result<MatchIntent, ServiceError> {
         let speed = c.time_control.speed();
         let side = |user: &UserId, rating| MatchSide {
             user_id: user.clone(),
@@ -322,8 +379,7 @@ impl ChallengeService {
         } else {
             (opponent, challenger)
         };
-        Ok(MatchRecord {
-            game_id: GameId::for_match(&match_id),
+        Ok(MatchIntent {
             match_id,
             tenant_id: c.tenant_id.clone(),
             white,
@@ -336,26 +392,7 @@ impl ChallengeService {
             },
             created_at: now,
             source: MatchSource::Challenge,
-            finished_at: None,
         })
-    }
-
-    /// What the game creator needs for the game of an accepted challenge.
-    fn new_game(&self, c: &Challenge, record: &MatchRecord, request_id: Option<String>) -> NewGame {
-        NewGame {
-            match_id: record.match_id,
-            tenant_id: record.tenant_id.clone(),
-            white_user_id: record.white.user_id.clone(),
-            black_user_id: record.black.user_id.clone(),
-            time_control: c.time_control,
-            mode: c.mode,
-            variant: c.variant,
-            region: Region::Global,
-            white_rating: record.white.rating,
-            black_rating: record.black.rating,
-            source: MatchSource::Challenge,
-            request_id,
-        }
     }
 
     /// Persists the match and marks the challenge accepted; idempotent.
@@ -364,8 +401,13 @@ impl ChallengeService {
         c: &Challenge,
         record: &MatchRecord,
     ) -> Result<Challenge, ServiceError> {
+        let now = now_millis();
         self.durable
-            .insert_matches(std::slice::from_ref(record), &[])
+            .insert_matches(
+                std::slice::from_ref(record),
+                &[],
+                now - self.limits.guard_ms,
+            )
             .await?;
         let accept = Transition {
             from: ChallengeStatus::Accepting,
@@ -373,7 +415,6 @@ impl ChallengeService {
             match_id: None,
             game_id: Some(&record.game_id),
         };
-        let now = now_millis();
         self.durable
             .transition_challenge(&c.tenant_id, &c.id, accept, now)
             .await?;
@@ -425,24 +466,22 @@ impl ChallengeService {
             .stale_accepting(now - self.limits.accepting_timeout_ms)
             .await?;
         for c in &stale {
-            let record = match &c.match_id {
-                Some(m) => self.durable.match_by_id(m).await?,
-                None => None,
+            let Some(m) = &c.match_id else {
+                self.reopen(c).await?;
+                continue;
             };
-            match record {
-                Some(record) => {
-                    tracing::warn!(challenge_id = %c.id, "finishing an accept left half-done");
-                    self.complete(c, &record).await?;
-                }
-                None => {
-                    tracing::warn!(challenge_id = %c.id, "rolling back a stale accept");
-                    if let Some(m) = &c.match_id {
-                        let held = self.record(c, *m, c.created_at).await?;
-                        self.queue.drop_hold(&held).await?;
-                    }
-                    self.reopen(c).await?;
-                }
+            if let Some(record) = self.durable.match_by_id(m).await? {
+                tracing::warn!(challenge_id = %c.id, "finishing an accept left half-done");
+                self.complete(c, &record).await?;
+            } else if self.durable.intent(m).await?.is_none() {
+                tracing::warn!(challenge_id = %c.id, "rolling back a stale accept (no game was asked for)");
+                let held = self.intent(c, *m, c.created_at).await?;
+                self.queue.drop_hold(&held).await?;
+                self.reopen(c).await?;
             }
+            // Else its game is being asked for: matching's recovery records
+            // it (or drops the intent), and a later sweep settles the
+            // challenge from that.
         }
         Ok((expired, stale.len()))
     }

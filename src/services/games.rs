@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::domain::{
-    GameId, MatchId, MatchSource, Mode, Rating, Region, TenantId, TimeControl, UserId, Variant,
+    GameId, MatchId, MatchIntent, MatchSource, Mode, Rating, Region, TenantId, TimeControl, UserId,
+    Variant,
 };
 
 /// Everything live-game-api needs to create a game.
@@ -36,11 +37,38 @@ pub enum GameCreationError {
     Refused(String),
 }
 
+impl NewGame {
+    /// The game of a match intent (colors and ratings as decided).
+    pub fn of(intent: &MatchIntent, request_id: Option<String>) -> Self {
+        NewGame {
+            match_id: intent.match_id,
+            tenant_id: intent.tenant_id.clone(),
+            white_user_id: intent.white.user_id.clone(),
+            black_user_id: intent.black.user_id.clone(),
+            time_control: intent.pool.time_control,
+            mode: intent.pool.mode,
+            variant: intent.pool.variant,
+            region: intent.pool.region,
+            white_rating: intent.white.rating,
+            black_rating: intent.black.rating,
+            source: intent.source,
+            request_id,
+        }
+    }
+}
+
 /// Creates games. Must be idempotent by `match_id`: creating the game of a
 /// match twice yields the same game.
 #[async_trait]
 pub trait GameCreator: Send + Sync + 'static {
     async fn create_game(&self, game: &NewGame) -> Result<GameId, GameCreationError>;
+
+    /// The id `create_game` will answer, when it is known without asking
+    /// anyone (the creator has no side effect and cannot fail): then a
+    /// match is recorded with its game in one write, with no intent first.
+    fn known_game_id(&self, _game: &NewGame) -> Option<GameId> {
+        None
+    }
 }
 
 /// The embedded default: mints the game id from the match id, so it is
@@ -52,6 +80,10 @@ pub struct LocalGameCreator;
 impl GameCreator for LocalGameCreator {
     async fn create_game(&self, game: &NewGame) -> Result<GameId, GameCreationError> {
         Ok(GameId::for_match(&game.match_id))
+    }
+
+    fn known_game_id(&self, game: &NewGame) -> Option<GameId> {
+        Some(GameId::for_match(&game.match_id))
     }
 }
 
@@ -75,6 +107,10 @@ impl GuardedGameCreator {
 
 #[async_trait]
 impl GameCreator for GuardedGameCreator {
+    fn known_game_id(&self, game: &NewGame) -> Option<GameId> {
+        self.inner.known_game_id(game)
+    }
+
     async fn create_game(&self, game: &NewGame) -> Result<GameId, GameCreationError> {
         let now = crate::domain::now_millis();
         if !self.breaker.try_acquire(now) {

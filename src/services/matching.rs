@@ -1,11 +1,26 @@
-//! One matching pass over a pool, and the commit protocol of SPEC §5:
+//! One matching pass over a pool, and the commit protocol of SPEC §5, with
+//! the durable store as the authority on who is in a game:
 //!
-//! 1. reserve both entries atomically, only if both are still searching;
-//! 2. create the game (idempotent by match id);
-//! 3. persist the match record, then mark both entries `MATCHED`;
-//! 4. if creation fails, put both back with their original `enqueued_at`;
-//! 5. reservations left by a dead worker are finished or rolled back by
-//!    [`MatchingService::recover_stale`].
+//! 1. colors are decided, then both entries are reserved atomically, only
+//!    if both are still searching (white first, so a recoverer knows the
+//!    colors too);
+//! 2. the match is written durably *before* its game exists, with a claim
+//!    on both players that the store refuses when either already has an
+//!    unfinished match ([`Claim::Busy`]: the pair is released and the busy
+//!    player's entry cancelled). With a game service that mints its own ids
+//!    this is an intent; with the built-in creator, whose ids are known in
+//!    advance, it is the record itself (one write);
+//! 3. the game is created (idempotent by match id), its record written
+//!    (the intent becomes the record), then both entries become `MATCHED`;
+//! 4. a refusal by the game service (4xx) drops the intent and puts both
+//!    back searching with their original `enqueued_at`; a game service that
+//!    does not answer may have created the game, so the pair stays held
+//!    and its game is asked for again with the same match id until the
+//!    service answers;
+//! 5. whatever a dead worker left — a reservation past its deadline, an
+//!    intent whose owner's time ran out — [`MatchingService::recover_stale`]
+//!    finishes with the same match id or rolls back, never matching anyone
+//!    twice and never creating a game no record holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,15 +32,21 @@ use rand::Rng;
 use serde_json::json;
 
 use super::breaker::{BreakerState, CircuitBreaker};
-use super::games::{GameCreator, NewGame};
+use super::games::{GameCreationError, GameCreator, NewGame};
 use crate::domain::{
-    GameId, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, UserId, now_millis,
+    GameId, MatchIntent, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, UserId,
+    now_millis,
 };
 use crate::matcher::{self, Seeker};
-use crate::store::{AuditEvent, DurableStore, QueueStore, Reservation, StoreResult, Waiting};
+use crate::store::{
+    AuditEvent, Claim, DurableStore, QueueStore, Reservation, StoreError, StoreResult, Waiting,
+};
 
 /// Commit rounds of one pass in flight at the same time.
 const ROUNDS_IN_FLIGHT: usize = 4;
+
+/// Intents one recovery pass takes over at most.
+const INTENTS_PER_RECOVERY: u32 = 500;
 
 /// Timings of the matching worker.
 #[derive(Debug, Clone)]
@@ -41,6 +62,8 @@ pub struct MatchingLimits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassReport {
     pub matched_pairs: usize,
+    /// Pairs put back searching (the game service refused, or a player
+    /// turned out to be in a game already).
     pub failed_pairs: usize,
     pub timed_out: usize,
 }
@@ -59,6 +82,14 @@ struct Pending<'a> {
     reservation: Reservation,
     white: &'a Waiting,
     black: &'a Waiting,
+    intent: MatchIntent,
+}
+
+/// What became of the pairs of a round.
+#[derive(Default)]
+struct Outcome {
+    records: Vec<MatchRecord>,
+    put_back: usize,
 }
 
 impl MatchingService {
@@ -84,8 +115,16 @@ impl MatchingService {
         &self.store
     }
 
-    /// Times out entries past their time, then matches the rest.
+    /// Times out entries past their time, then matches the rest. Nothing
+    /// happens while the durable store cannot write (no match could be
+    /// recorded) or game creation is down.
     pub async fn run_pool(&self, pool: &PoolRef) -> StoreResult<PassReport> {
+        if let Some(failure) = self.durable.write_failure() {
+            return Err(StoreError::Unavailable(format!(
+                "matching paused: the durable store cannot write: {}",
+                failure.reason
+            )));
+        }
         let now = now_millis();
         let started = std::time::Instant::now();
         let waiting = self.store.waiting(pool).await?;
@@ -193,181 +232,326 @@ impl MatchingService {
         Ok(changed.len())
     }
 
-    /// Reserves, creates, persists and commits one batch of pairs.
-    /// Answers (pairs matched, pairs put back).
+    /// Colors, reserves, records durably, creates, and commits one batch of
+    /// pairs (see the module docs). Answers (pairs matched, pairs put back).
     async fn commit_round(
         &self,
         pool: &PoolRef,
         pairs: &[(&Waiting, &Waiting)],
         now: Millis,
     ) -> StoreResult<(usize, usize)> {
-        let reservations: Vec<Reservation> = pairs
+        let colored = self.assign_colors(pool, pairs).await?;
+        let reservations: Vec<Reservation> = colored
             .iter()
-            .map(|(a, b)| Reservation::new(a.id, b.id))
+            .map(|(white, black)| Reservation::new(white.id, black.id))
             .collect();
         let granted = self
             .store
             .reserve(pool, &reservations, now + self.limits.reservation_ms, now)
             .await?;
-        let reserved: Vec<(Reservation, &Waiting, &Waiting)> = reservations
+        let pending: Vec<Pending<'_>> = reservations
             .into_iter()
-            .zip(pairs)
+            .zip(colored)
             .zip(granted)
             .filter(|(_, ok)| *ok)
-            .map(|((r, (a, b)), _)| (r, *a, *b))
+            .map(|((reservation, (white, black)), _)| Pending {
+                intent: self.intent(pool, &reservation, white, black, now),
+                reservation,
+                white,
+                black,
+            })
             .collect();
-        if reserved.is_empty() {
+        if pending.is_empty() {
             return Ok((0, 0));
         }
-        let pending = match self.assign_colors(pool, reserved).await {
-            Ok(p) => p,
-            Err((e, reservations)) => {
-                self.store
-                    .release(pool, &reservations, now_millis())
-                    .await?;
-                return Err(e);
-            }
+        let outcome = match self.known_games(&pending) {
+            Some(games) => self.record_known(pool, &pending, games, now).await?,
+            None => self.claim_and_create(pool, &pending, now).await?,
         };
-        let created = join_all(pending.iter().map(|p| self.create(pool, p))).await;
-        let mut records = Vec::with_capacity(pending.len());
-        let mut made = Vec::with_capacity(pending.len());
-        let mut failed = Vec::new();
-        for (p, game) in pending.iter().zip(created) {
-            match game {
-                Some(game_id) => {
-                    records.push(self.record(pool, p, game_id, now));
-                    made.push(p);
-                }
-                None => failed.push(p.reservation.clone()),
+        if !outcome.records.is_empty() {
+            let committed_at = now_millis();
+            self.store
+                .commit(
+                    &outcome.records,
+                    committed_at + self.limits.guard_ms,
+                    committed_at,
+                )
+                .await?;
+        }
+        for r in &outcome.records {
+            if let Some(p) = pending.iter().find(|p| p.intent.match_id == r.match_id) {
+                crate::observe::matched(
+                    pool,
+                    p.white.rating - p.black.rating,
+                    [now - p.white.enqueued_at, now - p.black.enqueued_at],
+                );
             }
         }
-        if !failed.is_empty() {
-            self.store.release(pool, &failed, now_millis()).await?;
-        }
-        // `made` and `records` line up: the pairs whose game exists.
-        let audit: Vec<AuditEvent> = made
+        Ok((outcome.records.len(), outcome.put_back))
+    }
+
+    /// The games of every pair, if the creator knows their ids in advance.
+    fn known_games(&self, pending: &[Pending<'_>]) -> Option<Vec<GameId>> {
+        pending
+            .iter()
+            .map(|p| self.games.known_game_id(&NewGame::of(&p.intent, None)))
+            .collect()
+    }
+
+    /// The built-in creator: the records, with their claims, in one write.
+    async fn record_known(
+        &self,
+        pool: &PoolRef,
+        pending: &[Pending<'_>],
+        games: Vec<GameId>,
+        now: Millis,
+    ) -> StoreResult<Outcome> {
+        let records: Vec<MatchRecord> = pending
+            .iter()
+            .zip(games)
+            .map(|(p, game)| p.intent.with_game(game))
+            .collect();
+        let audit: Vec<AuditEvent> = pending
             .iter()
             .zip(&records)
             .map(|(p, r)| self.decision(p, r, now))
             .collect();
-        if let Err(e) = self.durable.insert_matches(&records, &audit).await {
-            tracing::error!(error = %e, pool = %pool, "persisting matches failed; putting the players back");
-            let all: Vec<_> = pending.iter().map(|p| p.reservation.clone()).collect();
-            self.store.release(pool, &all, now_millis()).await?;
-            return Err(e);
+        let claims = match self
+            .durable
+            .insert_matches(&records, &audit, now - self.limits.guard_ms)
+            .await
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                self.after_failed_write(pool, pending, &e).await;
+                return Err(e);
+            }
+        };
+        let mut outcome = Outcome::default();
+        for ((p, record), claim) in pending.iter().zip(records).zip(claims) {
+            match claim {
+                Claim::Stored => {
+                    log_created(
+                        pool,
+                        &NewGame::of(&p.intent, request_id(p)),
+                        &record.game_id,
+                        0.0,
+                    );
+                    outcome.records.push(record);
+                }
+                Claim::Busy(users) => {
+                    self.refuse(pool, p, &users).await?;
+                    outcome.put_back += 1;
+                }
+            }
         }
-        let committed_at = now_millis();
-        self.store
-            .commit(&records, committed_at + self.limits.guard_ms, committed_at)
+        Ok(outcome)
+    }
+
+    /// A game service: intents with their claims first, then the games,
+    /// then the records of the games that exist.
+    async fn claim_and_create(
+        &self,
+        pool: &PoolRef,
+        pending: &[Pending<'_>],
+        now: Millis,
+    ) -> StoreResult<Outcome> {
+        let owner = ulid::Ulid::new().to_string();
+        let intents: Vec<MatchIntent> = pending.iter().map(|p| p.intent.clone()).collect();
+        let claims = match self
+            .durable
+            .claim_matches(
+                &intents,
+                &owner,
+                self.limits.reservation_ms,
+                now - self.limits.guard_ms,
+            )
+            .await
+        {
+            Ok(claims) => claims,
+            Err(e) => {
+                self.after_failed_write(pool, pending, &e).await;
+                return Err(e);
+            }
+        };
+        let mut outcome = Outcome::default();
+        let mut claimed = Vec::with_capacity(pending.len());
+        for (p, claim) in pending.iter().zip(claims) {
+            match claim {
+                Claim::Stored => claimed.push(p),
+                Claim::Busy(users) => {
+                    self.refuse(pool, p, &users).await?;
+                    outcome.put_back += 1;
+                }
+            }
+        }
+        let created = join_all(claimed.iter().map(|p| self.create(pool, p))).await;
+        let mut made = Vec::new();
+        for (p, result) in claimed.iter().zip(created) {
+            match result {
+                Ok(game_id) => made.push((*p, p.intent.with_game(game_id))),
+                Err(GameCreationError::Refused(_)) => {
+                    // The service says no game exists: both go back.
+                    if self.durable.drop_intent(&p.intent.match_id, &owner).await? {
+                        self.store
+                            .release(pool, std::slice::from_ref(&p.reservation), now_millis())
+                            .await?;
+                        outcome.put_back += 1;
+                    }
+                }
+                // No answer: the game may exist. The pair stays held, and
+                // the intent is handed to recovery at once, which asks
+                // again with the same match id (see `recover_stale`).
+                Err(GameCreationError::Unavailable(_)) => {
+                    self.durable
+                        .yield_intent(&p.intent.match_id, &owner)
+                        .await?;
+                }
+            }
+        }
+        if made.is_empty() {
+            return Ok(outcome);
+        }
+        let records: Vec<MatchRecord> = made.iter().map(|(_, r)| r.clone()).collect();
+        let audit: Vec<AuditEvent> = made.iter().map(|(p, r)| self.decision(p, r, now)).collect();
+        // The claims are this match's own: a record is never refused here.
+        // If this write fails, the intents stay and recovery records the
+        // same games later; the pairs stay held until then.
+        self.durable
+            .insert_matches(&records, &audit, now - self.limits.guard_ms)
             .await?;
-        for p in made {
-            crate::observe::matched(
-                pool,
-                p.white.rating - p.black.rating,
-                [now - p.white.enqueued_at, now - p.black.enqueued_at],
+        outcome.records.extend(records);
+        Ok(outcome)
+    }
+
+    /// A pair whose player is in a game already: both entries back to
+    /// searching, then the busy players' entries cancelled (they cannot be
+    /// matched while their game runs).
+    async fn refuse(&self, pool: &PoolRef, p: &Pending<'_>, busy: &[UserId]) -> StoreResult<()> {
+        let now = now_millis();
+        self.store
+            .release(pool, std::slice::from_ref(&p.reservation), now)
+            .await?;
+        let entries: Vec<_> = [p.white, p.black]
+            .into_iter()
+            .filter(|w| busy.contains(&w.user_id))
+            .map(|w| w.id)
+            .collect();
+        let cancelled = self.store.cancel_entries(pool, &entries, now).await?;
+        for e in &cancelled {
+            tracing::warn!(
+                event = "entry_cancelled",
+                reason = "active_game",
+                queue_entry_id = %e.id,
+                tenant_id = %e.tenant_id,
+                user_id = %e.user_id,
+                match_id = %p.intent.match_id,
+                "a player in an unfinished game was about to be matched again; their entry is cancelled"
             );
         }
-        Ok((records.len(), failed.len()))
+        Ok(())
+    }
+
+    /// After a durable write failed: a write that may or may not have been
+    /// committed (a connection lost at COMMIT) is settled by reading the
+    /// store. Pairs with no trace are put back at once; the others, and all
+    /// of them if the store cannot be read, stay reserved for recovery.
+    async fn after_failed_write(&self, pool: &PoolRef, pending: &[Pending<'_>], e: &StoreError) {
+        tracing::error!(error = %e, pool = %pool, pairs = pending.len(), "recording matches failed");
+        for p in pending {
+            let id = &p.intent.match_id;
+            let traces = tokio::try_join!(self.durable.match_by_id(id), self.durable.intent(id));
+            match traces {
+                Ok((None, None)) => {
+                    if let Err(e) = self
+                        .store
+                        .release(pool, std::slice::from_ref(&p.reservation), now_millis())
+                        .await
+                    {
+                        tracing::warn!(error = %e, match_id = %id, "putting a pair back failed; recovery will");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, match_id = %id, "cannot tell whether a match was recorded; recovery will");
+                }
+            }
+        }
     }
 
     /// White goes to the player who has had black more often; on a tie, to
-    /// a coin toss. Over time everyone gets about half whites.
-    #[allow(clippy::type_complexity)]
+    /// a coin toss. Over time everyone gets about half whites. Decided
+    /// before reserving, so the reservation itself says who is white.
     async fn assign_colors<'a>(
         &self,
         pool: &PoolRef,
-        reserved: Vec<(Reservation, &'a Waiting, &'a Waiting)>,
-    ) -> Result<Vec<Pending<'a>>, (crate::store::StoreError, Vec<Reservation>)> {
-        let users: Vec<UserId> = reserved
+        pairs: &[(&'a Waiting, &'a Waiting)],
+    ) -> StoreResult<Vec<(&'a Waiting, &'a Waiting)>> {
+        let users: Vec<UserId> = pairs
             .iter()
-            .flat_map(|(_, a, b)| [a.user_id.clone(), b.user_id.clone()])
+            .flat_map(|(a, b)| [a.user_id.clone(), b.user_id.clone()])
             .collect();
         let balances: HashMap<UserId, i32> =
-            match self.durable.color_balances(&pool.tenant_id, &users).await {
-                Ok(b) => b,
-                Err(e) => return Err((e, reserved.into_iter().map(|(r, _, _)| r).collect())),
-            };
+            self.durable.color_balances(&pool.tenant_id, &users).await?;
         let mut rng = rand::rng();
-        Ok(reserved
-            .into_iter()
-            .map(|(reservation, a, b)| {
+        Ok(pairs
+            .iter()
+            .map(|&(a, b)| {
                 let ba = balances.get(&a.user_id).copied().unwrap_or(0);
                 let bb = balances.get(&b.user_id).copied().unwrap_or(0);
                 let a_white = ba < bb || (ba == bb && rng.random_bool(0.5));
-                let (white, black) = if a_white { (a, b) } else { (b, a) };
-                Pending {
-                    reservation,
-                    white,
-                    black,
-                }
+                if a_white { (a, b) } else { (b, a) }
             })
             .collect())
     }
 
-    /// Creates the game of a pending pair; `None` when it failed (logged).
-    async fn create(&self, pool: &PoolRef, p: &Pending<'_>) -> Option<GameId> {
-        let request_id = [p.white, p.black]
-            .into_iter()
-            .max_by_key(|w| w.enqueued_at)
-            .and_then(|w| w.request_id.clone());
-        let game = NewGame {
-            match_id: p.reservation.match_id,
-            tenant_id: pool.tenant_id.clone(),
-            white_user_id: p.white.user_id.clone(),
-            black_user_id: p.black.user_id.clone(),
-            time_control: pool.key.time_control,
-            mode: pool.key.mode,
-            variant: pool.key.variant,
-            region: pool.key.region,
-            white_rating: p.white.rating,
-            black_rating: p.black.rating,
-            source: MatchSource::Queue,
-            request_id,
-        };
-        let started = std::time::Instant::now();
-        match self.games.create_game(&game).await {
-            Ok(game_id) => {
-                tracing::info!(
-                    event = "game_created",
-                    match_id = %game.match_id,
-                    game_id = %game_id,
-                    latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    request_id = game.request_id.as_deref().unwrap_or(""),
-                    "game created"
-                );
-                Some(game_id)
-            }
-            Err(e) => {
-                tracing::warn!(
-                    event = "game_creation_failed",
-                    match_id = %game.match_id,
-                    error = %e,
-                    request_id = game.request_id.as_deref().unwrap_or(""),
-                    "game creation failed; both players go back to searching"
-                );
-                None
-            }
-        }
-    }
-
-    fn record(&self, pool: &PoolRef, p: &Pending<'_>, game_id: GameId, now: Millis) -> MatchRecord {
+    /// The match of a reserved pair, before its game.
+    fn intent(
+        &self,
+        pool: &PoolRef,
+        reservation: &Reservation,
+        white: &Waiting,
+        black: &Waiting,
+        now: Millis,
+    ) -> MatchIntent {
         let side = |w: &Waiting| MatchSide {
             user_id: w.user_id.clone(),
             username: w.username.clone(),
             rating: w.rating,
             entry_id: Some(w.id),
         };
-        MatchRecord {
-            match_id: p.reservation.match_id,
+        MatchIntent {
+            match_id: reservation.match_id,
             tenant_id: pool.tenant_id.clone(),
-            game_id,
-            white: side(p.white),
-            black: side(p.black),
+            white: side(white),
+            black: side(black),
             pool: pool.key,
             created_at: now,
             source: MatchSource::Queue,
-            finished_at: None,
         }
+    }
+
+    /// Creates the game of a pending pair (failures are logged).
+    async fn create(&self, pool: &PoolRef, p: &Pending<'_>) -> Result<GameId, GameCreationError> {
+        let game = NewGame::of(&p.intent, request_id(p));
+        let started = std::time::Instant::now();
+        let result = self.games.create_game(&game).await;
+        match &result {
+            Ok(game_id) => log_created(
+                pool,
+                &game,
+                game_id,
+                started.elapsed().as_secs_f64() * 1000.0,
+            ),
+            Err(e) => tracing::warn!(
+                event = "game_creation_failed",
+                match_id = %game.match_id,
+                error = %e,
+                request_id = game.request_id.as_deref().unwrap_or(""),
+                "game creation failed; a refusal puts both players back, no answer keeps them held for a retry"
+            ),
+        }
+        result
     }
 
     /// The audit event (and log line) of a match decision.
@@ -410,67 +594,131 @@ impl MatchingService {
         }
     }
 
-    /// Finishes or rolls back reservations whose worker died: a match whose
-    /// record was persisted is committed, any other is released.
+    /// Finishes or rolls back what dead or stalled workers left:
+    ///
+    /// - a reservation past its deadline: committed if its match is
+    ///   recorded, left to the intent below if its game is being created,
+    ///   released if neither (its game was never asked for);
+    /// - an intent whose owner's time ran out: taken over, and its game
+    ///   asked for again with the same match id — recorded and committed if
+    ///   the service answers, dropped and released if it refuses, retried
+    ///   later if it does not answer.
+    ///
+    /// Answers how many it settled.
     pub async fn recover_stale(&self) -> StoreResult<usize> {
         let now = now_millis();
         let stale = self.store.stale_reservations(now).await?;
+        let mut settled = 0;
         for s in &stale {
-            match self.durable.match_by_id(&s.match_id).await? {
-                Some(record) => {
-                    tracing::warn!(match_id = %s.match_id, "finishing a match left half-committed");
-                    self.store
-                        .commit(&[record], now + self.limits.guard_ms, now)
-                        .await?;
-                }
-                None => {
-                    tracing::warn!(match_id = %s.match_id, "rolling back a stale reservation");
-                    let a = s.entries[0];
-                    let b = s.entries.get(1).cloned().unwrap_or(a);
-                    self.store
-                        .release(
-                            &s.pool,
-                            &[Reservation {
-                                match_id: s.match_id,
-                                a,
-                                b,
-                            }],
-                            now,
-                        )
-                        .await?;
-                }
+            if let Some(record) = self.durable.match_by_id(&s.match_id).await? {
+                tracing::warn!(match_id = %s.match_id, "finishing a match left half-committed");
+                self.store
+                    .commit(&[record], now + self.limits.guard_ms, now)
+                    .await?;
+                settled += 1;
+            } else if self.durable.intent(&s.match_id).await?.is_none()
+                && let Some(reservation) = s.reservation()
+            {
+                tracing::warn!(match_id = %s.match_id, "rolling back a stale reservation (no game was asked for)");
+                self.store.release(&s.pool, &[reservation], now).await?;
+                settled += 1;
             }
         }
-        Ok(stale.len())
+        if self.breaker.state(now) == BreakerState::Open {
+            return Ok(settled);
+        }
+        let owner = ulid::Ulid::new().to_string();
+        let intents = self
+            .durable
+            .take_stale_intents(&owner, self.limits.reservation_ms, INTENTS_PER_RECOVERY)
+            .await?;
+        for intent in &intents {
+            settled += usize::from(self.finish_intent(intent, &owner).await?);
+        }
+        Ok(settled)
+    }
+
+    /// Asks for the game of an intent this process took over, with its
+    /// match id; answers whether the intent is settled.
+    pub async fn finish_intent(&self, intent: &MatchIntent, owner: &str) -> StoreResult<bool> {
+        let game = NewGame::of(intent, None);
+        let pool = PoolRef {
+            tenant_id: intent.tenant_id.clone(),
+            key: intent.pool,
+        };
+        match self.games.create_game(&game).await {
+            Ok(game_id) => {
+                tracing::warn!(match_id = %intent.match_id, game_id = %game_id, "finishing a match whose game was being created");
+                let record = intent.with_game(game_id);
+                let now = now_millis();
+                self.durable
+                    .insert_matches(
+                        std::slice::from_ref(&record),
+                        &[],
+                        now - self.limits.guard_ms,
+                    )
+                    .await?;
+                self.store
+                    .commit(&[record], now + self.limits.guard_ms, now)
+                    .await?;
+                Ok(true)
+            }
+            Err(GameCreationError::Refused(reason)) => {
+                tracing::warn!(match_id = %intent.match_id, reason, "the game service refused a match left half-done; both players go back");
+                if self.durable.drop_intent(&intent.match_id, owner).await? {
+                    if let (Some(a), Some(b)) = (intent.white.entry_id, intent.black.entry_id) {
+                        let reservation = Reservation {
+                            match_id: intent.match_id,
+                            a,
+                            b,
+                        };
+                        self.store
+                            .release(&pool, &[reservation], now_millis())
+                            .await?;
+                    }
+                    self.store.drop_hold(intent).await?;
+                }
+                Ok(true)
+            }
+            Err(GameCreationError::Unavailable(reason)) => {
+                tracing::warn!(match_id = %intent.match_id, reason, "the game service still does not answer; retrying");
+                self.durable.yield_intent(&intent.match_id, owner).await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Forgets finished entries past their retention and lapsed guards.
     pub async fn purge(&self) -> StoreResult<usize> {
         let now = now_millis();
-        self.store.purge(now - self.limits.retention_ms, now).await
-    }
-
-    /// Restores active-game guards of unfinished matches from the durable
-    /// store (after a restart of an in-memory hot store).
-    pub async fn restore_guards(&self) -> StoreResult<usize> {
-        let now = now_millis();
-        let records = self
-            .durable
-            .unfinished_matches(now - self.limits.guard_ms)
+        let hot = self
+            .store
+            .purge(now - self.limits.retention_ms, now)
             .await?;
-        let guards: Vec<_> = records
-            .iter()
-            .flat_map(|r| {
-                [&r.white, &r.black].map(|me| {
-                    let until = r.created_at + self.limits.guard_ms;
-                    let guard = r
-                        .guard_for(&me.user_id, until)
-                        .expect("a side of its own record");
-                    (r.tenant_id.clone(), me.user_id.clone(), guard)
-                })
-            })
-            .collect();
-        self.store.restore_active_games(&guards).await?;
-        Ok(records.len())
+        let durable = self
+            .durable
+            .purge_expired(now, now - self.limits.guard_ms)
+            .await?;
+        Ok(hot + durable as usize)
     }
+}
+
+/// The request id a pair's game carries: the join that completed the pair.
+fn request_id(p: &Pending<'_>) -> Option<String> {
+    [p.white, p.black]
+        .into_iter()
+        .max_by_key(|w| w.enqueued_at)
+        .and_then(|w| w.request_id.clone())
+}
+
+fn log_created(pool: &PoolRef, game: &NewGame, game_id: &GameId, latency_ms: f64) {
+    tracing::info!(
+        event = "game_created",
+        match_id = %game.match_id,
+        game_id = %game_id,
+        pool = %pool,
+        latency_ms,
+        request_id = game.request_id.as_deref().unwrap_or(""),
+        "game created"
+    );
 }

@@ -14,6 +14,7 @@
 pub mod breaker;
 pub mod challenges;
 pub mod games;
+pub mod guards;
 pub mod live_game;
 pub mod matching;
 pub mod queue;

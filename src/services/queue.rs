@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::ServiceError;
 use super::breaker::CircuitBreaker;
+use super::guards::{Guards, REBUILD_WAIT};
 use super::ratings::RatingService;
 use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
@@ -15,7 +16,7 @@ use crate::domain::{
     QueueEntry, QueueEntryId, TenantConfig, now_millis,
 };
 use crate::store::{
-    AuditEvent, CancelOutcome, DurableStore, IdempotencyScope, JoinOutcome, QueueStore,
+    AuditEvent, CancelOutcome, DurableStore, IdempotencyScope, JoinOutcome, QueueStore, StoreError,
     StoredAnswer,
 };
 
@@ -79,6 +80,8 @@ pub struct QueueService {
     pub breaker: Arc<CircuitBreaker>,
     /// Wakes the workers of other processes, when there are any.
     pub announcer: Option<Arc<dyn DueAnnouncer>>,
+    /// Rebuilds the queue store's guards when it lost them.
+    pub guards: Arc<Guards>,
     /// Each pool's last estimate and when it was made. A std lock: held for
     /// one map operation, never across an await.
     pub estimates: std::sync::Mutex<std::collections::HashMap<PoolRef, (Millis, u64)>>,
@@ -115,6 +118,19 @@ impl QueueService {
         Ok(text)
     }
 
+    /// Refuses at once while the durable store cannot write: no match of
+    /// a new entry could be recorded.
+    fn durable_writable(&self) -> Result<(), ServiceError> {
+        match self.durable.write_failure() {
+            Some(f) => Err(StoreError::Unavailable(format!(
+                "the durable store cannot write: {}",
+                f.reason
+            ))
+            .into()),
+            None => Ok(()),
+        }
+    }
+
     /// Puts the caller in the pool of `join` (SPEC §3.1 POST /queue).
     pub async fn join(&self, who: &Identity, join: Join) -> Result<Joined, ServiceError> {
         if let Some(retry_after_seconds) = self.breaker.retry_after(now_millis()) {
@@ -122,6 +138,7 @@ impl QueueService {
                 retry_after_seconds,
             });
         }
+        self.durable_writable()?;
         let metadata = join
             .client_metadata
             .as_ref()
@@ -144,7 +161,16 @@ impl QueueService {
                 now,
             )
         };
-        let entry = match self.store.join(entry, now).await? {
+        let joined = match self.store.join(entry.clone(), now).await {
+            // The queue store may have lost its guards: nobody is admitted
+            // until they are rebuilt from the durable store.
+            Err(StoreError::GuardsLost) => {
+                self.guards.ensure_intact(REBUILD_WAIT).await?;
+                self.store.join(entry, now).await?
+            }
+            other => other?,
+        };
+        let entry = match joined {
             JoinOutcome::Created(entry) => {
                 crate::observe::joined(&entry.pool_ref());
                 tracing::info!(
@@ -291,10 +317,13 @@ impl QueueService {
     pub async fn active(&self, who: &Identity) -> Result<Active, ServiceError> {
         let now = now_millis();
         let entry = self.store.user_entry(&who.tenant_id, &who.user_id).await?;
+        // A guard without a game (one rebuilt while the game is being
+        // created) holds the player, but there is no game to show yet.
         let mut game = self
             .store
             .active_game(&who.tenant_id, &who.user_id, now)
-            .await?;
+            .await?
+            .filter(|g| g.game_id.is_some());
         if game.is_none() && entry.is_none() {
             let since = now - self.limits.guard_ms;
             game = self
@@ -315,6 +344,7 @@ impl QueueService {
         tenant: &crate::domain::TenantId,
         game: &GameId,
     ) -> Result<Vec<crate::domain::UserId>, ServiceError> {
+        self.durable_writable()?;
         let now = now_millis();
         let record = self
             .durable
@@ -342,7 +372,7 @@ impl QueueService {
         &self,
         scope: &IdempotencyScope,
     ) -> Result<Option<StoredAnswer>, ServiceError> {
-        Ok(self.store.idempotent_answer(scope, now_millis()).await?)
+        Ok(self.durable.idempotent_answer(scope, now_millis()).await?)
     }
 
     /// Keeps `answer` as the one to repeat; answers the one kept.
@@ -351,10 +381,11 @@ impl QueueService {
         scope: &IdempotencyScope,
         answer: StoredAnswer,
     ) -> Result<StoredAnswer, ServiceError> {
-        let expires = now_millis() + self.limits.idempotency_ms;
+        let now = now_millis();
+        let expires = now + self.limits.idempotency_ms;
         Ok(self
-            .store
-            .save_idempotent_answer(scope, answer, expires)
+            .durable
+            .save_idempotent_answer(scope, answer, expires, now)
             .await?)
     }
 }

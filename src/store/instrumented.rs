@@ -10,13 +10,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    AuditEvent, AuditStore, CancelOutcome, ChallengeStore, Direction, DurableStore,
-    IdempotencyScope, JoinOutcome, MatchStore, PoolStats, QueueStore, RatingChange, RatingStore,
-    Ratings, Reservation, StaleReservation, StoreResult, StoredAnswer, Transition, Waiting,
+    AuditEvent, AuditStore, CancelOutcome, ChallengeStore, Claim, Direction, DurableStore,
+    IdempotencyScope, IdempotencyStore, JoinOutcome, MatchStore, PoolStats, QueueStore,
+    RatingChange, RatingStore, Ratings, Reservation, StaleReservation, StoreResult, StoredAnswer,
+    Transition, Waiting, WriteFailure,
 };
 use crate::domain::{
-    ActiveGame, Challenge, ChallengeId, GameId, MatchId, MatchRecord, Millis, PoolRef, QueueEntry,
-    QueueEntryId, TenantId, UserId,
+    ActiveGame, Challenge, ChallengeId, GameId, MatchId, MatchIntent, MatchRecord, Millis, PoolRef,
+    QueueEntry, QueueEntryId, TenantId, UserId,
 };
 use crate::observe;
 
@@ -139,6 +140,19 @@ impl QueueStore for InstrumentedQueueStore {
         timed!(self, "time_out", self.inner.time_out(pool, ids, now))
     }
 
+    async fn cancel_entries(
+        &self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        now: Millis,
+    ) -> StoreResult<Vec<QueueEntry>> {
+        timed!(
+            self,
+            "cancel_entries",
+            self.inner.cancel_entries(pool, ids, now)
+        )
+    }
+
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {
         timed!(
             self,
@@ -153,19 +167,27 @@ impl QueueStore for InstrumentedQueueStore {
 
     async fn hold_players(
         &self,
-        record: &MatchRecord,
+        intent: &MatchIntent,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool> {
         timed!(
             self,
             "hold_players",
-            self.inner.hold_players(record, until, now)
+            self.inner.hold_players(intent, until, now)
         )
     }
 
-    async fn drop_hold(&self, record: &MatchRecord) -> StoreResult<()> {
-        timed!(self, "drop_hold", self.inner.drop_hold(record))
+    async fn drop_hold(&self, intent: &MatchIntent) -> StoreResult<()> {
+        timed!(self, "drop_hold", self.inner.drop_hold(intent))
+    }
+
+    async fn guards_intact(&self) -> StoreResult<bool> {
+        timed!(self, "guards_intact", self.inner.guards_intact())
+    }
+
+    async fn mark_guards_intact(&self) -> StoreResult<()> {
+        timed!(self, "mark_guards_intact", self.inner.mark_guards_intact())
     }
 
     async fn restore_active_games(
@@ -189,31 +211,6 @@ impl QueueStore for InstrumentedQueueStore {
 
     async fn known_pools(&self) -> StoreResult<Vec<PoolRef>> {
         timed!(self, "known_pools", self.inner.known_pools())
-    }
-
-    async fn idempotent_answer(
-        &self,
-        scope: &IdempotencyScope,
-        now: Millis,
-    ) -> StoreResult<Option<StoredAnswer>> {
-        timed!(
-            self,
-            "idempotent_answer",
-            self.inner.idempotent_answer(scope, now)
-        )
-    }
-
-    async fn save_idempotent_answer(
-        &self,
-        scope: &IdempotencyScope,
-        answer: StoredAnswer,
-        expires_at: Millis,
-    ) -> StoreResult<StoredAnswer> {
-        timed!(
-            self,
-            "save_idempotent_answer",
-            self.inner.save_idempotent_answer(scope, answer, expires_at)
-        )
     }
 
     async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize> {
@@ -256,16 +253,65 @@ impl InstrumentedDurableStore {
 
 #[async_trait]
 impl MatchStore for InstrumentedDurableStore {
+    async fn claim_matches(
+        &self,
+        intents: &[MatchIntent],
+        owner: &str,
+        attempt_ms: Millis,
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>> {
+        timed!(
+            self,
+            "claim_matches",
+            self.inner
+                .claim_matches(intents, owner, attempt_ms, live_since)
+        )
+    }
+
     async fn insert_matches(
         &self,
         records: &[MatchRecord],
         audit: &[AuditEvent],
-    ) -> StoreResult<()> {
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>> {
         timed!(
             self,
             "insert_matches",
-            self.inner.insert_matches(records, audit)
+            self.inner.insert_matches(records, audit, live_since)
         )
+    }
+
+    async fn drop_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<bool> {
+        timed!(self, "drop_intent", self.inner.drop_intent(match_id, owner))
+    }
+
+    async fn yield_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<()> {
+        timed!(
+            self,
+            "yield_intent",
+            self.inner.yield_intent(match_id, owner)
+        )
+    }
+
+    async fn take_stale_intents(
+        &self,
+        owner: &str,
+        attempt_ms: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<MatchIntent>> {
+        timed!(
+            self,
+            "take_stale_intents",
+            self.inner.take_stale_intents(owner, attempt_ms, limit)
+        )
+    }
+
+    async fn intent(&self, match_id: &MatchId) -> StoreResult<Option<MatchIntent>> {
+        timed!(self, "intent", self.inner.intent(match_id))
+    }
+
+    async fn intents(&self) -> StoreResult<Vec<MatchIntent>> {
+        timed!(self, "intents", self.inner.intents())
     }
 
     async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>> {
@@ -435,8 +481,50 @@ impl ChallengeStore for InstrumentedDurableStore {
 }
 
 #[async_trait]
+impl IdempotencyStore for InstrumentedDurableStore {
+    async fn idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        now: Millis,
+    ) -> StoreResult<Option<StoredAnswer>> {
+        timed!(
+            self,
+            "idempotent_answer",
+            self.inner.idempotent_answer(scope, now)
+        )
+    }
+
+    async fn save_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        answer: StoredAnswer,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<StoredAnswer> {
+        timed!(
+            self,
+            "save_idempotent_answer",
+            self.inner
+                .save_idempotent_answer(scope, answer, expires_at, now)
+        )
+    }
+}
+
+#[async_trait]
 impl DurableStore for InstrumentedDurableStore {
     async fn ping(&self) -> StoreResult<()> {
         timed!(self, "ping", DurableStore::ping(&*self.inner))
+    }
+
+    fn write_failure(&self) -> Option<WriteFailure> {
+        self.inner.write_failure()
+    }
+
+    async fn purge_expired(&self, now: Millis, live_since: Millis) -> StoreResult<u64> {
+        timed!(
+            self,
+            "purge_expired",
+            self.inner.purge_expired(now, live_since)
+        )
     }
 }

@@ -19,13 +19,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation,
-    STATS_BUCKET_MS, STATS_KEPT_MS, StaleReservation, StoreResult, StoredAnswer, Waiting,
-    stats_bucket,
+    CancelOutcome, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS,
+    STATS_KEPT_MS, StaleReservation, StoreError, StoreResult, Waiting, stats_bucket,
 };
 use crate::domain::{
-    ActiveGame, EntryStatus, GameId, MatchId, MatchRecord, Millis, Opponent, PoolKey, PoolRef,
-    QueueEntry, QueueEntryId, Rating, TenantId, UserId, Username,
+    ActiveGame, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, Millis, Opponent, PoolKey,
+    PoolRef, QueueEntry, QueueEntryId, Rating, TenantId, UserId, Username,
 };
 
 /// How many recent match waits a pool remembers for its estimate.
@@ -214,15 +213,15 @@ struct Inner {
     active: HashMap<UserKey, Box<ActiveGame>>,
     /// Players of each guarded game.
     games: HashMap<(TenantId, GameId), Box<[UserId; 2]>>,
-    answers: HashMap<IdempotencyScope, (StoredAnswer, Millis)>,
     /// Entries that reached a final status, in the order they did.
     finished: VecDeque<(Millis, QueueEntryId)>,
     /// Guard deadlines, soonest first (a guard may have been lifted since).
     guard_expiry: BTreeSet<(Millis, UserKey)>,
-    /// Answer deadlines, soonest first.
-    answer_expiry: BTreeSet<(Millis, IdempotencyScope)>,
     /// Pool leases: holder and deadline (wall clock).
     leases: HashMap<PoolRef, (String, Millis)>,
+    /// Whether the guards were rebuilt from the durable store since this
+    /// store was made (a new process starts with none).
+    guards_intact: bool,
 }
 
 #[derive(Default)]
@@ -325,6 +324,34 @@ impl Inner {
         }
     }
 
+    /// Moves the searching entries of `ids` to `status` (a time-out is
+    /// counted in the pool's figures); answers the entries it changed.
+    fn end_searching(
+        &mut self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        status: EntryStatus,
+        now: Millis,
+    ) -> Vec<QueueEntry> {
+        let mut changed = Vec::new();
+        for id in ids {
+            let Some(entry) = self.entries.get(id) else {
+                continue;
+            };
+            if entry.status != EntryStatus::Searching || !entry.in_pool(pool) {
+                continue;
+            }
+            self.unlist(id);
+            self.finish(id, status, now);
+            changed.extend(self.copy(id));
+        }
+        if status == EntryStatus::TimedOut && !changed.is_empty() {
+            self.pool(pool).count(now, 0, changed.len() as u64);
+        }
+        self.drop_empty_pool(pool);
+        changed
+    }
+
     fn drop_empty_pool(&mut self, pool: &PoolRef) {
         if self.pools.get(pool).is_some_and(Pool::is_idle) {
             self.pools.remove(pool);
@@ -336,6 +363,9 @@ impl Inner {
 impl QueueStore for MemoryQueueStore {
     async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome> {
         let mut inner = self.lock();
+        if !inner.guards_intact {
+            return Err(StoreError::GuardsLost);
+        }
         if let Some(existing) = inner.user_entry(&entry.tenant_id, &entry.user_id) {
             return Ok(if existing.pool == entry.pool {
                 JoinOutcome::Existing(existing.to_entry())
@@ -583,24 +613,20 @@ impl QueueStore for MemoryQueueStore {
         ids: &[QueueEntryId],
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>> {
-        let mut inner = self.lock();
-        let mut changed = Vec::new();
-        for id in ids {
-            let Some(entry) = inner.entries.get(id) else {
-                continue;
-            };
-            if entry.status != EntryStatus::Searching || !entry.in_pool(pool) {
-                continue;
-            }
-            inner.unlist(id);
-            inner.finish(id, EntryStatus::TimedOut, now);
-            changed.extend(inner.copy(id));
-        }
-        if !changed.is_empty() {
-            inner.pool(pool).count(now, 0, changed.len() as u64);
-        }
-        inner.drop_empty_pool(pool);
-        Ok(changed)
+        Ok(self
+            .lock()
+            .end_searching(pool, ids, EntryStatus::TimedOut, now))
+    }
+
+    async fn cancel_entries(
+        &self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        now: Millis,
+    ) -> StoreResult<Vec<QueueEntry>> {
+        Ok(self
+            .lock()
+            .end_searching(pool, ids, EntryStatus::Cancelled, now))
     }
 
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {
@@ -635,7 +661,11 @@ impl QueueStore for MemoryQueueStore {
         };
         for user in *players {
             let key = (tenant.clone(), user);
-            if inner.active.get(&key).is_some_and(|g| &g.game_id == game) {
+            if inner
+                .active
+                .get(&key)
+                .is_some_and(|g| g.game_id.as_ref() == Some(game))
+            {
                 inner.active.remove(&key);
             }
         }
@@ -644,37 +674,40 @@ impl QueueStore for MemoryQueueStore {
 
     async fn hold_players(
         &self,
-        record: &MatchRecord,
+        intent: &MatchIntent,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool> {
         let mut inner = self.lock();
-        let keys = [&record.white, &record.black]
-            .map(|side| (record.tenant_id.clone(), side.user_id.clone()));
+        if !inner.guards_intact {
+            return Err(StoreError::GuardsLost);
+        }
+        let keys = [&intent.white, &intent.black]
+            .map(|side| (intent.tenant_id.clone(), side.user_id.clone()));
         let busy = keys
             .iter()
             .any(|k| inner.user_entry(&k.0, &k.1).is_some() || inner.active_game(k, now).is_some());
         if busy {
             return Ok(false);
         }
-        for (key, side) in keys.into_iter().zip([&record.white, &record.black]) {
-            let guard = record
+        for (key, side) in keys.into_iter().zip([&intent.white, &intent.black]) {
+            let guard = intent
                 .guard_for(&side.user_id, until)
-                .expect("a side of its own record");
+                .expect("a side of its own match");
             inner.guard_expiry.insert((until, key.clone()));
             inner.active.insert(key, Box::new(guard));
         }
         Ok(true)
     }
 
-    async fn drop_hold(&self, record: &MatchRecord) -> StoreResult<()> {
+    async fn drop_hold(&self, intent: &MatchIntent) -> StoreResult<()> {
         let mut inner = self.lock();
-        for side in [&record.white, &record.black] {
-            let key = (record.tenant_id.clone(), side.user_id.clone());
+        for side in [&intent.white, &intent.black] {
+            let key = (intent.tenant_id.clone(), side.user_id.clone());
             if inner
                 .active
                 .get(&key)
-                .is_some_and(|g| g.match_id == record.match_id)
+                .is_some_and(|g| g.match_id == intent.match_id)
             {
                 inner.active.remove(&key);
             }
@@ -689,13 +722,27 @@ impl QueueStore for MemoryQueueStore {
         let mut inner = self.lock();
         for (tenant, user, game) in games {
             let key = (tenant.clone(), user.clone());
+            if inner.active.contains_key(&key) {
+                continue;
+            }
             inner.guard_expiry.insert((game.until, key.clone()));
             inner.active.insert(key, Box::new(game.clone()));
-            inner.games.insert(
-                (tenant.clone(), game.game_id.clone()),
-                Box::new([user.clone(), game.opponent.user_id.clone()]),
-            );
+            if let Some(game_id) = &game.game_id {
+                inner.games.insert(
+                    (tenant.clone(), game_id.clone()),
+                    Box::new([user.clone(), game.opponent.user_id.clone()]),
+                );
+            }
         }
+        Ok(())
+    }
+
+    async fn guards_intact(&self) -> StoreResult<bool> {
+        Ok(self.lock().guards_intact)
+    }
+
+    async fn mark_guards_intact(&self) -> StoreResult<()> {
+        self.lock().guards_intact = true;
         Ok(())
     }
 
@@ -733,39 +780,6 @@ impl QueueStore for MemoryQueueStore {
         Ok(self.lock().pools.keys().cloned().collect())
     }
 
-    async fn idempotent_answer(
-        &self,
-        scope: &IdempotencyScope,
-        now: Millis,
-    ) -> StoreResult<Option<StoredAnswer>> {
-        let inner = self.lock();
-        Ok(inner
-            .answers
-            .get(scope)
-            .filter(|(_, expires)| *expires > now)
-            .map(|(a, _)| a.clone()))
-    }
-
-    async fn save_idempotent_answer(
-        &self,
-        scope: &IdempotencyScope,
-        answer: StoredAnswer,
-        expires_at: Millis,
-    ) -> StoreResult<StoredAnswer> {
-        let mut inner = self.lock();
-        let now = crate::domain::now_millis();
-        let slot = inner
-            .answers
-            .entry(scope.clone())
-            .or_insert_with(|| (answer.clone(), expires_at));
-        if slot.1 <= now {
-            *slot = (answer, expires_at);
-        }
-        let (kept, expires) = slot.clone();
-        inner.answer_expiry.insert((expires, scope.clone()));
-        Ok(kept)
-    }
-
     async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize> {
         let mut inner = self.lock();
         let mut purged = 0;
@@ -790,22 +804,9 @@ impl QueueStore for MemoryQueueStore {
             let (until, key) = inner.guard_expiry.pop_first().expect("first exists");
             // Only a guard that still ends then: a newer one may have replaced it.
             if inner.active.get(&key).is_some_and(|g| g.until == until) {
-                let game = inner.active.remove(&key).expect("checked").game_id;
-                inner.games.remove(&(key.0, game));
-                purged += 1;
-            }
-        }
-        while let Some((expires, _)) = inner.answer_expiry.first() {
-            if *expires > now {
-                break;
-            }
-            let (expires, scope) = inner.answer_expiry.pop_first().expect("first exists");
-            if inner
-                .answers
-                .get(&scope)
-                .is_some_and(|(_, e)| *e == expires)
-            {
-                inner.answers.remove(&scope);
+                if let Some(game) = inner.active.remove(&key).expect("checked").game_id {
+                    inner.games.remove(&(key.0, game));
+                }
                 purged += 1;
             }
         }

@@ -2,14 +2,27 @@
 //!
 //! - [`QueueStore`]: hot queue state — entries, per-pool waiting sets, the
 //!   per-user index, the short "being matched" reservation, active-game
-//!   guards, idempotent answers. In memory ([`memory`]) or, in production,
-//!   Redis, where each method is one atomic script.
-//! - [`DurableStore`]: durable records — matches, ratings, audit of
-//!   decisions. SQLite ([`sqlite`]) or, in production, PostgreSQL.
+//!   guards. In memory ([`memory`]) or, in production, Redis, where each
+//!   method is one atomic script.
+//! - [`DurableStore`]: durable records — matches and the claims that keep a
+//!   player in one unfinished match at most, match intents, ratings,
+//!   challenges, idempotent answers, audit of decisions. SQLite ([`sqlite`])
+//!   or, in production, PostgreSQL.
 //!
 //! Every method that changes more than one thing does it atomically: no
 //! caller on any node can observe or create a half state.
+//!
+//! ## Who is the authority
+//!
+//! The durable store is the authority for "this player has an unfinished
+//! game": a match is stored only together with a claim on both players,
+//! refused when either already has an unfinished match ([`Claim::Busy`]).
+//! The queue store's guards are a fast copy of those claims, rebuilt from
+//! the durable store whenever the queue store may have lost them (a fresh
+//! process, a Redis that restarted empty): until then it refuses to admit
+//! anyone ([`StoreError::GuardsLost`]).
 
+pub mod claims;
 pub mod instrumented;
 pub mod memory;
 pub mod postgres;
@@ -24,17 +37,120 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, GameId, MatchId,
-    MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, Rating, Speed, TenantId, UserId,
-    Username,
+    MatchIntent, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, Rating, Speed, TenantId,
+    UserId, Username,
 };
 
 /// A store could not do what was asked; callers answer 503.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The queue store may have lost its active-game guards (it is new, or
+    /// its server lost its data): nobody may be admitted until they are
+    /// rebuilt from the durable store and marked intact.
+    #[error("the queue store's active-game guards must be rebuilt from the durable store")]
+    GuardsLost,
+}
+
+/// What became of a match the durable store was asked to claim or record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Stored (now or before), both players claimed by this match.
+    Stored,
+    /// Refused: these players have another unfinished match.
+    Busy(Vec<UserId>),
+}
+
+impl Claim {
+    pub fn is_stored(&self) -> bool {
+        matches!(self, Claim::Stored)
+    }
+}
+
+/// Why a durable store cannot write, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    pub reason: String,
+    pub since: Millis,
+}
+
+/// Whether a durable store can write, as its last write or probe said. A
+/// store marks it failed when a write fails because of the store (a full
+/// disk, a lock it cannot get, a server that does not answer), and healthy
+/// again when a write or a probe succeeds; callers read it with no I/O, so
+/// joins can answer 503 at once instead of queueing behind a store that
+/// cannot take their matches.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    failing: std::sync::atomic::AtomicBool,
+    failure: std::sync::Mutex<Option<WriteFailure>>,
+}
+
+impl WriteHealth {
+    /// The current failure, if the last write failed.
+    pub fn failure(&self) -> Option<WriteFailure> {
+        if !self.failing.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A write failed for `reason`; keeps the first time of a run of failures.
+    pub fn failed(&self, reason: &str) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() {
+            tracing::error!(
+                reason,
+                "the durable store cannot write: joins and matching pause until it can"
+            );
+        }
+        let since = failure
+            .as_ref()
+            .map(|f| f.since)
+            .unwrap_or_else(crate::domain::now_millis);
+        *failure = Some(WriteFailure {
+            reason: reason.to_owned(),
+            since,
+        });
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A write succeeded.
+    pub fn succeeded(&self) {
+        if !self.is_failing() {
+            return;
+        }
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = failure.take() {
+            tracing::info!(
+                down_ms = crate::domain::now_millis() - f.since,
+                "the durable store writes again"
+            );
+        }
+        self.failing
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Notes the outcome of a write: only failures of the store itself
+    /// (`Unavailable`) count, not refusals or corrupt rows.
+    pub fn note<T>(&self, result: &StoreResult<T>) {
+        match result {
+            Ok(_) => self.succeeded(),
+            Err(StoreError::Unavailable(reason)) => self.failed(reason),
+            Err(_) => {}
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -130,6 +246,19 @@ pub struct StaleReservation {
     pub entries: Vec<QueueEntryId>,
 }
 
+impl StaleReservation {
+    /// The reservation to release (a lone entry stands for both sides).
+    pub fn reservation(&self) -> Option<Reservation> {
+        let a = *self.entries.first()?;
+        let b = self.entries.get(1).copied().unwrap_or(a);
+        Some(Reservation {
+            match_id: self.match_id,
+            a,
+            b,
+        })
+    }
+}
+
 /// Scope of an `Idempotency-Key`: per tenant and user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdempotencyScope {
@@ -150,6 +279,7 @@ pub struct StoredAnswer {
 pub trait QueueStore: Send + Sync + 'static {
     /// Adds `entry` to its pool unless the user is already waiting or in an
     /// active game; one atomic step with the per-user guard.
+    /// [`StoreError::GuardsLost`] while the guards are not known intact.
     async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome>;
 
     /// The entry, if it exists and belongs to this tenant and user. When it
@@ -228,6 +358,16 @@ pub trait QueueStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>>;
 
+    /// Marks these entries `CANCELLED` if they are still searching (their
+    /// players turned out to be in a game already); answers the entries it
+    /// changed.
+    async fn cancel_entries(
+        &self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        now: Millis,
+    ) -> StoreResult<Vec<QueueEntry>>;
+
     /// Reservations whose deadline is before `now`.
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>>;
 
@@ -235,26 +375,37 @@ pub trait QueueStore: Send + Sync + 'static {
     /// no guard was held for it.
     async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool>;
 
-    /// Guards both players of `record` until `until`, only if neither is
+    /// Guards both players of `intent` until `until`, only if neither is
     /// waiting in a queue nor has an active game at `now`; atomic. For games
     /// made outside the queue (an accepted challenge): afterwards a join of
-    /// either answers ACTIVE_GAME_EXISTS. `commit` of the same record then
-    /// makes the guards final; `drop_hold` undoes them.
+    /// either answers ACTIVE_GAME_EXISTS. `commit` of the match's record
+    /// then makes the guards final; `drop_hold` undoes them.
+    /// [`StoreError::GuardsLost`] while the guards are not known intact.
     async fn hold_players(
         &self,
-        record: &MatchRecord,
+        intent: &MatchIntent,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool>;
 
-    /// Lifts the guards `hold_players` set for this match, if still held.
-    async fn drop_hold(&self, record: &MatchRecord) -> StoreResult<()>;
+    /// Lifts the guards of this match's players, if they are still for it
+    /// (a hold, or a guard rebuilt from an intent that was then dropped).
+    async fn drop_hold(&self, intent: &MatchIntent) -> StoreResult<()>;
 
-    /// Sets active-game guards (warm start from the durable store).
+    /// Sets active-game guards that are not set (rebuilt from the durable
+    /// store); a guard already there is newer and stays.
     async fn restore_active_games(
         &self,
         games: &[(TenantId, UserId, ActiveGame)],
     ) -> StoreResult<()>;
+
+    /// Whether the guards are known intact: false on a fresh store and
+    /// after its server lost its data, until [`Self::mark_guards_intact`].
+    async fn guards_intact(&self) -> StoreResult<bool>;
+
+    /// Declares the guards intact (after they were rebuilt): joins and
+    /// holds are admitted again.
+    async fn mark_guards_intact(&self) -> StoreResult<()>;
 
     /// Waits (ms) of the pool's most recent matches, newest first.
     async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>>;
@@ -266,24 +417,8 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Every pool with searching entries or recent outcomes.
     async fn known_pools(&self) -> StoreResult<Vec<PoolRef>>;
 
-    /// The answer first stored under this scope, if not expired.
-    async fn idempotent_answer(
-        &self,
-        scope: &IdempotencyScope,
-        now: Millis,
-    ) -> StoreResult<Option<StoredAnswer>>;
-
-    /// Stores `answer` unless one is stored already; answers the one that
-    /// is stored now (so racing requests return the same answer).
-    async fn save_idempotent_answer(
-        &self,
-        scope: &IdempotencyScope,
-        answer: StoredAnswer,
-        expires_at: Millis,
-    ) -> StoreResult<StoredAnswer>;
-
-    /// Drops finished entries older than `before`, and expired guards and
-    /// answers. Answers how many items went.
+    /// Drops finished entries older than `before`, and expired guards.
+    /// Answers how many items went.
     async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize>;
 
     /// Takes or renews the lease on `pool` for `holder` (a worker) for
@@ -370,17 +505,66 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
 }
 
-/// Durable match records.
+/// Durable match records, intents, and the claims on players.
+///
+/// A claim ties a player to their one unfinished match: it is written with
+/// the match's intent or record, lifted when the game finishes, and lapses
+/// when it is older than the `live_since` the caller passes (the active-game
+/// guard time). Claims on a batch are decided in order, so two matches of
+/// one player in the same call cannot both be stored either.
 #[async_trait]
 pub trait MatchStore: Send + Sync + 'static {
-    /// Inserts the records with their audit events in one transaction, and
-    /// moves each player's color balance (+1 white, -1 black). A record whose
-    /// match id is already stored is left as it is.
+    /// Stores each intent with claims on both players, unless a player has
+    /// a live claim of another match ([`Claim::Busy`]); an intent or record
+    /// already stored for the match answers [`Claim::Stored`]. `owner` is
+    /// the caller's attempt, which owns the intent for `attempt_ms` (on the
+    /// store's clock). One transaction.
+    async fn claim_matches(
+        &self,
+        intents: &[MatchIntent],
+        owner: &str,
+        attempt_ms: Millis,
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>>;
+
+    /// Inserts the records (games that exist) with their audit events in
+    /// one transaction, claims both players of each, drops the records'
+    /// intents, and moves each player's color balance (+1 white, -1 black)
+    /// for the records inserted now. A record whose player has a live claim
+    /// of another match is refused ([`Claim::Busy`]), and audit events whose
+    /// subject is a refused record's match id are dropped with it; a record
+    /// already stored answers [`Claim::Stored`] and is left as it is.
     async fn insert_matches(
         &self,
         records: &[MatchRecord],
         audit: &[AuditEvent],
-    ) -> StoreResult<()>;
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>>;
+
+    /// Drops an intent whose game was refused, with its claims, if `owner`
+    /// still owns it (a recoverer may have taken it over). Answers whether
+    /// it did.
+    async fn drop_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<bool>;
+
+    /// Gives up an intent `owner` still owns without dropping it (its game
+    /// may exist): the next recovery takes it over at once.
+    async fn yield_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<()>;
+
+    /// Takes over up to `limit` intents whose owner's time ran out (a
+    /// worker that died or stalled mid-creation): each now belongs to
+    /// `owner` for `attempt_ms` more, so one recoverer works on it at a time.
+    async fn take_stale_intents(
+        &self,
+        owner: &str,
+        attempt_ms: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<MatchIntent>>;
+
+    /// The intent of this match, while its game is being created.
+    async fn intent(&self, match_id: &MatchId) -> StoreResult<Option<MatchIntent>>;
+
+    /// Every intent (players whose game is being created).
+    async fn intents(&self) -> StoreResult<Vec<MatchIntent>>;
 
     async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>>;
 
@@ -402,8 +586,8 @@ pub trait MatchStore: Send + Sync + 'static {
     /// Every unfinished match created at or after `since`.
     async fn unfinished_matches(&self, since: Millis) -> StoreResult<Vec<MatchRecord>>;
 
-    /// Records that a game finished; answers its match, `None` when unknown.
-    /// Finishing twice keeps the first time.
+    /// Records that a game finished and lifts its players' claims; answers
+    /// its match, `None` when unknown. Finishing twice keeps the first time.
     async fn finish_match(
         &self,
         tenant: &TenantId,
@@ -521,8 +705,40 @@ pub trait ChallengeStore: Send + Sync + 'static {
     async fn stale_accepting(&self, before: Millis) -> StoreResult<Vec<Challenge>>;
 }
 
+/// Idempotent answers (`Idempotency-Key`), kept durably so a retry after a
+/// restart still gets the first answer.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// The answer first stored under this scope, if not expired at `now`.
+    async fn idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        now: Millis,
+    ) -> StoreResult<Option<StoredAnswer>>;
+
+    /// Stores `answer` unless one is stored already and not expired at
+    /// `now`; answers the one that is stored now (so racing requests return
+    /// the same answer).
+    async fn save_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        answer: StoredAnswer,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<StoredAnswer>;
+}
+
 /// All durable stores, as one backend provides them.
 #[async_trait]
-pub trait DurableStore: MatchStore + RatingStore + AuditStore + ChallengeStore {
+pub trait DurableStore:
+    MatchStore + RatingStore + AuditStore + ChallengeStore + IdempotencyStore
+{
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Why the store cannot write right now, if it cannot (no I/O).
+    fn write_failure(&self) -> Option<WriteFailure>;
+
+    /// Drops idempotent answers expired at `now` and claims older than
+    /// `live_since`; answers how many rows went.
+    async fn purge_expired(&self, now: Millis, live_since: Millis) -> StoreResult<u64>;
 }

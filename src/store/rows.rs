@@ -2,17 +2,30 @@
 //! checked conversion into domain values: one place for both. A row that
 //! does not parse is `StoreError::Corrupt`, never a panic.
 
-use super::{AuditEvent, RatingChange, Ratings, StoreError, StoreResult};
+use super::{AuditEvent, RatingChange, Ratings, StoreError, StoreResult, StoredAnswer};
 use crate::domain::{
-    Challenge, ChallengeId, GameId, MatchId, MatchRecord, MatchSide, MatchSource, QueueEntryId,
-    TenantId, UserId, Username,
+    Challenge, ChallengeId, GameId, MatchId, MatchIntent, MatchRecord, MatchSide, MatchSource,
+    QueueEntryId, TenantId, UserId, Username,
 };
 
-/// Columns of `match_records`, in [`MatchRow`] order.
-pub const MATCH_COLUMNS: &str = "match_id, tenant_id, game_id, \
-    white_user_id, white_username, white_rating, white_entry_id, \
-    black_user_id, black_username, black_rating, black_entry_id, \
-    pool_key, source, created_at, finished_at";
+/// The columns a `match_intents` row shares with `match_records` (all but
+/// the game), as a literal.
+macro_rules! intent_columns {
+    () => {
+        "match_id, tenant_id, \
+         white_user_id, white_username, white_rating, white_entry_id, \
+         black_user_id, black_username, black_rating, black_entry_id, \
+         pool_key, source, created_at"
+    };
+}
+
+/// Columns a `match_intents` row shares with `match_records`, in the order
+/// the inserts bind them.
+pub const INTENT_COLUMNS: &str = intent_columns!();
+
+/// Columns of `match_records`, in the order the inserts bind them: the
+/// intent's, then the game.
+pub const MATCH_COLUMNS: &str = concat!(intent_columns!(), ", game_id, finished_at");
 
 /// Columns of `challenges`, in [`ChallengeRow`] order.
 pub const CHALLENGE_COLUMNS: &str = "challenge_id, tenant_id, challenger_id, opponent_id, \
@@ -34,11 +47,11 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
+/// A match as both tables hold it, before its game ([`INTENT_COLUMNS`]).
 #[derive(sqlx::FromRow)]
-pub struct MatchRow {
+pub struct IntentRow {
     match_id: String,
     tenant_id: String,
-    game_id: String,
     white_user_id: String,
     white_username: Option<String>,
     white_rating: i32,
@@ -50,6 +63,14 @@ pub struct MatchRow {
     pool_key: String,
     source: String,
     created_at: i64,
+}
+
+/// A row of `match_records` ([`MATCH_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub struct MatchRow {
+    #[sqlx(flatten)]
+    intent: IntentRow,
+    game_id: String,
     finished_at: Option<i64>,
 }
 
@@ -69,15 +90,14 @@ fn side(
     })
 }
 
-impl TryFrom<MatchRow> for MatchRecord {
+impl TryFrom<IntentRow> for MatchIntent {
     type Error = StoreError;
 
-    fn try_from(r: MatchRow) -> StoreResult<Self> {
-        Ok(MatchRecord {
+    fn try_from(r: IntentRow) -> StoreResult<Self> {
+        Ok(MatchIntent {
             match_id: MatchId::parse(&r.match_id).map_err(|_| corrupt("match_records.match_id"))?,
             tenant_id: TenantId::parse(&r.tenant_id)
                 .map_err(|_| corrupt("match_records.tenant_id"))?,
-            game_id: GameId::parse(&r.game_id).map_err(|_| corrupt("match_records.game_id"))?,
             white: side(
                 &r.white_user_id,
                 r.white_username.as_deref(),
@@ -100,7 +120,71 @@ impl TryFrom<MatchRow> for MatchRecord {
                 "challenge" => MatchSource::Challenge,
                 _ => return Err(corrupt("match_records.source")),
             },
+        })
+    }
+}
+
+impl TryFrom<MatchRow> for MatchRecord {
+    type Error = StoreError;
+
+    fn try_from(r: MatchRow) -> StoreResult<Self> {
+        let game_id = GameId::parse(&r.game_id).map_err(|_| corrupt("match_records.game_id"))?;
+        Ok(MatchRecord {
             finished_at: r.finished_at,
+            ..MatchIntent::try_from(r.intent)?.with_game(game_id)
+        })
+    }
+}
+
+/// Converts intent rows, stopping at the first corrupt one.
+pub fn intents(rows: Vec<IntentRow>) -> StoreResult<Vec<MatchIntent>> {
+    rows.into_iter().map(MatchIntent::try_from).collect()
+}
+
+/// A live claim as read back: tenant, user, its match, when it began.
+#[derive(sqlx::FromRow)]
+pub struct ClaimRow {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub match_id: String,
+    pub since: i64,
+}
+
+/// The claims of `rows` that are live (`since` at or after `live_since`),
+/// as [`super::claims::decide`] reads them; corrupt rows are skipped
+/// (they can only make a claim look free to the one match that wrote it).
+pub fn live_claims(
+    rows: Vec<ClaimRow>,
+    live_since: i64,
+) -> std::collections::HashMap<(TenantId, UserId), MatchId> {
+    rows.into_iter()
+        .filter(|r| r.since >= live_since)
+        .filter_map(|r| {
+            Some((
+                (
+                    TenantId::parse(&r.tenant_id).ok()?,
+                    UserId::parse(&r.user_id).ok()?,
+                ),
+                MatchId::parse(&r.match_id).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// A kept idempotent answer.
+#[derive(sqlx::FromRow)]
+pub struct AnswerRow {
+    status: i32,
+    body: String,
+}
+
+impl TryFrom<AnswerRow> for StoredAnswer {
+    type Error = StoreError;
+
+    fn try_from(r: AnswerRow) -> StoreResult<Self> {
+        Ok(StoredAnswer {
+            status: u16::try_from(r.status).map_err(|_| corrupt("idempotent_answers.status"))?,
+            body: r.body,
         })
     }
 }

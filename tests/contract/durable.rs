@@ -3,7 +3,9 @@
 use matchmaking_api::domain::{
     GameId, MatchId, MatchRecord, MatchSide, MatchSource, QueueEntryId, Speed,
 };
-use matchmaking_api::store::{AuditEvent, DurableStore, Ratings};
+use matchmaking_api::store::{
+    AuditEvent, Claim, DurableStore, IdempotencyScope, Ratings, StoredAnswer,
+};
 
 use super::{T0, pool, tenant, user};
 
@@ -28,6 +30,18 @@ fn record(white: &str, black: &str, at: i64) -> MatchRecord {
     }
 }
 
+/// Claims made at or after this are live (every record here is made at
+/// `T0` or later): the guard time has not passed.
+const LIVE: i64 = T0;
+
+async fn finish(store: &dyn DurableStore, r: &MatchRecord) {
+    store
+        .finish_match(&r.tenant_id, &r.game_id, r.created_at + 1)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 fn event(subject: &str) -> AuditEvent {
     AuditEvent {
         at: T0,
@@ -41,7 +55,11 @@ fn event(subject: &str) -> AuditEvent {
 pub async fn a_match_is_found_by_id_entry_and_user(store: &dyn DurableStore) {
     let r = record("alice", "bob", T0);
     store
-        .insert_matches(std::slice::from_ref(&r), &[event(&r.match_id.to_string())])
+        .insert_matches(
+            std::slice::from_ref(&r),
+            &[event(&r.match_id.to_string())],
+            LIVE,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -97,17 +115,19 @@ pub async fn a_match_is_found_by_id_entry_and_user(store: &dyn DurableStore) {
 
 pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn DurableStore) {
     let r = record("alice", "bob", T0);
-    store
-        .insert_matches(std::slice::from_ref(&r), &[])
-        .await
-        .unwrap();
-    store
-        .insert_matches(std::slice::from_ref(&r), &[])
-        .await
-        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            store
+                .insert_matches(std::slice::from_ref(&r), &[], LIVE)
+                .await
+                .unwrap(),
+            vec![Claim::Stored]
+        );
+    }
+    finish(store, &r).await;
     let r2 = record("alice", "carol", T0 + 1);
     store
-        .insert_matches(std::slice::from_ref(&r2), &[])
+        .insert_matches(std::slice::from_ref(&r2), &[], LIVE)
         .await
         .unwrap();
     let b = store
@@ -121,9 +141,12 @@ pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn
     assert_eq!(b.get(&user("bob")), Some(&-1));
     assert_eq!(b.get(&user("carol")), Some(&-1));
     assert_eq!(b.get(&user("zed")), None);
+    finish(store, &r2).await;
 
-    // One batch: a record already stored (no move), alice twice (white
-    // then black: no net move), and the audit of the batch.
+    // One batch: a record already stored (no move), alice white, then
+    // alice black in a second match of the same batch (refused: she is
+    // in the first), and the audit of the batch (the refused match's is
+    // dropped with it).
     let r3 = record("alice", "dave", T0 + 2);
     let r4 = record("erin", "alice", T0 + 3);
     let audit: Vec<AuditEvent> = [&r3, &r4]
@@ -136,10 +159,18 @@ pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn
             detail: serde_json::json!({ "game_id": r.game_id }),
         })
         .collect();
-    store
-        .insert_matches(&[r.clone(), r3.clone(), r4.clone()], &audit)
+    let claims = store
+        .insert_matches(&[r.clone(), r3.clone(), r4.clone()], &audit, LIVE)
         .await
         .unwrap();
+    assert_eq!(
+        claims,
+        vec![
+            Claim::Stored,
+            Claim::Stored,
+            Claim::Busy(vec![user("alice")])
+        ]
+    );
     let b = store
         .color_balances(
             &tenant("t1"),
@@ -147,22 +178,32 @@ pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn
         )
         .await
         .unwrap();
-    assert_eq!(b.get(&user("alice")), Some(&2));
+    assert_eq!(b.get(&user("alice")), Some(&3));
     assert_eq!(b.get(&user("bob")), Some(&-1));
     assert_eq!(b.get(&user("dave")), Some(&-1));
-    assert_eq!(b.get(&user("erin")), Some(&1));
-    let got = store
-        .events_about(&r4.match_id.to_string(), 10)
-        .await
-        .unwrap();
-    assert_eq!(got, vec![audit[1].clone()]);
+    assert_eq!(b.get(&user("erin")), None, "a refused match moves nothing");
+    assert_eq!(
+        store
+            .events_about(&r3.match_id.to_string(), 10)
+            .await
+            .unwrap(),
+        vec![audit[0].clone()]
+    );
+    assert!(
+        store
+            .events_about(&r4.match_id.to_string(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.match_by_id(&r3.match_id).await.unwrap().is_some());
+    assert!(store.match_by_id(&r4.match_id).await.unwrap().is_none());
 }
 
 pub async fn finishing_a_game_ends_its_match_once(store: &dyn DurableStore) {
     let r = record("alice", "bob", T0);
     store
-        .insert_matches(std::slice::from_ref(&r), &[])
+        .insert_matches(std::slice::from_ref(&r), &[], LIVE)
         .await
         .unwrap();
     assert_eq!(store.unfinished_matches(T0).await.unwrap().len(), 1);
@@ -251,7 +292,7 @@ pub async fn ratings_changed_since_lists_exactly_the_players_with_a_rating(
         .unwrap();
     // A player who only played (a color balance) has no rating.
     store
-        .insert_matches(&[record("bob", "carol", T0)], &[])
+        .insert_matches(&[record("bob", "carol", T0)], &[], LIVE)
         .await
         .unwrap();
     let mut all = store.ratings_changed_since(None).await.unwrap();
@@ -326,6 +367,311 @@ pub async fn many_matches_insert_in_one_batch(store: &dyn DurableStore) {
     let records: Vec<_> = (0..1_200)
         .map(|i| record(&format!("w{i}"), &format!("b{i}"), T0 + i))
         .collect();
-    store.insert_matches(&records, &[]).await.unwrap();
+    store.insert_matches(&records, &[], LIVE).await.unwrap();
     assert_eq!(store.unfinished_matches(T0).await.unwrap().len(), 1_200);
+}
+
+pub async fn a_player_in_an_unfinished_match_is_not_claimed_again(store: &dyn DurableStore) {
+    let first = record("alice", "bob", T0);
+    store
+        .insert_matches(std::slice::from_ref(&first), &[], LIVE)
+        .await
+        .unwrap();
+    // A second match of alice, from a queue or a challenge, with a game
+    // that exists or not: refused, naming her; carol stays free.
+    let second = record("carol", "alice", T0 + 10);
+    assert_eq!(
+        store
+            .insert_matches(std::slice::from_ref(&second), &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Busy(vec![user("alice")])]
+    );
+    assert_eq!(
+        store
+            .claim_matches(&[second.intent()], "w1", 60_000, LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Busy(vec![user("alice")])]
+    );
+    assert!(store.match_by_id(&second.match_id).await.unwrap().is_none());
+    assert!(store.intent(&second.match_id).await.unwrap().is_none());
+    let carol = record("carol", "dave", T0 + 20);
+    assert_eq!(
+        store
+            .insert_matches(std::slice::from_ref(&carol), &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+    // Once alice's game finishes, she may be claimed again.
+    finish(store, &first).await;
+    let third = record("erin", "alice", T0 + 30);
+    assert_eq!(
+        store
+            .insert_matches(std::slice::from_ref(&third), &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+}
+
+pub async fn a_claim_lapses_after_the_guard_time(store: &dyn DurableStore) {
+    let old = record("alice", "bob", T0);
+    store
+        .insert_matches(std::slice::from_ref(&old), &[], LIVE)
+        .await
+        .unwrap();
+    let later = record("alice", "carol", T0 + 3_600_000);
+    // With the guard time counted from the second match, the first claim
+    // is past it (never reported finished): it no longer holds alice.
+    assert_eq!(
+        store
+            .insert_matches(std::slice::from_ref(&later), &[], T0 + 1)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+    let bob = record("bob", "dave", T0 + 3_600_001);
+    assert_eq!(
+        store
+            .insert_matches(std::slice::from_ref(&bob), &[], T0 + 1)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+}
+
+pub async fn an_intent_claims_its_players_until_its_record_replaces_it(store: &dyn DurableStore) {
+    let r = record("alice", "bob", T0);
+    let intent = r.intent();
+    assert_eq!(
+        store
+            .claim_matches(std::slice::from_ref(&intent), "w1", 60_000, LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+    assert_eq!(
+        store
+            .claim_matches(std::slice::from_ref(&intent), "w1", 60_000, LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored],
+        "claiming again is a no-op"
+    );
+    assert_eq!(
+        store.intent(&r.match_id).await.unwrap().as_ref(),
+        Some(&intent)
+    );
+    assert_eq!(store.intents().await.unwrap(), vec![intent.clone()]);
+    assert!(store.match_by_id(&r.match_id).await.unwrap().is_none());
+    // While its game is being created, both players are claimed.
+    assert_eq!(
+        store
+            .insert_matches(&[record("bob", "carol", T0 + 1)], &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Busy(vec![user("bob")])]
+    );
+    // The game exists: the record replaces the intent, keeping the claims.
+    assert_eq!(
+        store
+            .insert_matches(std::slice::from_ref(&r), &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+    assert!(store.intent(&r.match_id).await.unwrap().is_none());
+    assert!(store.intents().await.unwrap().is_empty());
+    assert_eq!(
+        store.match_by_id(&r.match_id).await.unwrap().as_ref(),
+        Some(&r)
+    );
+    assert_eq!(
+        store
+            .claim_matches(
+                &[record("carol", "alice", T0 + 2).intent()],
+                "w1",
+                60_000,
+                LIVE
+            )
+            .await
+            .unwrap(),
+        vec![Claim::Busy(vec![user("alice")])]
+    );
+    // A record stored already is not an intent to claim again.
+    assert_eq!(
+        store
+            .claim_matches(std::slice::from_ref(&intent), "w1", 60_000, LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+    assert!(store.intents().await.unwrap().is_empty());
+}
+
+pub async fn an_intent_is_dropped_by_its_owner_only_and_taken_over_when_stale(
+    store: &dyn DurableStore,
+) {
+    let fresh = record("alice", "bob", T0).intent();
+    let stale = record("carol", "dave", T0).intent();
+    store
+        .claim_matches(std::slice::from_ref(&fresh), "w1", 60_000, LIVE)
+        .await
+        .unwrap();
+    // Its owner's time is already over (the store's clock decides).
+    store
+        .claim_matches(std::slice::from_ref(&stale), "w1", -1_000, LIVE)
+        .await
+        .unwrap();
+    let taken = store.take_stale_intents("w2", 60_000, 10).await.unwrap();
+    assert_eq!(taken, vec![stale.clone()], "only the stale one, once");
+    assert!(
+        store
+            .take_stale_intents("w3", 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // w1 lost it to w2: its drop does nothing, w2's drops it and its claims.
+    assert!(!store.drop_intent(&stale.match_id, "w1").await.unwrap());
+    assert!(store.intent(&stale.match_id).await.unwrap().is_some());
+    assert!(store.drop_intent(&stale.match_id, "w2").await.unwrap());
+    assert!(store.intent(&stale.match_id).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .insert_matches(&[record("carol", "erin", T0 + 1)], &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored],
+        "a dropped intent frees its players"
+    );
+    // An owner that gives up without dropping hands it to the next taker.
+    store.yield_intent(&fresh.match_id, "nobody").await.unwrap();
+    assert!(
+        store
+            .take_stale_intents("w2", 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.yield_intent(&fresh.match_id, "w1").await.unwrap();
+    assert_eq!(
+        store.take_stale_intents("w2", 60_000, 10).await.unwrap(),
+        vec![fresh.clone()]
+    );
+    assert!(
+        store.intent(&fresh.match_id).await.unwrap().is_some(),
+        "yielding keeps it"
+    );
+}
+
+pub async fn the_first_idempotent_answer_wins(store: &dyn DurableStore) {
+    let scope = IdempotencyScope {
+        tenant_id: tenant("t1"),
+        user_id: user("alice"),
+        key: "k1".into(),
+    };
+    assert!(store.idempotent_answer(&scope, T0).await.unwrap().is_none());
+    let first = StoredAnswer {
+        status: 201,
+        body: "{\"a\":1}".into(),
+    };
+    let second = StoredAnswer {
+        status: 409,
+        body: "{}".into(),
+    };
+    let expires = T0 + 60_000;
+    assert_eq!(
+        store
+            .save_idempotent_answer(&scope, first.clone(), expires, T0)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        store
+            .save_idempotent_answer(&scope, second.clone(), expires, T0 + 1)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        store.idempotent_answer(&scope, T0 + 2).await.unwrap(),
+        Some(first)
+    );
+    let other = IdempotencyScope {
+        user_id: user("bob"),
+        ..scope.clone()
+    };
+    assert!(store.idempotent_answer(&other, T0).await.unwrap().is_none());
+    // Past its time the answer is gone, and a new first answer is kept.
+    assert!(
+        store
+            .idempotent_answer(&scope, expires)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .save_idempotent_answer(&scope, second.clone(), expires + 60_000, expires)
+            .await
+            .unwrap(),
+        second
+    );
+}
+
+pub async fn purge_expired_drops_expired_answers_and_lapsed_claims(store: &dyn DurableStore) {
+    let scope = |key: &str| IdempotencyScope {
+        tenant_id: tenant("t1"),
+        user_id: user("alice"),
+        key: key.into(),
+    };
+    let answer = StoredAnswer {
+        status: 201,
+        body: "{}".into(),
+    };
+    store
+        .save_idempotent_answer(&scope("old"), answer.clone(), T0 + 10, T0)
+        .await
+        .unwrap();
+    store
+        .save_idempotent_answer(&scope("new"), answer.clone(), T0 + 1_000, T0)
+        .await
+        .unwrap();
+    store
+        .insert_matches(&[record("alice", "bob", T0)], &[], LIVE)
+        .await
+        .unwrap();
+    store
+        .insert_matches(&[record("carol", "dave", T0 + 500)], &[], LIVE)
+        .await
+        .unwrap();
+    // Answers expired at T0 + 100 and claims from before T0 + 100 go.
+    assert_eq!(store.purge_expired(T0 + 100, T0 + 100).await.unwrap(), 3);
+    assert!(
+        store
+            .idempotent_answer(&scope("new"), T0 + 100)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .insert_matches(&[record("alice", "erin", T0 + 600)], &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored],
+        "alice's lapsed claim was purged"
+    );
+    assert_eq!(
+        store
+            .insert_matches(&[record("carol", "frank", T0 + 700)], &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Busy(vec![user("carol")])],
+        "carol's live claim stays"
+    );
 }

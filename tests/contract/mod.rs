@@ -63,12 +63,13 @@ macro_rules! queue_cases {
             release_puts_both_back_with_their_priority,
             time_out_changes_only_searching_entries,
             stale_reservations_are_found_after_their_deadline,
-            the_first_idempotent_answer_wins,
             purge_forgets_old_finished_entries_only,
             holding_players_is_all_or_nothing,
             a_pool_lease_has_one_holder_until_released_or_lapsed,
             pool_stats_count_waiting_matches_and_time_outs,
             a_commit_of_many_matches_changes_each_entry_once,
+            nobody_is_admitted_until_the_guards_are_intact,
+            cancel_entries_ends_only_searching_entries,
         ] }
     };
 }
@@ -85,6 +86,12 @@ macro_rules! durable_cases {
             ratings_changed_since_lists_exactly_the_players_with_a_rating,
             ratings_changed_since_lists_only_later_changes,
             many_matches_insert_in_one_batch,
+            a_player_in_an_unfinished_match_is_not_claimed_again,
+            a_claim_lapses_after_the_guard_time,
+            an_intent_claims_its_players_until_its_record_replaces_it,
+            an_intent_is_dropped_by_its_owner_only_and_taken_over_when_stale,
+            the_first_idempotent_answer_wins,
+            purge_expired_drops_expired_answers_and_lapsed_claims,
         ] }
     };
 }

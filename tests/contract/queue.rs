@@ -4,8 +4,7 @@ use matchmaking_api::domain::{
     EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
 };
 use matchmaking_api::store::{
-    CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation,
-    StoredAnswer,
+    CancelOutcome, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation, StoreError,
 };
 
 use super::{T0, entry, tenant, user};
@@ -17,6 +16,11 @@ fn pool_ref(t: &str) -> PoolRef {
         tenant_id: tenant(t),
         key: super::pool(POOL),
     }
+}
+
+/// A store whose guards are intact, as every node's are once rebuilt.
+async fn open(store: &dyn QueueStore) {
+    store.mark_guards_intact().await.unwrap();
 }
 
 async fn joined(
@@ -77,6 +81,7 @@ async fn reserve(
 }
 
 pub async fn join_then_status_is_visible_to_its_owner_only(store: &dyn QueueStore) {
+    open(store).await;
     let e = joined(store, "alice", 1500, T0).await;
     let got = store
         .status(&tenant("t1"), &user("alice"), &e.id, T0 + 10)
@@ -118,6 +123,7 @@ pub async fn join_then_status_is_visible_to_its_owner_only(store: &dyn QueueStor
 }
 
 pub async fn joining_again_answers_the_waiting_entry(store: &dyn QueueStore) {
+    open(store).await;
     let e = joined(store, "alice", 1500, T0).await;
     let again = entry("t1", "alice", POOL, 1500, T0 + 1);
     assert_eq!(
@@ -137,6 +143,7 @@ pub async fn joining_again_answers_the_waiting_entry(store: &dyn QueueStore) {
 }
 
 pub async fn cancel_is_for_the_owner_of_a_searching_entry(store: &dyn QueueStore) {
+    open(store).await;
     let e = joined(store, "alice", 1500, T0).await;
     assert_eq!(
         store
@@ -173,6 +180,7 @@ pub async fn cancel_is_for_the_owner_of_a_searching_entry(store: &dyn QueueStore
 }
 
 pub async fn waiting_lists_searching_entries_oldest_first(store: &dyn QueueStore) {
+    open(store).await;
     let b = joined(store, "bob", 1600, T0 + 10).await;
     let a = joined(store, "alice", 1500, T0).await;
     let w = store.waiting(&pool_ref("t1")).await.unwrap();
@@ -186,6 +194,7 @@ pub async fn waiting_lists_searching_entries_oldest_first(store: &dyn QueueStore
 }
 
 pub async fn a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out(store: &dyn QueueStore) {
+    open(store).await;
     let a = joined(store, "alice", 1500, T0).await;
     let b = joined(store, "bob", 1510, T0).await;
     let c = joined(store, "carol", 1520, T0).await;
@@ -232,6 +241,7 @@ pub async fn a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out(store: &d
 }
 
 pub async fn commit_matches_both_and_guards_them_until_the_game_finishes(store: &dyn QueueStore) {
+    open(store).await;
     let a = joined(store, "alice", 1500, T0).await;
     let b = joined(store, "bob", 1540, T0 + 1_000).await;
     let r = reserve(store, &a, &b).await;
@@ -254,7 +264,7 @@ pub async fn commit_matches_both_and_guards_them_until_the_game_finishes(store: 
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(game.game_id, rec.game_id);
+    assert_eq!(game.game_id.as_ref(), Some(&rec.game_id));
     assert_eq!(game.opponent.user_id, user("alice"));
     assert_eq!(store.recent_waits(&pool_ref("t1")).await.unwrap().len(), 2);
     assert_eq!(
@@ -293,6 +303,7 @@ pub async fn commit_matches_both_and_guards_them_until_the_game_finishes(store: 
 /// pools and a record that no longer owns its reservation, all in one
 /// reserve call and one commit call.
 pub async fn a_commit_of_many_matches_changes_each_entry_once(store: &dyn QueueStore) {
+    open(store).await;
     const PAIRS: usize = 450;
     let mut pairs = Vec::new();
     for i in 0..PAIRS {
@@ -340,7 +351,7 @@ pub async fn a_commit_of_many_matches_changes_each_entry_once(store: &dyn QueueS
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(game.game_id, records[i].game_id);
+        assert_eq!(game.game_id.as_ref(), Some(&records[i].game_id));
     }
 
     for ((a, b), rec) in pairs[..PAIRS - 1].iter().zip(&records) {
@@ -379,6 +390,7 @@ pub async fn a_commit_of_many_matches_changes_each_entry_once(store: &dyn QueueS
 }
 
 pub async fn the_guard_lapses_at_its_deadline(store: &dyn QueueStore) {
+    open(store).await;
     let a = joined(store, "alice", 1500, T0).await;
     let b = joined(store, "bob", 1500, T0).await;
     let r = reserve(store, &a, &b).await;
@@ -408,6 +420,7 @@ pub async fn the_guard_lapses_at_its_deadline(store: &dyn QueueStore) {
 }
 
 pub async fn release_puts_both_back_with_their_priority(store: &dyn QueueStore) {
+    open(store).await;
     let a = joined(store, "alice", 1500, T0).await;
     let b = joined(store, "bob", 1500, T0 + 500).await;
     let r = reserve(store, &a, &b).await;
@@ -434,6 +447,7 @@ pub async fn release_puts_both_back_with_their_priority(store: &dyn QueueStore) 
 }
 
 pub async fn time_out_changes_only_searching_entries(store: &dyn QueueStore) {
+    open(store).await;
     let a = joined(store, "alice", 1500, T0).await;
     let b = joined(store, "bob", 1500, T0).await;
     let c = joined(store, "carol", 1500, T0).await;
@@ -463,6 +477,7 @@ pub async fn time_out_changes_only_searching_entries(store: &dyn QueueStore) {
 }
 
 pub async fn stale_reservations_are_found_after_their_deadline(store: &dyn QueueStore) {
+    open(store).await;
     let a = joined(store, "alice", 1500, T0).await;
     let b = joined(store, "bob", 1500, T0).await;
     let r = reserve(store, &a, &b).await;
@@ -484,48 +499,8 @@ pub async fn stale_reservations_are_found_after_their_deadline(store: &dyn Queue
     assert_eq!(stale[0].pool, pool_ref("t1"));
 }
 
-pub async fn the_first_idempotent_answer_wins(store: &dyn QueueStore) {
-    let scope = IdempotencyScope {
-        tenant_id: tenant("t1"),
-        user_id: user("alice"),
-        key: "k1".into(),
-    };
-    assert!(store.idempotent_answer(&scope, T0).await.unwrap().is_none());
-    let first = StoredAnswer {
-        status: 201,
-        body: "{\"a\":1}".into(),
-    };
-    let second = StoredAnswer {
-        status: 409,
-        body: "{}".into(),
-    };
-    let far = matchmaking_api::domain::now_millis() + 60_000;
-    assert_eq!(
-        store
-            .save_idempotent_answer(&scope, first.clone(), far)
-            .await
-            .unwrap(),
-        first
-    );
-    assert_eq!(
-        store
-            .save_idempotent_answer(&scope, second, far)
-            .await
-            .unwrap(),
-        first
-    );
-    assert_eq!(
-        store.idempotent_answer(&scope, T0).await.unwrap(),
-        Some(first)
-    );
-    let other = IdempotencyScope {
-        user_id: user("bob"),
-        ..scope
-    };
-    assert!(store.idempotent_answer(&other, T0).await.unwrap().is_none());
-}
-
 pub async fn purge_forgets_old_finished_entries_only(store: &dyn QueueStore) {
+    open(store).await;
     let a = joined(store, "alice", 1500, T0).await;
     let b = joined(store, "bob", 1500, T0).await;
     store
@@ -550,11 +525,12 @@ pub async fn purge_forgets_old_finished_entries_only(store: &dyn QueueStore) {
 }
 
 pub async fn holding_players_is_all_or_nothing(store: &dyn QueueStore) {
+    open(store).await;
     // bob is searching: a hold of alice and bob fails and holds nobody.
     let b = joined(store, "bob", 1500, T0).await;
     let alice = entry("t1", "alice", POOL, 1500, T0);
     let m = MatchId::generate();
-    let rec = record(&alice, &b, &m);
+    let rec = record(&alice, &b, &m).intent();
     assert!(!store.hold_players(&rec, T0 + 60_000, T0).await.unwrap());
     assert!(
         store
@@ -594,6 +570,7 @@ pub async fn holding_players_is_all_or_nothing(store: &dyn QueueStore) {
 }
 
 pub async fn a_pool_lease_has_one_holder_until_released_or_lapsed(store: &dyn QueueStore) {
+    open(store).await;
     let pool = pool_ref("t1");
     assert!(store.lease_pool(&pool, "w1", 60_000).await.unwrap());
     assert!(
@@ -635,6 +612,7 @@ pub async fn a_pool_lease_has_one_holder_until_released_or_lapsed(store: &dyn Qu
 }
 
 pub async fn pool_stats_count_waiting_matches_and_time_outs(store: &dyn QueueStore) {
+    open(store).await;
     let pool = pool_ref("t1");
     assert_eq!(
         store.pool_stats(&pool, T0).await.unwrap(),
@@ -679,4 +657,107 @@ pub async fn pool_stats_count_waiting_matches_and_time_outs(store: &dyn QueueSto
         store.pool_stats(&pool_ref("t2"), T0).await.unwrap(),
         PoolStats::default()
     );
+}
+
+pub async fn nobody_is_admitted_until_the_guards_are_intact(store: &dyn QueueStore) {
+    // A fresh store (a new process, a Redis that lost its data) does not
+    // know who is in a game: it admits nobody.
+    assert!(!store.guards_intact().await.unwrap());
+    let alice = entry("t1", "alice", POOL, 1500, T0);
+    assert!(matches!(
+        store.join(alice.clone(), T0).await,
+        Err(StoreError::GuardsLost)
+    ));
+    let bob = entry("t1", "bob", POOL, 1500, T0);
+    let carol = entry("t1", "carol", POOL, 1500, T0);
+    let held = record(&bob, &carol, &MatchId::generate()).intent();
+    assert!(matches!(
+        store.hold_players(&held, T0 + 60_000, T0).await,
+        Err(StoreError::GuardsLost)
+    ));
+    // The guards come back from the durable store; then it admits.
+    let dave = entry("t1", "dave", POOL, 1500, T0);
+    let game = record(&alice, &dave, &MatchId::generate());
+    let guard = game.guard_for(&user("alice"), T0 + 3_600_000).unwrap();
+    store
+        .restore_active_games(&[(tenant("t1"), user("alice"), guard.clone())])
+        .await
+        .unwrap();
+    store.mark_guards_intact().await.unwrap();
+    assert!(store.guards_intact().await.unwrap());
+    assert!(matches!(
+        store.join(alice, T0 + 1).await.unwrap(),
+        JoinOutcome::ActiveGame(g) if g.match_id == game.match_id
+    ));
+    assert!(matches!(
+        store.join(bob, T0 + 1).await.unwrap(),
+        JoinOutcome::Created(_)
+    ));
+    // A restore never replaces a guard already there (it is newer).
+    assert!(
+        store
+            .hold_players(
+                &record(&carol, &dave, &MatchId::generate()).intent(),
+                T0 + 60_000,
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    let newer = store
+        .active_game(&tenant("t1"), &user("carol"), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let older = held.guard_for(&user("carol"), T0 + 60_000).unwrap();
+    store
+        .restore_active_games(&[(tenant("t1"), user("carol"), older)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .active_game(&tenant("t1"), &user("carol"), T0)
+            .await
+            .unwrap(),
+        Some(newer)
+    );
+    // A guard rebuilt from an intent has no game yet.
+    assert!(
+        store
+            .active_game(&tenant("t1"), &user("carol"), T0)
+            .await
+            .unwrap()
+            .unwrap()
+            .game_id
+            .is_none()
+    );
+}
+
+pub async fn cancel_entries_ends_only_searching_entries(store: &dyn QueueStore) {
+    open(store).await;
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1500, T0).await;
+    let c = joined(store, "carol", 1500, T0).await;
+    reserve(store, &a, &b).await;
+    let cancelled = store
+        .cancel_entries(&pool_ref("t1"), &[a.id, c.id], T0 + 2_000)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 1, "a reserved entry is not cancelled");
+    assert_eq!(cancelled[0].id, c.id);
+    assert_eq!(cancelled[0].status, EntryStatus::Cancelled);
+    let read = store
+        .status(&tenant("t1"), &user("carol"), &c.id, T0 + 3_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.status, EntryStatus::Cancelled);
+    let stats = store.pool_stats(&pool_ref("t1"), T0).await.unwrap();
+    assert_eq!(stats.timeouts, 0, "a cancel is not a time-out");
+    // Carol may join again.
+    let again = entry("t1", "carol", POOL, 1500, T0 + 4_000);
+    assert!(matches!(
+        store.join(again, T0 + 4_000).await.unwrap(),
+        JoinOutcome::Created(_)
+    ));
 }

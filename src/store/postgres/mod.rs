@@ -10,37 +10,55 @@ mod challenges;
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
+use super::claims::{self, Ask};
 use super::rows::{
-    self, AuditRow, MATCH_COLUMNS, MatchRow, PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
+    self, AnswerRow, AuditRow, ClaimRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
+    PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
 };
 use super::{
-    AuditEvent, AuditStore, DurableStore, MatchStore, RatingChange, RatingStore, Ratings,
-    StoreError, StoreResult,
+    AuditEvent, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore, MatchStore,
+    RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer, WriteFailure,
+    WriteHealth,
 };
-use crate::domain::{GameId, MatchId, MatchRecord, Millis, QueueEntryId, TenantId, UserId};
+use crate::domain::{
+    GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, TenantId, UserId,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// [`MatchStore::insert_matches`] in one statement, its rows as arrays.
-/// Color balances move only for records inserted now, each player once per
-/// statement and in key order (concurrent statements lock players in the
-/// same order, so they cannot deadlock).
-static INSERT_MATCHES: LazyLock<String> = LazyLock::new(|| {
+/// The match columns both tables share, as arrays (UNNEST of [`INTENT_COLUMNS`]).
+const INTENT_ARRAYS: &str = "$1::text[], $2::text[], \
+    $3::text[], $4::text[], $5::int4[], $6::text[], \
+    $7::text[], $8::text[], $9::int4[], $10::text[], \
+    $11::text[], $12::text[], $13::int8[]";
+
+/// The claims a statement writes: ($16 tenants, $17 users, $18 matches,
+/// $19 since), in key order (concurrent statements lock rows in the same
+/// order, so they cannot deadlock).
+const CLAIMS_CTE: &str = "claims AS (
+    INSERT INTO active_players (tenant_id, user_id, match_id, since)
+    SELECT * FROM UNNEST($16::text[], $17::text[], $18::text[], $19::int8[]) ORDER BY 1, 2
+    ON CONFLICT (tenant_id, user_id) DO UPDATE
+    SET match_id = excluded.match_id, since = excluded.since
+)";
+
+/// Records of games that exist ($1-$13 shared columns, $14 game ids, $15
+/// finished), their claims, the color balances of the records inserted now
+/// (never twice), the end of their intents ($20) and the audit ($21-$25),
+/// in one statement.
+static INSERT_RECORDS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
 WITH m AS (
     INSERT INTO match_records ({MATCH_COLUMNS})
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[],
-        $4::text[], $5::text[], $6::int4[], $7::text[],
-        $8::text[], $9::text[], $10::int4[], $11::text[],
-        $12::text[], $13::text[], $14::int8[], $15::int8[])
+    SELECT * FROM UNNEST({INTENT_ARRAYS}, $14::text[], $15::int8[])
     ON CONFLICT (match_id) DO NOTHING
     RETURNING tenant_id, white_user_id, black_user_id
 ), moves AS (
@@ -53,25 +71,108 @@ WITH m AS (
     GROUP BY tenant_id, user_id ORDER BY tenant_id, user_id
     ON CONFLICT (tenant_id, user_id) DO UPDATE
     SET color_balance = players.color_balance + excluded.color_balance
+), {CLAIMS_CTE}, done AS (
+    DELETE FROM match_intents WHERE match_id = ANY($20::text[])
 ), audit AS (
     INSERT INTO audit_events (at, tenant_id, kind, subject, detail)
-    SELECT * FROM UNNEST($16::int8[], $17::text[], $18::text[], $19::text[], $20::text[])
+    SELECT * FROM UNNEST($21::int8[], $22::text[], $23::text[], $24::text[], $25::text[])
 )
 SELECT 1"
     )
 });
 
-/// Now in epoch milliseconds on the database's clock: when ratings changed.
+/// Intents ($1-$13, owner $14, attempt ms $15) and their claims.
+static INSERT_INTENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "
+WITH i AS (
+    INSERT INTO match_intents ({INTENT_COLUMNS}, owner, attempt_until)
+    SELECT u.*, $14::text, {CHANGED_NOW} + $15::int8 FROM UNNEST({INTENT_ARRAYS}) AS u
+    ON CONFLICT (match_id) DO NOTHING
+), {CLAIMS_CTE}
+SELECT 1"
+    )
+});
+
+/// Now in epoch milliseconds on the database's clock.
 const CHANGED_NOW: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// How often a store that cannot write tries a probe write.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    health: Arc<WriteHealth>,
+}
+
+/// The shared columns of matches, bound as arrays ($1-$13).
+fn bind_matches<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ms: &[&MatchIntent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let text = |f: &dyn Fn(&MatchIntent) -> String| ms.iter().map(|m| f(m)).collect::<Vec<_>>();
+    let opt =
+        |f: &dyn Fn(&MatchIntent) -> Option<String>| ms.iter().map(|m| f(m)).collect::<Vec<_>>();
+    query
+        .bind(text(&|m| m.match_id.to_string()))
+        .bind(text(&|m| m.tenant_id.to_string()))
+        .bind(text(&|m| m.white.user_id.to_string()))
+        .bind(opt(&|m| m.white.username.as_ref().map(|u| u.to_string())))
+        .bind(ms.iter().map(|m| m.white.rating).collect::<Vec<_>>())
+        .bind(opt(&|m| m.white.entry_id.map(|e| e.to_string())))
+        .bind(text(&|m| m.black.user_id.to_string()))
+        .bind(opt(&|m| m.black.username.as_ref().map(|u| u.to_string())))
+        .bind(ms.iter().map(|m| m.black.rating).collect::<Vec<_>>())
+        .bind(opt(&|m| m.black.entry_id.map(|e| e.to_string())))
+        .bind(text(&|m| m.pool.to_string()))
+        .bind(text(&|m| m.source.as_str().to_owned()))
+        .bind(ms.iter().map(|m| m.created_at).collect::<Vec<_>>())
+}
+
+/// The claims of matches stored now, bound as arrays ($16-$19).
+fn bind_claims<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ms: &[&MatchIntent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut claims: Vec<(String, String, String, i64)> = ms
+        .iter()
+        .flat_map(|m| {
+            m.players().map(|u| {
+                (
+                    m.tenant_id.to_string(),
+                    u.to_string(),
+                    m.match_id.to_string(),
+                    m.created_at,
+                )
+            })
+        })
+        .collect();
+    claims.sort();
+    query
+        .bind(claims.iter().map(|c| c.0.clone()).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.1.clone()).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.2.clone()).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.3).collect::<Vec<_>>())
+}
+
+/// What a claiming transaction writes for the matches it stores.
+enum Write<'a> {
+    Intents {
+        owner: &'a str,
+        attempt_ms: Millis,
+    },
+    Records {
+        records: &'a [MatchRecord],
+        audit: &'a [AuditEvent],
+    },
 }
 
 impl PgStore {
     /// Connects (lazily) to `url` (`postgres://…`; an `options` parameter
-    /// such as `-c search_path=…` applies to every connection).
+    /// such as `-c search_path=…` applies to every connection), and starts
+    /// the probe that tells when a database that stopped taking writes
+    /// takes them again.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
@@ -80,7 +181,9 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(1))
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        let health = Arc::new(WriteHealth::default());
+        tokio::spawn(probe(pool.clone(), Arc::downgrade(&health)));
+        Ok(Self { pool, health })
     }
 
     /// Applies pending migrations.
@@ -102,57 +205,276 @@ impl PgStore {
             .map(MatchRecord::try_from)
             .transpose()
     }
+
+    /// Notes a write's outcome in the store's health, and answers it.
+    fn noted<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
+        self.health.note(&result);
+        result
+    }
+
+    /// Decides the claims of `matches` and writes what was stored, in one
+    /// transaction under the advisory lock of each tenant involved (taken
+    /// in order): so the claims read are the claims written against, for
+    /// any number of nodes. `stored` tells which tables already holding a
+    /// match make it stored before.
+    async fn claim_and_write(
+        &self,
+        matches: &[MatchIntent],
+        write: Write<'_>,
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>> {
+        let mut tx = self.pool.begin().await?;
+        let mut tenants: Vec<&str> = matches.iter().map(|m| m.tenant_id.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        for tenant in tenants {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('claims|' || current_schema() || '|' || $1, 0))",
+            )
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let ids: Vec<String> = matches.iter().map(|m| m.match_id.to_string()).collect();
+        let mut stored: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT match_id FROM match_records WHERE match_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        if matches!(write, Write::Intents { .. }) {
+            stored.extend(
+                sqlx::query_scalar::<_, String>(
+                    "SELECT match_id FROM match_intents WHERE match_id = ANY($1)",
+                )
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?,
+            );
+        }
+        let (tenant_ids, user_ids): (Vec<String>, Vec<String>) = matches
+            .iter()
+            .flat_map(|m| {
+                m.players()
+                    .map(|u| (m.tenant_id.to_string(), u.to_string()))
+            })
+            .unzip();
+        let held = rows::live_claims(
+            sqlx::query_as::<_, ClaimRow>(
+                "SELECT tenant_id, user_id, match_id, since FROM active_players \
+                 WHERE (tenant_id, user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            )
+            .bind(&tenant_ids)
+            .bind(&user_ids)
+            .fetch_all(&mut *tx)
+            .await?,
+            live_since,
+        );
+        let asks: Vec<Ask<'_>> = matches
+            .iter()
+            .zip(&ids)
+            .map(|(m, id)| Ask {
+                tenant: &m.tenant_id,
+                match_id: &m.match_id,
+                players: m.players(),
+                stored_before: stored.contains(id),
+            })
+            .collect();
+        let decided = claims::decide(&asks, &held);
+        let fresh: Vec<&MatchIntent> = matches
+            .iter()
+            .zip(&asks)
+            .zip(&decided)
+            .filter(|((_, a), c)| c.is_stored() && !a.stored_before)
+            .map(|((m, _), _)| m)
+            .collect();
+        match write {
+            Write::Intents { owner, attempt_ms } => {
+                if !fresh.is_empty() {
+                    let q = bind_matches(sqlx::query(&INSERT_INTENTS), &fresh)
+                        .bind(owner)
+                        .bind(attempt_ms);
+                    bind_claims(q, &fresh).execute(&mut *tx).await?;
+                }
+            }
+            Write::Records { records, audit } => {
+                let refused: std::collections::HashSet<String> = records
+                    .iter()
+                    .zip(&decided)
+                    .filter(|(_, c)| !c.is_stored())
+                    .map(|(r, _)| r.match_id.to_string())
+                    .collect();
+                let new: Vec<&MatchRecord> = records
+                    .iter()
+                    .zip(&asks)
+                    .zip(&decided)
+                    .filter(|((_, a), c)| c.is_stored() && !a.stored_before)
+                    .map(|((r, _), _)| r)
+                    .collect();
+                let audit: Vec<&AuditEvent> = audit
+                    .iter()
+                    .filter(|e| !refused.contains(&e.subject))
+                    .collect();
+                let q = bind_matches(sqlx::query(&INSERT_RECORDS), &fresh)
+                    .bind(
+                        new.iter()
+                            .map(|r| r.game_id.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(new.iter().map(|r| r.finished_at).collect::<Vec<_>>());
+                bind_claims(q, &fresh)
+                    .bind(
+                        new.iter()
+                            .map(|r| r.match_id.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(audit.iter().map(|e| e.at).collect::<Vec<_>>())
+                    .bind(
+                        audit
+                            .iter()
+                            .map(|e| e.tenant_id.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(audit.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+                    .bind(audit.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
+                    .bind(
+                        audit
+                            .iter()
+                            .map(|e| e.detail.to_string())
+                            .collect::<Vec<_>>(),
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(decided)
+    }
+}
+
+/// While the store cannot write, a one-row write every [`PROBE_EVERY`];
+/// the first that succeeds marks it healthy. Ends with the store.
+async fn probe(pool: PgPool, health: std::sync::Weak<WriteHealth>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(health) = health.upgrade() else {
+            return;
+        };
+        if !health.is_failing() {
+            continue;
+        }
+        let result = sqlx::query(
+            "INSERT INTO write_probe (id, at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .bind(crate::domain::now_millis())
+        .execute(&pool)
+        .await
+        .map_err(StoreError::from);
+        health.note(&result);
+    }
 }
 
 #[async_trait]
 impl MatchStore for PgStore {
+    async fn claim_matches(
+        &self,
+        intents: &[MatchIntent],
+        owner: &str,
+        attempt_ms: Millis,
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>> {
+        if intents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self
+            .claim_and_write(intents, Write::Intents { owner, attempt_ms }, live_since)
+            .await;
+        self.noted(result)
+    }
+
     async fn insert_matches(
         &self,
         records: &[MatchRecord],
         audit: &[AuditEvent],
-    ) -> StoreResult<()> {
-        if records.is_empty() && audit.is_empty() {
-            return Ok(());
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>> {
+        if records.is_empty() {
+            self.record(audit).await?;
+            return Ok(Vec::new());
         }
-        // One statement (so one round trip and one implicit transaction,
-        // the same text for any number of rows): the records, the color
-        // balances of the records inserted now (never twice), the audit.
-        let text = |f: fn(&MatchRecord) -> String| records.iter().map(f).collect::<Vec<_>>();
-        let opt = |f: fn(&MatchRecord) -> Option<String>| records.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(&INSERT_MATCHES)
-            .bind(text(|r| r.match_id.to_string()))
-            .bind(text(|r| r.tenant_id.to_string()))
-            .bind(text(|r| r.game_id.to_string()))
-            .bind(text(|r| r.white.user_id.to_string()))
-            .bind(opt(|r| r.white.username.as_ref().map(|u| u.to_string())))
-            .bind(records.iter().map(|r| r.white.rating).collect::<Vec<_>>())
-            .bind(opt(|r| r.white.entry_id.map(|e| e.to_string())))
-            .bind(text(|r| r.black.user_id.to_string()))
-            .bind(opt(|r| r.black.username.as_ref().map(|u| u.to_string())))
-            .bind(records.iter().map(|r| r.black.rating).collect::<Vec<_>>())
-            .bind(opt(|r| r.black.entry_id.map(|e| e.to_string())))
-            .bind(text(|r| r.pool.to_string()))
-            .bind(text(|r| r.source.as_str().to_owned()))
-            .bind(records.iter().map(|r| r.created_at).collect::<Vec<_>>())
-            .bind(records.iter().map(|r| r.finished_at).collect::<Vec<_>>())
-            .bind(audit.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind(
-                audit
-                    .iter()
-                    .map(|e| e.tenant_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(audit.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind(audit.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
-            .bind(
-                audit
-                    .iter()
-                    .map(|e| e.detail.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let intents: Vec<MatchIntent> = records.iter().map(MatchRecord::intent).collect();
+        let result = self
+            .claim_and_write(&intents, Write::Records { records, audit }, live_since)
+            .await;
+        self.noted(result)
+    }
+
+    async fn drop_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<bool> {
+        let dropped: StoreResult<i64> = sqlx::query_scalar(
+            "WITH d AS (DELETE FROM match_intents WHERE match_id = $1 AND owner = $2 RETURNING match_id), \
+                  c AS (DELETE FROM active_players WHERE match_id IN (SELECT match_id FROM d)) \
+             SELECT COUNT(*) FROM d",
+        )
+        .bind(match_id.to_string())
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from);
+        Ok(self.noted(dropped)? == 1)
+    }
+
+    async fn yield_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<()> {
+        let yielded = sqlx::query(&format!(
+            "UPDATE match_intents SET attempt_until = {CHANGED_NOW} - 1 \
+             WHERE match_id = $1 AND owner = $2"
+        ))
+        .bind(match_id.to_string())
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from);
+        self.noted(yielded)
+    }
+
+    async fn take_stale_intents(
+        &self,
+        owner: &str,
+        attempt_ms: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<MatchIntent>> {
+        let sql = format!(
+            "UPDATE match_intents SET owner = $1, attempt_until = {CHANGED_NOW} + $2 \
+             WHERE match_id IN (SELECT match_id FROM match_intents \
+                                WHERE attempt_until < {CHANGED_NOW} \
+                                ORDER BY attempt_until LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING {INTENT_COLUMNS}"
+        );
+        let rows = sqlx::query_as::<_, IntentRow>(&sql)
+            .bind(owner)
+            .bind(attempt_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from);
+        rows::intents(self.noted(rows)?)
+    }
+
+    async fn intent(&self, match_id: &MatchId) -> StoreResult<Option<MatchIntent>> {
+        let sql = format!("SELECT {INTENT_COLUMNS} FROM match_intents WHERE match_id = $1");
+        sqlx::query_as::<_, IntentRow>(&sql)
+            .bind(match_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(MatchIntent::try_from)
+            .transpose()
+    }
+
+    async fn intents(&self) -> StoreResult<Vec<MatchIntent>> {
+        let sql = format!("SELECT {INTENT_COLUMNS} FROM match_intents ORDER BY created_at");
+        rows::intents(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
     }
 
     async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>> {
@@ -213,20 +535,33 @@ impl MatchStore for PgStore {
         game: &GameId,
         at: Millis,
     ) -> StoreResult<Option<MatchRecord>> {
-        sqlx::query(
-            "UPDATE match_records SET finished_at = $1 \
-             WHERE tenant_id = $2 AND game_id = $3 AND finished_at IS NULL",
-        )
-        .bind(at)
-        .bind(tenant.as_str())
-        .bind(game.as_str())
-        .execute(&self.pool)
-        .await?;
-        let sql = format!(
-            "SELECT {MATCH_COLUMNS} FROM match_records WHERE tenant_id = $1 AND game_id = $2"
-        );
-        self.one_record(&sql, &[tenant.as_str(), game.as_str()])
-            .await
+        let finished = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "WITH f AS (UPDATE match_records SET finished_at = $1 \
+                            WHERE tenant_id = $2 AND game_id = $3 AND finished_at IS NULL \
+                            RETURNING match_id) \
+                 DELETE FROM active_players WHERE match_id IN \
+                   (SELECT match_id FROM match_records WHERE tenant_id = $2 AND game_id = $3)",
+            )
+            .bind(at)
+            .bind(tenant.as_str())
+            .bind(game.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let sql = format!(
+                "SELECT {MATCH_COLUMNS} FROM match_records WHERE tenant_id = $1 AND game_id = $2"
+            );
+            let row = sqlx::query_as::<_, MatchRow>(&sql)
+                .bind(tenant.as_str())
+                .bind(game.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(row)
+        }
+        .await;
+        self.noted(finished)?.map(MatchRecord::try_from).transpose()
     }
 
     async fn color_balances(
@@ -315,7 +650,36 @@ impl RatingStore for PgStore {
 #[async_trait]
 impl AuditStore for PgStore {
     async fn record(&self, events: &[AuditEvent]) -> StoreResult<()> {
-        self.insert_matches(&[], events).await
+        if events.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO audit_events (at, tenant_id, kind, subject, detail) \
+             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[])",
+        )
+        .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.tenant_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.subject.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.detail.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn events_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
@@ -332,9 +696,92 @@ impl AuditStore for PgStore {
 }
 
 #[async_trait]
+impl IdempotencyStore for PgStore {
+    async fn idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        now: Millis,
+    ) -> StoreResult<Option<StoredAnswer>> {
+        sqlx::query_as::<_, AnswerRow>(
+            "SELECT status, body FROM idempotent_answers \
+             WHERE tenant_id = $1 AND user_id = $2 AND key = $3 AND expires_at > $4",
+        )
+        .bind(scope.tenant_id.as_str())
+        .bind(scope.user_id.as_str())
+        .bind(&scope.key)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(StoredAnswer::try_from)
+        .transpose()
+    }
+
+    async fn save_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        answer: StoredAnswer,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<StoredAnswer> {
+        // Stored (or replacing an expired one) answers itself; otherwise the
+        // kept one is read by a statement of its own, which sees a racing
+        // insert committed while this one waited on it.
+        let saved = sqlx::query_as::<_, AnswerRow>(
+            "INSERT INTO idempotent_answers (tenant_id, user_id, key, status, body, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (tenant_id, user_id, key) DO UPDATE \
+             SET status = excluded.status, body = excluded.body, expires_at = excluded.expires_at \
+             WHERE idempotent_answers.expires_at <= $7 \
+             RETURNING status, body",
+        )
+        .bind(scope.tenant_id.as_str())
+        .bind(scope.user_id.as_str())
+        .bind(&scope.key)
+        .bind(i32::from(answer.status))
+        .bind(&answer.body)
+        .bind(expires_at)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from);
+        if let Some(row) = self.noted(saved)? {
+            return row.try_into();
+        }
+        sqlx::query_as::<_, AnswerRow>(
+            "SELECT status, body FROM idempotent_answers \
+             WHERE tenant_id = $1 AND user_id = $2 AND key = $3",
+        )
+        .bind(scope.tenant_id.as_str())
+        .bind(scope.user_id.as_str())
+        .bind(&scope.key)
+        .fetch_one(&self.pool)
+        .await?
+        .try_into()
+    }
+}
+
+#[async_trait]
 impl DurableStore for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn write_failure(&self) -> Option<WriteFailure> {
+        self.health.failure()
+    }
+
+    async fn purge_expired(&self, now: Millis, live_since: Millis) -> StoreResult<u64> {
+        let purged = sqlx::query_scalar::<_, i64>(
+            "WITH a AS (DELETE FROM idempotent_answers WHERE expires_at <= $1 RETURNING 1), \
+                  c AS (DELETE FROM active_players WHERE since < $2 RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM c)",
+        )
+        .bind(now)
+        .bind(live_since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from);
+        Ok(self.noted(purged)? as u64)
     }
 }

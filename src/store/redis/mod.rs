@@ -14,7 +14,12 @@
 //!   pool, for lookups by id), `idem:<key>` (idempotent answers);
 //! - per game `{tenant|g|game}`: `players`;
 //! - `pools`: every pool with recent joins (member `<tenant>|<pool>`, score
-//!   the last join).
+//!   the last join);
+//! - `guards` (single Redis) or `{<slot tag>}:guards`, one per hash slot
+//!   (Cluster): the marker that the active-game guards are intact. A Redis
+//!   that lost its data has none, and every claim script (join, hold)
+//!   refuses until the guards are rebuilt from the durable store and the
+//!   marker set again (see [`slots`]).
 //!
 //! ## Steps across slots
 //!
@@ -30,6 +35,7 @@
 
 mod due;
 mod scripts;
+mod slots;
 
 pub use due::RedisDueChannel;
 
@@ -39,17 +45,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, ScriptInvocation, Value};
 
 use super::{
-    CancelOutcome, IdempotencyScope, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation,
-    STATS_BUCKET_MS, STATS_KEPT_MS, StaleReservation, StoreError, StoreResult, StoredAnswer,
-    Waiting, stats_bucket,
+    CancelOutcome, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS,
+    STATS_KEPT_MS, StaleReservation, StoreError, StoreResult, Waiting, stats_bucket,
 };
 use crate::domain::{
-    ActiveGame, EntryStatus, GameId, MatchId, MatchRecord, MatchSide, Millis, Opponent, PoolKey,
-    PoolRef, QueueEntry, QueueEntryId, TenantId, UserId, Username, now_millis,
+    ActiveGame, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, MatchSide, Millis,
+    Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId, Username, now_millis,
 };
 use scripts::*;
 
@@ -338,6 +344,29 @@ impl RedisQueueStore {
         format!("{}{user}}}", self.tag_open(tenant))
     }
 
+    /// The guards marker a claim of this user checks: on a Cluster, the one
+    /// of the user's slot.
+    fn guards_marker(&self, tenant: &TenantId, user: &UserId) -> String {
+        if self.single_node() {
+            format!("{}:guards", self.prefix)
+        } else {
+            let slot = slots::slot_of(&format!("{tenant}|{user}"));
+            format!("{}:{{{}}}:guards", self.prefix, slots::tag_for_slot(slot))
+        }
+    }
+
+    /// Every guards marker: one, or one per slot.
+    fn all_guards_markers(&self) -> Vec<String> {
+        if self.single_node() {
+            vec![format!("{}:guards", self.prefix)]
+        } else {
+            slots::all_tags()
+                .iter()
+                .map(|tag| format!("{}:{{{tag}}}:guards", self.prefix))
+                .collect()
+        }
+    }
+
     fn players_key(&self, tenant: &TenantId, game: &GameId) -> String {
         format!("{}:{{{}|g|{}}}:players", self.prefix, tenant, game)
     }
@@ -434,6 +463,7 @@ impl QueueStore for RedisQueueStore {
             claim
                 .key(format!("{user}:game"))
                 .key(format!("{user}:ent:{}", entry.id))
+                .key(self.guards_marker(&entry.tenant_id, &entry.user_id))
                 .arg(&value)
                 .arg(now)
                 .arg(self.index_ttl_ms)
@@ -454,6 +484,7 @@ impl QueueStore for RedisQueueStore {
                     claimed = true;
                     break;
                 }
+                Some("lost") => return Err(StoreError::GuardsLost),
                 Some("active") => {
                     return Ok(JoinOutcome::ActiveGame(guard_from(&format!(
                         "0|{}",
@@ -773,32 +804,18 @@ impl QueueStore for RedisQueueStore {
         ids: &[QueueEntryId],
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let tag = self.pool_tag(pool);
-        let mut conn = self.conn.clone();
-        let mut inv = TIME_OUT.key(format!("{tag}:w"));
-        inv.key(format!("{tag}:done"))
-            .key(format!("{tag}:stats"))
-            .arg(format!("{tag}:e:"))
-            .arg(now);
-        stats_args(&mut inv, now);
-        for id in ids {
-            inv.arg(id.to_string());
-        }
-        let changed: Vec<Value> = inv.invoke_async(&mut conn).await?;
-        let entries = changed
-            .into_iter()
-            .map(entry_from)
-            .collect::<StoreResult<Vec<_>>>()?;
-        try_join_all(
-            entries
-                .iter()
-                .map(|e| self.unclaim(&e.tenant_id, &e.user_id, &e.pool, &e.id)),
-        )
-        .await?;
-        Ok(entries)
+        self.end_searching(pool, ids, EntryStatus::TimedOut, now)
+            .await
+    }
+
+    async fn cancel_entries(
+        &self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        now: Millis,
+    ) -> StoreResult<Vec<QueueEntry>> {
+        self.end_searching(pool, ids, EntryStatus::Cancelled, now)
+            .await
     }
 
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {
@@ -856,40 +873,45 @@ impl QueueStore for RedisQueueStore {
 
     async fn hold_players(
         &self,
-        record: &MatchRecord,
+        intent: &MatchIntent,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let mut held = Vec::new();
-        for side in [&record.white, &record.black] {
-            let guard = record
+        for side in [&intent.white, &intent.black] {
+            let guard = intent
                 .guard_for(&side.user_id, until)
-                .ok_or_else(|| corrupt("record"))?;
-            let tag = self.user_tag(&record.tenant_id, &side.user_id);
-            let ok: i64 = HOLD_USER
+                .ok_or_else(|| corrupt("intent"))?;
+            let tag = self.user_tag(&intent.tenant_id, &side.user_id);
+            let answer: i64 = HOLD_USER
                 .key(format!("{tag}:cur"))
                 .key(format!("{tag}:game"))
+                .key(self.guards_marker(&intent.tenant_id, &side.user_id))
                 .arg(guard_value(&guard))
                 .arg(ttl(until))
                 .arg(now)
                 .invoke_async(&mut conn)
                 .await?;
-            if ok != 1 {
+            if answer != 1 {
                 for user in held {
-                    self.lift_match_guard(&record.tenant_id, user, &record.match_id)
+                    self.lift_match_guard(&intent.tenant_id, user, &intent.match_id)
                         .await?;
                 }
-                return Ok(false);
+                return if answer < 0 {
+                    Err(StoreError::GuardsLost)
+                } else {
+                    Ok(false)
+                };
             }
             held.push(&side.user_id);
         }
         Ok(true)
     }
 
-    async fn drop_hold(&self, record: &MatchRecord) -> StoreResult<()> {
-        for side in [&record.white, &record.black] {
-            self.lift_match_guard(&record.tenant_id, &side.user_id, &record.match_id)
+    async fn drop_hold(&self, intent: &MatchIntent) -> StoreResult<()> {
+        for side in [&intent.white, &intent.black] {
+            self.lift_match_guard(&intent.tenant_id, &side.user_id, &intent.match_id)
                 .await?;
         }
         Ok(())
@@ -899,18 +921,61 @@ impl QueueStore for RedisQueueStore {
         &self,
         games: &[(TenantId, UserId, ActiveGame)],
     ) -> StoreResult<()> {
+        // Plain SET NX: a guard there is newer than the durable store's
+        // view and stays. A single Redis takes them in pipelines; a Cluster
+        // routes each to its slot's node, many at a time.
+        let sets: Vec<(String, String, Millis)> = games
+            .iter()
+            .flat_map(|(tenant, user, game)| {
+                let guard = (
+                    format!("{}:game", self.user_tag(tenant, user)),
+                    guard_value(game),
+                    ttl(game.until),
+                );
+                let players = game.game_id.as_ref().map(|g| {
+                    (
+                        self.players_key(tenant, g),
+                        format!("{user} {}", game.opponent.user_id),
+                        ttl(game.until),
+                    )
+                });
+                std::iter::once(guard).chain(players)
+            })
+            .collect();
+        self.set_nx_all(sets).await
+    }
+
+    async fn guards_intact(&self) -> StoreResult<bool> {
+        // On a Cluster, a sample: a failover loses whole slot ranges, and
+        // 64 evenly spread slots meet every node of up to 64 masters (the
+        // claim scripts check the marker of their own slot in any case).
+        let markers = self.all_guards_markers();
+        let step = (markers.len() / 64).max(1);
+        let sample: Vec<&String> = markers.iter().step_by(step).collect();
+        let found = try_join_all(sample.iter().map(|key| {
+            let mut conn = self.conn.clone();
+            async move { conn.exists::<_, bool>(*key).await }
+        }))
+        .await?;
+        Ok(found.into_iter().all(|f| f))
+    }
+
+    async fn mark_guards_intact(&self) -> StoreResult<()> {
+        let at = now_millis().to_string();
         let mut conn = self.conn.clone();
-        for (tenant, user, game) in games {
-            let user = self.user_tag(tenant, user);
-            SET_GUARD
-                .key(format!("{user}:game"))
-                .key(format!("{user}:cur"))
-                .arg(guard_value(game))
-                .arg(ttl(game.until))
-                .arg("")
-                .invoke_async::<i64>(&mut conn)
+        if self.single_node() {
+            conn.set::<_, _, ()>(format!("{}:guards", self.prefix), at)
                 .await?;
+            return Ok(());
         }
+        futures::stream::iter(self.all_guards_markers())
+            .map(|key| {
+                let (mut conn, at) = (self.conn.clone(), at.clone());
+                async move { conn.set::<_, _, ()>(key, at).await }
+            })
+            .buffer_unordered(64)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -961,45 +1026,6 @@ impl QueueStore for RedisQueueStore {
 
     async fn known_pools(&self) -> StoreResult<Vec<PoolRef>> {
         self.all_pools().await
-    }
-
-    async fn idempotent_answer(
-        &self,
-        scope: &IdempotencyScope,
-        _now: Millis,
-    ) -> StoreResult<Option<StoredAnswer>> {
-        let mut conn = self.conn.clone();
-        let key = format!(
-            "{}:idem:{}",
-            self.user_tag(&scope.tenant_id, &scope.user_id),
-            scope.key
-        );
-        let v: Option<String> = conn.get(key).await?;
-        v.map(|v| serde_json::from_str(&v).map_err(|_| corrupt("idempotent answer")))
-            .transpose()
-    }
-
-    async fn save_idempotent_answer(
-        &self,
-        scope: &IdempotencyScope,
-        answer: StoredAnswer,
-        expires_at: Millis,
-    ) -> StoreResult<StoredAnswer> {
-        let mut conn = self.conn.clone();
-        let key = format!(
-            "{}:idem:{}",
-            self.user_tag(&scope.tenant_id, &scope.user_id),
-            scope.key
-        );
-        let json = serde_json::to_string(&answer).map_err(|_| corrupt("answer"))?;
-        let options = redis::SetOptions::default()
-            .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(redis::SetExpiry::PX(ttl(expires_at) as u64));
-        conn.set_options::<_, _, ()>(&key, json, options).await?;
-        let kept: Option<String> = conn.get(&key).await?;
-        kept.map(|v| serde_json::from_str(&v).map_err(|_| corrupt("idempotent answer")))
-            .transpose()?
-            .ok_or_else(|| StoreError::Unavailable("idempotent answer vanished".into()))
     }
 
     async fn purge(&self, before: Millis, _now: Millis) -> StoreResult<usize> {
@@ -1059,6 +1085,79 @@ impl QueueStore for RedisQueueStore {
 }
 
 impl RedisQueueStore {
+    /// `SET key value NX PX ttl` for each, in pipelines of 500 on a single
+    /// Redis, 64 at a time on a Cluster.
+    async fn set_nx_all(&self, sets: Vec<(String, String, Millis)>) -> StoreResult<()> {
+        let set = |key: &String, value: &String, ttl_ms: Millis| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms.max(1));
+            cmd
+        };
+        if self.single_node() {
+            for chunk in sets.chunks(500) {
+                let mut pipe = redis::pipe();
+                for (key, value, ttl_ms) in chunk {
+                    pipe.add_command(set(key, value, *ttl_ms)).ignore();
+                }
+                let mut conn = self.conn.clone();
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+            return Ok(());
+        }
+        futures::stream::iter(sets)
+            .map(|(key, value, ttl_ms)| {
+                let mut conn = self.conn.clone();
+                let cmd = set(&key, &value, ttl_ms);
+                async move { cmd.query_async::<Value>(&mut conn).await.map(|_| ()) }
+            })
+            .buffer_unordered(64)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the searching entries of `ids` with `status`, and drops their
+    /// users' pointers to them.
+    async fn end_searching(
+        &self,
+        pool: &PoolRef,
+        ids: &[QueueEntryId],
+        status: EntryStatus,
+        now: Millis,
+    ) -> StoreResult<Vec<QueueEntry>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tag = self.pool_tag(pool);
+        let mut conn = self.conn.clone();
+        let mut inv = END_SEARCHING.key(format!("{tag}:w"));
+        inv.key(format!("{tag}:done"))
+            .key(format!("{tag}:stats"))
+            .arg(format!("{tag}:e:"))
+            .arg(now);
+        stats_args(&mut inv, now);
+        inv.arg(status_name(status));
+        for id in ids {
+            inv.arg(id.to_string());
+        }
+        let changed: Vec<Value> = inv.invoke_async(&mut conn).await?;
+        let entries = changed
+            .into_iter()
+            .map(entry_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        try_join_all(
+            entries
+                .iter()
+                .map(|e| self.unclaim(&e.tenant_id, &e.user_id, &e.pool, &e.id)),
+        )
+        .await?;
+        Ok(entries)
+    }
+
     /// Adds one player's guard to `inv`: keys game, cur; arguments value,
     /// ttl, `cur` value or "" (see `SET_GUARD`).
     fn push_guard(

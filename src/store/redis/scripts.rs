@@ -13,11 +13,14 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// The claim of [`CLAIM_USER`] and [`JOIN`]: fails if the user has an
-/// active-game guard in force or a waiting entry, else points the user at
-/// the new entry. KEYS 1-3: cur, game, entry index. ARGV 1-4: "<pool> <id>",
-/// now, index ttl ms, pool key.
+/// The claim of [`CLAIM_USER`] and [`JOIN`]: fails while the guards are
+/// not known intact (the marker is missing: this Redis lost its data, or
+/// was never set up), if the user has an active-game guard in force or a
+/// waiting entry; else points the user at the new entry. KEYS 1-4: cur,
+/// game, entry index, guards marker (in the user's slot). ARGV 1-4:
+/// "<pool> <id>", now, index ttl ms, pool key.
 const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[4]) == 0 then return {'lost'} end
 local g = redis.call('GET', KEYS[2])
 if g then
   local sep = string.find(g, '|', 1, true)
@@ -51,12 +54,12 @@ pub static CLAIM_USER: LazyLock<Script> =
 
 /// A whole join on a single Redis, where the user's keys and the pool's
 /// share one server: the claim of [`CLAIM`], then the entry, atomically.
-/// KEYS: cur, game, entry index, entry, waiting. ARGV: as [`CLAIM`], then
-/// id, enqueued_at, field/value pairs.
+/// KEYS: cur, game, entry index, guards marker, entry, waiting. ARGV: as
+/// [`CLAIM`], then id, enqueued_at, field/value pairs.
 pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{CLAIM}{}\nreturn {{'ok'}}",
-        add_entry(4, 5, 5, 7)
+        add_entry(5, 6, 5, 7)
     ))
 });
 
@@ -288,24 +291,27 @@ return 1
     )
 });
 
-/// Times out entries still searching, and counts them. KEYS: waiting,
-/// done, stats. ARGV: entry key prefix, now, bucket, oldest bucket kept,
-/// stats ttl ms, then ids. Answers the changed entries' field lists.
-pub static TIME_OUT: LazyLock<Script> = LazyLock::new(|| {
+/// Ends entries still searching with a status (`TIMED_OUT`, counted as
+/// time-outs, or `CANCELLED`). KEYS: waiting, done, stats. ARGV: entry key
+/// prefix, now, bucket, oldest bucket kept, stats ttl ms, status, then ids.
+/// Answers the changed entries' field lists.
+pub static END_SEARCHING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{COUNT_OUTCOME}{}",
         r"
 local out = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local key = ARGV[1] .. ARGV[i]
   if redis.call('HGET', key, 'status') == 'SEARCHING' then
-    redis.call('HSET', key, 'status', 'TIMED_OUT', 'updated_at', ARGV[2])
+    redis.call('HSET', key, 'status', ARGV[6], 'updated_at', ARGV[2])
     redis.call('ZREM', KEYS[1], ARGV[i])
     redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
     out[#out + 1] = redis.call('HGETALL', key)
   end
 end
-if #out > 0 then count_outcome(KEYS[3], 't:', ARGV[3], ARGV[4], ARGV[5], #out) end
+if #out > 0 and ARGV[6] == 'TIMED_OUT' then
+  count_outcome(KEYS[3], 't:', ARGV[3], ARGV[4], ARGV[5], #out)
+end
 return out
 "
     ))
@@ -331,12 +337,13 @@ pub static SET_GUARD: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// Holds a user for a game made outside the queue: only if the user has no
-/// waiting entry and no guard in force. KEYS: cur, game. ARGV: value, ttl
-/// ms, now.
+/// Holds a user for a game made outside the queue: only if the guards are
+/// known intact (else -1) and the user has no waiting entry and no guard
+/// in force. KEYS: cur, game, guards marker. ARGV: value, ttl ms, now.
 pub static HOLD_USER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local g = redis.call('GET', KEYS[2])
 if g then

@@ -1,58 +1,63 @@
 //! SQLite [`DurableStore`] (through sqlx): the embedded default's durable
-//! records, in a file in `DATA_DIR`. WAL mode, so reads never wait for the
-//! single writer.
+//! records, in a file in `DATA_DIR`, in WAL mode.
 //!
-//! Match inserts go through one writer task that group-commits: it takes
-//! every insert waiting when it starts a transaction and writes them all in
-//! it. A transaction rewrites each page it touches into the WAL, so at low
-//! load each insert is its own small transaction (no added latency), and
-//! under load many share one (several times the throughput).
+//! Writes go through one connection owned by one task ([`writer`]): it
+//! begins and ends every transaction itself, starts over on a fresh
+//! connection after any failure, group-commits match writes, keeps the WAL
+//! bounded, and tells the service when the disk stops taking writes. Reads
+//! use a small pool of `query_only` connections (a write on one is an
+//! error, never a second writer), which never wait for the writer.
+
+mod challenges;
+mod matches;
+mod writer;
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use self::matches::{MatchJob, MatchWork};
+use self::writer::{Job, WriterHandle};
 use super::rows::{
-    self, AuditRow, MATCH_COLUMNS, MatchRow, PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
+    self, AnswerRow, AuditRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
+    PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
 };
 use super::{
-    AuditEvent, AuditStore, DurableStore, MatchStore, RatingChange, RatingStore, Ratings,
-    StoreError, StoreResult, color_moves,
+    AuditEvent, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore, MatchStore,
+    RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer, WriteFailure,
+    WriteHealth,
 };
-use crate::domain::{GameId, MatchId, MatchRecord, Millis, QueueEntryId, TenantId, UserId};
+use crate::domain::{
+    GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, TenantId, UserId,
+};
 
-mod challenges;
+pub use writer::WAL_TRUNCATE_FRAMES;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Rows per multi-row INSERT (SQLite allows 32766 bound values).
 const ROWS_PER_INSERT: usize = 500;
 
-/// How often the WAL is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How long a statement waits for a lock another connection holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Most match records one group commit takes.
-const GROUP_COMMIT_MAX_RECORDS: usize = 2_000;
+/// The WAL file is cut back to this size whenever it is reset (bytes).
+pub const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// Now in epoch milliseconds on the database's clock: when ratings changed.
+/// Now in epoch milliseconds on the database's clock.
 const CHANGED_NOW: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    writer: mpsc::UnboundedSender<WriteJob>,
-}
-
-/// One caller's insert, waiting for the writer.
-struct WriteJob {
-    records: Vec<MatchRecord>,
-    audit: Vec<AuditEvent>,
-    done: oneshot::Sender<Result<(), String>>,
+    reads: SqlitePool,
+    writer: WriterHandle,
+    health: Arc<WriteHealth>,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -69,34 +74,45 @@ impl From<sqlx::Error> for StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path`).
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::Unavailable(
+                "an in-memory SQLite database cannot be shared by the writer and the readers; \
+                 use a file"
+                    .into(),
+            ));
+        }
+        let base = SqliteConnectOptions::from_str(url)?
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             // 64 MiB of page cache; statement journals in memory.
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "MEMORY")
-            // Checkpoints run in the background task below, not inside
-            // whichever commit happens to cross the WAL threshold.
+            // Checkpoints run in the writer task, between transactions,
+            // never inside whichever commit crosses a threshold.
             .pragma("wal_autocheckpoint", "0");
-        let pool = SqlitePoolOptions::new()
+        let writes = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
+        let health = Arc::new(WriteHealth::default());
+        let writer = WriterHandle::start(writes, health.clone()).await?;
+        let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(2))
-            .connect_with(options)
+            .connect_with(base.pragma("query_only", "true"))
             .await?;
-        let (writer, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(group_commit(pool.clone(), jobs));
-        Ok(Self { pool, writer })
+        Ok(Self {
+            reads,
+            writer,
+            health,
+        })
     }
 
     /// Applies pending migrations.
     pub async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))
+        self.writer.migrate().await
     }
 
     async fn one_record(&self, sql: &str, binds: &[&str]) -> StoreResult<Option<MatchRecord>> {
@@ -105,36 +121,149 @@ impl SqliteStore {
             query = query.bind(*b);
         }
         query
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?
             .map(MatchRecord::try_from)
             .transpose()
+    }
+
+    /// Hands a match write to the writer's group commit.
+    async fn match_job(&self, work: MatchWork, live_since: Millis) -> StoreResult<Vec<Claim>> {
+        let (done, answer) = oneshot::channel();
+        self.writer.send(Job::Matches(MatchJob {
+            work,
+            live_since,
+            done,
+        }))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
     }
 }
 
 #[async_trait]
 impl MatchStore for SqliteStore {
+    async fn claim_matches(
+        &self,
+        intents: &[MatchIntent],
+        owner: &str,
+        attempt_ms: Millis,
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>> {
+        if intents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let work = MatchWork::Claim {
+            intents: intents.to_vec(),
+            owner: owner.to_owned(),
+            attempt_ms,
+        };
+        self.match_job(work, live_since).await
+    }
+
     async fn insert_matches(
         &self,
         records: &[MatchRecord],
         audit: &[AuditEvent],
-    ) -> StoreResult<()> {
+        live_since: Millis,
+    ) -> StoreResult<Vec<Claim>> {
         if records.is_empty() && audit.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let (done, result) = oneshot::channel();
-        let job = WriteJob {
+        let work = MatchWork::Insert {
             records: records.to_vec(),
             audit: audit.to_vec(),
-            done,
         };
+        self.match_job(work, live_since).await
+    }
+
+    async fn drop_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<bool> {
+        let (id, owner) = (match_id.to_string(), owner.to_owned());
         self.writer
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?;
-        result
+            .write(move |conn| {
+                Box::pin(async move {
+                    let dropped =
+                        sqlx::query("DELETE FROM match_intents WHERE match_id = ? AND owner = ?")
+                            .bind(&id)
+                            .bind(&owner)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected()
+                            == 1;
+                    if dropped {
+                        sqlx::query("DELETE FROM active_players WHERE match_id = ?")
+                            .bind(&id)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(dropped)
+                })
+            })
             .await
-            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
-            .map_err(StoreError::Unavailable)
+    }
+
+    async fn yield_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<()> {
+        let (id, owner) = (match_id.to_string(), owner.to_owned());
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(&format!(
+                        "UPDATE match_intents SET attempt_until = {CHANGED_NOW} - 1 \
+                         WHERE match_id = ? AND owner = ?"
+                    ))
+                    .bind(&id)
+                    .bind(&owner)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn take_stale_intents(
+        &self,
+        owner: &str,
+        attempt_ms: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<MatchIntent>> {
+        let owner = owner.to_owned();
+        let rows: Vec<IntentRow> = self
+            .writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let sql = format!(
+                        "UPDATE match_intents SET owner = ?1, attempt_until = {CHANGED_NOW} + ?2 \
+                         WHERE match_id IN (SELECT match_id FROM match_intents \
+                                            WHERE attempt_until < {CHANGED_NOW} \
+                                            ORDER BY attempt_until LIMIT ?3) \
+                         RETURNING {INTENT_COLUMNS}"
+                    );
+                    Ok(sqlx::query_as::<_, IntentRow>(&sql)
+                        .bind(&owner)
+                        .bind(attempt_ms)
+                        .bind(i64::from(limit))
+                        .fetch_all(&mut *conn)
+                        .await?)
+                })
+            })
+            .await?;
+        rows::intents(rows)
+    }
+
+    async fn intent(&self, match_id: &MatchId) -> StoreResult<Option<MatchIntent>> {
+        let sql = format!("SELECT {INTENT_COLUMNS} FROM match_intents WHERE match_id = ?");
+        sqlx::query_as::<_, IntentRow>(&sql)
+            .bind(match_id.to_string())
+            .fetch_optional(&self.reads)
+            .await?
+            .map(MatchIntent::try_from)
+            .transpose()
+    }
+
+    async fn intents(&self) -> StoreResult<Vec<MatchIntent>> {
+        let sql = format!("SELECT {INTENT_COLUMNS} FROM match_intents ORDER BY created_at");
+        rows::intents(sqlx::query_as(&sql).fetch_all(&self.reads).await?)
     }
 
     async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>> {
@@ -173,7 +302,7 @@ impl MatchStore for SqliteStore {
             .bind(tenant.as_str())
             .bind(user.as_str())
             .bind(since)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(MatchRecord::try_from).transpose()
     }
@@ -186,7 +315,7 @@ impl MatchStore for SqliteStore {
         rows::records(
             sqlx::query_as(&sql)
                 .bind(since)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?,
         )
     }
@@ -197,20 +326,40 @@ impl MatchStore for SqliteStore {
         game: &GameId,
         at: Millis,
     ) -> StoreResult<Option<MatchRecord>> {
-        sqlx::query(
-            "UPDATE match_records SET finished_at = ?1 \
-             WHERE tenant_id = ?2 AND game_id = ?3 AND finished_at IS NULL",
-        )
-        .bind(at)
-        .bind(tenant.as_str())
-        .bind(game.as_str())
-        .execute(&self.pool)
-        .await?;
-        let sql = format!(
-            "SELECT {MATCH_COLUMNS} FROM match_records WHERE tenant_id = ? AND game_id = ?"
-        );
-        self.one_record(&sql, &[tenant.as_str(), game.as_str()])
-            .await
+        let (tenant, game) = (tenant.to_string(), game.to_string());
+        let row: Option<MatchRow> = self
+            .writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE match_records SET finished_at = ?1 \
+                         WHERE tenant_id = ?2 AND game_id = ?3 AND finished_at IS NULL",
+                    )
+                    .bind(at)
+                    .bind(&tenant)
+                    .bind(&game)
+                    .execute(&mut *conn)
+                    .await?;
+                    sqlx::query(
+                        "DELETE FROM active_players WHERE match_id IN \
+                         (SELECT match_id FROM match_records WHERE tenant_id = ?1 AND game_id = ?2)",
+                    )
+                    .bind(&tenant)
+                    .bind(&game)
+                    .execute(&mut *conn)
+                    .await?;
+                    let sql = format!(
+                        "SELECT {MATCH_COLUMNS} FROM match_records WHERE tenant_id = ? AND game_id = ?"
+                    );
+                    Ok(sqlx::query_as::<_, MatchRow>(&sql)
+                        .bind(&tenant)
+                        .bind(&game)
+                        .fetch_optional(&mut *conn)
+                        .await?)
+                })
+            })
+            .await?;
+        row.map(MatchRecord::try_from).transpose()
     }
 
     async fn color_balances(
@@ -228,7 +377,7 @@ impl MatchStore for SqliteStore {
                 list.push_bind(u.as_str());
             }
             q.push(")");
-            for row in q.build().fetch_all(&self.pool).await? {
+            for row in q.build().fetch_all(&self.reads).await? {
                 let user: String = row.try_get(0)?;
                 let balance: i64 = row.try_get(1)?;
                 if let Ok(user) = UserId::parse(&user) {
@@ -240,121 +389,6 @@ impl MatchStore for SqliteStore {
     }
 }
 
-/// Writes match records (and their color-balance moves) and audit events
-/// in one transaction.
-async fn write_matches(
-    pool: &SqlitePool,
-    records: &[&MatchRecord],
-    audit: &[&AuditEvent],
-) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
-    let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
-    for chunk in records.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::new(format!("INSERT INTO match_records ({MATCH_COLUMNS}) "));
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.match_id.to_string())
-                .push_bind(r.tenant_id.as_str())
-                .push_bind(r.game_id.as_str());
-            for side in [&r.white, &r.black] {
-                b.push_bind(side.user_id.as_str())
-                    .push_bind(side.username.as_ref().map(|u| u.as_str()))
-                    .push_bind(side.rating)
-                    .push_bind(side.entry_id.map(|e| e.to_string()));
-            }
-            b.push_bind(r.pool.to_string())
-                .push_bind(r.source.as_str())
-                .push_bind(r.created_at)
-                .push_bind(r.finished_at);
-        });
-        q.push(" ON CONFLICT (match_id) DO NOTHING RETURNING match_id");
-        let inserted: Vec<String> = q
-            .build()
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        fresh.extend(rows::newly_inserted(chunk.iter().copied(), inserted));
-    }
-    // Color balances move only for matches inserted now, never twice.
-    for chunk in color_moves(&fresh).chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::new("INSERT INTO players (tenant_id, user_id, color_balance) ");
-        q.push_values(chunk, |mut b, (t, u, d)| {
-            b.push_bind(t.as_str()).push_bind(u.as_str()).push_bind(*d);
-        });
-        q.push(
-            " ON CONFLICT (tenant_id, user_id) DO UPDATE \
-                  SET color_balance = color_balance + excluded.color_balance",
-        );
-        q.build().execute(&mut *tx).await?;
-    }
-    insert_audit(&mut tx, audit).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// The writer task: one transaction for every insert waiting when it
-/// starts; and every second, between transactions, a PASSIVE checkpoint
-/// (copies the WAL back into the database without waiting for readers), so
-/// the WAL stays small without a commit paying for it. Ends when the last
-/// handle of the store is dropped.
-async fn group_commit(pool: SqlitePool, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
-    let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
-    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let first = tokio::select! {
-            job = jobs.recv() => match job {
-                Some(job) => job,
-                None => break,
-            },
-            _ = checkpoint.tick() => {
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-                    tracing::warn!(error = %e, "SQLite checkpoint failed");
-                }
-                continue;
-            }
-        };
-        let mut batch = vec![first];
-        let mut size = batch[0].records.len();
-        while size < GROUP_COMMIT_MAX_RECORDS {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    size += job.records.len();
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        let records: Vec<&MatchRecord> = batch.iter().flat_map(|j| &j.records).collect();
-        let audit: Vec<&AuditEvent> = batch.iter().flat_map(|j| &j.audit).collect();
-        let result = write_matches(&pool, &records, &audit)
-            .await
-            .map_err(|e| e.to_string());
-        for job in batch {
-            let _ = job.done.send(result.clone());
-        }
-    }
-}
-
-async fn insert_audit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    events: &[&AuditEvent],
-) -> StoreResult<()> {
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut q =
-            QueryBuilder::new("INSERT INTO audit_events (at, tenant_id, kind, subject, detail) ");
-        q.push_values(chunk, |mut b, e| {
-            b.push_bind(e.at)
-                .push_bind(e.tenant_id.as_str())
-                .push_bind(e.kind.as_str())
-                .push_bind(e.subject.as_str())
-                .push_bind(e.detail.to_string());
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl RatingStore for SqliteStore {
     async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
@@ -363,7 +397,7 @@ impl RatingStore for SqliteStore {
         )
         .bind(tenant.as_str())
         .bind(user.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(Ratings::from).unwrap_or_default())
     }
@@ -374,25 +408,33 @@ impl RatingStore for SqliteStore {
         user: &UserId,
         update: &Ratings,
     ) -> StoreResult<Ratings> {
-        let row = sqlx::query_as::<_, RatingsRow>(&format!(
-            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, ratings_changed_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, {CHANGED_NOW}) \
-             ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
-               ratings_changed_at = excluded.ratings_changed_at, \
-               bullet = COALESCE(excluded.bullet, bullet), \
-               blitz = COALESCE(excluded.blitz, blitz), \
-               rapid = COALESCE(excluded.rapid, rapid), \
-               classical = COALESCE(excluded.classical, classical) \
-             RETURNING bullet, blitz, rapid, classical"
-        ))
-        .bind(tenant.as_str())
-        .bind(user.as_str())
-        .bind(update.bullet)
-        .bind(update.blitz)
-        .bind(update.rapid)
-        .bind(update.classical)
-        .fetch_one(&self.pool)
-        .await?;
+        let (tenant, user, update) = (tenant.to_string(), user.to_string(), *update);
+        let row: RatingsRow = self
+            .writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query_as::<_, RatingsRow>(&format!(
+                        "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, ratings_changed_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, {CHANGED_NOW}) \
+                         ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+                           ratings_changed_at = excluded.ratings_changed_at, \
+                           bullet = COALESCE(excluded.bullet, bullet), \
+                           blitz = COALESCE(excluded.blitz, blitz), \
+                           rapid = COALESCE(excluded.rapid, rapid), \
+                           classical = COALESCE(excluded.classical, classical) \
+                         RETURNING bullet, blitz, rapid, classical"
+                    ))
+                    .bind(&tenant)
+                    .bind(&user)
+                    .bind(update.bullet)
+                    .bind(update.blitz)
+                    .bind(update.rapid)
+                    .bind(update.classical)
+                    .fetch_one(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         Ok(row.into())
     }
 
@@ -402,7 +444,7 @@ impl RatingStore for SqliteStore {
              WHERE ratings_changed_at > ?"
         ))
         .bind(since.unwrap_or(Millis::MIN))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.into_iter().map(TryInto::try_into).collect()
     }
@@ -414,11 +456,15 @@ impl AuditStore for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        let events: Vec<&AuditEvent> = events.iter().collect();
-        insert_audit(&mut tx, &events).await?;
-        tx.commit().await?;
-        Ok(())
+        let events = events.to_vec();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let events: Vec<&AuditEvent> = events.iter().collect();
+                    matches::insert_audit(conn, &events).await
+                })
+            })
+            .await
     }
 
     async fn events_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
@@ -428,16 +474,106 @@ impl AuditStore for SqliteStore {
         )
         .bind(subject)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.into_iter().map(AuditEvent::try_from).collect()
     }
 }
 
 #[async_trait]
+impl IdempotencyStore for SqliteStore {
+    async fn idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        now: Millis,
+    ) -> StoreResult<Option<StoredAnswer>> {
+        sqlx::query_as::<_, AnswerRow>(
+            "SELECT status, body FROM idempotent_answers \
+             WHERE tenant_id = ? AND user_id = ? AND key = ? AND expires_at > ?",
+        )
+        .bind(scope.tenant_id.as_str())
+        .bind(scope.user_id.as_str())
+        .bind(&scope.key)
+        .bind(now)
+        .fetch_optional(&self.reads)
+        .await?
+        .map(StoredAnswer::try_from)
+        .transpose()
+    }
+
+    async fn save_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        answer: StoredAnswer,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<StoredAnswer> {
+        let scope = scope.clone();
+        let row: AnswerRow = self
+            .writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO idempotent_answers (tenant_id, user_id, key, status, body, expires_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                         ON CONFLICT (tenant_id, user_id, key) DO UPDATE \
+                         SET status = excluded.status, body = excluded.body, expires_at = excluded.expires_at \
+                         WHERE idempotent_answers.expires_at <= ?7",
+                    )
+                    .bind(scope.tenant_id.as_str())
+                    .bind(scope.user_id.as_str())
+                    .bind(&scope.key)
+                    .bind(i32::from(answer.status))
+                    .bind(&answer.body)
+                    .bind(expires_at)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(sqlx::query_as::<_, AnswerRow>(
+                        "SELECT status, body FROM idempotent_answers \
+                         WHERE tenant_id = ? AND user_id = ? AND key = ?",
+                    )
+                    .bind(scope.tenant_id.as_str())
+                    .bind(scope.user_id.as_str())
+                    .bind(&scope.key)
+                    .fetch_one(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
+        row.try_into()
+    }
+}
+
+#[async_trait]
 impl DurableStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reads).await?;
         Ok(())
+    }
+
+    fn write_failure(&self) -> Option<WriteFailure> {
+        self.health.failure()
+    }
+
+    async fn purge_expired(&self, now: Millis, live_since: Millis) -> StoreResult<u64> {
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let answers =
+                        sqlx::query("DELETE FROM idempotent_answers WHERE expires_at <= ?")
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected();
+                    let claims = sqlx::query("DELETE FROM active_players WHERE since < ?")
+                        .bind(live_since)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    Ok(answers + claims)
+                })
+            })
+            .await
     }
 }
