@@ -41,6 +41,7 @@ pub const GAME_CREATION_ERRORS: &str = "matchmaking_game_creation_errors_total";
 pub const BREAKER_STATE: &str = "matchmaking_circuit_breaker_state";
 pub const STORE_DURATION: &str = "matchmaking_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "matchmaking_store_errors_total";
+pub const SHED: &str = "http_requests_shed_total";
 
 /// Latency buckets (seconds): 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -150,6 +151,10 @@ fn describe() {
     describe_counter!(
         STORE_ERRORS,
         "Failed store operations, by store and operation."
+    );
+    describe_counter!(
+        SHED,
+        "Requests answered 503 at once because the node was at MAX_IN_FLIGHT_REQUESTS."
     );
 }
 
@@ -341,6 +346,12 @@ pub fn pass(pool: &PoolRef, waiting: usize, took: Duration) {
     if let Some(s) = pool_series(pool) {
         s.waiting.set(waiting as f64);
         histogram!(PASS_DURATION).record(took.as_secs_f64());
+    }
+}
+
+pub fn shed() {
+    if enabled() {
+        counter!(SHED).increment(1);
     }
 }
 

@@ -259,6 +259,15 @@ pub struct Settings {
     /// that); 0 turns the limit off.
     #[arg(long, env = "RATE_LIMIT_PER_USER", default_value_t = 20, global = true)]
     pub rate_limit_per_user: u32,
+    /// Requests one node serves at the same time; past it a request
+    /// answers 503 at once (health routes are never shed); 0 = no bound.
+    #[arg(
+        long,
+        env = "MAX_IN_FLIGHT_REQUESTS",
+        default_value_t = 256,
+        global = true
+    )]
+    pub max_in_flight_requests: usize,
     /// Direct challenges on or off.
     #[arg(long, env = "CHALLENGES_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
     pub challenges_enabled: bool,

@@ -294,6 +294,7 @@ impl Core {
                 settings.rate_limit_per_ip,
                 settings.rate_limit_per_user,
             )),
+            in_flight: crate::http::shed::InFlight::new(settings.max_in_flight_requests),
             queue: self.queue.clone(),
             challenges: self.challenges.clone(),
             ratings: self.ratings.clone(),

@@ -2,7 +2,9 @@
 //! Redis and one PostgreSQL, players joining through both nodes and
 //! cancelling at random, and a worker killed with SIGKILL mid-commit.
 //! Afterwards: nobody is matched twice, every game has two players,
-//! cancelled players are never matched, no entry is left reserved.
+//! cancelled players are never matched, no entry is left reserved, and
+//! (read from the game service's calls and the durable records) nobody is
+//! in two games and every game created is recorded.
 
 #[path = "api/fake_live_game.rs"]
 #[allow(dead_code)]
@@ -10,98 +12,51 @@ mod fake_live_game;
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use matchmaking_api::auth::JwtAuth;
-use matchmaking_api::settings::{Settings, TokenArgs};
 use rand::Rng;
 use serde_json::{Value, json};
 
+use support::procs::{self, Game, Procs, tokens};
 use support::{PgSchema, RedisPrefix, redis_url, settle};
 
-const BIN: &str = env!("CARGO_BIN_EXE_matchmaking-api");
-const SECRET: &str = "process-test-secret-process-test-secret";
-
-/// The binary with the shared backends and a clean environment.
+/// The binary on the machine's Redis (a key prefix of its own) and
+/// PostgreSQL (a schema of its own).
 struct Cluster {
     schema: PgSchema,
     redis: RedisPrefix,
-    dir: tempfile::TempDir,
-    children: Vec<Child>,
+    procs: Procs,
 }
 
 impl Cluster {
     async fn create() -> Option<Self> {
-        Some(Self {
-            schema: PgSchema::create().await?,
-            redis: RedisPrefix::create().await?,
-            dir: tempfile::tempdir().unwrap(),
-            children: Vec::new(),
-        })
-    }
-
-    fn command(&self, extra_env: &[(&str, String)]) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .current_dir(self.dir.path())
-            .env("DATABASE_URL", self.schema.url())
-            .env("REDIS_URL", redis_url())
-            .env("REDIS_KEY_PREFIX", &self.redis.prefix)
-            .env("JWT_SECRET", SECRET)
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn,matchmaking_api::startup=info")
-            .env("WORKER_INTERVAL_SECONDS", "0.05")
-            .env("PRESENCE_TIMEOUT_SECONDS", "0")
-            .env("RESERVATION_TIMEOUT_SECONDS", "1")
+        let schema = PgSchema::create().await?;
+        let redis = RedisPrefix::create().await?;
+        let procs = Procs::new(&[
+            ("DATABASE_URL", schema.url()),
+            ("REDIS_URL", redis_url()),
+            ("REDIS_KEY_PREFIX", redis.prefix.clone()),
+            ("RESERVATION_TIMEOUT_SECONDS", "1".into()),
             // A dead worker's pools pass to another after a second.
-            .env("POOL_LEASE_SECONDS", "1")
-            // Every simulated player polls from loopback.
-            .env("RATE_LIMIT_PER_IP", "0")
-            .env("RATE_LIMIT_PER_USER", "0");
-        for (k, v) in extra_env {
-            c.env(k, v);
-        }
-        c.stdout(Stdio::piped()).stderr(Stdio::null());
-        c
+            ("POOL_LEASE_SECONDS", "1".into()),
+        ]);
+        Some(Self {
+            schema,
+            redis,
+            procs,
+        })
     }
 
     /// Starts an API node without a worker; answers its base URL.
     fn serve(&mut self, extra_env: &[(&str, String)]) -> String {
-        let mut child = self
-            .command(extra_env)
-            .args([
-                "serve",
-                "--bind-addr",
-                "127.0.0.1:0",
-                "--worker-enabled",
-                "false",
-            ])
-            .spawn()
-            .unwrap();
-        let url = support::listening_url(&mut child);
-        self.children.push(child);
-        url
+        let mut env = extra_env.to_vec();
+        env.push(("WORKER_ENABLED", "false".into()));
+        self.procs.serve(&env).1
     }
 
-    /// Starts a worker process; answers its index (to kill it) and the
-    /// base URL of its operations endpoints.
     fn worker(&mut self, extra_env: &[(&str, String)]) -> (usize, String) {
-        let mut child = self
-            .command(extra_env)
-            .args(["worker", "--bind-addr", "127.0.0.1:0"])
-            .spawn()
-            .unwrap();
-        let url = support::listening_url(&mut child);
-        self.children.push(child);
-        (self.children.len() - 1, url)
-    }
-
-    fn sigkill(&mut self, index: usize) {
-        let child = &mut self.children[index];
-        let _ = child.kill(); // SIGKILL: no shutdown, no cleanup.
-        let _ = child.wait();
+        self.procs.worker(extra_env)
     }
 
     /// Entries still held by a reservation, read from Redis itself.
@@ -123,35 +78,6 @@ impl Cluster {
         }
         total
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn tokens(n: usize, prefix: &str) -> Vec<String> {
-    let mut settings = Settings::from_env();
-    settings.jwt_secret = Some(SECRET.into());
-    settings.jwt_issuer = None;
-    settings.jwt_audience = None;
-    let auth = JwtAuth::from_settings(&settings).unwrap();
-    (0..n)
-        .map(|i| {
-            auth.mint(&TokenArgs {
-                user: format!("{prefix}{i}"),
-                tenant: "t1".into(),
-                username: None,
-                roles: vec![],
-                ttl: 3600,
-            })
-            .unwrap()
-        })
-        .collect()
 }
 
 /// What became of one player.
@@ -313,6 +239,10 @@ async fn two_nodes_and_two_workers_match_2000_players_each_at_most_once() {
     );
 }
 
+/// The invariant under a crash: a worker SIGKILLed while it is creating
+/// games (after CreateGame, before the record, or anywhere else) leaves
+/// nobody in two games and no game without a record. Checked on what
+/// really happened: the game service's calls and PostgreSQL's records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
     let Some(mut cluster) = Cluster::create().await else {
@@ -343,7 +273,8 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
                 .to_owned(),
         );
     }
-    // Kill the worker as soon as it is creating games.
+    // Kill the worker as soon as games are being created: calls are in
+    // flight, some answered (games that exist) and not yet recorded.
     let deadline = Instant::now() + Duration::from_secs(10);
     while fake.calls().is_empty() {
         assert!(
@@ -352,13 +283,15 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    cluster.sigkill(doomed);
-    let held = cluster.reserved_entries().await;
+    cluster.procs.sigkill(doomed);
+    let created_before = fake.calls().iter().filter(|c| c.game_id.is_some()).count();
+    let recorded_before = procs::recorded_games(&cluster.schema.url()).await.len();
     assert!(
-        held > 0,
-        "the worker died holding no reservation: not mid-commit"
+        created_before > recorded_before || cluster.reserved_entries().await > 0,
+        "the worker died holding nothing: not mid-commit ({created_before} created, {recorded_before} recorded)"
     );
-    // A new worker takes over: stale reservations are finished or rolled back.
+    // A new worker takes over: what the dead one left is finished with the
+    // same match ids, or rolled back.
     cluster.worker(&env);
     let mut outcomes = Vec::new();
     for (i, (token, id)) in tokens.iter().zip(&ids).enumerate() {
@@ -388,4 +321,23 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
         0,
         "no entry left reserved"
     );
+    assert_eq!(procs::open_intents(&cluster.schema.url()).await, 0);
+    let created: Vec<Game> = fake
+        .calls()
+        .iter()
+        .filter_map(|c| {
+            Some(Game {
+                game_id: c.game_id.clone()?,
+                players: [
+                    c.body["white_user_id"].as_str()?.to_owned(),
+                    c.body["black_user_id"].as_str()?.to_owned(),
+                ],
+            })
+        })
+        .collect();
+    let recorded = procs::recorded_games(&cluster.schema.url()).await;
+    let seen: Vec<String> = outcomes.iter().filter_map(|o| o.game.clone()).collect();
+    let violations = procs::violations(&created, &recorded, &seen);
+    assert!(violations.is_empty(), "{violations:?}");
+    assert_eq!(recorded.len(), 300, "300 games, each recorded once");
 }

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// seconds.
     #[error("too many requests; slow down and retry after the time in Retry-After")]
     RateLimited { retry_after_seconds: u64 },
+    /// The node is at its bound of requests in flight; retry shortly.
+    #[error("this node is busy; retry shortly")]
+    Overloaded,
     /// A store or dependency is down. The cause is logged only.
     #[error("matchmaking is unavailable right now; retry shortly")]
     Unavailable(String),
@@ -71,7 +74,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::Paused { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Paused { .. } | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,7 +97,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
-            ApiError::Unavailable(_) | ApiError::Paused { .. } => "MATCHMAKING_UNAVAILABLE",
+            ApiError::Unavailable(_) | ApiError::Paused { .. } | ApiError::Overloaded => {
+                "MATCHMAKING_UNAVAILABLE"
+            }
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -174,6 +181,11 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.max(1).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if matches!(self, ApiError::Overloaded) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, ApiError::Unauthorized) {
             response

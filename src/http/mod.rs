@@ -11,6 +11,7 @@ pub mod openapi;
 mod queue;
 pub mod rate_limit;
 pub mod request_id;
+pub mod shed;
 
 use std::sync::Arc;
 
@@ -64,6 +65,8 @@ pub struct Services {
     /// The Prometheus recorder; `None` when metrics are off.
     pub metrics: Option<PrometheusHandle>,
     pub rate_limits: Arc<rate_limit::RateLimits>,
+    /// Requests in flight on this node, against `MAX_IN_FLIGHT_REQUESTS`.
+    pub in_flight: shed::InFlight,
 }
 
 /// The whole API. Every route is registered from its documented handler,
@@ -107,6 +110,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             rate_limit::per_ip,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            shed::middleware,
         ))
         .layer(axum::middleware::from_fn(request_id::middleware));
     measured(router, state)

@@ -12,6 +12,7 @@ mod matching;
 mod observability;
 mod openapi;
 mod outages;
+mod overload;
 mod postgres;
 mod production;
 mod queue;

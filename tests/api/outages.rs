@@ -117,3 +117,71 @@ async fn postgres_down_answers_503_fast_and_recovers_by_itself() {
     }
     recovers(&app).await;
 }
+
+/// Redis restarts empty (no persistence, a failover to a replica that
+/// missed writes, a FLUSHALL): the active-game guards lived there. The
+/// invariant "nobody in two games" must hold from the first request after
+/// Redis answers again: the durable store's claims are rebuilt into it
+/// before anyone is admitted. A matched entry still reads MATCHED (from
+/// its record); an entry that was searching reads 404, never a stale
+/// SEARCHING.
+#[tokio::test]
+async fn after_redis_loses_its_data_a_matched_player_cannot_join_a_second_game() {
+    let Some(mut redis) = OwnRedis::start(&[]) else {
+        return;
+    };
+    let url = redis.url();
+    // No periodic tick (joins still make their pool due at once): the
+    // rebuild must come from the join path itself, not from a worker that
+    // happened to notice first.
+    let app = spawn_app_with(|s| {
+        s.redis_url = Some(url);
+        s.worker_interval_seconds = 3_600.0;
+    })
+    .await;
+    let (alice, bob, carol) = (app.token("alice"), app.token("bob"), app.token("carol"));
+    let ia = app.join_ok(&alice, &join_body("5+0")).await;
+    app.join_ok(&bob, &join_body("5+0")).await;
+    let matched = app.wait_for_result(&alice, &ia).await;
+    assert_eq!(matched["status"], "MATCHED");
+    let ic = app.join_ok(&carol, &join_body("30+0")).await;
+
+    redis.restart();
+    // The first answer after Redis is back (connection errors aside) is
+    // the guard's.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let r = app.join(&alice, &join_body("5+0")).await;
+        if r.status() != StatusCode::SERVICE_UNAVAILABLE {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "Redis never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(first.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(first).await, "ACTIVE_GAME_EXISTS");
+    let r = app.join(&bob, &join_body("3+0")).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "bob too, in any pool");
+    // Matched players keep their game.
+    let status = app.status_json(&alice, &ia).await;
+    assert_eq!(status["status"], "MATCHED");
+    assert_eq!(status["game_id"], matched["game_id"]);
+    assert_eq!(
+        app.active(&bob).await["match"]["game_id"],
+        matched["game_id"]
+    );
+    // Carol's search was lost with Redis: she can tell, and join again.
+    assert_eq!(
+        app.status(&carol, &ic).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    app.join_ok(&carol, &join_body("30+0")).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    // The game finishes: both may play again.
+    let game = matched["game_id"].as_str().unwrap();
+    assert_eq!(
+        app.game_finished(&app.admin_token(), game).await.status(),
+        StatusCode::OK
+    );
+    app.join_ok(&alice, &join_body("5+0")).await;
+}

@@ -438,3 +438,4 @@ pub async fn settle(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+pub mod procs;
