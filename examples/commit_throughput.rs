@@ -27,6 +27,8 @@ async fn main() {
         .unwrap();
     sqlite.migrate().await.unwrap();
     let queue = Arc::new(MemoryQueueStore::new());
+    // A fresh store with nobody in a game: its guards are intact.
+    queue.mark_guards_intact().await.unwrap();
     let pool = PoolRef {
         tenant_id: TenantId::parse("bench").unwrap(),
         key: "standard_5+0_rated_GLOBAL".parse().unwrap(),

@@ -433,18 +433,6 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Each player's color-balance change from these matches (+1 per white,
-/// -1 per black), one row per player, as the SQLite store applies it
-/// (PostgreSQL computes the same in its insert statement).
-pub fn color_moves<'a>(records: &[&'a MatchRecord]) -> Vec<(&'a TenantId, &'a UserId, i32)> {
-    let mut moves: std::collections::BTreeMap<(&TenantId, &UserId), i32> = Default::default();
-    for r in records {
-        *moves.entry((&r.tenant_id, &r.white.user_id)).or_default() += 1;
-        *moves.entry((&r.tenant_id, &r.black.user_id)).or_default() -= 1;
-    }
-    moves.into_iter().map(|((t, u), d)| (t, u, d)).collect()
-}
-
 /// A player's ratings per speed; unset speeds are [`DEFAULT_RATING`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ratings {

@@ -39,20 +39,14 @@ const INTENT_ARRAYS: &str = "$1::text[], $2::text[], \
     $7::text[], $8::text[], $9::int4[], $10::text[], \
     $11::text[], $12::text[], $13::int8[]";
 
-/// The claims a statement writes: ($16 tenants, $17 users, $18 matches,
-/// $19 since), in key order (concurrent statements lock rows in the same
-/// order, so they cannot deadlock).
-const CLAIMS_CTE: &str = "claims AS (
-    INSERT INTO active_players (tenant_id, user_id, match_id, since)
-    SELECT * FROM UNNEST($16::text[], $17::text[], $18::text[], $19::int8[]) ORDER BY 1, 2
-    ON CONFLICT (tenant_id, user_id) DO UPDATE
-    SET match_id = excluded.match_id, since = excluded.since
-)";
-
 /// Records of games that exist ($1-$13 shared columns, $14 game ids, $15
-/// finished), their claims, the color balances of the records inserted now
-/// (never twice), the end of their intents ($20) and the audit ($21-$25),
-/// in one statement.
+/// finished), the color balances and claims of their players (one row
+/// write each: the claim lives in the `players` row) for the records
+/// inserted now (never twice), the end of their intents ($16) and the
+/// audit ($17-$21), in one statement. Players are written in key order
+/// (concurrent statements lock rows in the same order, so they cannot
+/// deadlock); a player is in one record of a call at most (the claims were
+/// decided first).
 static INSERT_RECORDS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
@@ -60,28 +54,29 @@ WITH m AS (
     INSERT INTO match_records ({MATCH_COLUMNS})
     SELECT * FROM UNNEST({INTENT_ARRAYS}, $14::text[], $15::int8[])
     ON CONFLICT (match_id) DO NOTHING
-    RETURNING tenant_id, white_user_id, black_user_id
+    RETURNING match_id, tenant_id, white_user_id, black_user_id, created_at
 ), moves AS (
-    SELECT tenant_id, white_user_id AS user_id, 1 AS d FROM m
+    SELECT tenant_id, white_user_id AS user_id, 1 AS d, match_id, created_at FROM m
     UNION ALL
-    SELECT tenant_id, black_user_id, -1 FROM m
-), colors AS (
-    INSERT INTO players (tenant_id, user_id, color_balance)
-    SELECT tenant_id, user_id, SUM(d)::int4 FROM moves
-    GROUP BY tenant_id, user_id ORDER BY tenant_id, user_id
+    SELECT tenant_id, black_user_id, -1, match_id, created_at FROM m
+), players_now AS (
+    INSERT INTO players (tenant_id, user_id, color_balance, active_match_id, active_since)
+    SELECT tenant_id, user_id, d, match_id, created_at FROM moves ORDER BY tenant_id, user_id
     ON CONFLICT (tenant_id, user_id) DO UPDATE
-    SET color_balance = players.color_balance + excluded.color_balance
-), {CLAIMS_CTE}, done AS (
-    DELETE FROM match_intents WHERE match_id = ANY($20::text[])
+    SET color_balance = players.color_balance + excluded.color_balance,
+        active_match_id = excluded.active_match_id, active_since = excluded.active_since
+), done AS (
+    DELETE FROM match_intents WHERE match_id = ANY($16::text[])
 ), audit AS (
     INSERT INTO audit_events (at, tenant_id, kind, subject, detail)
-    SELECT * FROM UNNEST($21::int8[], $22::text[], $23::text[], $24::text[], $25::text[])
+    SELECT * FROM UNNEST($17::int8[], $18::text[], $19::text[], $20::text[], $21::text[])
 )
 SELECT 1"
     )
 });
 
-/// Intents ($1-$13, owner $14, attempt ms $15) and their claims.
+/// Intents ($1-$13, owner $14, attempt ms $15) and the claims on their
+/// players ($16 tenants, $17 players, $18 matches, $19 since; in key order).
 static INSERT_INTENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
@@ -89,7 +84,12 @@ WITH i AS (
     INSERT INTO match_intents ({INTENT_COLUMNS}, owner, attempt_until)
     SELECT u.*, $14::text, {CHANGED_NOW} + $15::int8 FROM UNNEST({INTENT_ARRAYS}) AS u
     ON CONFLICT (match_id) DO NOTHING
-), {CLAIMS_CTE}
+), claims AS (
+    INSERT INTO players (tenant_id, user_id, active_match_id, active_since)
+    SELECT * FROM UNNEST($16::text[], $17::text[], $18::text[], $19::int8[]) ORDER BY 1, 2
+    ON CONFLICT (tenant_id, user_id) DO UPDATE
+    SET active_match_id = excluded.active_match_id, active_since = excluded.active_since
+)
 SELECT 1"
     )
 });
@@ -262,8 +262,10 @@ impl PgStore {
             .unzip();
         let held = rows::live_claims(
             sqlx::query_as::<_, ClaimRow>(
-                "SELECT tenant_id, user_id, match_id, since FROM active_players \
-                 WHERE (tenant_id, user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+                "SELECT tenant_id, user_id, active_match_id AS match_id, active_since AS since \
+                 FROM players \
+                 WHERE (tenant_id, user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) \
+                   AND active_match_id IS NOT NULL",
             )
             .bind(&tenant_ids)
             .bind(&user_ids)
@@ -316,14 +318,13 @@ impl PgStore {
                     .iter()
                     .filter(|e| !refused.contains(&e.subject))
                     .collect();
-                let q = bind_matches(sqlx::query(&INSERT_RECORDS), &fresh)
+                bind_matches(sqlx::query(&INSERT_RECORDS), &fresh)
                     .bind(
                         new.iter()
                             .map(|r| r.game_id.to_string())
                             .collect::<Vec<_>>(),
                     )
-                    .bind(new.iter().map(|r| r.finished_at).collect::<Vec<_>>());
-                bind_claims(q, &fresh)
+                    .bind(new.iter().map(|r| r.finished_at).collect::<Vec<_>>())
                     .bind(
                         new.iter()
                             .map(|r| r.match_id.to_string())
@@ -412,9 +413,16 @@ impl MatchStore for PgStore {
     }
 
     async fn drop_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<bool> {
+        // The claims go by primary key: (tenant, player) of the intent, if
+        // still this match's.
         let dropped: StoreResult<i64> = sqlx::query_scalar(
-            "WITH d AS (DELETE FROM match_intents WHERE match_id = $1 AND owner = $2 RETURNING match_id), \
-                  c AS (DELETE FROM active_players WHERE match_id IN (SELECT match_id FROM d)) \
+            "WITH d AS (DELETE FROM match_intents WHERE match_id = $1 AND owner = $2 \
+                        RETURNING match_id, tenant_id, white_user_id, black_user_id), \
+                  c AS (UPDATE players p SET active_match_id = NULL, active_since = NULL \
+                        FROM d \
+                        WHERE p.tenant_id = d.tenant_id \
+                          AND p.user_id IN (d.white_user_id, d.black_user_id) \
+                          AND p.active_match_id = d.match_id) \
              SELECT COUNT(*) FROM d",
         )
         .bind(match_id.to_string())
@@ -537,12 +545,17 @@ impl MatchStore for PgStore {
     ) -> StoreResult<Option<MatchRecord>> {
         let finished = async {
             let mut tx = self.pool.begin().await?;
+            // The claims go by primary key: (tenant, player) of the match,
+            // if still this match's.
             sqlx::query(
                 "WITH f AS (UPDATE match_records SET finished_at = $1 \
-                            WHERE tenant_id = $2 AND game_id = $3 AND finished_at IS NULL \
-                            RETURNING match_id) \
-                 DELETE FROM active_players WHERE match_id IN \
-                   (SELECT match_id FROM match_records WHERE tenant_id = $2 AND game_id = $3)",
+                            WHERE tenant_id = $2 AND game_id = $3 AND finished_at IS NULL), \
+                      m AS (SELECT match_id, tenant_id, white_user_id, black_user_id \
+                            FROM match_records WHERE tenant_id = $2 AND game_id = $3) \
+                 UPDATE players p SET active_match_id = NULL, active_since = NULL FROM m \
+                 WHERE p.tenant_id = m.tenant_id \
+                   AND p.user_id IN (m.white_user_id, m.black_user_id) \
+                   AND p.active_match_id = m.match_id",
             )
             .bind(at)
             .bind(tenant.as_str())
@@ -774,7 +787,8 @@ impl DurableStore for PgStore {
     async fn purge_expired(&self, now: Millis, live_since: Millis) -> StoreResult<u64> {
         let purged = sqlx::query_scalar::<_, i64>(
             "WITH a AS (DELETE FROM idempotent_answers WHERE expires_at <= $1 RETURNING 1), \
-                  c AS (DELETE FROM active_players WHERE since < $2 RETURNING 1) \
+                  c AS (UPDATE players SET active_match_id = NULL, active_since = NULL \
+                        WHERE active_since < $2 RETURNING 1) \
              SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM c)",
         )
         .bind(now)

@@ -12,7 +12,7 @@ use super::{CHANGED_NOW, ROWS_PER_INSERT};
 use crate::domain::{MatchIntent, MatchRecord, Millis, TenantId, UserId};
 use crate::store::claims::{self, Ask};
 use crate::store::rows::{self, ClaimRow, INTENT_COLUMNS, MATCH_COLUMNS};
-use crate::store::{AuditEvent, Claim, StoreResult, color_moves};
+use crate::store::{AuditEvent, Claim, StoreResult};
 
 /// What a match job asks the writer to do.
 pub enum MatchWork {
@@ -93,22 +93,30 @@ async fn existing(
     Ok(found)
 }
 
-/// The claims stored on these players.
+/// The claims stored on these players (in their `players` rows), sorted
+/// by tenant: looked up one
+/// tenant at a time (`tenant_id = ? AND user_id IN (…)` walks the primary
+/// key; a row-value `IN` would scan the table).
 async fn claims_of(
     conn: &mut SqliteConnection,
     players: &[(&TenantId, &UserId)],
 ) -> StoreResult<Vec<ClaimRow>> {
     let mut held = Vec::new();
-    for chunk in players.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT tenant_id, user_id, match_id, since FROM active_players \
-             WHERE (tenant_id, user_id) IN (",
-        );
-        q.push_values(chunk, |mut b, (t, u)| {
-            b.push_bind(t.as_str()).push_bind(u.as_str());
-        });
-        q.push(")");
-        held.extend(q.build_query_as::<ClaimRow>().fetch_all(&mut *conn).await?);
+    for tenant_players in players.chunk_by(|a, b| a.0 == b.0) {
+        let tenant = tenant_players[0].0;
+        for chunk in tenant_players.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT tenant_id, user_id, active_match_id AS match_id, active_since AS since \
+                 FROM players WHERE tenant_id = ",
+            );
+            q.push_bind(tenant.as_str()).push(" AND user_id IN (");
+            let mut list = q.separated(", ");
+            for (_, user) in chunk {
+                list.push_bind(user.as_str());
+            }
+            q.push(") AND active_match_id IS NOT NULL");
+            held.extend(q.build_query_as::<ClaimRow>().fetch_all(&mut *conn).await?);
+        }
     }
     Ok(held)
 }
@@ -164,34 +172,6 @@ async fn write_batch(
         .collect();
     let decided = claims::decide(&asks, &held);
 
-    // Claims of the matches stored now.
-    let claimed: Vec<(&TenantId, &UserId, String, Millis)> = asks
-        .iter()
-        .zip(&decided)
-        .filter(|(a, c)| c.is_stored() && !a.stored_before)
-        .flat_map(|(a, _)| {
-            let since = created_at(jobs, a.match_id);
-            a.players
-                .map(|u| (a.tenant, u, a.match_id.to_string(), since))
-        })
-        .collect();
-    for chunk in claimed.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO active_players (tenant_id, user_id, match_id, since) ",
-        );
-        q.push_values(chunk, |mut b, (t, u, m, since)| {
-            b.push_bind(t.as_str())
-                .push_bind(u.as_str())
-                .push_bind(m)
-                .push_bind(*since);
-        });
-        q.push(
-            " ON CONFLICT (tenant_id, user_id) DO UPDATE \
-              SET match_id = excluded.match_id, since = excluded.since",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
-
     // Each job's rows, for the matches stored now.
     let mut answers = Vec::with_capacity(jobs.len());
     let mut at = 0;
@@ -212,6 +192,14 @@ async fn write_batch(
                     .map(|(_, m)| m)
                     .collect();
                 insert_intents(conn, &new, owner, *attempt_ms).await?;
+                let claims: Vec<Move<'_>> = new
+                    .iter()
+                    .flat_map(|m| {
+                        m.players()
+                            .map(|u| (&m.tenant_id, u, 0, m.match_id.to_string(), m.created_at))
+                    })
+                    .collect();
+                upsert_players(conn, &claims).await?;
             }
             MatchWork::Insert { records, audit } => {
                 let new: Vec<&MatchRecord> = records
@@ -240,20 +228,33 @@ async fn write_batch(
     Ok(answers)
 }
 
-/// When the match of `id` was made (its claims start then).
-fn created_at(jobs: &[MatchJob], id: &crate::domain::MatchId) -> Millis {
-    jobs.iter()
-        .find_map(|j| match &j.work {
-            MatchWork::Claim { intents, .. } => intents
-                .iter()
-                .find(|i| &i.match_id == id)
-                .map(|i| i.created_at),
-            MatchWork::Insert { records, .. } => records
-                .iter()
-                .find(|r| &r.match_id == id)
-                .map(|r| r.created_at),
-        })
-        .unwrap_or_default()
+/// A change to a player's row: tenant, player, color move (+1 white, -1
+/// black, 0 for a claim alone), and the claim (match id, since).
+type Move<'a> = (&'a TenantId, &'a UserId, i32, String, Millis);
+
+/// Moves each player's color balance and sets their claim, one upsert per
+/// player (a player is in one match of a batch at most: the claims say so).
+async fn upsert_players(conn: &mut SqliteConnection, moves: &[Move<'_>]) -> StoreResult<()> {
+    for chunk in moves.chunks(ROWS_PER_INSERT / 2) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO players (tenant_id, user_id, color_balance, active_match_id, active_since) ",
+        );
+        q.push_values(chunk, |mut b, (t, u, d, m, since)| {
+            b.push_bind(t.as_str())
+                .push_bind(u.as_str())
+                .push_bind(*d)
+                .push_bind(m.as_str())
+                .push_bind(*since);
+        });
+        q.push(
+            " ON CONFLICT (tenant_id, user_id) DO UPDATE \
+                  SET color_balance = color_balance + excluded.color_balance, \
+                      active_match_id = excluded.active_match_id, \
+                      active_since = excluded.active_since",
+        );
+        q.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Binds a match's [`INTENT_COLUMNS`] (the columns intents and records share).
@@ -310,7 +311,8 @@ async fn insert_intents(
 }
 
 /// Inserts records (a record already stored is left as it is), moves the
-/// color balances of the ones inserted now, and drops their intents.
+/// color balances of the ones inserted now and claims their players (the
+/// same row write), and drops their intents.
 async fn insert_records(conn: &mut SqliteConnection, records: &[&MatchRecord]) -> StoreResult<()> {
     let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
     for chunk in records.chunks(ROWS_PER_INSERT / 2) {
@@ -339,18 +341,17 @@ async fn insert_records(conn: &mut SqliteConnection, records: &[&MatchRecord]) -
         fresh.extend(rows::newly_inserted(chunk.iter().copied(), inserted));
     }
     // Color balances move only for matches inserted now, never twice.
-    for chunk in color_moves(&fresh).chunks(ROWS_PER_INSERT) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT INTO players (tenant_id, user_id, color_balance) ");
-        q.push_values(chunk, |mut b, (t, u, d)| {
-            b.push_bind(t.as_str()).push_bind(u.as_str()).push_bind(*d);
-        });
-        q.push(
-            " ON CONFLICT (tenant_id, user_id) DO UPDATE \
-                  SET color_balance = color_balance + excluded.color_balance",
-        );
-        q.build().execute(&mut *conn).await?;
-    }
+    let moves: Vec<Move<'_>> = fresh
+        .iter()
+        .flat_map(|r| {
+            let id = r.match_id.to_string();
+            [
+                (&r.tenant_id, &r.white.user_id, 1, id.clone(), r.created_at),
+                (&r.tenant_id, &r.black.user_id, -1, id, r.created_at),
+            ]
+        })
+        .collect();
+    upsert_players(conn, &moves).await?;
     for chunk in records.chunks(ROWS_PER_INSERT) {
         let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM match_intents WHERE match_id IN (");
         let mut list = q.separated(", ");

@@ -37,7 +37,7 @@ use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, TenantId, UserId,
 };
 
-pub use writer::WAL_TRUNCATE_FRAMES;
+pub use writer::WAL_RESTART_FRAMES;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -48,7 +48,7 @@ const ROWS_PER_INSERT: usize = 500;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The WAL file is cut back to this size whenever it is reset (bytes).
-pub const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+pub const JOURNAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Now in epoch milliseconds on the database's clock.
 const CHANGED_NOW: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
@@ -182,21 +182,19 @@ impl MatchStore for SqliteStore {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let dropped =
-                        sqlx::query("DELETE FROM match_intents WHERE match_id = ? AND owner = ?")
-                            .bind(&id)
-                            .bind(&owner)
-                            .execute(&mut *conn)
-                            .await?
-                            .rows_affected()
-                            == 1;
-                    if dropped {
-                        sqlx::query("DELETE FROM active_players WHERE match_id = ?")
-                            .bind(&id)
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(dropped)
+                    let players: Option<(String, String, String)> = sqlx::query_as(
+                        "DELETE FROM match_intents WHERE match_id = ? AND owner = ? \
+                         RETURNING tenant_id, white_user_id, black_user_id",
+                    )
+                    .bind(&id)
+                    .bind(&owner)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let Some((tenant, white, black)) = players else {
+                        return Ok(false);
+                    };
+                    lift_claims(conn, &tenant, [&white, &black], &id).await?;
+                    Ok(true)
                 })
             })
             .await
@@ -327,8 +325,7 @@ impl MatchStore for SqliteStore {
         at: Millis,
     ) -> StoreResult<Option<MatchRecord>> {
         let (tenant, game) = (tenant.to_string(), game.to_string());
-        let row: Option<MatchRow> = self
-            .writer
+        self.writer
             .write(move |conn| {
                 Box::pin(async move {
                     sqlx::query(
@@ -340,26 +337,23 @@ impl MatchStore for SqliteStore {
                     .bind(&game)
                     .execute(&mut *conn)
                     .await?;
-                    sqlx::query(
-                        "DELETE FROM active_players WHERE match_id IN \
-                         (SELECT match_id FROM match_records WHERE tenant_id = ?1 AND game_id = ?2)",
-                    )
-                    .bind(&tenant)
-                    .bind(&game)
-                    .execute(&mut *conn)
-                    .await?;
                     let sql = format!(
                         "SELECT {MATCH_COLUMNS} FROM match_records WHERE tenant_id = ? AND game_id = ?"
                     );
-                    Ok(sqlx::query_as::<_, MatchRow>(&sql)
+                    let row = sqlx::query_as::<_, MatchRow>(&sql)
                         .bind(&tenant)
                         .bind(&game)
                         .fetch_optional(&mut *conn)
-                        .await?)
+                        .await?;
+                    let record = row.map(MatchRecord::try_from).transpose()?;
+                    if let Some(r) = &record {
+                        let players = [r.white.user_id.as_str(), r.black.user_id.as_str()];
+                        lift_claims(conn, &tenant, players, &r.match_id.to_string()).await?;
+                    }
+                    Ok(record)
                 })
             })
-            .await?;
-        row.map(MatchRecord::try_from).transpose()
+            .await
     }
 
     async fn color_balances(
@@ -566,14 +560,38 @@ impl DurableStore for SqliteStore {
                             .execute(&mut *conn)
                             .await?
                             .rows_affected();
-                    let claims = sqlx::query("DELETE FROM active_players WHERE since < ?")
-                        .bind(live_since)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
+                    let claims = sqlx::query(
+                        "UPDATE players SET active_match_id = NULL, active_since = NULL \
+                         WHERE active_since < ?",
+                    )
+                    .bind(live_since)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
                     Ok(answers + claims)
                 })
             })
             .await
     }
+}
+
+/// Lifts the claims `match_id` holds on these players (a claim a player's
+/// newer match took over stays): two primary-key lookups.
+async fn lift_claims(
+    conn: &mut sqlx::SqliteConnection,
+    tenant: &str,
+    players: [&str; 2],
+    match_id: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE players SET active_match_id = NULL, active_since = NULL \
+         WHERE tenant_id = ?1 AND user_id IN (?2, ?3) AND active_match_id = ?4",
+    )
+    .bind(tenant)
+    .bind(players[0])
+    .bind(players[1])
+    .bind(match_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

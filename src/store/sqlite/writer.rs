@@ -23,10 +23,14 @@
 //!   WAL once, so under load many matches share one.
 //! - **A bounded WAL.** Between transactions, every second, a PASSIVE
 //!   checkpoint copies the WAL back into the database; once the WAL holds
-//!   more than [`WAL_TRUNCATE_FRAMES`] frames, a TRUNCATE checkpoint (which
-//!   waits a moment for readers on old snapshots) empties it. Readers are
-//!   short statements, so it gets its turn; `journal_size_limit` caps the
-//!   file if it does not.
+//!   more than [`WAL_RESTART_FRAMES`] frames, a RESTART checkpoint (which
+//!   waits a moment for readers on old snapshots) makes the next writes
+//!   start over at the beginning of the file, and `journal_size_limit` cuts
+//!   the file back to [`super::JOURNAL_SIZE_LIMIT`]. (A PASSIVE checkpoint
+//!   alone never resets the WAL while readers come and go, so under load it
+//!   only grows; a TRUNCATE to zero each time would make every write after
+//!   it allocate disk blocks again.) Readers are short statements, so the
+//!   RESTART gets its turn.
 
 use std::any::Any;
 use std::time::Duration;
@@ -43,11 +47,11 @@ use crate::store::{StoreError, StoreResult, WriteHealth};
 /// cannot write, probes.
 const TICK: Duration = Duration::from_millis(250);
 
-/// WAL frames (pages) past which the writer empties the WAL with a
-/// TRUNCATE checkpoint: 2,048 frames of 4 KiB, about 8 MiB.
-pub const WAL_TRUNCATE_FRAMES: i64 = 2_048;
+/// WAL frames (pages) past which the writer resets the WAL with a RESTART
+/// checkpoint: 2,048 frames of 4 KiB, about 8 MiB.
+pub const WAL_RESTART_FRAMES: i64 = 2_048;
 
-/// How long a TRUNCATE checkpoint waits for readers on older snapshots.
+/// How long a RESTART checkpoint waits for readers on older snapshots.
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
 
 /// Most matches one group commit takes (more wait for the next one).
@@ -333,7 +337,7 @@ impl Writer {
         self.settle(&result).await;
     }
 
-    /// PASSIVE every time; TRUNCATE once the WAL is long (see the module
+    /// PASSIVE every time; RESTART once the WAL is long (see the module
     /// docs). A checkpoint that fails is tried again next second.
     async fn checkpoint(&mut self) {
         let result: StoreResult<()> = async {
@@ -342,15 +346,15 @@ impl Writer {
                 sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                     .fetch_one(&mut *conn)
                     .await?;
-            if wal_frames > WAL_TRUNCATE_FRAMES {
+            if wal_frames > WAL_RESTART_FRAMES {
                 sqlx::query(&format!(
                     "PRAGMA busy_timeout = {}",
                     CHECKPOINT_WAIT.as_millis()
                 ))
                 .execute(&mut *conn)
                 .await?;
-                let truncated =
-                    sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                let restarted =
+                    sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
                         .fetch_one(&mut *conn)
                         .await;
                 sqlx::query(&format!(
@@ -359,11 +363,11 @@ impl Writer {
                 ))
                 .execute(&mut *conn)
                 .await?;
-                let (busy, _, _) = truncated?;
+                let (busy, _, _) = restarted?;
                 if busy != 0 {
                     tracing::debug!(
                         wal_frames,
-                        "the WAL could not be truncated yet (readers); next second"
+                        "the WAL could not be reset yet (readers); next second"
                     );
                 }
             }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Overload (issue 16): the embedded default under joins from 2,000
+# connections (about twice what the node serves), with load shedding at
+# MAX_IN_FLIGHT_REQUESTS. Prints wrk's totals (admitted and shed together),
+# the latency of admitted joins as 16 tracked clients saw it, the node's RSS
+# before, at the peak of and after the flood, and then every 15 s until the
+# retention time has passed (finished entries and active-game guards are
+# kept ENTRY_RETENTION_SECONDS and ACTIVE_GAME_GUARD_SECONDS, here $RETENTION
+# s each; a purge runs every 30 worker ticks).
+# Usage: bench/overload.sh [connections=2000] [seconds=30] [retention=60]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+CONNS=${1:-2000}
+DURATION=${2:-30}
+RETENTION=${3:-60}
+ADDR="127.0.0.1:${PORT:-18093}"
+bench_setup overload
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+cargo build --release --quiet --bin matchmaking-api --example tracked_clients
+machine_line
+start_server "$ADDR" ENTRY_RETENTION_SECONDS="$RETENTION" ACTIVE_GAME_GUARD_SECONDS="$RETENTION" \
+  PRESENCE_TIMEOUT_SECONDS=0
+rss() { echo $(( $(ps -o rss= -p "$SERVER") / 1024 )); }
+echo "== minting tokens"
+python3 bench/tokens.py "$SECRET" $((DURATION * 60000)) "o-" > "$WORK/tokens.txt"
+python3 bench/tokens.py "$SECRET" 2000 "w-" > "$WORK/warm.txt"
+TOKENS="$WORK/warm.txt" WRK_THREADS=1 wrk -t1 -c4 -d2s -s bench/join.lua "http://$ADDR" > /dev/null
+BEFORE=$(rss)
+echo "== RSS before the flood: $BEFORE MiB"
+PEAK=$BEFORE
+(while kill -0 "$SERVER" 2>/dev/null; do rss; sleep 1; done > "$WORK/rss.txt") &
+SAMPLER=$!
+echo "== $CONNS connections of joins for ${DURATION}s, and 16 tracked clients"
+TOKENS="$WORK/tokens.txt" WRK_THREADS=2 wrk -t2 -c"$CONNS" -d"${DURATION}"s --latency \
+  -s bench/join.lua "http://$ADDR" > "$WORK/wrk.txt" &
+WRK=$!
+sleep 2
+./target/release/examples/tracked_clients "http://$ADDR" "$SECRET" 16 $((DURATION - 4))
+wait $WRK
+grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors" "$WORK/wrk.txt"
+echo "== shed: $(curl -s "http://$ADDR/metrics" | awk '/^http_requests_shed_total/ {print $2}') requests"
+echo "== /readyz right after: $(curl -s -o /dev/null -w '%{http_code} in %{time_total}s' "http://$ADDR/readyz")"
+PEAK=$(sort -n "$WORK/rss.txt" | tail -1)
+echo "== RSS: before $BEFORE MiB, peak $PEAK MiB, right after $(rss) MiB"
+for t in $(seq 15 15 $((RETENTION + 60))); do
+  sleep 15
+  echo "   ${t}s after the flood: $(rss) MiB"
+done
+kill $SAMPLER 2>/dev/null || true
+echo "== RSS after the retention time: $(rss) MiB (before the flood: $BEFORE MiB)"
