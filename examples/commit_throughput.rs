@@ -58,6 +58,9 @@ async fn main() {
             presence_ms: None,
             retention_ms: 3_600_000,
         },
+        Arc::new(matchmaking_api::services::backlog::Backlog::new(
+            std::time::Duration::ZERO,
+        )),
     );
     let started = Instant::now();
     let report = matching.run_pool(&pool).await.unwrap();

@@ -4,14 +4,21 @@
 //! shows the process RSS too. Each player has a username and a request id,
 //! as a real join does; no client_metadata.
 //!
+//! Then it matches them all, pair by pair (reserve, commit with a record),
+//! and counts again: a matched player holds a finished entry (kept
+//! `ENTRY_RETENTION_SECONDS`) and an active-game guard (kept until the game
+//! is reported finished, at most `ACTIVE_GAME_GUARD_SECONDS`).
+//!
 //! Usage: cargo run --release --example memory_per_entry -- [entries=1000000]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use matchmaking_api::domain::{QueueEntry, TenantId, UserId, Username, now_millis};
-use matchmaking_api::store::QueueStore;
+use matchmaking_api::domain::{
+    GameId, MatchRecord, MatchSide, MatchSource, QueueEntry, TenantId, UserId, Username, now_millis,
+};
 use matchmaking_api::store::memory::MemoryQueueStore;
+use matchmaking_api::store::{QueueStore, Reservation};
 
 struct Counting;
 
@@ -109,5 +116,45 @@ async fn main() {
         rss_before,
         rss_after,
         (rss_after.saturating_sub(rss_before) * 1024) as f64 / n as f64
+    );
+
+    // Match everyone: each pool's entries two by two.
+    let heap_waiting = LIVE.load(Ordering::Relaxed);
+    let mut players = 0;
+    for p in store.pools().await.unwrap() {
+        let waiting = store.waiting(&p).await.unwrap();
+        for pair in waiting.chunks_exact(2) {
+            let r = Reservation::new(pair[0].id, pair[1].id);
+            store
+                .reserve(&p, std::slice::from_ref(&r), now + 30_000, now)
+                .await
+                .unwrap();
+            let side = |w: &matchmaking_api::store::Waiting| MatchSide {
+                user_id: w.user_id.clone(),
+                username: w.username.clone(),
+                rating: w.rating,
+                entry_id: Some(w.id),
+            };
+            let record = MatchRecord {
+                match_id: r.match_id,
+                tenant_id: p.tenant_id.clone(),
+                game_id: GameId::for_match(&r.match_id),
+                white: side(&pair[0]),
+                black: side(&pair[1]),
+                pool: p.key,
+                created_at: now,
+                source: MatchSource::Queue,
+                finished_at: None,
+            };
+            store.commit(&[record], now + 3_600_000, now).await.unwrap();
+            players += 2;
+        }
+    }
+    let heap_matched = LIVE.load(Ordering::Relaxed);
+    println!(
+        "matched players: {players}; heap held by the store: {} bytes = {:.0} bytes per matched player (its finished entry and its guard), {:+.0} bytes against waiting",
+        heap_matched - heap_before,
+        (heap_matched - heap_before) as f64 / players as f64,
+        (heap_matched - heap_waiting) as f64 / players as f64
     );
 }

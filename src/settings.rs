@@ -268,6 +268,16 @@ pub struct Settings {
         global = true
     )]
     pub max_in_flight_requests: usize,
+    /// A pool whose last matching pass took longer than this (seconds)
+    /// takes no new joins (503, Retry-After) until a pass is quicker again;
+    /// 0 = off.
+    #[arg(
+        long,
+        env = "POOL_BUSY_PASS_SECONDS",
+        default_value_t = 1.0,
+        global = true
+    )]
+    pub pool_busy_pass_seconds: f64,
     /// Direct challenges on or off.
     #[arg(long, env = "CHALLENGES_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
     pub challenges_enabled: bool,

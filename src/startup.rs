@@ -15,6 +15,7 @@ use crate::domain::TenantConfig;
 use crate::http::rate_limit::RateLimits;
 use crate::http::{self, AppState, Services};
 use crate::observe;
+use crate::services::backlog::Backlog;
 use crate::services::breaker::CircuitBreaker;
 use crate::services::challenges::{ChallengeLimits, ChallengeService};
 use crate::services::games::{GameCreator, GuardedGameCreator, LocalGameCreator};
@@ -229,6 +230,9 @@ impl Core {
                 accepting_timeout_ms: settings.reservation_ms(),
             },
         ));
+        let backlog = Arc::new(Backlog::new(Duration::from_secs_f64(
+            settings.pool_busy_pass_seconds.max(0.0),
+        )));
         let matching = Arc::new(MatchingService::new(
             stores.queue.clone(),
             stores.durable.clone(),
@@ -242,6 +246,7 @@ impl Core {
                 presence_ms: settings.presence_ms(),
                 retention_ms: settings.retention_ms(),
             },
+            backlog.clone(),
         ));
         // A fresh in-memory queue store, or a Redis that lost its data,
         // admits nobody until its guards are rebuilt from the durable
@@ -266,6 +271,7 @@ impl Core {
                 .as_ref()
                 .map(|(channel, _)| Arc::new(channel.clone()) as Arc<dyn DueAnnouncer>),
             guards: guards.clone(),
+            backlog,
             estimates: Default::default(),
             limits: QueueLimits {
                 guard_ms: settings.guard_ms(),

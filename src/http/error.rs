@@ -49,6 +49,10 @@ pub enum ApiError {
     /// The node is at its bound of requests in flight; retry shortly.
     #[error("this node is busy; retry shortly")]
     Overloaded,
+    /// Matching is behind on the pool asked for; retry after this many
+    /// seconds.
+    #[error("matching is behind on this pool; retry shortly")]
+    Busy { retry_after_seconds: u64 },
     /// A store or dependency is down. The cause is logged only.
     #[error("matchmaking is unavailable right now; retry shortly")]
     Unavailable(String),
@@ -74,9 +78,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::Paused { .. } | ApiError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::Paused { .. }
+            | ApiError::Overloaded
+            | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,9 +102,10 @@ impl ApiError {
             ApiError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::RateLimited { .. } => "RATE_LIMITED",
-            ApiError::Unavailable(_) | ApiError::Paused { .. } | ApiError::Overloaded => {
-                "MATCHMAKING_UNAVAILABLE"
-            }
+            ApiError::Unavailable(_)
+            | ApiError::Paused { .. }
+            | ApiError::Overloaded
+            | ApiError::Busy { .. } => "MATCHMAKING_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -148,6 +154,11 @@ impl From<ServiceError> for ApiError {
             } => ApiError::Paused {
                 retry_after_seconds,
             },
+            ServiceError::PoolBusy {
+                retry_after_seconds,
+            } => ApiError::Busy {
+                retry_after_seconds,
+            },
         }
     }
 }
@@ -177,6 +188,9 @@ impl IntoResponse for ApiError {
         }
         | ApiError::RateLimited {
             retry_after_seconds,
+        }
+        | ApiError::Busy {
+            retry_after_seconds,
         } = self
             && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.max(1).to_string())
         {
@@ -186,6 +200,15 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // A shed request closes its connection: a client that does not
+        // honour Retry-After pays a new connection for its next try instead
+        // of keeping one of this node's busy slots (and a load balancer
+        // gets the chance to send it elsewhere).
+        if matches!(self, ApiError::Overloaded | ApiError::Busy { .. }) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if matches!(self, ApiError::Unauthorized) {
             response

@@ -31,6 +31,7 @@ use futures::stream::FuturesUnordered;
 use rand::Rng;
 use serde_json::json;
 
+use super::backlog::Backlog;
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::games::{GameCreationError, GameCreator, NewGame};
 use crate::domain::{
@@ -75,6 +76,8 @@ pub struct MatchingService {
     breaker: Arc<CircuitBreaker>,
     policy: PoolPolicy,
     limits: MatchingLimits,
+    /// Where passes report how long they took (joins read it).
+    backlog: Arc<Backlog>,
 }
 
 /// A reserved pair on its way to a game.
@@ -100,6 +103,7 @@ impl MatchingService {
         breaker: Arc<CircuitBreaker>,
         policy: PoolPolicy,
         limits: MatchingLimits,
+        backlog: Arc<Backlog>,
     ) -> Self {
         Self {
             store,
@@ -108,6 +112,7 @@ impl MatchingService {
             breaker,
             policy,
             limits,
+            backlog,
         }
     }
 
@@ -125,8 +130,15 @@ impl MatchingService {
                 failure.reason
             )));
         }
-        let now = now_millis();
         let started = std::time::Instant::now();
+        self.backlog.started(pool);
+        let pass = self.pass(pool, started).await;
+        self.backlog.passed(pool, started.elapsed());
+        pass
+    }
+
+    async fn pass(&self, pool: &PoolRef, started: std::time::Instant) -> StoreResult<PassReport> {
+        let now = now_millis();
         let waiting = self.store.waiting(pool).await?;
         let searching = waiting.len();
         let (expired, live): (Vec<Waiting>, Vec<Waiting>) =

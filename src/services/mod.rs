@@ -11,6 +11,7 @@
 //! - [`signal`]: how a join makes its pool due for the worker at once.
 //! - [`summary`]: the per-pool queue summary of the admin API.
 
+pub mod backlog;
 pub mod breaker;
 pub mod challenges;
 pub mod games;
@@ -51,6 +52,9 @@ pub enum ServiceError {
     GameCreation(String),
     #[error("game creation is down; matching is paused")]
     Paused { retry_after_seconds: u64 },
+    /// Matching is behind on the pool: new joins to it wait outside.
+    #[error("matching is behind on this pool; retry shortly")]
+    PoolBusy { retry_after_seconds: u64 },
     #[error(transparent)]
     Unavailable(#[from] StoreError),
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::ServiceError;
+use super::backlog::Backlog;
 use super::breaker::CircuitBreaker;
 use super::guards::{Guards, REBUILD_WAIT};
 use super::ratings::RatingService;
@@ -82,6 +83,8 @@ pub struct QueueService {
     pub announcer: Option<Arc<dyn DueAnnouncer>>,
     /// Rebuilds the queue store's guards when it lost them.
     pub guards: Arc<Guards>,
+    /// Pools matching is behind on take no new joins.
+    pub backlog: Arc<Backlog>,
     /// Each pool's last estimate and when it was made. A std lock: held for
     /// one map operation, never across an await.
     pub estimates: std::sync::Mutex<std::collections::HashMap<PoolRef, (Millis, u64)>>,
@@ -139,6 +142,14 @@ impl QueueService {
             });
         }
         self.durable_writable()?;
+        if let Some(retry_after_seconds) = self.backlog.retry_after(&PoolRef {
+            tenant_id: who.tenant_id.clone(),
+            key: join.pool,
+        }) {
+            return Err(ServiceError::PoolBusy {
+                retry_after_seconds,
+            });
+        }
         let metadata = join
             .client_metadata
             .as_ref()

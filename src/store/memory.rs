@@ -30,6 +30,9 @@ use crate::domain::{
 /// How many recent match waits a pool remembers for its estimate.
 const RECENT_WAITS: usize = 64;
 
+/// Finished entries or lapsed guards one purge drops per hold of the lock.
+const PURGE_SLICE: usize = 10_000;
+
 type UserKey = (TenantId, UserId);
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -350,6 +353,70 @@ impl Inner {
         }
         self.drop_empty_pool(pool);
         changed
+    }
+
+    /// Drops up to `limit` finished entries older than `before` and guards
+    /// lapsed at `now`; answers how many went and whether more are due.
+    fn purge_some(&mut self, before: Millis, now: Millis, limit: usize) -> (usize, bool) {
+        let mut purged = 0;
+        let mut seen = 0;
+        while let Some((at, _)) = self.finished.front() {
+            if *at >= before || seen == limit {
+                break;
+            }
+            seen += 1;
+            let (_, id) = self.finished.pop_front().expect("front exists");
+            if self
+                .entries
+                .get(&id)
+                .is_some_and(|e| !e.status.is_waiting())
+            {
+                self.entries.remove(&id);
+                purged += 1;
+            }
+        }
+        while let Some((until, _)) = self.guard_expiry.first() {
+            if *until > now || seen == limit {
+                break;
+            }
+            seen += 1;
+            let (until, key) = self.guard_expiry.pop_first().expect("first exists");
+            // Only a guard that still ends then: a newer one may have replaced it.
+            if self.active.get(&key).is_some_and(|g| g.until == until) {
+                if let Some(game) = self.active.remove(&key).expect("checked").game_id {
+                    self.games.remove(&(key.0, game));
+                }
+                purged += 1;
+            }
+        }
+        (purged, seen == limit)
+    }
+
+    /// Gives memory back after a flood: a table or queue with less than a
+    /// quarter of its capacity in use is shrunk (tables keep their largest
+    /// size otherwise, and the node's memory would never come down).
+    fn shrink_if_sparse(&mut self) {
+        fn sparse(len: usize, capacity: usize) -> bool {
+            capacity > 1_024 && len * 4 < capacity
+        }
+        if sparse(self.entries.len(), self.entries.capacity()) {
+            self.entries.shrink_to_fit();
+        }
+        if sparse(self.by_user.table.len(), self.by_user.table.capacity()) {
+            self.by_user.table.shrink_to_fit(|(h, _)| *h);
+        }
+        if sparse(self.finished.len(), self.finished.capacity()) {
+            self.finished.shrink_to_fit();
+        }
+        if sparse(self.active.len(), self.active.capacity()) {
+            self.active.shrink_to_fit();
+        }
+        if sparse(self.games.len(), self.games.capacity()) {
+            self.games.shrink_to_fit();
+        }
+        if sparse(self.pools.len(), self.pools.capacity()) {
+            self.pools.shrink_to_fit();
+        }
     }
 
     fn drop_empty_pool(&mut self, pool: &PoolRef) {
@@ -781,35 +848,18 @@ impl QueueStore for MemoryQueueStore {
     }
 
     async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize> {
-        let mut inner = self.lock();
+        // In slices, letting go of the lock between them: after a flood a
+        // purge may drop a million entries, and joins must not wait for all.
         let mut purged = 0;
-        while let Some((at, _)) = inner.finished.front() {
-            if *at >= before {
+        loop {
+            let (n, more) = self.lock().purge_some(before, now, PURGE_SLICE);
+            purged += n;
+            if !more {
                 break;
             }
-            let (_, id) = inner.finished.pop_front().expect("front exists");
-            if inner
-                .entries
-                .get(&id)
-                .is_some_and(|e| !e.status.is_waiting())
-            {
-                inner.entries.remove(&id);
-                purged += 1;
-            }
+            tokio::task::yield_now().await;
         }
-        while let Some((until, _)) = inner.guard_expiry.first() {
-            if *until > now {
-                break;
-            }
-            let (until, key) = inner.guard_expiry.pop_first().expect("first exists");
-            // Only a guard that still ends then: a newer one may have replaced it.
-            if inner.active.get(&key).is_some_and(|g| g.until == until) {
-                if let Some(game) = inner.active.remove(&key).expect("checked").game_id {
-                    inner.games.remove(&(key.0, game));
-                }
-                purged += 1;
-            }
-        }
+        self.lock().shrink_if_sparse();
         Ok(purged)
     }
 

@@ -85,7 +85,7 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             // 64 MiB of page cache; statement journals in memory.
-            .pragma("cache_size", "-65536")
+            .pragma("cache_size", "-16384")
             .pragma("temp_store", "MEMORY")
             // Checkpoints run in the writer task, between transactions,
             // never inside whichever commit crosses a threshold.
@@ -98,10 +98,15 @@ impl SqliteStore {
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
         let health = Arc::new(WriteHealth::default());
         let writer = WriterHandle::start(writes, health.clone()).await?;
+        // Readers do point reads: a small page cache each (the writer's is
+        // the large one).
         let reads = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(2))
-            .connect_with(base.pragma("query_only", "true"))
+            .connect_with(
+                base.pragma("query_only", "true")
+                    .pragma("cache_size", "-4096"),
+            )
             .await?;
         Ok(Self {
             reads,

@@ -54,6 +54,9 @@ pub const WAL_RESTART_FRAMES: i64 = 2_048;
 /// How long a RESTART checkpoint waits for readers on older snapshots.
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
 
+/// Quiet seconds after which the writer gives its page cache back.
+const IDLE_SHRINK: Duration = Duration::from_secs(10);
+
 /// Most matches one group commit takes (more wait for the next one).
 const GROUP_COMMIT_MAX_MATCHES: usize = 2_000;
 
@@ -99,6 +102,8 @@ impl WriterHandle {
             options,
             conn: Some(conn),
             health,
+            last_write: std::time::Instant::now(),
+            shrunk: true,
         };
         tokio::spawn(writer.run(rx));
         Ok(Self { jobs })
@@ -135,6 +140,24 @@ impl WriterHandle {
     }
 }
 
+/// SQLite allocates with the C library's malloc, not the binary's
+/// allocator, and glibc keeps freed memory for itself: ask it to hand back
+/// what SQLite just freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_c_heap() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    // SAFETY: malloc_trim only releases free memory of the C heap; it
+    // takes no pointers and may be called from any thread.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_c_heap() {}
+
 /// Starts a write transaction (taking the write lock at once).
 async fn begin(conn: &mut SqliteConnection) -> StoreResult<()> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
@@ -151,6 +174,11 @@ struct Writer {
     /// `None` after a failure: the next write opens a fresh connection.
     conn: Option<SqliteConnection>,
     health: std::sync::Arc<WriteHealth>,
+    /// When matches were last written (the bulk of the writes: the worker's
+    /// small upkeep writes every second do not count), and whether the
+    /// cache was given back since.
+    last_write: std::time::Instant,
+    shrunk: bool,
 }
 
 impl Writer {
@@ -171,6 +199,7 @@ impl Writer {
                         self.probe().await;
                     } else if ticks % 4 == 0 {
                         self.checkpoint().await;
+                        self.shrink_when_idle().await;
                     }
                     continue;
                 }
@@ -181,6 +210,9 @@ impl Writer {
             match first {
                 Job::Matches(m) => batch.push(m),
                 other => later.push(other),
+            }
+            if !batch.is_empty() {
+                (self.last_write, self.shrunk) = (std::time::Instant::now(), false);
             }
             if !batch.is_empty() {
                 let mut size = batch[0].len();
@@ -335,6 +367,23 @@ impl Writer {
         }
         .await;
         self.settle(&result).await;
+    }
+
+    /// After a busy spell, once match writes have stopped for [`IDLE_SHRINK`],
+    /// gives the page cache back (a flood fills it; SQLite keeps it).
+    async fn shrink_when_idle(&mut self) {
+        if self.shrunk || self.last_write.elapsed() < IDLE_SHRINK {
+            return;
+        }
+        self.shrunk = true;
+        if let Some(conn) = self.conn.as_mut()
+            && let Err(e) = sqlx::query("PRAGMA shrink_memory")
+                .execute(&mut *conn)
+                .await
+        {
+            tracing::debug!(error = %e, "giving SQLite's page cache back failed");
+        }
+        trim_c_heap();
     }
 
     /// PASSIVE every time; RESTART once the WAL is long (see the module
