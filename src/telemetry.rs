@@ -66,16 +66,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Takes what is pending and writes it to stdout. `spare` is an empty
 /// buffer to leave in its place (the writer thread reuses two).
 fn write_pending(spare: Vec<u8>, wait: Option<Duration>) -> Vec<u8> {
+    if let Some(wait) = wait {
+        // Waited for without `writing`: a writer thread that held it while
+        // waiting, and took it again at once after, could keep the exit
+        // flush from ever getting it (a mutex is not fair).
+        let lines = lock(&PENDING.lines);
+        if lines.len() < WRITE_SOON {
+            drop(PENDING.changed.wait_timeout(lines, wait));
+        }
+    }
     let _order = lock(&PENDING.writing);
     let mut lines = lock(&PENDING.lines);
-    if let Some(wait) = wait
-        && lines.len() < WRITE_SOON
-    {
-        lines = PENDING
-            .changed
-            .wait_timeout(lines, wait)
-            .map_or_else(|e| e.into_inner().0, |(g, _)| g);
-    }
     let mut batch = std::mem::replace(&mut *lines, spare);
     drop(lines);
     PENDING.changed.notify_all();

@@ -23,6 +23,11 @@ use serde_json::{Value, json};
 use support::procs::{self, Game, Procs, tokens};
 use support::{OwnRedis, PgSchema, Proxy, RedisPrefix, postgres_url, redis_url};
 
+/// One fault at a time: each test loads the machine's two cores on
+/// purpose, and a full-disk run next to an overload run would measure the
+/// overload, not the disk (and make its timings depend on the neighbour).
+static ONE_FAULT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What the players saw, shared by their tasks.
 #[derive(Default)]
 struct Seen {
@@ -237,6 +242,7 @@ async fn intents_settled(database_url: &str) {
 /// without the durable claims (players reserved at the loss).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_under_load_puts_nobody_in_a_second_game() {
+    let _one = ONE_FAULT_AT_A_TIME.lock().await;
     let Some(schema) = PgSchema::create().await else {
         return;
     };
@@ -346,6 +352,7 @@ fn fill(dir: &std::path::Path, keep: u64) -> std::path::PathBuf {
 /// rollback on a full disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_never_shows_matched_without_a_record_and_recovers_when_freed() {
+    let _one = ONE_FAULT_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let Some(_mounted) = small_disk(data.path(), "6m") else {
         return;
@@ -485,6 +492,7 @@ async fn a_full_disk_never_shows_matched_without_a_record_and_recovers_when_free
 /// restored. Joins answer 503 fast meanwhile; the service recovers alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_cut_mid_commit_leaves_no_half_match() {
+    let _one = ONE_FAULT_AT_A_TIME.lock().await;
     let Some(schema) = PgSchema::create().await else {
         return;
     };
@@ -566,6 +574,7 @@ async fn postgres_cut_mid_commit_leaves_no_half_match() {
 /// every player who read MATCHED has a record (nobody in two games).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overloaded_node_sheds_fast_and_keeps_the_invariant() {
+    let _one = ONE_FAULT_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", data.path().join("matchmaking.db").display());
     let mut procs = Procs::new(&[

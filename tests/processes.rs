@@ -114,10 +114,11 @@ fn check(outcomes: &[Outcome]) -> (usize, usize, usize) {
             other => panic!("{}: unexpected {other}", o.user),
         }
     }
-    assert!(
-        games.values().all(|players| players.len() == 2),
-        "a game without exactly two players"
-    );
+    let odd: Vec<_> = games
+        .iter()
+        .filter(|(_, players)| players.len() != 2)
+        .collect();
+    assert!(odd.is_empty(), "games without exactly two players: {odd:?}");
     assert_eq!(
         matched + cancelled + searching,
         outcomes.len(),
@@ -248,13 +249,14 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
     let Some(mut cluster) = Cluster::create().await else {
         return;
     };
-    // A slow game service (200 ms), so commits are surely in flight when the
-    // worker dies, even on a loaded machine.
+    // A slow game service: it creates the game when the call arrives and
+    // answers a second later (within the 5 s client timeout), so every
+    // commit spends a second between "the game exists" and "the record is
+    // written" — the window the kill must land in.
     let fake =
-        fake_live_game::FakeLiveGame::start(fake_live_game::Answer::Game { delay_ms: 200 }).await;
+        fake_live_game::FakeLiveGame::start(fake_live_game::Answer::Game { delay_ms: 1000 }).await;
     let env = [("LIVE_GAME_API_URL", fake.url.clone())];
     let node = cluster.serve(&env);
-    let (doomed, _) = cluster.worker(&env);
     let client = reqwest::Client::new();
     let tokens = tokens(600, "k");
     let mut ids = Vec::new();
@@ -273,8 +275,10 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
                 .to_owned(),
         );
     }
-    // Kill the worker as soon as games are being created: calls are in
-    // flight, some answered (games that exist) and not yet recorded.
+    // The worker starts once everyone waits, so its first pass pairs them
+    // all and the kill, as soon as the first game exists, finds games
+    // created and not yet recorded (however slow the joins were).
+    let (doomed, _) = cluster.worker(&env);
     let deadline = Instant::now() + Duration::from_secs(10);
     while fake.calls().is_empty() {
         assert!(

@@ -20,7 +20,10 @@
 //! 5. whatever a dead worker left — a reservation past its deadline, an
 //!    intent whose owner's time ran out — [`MatchingService::recover_stale`]
 //!    finishes with the same match id or rolls back, never matching anyone
-//!    twice and never creating a game no record holds.
+//!    twice and never creating a game no record holds. A rollback of a
+//!    pair with nothing stored is itself written durably
+//!    ([`Claim::Withdrawn`]), so a worker that was only slow, not dead,
+//!    is refused if it tries to store that pair afterwards.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +51,12 @@ const ROUNDS_IN_FLIGHT: usize = 4;
 
 /// Intents one recovery pass takes over at most.
 const INTENTS_PER_RECOVERY: u32 = 500;
+
+/// Games of intents taken over asked for at once: a worker that died with
+/// hundreds of games in flight leaves as many intents, and asking for them
+/// one by one would hold the recovering worker's loop (and its matching)
+/// for hundreds of game-service round trips.
+const INTENTS_IN_FLIGHT: usize = 64;
 
 /// Timings of the matching worker.
 #[derive(Debug, Clone)]
@@ -355,6 +364,7 @@ impl MatchingService {
                     self.refuse(pool, p, &users).await?;
                     outcome.put_back += 1;
                 }
+                Claim::Withdrawn => withdrawn(p),
             }
         }
         Ok(outcome)
@@ -395,6 +405,7 @@ impl MatchingService {
                     self.refuse(pool, p, &users).await?;
                     outcome.put_back += 1;
                 }
+                Claim::Withdrawn => withdrawn(p),
             }
         }
         let created = join_all(claimed.iter().map(|p| self.create(pool, p))).await;
@@ -628,9 +639,14 @@ impl MatchingService {
                     .commit(&[record], now + self.limits.guard_ms, now)
                     .await?;
                 settled += 1;
-            } else if self.durable.intent(&s.match_id).await?.is_none()
-                && let Some(reservation) = s.reservation()
+            } else if let Some(reservation) = s.reservation()
+                && self
+                    .durable
+                    .withdraw_match(&s.pool.tenant_id, &s.match_id)
+                    .await?
             {
+                // Nothing of the match is stored, and now never will be: a
+                // worker still working on it is refused when it tries.
                 tracing::warn!(match_id = %s.match_id, "rolling back a stale reservation (no game was asked for)");
                 self.store.release(&s.pool, &[reservation], now).await?;
                 settled += 1;
@@ -644,10 +660,23 @@ impl MatchingService {
             .durable
             .take_stale_intents(&owner, self.limits.reservation_ms, INTENTS_PER_RECOVERY)
             .await?;
-        for intent in &intents {
-            settled += usize::from(self.finish_intent(intent, &owner).await?);
+        // The futures are made first: a stream mapping a borrowing closure
+        // trips the compiler's `Send` check of the worker's task.
+        let finishes: Vec<_> = intents
+            .iter()
+            .map(|intent| self.finish_intent(intent, &owner))
+            .collect();
+        let mut finishing = futures::stream::iter(finishes).buffer_unordered(INTENTS_IN_FLIGHT);
+        let mut failed = None;
+        while let Some(finished) = finishing.next().await {
+            match finished {
+                Ok(done) => settled += usize::from(done),
+                // The others go on; an intent not finished stays with this
+                // owner until its time runs out, then is taken over again.
+                Err(e) => failed = Some(e),
+            }
         }
-        Ok(settled)
+        failed.map_or(Ok(settled), Err)
     }
 
     /// Asks for the game of an intent this process took over, with its
@@ -721,6 +750,16 @@ fn request_id(p: &Pending<'_>) -> Option<String> {
         .into_iter()
         .max_by_key(|w| w.enqueued_at)
         .and_then(|w| w.request_id.clone())
+}
+
+/// A pair recovery rolled back while this pass was still on it (its
+/// reservation went stale first): its entries are back in the queue, maybe
+/// in another pair already, so the pass leaves them alone.
+fn withdrawn(p: &Pending<'_>) {
+    tracing::warn!(
+        match_id = %p.intent.match_id,
+        "recovery rolled this pair back before it was stored; leaving it"
+    );
 }
 
 fn log_created(pool: &PoolRef, game: &NewGame, game_id: &GameId, latency_ms: f64) {

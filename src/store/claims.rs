@@ -17,6 +17,8 @@ pub struct Ask<'a> {
     /// Already stored: answered `Stored` and left as it is (its claims were
     /// settled when it was stored; it may have finished since).
     pub stored_before: bool,
+    /// Rolled back by recovery: answered `Withdrawn`.
+    pub withdrawn: bool,
 }
 
 /// Decides, in order, which asks may store their match. `held` maps each
@@ -32,9 +34,13 @@ pub fn decide(asks: &[Ask<'_>], held: &HashMap<(TenantId, UserId), MatchId>) -> 
                 match_id,
                 players,
                 stored_before,
+                withdrawn,
             } = *ask;
             if stored_before {
                 return Claim::Stored;
+            }
+            if withdrawn {
+                return Claim::Withdrawn;
             }
             let busy: Vec<UserId> = players
                 .iter()
@@ -79,6 +85,7 @@ mod tests {
             match_id: m,
             players,
             stored_before: false,
+            withdrawn: false,
         }
     }
 
@@ -129,6 +136,19 @@ mod tests {
         };
         let claims = decide(&[again], &held);
         assert_eq!(claims, vec![Claim::Stored]);
+    }
+
+    #[test]
+    fn a_withdrawn_match_claims_nobody() {
+        let (tenant, m1, m2) = (t(), MatchId::generate(), MatchId::generate());
+        let (a, b, c) = (u("a"), u("b"), u("c"));
+        let withdrawn = Ask {
+            withdrawn: true,
+            ..ask(&tenant, &m1, [&a, &b])
+        };
+        // Refused, and its players stay free for the next match of the batch.
+        let claims = decide(&[withdrawn, ask(&tenant, &m2, [&a, &c])], &HashMap::new());
+        assert_eq!(claims, vec![Claim::Withdrawn, Claim::Stored]);
     }
 
     #[test]

@@ -281,6 +281,14 @@ impl MatchStore for InstrumentedDurableStore {
         )
     }
 
+    async fn withdraw_match(&self, tenant: &TenantId, match_id: &MatchId) -> StoreResult<bool> {
+        timed!(
+            self,
+            "withdraw_match",
+            self.inner.withdraw_match(tenant, match_id)
+        )
+    }
+
     async fn drop_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<bool> {
         timed!(self, "drop_intent", self.inner.drop_intent(match_id, owner))
     }

@@ -62,6 +62,10 @@ pub enum Claim {
     Stored,
     /// Refused: these players have another unfinished match.
     Busy(Vec<UserId>),
+    /// Refused: recovery rolled this match back before anything of it was
+    /// stored ([`MatchStore::withdraw_match`]); its players are back in the
+    /// queue, so nothing of it may be written or created now.
+    Withdrawn,
 }
 
 impl Claim {
@@ -528,6 +532,14 @@ pub trait MatchStore: Send + Sync + 'static {
         audit: &[AuditEvent],
         live_since: Millis,
     ) -> StoreResult<Vec<Claim>>;
+
+    /// Rolls back a match of which nothing is stored (no intent, no
+    /// record), for good: a later claim or record of it answers
+    /// [`Claim::Withdrawn`]. Answers false, writing nothing, if an intent
+    /// or record exists. Decided under the same lock as claims, so of a
+    /// worker late to store its match and a recoverer giving up on it,
+    /// exactly one wins.
+    async fn withdraw_match(&self, tenant: &TenantId, match_id: &MatchId) -> StoreResult<bool>;
 
     /// Drops an intent whose game was refused, with its claims, if `owner`
     /// still owns it (a recoverer may have taken it over). Answers whether

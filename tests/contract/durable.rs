@@ -567,6 +567,78 @@ pub async fn an_intent_is_dropped_by_its_owner_only_and_taken_over_when_stale(
     );
 }
 
+/// Recovery gives up on a stale pair: of "withdrawn" and "stored" exactly
+/// one wins, whichever comes first, and a withdrawn match claims nobody.
+pub async fn a_withdrawn_match_is_never_stored_and_a_stored_one_never_withdrawn(
+    store: &dyn DurableStore,
+) {
+    let t1 = tenant("t1");
+    let late = record("alice", "bob", T0);
+    assert!(store.withdraw_match(&t1, &late.match_id).await.unwrap());
+    assert!(
+        store.withdraw_match(&t1, &late.match_id).await.unwrap(),
+        "withdrawing again says so again"
+    );
+    assert_eq!(
+        store
+            .claim_matches(&[late.intent()], "w1", 60_000, LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Withdrawn],
+        "the slow worker's intent is refused"
+    );
+    assert_eq!(
+        store
+            .insert_matches(
+                std::slice::from_ref(&late),
+                &[event(&late.match_id.to_string())],
+                LIVE
+            )
+            .await
+            .unwrap(),
+        vec![Claim::Withdrawn],
+        "so is its record"
+    );
+    assert!(store.intent(&late.match_id).await.unwrap().is_none());
+    assert!(store.match_by_id(&late.match_id).await.unwrap().is_none());
+    assert!(
+        store
+            .events_about(&late.match_id.to_string(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nor is its audit written"
+    );
+    // Its players are free.
+    assert_eq!(
+        store
+            .insert_matches(&[record("alice", "bob", T0 + 1)], &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+    // Something stored first cannot be withdrawn.
+    let intended = record("carol", "dave", T0).intent();
+    store
+        .claim_matches(std::slice::from_ref(&intended), "w1", 60_000, LIVE)
+        .await
+        .unwrap();
+    assert!(!store.withdraw_match(&t1, &intended.match_id).await.unwrap());
+    let recorded = record("erin", "frank", T0);
+    store
+        .insert_matches(std::slice::from_ref(&recorded), &[], LIVE)
+        .await
+        .unwrap();
+    assert!(!store.withdraw_match(&t1, &recorded.match_id).await.unwrap());
+    assert_eq!(
+        store
+            .insert_matches(std::slice::from_ref(&recorded), &[], LIVE)
+            .await
+            .unwrap(),
+        vec![Claim::Stored]
+    );
+}
+
 pub async fn the_first_idempotent_answer_wins(store: &dyn DurableStore) {
     let scope = IdempotencyScope {
         tenant_id: tenant("t1"),

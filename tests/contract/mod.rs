@@ -90,6 +90,7 @@ macro_rules! durable_cases {
             a_claim_lapses_after_the_guard_time,
             an_intent_claims_its_players_until_its_record_replaces_it,
             an_intent_is_dropped_by_its_owner_only_and_taken_over_when_stale,
+            a_withdrawn_match_is_never_stored_and_a_stored_one_never_withdrawn,
             the_first_idempotent_answer_wins,
             purge_expired_drops_expired_answers_and_lapsed_claims,
         ] }

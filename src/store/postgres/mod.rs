@@ -228,12 +228,7 @@ impl PgStore {
         tenants.sort_unstable();
         tenants.dedup();
         for tenant in tenants {
-            sqlx::query(
-                "SELECT pg_advisory_xact_lock(hashtextextended('claims|' || current_schema() || '|' || $1, 0))",
-            )
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?;
+            lock_claims(&mut tx, tenant).await?;
         }
         let ids: Vec<String> = matches.iter().map(|m| m.match_id.to_string()).collect();
         let mut stored: std::collections::HashSet<String> =
@@ -253,6 +248,13 @@ impl PgStore {
                 .await?,
             );
         }
+        let withdrawn: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT match_id FROM withdrawn_matches WHERE match_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
         let (tenant_ids, user_ids): (Vec<String>, Vec<String>) = matches
             .iter()
             .flat_map(|m| {
@@ -281,6 +283,7 @@ impl PgStore {
                 match_id: &m.match_id,
                 players: m.players(),
                 stored_before: stored.contains(id),
+                withdrawn: withdrawn.contains(id),
             })
             .collect();
         let decided = claims::decide(&asks, &held);
@@ -354,6 +357,18 @@ impl PgStore {
     }
 }
 
+/// Takes the transaction-scoped lock on `tenant`'s claims: every write
+/// that decides whether a match of the tenant is stored holds it.
+async fn lock_claims(tx: &mut sqlx::PgConnection, tenant: &str) -> StoreResult<()> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('claims|' || current_schema() || '|' || $1, 0))",
+    )
+    .bind(tenant)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// While the store cannot write, a one-row write every [`PROBE_EVERY`];
 /// the first that succeeds marks it healthy. Ends with the store.
 async fn probe(pool: PgPool, health: std::sync::Weak<WriteHealth>) {
@@ -410,6 +425,29 @@ impl MatchStore for PgStore {
             .claim_and_write(&intents, Write::Records { records, audit }, live_since)
             .await;
         self.noted(result)
+    }
+
+    async fn withdraw_match(&self, tenant: &TenantId, match_id: &MatchId) -> StoreResult<bool> {
+        let withdrawn = async {
+            let mut tx = self.pool.begin().await?;
+            lock_claims(&mut tx, tenant.as_str()).await?;
+            let withdrawn: bool = sqlx::query_scalar(&format!(
+                "WITH w AS (INSERT INTO withdrawn_matches (match_id, withdrawn_at) \
+                            SELECT $1, {CHANGED_NOW} \
+                            WHERE NOT EXISTS (SELECT 1 FROM match_records WHERE match_id = $1) \
+                              AND NOT EXISTS (SELECT 1 FROM match_intents WHERE match_id = $1) \
+                            ON CONFLICT (match_id) DO NOTHING RETURNING 1) \
+                 SELECT EXISTS (SELECT 1 FROM w) \
+                     OR EXISTS (SELECT 1 FROM withdrawn_matches WHERE match_id = $1)"
+            ))
+            .bind(match_id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(withdrawn)
+        }
+        .await;
+        self.noted(withdrawn)
     }
 
     async fn drop_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<bool> {
@@ -788,8 +826,9 @@ impl DurableStore for PgStore {
         let purged = sqlx::query_scalar::<_, i64>(
             "WITH a AS (DELETE FROM idempotent_answers WHERE expires_at <= $1 RETURNING 1), \
                   c AS (UPDATE players SET active_match_id = NULL, active_since = NULL \
-                        WHERE active_since < $2 RETURNING 1) \
-             SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM c)",
+                        WHERE active_since < $2 RETURNING 1), \
+                  w AS (DELETE FROM withdrawn_matches WHERE withdrawn_at < $2 RETURNING 1) \
+             SELECT (SELECT COUNT(*) FROM a) + (SELECT COUNT(*) FROM c) + (SELECT COUNT(*) FROM w)",
         )
         .bind(now)
         .bind(live_since)

@@ -143,6 +143,7 @@ async fn write_batch(
         .collect();
     let recorded = existing(conn, "match_records", &ids).await?;
     let intended = existing(conn, "match_intents", &ids).await?;
+    let withdrawn = existing(conn, "withdrawn_matches", &ids).await?;
     let mut players: Vec<(&TenantId, &UserId)> = matches
         .iter()
         .flatten()
@@ -158,6 +159,7 @@ async fn write_batch(
         .flat_map(|(job, ms)| {
             let recorded = &recorded;
             let intended = &intended;
+            let withdrawn = &withdrawn;
             ms.iter().map(move |&(tenant, match_id, players)| {
                 let id = match_id.to_string();
                 Ask {
@@ -166,6 +168,7 @@ async fn write_batch(
                     players,
                     stored_before: recorded.contains(&id)
                         || (matches!(job.work, MatchWork::Claim { .. }) && intended.contains(&id)),
+                    withdrawn: withdrawn.contains(&id),
                 }
             })
         })

@@ -182,6 +182,34 @@ impl MatchStore for SqliteStore {
         self.match_job(work, live_since).await
     }
 
+    async fn withdraw_match(&self, _tenant: &TenantId, match_id: &MatchId) -> StoreResult<bool> {
+        // The single writer orders this against every claim and record.
+        let id = match_id.to_string();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(&format!(
+                        "INSERT INTO withdrawn_matches (match_id, withdrawn_at) \
+                         SELECT ?1, {CHANGED_NOW} \
+                         WHERE NOT EXISTS (SELECT 1 FROM match_records WHERE match_id = ?1) \
+                           AND NOT EXISTS (SELECT 1 FROM match_intents WHERE match_id = ?1) \
+                         ON CONFLICT (match_id) DO NOTHING"
+                    ))
+                    .bind(&id)
+                    .execute(&mut *conn)
+                    .await?;
+                    let withdrawn: bool = sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM withdrawn_matches WHERE match_id = ?)",
+                    )
+                    .bind(&id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    Ok(withdrawn)
+                })
+            })
+            .await
+    }
+
     async fn drop_intent(&self, match_id: &MatchId, owner: &str) -> StoreResult<bool> {
         let (id, owner) = (match_id.to_string(), owner.to_owned());
         self.writer
@@ -573,7 +601,13 @@ impl DurableStore for SqliteStore {
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
-                    Ok(answers + claims)
+                    let withdrawn =
+                        sqlx::query("DELETE FROM withdrawn_matches WHERE withdrawn_at < ?")
+                            .bind(live_since)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected();
+                    Ok(answers + claims + withdrawn)
                 })
             })
             .await
