@@ -109,7 +109,13 @@ async fn play(
             }
             503 => {
                 seen.lock().unwrap().unavailable.push(started.elapsed());
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // As a well-behaved client: again after `Retry-After`.
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map_or(Duration::from_millis(100), Duration::from_secs);
+                tokio::time::sleep(retry_after).await;
             }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
@@ -360,12 +366,14 @@ async fn a_full_disk_never_shows_matched_without_a_record_and_recovers_when_free
     let db = format!("sqlite://{}", data.path().join("matchmaking.db").display());
     let mut procs = Procs::new(&[("DATA_DIR", data.path().display().to_string())]);
     let (server, base) = procs.serve(&[]);
-    // Leave the database a little room, so the disk fills under the load.
-    let filler = fill(data.path(), 1024 * 1024);
+    // Leave the database a little room, so the disk fills under the load:
+    // a few hundred matches (each grows the database by about 1 KiB; the
+    // WAL is checkpointed back every 250 ms, so it does not grow much).
+    let filler = fill(data.path(), 256 * 1024);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let until = Instant::now() + Duration::from_secs(30);
     let mut players = start_players(
-        3_000,
+        1_500,
         Duration::from_millis(2),
         std::slice::from_ref(&base),
         until,
@@ -380,7 +388,12 @@ async fn a_full_disk_never_shows_matched_without_a_record_and_recovers_when_free
         if r.status() == 503 {
             break r.json::<Value>().await.unwrap();
         }
-        assert!(Instant::now() < deadline, "the disk never filled");
+        assert!(
+            Instant::now() < deadline,
+            "the disk never filled: {}; the server's last lines:\n{}",
+            seen.lock().unwrap().report("players"),
+            procs.tail(server, 20)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let reason = why["checks"]["durable_store"].as_str().unwrap().to_owned();

@@ -81,20 +81,29 @@ pub struct WriteFailure {
     pub since: Millis,
 }
 
-/// Whether a durable store can write, as its last write or probe said. A
-/// store marks it failed when a write fails because of the store (a full
+/// Whether a durable store can write, as its last writes and probes said.
+/// A store marks it failed when a write fails because of the store (a full
 /// disk, a lock it cannot get, a server that does not answer), and healthy
-/// again when a write or a probe succeeds; callers read it with no I/O, so
-/// joins can answer 503 at once instead of queueing behind a store that
-/// cannot take their matches.
+/// again when a write or a probe succeeds [`WriteHealth::SETTLE`] after the
+/// last failure; callers read it with no I/O, so joins can answer 503 at
+/// once instead of queueing behind a store that cannot take their matches.
+///
+/// The settle time is what keeps a nearly full disk unavailable: a probe
+/// (one small row) may well fit where a batch of matches does not, and
+/// without it the store would flap between the two every probe.
 #[derive(Debug, Default)]
 pub struct WriteHealth {
     failing: std::sync::atomic::AtomicBool,
-    failure: std::sync::Mutex<Option<WriteFailure>>,
+    /// The current run of failures, and when its last failure was.
+    failure: std::sync::Mutex<Option<(WriteFailure, std::time::Instant)>>,
 }
 
 impl WriteHealth {
-    /// The current failure, if the last write failed.
+    /// How long writes must have gone without a failure before a success
+    /// counts: a few probes.
+    pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The current failure, if the store is failing.
     pub fn failure(&self) -> Option<WriteFailure> {
         if !self.failing.load(std::sync::atomic::Ordering::Acquire) {
             return None;
@@ -102,7 +111,8 @@ impl WriteHealth {
         self.failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .map(|(f, _)| f.clone())
     }
 
     pub fn is_failing(&self) -> bool {
@@ -120,23 +130,33 @@ impl WriteHealth {
         }
         let since = failure
             .as_ref()
-            .map(|f| f.since)
+            .map(|(f, _)| f.since)
             .unwrap_or_else(crate::domain::now_millis);
-        *failure = Some(WriteFailure {
-            reason: reason.to_owned(),
-            since,
-        });
+        *failure = Some((
+            WriteFailure {
+                reason: reason.to_owned(),
+                since,
+            },
+            std::time::Instant::now(),
+        ));
         self.failing
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// A write succeeded.
+    /// A write succeeded: healthy again if the last failure is
+    /// [`Self::SETTLE`] old.
     pub fn succeeded(&self) {
         if !self.is_failing() {
             return;
         }
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = failure.take() {
+        if failure
+            .as_ref()
+            .is_some_and(|(_, last)| last.elapsed() < Self::SETTLE)
+        {
+            return;
+        }
+        if let Some((f, _)) = failure.take() {
             tracing::info!(
                 down_ms = crate::domain::now_millis() - f.since,
                 "the durable store writes again"
@@ -741,4 +761,25 @@ pub trait DurableStore:
     /// Drops idempotent answers expired at `now` and claims older than
     /// `live_since`; answers how many rows went.
     async fn purge_expired(&self, now: Millis, live_since: Millis) -> StoreResult<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_success_right_after_a_failure_does_not_make_the_store_healthy() {
+        let health = WriteHealth::default();
+        health.note(&Ok(()));
+        assert!(!health.is_failing());
+        health.note::<()>(&Err(StoreError::Unavailable("disk full".into())));
+        assert!(health.is_failing());
+        // A probe's one row fits where the batch did not: still failing.
+        health.note(&Ok(()));
+        assert!(health.is_failing());
+        assert_eq!(health.failure().unwrap().reason, "disk full");
+        // Refusals and corrupt rows say nothing about the store's health.
+        health.note::<()>(&Err(StoreError::Corrupt("bad row".into())));
+        assert_eq!(health.failure().unwrap().reason, "disk full");
+    }
 }

@@ -678,7 +678,10 @@ pub async fn nobody_is_admitted_until_the_guards_are_intact(store: &dyn QueueSto
     // The guards come back from the durable store; then it admits.
     let dave = entry("t1", "dave", POOL, 1500, T0);
     let game = record(&alice, &dave, &MatchId::generate());
-    let guard = game.guard_for(&user("alice"), T0 + 3_600_000).unwrap();
+    // Until an hour from the real now: Redis keeps a key by the real clock
+    // (marking every slot of a Cluster intact can take over a second).
+    let until = matchmaking_api::domain::now_millis() + 3_600_000;
+    let guard = game.guard_for(&user("alice"), until).unwrap();
     store
         .restore_active_games(&[(tenant("t1"), user("alice"), guard.clone())])
         .await
@@ -698,7 +701,7 @@ pub async fn nobody_is_admitted_until_the_guards_are_intact(store: &dyn QueueSto
         store
             .hold_players(
                 &record(&carol, &dave, &MatchId::generate()).intent(),
-                T0 + 60_000,
+                until,
                 T0
             )
             .await
@@ -709,7 +712,7 @@ pub async fn nobody_is_admitted_until_the_guards_are_intact(store: &dyn QueueSto
         .await
         .unwrap()
         .unwrap();
-    let older = held.guard_for(&user("carol"), T0 + 60_000).unwrap();
+    let older = held.guard_for(&user("carol"), until).unwrap();
     store
         .restore_active_games(&[(tenant("t1"), user("carol"), older)])
         .await
