@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::domain::PoolRef;
@@ -28,8 +28,14 @@ pub struct Backlog {
     /// Pools with a pass running or a slow last pass. A std lock: one map
     /// operation, never across an await.
     pools: Mutex<HashMap<PoolRef, PoolPasses>>,
-    /// How many pools are in the map: joins skip the lock while it is 0.
-    count: AtomicUsize,
+    /// How many pools had a slow last pass, and when (ms after `origin`)
+    /// the oldest pass still running started (`u64::MAX`: none). A join
+    /// takes the lock only when one of them says a pool may be busy: a
+    /// running pass is the normal state of a loaded node, and every join
+    /// meeting the worker at the lock would cost them both.
+    slow: AtomicUsize,
+    oldest_running: AtomicU64,
+    origin: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -45,8 +51,27 @@ impl Backlog {
     pub fn new(bound: Duration) -> Self {
         Self {
             bound: (!bound.is_zero()).then_some(bound),
+            oldest_running: AtomicU64::new(u64::MAX),
+            origin: Some(Instant::now()),
             ..Self::default()
         }
+    }
+
+    fn since_origin(&self, at: Instant) -> u64 {
+        self.origin
+            .map_or(0, |o| at.saturating_duration_since(o).as_millis() as u64)
+    }
+
+    /// Refreshes the join path's summary of `pools` (under its lock).
+    fn summarize(&self, pools: &HashMap<PoolRef, PoolPasses>) {
+        let slow = pools.values().filter(|p| p.slow.is_some()).count();
+        let oldest = pools
+            .values()
+            .filter_map(|p| p.running_since)
+            .min()
+            .map_or(u64::MAX, |at| self.since_origin(at));
+        self.slow.store(slow, Ordering::Release);
+        self.oldest_running.store(oldest, Ordering::Release);
     }
 
     /// A pass over `pool` starts.
@@ -56,7 +81,7 @@ impl Backlog {
         }
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools.entry(pool.clone()).or_default().running_since = Some(Instant::now());
-        self.count.store(pools.len(), Ordering::Release);
+        self.summarize(&pools);
     }
 
     /// A pass over `pool` took `took`: marks the pool busy or clears it.
@@ -80,14 +105,17 @@ impl Backlog {
         } else if was.slow.is_some() {
             tracing::info!(pool = %pool, "matching caught up with this pool: joins to it are admitted again");
         }
-        self.count.store(pools.len(), Ordering::Release);
+        self.summarize(&pools);
     }
 
     /// Seconds a join to `pool` should wait before trying again, if the
     /// pool is busy: its last pass was slow, or the one running is.
     pub fn retry_after(&self, pool: &PoolRef) -> Option<u64> {
         let bound = self.bound?;
-        if self.count.load(Ordering::Acquire) == 0 {
+        let oldest = self.oldest_running.load(Ordering::Acquire);
+        let running_long = oldest != u64::MAX
+            && self.since_origin(Instant::now()).saturating_sub(oldest) > bound.as_millis() as u64;
+        if self.slow.load(Ordering::Acquire) == 0 && !running_long {
             return None;
         }
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());

@@ -93,6 +93,17 @@ async fn existing(
     Ok(found)
 }
 
+/// Whether `table` holds any row: the intents and withdrawn tables are
+/// empty nearly always (the built-in game creator writes no intents), and
+/// one look saves an index probe per match of the batch.
+async fn any_rows(conn: &mut SqliteConnection, table: &str) -> StoreResult<bool> {
+    Ok(
+        sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table})"))
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
 /// The claims stored on these players (in their `players` rows), sorted
 /// by tenant: looked up one
 /// tenant at a time (`tenant_id = ? AND user_id IN (…)` walks the primary
@@ -142,8 +153,22 @@ async fn write_batch(
         .map(|(_, m, _)| m.to_string())
         .collect();
     let recorded = existing(conn, "match_records", &ids).await?;
-    let intended = existing(conn, "match_intents", &ids).await?;
-    let withdrawn = existing(conn, "withdrawn_matches", &ids).await?;
+    // (A batch that writes intents counts as having some: a later job of
+    // the same transaction may record one of them.)
+    let any_intents = jobs
+        .iter()
+        .any(|j| matches!(j.work, MatchWork::Claim { .. }))
+        || any_rows(conn, "match_intents").await?;
+    let intended = if any_intents {
+        existing(conn, "match_intents", &ids).await?
+    } else {
+        HashSet::new()
+    };
+    let withdrawn = if any_rows(conn, "withdrawn_matches").await? {
+        existing(conn, "withdrawn_matches", &ids).await?
+    } else {
+        HashSet::new()
+    };
     let mut players: Vec<(&TenantId, &UserId)> = matches
         .iter()
         .flatten()
@@ -211,7 +236,7 @@ async fn write_batch(
                     .filter(|(i, _)| fresh(*i))
                     .map(|(_, r)| r)
                     .collect();
-                insert_records(conn, &new).await?;
+                insert_records(conn, &new, any_intents).await?;
                 let refused: HashSet<String> = records
                     .iter()
                     .zip(outcome)
@@ -315,8 +340,12 @@ async fn insert_intents(
 
 /// Inserts records (a record already stored is left as it is), moves the
 /// color balances of the ones inserted now and claims their players (the
-/// same row write), and drops their intents.
-async fn insert_records(conn: &mut SqliteConnection, records: &[&MatchRecord]) -> StoreResult<()> {
+/// same row write), and drops their intents (if any intent is stored).
+async fn insert_records(
+    conn: &mut SqliteConnection,
+    records: &[&MatchRecord],
+    any_intents: bool,
+) -> StoreResult<()> {
     let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
     for chunk in records.chunks(ROWS_PER_INSERT / 2) {
         let mut q =
@@ -355,6 +384,9 @@ async fn insert_records(conn: &mut SqliteConnection, records: &[&MatchRecord]) -
         })
         .collect();
     upsert_players(conn, &moves).await?;
+    if !any_intents {
+        return Ok(());
+    }
     for chunk in records.chunks(ROWS_PER_INSERT) {
         let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM match_intents WHERE match_id IN (");
         let mut list = q.separated(", ");

@@ -93,7 +93,8 @@ fn stopped() -> StoreError {
 
 impl WriterHandle {
     /// Opens the writing connection (creating the file if needed) and
-    /// starts the task; it ends when the last handle is dropped.
+    /// starts the writer on a thread of its own; it ends when the last
+    /// handle is dropped.
     pub async fn start(
         options: SqliteConnectOptions,
         health: std::sync::Arc<WriteHealth>,
@@ -107,7 +108,22 @@ impl WriterHandle {
             last_write: std::time::Instant::now(),
             shrunk: true,
         };
-        tokio::spawn(writer.run(rx));
+        // A thread of its own: every statement of a transaction is an await,
+        // and on the shared runtime each would queue behind the HTTP tasks
+        // of a busy node — under load, matches were written at half speed
+        // and the pools fell behind the joins.
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(writer.run(rx)),
+                    Err(e) => tracing::error!(error = %e, "the SQLite writer cannot start"),
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("the SQLite writer cannot start: {e}")))?;
         Ok(Self { jobs })
     }
 
