@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::domain::PoolRef;
 
 /// How the matching passes of this process went, per pool.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Backlog {
     /// Passes longer than this mark their pool busy; `None`: never.
     bound: Option<Duration>,
@@ -35,7 +35,7 @@ pub struct Backlog {
     /// meeting the worker at the lock would cost them both.
     slow: AtomicUsize,
     oldest_running: AtomicU64,
-    origin: Option<Instant>,
+    origin: Instant,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -51,15 +51,15 @@ impl Backlog {
     pub fn new(bound: Duration) -> Self {
         Self {
             bound: (!bound.is_zero()).then_some(bound),
+            pools: Mutex::default(),
+            slow: AtomicUsize::new(0),
             oldest_running: AtomicU64::new(u64::MAX),
-            origin: Some(Instant::now()),
-            ..Self::default()
+            origin: Instant::now(),
         }
     }
 
     fn since_origin(&self, at: Instant) -> u64 {
-        self.origin
-            .map_or(0, |o| at.saturating_duration_since(o).as_millis() as u64)
+        at.saturating_duration_since(self.origin).as_millis() as u64
     }
 
     /// Refreshes the join path's summary of `pools` (under its lock).

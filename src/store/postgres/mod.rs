@@ -231,30 +231,11 @@ impl PgStore {
             lock_claims(&mut tx, tenant).await?;
         }
         let ids: Vec<String> = matches.iter().map(|m| m.match_id.to_string()).collect();
-        let mut stored: std::collections::HashSet<String> =
-            sqlx::query_scalar("SELECT match_id FROM match_records WHERE match_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
+        let mut stored = existing(&mut tx, "match_records", &ids).await?;
         if matches!(write, Write::Intents { .. }) {
-            stored.extend(
-                sqlx::query_scalar::<_, String>(
-                    "SELECT match_id FROM match_intents WHERE match_id = ANY($1)",
-                )
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?,
-            );
+            stored.extend(existing(&mut tx, "match_intents", &ids).await?);
         }
-        let withdrawn: std::collections::HashSet<String> =
-            sqlx::query_scalar("SELECT match_id FROM withdrawn_matches WHERE match_id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
+        let withdrawn = existing(&mut tx, "withdrawn_matches", &ids).await?;
         let (tenant_ids, user_ids): (Vec<String>, Vec<String>) = matches
             .iter()
             .flat_map(|m| {
@@ -355,6 +336,22 @@ impl PgStore {
         tx.commit().await?;
         Ok(decided)
     }
+}
+
+/// Match ids of `ids` found in `table`.
+async fn existing(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    ids: &[String],
+) -> StoreResult<std::collections::HashSet<String>> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT match_id FROM {table} WHERE match_id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(tx)
+    .await?
+    .into_iter()
+    .collect())
 }
 
 /// Takes the transaction-scoped lock on `tenant`'s claims: every write

@@ -203,7 +203,6 @@ impl Writer {
     async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks: u64 = 0;
         let mut later: Vec<Job> = Vec::new();
         loop {
             let first = tokio::select! {
@@ -212,14 +211,11 @@ impl Writer {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    ticks += 1;
                     if self.health.is_failing() {
                         self.probe().await;
                     } else {
                         self.checkpoint().await;
-                        if ticks % 4 == 0 {
-                            self.shrink_when_idle().await;
-                        }
+                        self.shrink_when_idle().await;
                     }
                     continue;
                 }
@@ -233,8 +229,6 @@ impl Writer {
             }
             if !batch.is_empty() {
                 (self.last_write, self.shrunk) = (std::time::Instant::now(), false);
-            }
-            if !batch.is_empty() {
                 let mut size = batch[0].len();
                 while size < GROUP_COMMIT_MAX_MATCHES {
                     match jobs.try_recv() {
@@ -407,7 +401,7 @@ impl Writer {
     }
 
     /// PASSIVE every time; RESTART once the WAL is long (see the module
-    /// docs). A checkpoint that fails is tried again next second.
+    /// docs). A checkpoint that fails is tried again next tick.
     async fn checkpoint(&mut self) {
         let result: StoreResult<()> = async {
             let conn = self.conn().await?;
