@@ -198,6 +198,38 @@ pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn
     );
     assert!(store.match_by_id(&r3.match_id).await.unwrap().is_some());
     assert!(store.match_by_id(&r4.match_id).await.unwrap().is_none());
+
+    // The same new match twice in one batch, and twice at once from two
+    // callers (a retry meeting its first try): stored once, colors moved once.
+    let r5 = record("frank", "gina", T0 + 4);
+    let r6 = record("hal", "ivy", T0 + 5);
+    let both = [r5.clone(), r5.clone()];
+    let (twice, a, b) = tokio::join!(
+        store.insert_matches(&both, &[], LIVE),
+        store.insert_matches(std::slice::from_ref(&r6), &[], LIVE),
+        store.insert_matches(std::slice::from_ref(&r6), &[], LIVE),
+    );
+    assert_eq!(twice.unwrap(), vec![Claim::Stored, Claim::Stored]);
+    assert_eq!(
+        (a.unwrap(), b.unwrap()),
+        (vec![Claim::Stored], vec![Claim::Stored])
+    );
+    let b = store
+        .color_balances(
+            &tenant("t1"),
+            &[user("frank"), user("gina"), user("hal"), user("ivy")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        [
+            b.get(&user("frank")),
+            b.get(&user("gina")),
+            b.get(&user("hal")),
+            b.get(&user("ivy"))
+        ],
+        [Some(&1), Some(&-1), Some(&1), Some(&-1)]
+    );
 }
 
 pub async fn finishing_a_game_ends_its_match_once(store: &dyn DurableStore) {

@@ -70,71 +70,84 @@ impl MatchJob {
     }
 }
 
-/// Match ids of `ids` found in `table`.
-async fn existing(
+/// What the batch's transaction finds before it writes.
+#[derive(Default)]
+struct Found {
+    recorded: HashSet<String>,
+    intended: HashSet<String>,
+    withdrawn: HashSet<String>,
+    claims: Vec<ClaimRow>,
+}
+
+/// Begins the batch's transaction and reads all its decisions need —
+/// which of its matches are recorded, intended or withdrawn, and the claims
+/// stored on its players — as one query string: sqlx runs its statements
+/// one after the other on its worker thread, so the writer waits for one
+/// answer instead of one per statement (the waits, not the statements, were
+/// most of the writer's cost). Claims are looked up one tenant at a time
+/// (`tenant_id = ? AND user_id IN (…)` walks the primary key; a row-value
+/// `IN` would scan the table).
+async fn begin_and_look(
     conn: &mut SqliteConnection,
-    table: &str,
     ids: &[String],
-) -> StoreResult<HashSet<String>> {
-    let mut found = HashSet::new();
-    for chunk in ids.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT match_id FROM {table} WHERE match_id IN ("
-        ));
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(id);
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut *conn).await? {
-            found.insert(row.try_get::<String, _>(0)?);
-        }
-    }
-    Ok(found)
-}
-
-/// Whether `table` holds any row: the intents and withdrawn tables are
-/// empty nearly always (the built-in game creator writes no intents), and
-/// one look saves an index probe per match of the batch.
-async fn any_rows(conn: &mut SqliteConnection, table: &str) -> StoreResult<bool> {
-    Ok(
-        sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM {table})"))
-            .fetch_one(&mut *conn)
-            .await?,
-    )
-}
-
-/// The claims stored on these players (in their `players` rows), sorted
-/// by tenant: looked up one
-/// tenant at a time (`tenant_id = ? AND user_id IN (…)` walks the primary
-/// key; a row-value `IN` would scan the table).
-async fn claims_of(
-    conn: &mut SqliteConnection,
     players: &[(&TenantId, &UserId)],
-) -> StoreResult<Vec<ClaimRow>> {
-    let mut held = Vec::new();
+) -> StoreResult<Found> {
+    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE;");
+    for chunk in ids.chunks(ROWS_PER_INSERT) {
+        q.push(" WITH ids (match_id) AS (");
+        q.push_values(chunk, |mut b, id| {
+            b.push_bind(id);
+        });
+        q.push(
+            ") SELECT 'recorded', NULL, NULL, match_id, NULL \
+               FROM match_records WHERE match_id IN ids \
+             UNION ALL SELECT 'intended', NULL, NULL, match_id, NULL \
+               FROM match_intents WHERE match_id IN ids \
+             UNION ALL SELECT 'withdrawn', NULL, NULL, match_id, NULL \
+               FROM withdrawn_matches WHERE match_id IN ids;",
+        );
+    }
     for tenant_players in players.chunk_by(|a, b| a.0 == b.0) {
         let tenant = tenant_players[0].0;
         for chunk in tenant_players.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT tenant_id, user_id, active_match_id AS match_id, active_since AS since \
-                 FROM players WHERE tenant_id = ",
+            q.push(
+                " SELECT 'claim', tenant_id, user_id, active_match_id, active_since \
+                  FROM players WHERE tenant_id = ",
             );
             q.push_bind(tenant.as_str()).push(" AND user_id IN (");
             let mut list = q.separated(", ");
             for (_, user) in chunk {
                 list.push_bind(user.as_str());
             }
-            q.push(") AND active_match_id IS NOT NULL");
-            held.extend(q.build_query_as::<ClaimRow>().fetch_all(&mut *conn).await?);
+            q.push(") AND active_match_id IS NOT NULL;");
         }
     }
-    Ok(held)
+    let mut found = Found::default();
+    for row in q.build().fetch_all(&mut *conn).await? {
+        let match_id: String = row.try_get(3)?;
+        match row.try_get::<&str, _>(0)? {
+            "recorded" => found.recorded.insert(match_id),
+            "intended" => found.intended.insert(match_id),
+            "withdrawn" => found.withdrawn.insert(match_id),
+            _ => {
+                found.claims.push(ClaimRow {
+                    tenant_id: row.try_get(1)?,
+                    user_id: row.try_get(2)?,
+                    match_id,
+                    since: row.try_get(4)?,
+                });
+                true
+            }
+        };
+    }
+    Ok(found)
 }
 
-/// Writes a batch of match jobs inside the writer's transaction; answers
-/// each job's claims, in order. (Boxed: the writer task's future must be
-/// `Send` for every lifetime, which the compiler checks best here.)
+/// Writes a batch of match jobs in a transaction of its own; answers each
+/// job's claims, in order. Two round trips to sqlx's worker: the look
+/// (with `BEGIN IMMEDIATE`) and every write (with `COMMIT`). (Boxed: the
+/// writer task's future must be `Send` for every lifetime, which the
+/// compiler checks best here.)
 pub fn write_matches<'a>(
     conn: &'a mut SqliteConnection,
     jobs: &'a [MatchJob],
@@ -152,23 +165,6 @@ async fn write_batch(
         .flatten()
         .map(|(_, m, _)| m.to_string())
         .collect();
-    let recorded = existing(conn, "match_records", &ids).await?;
-    // (A batch that writes intents counts as having some: a later job of
-    // the same transaction may record one of them.)
-    let any_intents = jobs
-        .iter()
-        .any(|j| matches!(j.work, MatchWork::Claim { .. }))
-        || any_rows(conn, "match_intents").await?;
-    let intended = if any_intents {
-        existing(conn, "match_intents", &ids).await?
-    } else {
-        HashSet::new()
-    };
-    let withdrawn = if any_rows(conn, "withdrawn_matches").await? {
-        existing(conn, "withdrawn_matches", &ids).await?
-    } else {
-        HashSet::new()
-    };
     let mut players: Vec<(&TenantId, &UserId)> = matches
         .iter()
         .flatten()
@@ -176,37 +172,49 @@ async fn write_batch(
         .collect();
     players.sort();
     players.dedup();
+    let mut found = begin_and_look(conn, &ids, &players).await?;
+    // Intents to drop when their records are written: any stored, or any
+    // this batch writes (a later job of it may record one of them).
+    let any_intents = !found.intended.is_empty()
+        || jobs
+            .iter()
+            .any(|j| matches!(j.work, MatchWork::Claim { .. }));
     let live_since = jobs.iter().map(|j| j.live_since).min().unwrap_or(0);
-    let held = rows::live_claims(claims_of(conn, &players).await?, live_since);
+    let held = rows::live_claims(std::mem::take(&mut found.claims), live_since);
     let asks: Vec<Ask<'_>> = jobs
         .iter()
         .zip(&matches)
         .flat_map(|(job, ms)| {
-            let recorded = &recorded;
-            let intended = &intended;
-            let withdrawn = &withdrawn;
+            let found = &found;
             ms.iter().map(move |&(tenant, match_id, players)| {
                 let id = match_id.to_string();
                 Ask {
                     tenant,
                     match_id,
                     players,
-                    stored_before: recorded.contains(&id)
-                        || (matches!(job.work, MatchWork::Claim { .. }) && intended.contains(&id)),
-                    withdrawn: withdrawn.contains(&id),
+                    stored_before: found.recorded.contains(&id)
+                        || (matches!(job.work, MatchWork::Claim { .. })
+                            && found.intended.contains(&id)),
+                    withdrawn: found.withdrawn.contains(&id),
                 }
             })
         })
         .collect();
     let decided = claims::decide(&asks, &held);
 
-    // Each job's rows, for the matches stored now.
+    // Each job's rows, for the matches stored now. A match twice in the
+    // batch (a retry meeting its first try) is written once: its color
+    // balances must move once.
+    let mut writes = QueryBuilder::<Sqlite>::new("");
+    let mut written: HashSet<&crate::domain::MatchId> = HashSet::new();
     let mut answers = Vec::with_capacity(jobs.len());
     let mut at = 0;
     for job in jobs {
         let n = matches[answers.len()].len();
         let outcome = &decided[at..at + n];
-        let fresh = |i: usize| outcome[i].is_stored() && !asks[at + i].stored_before;
+        let mut fresh = |i: usize, id| {
+            outcome[i].is_stored() && !asks[at + i].stored_before && written.insert(id)
+        };
         match &job.work {
             MatchWork::Claim {
                 intents,
@@ -216,10 +224,10 @@ async fn write_batch(
                 let new: Vec<&MatchIntent> = intents
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| fresh(*i))
+                    .filter(|(i, m)| fresh(*i, &m.match_id))
                     .map(|(_, m)| m)
                     .collect();
-                insert_intents(conn, &new, owner, *attempt_ms).await?;
+                push_intents(&mut writes, &new, owner, *attempt_ms);
                 let claims: Vec<Move<'_>> = new
                     .iter()
                     .flat_map(|m| {
@@ -227,16 +235,19 @@ async fn write_batch(
                             .map(|u| (&m.tenant_id, u, 0, m.match_id.to_string(), m.created_at))
                     })
                     .collect();
-                upsert_players(conn, &claims).await?;
+                push_players(&mut writes, &claims);
             }
             MatchWork::Insert { records, audit } => {
                 let new: Vec<&MatchRecord> = records
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| fresh(*i))
+                    .filter(|(i, r)| fresh(*i, &r.match_id))
                     .map(|(_, r)| r)
                     .collect();
-                insert_records(conn, &new, any_intents).await?;
+                push_records(&mut writes, &new);
+                if any_intents {
+                    push_intents_done(&mut writes, records);
+                }
                 let refused: HashSet<String> = records
                     .iter()
                     .zip(outcome)
@@ -247,12 +258,14 @@ async fn write_batch(
                     .iter()
                     .filter(|e| !refused.contains(&e.subject))
                     .collect();
-                insert_audit(conn, &audit).await?;
+                push_audit(&mut writes, &audit);
             }
         }
         answers.push(outcome.to_vec());
         at += n;
     }
+    writes.push(" COMMIT");
+    writes.build().execute(&mut *conn).await?;
     Ok(answers)
 }
 
@@ -262,27 +275,25 @@ type Move<'a> = (&'a TenantId, &'a UserId, i32, String, Millis);
 
 /// Moves each player's color balance and sets their claim, one upsert per
 /// player (a player is in one match of a batch at most: the claims say so).
-async fn upsert_players(conn: &mut SqliteConnection, moves: &[Move<'_>]) -> StoreResult<()> {
+fn push_players(q: &mut QueryBuilder<'_, Sqlite>, moves: &[Move<'_>]) {
     for chunk in moves.chunks(ROWS_PER_INSERT / 2) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO players (tenant_id, user_id, color_balance, active_match_id, active_since) ",
+        q.push(
+            " INSERT INTO players (tenant_id, user_id, color_balance, active_match_id, active_since) ",
         );
         q.push_values(chunk, |mut b, (t, u, d, m, since)| {
-            b.push_bind(t.as_str())
-                .push_bind(u.as_str())
+            b.push_bind(t.to_string())
+                .push_bind(u.to_string())
                 .push_bind(*d)
-                .push_bind(m.as_str())
+                .push_bind(m.clone())
                 .push_bind(*since);
         });
         q.push(
             " ON CONFLICT (tenant_id, user_id) DO UPDATE \
                   SET color_balance = color_balance + excluded.color_balance, \
                       active_match_id = excluded.active_match_id, \
-                      active_since = excluded.active_since",
+                      active_since = excluded.active_since;",
         );
-        q.build().execute(&mut *conn).await?;
     }
-    Ok(())
 }
 
 /// Binds a match's [`INTENT_COLUMNS`] (the columns intents and records share).
@@ -308,15 +319,15 @@ fn push_match(
         .push_bind(created_at);
 }
 
-async fn insert_intents(
-    conn: &mut SqliteConnection,
+fn push_intents(
+    q: &mut QueryBuilder<'_, Sqlite>,
     intents: &[&MatchIntent],
     owner: &str,
     attempt_ms: Millis,
-) -> StoreResult<()> {
+) {
     for chunk in intents.chunks(ROWS_PER_INSERT / 2) {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "INSERT INTO match_intents ({INTENT_COLUMNS}, owner, attempt_until) "
+        q.push(format!(
+            " INSERT INTO match_intents ({INTENT_COLUMNS}, owner, attempt_until) "
         ));
         q.push_values(chunk, |mut b, m| {
             push_match(
@@ -332,24 +343,16 @@ async fn insert_intents(
                 .push_bind(attempt_ms)
                 .push_unseparated(format!(" + {CHANGED_NOW}"));
         });
-        q.push(" ON CONFLICT (match_id) DO NOTHING");
-        q.build().execute(&mut *conn).await?;
+        q.push(" ON CONFLICT (match_id) DO NOTHING;");
     }
-    Ok(())
 }
 
-/// Inserts records (a record already stored is left as it is), moves the
-/// color balances of the ones inserted now and claims their players (the
-/// same row write), and drops their intents (if any intent is stored).
-async fn insert_records(
-    conn: &mut SqliteConnection,
-    records: &[&MatchRecord],
-    any_intents: bool,
-) -> StoreResult<()> {
-    let mut fresh: Vec<&MatchRecord> = Vec::with_capacity(records.len());
+/// Inserts the records stored now (none stored before: the look said so,
+/// inside this transaction), moves their players' color balances and claims
+/// them (the same row write).
+fn push_records(q: &mut QueryBuilder<'_, Sqlite>, records: &[&MatchRecord]) {
     for chunk in records.chunks(ROWS_PER_INSERT / 2) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(format!("INSERT INTO match_records ({MATCH_COLUMNS}) "));
+        q.push(format!(" INSERT INTO match_records ({MATCH_COLUMNS}) "));
         q.push_values(chunk, |mut b, r| {
             push_match(
                 &mut b,
@@ -362,18 +365,9 @@ async fn insert_records(
             );
             b.push_bind(r.game_id.to_string()).push_bind(r.finished_at);
         });
-        q.push(" ON CONFLICT (match_id) DO NOTHING RETURNING match_id");
-        let inserted: Vec<String> = q
-            .build()
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        fresh.extend(rows::newly_inserted(chunk.iter().copied(), inserted));
+        q.push(";");
     }
-    // Color balances move only for matches inserted now, never twice.
-    let moves: Vec<Move<'_>> = fresh
+    let moves: Vec<Move<'_>> = records
         .iter()
         .flat_map(|r| {
             let id = r.match_id.to_string();
@@ -383,27 +377,24 @@ async fn insert_records(
             ]
         })
         .collect();
-    upsert_players(conn, &moves).await?;
-    if !any_intents {
-        return Ok(());
-    }
+    push_players(q, &moves);
+}
+
+/// Drops the intents of matches now recorded.
+fn push_intents_done(q: &mut QueryBuilder<'_, Sqlite>, records: &[MatchRecord]) {
     for chunk in records.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM match_intents WHERE match_id IN (");
+        q.push(" DELETE FROM match_intents WHERE match_id IN (");
         let mut list = q.separated(", ");
         for r in chunk {
             list.push_bind(r.match_id.to_string());
         }
-        q.push(")");
-        q.build().execute(&mut *conn).await?;
+        q.push(");");
     }
-    Ok(())
 }
 
-pub async fn insert_audit(conn: &mut SqliteConnection, events: &[&AuditEvent]) -> StoreResult<()> {
+fn push_audit(q: &mut QueryBuilder<'_, Sqlite>, events: &[&AuditEvent]) {
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO audit_events (at, tenant_id, kind, subject, detail) ",
-        );
+        q.push(" INSERT INTO audit_events (at, tenant_id, kind, subject, detail) ");
         q.push_values(chunk, |mut b, e| {
             b.push_bind(e.at)
                 .push_bind(e.tenant_id.to_string())
@@ -411,7 +402,16 @@ pub async fn insert_audit(conn: &mut SqliteConnection, events: &[&AuditEvent]) -
                 .push_bind(e.subject.clone())
                 .push_bind(e.detail.to_string());
         });
-        q.build().execute(&mut *conn).await?;
+        q.push(";");
     }
+}
+
+pub async fn insert_audit(conn: &mut SqliteConnection, events: &[&AuditEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<Sqlite>::new("");
+    push_audit(&mut q, events);
+    q.build().execute(&mut *conn).await?;
     Ok(())
 }

@@ -20,7 +20,9 @@
 //!   writes again.
 //! - **Group commit.** Match writes waiting when a transaction starts all
 //!   go into it: one transaction rewrites each page it touches into the
-//!   WAL once, so under load many matches share one.
+//!   WAL once, so under load many matches share one. The batch is two
+//!   round trips to sqlx's worker thread, not one per statement
+//!   ([`write_matches`]): each await is a wake-up of this thread.
 //! - **A bounded WAL.** Between transactions, every 250 ms, a PASSIVE
 //!   checkpoint copies the WAL back into the database; once the WAL holds
 //!   more than [`WAL_RESTART_FRAMES`] frames, a RESTART checkpoint (which
@@ -309,11 +311,8 @@ impl Writer {
             return;
         }
         let result = async {
-            let conn = self.conn().await?;
-            begin(conn).await?;
-            let outcomes = write_matches(conn, &batch).await?;
-            commit(conn).await?;
-            Ok(outcomes)
+            // (It begins and commits its transaction itself: see there.)
+            write_matches(self.conn().await?, &batch).await
         }
         .await;
         self.settle(&result).await;
