@@ -12,9 +12,9 @@ use matchmaking_api::domain::{PoolPolicy, PoolRef, QueueEntry, TenantId, UserId,
 use matchmaking_api::services::breaker::CircuitBreaker;
 use matchmaking_api::services::games::LocalGameCreator;
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService};
-use matchmaking_api::store::QueueStore;
 use matchmaking_api::store::memory::MemoryQueueStore;
 use matchmaking_api::store::sqlite::SqliteStore;
+use matchmaking_api::store::{EntryStore, GuardStore};
 
 #[tokio::main]
 async fn main() {
@@ -46,6 +46,7 @@ async fn main() {
         queue.join(entry, now).await.unwrap();
     }
     let matching = MatchingService::new(
+        queue.clone(),
         queue,
         Arc::new(sqlite),
         Arc::new(LocalGameCreator),
@@ -56,7 +57,6 @@ async fn main() {
             reservation_ms: 30_000,
             guard_ms: 3_600_000,
             presence_ms: None,
-            retention_ms: 3_600_000,
         },
         Arc::new(matchmaking_api::services::backlog::Backlog::new(
             std::time::Duration::ZERO,

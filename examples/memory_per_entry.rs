@@ -18,7 +18,7 @@ use matchmaking_api::domain::{
     GameId, MatchRecord, MatchSide, MatchSource, QueueEntry, TenantId, UserId, Username, now_millis,
 };
 use matchmaking_api::store::memory::MemoryQueueStore;
-use matchmaking_api::store::{QueueStore, Reservation};
+use matchmaking_api::store::{EntryStore, GuardStore, PairingStore, Reservation};
 
 struct Counting;
 

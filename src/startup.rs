@@ -32,7 +32,7 @@ use crate::store::postgres::PgStore;
 use crate::store::redis::{RedisDueChannel, RedisQueueStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DurableStore, QueueStore, StoreError};
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -216,9 +216,10 @@ impl Core {
             stores.durable.clone(),
             settings.guard_ms(),
         );
+        // Each service is given the parts of the queue store it uses.
         let challenges = Arc::new(ChallengeService::new(
             stores.durable.clone(),
-            stores.queue.clone(),
+            (stores.queue.clone(), stores.queue.clone()),
             games.clone(),
             ratings.clone(),
             guards.clone(),
@@ -235,6 +236,7 @@ impl Core {
         )));
         let matching = Arc::new(MatchingService::new(
             stores.queue.clone(),
+            stores.queue.clone(),
             stores.durable.clone(),
             games,
             breaker.clone(),
@@ -244,7 +246,6 @@ impl Core {
                 reservation_ms: settings.reservation_ms(),
                 guard_ms: settings.guard_ms(),
                 presence_ms: settings.presence_ms(),
-                retention_ms: settings.retention_ms(),
             },
             backlog.clone(),
         ));
@@ -257,6 +258,7 @@ impl Core {
         }
         let queue = Arc::new(QueueService {
             store: stores.queue.clone(),
+            stats: stores.queue.clone(),
             durable: stores.durable.clone(),
             ratings: ratings.clone(),
             tenants: TenantConfig {
@@ -325,13 +327,18 @@ impl Core {
 
     fn worker(&self, settings: &Settings) -> Worker {
         Worker::new(
+            (self.stores.queue.clone(), self.stores.durable.clone()),
             self.matching.clone(),
             self.challenges.clone(),
             self.guards.clone(),
             self.signal.clone(),
-            settings.worker_interval(),
-            settings.worker_batch_size,
-            Duration::from_secs_f64(settings.pool_lease_seconds),
+            WorkerSettings {
+                interval: settings.worker_interval(),
+                concurrency: settings.worker_batch_size,
+                lease_ttl: Duration::from_secs_f64(settings.pool_lease_seconds),
+                retention_ms: settings.retention_ms(),
+                guard_ms: settings.guard_ms(),
+            },
         )
     }
 }

@@ -22,11 +22,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::domain::PoolRef;
+use crate::domain::{Millis, PoolRef, now_millis};
 use crate::services::challenges::ChallengeService;
 use crate::services::guards::Guards;
 use crate::services::matching::MatchingService;
 use crate::services::signal::PoolSignal;
+use crate::store::{DurableStore, QueueStore, StoreResult};
 
 /// Periodic passes between two purges of finished entries.
 const PURGE_EVERY_TICKS: u32 = 30;
@@ -37,13 +38,34 @@ const GUARDS_WAIT: Duration = Duration::from_millis(200);
 /// A pass slower than this is logged as a warning.
 const SLOW_PASS: Duration = Duration::from_millis(200);
 
+/// How the worker paces itself and what it keeps.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Between two periodic passes over every pool.
+    pub interval: Duration,
+    /// Pool passes running at once.
+    pub concurrency: usize,
+    /// How long a pool lease lasts unless renewed.
+    pub lease_ttl: Duration,
+    /// How long finished entries are kept.
+    pub retention_ms: Millis,
+    /// How long a claim or guard lives (purged after).
+    pub guard_ms: Millis,
+}
+
 pub struct Worker {
+    /// The queue store whole: the worker lists its pools, holds their
+    /// leases and purges it.
+    store: Arc<dyn QueueStore>,
+    durable: Arc<dyn DurableStore>,
     matching: Arc<MatchingService>,
     challenges: Arc<ChallengeService>,
     guards: Arc<Guards>,
     signal: Arc<PoolSignal>,
     interval: Duration,
     concurrency: usize,
+    retention_ms: Millis,
+    guard_ms: Millis,
     lease: Arc<Lease>,
 }
 
@@ -67,26 +89,29 @@ struct Passes {
 
 impl Worker {
     pub fn new(
+        (store, durable): (Arc<dyn QueueStore>, Arc<dyn DurableStore>),
         matching: Arc<MatchingService>,
         challenges: Arc<ChallengeService>,
         guards: Arc<Guards>,
         signal: Arc<PoolSignal>,
-        interval: Duration,
-        concurrency: usize,
-        lease_ttl: Duration,
+        settings: WorkerSettings,
     ) -> Self {
         let lease = Arc::new(Lease {
             holder: format!("worker-{}", ulid::Ulid::new()),
-            ttl_ms: lease_ttl.as_millis() as i64,
+            ttl_ms: settings.lease_ttl.as_millis() as i64,
             held: Default::default(),
         });
         Self {
+            store,
+            durable,
             matching,
             challenges,
             guards,
             signal,
-            interval,
-            concurrency: concurrency.max(1),
+            interval: settings.interval,
+            concurrency: settings.concurrency.max(1),
+            retention_ms: settings.retention_ms,
+            guard_ms: settings.guard_ms,
             lease,
         }
     }
@@ -127,7 +152,7 @@ impl Worker {
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
                     self.maintain(ticks % PURGE_EVERY_TICKS == 0).await;
-                    match self.matching.store().pools().await {
+                    match self.store.pools().await {
                         Ok(pools) => pools.into_iter().for_each(|p| self.launch(&mut passes, p)),
                         Err(e) => tracing::warn!(error = %e, "listing pools failed"),
                     }
@@ -143,12 +168,7 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .drain()
             .collect();
-        if let Err(e) = self
-            .matching
-            .store()
-            .release_leases(&held, &self.lease.holder)
-            .await
-        {
+        if let Err(e) = self.store.release_leases(&held, &self.lease.holder).await {
             tracing::warn!(error = %e, "releasing pool leases failed; they will lapse");
         }
         tracing::info!("matching worker stopped");
@@ -164,9 +184,13 @@ impl Worker {
             return;
         }
         passes.in_flight.insert(pool.clone());
-        let (matching, lease) = (self.matching.clone(), self.lease.clone());
+        let (store, matching, lease) = (
+            self.store.clone(),
+            self.matching.clone(),
+            self.lease.clone(),
+        );
         passes.running.spawn(async move {
-            if lease.take(&matching, &pool).await {
+            if lease.take(&*store, &pool).await {
                 run_pass(&matching, &pool).await;
             }
             pool
@@ -209,23 +233,29 @@ impl Worker {
             Err(e) => tracing::warn!(error = %e, "sweeping challenges failed"),
         }
         if purge {
-            match self.matching.purge().await {
+            match self.purge().await {
                 Ok(n) if n > 0 => tracing::debug!(purged = n, "purged finished entries"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purge failed"),
             }
         }
     }
+
+    /// Drops finished entries past their retention and expired guards
+    /// from the queue store, and expired answers and claims from the
+    /// durable one; answers how many items went.
+    async fn purge(&self) -> StoreResult<usize> {
+        let now = now_millis();
+        let hot = self.store.purge(now - self.retention_ms, now).await?;
+        let durable = self.durable.purge_expired(now, now - self.guard_ms).await?;
+        Ok(hot + durable as usize)
+    }
 }
 
 impl Lease {
     /// Takes or renews the lease on `pool`; false if another worker has it.
-    async fn take(&self, matching: &MatchingService, pool: &PoolRef) -> bool {
-        let held = match matching
-            .store()
-            .lease_pool(pool, &self.holder, self.ttl_ms)
-            .await
-        {
+    async fn take(&self, store: &dyn QueueStore, pool: &PoolRef) -> bool {
+        let held = match store.lease_pool(pool, &self.holder, self.ttl_ms).await {
             Ok(held) => held,
             Err(e) => {
                 tracing::warn!(pool = %pool, error = %e, "taking the pool lease failed");

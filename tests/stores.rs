@@ -10,7 +10,7 @@ mod memory_queue_store {
         Some(Box::new(MemoryQueueStore::new()))
     }
 
-    crate::queue_cases!(crate::contract_tests!(crate::contract::queue, make(),));
+    crate::queue_cases!(crate::contract_groups!(crate::contract::queue, make(),));
 }
 
 mod redis_queue_store {
@@ -43,7 +43,7 @@ mod redis_queue_store {
         })
     }
 
-    crate::queue_cases!(crate::contract_tests!(crate::contract::queue, make(),));
+    crate::queue_cases!(crate::contract_groups!(crate::contract::queue, make(),));
 }
 
 mod sqlite_durable_store {
@@ -135,8 +135,8 @@ mod redis_cluster_queue_store {
             )
         };
         macro_rules! run_all {
-            ([$($case:ident),+ $(,)?]) => {
-                $(suite::$case(&*store().await).await;)+
+            ($($group:ident [$($case:ident),+ $(,)?])+) => {
+                $($(suite::$case(&*store().await).await;)+)+
             };
         }
         crate::queue_cases!(run_all!());

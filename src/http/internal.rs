@@ -209,7 +209,7 @@ pub async fn queues_summary(
         .map(TenantId::parse)
         .transpose()?;
     let now = crate::domain::now_millis();
-    let queues = summary::summary(&state.queue_store, tenant.as_ref(), now).await?;
+    let queues = summary::summary(&*state.queue_store, tenant.as_ref(), now).await?;
     Ok(axum::Json(json!({
         "timestamp": crate::domain::rfc3339(now),
         "queues": queues,

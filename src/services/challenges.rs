@@ -28,7 +28,9 @@ use crate::domain::{
     MatchSource, Millis, Mode, ParseError, PoolKey, PreferredColor, Region, TenantConfig, UserId,
     Variant, now_millis,
 };
-use crate::store::{Claim, Direction, DurableStore, QueueStore, StoreError, Transition};
+use crate::store::{
+    Claim, Direction, DurableStore, GuardStore, PairingStore, StoreError, Transition,
+};
 
 /// Settings of the challenge feature.
 #[derive(Debug, Clone)]
@@ -80,7 +82,10 @@ impl NewChallenge {
 
 pub struct ChallengeService {
     durable: Arc<dyn DurableStore>,
-    queue: Arc<dyn QueueStore>,
+    /// Holds both players while the game is created.
+    holds: Arc<dyn GuardStore>,
+    /// Commits the match (guards its players until the game finishes).
+    pairing: Arc<dyn PairingStore>,
     games: Arc<dyn GameCreator>,
     ratings: super::ratings::RatingService,
     guards: Arc<Guards>,
@@ -90,7 +95,7 @@ pub struct ChallengeService {
 impl ChallengeService {
     pub fn new(
         durable: Arc<dyn DurableStore>,
-        queue: Arc<dyn QueueStore>,
+        (holds, pairing): (Arc<dyn GuardStore>, Arc<dyn PairingStore>),
         games: Arc<dyn GameCreator>,
         ratings: super::ratings::RatingService,
         guards: Arc<Guards>,
@@ -98,7 +103,8 @@ impl ChallengeService {
     ) -> Self {
         Self {
             durable,
-            queue,
+            holds,
+            pairing,
             games,
             ratings,
             guards,
@@ -299,7 +305,7 @@ impl ChallengeService {
         match claim.map(|c| c.into_iter().next()) {
             Ok(Some(Claim::Stored)) => {}
             Ok(_) => {
-                self.queue.drop_hold(&intent).await?;
+                self.holds.drop_hold(&intent).await?;
                 self.reopen(&challenge).await?;
                 return Err(busy());
             }
@@ -313,7 +319,7 @@ impl ChallengeService {
                 Ok(game_id) => game_id,
                 Err(GameCreationError::Refused(reason)) => {
                     if self.durable.drop_intent(&intent.match_id, &owner).await? {
-                        self.queue.drop_hold(&intent).await?;
+                        self.holds.drop_hold(&intent).await?;
                         self.reopen(&challenge).await?;
                     }
                     return Err(ServiceError::GameCreation(reason));
@@ -334,10 +340,10 @@ impl ChallengeService {
     /// if it lost them.
     async fn hold(&self, intent: &MatchIntent, now: Millis) -> Result<bool, ServiceError> {
         let until = now + self.limits.guard_ms;
-        match self.queue.hold_players(intent, until, now).await {
+        match self.holds.hold_players(intent, until, now).await {
             Err(StoreError::GuardsLost) => {
                 self.guards.ensure_intact(REBUILD_WAIT).await?;
-                Ok(self.queue.hold_players(intent, until, now).await?)
+                Ok(self.holds.hold_players(intent, until, now).await?)
             }
             other => Ok(other?),
         }
@@ -418,7 +424,7 @@ impl ChallengeService {
         self.durable
             .transition_challenge(&c.tenant_id, &c.id, accept, now)
             .await?;
-        self.queue
+        self.pairing
             .commit(
                 std::slice::from_ref(record),
                 now + self.limits.guard_ms,
@@ -476,7 +482,7 @@ impl ChallengeService {
             } else if self.durable.intent(m).await?.is_none() {
                 tracing::warn!(challenge_id = %c.id, "rolling back a stale accept (no game was asked for)");
                 let held = self.intent(c, *m, c.created_at).await?;
-                self.queue.drop_hold(&held).await?;
+                self.holds.drop_hold(&held).await?;
                 self.reopen(c).await?;
             }
             // Else its game is being asked for: matching's recovery records

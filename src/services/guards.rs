@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::domain::{ActiveGame, MatchId, MatchIntent, Millis, TenantId, UserId, now_millis};
-use crate::store::{DurableStore, QueueStore, StoreError, StoreResult};
+use crate::domain::{
+    ActiveGame, GameId, MatchId, MatchIntent, Millis, TenantId, UserId, now_millis,
+};
+use crate::store::{DurableStore, GuardStore, StoreError, StoreResult};
 
 /// How long a join waits for a rebuild before it answers 503.
 pub const REBUILD_WAIT: Duration = Duration::from_secs(5);
@@ -26,7 +28,7 @@ pub const REBUILD_WAIT: Duration = Duration::from_secs(5);
 type Progress = watch::Receiver<Option<Result<usize, String>>>;
 
 pub struct Guards {
-    store: Arc<dyn QueueStore>,
+    store: Arc<dyn GuardStore>,
     durable: Arc<dyn DurableStore>,
     guard_ms: Millis,
     /// The rebuild in progress, if any. A std lock: held to look or start,
@@ -36,7 +38,7 @@ pub struct Guards {
 
 impl Guards {
     pub fn new(
-        store: Arc<dyn QueueStore>,
+        store: Arc<dyn GuardStore>,
         durable: Arc<dyn DurableStore>,
         guard_ms: Millis,
     ) -> Arc<Self> {
@@ -46,6 +48,12 @@ impl Guards {
             guard_ms,
             running: Mutex::new(None),
         })
+    }
+
+    /// Lifts the guards of a finished game's players (see
+    /// [`GuardStore::finish_game`]).
+    pub async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool> {
+        self.store.finish_game(tenant, game).await
     }
 
     /// Makes sure the guards are intact, rebuilding them if the queue store

@@ -43,7 +43,8 @@ use crate::domain::{
 };
 use crate::matcher::{self, Seeker};
 use crate::store::{
-    AuditEvent, Claim, DurableStore, QueueStore, Reservation, StoreError, StoreResult, Waiting,
+    AuditEvent, Claim, DurableStore, GuardStore, PairingStore, Reservation, StoreError,
+    StoreResult, Waiting,
 };
 
 /// Commit rounds of one pass in flight at the same time.
@@ -65,7 +66,6 @@ pub struct MatchingLimits {
     pub reservation_ms: Millis,
     pub guard_ms: Millis,
     pub presence_ms: Option<Millis>,
-    pub retention_ms: Millis,
 }
 
 /// What one pass over a pool did.
@@ -79,7 +79,10 @@ pub struct PassReport {
 }
 
 pub struct MatchingService {
-    store: Arc<dyn QueueStore>,
+    /// The queue store's pairing protocol.
+    store: Arc<dyn PairingStore>,
+    /// Holds of a match left half-done are dropped when it is rolled back.
+    guards: Arc<dyn GuardStore>,
     durable: Arc<dyn DurableStore>,
     games: Arc<dyn GameCreator>,
     breaker: Arc<CircuitBreaker>,
@@ -105,8 +108,10 @@ struct Outcome {
 }
 
 impl MatchingService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Arc<dyn QueueStore>,
+        store: Arc<dyn PairingStore>,
+        guards: Arc<dyn GuardStore>,
         durable: Arc<dyn DurableStore>,
         games: Arc<dyn GameCreator>,
         breaker: Arc<CircuitBreaker>,
@@ -116,6 +121,7 @@ impl MatchingService {
     ) -> Self {
         Self {
             store,
+            guards,
             durable,
             games,
             breaker,
@@ -123,10 +129,6 @@ impl MatchingService {
             limits,
             backlog,
         }
-    }
-
-    pub fn store(&self) -> &Arc<dyn QueueStore> {
-        &self.store
     }
 
     /// Times out entries past their time, then matches the rest. Nothing
@@ -717,7 +719,7 @@ impl MatchingService {
                             .release(&pool, &[reservation], now_millis())
                             .await?;
                     }
-                    self.store.drop_hold(intent).await?;
+                    self.guards.drop_hold(intent).await?;
                 }
                 Ok(true)
             }
@@ -727,20 +729,6 @@ impl MatchingService {
                 Ok(false)
             }
         }
-    }
-
-    /// Forgets finished entries past their retention and lapsed guards.
-    pub async fn purge(&self) -> StoreResult<usize> {
-        let now = now_millis();
-        let hot = self
-            .store
-            .purge(now - self.limits.retention_ms, now)
-            .await?;
-        let durable = self
-            .durable
-            .purge_expired(now, now - self.limits.guard_ms)
-            .await?;
-        Ok(hot + durable as usize)
     }
 }
 

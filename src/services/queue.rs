@@ -17,8 +17,8 @@ use crate::domain::{
     QueueEntry, QueueEntryId, TenantConfig, now_millis,
 };
 use crate::store::{
-    AuditEvent, CancelOutcome, DurableStore, IdempotencyScope, JoinOutcome, QueueStore, StoreError,
-    StoredAnswer,
+    AuditEvent, CancelOutcome, DurableStore, EntryStore, IdempotencyScope, JoinOutcome,
+    PoolStatsStore, StoreError, StoredAnswer,
 };
 
 /// How long a pool's wait estimate is reused on one node.
@@ -70,7 +70,10 @@ pub struct Active {
 
 /// What the queue service works with.
 pub struct QueueService {
-    pub store: Arc<dyn QueueStore>,
+    /// Players' entries in the queue store.
+    pub store: Arc<dyn EntryStore>,
+    /// Pool figures (the wait estimate).
+    pub stats: Arc<dyn PoolStatsStore>,
     pub durable: Arc<dyn DurableStore>,
     pub ratings: RatingService,
     pub tenants: TenantConfig,
@@ -236,7 +239,11 @@ impl QueueService {
     }
 
     async fn fresh_estimate(&self, pool: &PoolRef) -> Result<u64, ServiceError> {
-        let mut waits = self.store.recent_waits(pool).await?;
+        let mut waits = self
+            .stats
+            .pool_stats(pool, now_millis())
+            .await?
+            .recent_waits;
         let ms = if waits.is_empty() {
             self.policy
                 .wait_until_window(self.policy.max_gap)
@@ -362,7 +369,7 @@ impl QueueService {
             .finish_match(tenant, game, now)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        let released = self.store.finish_game(tenant, game).await?;
+        let released = self.guards.finish_game(tenant, game).await?;
         if released {
             self.durable
                 .record(&[AuditEvent {

@@ -4,13 +4,11 @@
 //! bounded per-pool statistics (shared by all nodes on Redis), never from
 //! scanning entries.
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 use serde::Serialize;
 
 use crate::domain::{Millis, PoolRef, TenantId};
-use crate::store::{QueueStore, StoreResult};
+use crate::store::{PoolStatsStore, StoreResult};
 
 /// How far back the outcome counts look.
 pub const WINDOW_MS: Millis = 5 * 60_000;
@@ -64,7 +62,7 @@ fn seconds(ms: Millis) -> f64 {
 /// The summary of every known pool (of `tenant` only, when given), sorted
 /// by tenant and pool key.
 pub async fn summary(
-    store: &Arc<dyn QueueStore>,
+    store: &dyn PoolStatsStore,
     tenant: Option<&TenantId>,
     now: Millis,
 ) -> StoreResult<Vec<PoolSummary>> {

@@ -19,8 +19,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    CancelOutcome, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS,
-    STATS_KEPT_MS, StaleReservation, StoreError, StoreResult, Waiting, stats_bucket,
+    CancelOutcome, EntryStore, GuardStore, JoinOutcome, LeaseStore, PairingStore, PoolStats,
+    PoolStatsStore, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS, STATS_KEPT_MS,
+    StaleReservation, StoreError, StoreResult, Waiting, stats_bucket,
 };
 use crate::domain::{
     ActiveGame, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, Millis, Opponent, PoolKey,
@@ -427,7 +428,7 @@ impl Inner {
 }
 
 #[async_trait]
-impl QueueStore for MemoryQueueStore {
+impl EntryStore for MemoryQueueStore {
     async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome> {
         let mut inner = self.lock();
         if !inner.guards_intact {
@@ -522,7 +523,10 @@ impl QueueStore for MemoryQueueStore {
         let cancelled = inner.copy(id).expect("entry exists");
         Ok(CancelOutcome::Cancelled(Box::new(cancelled)))
     }
+}
 
+#[async_trait]
+impl PairingStore for MemoryQueueStore {
     async fn pools(&self) -> StoreResult<Vec<PoolRef>> {
         let inner = self.lock();
         Ok(inner
@@ -720,7 +724,10 @@ impl QueueStore for MemoryQueueStore {
         }
         Ok(by_match.into_values().collect())
     }
+}
 
+#[async_trait]
+impl GuardStore for MemoryQueueStore {
     async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool> {
         let mut inner = self.lock();
         let Some(players) = inner.games.remove(&(tenant.clone(), game.clone())) else {
@@ -812,16 +819,10 @@ impl QueueStore for MemoryQueueStore {
         self.lock().guards_intact = true;
         Ok(())
     }
+}
 
-    async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>> {
-        let inner = self.lock();
-        Ok(inner
-            .pools
-            .get(pool)
-            .map(|p| p.recent_waits.iter().copied().collect())
-            .unwrap_or_default())
-    }
-
+#[async_trait]
+impl PoolStatsStore for MemoryQueueStore {
     async fn pool_stats(&self, pool: &PoolRef, since: Millis) -> StoreResult<PoolStats> {
         let inner = self.lock();
         let Some(p) = inner.pools.get(pool) else {
@@ -846,23 +847,10 @@ impl QueueStore for MemoryQueueStore {
     async fn known_pools(&self) -> StoreResult<Vec<PoolRef>> {
         Ok(self.lock().pools.keys().cloned().collect())
     }
+}
 
-    async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize> {
-        // In slices, letting go of the lock between them: after a flood a
-        // purge may drop a million entries, and joins must not wait for all.
-        let mut purged = 0;
-        loop {
-            let (n, more) = self.lock().purge_some(before, now, PURGE_SLICE);
-            purged += n;
-            if !more {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        self.lock().shrink_if_sparse();
-        Ok(purged)
-    }
-
+#[async_trait]
+impl LeaseStore for MemoryQueueStore {
     async fn lease_pool(&self, pool: &PoolRef, holder: &str, ttl_ms: Millis) -> StoreResult<bool> {
         let mut inner = self.lock();
         let now = crate::domain::now_millis();
@@ -885,6 +873,25 @@ impl QueueStore for MemoryQueueStore {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryQueueStore {
+    async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize> {
+        // In slices, letting go of the lock between them: after a flood a
+        // purge may drop a million entries, and joins must not wait for all.
+        let mut purged = 0;
+        loop {
+            let (n, more) = self.lock().purge_some(before, now, PURGE_SLICE);
+            purged += n;
+            if !more {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.lock().shrink_if_sparse();
+        Ok(purged)
     }
 
     async fn ping(&self) -> StoreResult<()> {

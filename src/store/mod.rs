@@ -3,7 +3,12 @@
 //! - [`QueueStore`]: hot queue state — entries, per-pool waiting sets, the
 //!   per-user index, the short "being matched" reservation, active-game
 //!   guards. In memory ([`memory`]) or, in production, Redis, where each
-//!   method is one atomic script.
+//!   method is one atomic script. It is split along its callers' lines:
+//!   [`EntryStore`] (a player's entry: the queue routes), [`PairingStore`]
+//!   (the matching worker's reserve/commit/release protocol),
+//!   [`GuardStore`] (active-game guards and holds), [`PoolStatsStore`]
+//!   (figures) and [`LeaseStore`] (which worker has which pool); each
+//!   service is given only the parts it uses.
 //! - [`DurableStore`]: durable records — matches and the claims that keep a
 //!   player in one unfinished match at most, match intents, ratings,
 //!   challenges, idempotent answers, audit of decisions. SQLite ([`sqlite`])
@@ -298,9 +303,10 @@ pub struct StoredAnswer {
     pub body: String,
 }
 
-/// Hot queue state. See the module docs.
+/// A player's own entry: what the queue routes use (join, status,
+/// cancel, "what am I in").
 #[async_trait]
-pub trait QueueStore: Send + Sync + 'static {
+pub trait EntryStore: Send + Sync + 'static {
     /// Adds `entry` to its pool unless the user is already waiting or in an
     /// active game; one atomic step with the per-user guard.
     /// [`StoreError::GuardsLost`] while the guards are not known intact.
@@ -336,7 +342,13 @@ pub trait QueueStore: Send + Sync + 'static {
         id: &QueueEntryId,
         now: Millis,
     ) -> StoreResult<CancelOutcome>;
+}
 
+/// The pairing protocol the matching worker drives: read a pool's
+/// searching entries, reserve pairs, then commit or release them; end
+/// entries that time out; find reservations whose worker died.
+#[async_trait]
+pub trait PairingStore: Send + Sync + 'static {
     /// Pools that have waiting entries.
     async fn pools(&self) -> StoreResult<Vec<PoolRef>>;
 
@@ -394,7 +406,12 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Reservations whose deadline is before `now`.
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>>;
+}
 
+/// Active-game guards and holds: the fast copy of the durable claims that
+/// keeps a player in one game (see "Who is the authority" above).
+#[async_trait]
+pub trait GuardStore: Send + Sync + 'static {
     /// Lifts the active-game guard of both players of a game; `false` when
     /// no guard was held for it.
     async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool>;
@@ -430,21 +447,22 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Declares the guards intact (after they were rebuilt): joins and
     /// holds are admitted again.
     async fn mark_guards_intact(&self) -> StoreResult<()>;
+}
 
-    /// Waits (ms) of the pool's most recent matches, newest first.
-    async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>>;
-
+/// Pool figures kept as entries come and go (admin, metrics, estimates).
+#[async_trait]
+pub trait PoolStatsStore: Send + Sync + 'static {
     /// The pool's figures; outcome counts from the bucket of `since` on
     /// (at most [`STATS_KEPT_MS`] back).
     async fn pool_stats(&self, pool: &PoolRef, since: Millis) -> StoreResult<PoolStats>;
 
     /// Every pool with searching entries or recent outcomes.
     async fn known_pools(&self) -> StoreResult<Vec<PoolRef>>;
+}
 
-    /// Drops finished entries older than `before`, and expired guards.
-    /// Answers how many items went.
-    async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize>;
-
+/// Which worker passes over which pool.
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
     /// Takes or renews the lease on `pool` for `holder` (a worker) for
     /// `ttl_ms`: only the holder passes over the pool. False while another
     /// holder's lease runs; a dead holder's lease lapses by itself.
@@ -452,6 +470,16 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Gives up these leases, if `holder` still has them (on shutdown).
     async fn release_leases(&self, pools: &[PoolRef], holder: &str) -> StoreResult<()>;
+}
+
+/// Hot queue state, whole: every part above plus its upkeep. Startup builds
+/// one and hands each service the parts it uses (an `Arc<dyn QueueStore>`
+/// coerces to any of them).
+#[async_trait]
+pub trait QueueStore: EntryStore + PairingStore + GuardStore + PoolStatsStore + LeaseStore {
+    /// Drops finished entries older than `before`, and expired guards.
+    /// Answers how many items went.
+    async fn purge(&self, before: Millis, now: Millis) -> StoreResult<usize>;
 
     /// Whether the store answers.
     async fn ping(&self) -> StoreResult<()>;

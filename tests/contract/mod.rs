@@ -47,30 +47,61 @@ macro_rules! contract_tests {
     };
 }
 
-/// Calls `$callback!` with every case of the QueueStore contract: the one
-/// list, so no backend can miss a case.
+/// Generates, for each group of cases, a module of that name holding one
+/// `#[tokio::test]` per case (see [`contract_tests!`]): the queue-store
+/// contract reads per trait in the test names (`…::pairing::release_…`).
+#[macro_export]
+macro_rules! contract_groups {
+    ($suite:path, $make:expr, $($group:ident [$($case:ident),+ $(,)?])+) => {
+        $(
+            mod $group {
+                #[allow(unused_imports)]
+                use super::*;
+                $crate::contract_tests!($suite, $make, [$($case),+]);
+            }
+        )+
+    };
+}
+
+/// Calls `$callback!` with every case of the QueueStore contract, grouped
+/// by the part of the store each one is about: the one list, so no backend
+/// can miss a case. (Most cases set up through other parts — a pairing case
+/// joins first — so each takes the store whole, except where one part is
+/// enough.)
 #[macro_export]
 macro_rules! queue_cases {
     ($($callback:ident)::+!($($args:tt)*)) => {
-        $($callback)::+! { $($args)* [
-            join_then_status_is_visible_to_its_owner_only,
-            joining_again_answers_the_waiting_entry,
-            cancel_is_for_the_owner_of_a_searching_entry,
-            waiting_lists_searching_entries_oldest_first,
-            a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out,
-            commit_matches_both_and_guards_them_until_the_game_finishes,
-            the_guard_lapses_at_its_deadline,
-            release_puts_both_back_with_their_priority,
-            time_out_changes_only_searching_entries,
-            stale_reservations_are_found_after_their_deadline,
-            purge_forgets_old_finished_entries_only,
-            holding_players_is_all_or_nothing,
-            a_pool_lease_has_one_holder_until_released_or_lapsed,
-            pool_stats_count_waiting_matches_and_time_outs,
-            a_commit_of_many_matches_changes_each_entry_once,
-            nobody_is_admitted_until_the_guards_are_intact,
-            cancel_entries_ends_only_searching_entries,
-        ] }
+        $($callback)::+! { $($args)*
+            entries [
+                join_then_status_is_visible_to_its_owner_only,
+                joining_again_answers_the_waiting_entry,
+                cancel_is_for_the_owner_of_a_searching_entry,
+            ]
+            pairing [
+                waiting_lists_searching_entries_oldest_first,
+                a_reserved_pair_cannot_be_cancelled_reserved_or_timed_out,
+                commit_matches_both_and_guards_them_until_the_game_finishes,
+                a_commit_of_many_matches_changes_each_entry_once,
+                release_puts_both_back_with_their_priority,
+                time_out_changes_only_searching_entries,
+                cancel_entries_ends_only_searching_entries,
+                stale_reservations_are_found_after_their_deadline,
+            ]
+            guards [
+                the_guard_lapses_at_its_deadline,
+                holding_players_is_all_or_nothing,
+                nobody_is_admitted_until_the_guards_are_intact,
+            ]
+            stats [
+                pool_stats_count_waiting_matches_and_time_outs,
+            ]
+            leases [
+                a_pool_lease_has_one_holder_until_released_or_lapsed,
+            ]
+            upkeep [
+                purge_forgets_old_finished_entries_only,
+            ]
+        }
     };
 }
 

@@ -4,7 +4,8 @@ use matchmaking_api::domain::{
     EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
 };
 use matchmaking_api::store::{
-    CancelOutcome, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation, StoreError,
+    CancelOutcome, JoinOutcome, LeaseStore, PoolStats, QueueStore, RECENT_GAPS, Reservation,
+    StoreError,
 };
 
 use super::{T0, entry, tenant, user};
@@ -266,7 +267,15 @@ pub async fn commit_matches_both_and_guards_them_until_the_game_finishes(store: 
         .unwrap();
     assert_eq!(game.game_id.as_ref(), Some(&rec.game_id));
     assert_eq!(game.opponent.user_id, user("alice"));
-    assert_eq!(store.recent_waits(&pool_ref("t1")).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .pool_stats(&pool_ref("t1"), T0)
+            .await
+            .unwrap()
+            .recent_waits
+            .len(),
+        2
+    );
     assert_eq!(
         store
             .cancel(&tenant("t1"), &user("alice"), &a.id, T0)
@@ -569,8 +578,7 @@ pub async fn holding_players_is_all_or_nothing(store: &dyn QueueStore) {
     );
 }
 
-pub async fn a_pool_lease_has_one_holder_until_released_or_lapsed(store: &dyn QueueStore) {
-    open(store).await;
+pub async fn a_pool_lease_has_one_holder_until_released_or_lapsed(store: &dyn LeaseStore) {
     let pool = pool_ref("t1");
     assert!(store.lease_pool(&pool, "w1", 60_000).await.unwrap());
     assert!(

@@ -50,8 +50,9 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, ScriptInvocation, Value};
 
 use super::{
-    CancelOutcome, JoinOutcome, PoolStats, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS,
-    STATS_KEPT_MS, StaleReservation, StoreError, StoreResult, Waiting, stats_bucket,
+    CancelOutcome, EntryStore, GuardStore, JoinOutcome, LeaseStore, PairingStore, PoolStats,
+    PoolStatsStore, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS, STATS_KEPT_MS,
+    StaleReservation, StoreError, StoreResult, Waiting, stats_bucket,
 };
 use crate::domain::{
     ActiveGame, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, MatchSide, Millis,
@@ -441,7 +442,7 @@ impl RedisQueueStore {
 }
 
 #[async_trait]
-impl QueueStore for RedisQueueStore {
+impl EntryStore for RedisQueueStore {
     async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome> {
         let mut conn = self.conn.clone();
         let pool = entry.pool_ref();
@@ -581,6 +582,7 @@ impl QueueStore for RedisQueueStore {
             let Some(pool) = self.pool_of_entry(tenant, user, id).await? else {
                 return Ok(None);
             };
+
             READ_ENTRY
                 .key(format!("{}:e:{id}", self.pool_tag(&pool)))
                 .arg(tenant.as_str())
@@ -673,7 +675,10 @@ impl QueueStore for RedisQueueStore {
             _ => Ok(CancelOutcome::NotFound),
         }
     }
+}
 
+#[async_trait]
+impl PairingStore for RedisQueueStore {
     async fn pools(&self) -> StoreResult<Vec<PoolRef>> {
         self.all_pools().await
     }
@@ -848,7 +853,10 @@ impl QueueStore for RedisQueueStore {
         }
         Ok(stale.into_values().collect())
     }
+}
 
+#[async_trait]
+impl GuardStore for RedisQueueStore {
     async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let key = self.players_key(tenant, game);
@@ -978,14 +986,10 @@ impl QueueStore for RedisQueueStore {
             .await?;
         Ok(())
     }
+}
 
-    async fn recent_waits(&self, pool: &PoolRef) -> StoreResult<Vec<Millis>> {
-        let mut conn = self.conn.clone();
-        Ok(conn
-            .lrange(format!("{}:waits", self.pool_tag(pool)), 0, -1)
-            .await?)
-    }
-
+#[async_trait]
+impl PoolStatsStore for RedisQueueStore {
     async fn pool_stats(&self, pool: &PoolRef, since: Millis) -> StoreResult<PoolStats> {
         let tag = self.pool_tag(pool);
         let mut conn = self.conn.clone();
@@ -1027,7 +1031,36 @@ impl QueueStore for RedisQueueStore {
     async fn known_pools(&self) -> StoreResult<Vec<PoolRef>> {
         self.all_pools().await
     }
+}
 
+#[async_trait]
+impl LeaseStore for RedisQueueStore {
+    async fn lease_pool(&self, pool: &PoolRef, holder: &str, ttl_ms: Millis) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let held: i64 = LEASE
+            .key(format!("{}:lease", self.pool_tag(pool)))
+            .arg(holder)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn release_leases(&self, pools: &[PoolRef], holder: &str) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        for pool in pools {
+            RELEASE_LEASE
+                .key(format!("{}:lease", self.pool_tag(pool)))
+                .arg(holder)
+                .invoke_async::<i64>(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl QueueStore for RedisQueueStore {
     async fn purge(&self, before: Millis, _now: Millis) -> StoreResult<usize> {
         let mut purged = 0;
         let mut conn = self.conn.clone();
@@ -1052,29 +1085,6 @@ impl QueueStore for RedisQueueStore {
             }
         }
         Ok(purged)
-    }
-
-    async fn lease_pool(&self, pool: &PoolRef, holder: &str, ttl_ms: Millis) -> StoreResult<bool> {
-        let mut conn = self.conn.clone();
-        let held: i64 = LEASE
-            .key(format!("{}:lease", self.pool_tag(pool)))
-            .arg(holder)
-            .arg(ttl_ms.max(1))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(held == 1)
-    }
-
-    async fn release_leases(&self, pools: &[PoolRef], holder: &str) -> StoreResult<()> {
-        let mut conn = self.conn.clone();
-        for pool in pools {
-            RELEASE_LEASE
-                .key(format!("{}:lease", self.pool_tag(pool)))
-                .arg(holder)
-                .invoke_async::<i64>(&mut conn)
-                .await?;
-        }
-        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
