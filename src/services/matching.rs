@@ -635,22 +635,24 @@ impl MatchingService {
         let stale = self.store.stale_reservations(now).await?;
         let mut settled = 0;
         for s in &stale {
-            if let Some(record) = self.durable.match_by_id(&s.match_id).await? {
-                tracing::warn!(match_id = %s.match_id, "finishing a match left half-committed");
+            let match_id = &s.reservation.match_id;
+            if let Some(record) = self.durable.match_by_id(match_id).await? {
+                tracing::warn!(match_id = %match_id, "finishing a match left half-committed");
                 self.store
                     .commit(&[record], now + self.limits.guard_ms, now)
                     .await?;
                 settled += 1;
-            } else if let Some(reservation) = s.reservation()
-                && self
-                    .durable
-                    .withdraw_match(&s.pool.tenant_id, &s.match_id)
-                    .await?
+            } else if self
+                .durable
+                .withdraw_match(&s.pool.tenant_id, match_id)
+                .await?
             {
                 // Nothing of the match is stored, and now never will be: a
                 // worker still working on it is refused when it tries.
-                tracing::warn!(match_id = %s.match_id, "rolling back a stale reservation (no game was asked for)");
-                self.store.release(&s.pool, &[reservation], now).await?;
+                tracing::warn!(match_id = %match_id, "rolling back a stale reservation (no game was asked for)");
+                self.store
+                    .release(&s.pool, std::slice::from_ref(&s.reservation), now)
+                    .await?;
                 settled += 1;
             }
         }

@@ -702,27 +702,13 @@ impl PairingStore for MemoryQueueStore {
 
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {
         let inner = self.lock();
-        let mut by_match: HashMap<_, StaleReservation> = HashMap::default();
-        for id in &inner.reserved {
-            let Some(e) = inner.entries.get(id) else {
-                continue;
-            };
-            let (Some(until), Some(match_id)) = (e.reserved_until(), e.match_id()) else {
-                continue;
-            };
-            if until < now {
-                by_match
-                    .entry(*match_id)
-                    .or_insert_with(|| StaleReservation {
-                        pool: e.pool_ref(),
-                        match_id: *match_id,
-                        entries: Vec::new(),
-                    })
-                    .entries
-                    .push(*id);
-            }
-        }
-        Ok(by_match.into_values().collect())
+        Ok(StaleReservation::pair_up(inner.reserved.iter().filter_map(
+            |id| {
+                let e = inner.entries.get(id)?;
+                let (until, match_id) = (e.reserved_until()?, e.match_id()?);
+                (until < now).then(|| (e.pool_ref(), *match_id, *id))
+            },
+        )))
     }
 }
 

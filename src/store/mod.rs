@@ -271,20 +271,29 @@ impl Reservation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaleReservation {
     pub pool: PoolRef,
-    pub match_id: MatchId,
-    pub entries: Vec<QueueEntryId>,
+    pub reservation: Reservation,
 }
 
 impl StaleReservation {
-    /// The reservation to release (a lone entry stands for both sides).
-    pub fn reservation(&self) -> Option<Reservation> {
-        let a = *self.entries.first()?;
-        let b = self.entries.get(1).copied().unwrap_or(a);
-        Some(Reservation {
-            match_id: self.match_id,
-            a,
-            b,
-        })
+    /// Pairs reserved entries found past their deadline by match, in any
+    /// order. A match met with one entry only (its partner is gone) holds
+    /// that entry on both sides: releasing it releases the one there is.
+    pub fn pair_up(found: impl IntoIterator<Item = (PoolRef, MatchId, QueueEntryId)>) -> Vec<Self> {
+        let mut by_match: HashMap<MatchId, Self> = HashMap::new();
+        for (pool, match_id, id) in found {
+            by_match
+                .entry(match_id)
+                .and_modify(|s| s.reservation.b = id)
+                .or_insert_with(|| Self {
+                    pool,
+                    reservation: Reservation {
+                        match_id,
+                        a: id,
+                        b: id,
+                    },
+                });
+        }
+        by_match.into_values().collect()
     }
 }
 

@@ -499,8 +499,8 @@ pub async fn stale_reservations_are_found_after_their_deadline(store: &dyn Queue
     );
     let stale = store.stale_reservations(T0 + 30_001).await.unwrap();
     assert_eq!(stale.len(), 1);
-    assert_eq!(stale[0].match_id, r.match_id);
-    let mut ids = stale[0].entries.clone();
+    assert_eq!(stale[0].reservation.match_id, r.match_id);
+    let mut ids = vec![stale[0].reservation.a, stale[0].reservation.b];
     ids.sort();
     let mut want = vec![a.id, b.id];
     want.sort();

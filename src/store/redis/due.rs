@@ -39,7 +39,7 @@ impl RedisQueueStore {
         RedisDueChannel {
             inner: Arc::new(Inner {
                 conn: self.conn.clone(),
-                channel: format!("{}:due", self.prefix),
+                channel: self.keys.due_channel(),
                 recent: Mutex::new(HashMap::new()),
             }),
         }
@@ -49,7 +49,7 @@ impl RedisQueueStore {
 impl Inner {
     async fn publish(&self, pool: &PoolRef) {
         let mut conn = self.conn.clone();
-        let member = format!("{}|{}", pool.tenant_id, pool.key);
+        let member = super::keys::pool_member(pool);
         let sent = redis::cmd("PUBLISH")
             .arg(&self.channel)
             .arg(member)

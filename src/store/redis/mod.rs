@@ -34,6 +34,7 @@
 //! back.
 
 mod due;
+mod keys;
 mod scripts;
 mod slots;
 
@@ -49,6 +50,7 @@ use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError, ScriptInvocation, Value};
 
+use self::keys::Keys;
 use super::{
     CancelOutcome, EntryStore, GuardStore, JoinOutcome, LeaseStore, PairingStore, PoolStats,
     PoolStatsStore, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS, STATS_KEPT_MS,
@@ -109,7 +111,7 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 pub struct RedisQueueStore {
     conn: Conn,
-    prefix: String,
+    keys: Keys,
     /// How long an entry stays findable by id (its `ent:` index key).
     index_ttl_ms: Millis,
     /// When this node last noted each pool in `pools`: once a second is
@@ -320,8 +322,8 @@ impl RedisQueueStore {
             Conn::Single(ConnectionManager::new_with_config(client, config).await?)
         };
         Ok(Self {
+            keys: Keys::new(prefix, matches!(conn, Conn::Single(_))),
             conn,
-            prefix: prefix.to_owned(),
             index_ttl_ms,
             registered: Default::default(),
         })
@@ -330,50 +332,6 @@ impl RedisQueueStore {
     /// A single Redis (not a Cluster): a script may touch any keys.
     fn single_node(&self) -> bool {
         matches!(self.conn, Conn::Single(_))
-    }
-
-    /// `<prefix>:{<tenant>|`: a tenant's tags up to the pool or user.
-    fn tag_open(&self, tenant: &TenantId) -> String {
-        format!("{}:{{{tenant}|", self.prefix)
-    }
-
-    fn pool_tag(&self, pool: &PoolRef) -> String {
-        format!("{}{}}}", self.tag_open(&pool.tenant_id), pool.key)
-    }
-
-    fn user_tag(&self, tenant: &TenantId, user: &UserId) -> String {
-        format!("{}{user}}}", self.tag_open(tenant))
-    }
-
-    /// The guards marker a claim of this user checks: on a Cluster, the one
-    /// of the user's slot.
-    fn guards_marker(&self, tenant: &TenantId, user: &UserId) -> String {
-        if self.single_node() {
-            format!("{}:guards", self.prefix)
-        } else {
-            let slot = slots::slot_of(&format!("{tenant}|{user}"));
-            format!("{}:{{{}}}:guards", self.prefix, slots::tag_for_slot(slot))
-        }
-    }
-
-    /// Every guards marker: one, or one per slot.
-    fn all_guards_markers(&self) -> Vec<String> {
-        if self.single_node() {
-            vec![format!("{}:guards", self.prefix)]
-        } else {
-            slots::all_tags()
-                .iter()
-                .map(|tag| format!("{}:{{{tag}}}:guards", self.prefix))
-                .collect()
-        }
-    }
-
-    fn players_key(&self, tenant: &TenantId, game: &GameId) -> String {
-        format!("{}:{{{}|g|{}}}:players", self.prefix, tenant, game)
-    }
-
-    fn pools_key(&self) -> String {
-        format!("{}:pools", self.prefix)
     }
 
     fn pool_of(member: &str) -> Option<PoolRef> {
@@ -391,9 +349,7 @@ impl RedisQueueStore {
 
     async fn entry(&self, pool: &PoolRef, id: &QueueEntryId) -> StoreResult<Option<QueueEntry>> {
         let mut conn = self.conn.clone();
-        let v: Value = conn
-            .hgetall(format!("{}:e:{id}", self.pool_tag(pool)))
-            .await?;
+        let v: Value = conn.hgetall(self.keys.pool(pool).entry(id)).await?;
         match &v {
             Value::Array(items) if items.is_empty() => Ok(None),
             Value::Map(items) if items.is_empty() => Ok(None),
@@ -410,7 +366,7 @@ impl RedisQueueStore {
     ) -> StoreResult<()> {
         let mut conn = self.conn.clone();
         UNCLAIM_USER
-            .key(format!("{}:cur", self.user_tag(tenant, user)))
+            .key(self.keys.user(tenant, user).current())
             .arg(Self::cur_value(pool, id))
             .invoke_async::<i64>(&mut conn)
             .await?;
@@ -425,9 +381,7 @@ impl RedisQueueStore {
         id: &QueueEntryId,
     ) -> StoreResult<Option<PoolRef>> {
         let mut conn = self.conn.clone();
-        let key: Option<String> = conn
-            .get(format!("{}:ent:{id}", self.user_tag(tenant, user)))
-            .await?;
+        let key: Option<String> = conn.get(self.keys.user(tenant, user).entry(id)).await?;
         Ok(key.and_then(|k| k.parse().ok()).map(|key| PoolRef {
             tenant_id: tenant.clone(),
             key,
@@ -436,7 +390,7 @@ impl RedisQueueStore {
 
     async fn all_pools(&self) -> StoreResult<Vec<PoolRef>> {
         let mut conn = self.conn.clone();
-        let members: Vec<String> = conn.zrange(self.pools_key(), 0, -1).await?;
+        let members: Vec<String> = conn.zrange(self.keys.pools(), 0, -1).await?;
         Ok(members.iter().filter_map(|m| Self::pool_of(m)).collect())
     }
 }
@@ -446,9 +400,9 @@ impl EntryStore for RedisQueueStore {
     async fn join(&self, entry: QueueEntry, now: Millis) -> StoreResult<JoinOutcome> {
         let mut conn = self.conn.clone();
         let pool = entry.pool_ref();
-        let user = self.user_tag(&entry.tenant_id, &entry.user_id);
+        let user = self.keys.user(&entry.tenant_id, &entry.user_id);
         let value = Self::cur_value(&entry.pool, &entry.id);
-        let tag = self.pool_tag(&pool);
+        let tag = self.keys.pool(&pool);
         let fields = entry_fields(&entry);
         // On a single Redis the claim and the entry are one script; on a
         // Cluster the user's keys and the pool's live in different slots, so
@@ -457,22 +411,22 @@ impl EntryStore for RedisQueueStore {
         let mut claimed = false;
         for _ in 0..3 {
             let mut claim = if single {
-                JOIN.key(format!("{user}:cur"))
+                JOIN.key(user.current())
             } else {
-                CLAIM_USER.key(format!("{user}:cur"))
+                CLAIM_USER.key(user.current())
             };
             claim
-                .key(format!("{user}:game"))
-                .key(format!("{user}:ent:{}", entry.id))
-                .key(self.guards_marker(&entry.tenant_id, &entry.user_id))
+                .key(user.game())
+                .key(user.entry(&entry.id))
+                .key(self.keys.guards_marker(&entry.tenant_id, &entry.user_id))
                 .arg(&value)
                 .arg(now)
                 .arg(self.index_ttl_ms)
                 .arg(entry.pool.to_string());
             if single {
                 claim
-                    .key(format!("{tag}:e:{}", entry.id))
-                    .key(format!("{tag}:w"))
+                    .key(tag.entry(&entry.id))
+                    .key(tag.waiting())
                     .arg(entry.id.to_string())
                     .arg(entry.enqueued_at);
                 for (k, v) in &fields {
@@ -516,7 +470,7 @@ impl EntryStore for RedisQueueStore {
                     }
                     // A pointer left by a crash or a finished entry: repair and retry.
                     UNCLAIM_USER
-                        .key(format!("{user}:cur"))
+                        .key(user.current())
                         .arg(current)
                         .invoke_async::<i64>(&mut conn)
                         .await?;
@@ -530,8 +484,8 @@ impl EntryStore for RedisQueueStore {
             ));
         }
         if !single {
-            let mut add = ADD_ENTRY.key(format!("{tag}:e:{}", entry.id));
-            add.key(format!("{tag}:w"))
+            let mut add = ADD_ENTRY.key(tag.entry(&entry.id));
+            add.key(tag.waiting())
                 .arg(entry.id.to_string())
                 .arg(entry.enqueued_at);
             for (k, v) in &fields {
@@ -553,8 +507,8 @@ impl EntryStore for RedisQueueStore {
             due
         };
         if due {
-            let member = format!("{}|{}", pool.tenant_id, pool.key);
-            conn.zadd::<_, _, _, ()>(self.pools_key(), member, now)
+            let member = keys::pool_member(&pool);
+            conn.zadd::<_, _, _, ()>(self.keys.pools(), member, now)
                 .await?;
         }
         Ok(JoinOutcome::Created(entry))
@@ -570,11 +524,11 @@ impl EntryStore for RedisQueueStore {
         let mut conn = self.conn.clone();
         let v: Value = if self.single_node() {
             STATUS
-                .key(format!("{}:ent:{id}", self.user_tag(tenant, user)))
+                .key(self.keys.user(tenant, user).entry(id))
                 .arg(tenant.as_str())
                 .arg(user.as_str())
                 .arg(now)
-                .arg(self.tag_open(tenant))
+                .arg(self.keys.tenant_open(tenant))
                 .arg(format!("}}:e:{id}"))
                 .invoke_async(&mut conn)
                 .await?
@@ -584,7 +538,7 @@ impl EntryStore for RedisQueueStore {
             };
 
             READ_ENTRY
-                .key(format!("{}:e:{id}", self.pool_tag(&pool)))
+                .key(self.keys.pool(&pool).entry(id))
                 .arg(tenant.as_str())
                 .arg(user.as_str())
                 .arg(now)
@@ -603,9 +557,7 @@ impl EntryStore for RedisQueueStore {
         user: &UserId,
     ) -> StoreResult<Option<QueueEntry>> {
         let mut conn = self.conn.clone();
-        let cur: Option<String> = conn
-            .get(format!("{}:cur", self.user_tag(tenant, user)))
-            .await?;
+        let cur: Option<String> = conn.get(self.keys.user(tenant, user).current()).await?;
         let Some((key, id)) = cur.as_deref().and_then(|c| c.split_once(' ')) else {
             return Ok(None);
         };
@@ -629,9 +581,7 @@ impl EntryStore for RedisQueueStore {
         now: Millis,
     ) -> StoreResult<Option<ActiveGame>> {
         let mut conn = self.conn.clone();
-        let g: Option<String> = conn
-            .get(format!("{}:game", self.user_tag(tenant, user)))
-            .await?;
+        let g: Option<String> = conn.get(self.keys.user(tenant, user).game()).await?;
         Ok(g.map(|g| guard_from(&g))
             .transpose()?
             .filter(|g| g.until > now))
@@ -647,12 +597,12 @@ impl EntryStore for RedisQueueStore {
         let Some(pool) = self.pool_of_entry(tenant, user, id).await? else {
             return Ok(CancelOutcome::NotFound);
         };
-        let tag = self.pool_tag(&pool);
+        let tag = self.keys.pool(&pool);
         let mut conn = self.conn.clone();
         let answer: Vec<Value> = CANCEL
-            .key(format!("{tag}:e:{id}"))
-            .key(format!("{tag}:w"))
-            .key(format!("{tag}:done"))
+            .key(tag.entry(id))
+            .key(tag.waiting())
+            .key(tag.done())
             .arg(tenant.as_str())
             .arg(user.as_str())
             .arg(now)
@@ -684,11 +634,11 @@ impl PairingStore for RedisQueueStore {
     }
 
     async fn waiting(&self, pool: &PoolRef) -> StoreResult<Vec<Waiting>> {
-        let tag = self.pool_tag(pool);
+        let tag = self.keys.pool(pool);
         let mut conn = self.conn.clone();
         let rows: Vec<Vec<Option<String>>> = WAITING
-            .key(format!("{tag}:w"))
-            .arg(format!("{tag}:e:"))
+            .key(tag.waiting())
+            .arg(tag.entry_prefix())
             .invoke_async(&mut conn)
             .await?;
         rows.into_iter()
@@ -725,13 +675,13 @@ impl PairingStore for RedisQueueStore {
         if reservations.is_empty() {
             return Ok(Vec::new());
         }
-        let tag = self.pool_tag(pool);
+        let tag = self.keys.pool(pool);
         let mut conn = self.conn.clone();
         let mut granted = Vec::with_capacity(reservations.len());
         for chunk in reservations.chunks(PAIRS_PER_CALL) {
-            let mut inv = RESERVE.key(format!("{tag}:w"));
-            inv.key(format!("{tag}:r"))
-                .arg(format!("{tag}:e:"))
+            let mut inv = RESERVE.key(tag.waiting());
+            inv.key(tag.reserved())
+                .arg(tag.entry_prefix())
                 .arg(until)
                 .arg(now);
             for r in chunk {
@@ -786,13 +736,13 @@ impl PairingStore for RedisQueueStore {
         reservations: &[Reservation],
         now: Millis,
     ) -> StoreResult<()> {
-        let tag = self.pool_tag(pool);
+        let tag = self.keys.pool(pool);
         let mut conn = self.conn.clone();
         for r in reservations {
             RELEASE
-                .key(format!("{tag}:w"))
-                .key(format!("{tag}:r"))
-                .arg(format!("{tag}:e:"))
+                .key(tag.waiting())
+                .key(tag.reserved())
+                .arg(tag.entry_prefix())
                 .arg(r.match_id.to_string())
                 .arg(now)
                 .arg(r.a.to_string())
@@ -824,12 +774,12 @@ impl PairingStore for RedisQueueStore {
     }
 
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {
-        let mut stale: HashMap<MatchId, StaleReservation> = HashMap::new();
+        let mut found = Vec::new();
         for pool in self.all_pools().await? {
-            let tag = self.pool_tag(&pool);
+            let tag = self.keys.pool(&pool);
             let mut conn = self.conn.clone();
             let ids: Vec<String> = conn
-                .zrangebyscore(format!("{tag}:r"), "-inf", format!("({now}"))
+                .zrangebyscore(tag.reserved(), "-inf", format!("({now}"))
                 .await?;
             for id in ids {
                 let Ok(id) = QueueEntryId::parse(&id) else {
@@ -839,19 +789,11 @@ impl PairingStore for RedisQueueStore {
                     continue;
                 };
                 if let (EntryStatus::Reserved, Some(m)) = (e.status, e.match_id) {
-                    stale
-                        .entry(m)
-                        .or_insert_with(|| StaleReservation {
-                            pool: pool.clone(),
-                            match_id: m,
-                            entries: Vec::new(),
-                        })
-                        .entries
-                        .push(id);
+                    found.push((pool.clone(), m, id));
                 }
             }
         }
-        Ok(stale.into_values().collect())
+        Ok(StaleReservation::pair_up(found))
     }
 }
 
@@ -859,7 +801,7 @@ impl PairingStore for RedisQueueStore {
 impl GuardStore for RedisQueueStore {
     async fn finish_game(&self, tenant: &TenantId, game: &GameId) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
-        let key = self.players_key(tenant, game);
+        let key = self.keys.game_players(tenant, game);
         let players: Option<String> = conn.get(&key).await?;
         let Some(players) = players else {
             return Ok(false);
@@ -870,7 +812,7 @@ impl GuardStore for RedisQueueStore {
         );
         for user in players.split(' ').filter_map(|u| UserId::parse(u).ok()) {
             LIFT_GUARD
-                .key(format!("{}:game", self.user_tag(tenant, &user)))
+                .key(self.keys.user(tenant, &user).game())
                 .arg(&fragment)
                 .invoke_async::<i64>(&mut conn)
                 .await?;
@@ -891,11 +833,11 @@ impl GuardStore for RedisQueueStore {
             let guard = intent
                 .guard_for(&side.user_id, until)
                 .ok_or_else(|| corrupt("intent"))?;
-            let tag = self.user_tag(&intent.tenant_id, &side.user_id);
+            let tag = self.keys.user(&intent.tenant_id, &side.user_id);
             let answer: i64 = HOLD_USER
-                .key(format!("{tag}:cur"))
-                .key(format!("{tag}:game"))
-                .key(self.guards_marker(&intent.tenant_id, &side.user_id))
+                .key(tag.current())
+                .key(tag.game())
+                .key(self.keys.guards_marker(&intent.tenant_id, &side.user_id))
                 .arg(guard_value(&guard))
                 .arg(ttl(until))
                 .arg(now)
@@ -936,13 +878,13 @@ impl GuardStore for RedisQueueStore {
             .iter()
             .flat_map(|(tenant, user, game)| {
                 let guard = (
-                    format!("{}:game", self.user_tag(tenant, user)),
+                    self.keys.user(tenant, user).game(),
                     guard_value(game),
                     ttl(game.until),
                 );
                 let players = game.game_id.as_ref().map(|g| {
                     (
-                        self.players_key(tenant, g),
+                        self.keys.game_players(tenant, g),
                         format!("{user} {}", game.opponent.user_id),
                         ttl(game.until),
                     )
@@ -957,7 +899,7 @@ impl GuardStore for RedisQueueStore {
         // On a Cluster, a sample: a failover loses whole slot ranges, and
         // 64 evenly spread slots meet every node of up to 64 masters (the
         // claim scripts check the marker of their own slot in any case).
-        let markers = self.all_guards_markers();
+        let markers = self.keys.all_guards_markers();
         let step = (markers.len() / 64).max(1);
         let sample: Vec<&String> = markers.iter().step_by(step).collect();
         let found = try_join_all(sample.iter().map(|key| {
@@ -970,13 +912,7 @@ impl GuardStore for RedisQueueStore {
 
     async fn mark_guards_intact(&self) -> StoreResult<()> {
         let at = now_millis().to_string();
-        let mut conn = self.conn.clone();
-        if self.single_node() {
-            conn.set::<_, _, ()>(format!("{}:guards", self.prefix), at)
-                .await?;
-            return Ok(());
-        }
-        futures::stream::iter(self.all_guards_markers())
+        futures::stream::iter(self.keys.all_guards_markers())
             .map(|key| {
                 let (mut conn, at) = (self.conn.clone(), at.clone());
                 async move { conn.set::<_, _, ()>(key, at).await }
@@ -991,7 +927,7 @@ impl GuardStore for RedisQueueStore {
 #[async_trait]
 impl PoolStatsStore for RedisQueueStore {
     async fn pool_stats(&self, pool: &PoolRef, since: Millis) -> StoreResult<PoolStats> {
-        let tag = self.pool_tag(pool);
+        let tag = self.keys.pool(pool);
         let mut conn = self.conn.clone();
         #[allow(clippy::type_complexity)]
         let (waiting, oldest, recent_waits, recent_gaps, counts): (
@@ -1001,11 +937,11 @@ impl PoolStatsStore for RedisQueueStore {
             Vec<i32>,
             HashMap<String, u64>,
         ) = redis::pipe()
-            .zcard(format!("{tag}:w"))
-            .zrange_withscores(format!("{tag}:w"), 0, 0)
-            .lrange(format!("{tag}:waits"), 0, -1)
-            .lrange(format!("{tag}:gaps"), 0, -1)
-            .hgetall(format!("{tag}:stats"))
+            .zcard(tag.waiting())
+            .zrange_withscores(tag.waiting(), 0, 0)
+            .lrange(tag.waits(), 0, -1)
+            .lrange(tag.gaps(), 0, -1)
+            .hgetall(tag.stats())
             .query_async(&mut conn)
             .await?;
         let from = stats_bucket(since);
@@ -1038,7 +974,7 @@ impl LeaseStore for RedisQueueStore {
     async fn lease_pool(&self, pool: &PoolRef, holder: &str, ttl_ms: Millis) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
         let held: i64 = LEASE
-            .key(format!("{}:lease", self.pool_tag(pool)))
+            .key(self.keys.pool(pool).lease())
             .arg(holder)
             .arg(ttl_ms.max(1))
             .invoke_async(&mut conn)
@@ -1050,7 +986,7 @@ impl LeaseStore for RedisQueueStore {
         let mut conn = self.conn.clone();
         for pool in pools {
             RELEASE_LEASE
-                .key(format!("{}:lease", self.pool_tag(pool)))
+                .key(self.keys.pool(pool).lease())
                 .arg(holder)
                 .invoke_async::<i64>(&mut conn)
                 .await?;
@@ -1065,22 +1001,22 @@ impl QueueStore for RedisQueueStore {
         let mut purged = 0;
         let mut conn = self.conn.clone();
         for pool in self.all_pools().await? {
-            let tag = self.pool_tag(&pool);
+            let tag = self.keys.pool(&pool);
             let (count, empty): (usize, i64) = PURGE_POOL
-                .key(format!("{tag}:done"))
-                .key(format!("{tag}:w"))
-                .key(format!("{tag}:r"))
-                .arg(format!("{tag}:e:"))
+                .key(tag.done())
+                .key(tag.waiting())
+                .key(tag.reserved())
+                .arg(tag.entry_prefix())
                 .arg(before)
                 .invoke_async(&mut conn)
                 .await?;
             purged += count;
             if empty == 1 {
                 // Forget the pool only if nobody joined it since `before`.
-                let member = format!("{}|{}", pool.tenant_id, pool.key);
-                let score: Option<f64> = conn.zscore(self.pools_key(), &member).await?;
+                let member = keys::pool_member(&pool);
+                let score: Option<f64> = conn.zscore(self.keys.pools(), &member).await?;
                 if score.is_some_and(|s| (s as i64) < before) {
-                    conn.zrem::<_, _, ()>(self.pools_key(), &member).await?;
+                    conn.zrem::<_, _, ()>(self.keys.pools(), &member).await?;
                 }
             }
         }
@@ -1142,12 +1078,12 @@ impl RedisQueueStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let tag = self.pool_tag(pool);
+        let tag = self.keys.pool(pool);
         let mut conn = self.conn.clone();
-        let mut inv = END_SEARCHING.key(format!("{tag}:w"));
-        inv.key(format!("{tag}:done"))
-            .key(format!("{tag}:stats"))
-            .arg(format!("{tag}:e:"))
+        let mut inv = END_SEARCHING.key(tag.waiting());
+        inv.key(tag.done())
+            .key(tag.stats())
+            .arg(tag.entry_prefix())
             .arg(now);
         stats_args(&mut inv, now);
         inv.arg(status_name(status));
@@ -1180,13 +1116,13 @@ impl RedisQueueStore {
         let guard = record
             .guard_for(&side.user_id, guard_until)
             .ok_or_else(|| corrupt("record"))?;
-        let user = self.user_tag(&record.tenant_id, &side.user_id);
+        let user = self.keys.user(&record.tenant_id, &side.user_id);
         let cur = side
             .entry_id
             .map(|id| Self::cur_value(&record.pool, &id))
             .unwrap_or_default();
-        inv.key(format!("{user}:game"))
-            .key(format!("{user}:cur"))
+        inv.key(user.game())
+            .key(user.current())
             .arg(guard_value(&guard))
             .arg(ttl(guard_until))
             .arg(cur);
@@ -1196,7 +1132,7 @@ impl RedisQueueStore {
     /// The game's player list: its key and value.
     fn players(&self, record: &MatchRecord) -> (String, String) {
         (
-            self.players_key(&record.tenant_id, &record.game_id),
+            self.keys.game_players(&record.tenant_id, &record.game_id),
             format!("{} {}", record.white.user_id, record.black.user_id),
         )
     }
@@ -1210,13 +1146,13 @@ impl RedisQueueStore {
         records: &[&MatchRecord],
         now: Millis,
     ) {
-        let tag = self.pool_tag(pool);
-        inv.key(format!("{tag}:r"))
-            .key(format!("{tag}:waits"))
-            .key(format!("{tag}:done"))
-            .key(format!("{tag}:stats"))
-            .key(format!("{tag}:gaps"))
-            .arg(format!("{tag}:e:"))
+        let tag = self.keys.pool(pool);
+        inv.key(tag.reserved())
+            .key(tag.waits())
+            .key(tag.done())
+            .key(tag.stats())
+            .key(tag.gaps())
+            .arg(tag.entry_prefix())
             .arg(now)
             .arg(RECENT_WAITS);
         stats_args(inv, now);
@@ -1315,7 +1251,7 @@ impl RedisQueueStore {
         let mut conn = self.conn.clone();
         let fragment = format!("\"match_id\":\"{match_id}\"");
         LIFT_GUARD
-            .key(format!("{}:game", self.user_tag(tenant, user)))
+            .key(self.keys.user(tenant, user).game())
             .arg(fragment)
             .invoke_async::<i64>(&mut conn)
             .await?;
