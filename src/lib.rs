@@ -15,6 +15,7 @@
 //! - [`auth`]: JWT verification and the dev-mode token minting.
 pub mod auth;
 pub mod domain;
+pub mod error;
 pub mod http;
 pub mod matcher;
 pub mod observe;

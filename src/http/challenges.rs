@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::ServiceError;
 use super::extract::{ApiJson, Caller, object, optional_str, required_str};
 use super::openapi;
 use super::request_id;
@@ -35,15 +35,9 @@ fn challenge_json(c: &Challenge) -> Value {
 }
 
 /// A path id that is not a challenge id is simply not found.
-fn challenge_id(raw: &str) -> Result<ChallengeId, ApiError> {
-    ChallengeId::parse(raw).map_err(|_| ApiError::NotFound("no such challenge"))
-}
-
-fn not_found_challenge(e: crate::services::ServiceError) -> ApiError {
-    match ApiError::from(e) {
-        ApiError::NotFound(_) => ApiError::NotFound("no such challenge"),
-        other => other,
-    }
+fn challenge_id(raw: &str) -> Result<ChallengeId, ServiceError> {
+    ChallengeId::parse(raw)
+        .map_err(|_| ServiceError::NotFound(crate::services::challenges::NO_CHALLENGE))
 }
 
 /// POST /v1/matchmaking/challenges
@@ -69,7 +63,7 @@ pub async fn create(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let body = object(body)?;
     let new = NewChallenge::parse(
         state.queue.tenant_config(),
@@ -103,12 +97,8 @@ pub async fn get(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let c = state
-        .challenges
-        .get(&who, &challenge_id(&id)?)
-        .await
-        .map_err(not_found_challenge)?;
+) -> Result<Response, ServiceError> {
+    let c = state.challenges.get(&who, &challenge_id(&id)?).await?;
     Ok(axum::Json(challenge_json(&c)).into_response())
 }
 
@@ -133,13 +123,12 @@ pub async fn accept(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let request_id = Some(request_id::current()).filter(|r| !r.is_empty());
     let c = state
         .challenges
         .accept(&who, &challenge_id(&id)?, request_id)
-        .await
-        .map_err(not_found_challenge)?;
+        .await?;
     Ok(axum::Json(challenge_json(&c)).into_response())
 }
 
@@ -150,12 +139,8 @@ async fn refuse(
     who: &Identity,
     id: &str,
     to: ChallengeStatus,
-) -> Result<Response, ApiError> {
-    let c = state
-        .challenges
-        .refuse(who, &challenge_id(id)?, to)
-        .await
-        .map_err(not_found_challenge)?;
+) -> Result<Response, ServiceError> {
+    let c = state.challenges.refuse(who, &challenge_id(id)?, to).await?;
     Ok(axum::Json(challenge_json(&c)).into_response())
 }
 
@@ -180,7 +165,7 @@ pub async fn decline(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     refuse(&state, &who, &id, ChallengeStatus::Declined).await
 }
 
@@ -205,7 +190,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     refuse(&state, &who, &id, ChallengeStatus::Cancelled).await
 }
 
@@ -213,7 +198,7 @@ async fn list(
     state: &AppState,
     who: &crate::auth::Identity,
     direction: Direction,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let pending = state.challenges.pending(who, direction).await?;
     let items: Vec<Value> = pending.iter().map(challenge_json).collect();
     Ok(axum::Json(json!({ "challenges": items })).into_response())
@@ -236,7 +221,7 @@ async fn list(
 pub async fn incoming(
     State(state): State<AppState>,
     Caller(who): Caller,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     list(&state, &who, Direction::Incoming).await
 }
 
@@ -257,6 +242,6 @@ pub async fn incoming(
 pub async fn outgoing(
     State(state): State<AppState>,
     Caller(who): Caller,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     list(&state, &who, Direction::Outgoing).await
 }

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::ServiceError;
 use crate::auth::Identity;
 use crate::domain::ParseError;
 
@@ -29,13 +29,13 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
+        let token = bearer(parts).ok_or(ServiceError::Unauthorized)?;
         let who = state.auth.verify(token).map_err(|e| {
             tracing::debug!(reason = %e, "token refused");
-            ApiError::Unauthorized
+            ServiceError::Unauthorized
         })?;
         state.rate_limits.check_user(&who.tenant_id, &who.user_id)?;
         Ok(Caller(who))
@@ -46,14 +46,14 @@ impl FromRequestParts<AppState> for Caller {
 pub struct Admin(pub Identity);
 
 impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
         let Caller(who) = Caller::from_request_parts(parts, state).await?;
         if who.is_admin() {
             Ok(Admin(who))
         } else {
-            Err(ApiError::Forbidden)
+            Err(ServiceError::Forbidden)
         }
     }
 }
@@ -62,25 +62,25 @@ impl FromRequestParts<AppState> for Admin {
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ServiceError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(match rejection {
-                JsonRejection::MissingJsonContentType(_) => ApiError::InvalidRequest(
+                JsonRejection::MissingJsonContentType(_) => ServiceError::InvalidRequest(
                     "expected a body with Content-Type: application/json".into(),
                 ),
                 JsonRejection::JsonSyntaxError(_) => {
-                    ApiError::InvalidRequest("body is not valid JSON".into())
+                    ServiceError::InvalidRequest("body is not valid JSON".into())
                 }
                 JsonRejection::JsonDataError(e) => {
-                    ApiError::InvalidRequest(format!("body: {}", e.body_text()))
+                    ServiceError::InvalidRequest(format!("body: {}", e.body_text()))
                 }
                 other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::PayloadTooLarge
+                    ServiceError::PayloadTooLarge
                 }
-                other => ApiError::InvalidRequest(format!(
+                other => ServiceError::InvalidRequest(format!(
                     "body could not be read: {}",
                     other.body_text()
                 )),
@@ -91,10 +91,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// A JSON object body, for handlers that read fields one by one so each
 /// refusal names its field.
-pub fn object(value: Value) -> Result<Map<String, Value>, ApiError> {
+pub fn object(value: Value) -> Result<Map<String, Value>, ServiceError> {
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(ApiError::InvalidRequest(
+        _ => Err(ServiceError::InvalidRequest(
             "body must be a JSON object".into(),
         )),
     }
@@ -129,9 +129,9 @@ pub enum Reporter {
 }
 
 impl FromRequestParts<AppState> for Reporter {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
         if let (Some(expected), Some(token)) = (&state.callback_token, bearer(parts))
             && bool::from(subtle::ConstantTimeEq::ct_eq(
                 token.as_bytes(),

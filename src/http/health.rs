@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::ServiceError;
 use super::openapi;
 
 /// GET /healthz: the process answers.
@@ -107,8 +107,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         (status = 404, description = "NOT_FOUND: metrics are turned off (METRICS_ENABLED=false)", body = openapi::ErrorBody),
     ),
 )]
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let handle = state.metrics.as_ref().ok_or(ApiError::NotFound(
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ServiceError> {
+    let handle = state.metrics.as_ref().ok_or(ServiceError::NotFound(
         "metrics are turned off (METRICS_ENABLED=false)",
     ))?;
     let now = crate::domain::now_millis();

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::ServiceError;
 use super::extract::{Admin, ApiJson, Reporter, object, optional_str};
 use super::openapi;
 use crate::domain::{GameId, ParseError, Speed, TenantId, UserId};
@@ -18,7 +18,7 @@ use crate::services::ratings::validate_update;
 use crate::services::summary;
 use crate::store::Ratings;
 
-fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ApiError> {
+fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ServiceError> {
     Ok((TenantId::parse(tenant)?, UserId::parse(user)?))
 }
 
@@ -51,7 +51,7 @@ pub async fn get_ratings(
     State(state): State<AppState>,
     Admin(_): Admin,
     Path((tenant, user)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let (tenant, user) = path_ids(&tenant, &user)?;
     let ratings = state.ratings.ratings(&tenant, &user).await?;
     Ok(axum::Json(ratings_json(&tenant, &user, &ratings)).into_response())
@@ -81,7 +81,7 @@ pub async fn put_ratings(
     Admin(who): Admin,
     Path((tenant, user)): Path<(String, String)>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let (tenant, user) = path_ids(&tenant, &user)?;
     let update = parse_ratings(&object(body)?)?;
     validate_update(&update)?;
@@ -136,18 +136,18 @@ pub async fn game_finished(
     reporter: Reporter,
     Path(game): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let game = GameId::parse(&game).map_err(|_| ApiError::NotFound("no such game"))?;
+) -> Result<Response, ServiceError> {
+    let game = GameId::parse(&game).map_err(|_| ServiceError::NotFound("no such game"))?;
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-        _ => ApiError::InvalidRequest("body could not be read".into()),
+        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge,
+        _ => ServiceError::InvalidRequest("body could not be read".into()),
     })?;
     // The body is optional: empty means "the caller's tenant".
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
         let value = serde_json::from_slice(&body)
-            .map_err(|_| ApiError::InvalidRequest("body is not valid JSON".into()))?;
+            .map_err(|_| ServiceError::InvalidRequest("body is not valid JSON".into()))?;
         object(value)?
     };
     let tenant = match (optional_str(&body, "tenant_id")?, &reporter) {
@@ -159,15 +159,7 @@ pub async fn game_finished(
             );
         }
     };
-    let released =
-        state
-            .queue
-            .finish_game(&tenant, &game)
-            .await
-            .map_err(|e| match ApiError::from(e) {
-                ApiError::NotFound(_) => ApiError::NotFound("no such game"),
-                other => other,
-            })?;
+    let released = state.queue.finish_game(&tenant, &game).await?;
     Ok(
         axum::Json(json!({ "game_id": game, "status": "FINISHED", "released_user_ids": released }))
             .into_response(),
@@ -201,8 +193,8 @@ pub async fn queues_summary(
     State(state): State<AppState>,
     Admin(_): Admin,
     query: Result<Query<SummaryQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+) -> Result<Response, ServiceError> {
+    let Query(query) = query.map_err(|e| ServiceError::InvalidRequest(e.body_text()))?;
     let tenant = query
         .tenant_id
         .as_deref()

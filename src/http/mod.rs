@@ -30,7 +30,7 @@ use crate::services::challenges::ChallengeService;
 use crate::services::queue::QueueService;
 use crate::services::ratings::RatingService;
 use crate::store::{DurableStore, QueueStore};
-use error::ApiError;
+use error::ServiceError;
 
 /// What every handler can reach: one pointer, cheap to clone (every
 /// extractor and middleware clones it per request).
@@ -98,13 +98,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let router = router
         .merge(SwaggerUi::new("/docs").config(Config::new(["/openapi.json"])))
         .layer(Extension(health::OpenApiDocument(document)))
-        .fallback(|| async { ApiError::NotFound("no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|| async { ServiceError::NotFound("no such route") })
+        .method_not_allowed_fallback(|| async { ServiceError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 use axum::response::IntoResponse;
-                ApiError::Internal("handler panicked".into()).into_response()
+                ServiceError::Internal("handler panicked".into()).into_response()
             },
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -126,7 +126,7 @@ pub fn ops_router(state: AppState) -> Router {
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
         .route("/metrics", axum::routing::get(health::metrics))
-        .fallback(|| async { ApiError::NotFound("no such route") })
+        .fallback(|| async { ServiceError::NotFound("no such route") })
         .layer(axum::middleware::from_fn(request_id::middleware));
     measured(router, state)
 }

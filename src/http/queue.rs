@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::ServiceError;
 use super::extract::{ApiJson, Caller, object, optional_str, required_str};
 use super::openapi;
 use super::request_id;
@@ -67,8 +67,8 @@ pub async fn join(
     State(state): State<AppState>,
     Caller(who): Caller,
     headers: HeaderMap,
-    body: Result<ApiJson<Value>, ApiError>,
-) -> Result<Response, ApiError> {
+    body: Result<ApiJson<Value>, ServiceError>,
+) -> Result<Response, ServiceError> {
     let Some(key) = headers.get(IDEMPOTENCY_HEADER) else {
         return join_once(&state, &who, body)
             .await
@@ -79,7 +79,7 @@ pub async fn join(
         .ok()
         .filter(|k| (1..=255).contains(&k.len()))
         .ok_or_else(|| {
-            ApiError::InvalidRequest(
+            ServiceError::InvalidRequest(
                 "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
             )
         })?;
@@ -94,7 +94,7 @@ pub async fn join(
     let (status, body) = match join_once(&state, &who, body).await {
         Ok(answer) => answer,
         // A dependency outage is not an answer worth repeating.
-        Err(e @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => return Err(e),
+        Err(e @ (ServiceError::Unavailable(_) | ServiceError::Internal(_))) => return Err(e),
         Err(e) => (e.status(), e.body()),
     };
     let kept = state
@@ -118,8 +118,8 @@ fn replay(answer: StoredAnswer) -> Response {
 async fn join_once(
     state: &AppState,
     who: &Identity,
-    body: Result<ApiJson<Value>, ApiError>,
-) -> Result<(StatusCode, String), ApiError> {
+    body: Result<ApiJson<Value>, ServiceError>,
+) -> Result<(StatusCode, String), ServiceError> {
     let ApiJson(body) = body?;
     let body = object(body)?;
     let pool = state.queue.tenant_config().pool_key(
@@ -153,8 +153,8 @@ async fn join_once(
 }
 
 /// A path id that is not a queue entry id is simply not found.
-fn entry_id(raw: &str) -> Result<QueueEntryId, ApiError> {
-    QueueEntryId::parse(raw).map_err(|_| ApiError::NotFound("no such queue entry"))
+fn entry_id(raw: &str) -> Result<QueueEntryId, ServiceError> {
+    QueueEntryId::parse(raw).map_err(|_| ServiceError::NotFound(crate::services::queue::NO_ENTRY))
 }
 
 /// DELETE /v1/matchmaking/queue/{queue_entry_id}
@@ -178,23 +178,12 @@ pub async fn cancel(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let entry = state
-        .queue
-        .cancel(&who, &entry_id(&id)?)
-        .await
-        .map_err(not_found_entry)?;
+) -> Result<Response, ServiceError> {
+    let entry = state.queue.cancel(&who, &entry_id(&id)?).await?;
     Ok(
         axum::Json(json!({ "queue_entry_id": entry.id, "status": entry.status.public() }))
             .into_response(),
     )
-}
-
-fn not_found_entry(e: crate::services::ServiceError) -> ApiError {
-    match ApiError::from(e) {
-        ApiError::NotFound(_) => ApiError::NotFound("no such queue entry"),
-        other => other,
-    }
 }
 
 /// GET /v1/matchmaking/queue/{queue_entry_id}
@@ -217,12 +206,8 @@ pub async fn status(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let view = state
-        .queue
-        .status(&who, &entry_id(&id)?)
-        .await
-        .map_err(not_found_entry)?;
+) -> Result<Response, ServiceError> {
+    let view = state.queue.status(&who, &entry_id(&id)?).await?;
     Ok(axum::Json(status_json(&view)).into_response())
 }
 
@@ -260,7 +245,7 @@ fn status_json(view: &EntryView) -> Value {
 pub async fn active(
     State(state): State<AppState>,
     Caller(who): Caller,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let active = state.queue.active(&who).await?;
     Ok(axum::Json(json!({
         "queue_entry": active.entry.as_ref().map(entry_json),

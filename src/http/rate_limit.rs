@@ -18,7 +18,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::ServiceError;
 use crate::domain::{TenantId, UserId};
 
 /// Operations endpoints a load balancer or scraper calls: never limited.
@@ -46,13 +46,13 @@ fn limiter<K: Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKeyedRateLimi
 fn check<K: Hash + Eq + Clone>(
     limiter: &Option<DefaultKeyedRateLimiter<K>>,
     key: &K,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     let Some(limiter) = limiter else {
         return Ok(());
     };
     limiter.check_key(key).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
-        ApiError::RateLimited {
+        ServiceError::RateLimited {
             retry_after_seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         }
     })
@@ -67,11 +67,11 @@ impl RateLimits {
         }
     }
 
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ServiceError> {
         check(&self.per_ip, &ip)
     }
 
-    pub fn check_user(&self, tenant: &TenantId, user: &UserId) -> Result<(), ApiError> {
+    pub fn check_user(&self, tenant: &TenantId, user: &UserId) -> Result<(), ServiceError> {
         if self.per_user.is_none() {
             return Ok(());
         }

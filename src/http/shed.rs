@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::ServiceError;
 
 /// Routes that are never shed.
 const NEVER_SHED: &[&str] = &["/healthz", "/health", "/readyz", "/metrics"];
@@ -64,7 +64,7 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     }
     let Some(_admitted) = state.in_flight.enter() else {
         crate::observe::shed();
-        return ApiError::Overloaded.into_response();
+        return ServiceError::Overloaded.into_response();
     };
     next.run(request).await
 }

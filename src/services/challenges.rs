@@ -80,6 +80,9 @@ impl NewChallenge {
     }
 }
 
+/// What a client reads for a challenge that is not there (or not theirs).
+pub const NO_CHALLENGE: &str = "no such challenge";
+
 pub struct ChallengeService {
     durable: Arc<dyn DurableStore>,
     /// Holds both players while the game is created.
@@ -127,7 +130,7 @@ impl ChallengeService {
             .challenge(&who.tenant_id, id)
             .await?
             .filter(|c| c.involves(&who.user_id))
-            .ok_or(ServiceError::NotFound)?;
+            .ok_or(ServiceError::NotFound(NO_CHALLENGE))?;
         Ok(Challenge {
             status: challenge.status_at(now_millis()),
             ..challenge
@@ -322,14 +325,18 @@ impl ChallengeService {
                         self.holds.drop_hold(&intent).await?;
                         self.reopen(&challenge).await?;
                     }
-                    return Err(ServiceError::GameCreation(reason));
+                    return Err(ServiceError::Unavailable(format!(
+                        "the game could not be created: {reason}"
+                    )));
                 }
                 Err(GameCreationError::Unavailable(reason)) => {
                     // The game may exist: it is asked for again with this
                     // match id by matching's recovery, and the sweep then
                     // marks the challenge accepted. Never reopened here.
                     self.durable.yield_intent(&intent.match_id, &owner).await?;
-                    return Err(ServiceError::GameCreation(reason));
+                    return Err(ServiceError::Unavailable(format!(
+                        "the game could not be created: {reason}"
+                    )));
                 }
             },
         };

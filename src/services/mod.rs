@@ -23,38 +23,4 @@ pub mod ratings;
 pub mod signal;
 pub mod summary;
 
-use crate::domain::ParseError;
-use crate::store::StoreError;
-
-/// Why a service refused or failed a request; the HTTP layer maps each
-/// variant to the SPEC's error code.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    InvalidRequest(#[from] ParseError),
-    #[error("not found")]
-    NotFound,
-    #[error("already searching with other parameters")]
-    AlreadyInQueue,
-    #[error("a game of this player has not finished")]
-    ActiveGameExists,
-    #[error("already matched or being matched")]
-    CannotCancel,
-    #[error("{0}")]
-    InvalidState(&'static str),
-    #[error("{0}")]
-    CannotAccept(&'static str),
-    #[error("too many pending challenges")]
-    TooManyChallenges,
-    #[error("challenges are turned off")]
-    ChallengesDisabled,
-    #[error("the game could not be created: {0}")]
-    GameCreation(String),
-    #[error("game creation is down; matching is paused")]
-    Paused { retry_after_seconds: u64 },
-    /// Matching is behind on the pool: new joins to it wait outside.
-    #[error("matching is behind on this pool; retry shortly")]
-    PoolBusy { retry_after_seconds: u64 },
-    #[error(transparent)]
-    Unavailable(#[from] StoreError),
-}
+pub use crate::error::ServiceError;

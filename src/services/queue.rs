@@ -24,6 +24,9 @@ use crate::store::{
 /// How long a pool's wait estimate is reused on one node.
 const ESTIMATE_REFRESH_MS: Millis = 1_000;
 
+/// What a client reads for an entry that is not there (or not theirs).
+pub const NO_ENTRY: &str = "no such queue entry";
+
 /// Deepest nesting accepted in `client_metadata`.
 const METADATA_MAX_DEPTH: usize = 4;
 
@@ -149,7 +152,7 @@ impl QueueService {
             tenant_id: who.tenant_id.clone(),
             key: join.pool,
         }) {
-            return Err(ServiceError::PoolBusy {
+            return Err(ServiceError::Busy {
                 retry_after_seconds,
             });
         }
@@ -278,7 +281,7 @@ impl QueueService {
                 );
                 Ok(*entry)
             }
-            CancelOutcome::NotFound => Err(ServiceError::NotFound),
+            CancelOutcome::NotFound => Err(ServiceError::NotFound(NO_ENTRY)),
             CancelOutcome::CannotCancel => Err(ServiceError::CannotCancel),
         }
     }
@@ -314,12 +317,12 @@ impl QueueService {
             .durable
             .match_by_entry(&who.tenant_id, id)
             .await?
-            .ok_or(ServiceError::NotFound)?;
+            .ok_or(ServiceError::NotFound(NO_ENTRY))?;
         let (mine, theirs) = record
             .sides_of(&who.user_id)
-            .ok_or(ServiceError::NotFound)?;
+            .ok_or(ServiceError::NotFound(NO_ENTRY))?;
         if mine.entry_id.as_ref() != Some(id) {
-            return Err(ServiceError::NotFound);
+            return Err(ServiceError::NotFound(NO_ENTRY));
         }
         Ok(EntryView {
             id: *id,
@@ -368,7 +371,7 @@ impl QueueService {
             .durable
             .finish_match(tenant, game, now)
             .await?
-            .ok_or(ServiceError::NotFound)?;
+            .ok_or(ServiceError::NotFound("no such game"))?;
         let released = self.guards.finish_game(tenant, game).await?;
         if released {
             self.durable

@@ -178,6 +178,10 @@ async fn only_the_challenged_player_can_accept(backend: Backend) {
         let r = post(&app, &stranger, &format!("/{id}/accept"), None).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(
+            crate::helpers::error_of(r).await,
+            ("NOT_FOUND".into(), "no such challenge".into())
+        );
+        assert_eq!(
             get(&app, &stranger, &format!("/{id}")).await.status(),
             StatusCode::NOT_FOUND
         );

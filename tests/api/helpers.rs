@@ -246,6 +246,16 @@ pub async fn error_code(r: Response) -> String {
     err["code"].as_str().expect("code").to_owned()
 }
 
+/// The code and message of an error answer (its shape checked as above).
+pub async fn error_of(r: Response) -> (String, String) {
+    let v: Value = r.json().await.expect("a JSON error body");
+    let err = &v["error"];
+    (
+        err["code"].as_str().expect("code").to_owned(),
+        err["message"].as_str().expect("message").to_owned(),
+    )
+}
+
 /// Where a test's app keeps its state.
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {

@@ -87,6 +87,12 @@ async fn finishing_an_unknown_game_is_404_and_finishing_twice_is_harmless() {
     let r = app.game_finished(&admin, "g_unknown").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "NOT_FOUND");
+    // The service says what was not found (a well-formed id, no such game).
+    let r = app.game_finished(&admin, "g_unknown").await;
+    assert_eq!(
+        crate::helpers::error_of(r).await,
+        ("NOT_FOUND".into(), "no such game".into())
+    );
 
     let (a, b) = (app.token("alice"), app.token("bob"));
     let ia = app.join_ok(&a, &crate::helpers::join_body("5+0")).await;

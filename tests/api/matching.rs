@@ -229,7 +229,12 @@ async fn a_restart_keeps_matched_results_and_active_game_guards() {
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(error_code(r).await, "ACTIVE_GAME_EXISTS");
     // Nobody else can read it.
-    assert_eq!(app.status(&b, &ia).await.status(), StatusCode::NOT_FOUND);
+    let r = app.status(&b, &ia).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        crate::helpers::error_of(r).await,
+        ("NOT_FOUND".into(), "no such queue entry".into())
+    );
     app.shutdown().await;
 }
 

@@ -1,0 +1,124 @@
+//! The one error type of the service: every refusal and failure a request
+//! can meet, each declared once here with its SPEC error code, HTTP status
+//! and client message. Services return it; the HTTP edge renders it
+//! (`http/error.rs`) without converting it.
+
+use axum::http::StatusCode;
+
+use crate::domain::ParseError;
+use crate::store::StoreError;
+
+/// Why a request was refused or failed. The message (`Display`) is what the
+/// client reads; the `String` of `Unavailable` and `Internal` is the cause,
+/// logged only.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("this needs the admin role")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("already searching with other parameters; cancel that entry first")]
+    AlreadyInQueue,
+    #[error("a game of yours has not finished yet")]
+    ActiveGameExists,
+    #[error("the entry is already matched or its game is being created")]
+    CannotCancel,
+    #[error("{0}")]
+    InvalidState(&'static str),
+    #[error("{0}")]
+    CannotAccept(&'static str),
+    #[error("you have too many pending challenges; cancel some first")]
+    TooManyChallenges,
+    #[error("direct challenges are turned off on this service")]
+    ChallengesDisabled,
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// Game creation is down and matching paused; retry after this many seconds.
+    #[error("matchmaking is paused while the game service is unavailable; retry shortly")]
+    Paused { retry_after_seconds: u64 },
+    /// Over a rate limit (per address or per user); retry after this many
+    /// seconds.
+    #[error("too many requests; slow down and retry after the time in Retry-After")]
+    RateLimited { retry_after_seconds: u64 },
+    /// The node is at its bound of requests in flight; retry shortly.
+    #[error("this node is busy; retry shortly")]
+    Overloaded,
+    /// Matching is behind on the pool asked for; retry after this many
+    /// seconds.
+    #[error("matching is behind on this pool; retry shortly")]
+    Busy { retry_after_seconds: u64 },
+    /// A store or dependency is down. The cause is logged only.
+    #[error("matchmaking is unavailable right now; retry shortly")]
+    Unavailable(String),
+    /// A bug. The cause is logged only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ServiceError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ServiceError::Forbidden => StatusCode::FORBIDDEN,
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::AlreadyInQueue
+            | ServiceError::ActiveGameExists
+            | ServiceError::CannotCancel
+            | ServiceError::InvalidState(_)
+            | ServiceError::CannotAccept(_)
+            | ServiceError::TooManyChallenges => StatusCode::CONFLICT,
+            ServiceError::ChallengesDisabled => StatusCode::NOT_FOUND,
+            ServiceError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ServiceError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::Unavailable(_)
+            | ServiceError::Paused { .. }
+            | ServiceError::Overloaded
+            | ServiceError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::InvalidRequest(_) => "INVALID_REQUEST",
+            ServiceError::Unauthorized => "UNAUTHORIZED",
+            ServiceError::Forbidden => "FORBIDDEN",
+            ServiceError::NotFound(_) => "NOT_FOUND",
+            ServiceError::AlreadyInQueue => "ALREADY_IN_QUEUE",
+            ServiceError::ActiveGameExists => "ACTIVE_GAME_EXISTS",
+            ServiceError::CannotCancel => "CANNOT_CANCEL",
+            ServiceError::InvalidState(_) => "INVALID_STATE",
+            ServiceError::CannotAccept(_) => "CANNOT_ACCEPT",
+            ServiceError::TooManyChallenges => "TOO_MANY_CHALLENGES",
+            ServiceError::ChallengesDisabled => "CHALLENGES_DISABLED",
+            ServiceError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ServiceError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ServiceError::RateLimited { .. } => "RATE_LIMITED",
+            ServiceError::Unavailable(_)
+            | ServiceError::Paused { .. }
+            | ServiceError::Overloaded
+            | ServiceError::Busy { .. } => "MATCHMAKING_UNAVAILABLE",
+            ServiceError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+}
+
+impl From<ParseError> for ServiceError {
+    fn from(e: ParseError) -> Self {
+        ServiceError::InvalidRequest(e.to_string())
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Unavailable(e.to_string())
+    }
+}
