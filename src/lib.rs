@@ -21,6 +21,7 @@ pub mod matcher;
 pub mod observe;
 pub mod services;
 pub mod settings;
+pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -85,14 +85,14 @@ pub fn install() -> PrometheusHandle {
 }
 
 /// Drains histogram buffers now and then, scraped or not.
-pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            handle.run_upkeep();
+pub async fn upkeep(handle: PrometheusHandle, mut stop: crate::shutdown::Stop) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = crate::shutdown::begun(&mut stop) => return,
         }
-    })
+    }
 }
 
 fn describe() {

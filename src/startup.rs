@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
 use crate::domain::TenantConfig;
@@ -26,12 +25,10 @@ use crate::services::queue::{QueueLimits, QueueService};
 use crate::services::ratings::RatingService;
 use crate::services::signal::{DueAnnouncer, PoolSignal};
 use crate::settings::Settings;
-use crate::store::instrumented::{InstrumentedDurableStore, InstrumentedQueueStore};
-use crate::store::memory::MemoryQueueStore;
-use crate::store::postgres::PgStore;
-use crate::store::redis::{RedisDueChannel, RedisQueueStore};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{DurableStore, QueueStore, StoreError};
+use crate::shutdown::{Shutdown, Stop};
+use crate::store::StoreError;
+use crate::store::backend::{self, OpenError, Stores};
+use crate::store::redis::RedisDueChannel;
 use crate::worker::{Worker, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,99 +48,30 @@ pub enum StartupError {
     Unsupported(String),
 }
 
-/// The stores the settings choose.
-pub struct Stores {
-    pub queue: Arc<dyn QueueStore>,
-    pub durable: Arc<dyn DurableStore>,
-    /// The durable store is this process's own SQLite file: no other
-    /// process writes it, so its state may be mirrored in memory.
-    pub durable_is_local: bool,
-    /// The queue store lives in this process: its active-game guards are
-    /// restored from the durable store at start.
-    pub queue_is_local: bool,
-    /// With Redis: the pub/sub channel of due pools, and a node to listen on.
-    pub due: Option<(RedisDueChannel, String)>,
+impl From<OpenError> for StartupError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Settings(m) => StartupError::Settings(m),
+            OpenError::Store(e) => StartupError::Store(e),
+        }
+    }
 }
 
-/// Opens (and migrates) the stores the settings name.
+/// Opens (and migrates) the stores the settings name (see
+/// [`crate::store::backend`]).
 pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
-    let url = settings.effective_database_url();
-    let durable: Arc<dyn DurableStore> =
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pg = PgStore::connect(&url).await?;
-            pg.migrate().await?;
-            Arc::new(pg)
-        } else if url.starts_with("sqlite:") {
-            if settings.database_url.is_none() {
-                std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-                    StartupError::Settings(format!("DATA_DIR {}: {e}", settings.data_dir.display()))
-                })?;
-            }
-            let sqlite = SqliteStore::connect(&url).await?;
-            sqlite.migrate().await?;
-            Arc::new(sqlite)
-        } else {
-            return Err(StartupError::Settings(
-                "DATABASE_URL must start with sqlite://, postgres:// or postgresql://".into(),
-            ));
-        };
-    let mut due = None;
-    let (queue, queue_is_local): (Arc<dyn QueueStore>, bool) = match &settings.redis_url {
-        Some(redis_url) => {
-            let store = RedisQueueStore::connect(
-                redis_url,
-                settings.redis_cluster,
-                &settings.redis_key_prefix,
-                settings.retention_ms().max(60_000),
-            )
-            .await?;
-            let first_node = redis_url
-                .split(',')
-                .next()
-                .unwrap_or(redis_url)
-                .trim()
-                .to_owned();
-            due = Some((store.due_channel(), first_node));
-            (Arc::new(store), false)
-        }
-        None => (Arc::new(MemoryQueueStore::new()), true),
-    };
-    // Store operations are timed where they cross a process boundary or
-    // touch a disk; the in-memory queue store answers in microseconds.
-    let (queue, durable) = if settings.metrics_enabled {
-        let durable_name = if url.starts_with("sqlite:") {
-            "sqlite"
-        } else {
-            "postgres"
-        };
-        let queue = if queue_is_local {
-            queue
-        } else {
-            InstrumentedQueueStore::wrap(queue, "redis")
-        };
-        (queue, InstrumentedDurableStore::wrap(durable, durable_name))
-    } else {
-        (queue, durable)
-    };
-    Ok(Stores {
-        queue,
-        durable,
-        durable_is_local: url.starts_with("sqlite:"),
-        queue_is_local,
-        due,
-    })
+    Ok(backend::open_stores(settings).await?)
 }
 
 /// A pub/sub channel of due pools, a Redis node to listen on, and the
 /// signal to mark them in.
 type DueListener = (RedisDueChannel, String, Arc<PoolSignal>);
 
-/// Starts the due-pool listener, stopping with `stop`.
-fn spawn_due_listener(
-    listener: Option<DueListener>,
-    stop: watch::Receiver<bool>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    listener.map(|(channel, url, signal)| tokio::spawn(channel.listen(url, signal, stop)))
+/// Starts the due-pool listener, if any, under `shutdown`.
+fn spawn_due_listener(listener: Option<DueListener>, shutdown: &Shutdown) {
+    if let Some((channel, url, signal)) = listener {
+        shutdown.spawn(|stop: Stop| channel.listen(url, signal, stop));
+    }
 }
 
 /// A built application, listening, not yet serving.
@@ -185,7 +113,7 @@ impl Core {
         let signal = Arc::new(PoolSignal::new());
         // The embedded SQLite file has no other writer: its ratings are kept
         // in memory. A shared database is mirrored (`serve` keeps it fresh).
-        let ratings = if stores.durable_is_local {
+        let ratings = if stores.backends.durable.is_local() {
             RatingService::preloaded(stores.durable.clone()).await?
         } else {
             RatingService::mirrored(stores.durable.clone())
@@ -385,14 +313,18 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
         tracing::info!(addr = %self.local_addr(), "listening");
-        let due = spawn_due_listener(self.due_listener, stop_rx.clone());
-        let mirror = tokio::spawn(self.ratings.keep_fresh(stop_rx.clone()));
-        let worker = self.worker.map(|w| tokio::spawn(w.run(stop_rx)));
-        let upkeep = self.metrics.map(observe::spawn_upkeep);
-        let housekeeping = self.rate_limits.spawn_housekeeping();
-        let stop = stop_tx.clone();
+        let tasks = Shutdown::new();
+        spawn_due_listener(self.due_listener, &tasks);
+        tasks.spawn(|stop| self.ratings.keep_fresh(stop));
+        if let Some(worker) = self.worker {
+            tasks.spawn(|stop| worker.run(stop));
+        }
+        if let Some(handle) = self.metrics {
+            tasks.spawn(|stop| observe::upkeep(handle, stop));
+        }
+        tasks.spawn(|stop| self.rate_limits.housekeeping(stop));
+        let begin = tasks.trigger();
         let served = axum::serve(
             self.listener,
             self.router
@@ -401,21 +333,10 @@ impl Application {
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: draining requests");
-            let _ = stop.send(true);
+            begin();
         })
         .await;
-        let _ = stop_tx.send(true);
-        if let Some(worker) = worker {
-            let _ = worker.await;
-        }
-        if let Some(due) = due {
-            let _ = due.await;
-        }
-        if let Some(upkeep) = upkeep {
-            upkeep.abort();
-        }
-        housekeeping.abort();
-        let _ = mirror.await;
+        tasks.finish().await;
         tracing::info!("stopped");
         served
     }
@@ -445,31 +366,26 @@ pub async fn run_worker(
     }
     let core = Core::build(&settings).await?;
     let state = core.app_state(&settings);
-    let upkeep = state.metrics.clone().map(observe::spawn_upkeep);
     let listener = bind(&settings).await?;
     tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.bind_addr, source })?, "listening");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut ops_stop = stop_rx.clone();
-    let ops = tokio::spawn(
-        axum::serve(listener, http::ops_router(state))
-            .with_graceful_shutdown(async move {
-                let _ = ops_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
-    let due = spawn_due_listener(core.due_listener(), stop_rx.clone());
-    let worker = tokio::spawn(core.worker(&settings).run(stop_rx));
+    let tasks = Shutdown::new();
+    if let Some(handle) = state.metrics.clone() {
+        tasks.spawn(|stop| observe::upkeep(handle, stop));
+    }
+    tasks.spawn(|mut stop| async move {
+        let served = axum::serve(listener, http::ops_router(state))
+            .with_graceful_shutdown(async move { crate::shutdown::begun(&mut stop).await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the operations endpoints stopped");
+        }
+    });
+    spawn_due_listener(core.due_listener(), &tasks);
+    let worker = core.worker(&settings);
+    tasks.spawn(|stop| worker.run(stop));
     shutdown.await;
     tracing::info!("shutting down: finishing the current passes");
-    let _ = stop_tx.send(true);
-    let _ = worker.await;
-    let _ = ops.await;
-    if let Some(upkeep) = upkeep {
-        upkeep.abort();
-    }
-    if let Some(due) = due {
-        let _ = due.await;
-    }
+    tasks.finish().await;
     Ok(())
 }
 

@@ -93,14 +93,14 @@ impl RateLimits {
     }
 
     /// Runs [`forget_idle`](Self::forget_idle) every minute.
-    pub fn spawn_housekeeping(self: std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                self.forget_idle();
+    pub async fn housekeeping(self: std::sync::Arc<Self>, mut stop: crate::shutdown::Stop) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.forget_idle(),
+                _ = crate::shutdown::begun(&mut stop) => return,
             }
-        })
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 //! process, a Redis that restarted empty): until then it refuses to admit
 //! anyone ([`StoreError::GuardsLost`]).
 
+pub mod backend;
 pub mod claims;
 pub mod instrumented;
 pub mod memory;
