@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
-use crate::domain::TenantConfig;
+use crate::domain::{Clock, SystemClock, TenantConfig};
 use crate::http::rate_limit::RateLimits;
 use crate::http::{self, AppState, Services};
 use crate::observe;
@@ -96,10 +96,11 @@ struct Core {
     challenges: Arc<ChallengeService>,
     matching: Arc<MatchingService>,
     guards: Arc<Guards>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Core {
-    async fn build(settings: &Settings) -> Result<Self, StartupError> {
+    async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         settings.validate().map_err(StartupError::Settings)?;
         let auth = Arc::new(JwtAuth::from_settings(settings)?);
         if auth.dev_mode() {
@@ -137,46 +138,56 @@ impl Core {
             }
             None => Arc::new(LocalGameCreator),
         };
-        let games: Arc<dyn GameCreator> =
-            Arc::new(GuardedGameCreator::new(creator, breaker.clone()));
+        let games: Arc<dyn GameCreator> = Arc::new(GuardedGameCreator::new(
+            creator,
+            breaker.clone(),
+            clock.clone(),
+        ));
         let guards = Guards::new(
             stores.queue.clone(),
             stores.durable.clone(),
             settings.guard_ms(),
+            clock.clone(),
         );
         // Each service is given the parts of the queue store it uses.
-        let challenges = Arc::new(ChallengeService::new(
-            stores.durable.clone(),
-            (stores.queue.clone(), stores.queue.clone()),
-            games.clone(),
-            ratings.clone(),
-            guards.clone(),
-            ChallengeLimits {
-                enabled: settings.challenges_enabled,
-                ttl_ms: settings.challenge_ttl_ms(),
-                max_pending_outgoing: settings.max_pending_challenges,
-                guard_ms: settings.guard_ms(),
-                accepting_timeout_ms: settings.reservation_ms(),
-            },
-        ));
+        let challenges = Arc::new(
+            ChallengeService::new(
+                stores.durable.clone(),
+                (stores.queue.clone(), stores.queue.clone()),
+                games.clone(),
+                ratings.clone(),
+                guards.clone(),
+                ChallengeLimits {
+                    enabled: settings.challenges_enabled,
+                    ttl_ms: settings.challenge_ttl_ms(),
+                    max_pending_outgoing: settings.max_pending_challenges,
+                    guard_ms: settings.guard_ms(),
+                    accepting_timeout_ms: settings.reservation_ms(),
+                },
+            )
+            .with_clock(clock.clone()),
+        );
         let backlog = Arc::new(Backlog::new(Duration::from_secs_f64(
             settings.pool_busy_pass_seconds.max(0.0),
         )));
-        let matching = Arc::new(MatchingService::new(
-            stores.queue.clone(),
-            stores.queue.clone(),
-            stores.durable.clone(),
-            games,
-            breaker.clone(),
-            settings.pool_policy(),
-            MatchingLimits {
-                pairs_per_batch: settings.match_pairs_per_batch,
-                reservation_ms: settings.reservation_ms(),
-                guard_ms: settings.guard_ms(),
-                presence_ms: settings.presence_ms(),
-            },
-            backlog.clone(),
-        ));
+        let matching = Arc::new(
+            MatchingService::new(
+                stores.queue.clone(),
+                stores.queue.clone(),
+                stores.durable.clone(),
+                games,
+                breaker.clone(),
+                settings.pool_policy(),
+                MatchingLimits {
+                    pairs_per_batch: settings.match_pairs_per_batch,
+                    reservation_ms: settings.reservation_ms(),
+                    guard_ms: settings.guard_ms(),
+                    presence_ms: settings.presence_ms(),
+                },
+                backlog.clone(),
+            )
+            .with_clock(clock.clone()),
+        );
         // A fresh in-memory queue store, or a Redis that lost its data,
         // admits nobody until its guards are rebuilt from the durable
         // store: do it now rather than on the first join. If the durable
@@ -208,6 +219,7 @@ impl Core {
                 idempotency_ms: settings.idempotency_ms(),
                 metadata_max_bytes: settings.client_metadata_max_bytes,
             },
+            clock: clock.clone(),
         });
         Ok(Self {
             auth,
@@ -219,6 +231,7 @@ impl Core {
             challenges,
             matching,
             guards,
+            clock,
         })
     }
 
@@ -266,6 +279,7 @@ impl Core {
                 lease_ttl: Duration::from_secs_f64(settings.pool_lease_seconds),
                 retention_ms: settings.retention_ms(),
                 guard_ms: settings.guard_ms(),
+                clock: self.clock.clone(),
             },
         )
     }
@@ -274,7 +288,15 @@ impl Core {
 impl Application {
     /// Builds everything and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let core = Core::build(&settings).await?;
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Self::build`], every service reading the time from `clock`.
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let core = Core::build(&settings, clock).await?;
         let worker = settings.worker_enabled.then(|| core.worker(&settings));
         let due_listener = if settings.worker_enabled {
             core.due_listener()
@@ -364,7 +386,7 @@ pub async fn run_worker(
             "the worker subcommand needs REDIS_URL: with the in-memory queue store the worker runs inside `serve`".into(),
         ));
     }
-    let core = Core::build(&settings).await?;
+    let core = Core::build(&settings, Arc::new(SystemClock)).await?;
     let state = core.app_state(&settings);
     let listener = bind(&settings).await?;
     tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.bind_addr, source })?, "listening");

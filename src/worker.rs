@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::domain::{Millis, PoolRef, now_millis};
+use crate::domain::{Clock, Millis, PoolRef};
 use crate::services::challenges::ChallengeService;
 use crate::services::guards::Guards;
 use crate::services::matching::MatchingService;
@@ -51,6 +51,7 @@ pub struct WorkerSettings {
     pub retention_ms: Millis,
     /// How long a claim or guard lives (purged after).
     pub guard_ms: Millis,
+    pub clock: Arc<dyn Clock>,
 }
 
 pub struct Worker {
@@ -66,6 +67,7 @@ pub struct Worker {
     concurrency: usize,
     retention_ms: Millis,
     guard_ms: Millis,
+    clock: Arc<dyn Clock>,
     lease: Arc<Lease>,
 }
 
@@ -112,6 +114,7 @@ impl Worker {
             concurrency: settings.concurrency.max(1),
             retention_ms: settings.retention_ms,
             guard_ms: settings.guard_ms,
+            clock: settings.clock,
             lease,
         }
     }
@@ -245,7 +248,7 @@ impl Worker {
     /// from the queue store, and expired answers and claims from the
     /// durable one; answers how many items went.
     async fn purge(&self) -> StoreResult<usize> {
-        let now = now_millis();
+        let now = self.clock.now();
         let hot = self.store.purge(now - self.retention_ms, now).await?;
         let durable = self.durable.purge_expired(now, now - self.guard_ms).await?;
         Ok(hot + durable as usize)

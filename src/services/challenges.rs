@@ -24,9 +24,9 @@ use super::games::{GameCreationError, GameCreator, NewGame};
 use super::guards::{Guards, REBUILD_WAIT};
 use crate::auth::Identity;
 use crate::domain::{
-    Challenge, ChallengeId, ChallengeStatus, MatchId, MatchIntent, MatchRecord, MatchSide,
-    MatchSource, Millis, Mode, ParseError, PoolKey, PreferredColor, Region, TenantConfig, UserId,
-    Variant, now_millis,
+    Challenge, ChallengeId, ChallengeStatus, Clock, MatchId, MatchIntent, MatchRecord, MatchSide,
+    MatchSource, Millis, Mode, ParseError, PoolKey, PreferredColor, Region, SystemClock,
+    TenantConfig, UserId, Variant,
 };
 use crate::store::{
     Claim, Direction, DurableStore, GuardStore, PairingStore, StoreError, Transition,
@@ -93,6 +93,7 @@ pub struct ChallengeService {
     ratings: super::ratings::RatingService,
     guards: Arc<Guards>,
     limits: ChallengeLimits,
+    clock: Arc<dyn Clock>,
 }
 
 impl ChallengeService {
@@ -112,7 +113,14 @@ impl ChallengeService {
             ratings,
             guards,
             limits,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads the time from `clock` (tests move it by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn enabled(&self) -> Result<(), ServiceError> {
@@ -132,7 +140,7 @@ impl ChallengeService {
             .filter(|c| c.involves(&who.user_id))
             .ok_or(ServiceError::NotFound(NO_CHALLENGE))?;
         Ok(Challenge {
-            status: challenge.status_at(now_millis()),
+            status: challenge.status_at(self.clock.now()),
             ..challenge
         })
     }
@@ -148,7 +156,7 @@ impl ChallengeService {
                 ParseError::new("opponent_user_id", "you cannot challenge yourself").into(),
             );
         }
-        let now = now_millis();
+        let now = self.clock.now();
         let challenge = Challenge {
             id: ChallengeId::generate(),
             tenant_id: who.tenant_id.clone(),
@@ -195,7 +203,7 @@ impl ChallengeService {
         self.enabled()?;
         Ok(self
             .durable
-            .pending_challenges(&who.tenant_id, &who.user_id, direction, now_millis())
+            .pending_challenges(&who.tenant_id, &who.user_id, direction, self.clock.now())
             .await?)
     }
 
@@ -226,7 +234,7 @@ impl ChallengeService {
         };
         if !self
             .durable
-            .transition_challenge(&who.tenant_id, id, change, now_millis())
+            .transition_challenge(&who.tenant_id, id, change, self.clock.now())
             .await?
         {
             return Err(ServiceError::InvalidState(
@@ -260,7 +268,7 @@ impl ChallengeService {
                 "the challenge is no longer pending",
             ));
         }
-        let now = now_millis();
+        let now = self.clock.now();
         let intent = self.intent(&challenge, MatchId::generate(), now).await?;
         let claim = Transition {
             from: ChallengeStatus::Pending,
@@ -414,7 +422,7 @@ impl ChallengeService {
         c: &Challenge,
         record: &MatchRecord,
     ) -> Result<Challenge, ServiceError> {
-        let now = now_millis();
+        let now = self.clock.now();
         self.durable
             .insert_matches(
                 std::slice::from_ref(record),
@@ -464,7 +472,7 @@ impl ChallengeService {
             game_id: None,
         };
         self.durable
-            .transition_challenge(&c.tenant_id, &c.id, back, now_millis())
+            .transition_challenge(&c.tenant_id, &c.id, back, self.clock.now())
             .await?;
         Ok(())
     }
@@ -472,7 +480,7 @@ impl ChallengeService {
     /// Expires pending challenges past their time, and finishes or rolls
     /// back accepts whose accepter died. Answers (expired, recovered).
     pub async fn sweep(&self) -> Result<(u64, usize), ServiceError> {
-        let now = now_millis();
+        let now = self.clock.now();
         let expired = self.durable.expire_challenges(now).await?;
         let stale = self
             .durable

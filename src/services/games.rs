@@ -94,14 +94,20 @@ impl GameCreator for LocalGameCreator {
 pub struct GuardedGameCreator {
     inner: std::sync::Arc<dyn GameCreator>,
     breaker: std::sync::Arc<super::breaker::CircuitBreaker>,
+    clock: std::sync::Arc<dyn crate::domain::Clock>,
 }
 
 impl GuardedGameCreator {
     pub fn new(
         inner: std::sync::Arc<dyn GameCreator>,
         breaker: std::sync::Arc<super::breaker::CircuitBreaker>,
+        clock: std::sync::Arc<dyn crate::domain::Clock>,
     ) -> Self {
-        Self { inner, breaker }
+        Self {
+            inner,
+            breaker,
+            clock,
+        }
     }
 }
 
@@ -112,7 +118,7 @@ impl GameCreator for GuardedGameCreator {
     }
 
     async fn create_game(&self, game: &NewGame) -> Result<GameId, GameCreationError> {
-        let now = crate::domain::now_millis();
+        let now = self.clock.now();
         if !self.breaker.try_acquire(now) {
             crate::observe::game_creation_failed("circuit_open");
             return Err(GameCreationError::Unavailable(
@@ -121,7 +127,7 @@ impl GameCreator for GuardedGameCreator {
         }
         let started = std::time::Instant::now();
         let result = self.inner.create_game(game).await;
-        let now = crate::domain::now_millis();
+        let now = self.clock.now();
         match &result {
             Ok(_) => {
                 crate::observe::game_created(started.elapsed());

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::domain::{
-    ActiveGame, GameId, MatchId, MatchIntent, Millis, TenantId, UserId, now_millis,
-};
+use crate::domain::{ActiveGame, Clock, GameId, MatchId, MatchIntent, Millis, TenantId, UserId};
 use crate::store::{DurableStore, GuardStore, StoreError, StoreResult};
 
 /// How long a join waits for a rebuild before it answers 503.
@@ -31,6 +29,7 @@ pub struct Guards {
     store: Arc<dyn GuardStore>,
     durable: Arc<dyn DurableStore>,
     guard_ms: Millis,
+    clock: Arc<dyn Clock>,
     /// The rebuild in progress, if any. A std lock: held to look or start,
     /// never across an await.
     running: Mutex<Option<Progress>>,
@@ -41,11 +40,13 @@ impl Guards {
         store: Arc<dyn GuardStore>,
         durable: Arc<dyn DurableStore>,
         guard_ms: Millis,
+        clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             durable,
             guard_ms,
+            clock,
             running: Mutex::new(None),
         })
     }
@@ -100,7 +101,7 @@ impl Guards {
     /// lifted again, since its finish may have come before this wrote them.
     async fn rebuild(&self) -> StoreResult<usize> {
         let started = std::time::Instant::now();
-        let since = now_millis() - self.guard_ms;
+        let since = self.clock.now() - self.guard_ms;
         let records = self.durable.unfinished_matches(since).await?;
         let intents = self.durable.intents().await?;
         let mut guards: Vec<(TenantId, UserId, ActiveGame)> = Vec::new();

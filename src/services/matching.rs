@@ -38,8 +38,8 @@ use super::backlog::Backlog;
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::games::{GameCreationError, GameCreator, NewGame};
 use crate::domain::{
-    GameId, MatchIntent, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, UserId,
-    now_millis,
+    Clock, GameId, MatchIntent, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef,
+    SystemClock, UserId,
 };
 use crate::matcher::{self, Seeker};
 use crate::store::{
@@ -90,6 +90,7 @@ pub struct MatchingService {
     limits: MatchingLimits,
     /// Where passes report how long they took (joins read it).
     backlog: Arc<Backlog>,
+    clock: Arc<dyn Clock>,
 }
 
 /// A reserved pair on its way to a game.
@@ -128,7 +129,14 @@ impl MatchingService {
             policy,
             limits,
             backlog,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Reads the time from `clock` (tests move it by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Times out entries past their time, then matches the rest. Nothing
@@ -149,7 +157,7 @@ impl MatchingService {
     }
 
     async fn pass(&self, pool: &PoolRef, started: std::time::Instant) -> StoreResult<PassReport> {
-        let now = now_millis();
+        let now = self.clock.now();
         let waiting = self.store.waiting(pool).await?;
         let searching = waiting.len();
         let (expired, live): (Vec<Waiting>, Vec<Waiting>) =
@@ -292,7 +300,7 @@ impl MatchingService {
             None => self.claim_and_create(pool, &pending, now).await?,
         };
         if !outcome.records.is_empty() {
-            let committed_at = now_millis();
+            let committed_at = self.clock.now();
             self.store
                 .commit(
                     &outcome.records,
@@ -419,7 +427,7 @@ impl MatchingService {
                     // The service says no game exists: both go back.
                     if self.durable.drop_intent(&p.intent.match_id, &owner).await? {
                         self.store
-                            .release(pool, std::slice::from_ref(&p.reservation), now_millis())
+                            .release(pool, std::slice::from_ref(&p.reservation), self.clock.now())
                             .await?;
                         outcome.put_back += 1;
                     }
@@ -453,7 +461,7 @@ impl MatchingService {
     /// searching, then the busy players' entries cancelled (they cannot be
     /// matched while their game runs).
     async fn refuse(&self, pool: &PoolRef, p: &Pending<'_>, busy: &[UserId]) -> StoreResult<()> {
-        let now = now_millis();
+        let now = self.clock.now();
         self.store
             .release(pool, std::slice::from_ref(&p.reservation), now)
             .await?;
@@ -490,7 +498,7 @@ impl MatchingService {
                 Ok((None, None)) => {
                     if let Err(e) = self
                         .store
-                        .release(pool, std::slice::from_ref(&p.reservation), now_millis())
+                        .release(pool, std::slice::from_ref(&p.reservation), self.clock.now())
                         .await
                     {
                         tracing::warn!(error = %e, match_id = %id, "putting a pair back failed; recovery will");
@@ -631,7 +639,7 @@ impl MatchingService {
     ///
     /// Answers how many it settled.
     pub async fn recover_stale(&self) -> StoreResult<usize> {
-        let now = now_millis();
+        let now = self.clock.now();
         let stale = self.store.stale_reservations(now).await?;
         let mut settled = 0;
         for s in &stale {
@@ -695,7 +703,7 @@ impl MatchingService {
             Ok(game_id) => {
                 tracing::warn!(match_id = %intent.match_id, game_id = %game_id, "finishing a match whose game was being created");
                 let record = intent.with_game(game_id);
-                let now = now_millis();
+                let now = self.clock.now();
                 self.durable
                     .insert_matches(
                         std::slice::from_ref(&record),
@@ -718,7 +726,7 @@ impl MatchingService {
                             b,
                         };
                         self.store
-                            .release(&pool, &[reservation], now_millis())
+                            .release(&pool, &[reservation], self.clock.now())
                             .await?;
                     }
                     self.guards.drop_hold(intent).await?;

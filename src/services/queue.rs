@@ -13,8 +13,8 @@ use super::ratings::RatingService;
 use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
 use crate::domain::{
-    ActiveGame, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey, PoolPolicy, PoolRef,
-    QueueEntry, QueueEntryId, TenantConfig, now_millis,
+    ActiveGame, Clock, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey, PoolPolicy,
+    PoolRef, QueueEntry, QueueEntryId, TenantConfig,
 };
 use crate::store::{
     AuditEvent, CancelOutcome, DurableStore, EntryStore, IdempotencyScope, JoinOutcome,
@@ -95,6 +95,7 @@ pub struct QueueService {
     /// one map operation, never across an await.
     pub estimates: std::sync::Mutex<std::collections::HashMap<PoolRef, (Millis, u64)>>,
     pub limits: QueueLimits,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl QueueService {
@@ -142,7 +143,7 @@ impl QueueService {
 
     /// Puts the caller in the pool of `join` (SPEC §3.1 POST /queue).
     pub async fn join(&self, who: &Identity, join: Join) -> Result<Joined, ServiceError> {
-        if let Some(retry_after_seconds) = self.breaker.retry_after(now_millis()) {
+        if let Some(retry_after_seconds) = self.breaker.retry_after(self.clock.now()) {
             return Err(ServiceError::Paused {
                 retry_after_seconds,
             });
@@ -165,7 +166,7 @@ impl QueueService {
             .ratings
             .rating(&who.tenant_id, &who.user_id, join.pool.time_control.speed())
             .await?;
-        let now = now_millis();
+        let now = self.clock.now();
         let entry = QueueEntry {
             username: who.username.clone(),
             request_id: join.request_id,
@@ -222,7 +223,7 @@ impl QueueService {
     /// Recomputed at most once per `ESTIMATE_REFRESH_MS` per pool on this
     /// node: one store read per second, not one per join.
     pub async fn estimate(&self, pool: &PoolRef) -> Result<u64, ServiceError> {
-        let now = now_millis();
+        let now = self.clock.now();
         if let Some(&(at, seconds)) = self
             .estimates
             .lock()
@@ -244,7 +245,7 @@ impl QueueService {
     async fn fresh_estimate(&self, pool: &PoolRef) -> Result<u64, ServiceError> {
         let mut waits = self
             .stats
-            .pool_stats(pool, now_millis())
+            .pool_stats(pool, self.clock.now())
             .await?
             .recent_waits;
         let ms = if waits.is_empty() {
@@ -265,7 +266,7 @@ impl QueueService {
     ) -> Result<QueueEntry, ServiceError> {
         match self
             .store
-            .cancel(&who.tenant_id, &who.user_id, id, now_millis())
+            .cancel(&who.tenant_id, &who.user_id, id, self.clock.now())
             .await?
         {
             CancelOutcome::Cancelled(entry) => {
@@ -296,7 +297,7 @@ impl QueueService {
     ) -> Result<EntryView, ServiceError> {
         if let Some(entry) = self
             .store
-            .status(&who.tenant_id, &who.user_id, id, now_millis())
+            .status(&who.tenant_id, &who.user_id, id, self.clock.now())
             .await?
         {
             let estimated_wait_seconds = if entry.status.is_waiting() {
@@ -336,7 +337,7 @@ impl QueueService {
 
     /// The caller's waiting entry and unfinished game (SPEC §3.1 /active).
     pub async fn active(&self, who: &Identity) -> Result<Active, ServiceError> {
-        let now = now_millis();
+        let now = self.clock.now();
         let entry = self.store.user_entry(&who.tenant_id, &who.user_id).await?;
         // A guard without a game (one rebuilt while the game is being
         // created) holds the player, but there is no game to show yet.
@@ -366,7 +367,7 @@ impl QueueService {
         game: &GameId,
     ) -> Result<Vec<crate::domain::UserId>, ServiceError> {
         self.durable_writable()?;
-        let now = now_millis();
+        let now = self.clock.now();
         let record = self
             .durable
             .finish_match(tenant, game, now)
@@ -393,7 +394,10 @@ impl QueueService {
         &self,
         scope: &IdempotencyScope,
     ) -> Result<Option<StoredAnswer>, ServiceError> {
-        Ok(self.durable.idempotent_answer(scope, now_millis()).await?)
+        Ok(self
+            .durable
+            .idempotent_answer(scope, self.clock.now())
+            .await?)
     }
 
     /// Keeps `answer` as the one to repeat; answers the one kept.
@@ -402,7 +406,7 @@ impl QueueService {
         scope: &IdempotencyScope,
         answer: StoredAnswer,
     ) -> Result<StoredAnswer, ServiceError> {
-        let now = now_millis();
+        let now = self.clock.now();
         let expires = now + self.limits.idempotency_ms;
         Ok(self
             .durable

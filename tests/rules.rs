@@ -1,0 +1,257 @@
+//! The rules that depend on time — the widening rating window, the maximum
+//! gap, the queue time-out, presence, the active-game guard — run against
+//! the real services and stores (in memory and a SQLite file) with a clock
+//! moved by hand: each rule is checked just before and just after its
+//! moment, and no test waits for time to pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use matchmaking_api::auth::Identity;
+use matchmaking_api::domain::{
+    EntryStatus, ManualClock, Millis, PoolKey, PoolPolicy, PoolRef, QueueEntryId, TenantConfig,
+    TenantId, UserId,
+};
+use matchmaking_api::services::ServiceError;
+use matchmaking_api::services::backlog::Backlog;
+use matchmaking_api::services::breaker::CircuitBreaker;
+use matchmaking_api::services::games::{GuardedGameCreator, LocalGameCreator};
+use matchmaking_api::services::guards::Guards;
+use matchmaking_api::services::matching::{MatchingLimits, MatchingService, PassReport};
+use matchmaking_api::services::queue::{Join, QueueLimits, QueueService};
+use matchmaking_api::services::ratings::RatingService;
+use matchmaking_api::services::signal::PoolSignal;
+use matchmaking_api::store::memory::MemoryQueueStore;
+use matchmaking_api::store::sqlite::SqliteStore;
+use matchmaking_api::store::{DurableStore, QueueStore, RatingStore, Ratings};
+
+const T0: Millis = 1_700_000_000_000;
+const POOL: &str = "standard_5+0_rated_GLOBAL";
+const GUARD_MS: Millis = 3_600_000;
+
+/// The queue and matching services over fresh stores, on a manual clock.
+struct Rig {
+    clock: Arc<ManualClock>,
+    queue: QueueService,
+    matching: MatchingService,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// `ratings`: blitz ratings set before the services start.
+    async fn new(policy: PoolPolicy, presence_ms: Option<Millis>, ratings: &[(&str, i32)]) -> Self {
+        let clock = ManualClock::at(T0);
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("rules.db").display());
+        let sqlite = SqliteStore::connect(&url).await.unwrap();
+        sqlite.migrate().await.unwrap();
+        let durable: Arc<dyn DurableStore> = Arc::new(sqlite);
+        for (user, rating) in ratings {
+            let update = Ratings {
+                blitz: Some(*rating),
+                ..Ratings::default()
+            };
+            RatingStore::set_ratings(&*durable, &tenant(), &UserId::parse(user).unwrap(), &update)
+                .await
+                .unwrap();
+        }
+        let store: Arc<dyn QueueStore> = Arc::new(MemoryQueueStore::new());
+        store.mark_guards_intact().await.unwrap();
+        let breaker = Arc::new(CircuitBreaker::new(5, 10_000));
+        let games = Arc::new(GuardedGameCreator::new(
+            Arc::new(LocalGameCreator),
+            breaker.clone(),
+            clock.clone(),
+        ));
+        let backlog = Arc::new(Backlog::new(Duration::ZERO));
+        let guards = Guards::new(store.clone(), durable.clone(), GUARD_MS, clock.clone());
+        let matching = MatchingService::new(
+            store.clone(),
+            store.clone(),
+            durable.clone(),
+            games,
+            breaker.clone(),
+            policy,
+            MatchingLimits {
+                pairs_per_batch: 100,
+                reservation_ms: 30_000,
+                guard_ms: GUARD_MS,
+                presence_ms,
+            },
+            backlog.clone(),
+        )
+        .with_clock(clock.clone());
+        let queue = QueueService {
+            store: store.clone(),
+            stats: store.clone(),
+            durable: durable.clone(),
+            ratings: RatingService::preloaded(durable.clone()).await.unwrap(),
+            tenants: TenantConfig::default(),
+            policy,
+            signal: Arc::new(PoolSignal::new()),
+            breaker,
+            announcer: None,
+            guards,
+            backlog,
+            estimates: Default::default(),
+            limits: QueueLimits {
+                guard_ms: GUARD_MS,
+                idempotency_ms: 86_400_000,
+                metadata_max_bytes: 4_096,
+            },
+            clock: clock.clone(),
+        };
+        Self {
+            clock,
+            queue,
+            matching,
+            _dir: dir,
+        }
+    }
+
+    async fn join(&self, user: &str) -> Result<QueueEntryId, ServiceError> {
+        let join = Join {
+            pool: POOL.parse::<PoolKey>().unwrap(),
+            client_metadata: None,
+            request_id: None,
+        };
+        Ok(self.queue.join(&who(user), join).await?.entry.id)
+    }
+
+    async fn status(&self, user: &str, id: &QueueEntryId) -> EntryStatus {
+        self.queue.status(&who(user), id).await.unwrap().status
+    }
+
+    async fn pass(&self) -> PassReport {
+        let pool = PoolRef {
+            tenant_id: tenant(),
+            key: POOL.parse().unwrap(),
+        };
+        self.matching.run_pool(&pool).await.unwrap()
+    }
+
+    fn advance(&self, ms: Millis) {
+        self.clock.advance(ms);
+    }
+}
+
+fn tenant() -> TenantId {
+    TenantId::parse("t1").unwrap()
+}
+
+fn who(user: &str) -> Identity {
+    Identity {
+        tenant_id: tenant(),
+        user_id: UserId::parse(user).unwrap(),
+        username: None,
+        roles: Vec::new(),
+    }
+}
+
+fn matched(pairs: usize) -> PassReport {
+    PassReport {
+        matched_pairs: pairs,
+        ..PassReport::default()
+    }
+}
+
+#[tokio::test]
+async fn a_200_point_gap_matches_at_the_fourth_widening_step_not_before() {
+    // Window 100, +25 every 10 s: both windows reach 200 after 40 s.
+    let rig = Rig::new(PoolPolicy::default(), None, &[("bob", 1700)]).await;
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    assert_eq!(rig.pass().await, matched(0));
+    rig.advance(39_999);
+    assert_eq!(rig.pass().await, matched(0));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
+    rig.advance(1);
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
+}
+
+#[tokio::test]
+async fn a_gap_beyond_the_max_never_matches_however_long_they_wait() {
+    let policy = PoolPolicy {
+        max_gap: 150,
+        ..PoolPolicy::default()
+    };
+    let rig = Rig::new(policy, None, &[("bob", 1700)]).await;
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    // Just short of the time-out (10 minutes).
+    rig.advance(599_000);
+    assert_eq!(rig.pass().await, matched(0));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
+}
+
+#[tokio::test]
+async fn an_entry_times_out_once_it_has_waited_the_max_queue_time_and_may_join_again() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+    let alice = rig.join("alice").await.unwrap();
+    rig.advance(599_999);
+    assert_eq!(rig.pass().await, matched(0));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
+    rig.advance(1);
+    assert_eq!(
+        rig.pass().await,
+        PassReport {
+            timed_out: 1,
+            ..PassReport::default()
+        }
+    );
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::TimedOut);
+    rig.join("alice").await.unwrap();
+}
+
+#[tokio::test]
+async fn an_entry_not_heard_from_within_the_presence_time_is_dropped() {
+    let rig = Rig::new(PoolPolicy::default(), Some(30_000), &[("bob", 2500)]).await;
+    let alice = rig.join("alice").await.unwrap();
+    let bob = rig.join("bob").await.unwrap();
+    // bob polls every 20 s; alice never does.
+    for _ in 0..3 {
+        rig.advance(20_000);
+        assert_eq!(rig.status("bob", &bob).await, EntryStatus::Searching);
+        rig.pass().await;
+    }
+    // (Reading alice's status now would count as hearing from her: the
+    // pass above already ended her entry at 40 s.)
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::TimedOut);
+    assert_eq!(rig.status("bob", &bob).await, EntryStatus::Searching);
+}
+
+#[tokio::test]
+async fn the_active_game_guard_holds_until_its_time_then_lapses() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+    rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    rig.advance(GUARD_MS - 1);
+    assert!(matches!(
+        rig.join("alice").await,
+        Err(ServiceError::ActiveGameExists)
+    ));
+    rig.advance(2);
+    rig.join("alice").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_game_reported_finished_frees_its_players_at_once() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    rig.pass().await;
+    let game = rig
+        .queue
+        .status(&who("alice"), &alice)
+        .await
+        .unwrap()
+        .game_id
+        .unwrap();
+    rig.advance(1_000);
+    let released = rig.queue.finish_game(&tenant(), &game).await.unwrap();
+    assert_eq!(released.len(), 2);
+    rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+}
