@@ -1,9 +1,9 @@
 //! Direct challenge endpoints (SPEC §3.2).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AppState;
 use super::error::ServiceError;
@@ -11,28 +11,9 @@ use super::extract::{ApiJson, Caller, object, optional_str, required_str};
 use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
-use crate::domain::{Challenge, ChallengeId, ChallengeStatus, rfc3339};
+use crate::domain::{ChallengeId, ChallengeStatus};
 use crate::services::challenges::NewChallenge;
 use crate::store::Direction;
-
-fn challenge_json(c: &Challenge) -> Value {
-    let mut body = json!({
-        "challenge_id": c.id,
-        "status": c.status.public(),
-        "challenger_user_id": c.challenger,
-        "opponent_user_id": c.opponent,
-        "time_control": c.time_control,
-        "mode": c.mode,
-        "variant": c.variant,
-        "preferred_color": c.preferred_color,
-        "created_at": rfc3339(c.created_at),
-        "expires_at": rfc3339(c.expires_at),
-    });
-    if let Some(game) = &c.game_id {
-        body["game_id"] = json!(game);
-    }
-    body
-}
 
 /// A path id that is not a challenge id is simply not found.
 fn challenge_id(raw: &str) -> Result<ChallengeId, ServiceError> {
@@ -50,12 +31,10 @@ fn challenge_id(raw: &str) -> Result<ChallengeId, ServiceError> {
     responses(
         (status = 201, description = "Pending until accepted, declined, cancelled or expired", body = openapi::Challenge),
         (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
         (status = 404, description = "NOT_FOUND: challenges are turned off (CHALLENGES_DISABLED)", body = openapi::ErrorBody),
         (status = 409, description = "TOO_MANY_CHALLENGES: too many pending outgoing challenges", body = openapi::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -63,7 +42,7 @@ pub async fn create(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ServiceError> {
+) -> Result<(StatusCode, Json<openapi::Challenge>), ServiceError> {
     let body = object(body)?;
     let new = NewChallenge::parse(
         state.queue.tenant_config(),
@@ -74,7 +53,10 @@ pub async fn create(
         optional_str(&body, "preferred_color")?,
     )?;
     let challenge = state.challenges.create(&who, new).await?;
-    Ok((StatusCode::CREATED, axum::Json(challenge_json(&challenge))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(openapi::Challenge::from(&challenge)),
+    ))
 }
 
 /// GET /v1/matchmaking/challenges/{id}
@@ -86,10 +68,8 @@ pub async fn create(
     params(("challenge_id" = String, Path, description = "The challenge id (`c_…`).")),
     responses(
         (status = 200, description = "The challenge", body = openapi::Challenge),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
         (status = 404, description = "NOT_FOUND: unknown, or the caller is neither party", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -97,9 +77,9 @@ pub async fn get(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Challenge>, ServiceError> {
     let c = state.challenges.get(&who, &challenge_id(&id)?).await?;
-    Ok(axum::Json(challenge_json(&c)).into_response())
+    Ok(Json(openapi::Challenge::from(&c)))
 }
 
 /// POST /v1/matchmaking/challenges/{id}/accept
@@ -111,11 +91,9 @@ pub async fn get(
     params(("challenge_id" = String, Path, description = "The challenge id (`c_…`).")),
     responses(
         (status = 200, description = "ACCEPTED, with the game id", body = openapi::Challenge),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
         (status = 404, description = "NOT_FOUND: unknown, or the caller is neither party", body = openapi::ErrorBody),
         (status = 409, description = "INVALID_STATE (no longer pending) or CANNOT_ACCEPT (your own challenge, or a player is in a queue or a game)", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -123,13 +101,13 @@ pub async fn accept(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Challenge>, ServiceError> {
     let request_id = Some(request_id::current()).filter(|r| !r.is_empty());
     let c = state
         .challenges
         .accept(&who, &challenge_id(&id)?, request_id)
         .await?;
-    Ok(axum::Json(challenge_json(&c)).into_response())
+    Ok(Json(openapi::Challenge::from(&c)))
 }
 
 /// Moves a pending challenge to `to` (declined by the opponent, cancelled
@@ -139,9 +117,9 @@ async fn refuse(
     who: &Identity,
     id: &str,
     to: ChallengeStatus,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Challenge>, ServiceError> {
     let c = state.challenges.refuse(who, &challenge_id(id)?, to).await?;
-    Ok(axum::Json(challenge_json(&c)).into_response())
+    Ok(Json(openapi::Challenge::from(&c)))
 }
 
 /// POST /v1/matchmaking/challenges/{id}/decline
@@ -153,11 +131,9 @@ async fn refuse(
     params(("challenge_id" = String, Path, description = "The challenge id (`c_…`).")),
     responses(
         (status = 200, description = "DECLINED", body = openapi::Challenge),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
         (status = 404, description = "NOT_FOUND: unknown, or the caller is neither party", body = openapi::ErrorBody),
         (status = 409, description = "INVALID_STATE: no longer pending, or not the opponent", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -165,7 +141,7 @@ pub async fn decline(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Challenge>, ServiceError> {
     refuse(&state, &who, &id, ChallengeStatus::Declined).await
 }
 
@@ -178,11 +154,9 @@ pub async fn decline(
     params(("challenge_id" = String, Path, description = "The challenge id (`c_…`).")),
     responses(
         (status = 200, description = "CANCELLED", body = openapi::Challenge),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
         (status = 404, description = "NOT_FOUND: unknown, or the caller is neither party", body = openapi::ErrorBody),
         (status = 409, description = "INVALID_STATE: no longer pending, or not the challenger", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -190,7 +164,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Challenge>, ServiceError> {
     refuse(&state, &who, &id, ChallengeStatus::Cancelled).await
 }
 
@@ -198,10 +172,11 @@ async fn list(
     state: &AppState,
     who: &crate::auth::Identity,
     direction: Direction,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::ChallengeList>, ServiceError> {
     let pending = state.challenges.pending(who, direction).await?;
-    let items: Vec<Value> = pending.iter().map(challenge_json).collect();
-    Ok(axum::Json(json!({ "challenges": items })).into_response())
+    Ok(Json(openapi::ChallengeList {
+        challenges: pending.iter().map(openapi::Challenge::from).collect(),
+    }))
 }
 
 /// GET /v1/matchmaking/challenges/incoming
@@ -212,16 +187,14 @@ async fn list(
     summary = "Pending challenges the caller received",
     responses(
         (status = 200, description = "Newest first", body = openapi::ChallengeList),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
 pub async fn incoming(
     State(state): State<AppState>,
     Caller(who): Caller,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::ChallengeList>, ServiceError> {
     list(&state, &who, Direction::Incoming).await
 }
 
@@ -233,15 +206,13 @@ pub async fn incoming(
     summary = "Pending challenges the caller sent",
     responses(
         (status = 200, description = "Newest first", body = openapi::ChallengeList),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
 pub async fn outgoing(
     State(state): State<AppState>,
     Caller(who): Caller,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::ChallengeList>, ServiceError> {
     list(&state, &who, Direction::Outgoing).await
 }

@@ -5,22 +5,22 @@
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::openapi::{ErrorBody, ErrorDetail};
 use super::request_id;
 pub use crate::error::ServiceError;
 
 impl ServiceError {
     /// The JSON body, with the current request's id.
     pub fn body(&self) -> String {
-        json!({
-            "error": {
-                "code": self.code(),
-                "message": self.to_string(),
-                "request_id": request_id::current(),
-            }
-        })
-        .to_string()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                request_id: request_id::current(),
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
     }
 }
 

@@ -1,8 +1,8 @@
 //! Liveness and readiness (SPEC §3.4); no token needed.
 
+use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::AppState;
 use super::error::ServiceError;
@@ -18,8 +18,8 @@ use super::openapi;
         (status = 200, description = "Alive", body = openapi::Health),
     ),
 )]
-pub async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+pub async fn healthz() -> Json<openapi::Health> {
+    Json(openapi::Health { status: "ok" })
 }
 
 /// GET /readyz: both stores answer, the durable store takes writes, and
@@ -64,11 +64,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.clone(),
     };
-    let checks = json!({
-        "queue_store": show(&queue_store),
-        "durable_store": show(&durable_store),
-        "game_creation": game_creation,
-    });
+    let checks = openapi::ReadinessChecks {
+        queue_store: show(&queue_store),
+        durable_store: show(&durable_store),
+        game_creation,
+    };
     let failed: Vec<String> = [
         ("queue store", &queue_store),
         ("durable store", &durable_store),
@@ -77,23 +77,23 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
     .collect();
     if failed.is_empty() {
-        return axum::Json(json!({ "status": "ready", "checks": checks })).into_response();
+        return Json(openapi::Readiness {
+            status: "ready",
+            checks,
+        })
+        .into_response();
     }
-    tracing::warn!(checks = %checks, "not ready");
-    let body = json!({
-        "error": {
-            "code": "MATCHMAKING_UNAVAILABLE",
-            "message": failed.join("; "),
-            "request_id": super::request_id::current(),
+    tracing::warn!(?checks, "not ready");
+    let body = openapi::NotReady {
+        error: openapi::ErrorDetail {
+            code: "MATCHMAKING_UNAVAILABLE".into(),
+            message: failed.join("; "),
+            request_id: super::request_id::current(),
         },
-        "status": "unavailable",
-        "checks": checks,
-    });
-    (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(body),
-    )
-        .into_response()
+        status: "unavailable",
+        checks,
+    };
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// GET /metrics: Prometheus text exposition; 404 when metrics are off.

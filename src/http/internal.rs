@@ -1,13 +1,14 @@
 //! Admin endpoints (SPEC §3.3): the queue summary, ratings and the
 //! game-finished report.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::ServiceError;
@@ -22,14 +23,6 @@ fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ServiceError
     Ok((TenantId::parse(tenant)?, UserId::parse(user)?))
 }
 
-fn ratings_json(tenant: &TenantId, user: &UserId, r: &Ratings) -> Value {
-    let mut body = json!({ "tenant_id": tenant, "user_id": user });
-    for speed in Speed::ALL {
-        body[speed.as_str()] = json!(r.get(speed));
-    }
-    body
-}
-
 /// GET /internal/ratings/{tenant_id}/{user_id}
 #[utoipa::path(
     get,
@@ -40,10 +33,8 @@ fn ratings_json(tenant: &TenantId, user: &UserId, r: &Ratings) -> Value {
     responses(
         (status = 200, description = "Every speed", body = openapi::Ratings),
         (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks the admin role", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::AdminRefusals,
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -51,10 +42,10 @@ pub async fn get_ratings(
     State(state): State<AppState>,
     Admin(_): Admin,
     Path((tenant, user)): Path<(String, String)>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Ratings>, ServiceError> {
     let (tenant, user) = path_ids(&tenant, &user)?;
     let ratings = state.ratings.ratings(&tenant, &user).await?;
-    Ok(axum::Json(ratings_json(&tenant, &user, &ratings)).into_response())
+    Ok(Json(openapi::Ratings::of(&tenant, &user, ratings)))
 }
 
 /// PUT /internal/ratings/{tenant_id}/{user_id} with any subset of speeds.
@@ -68,11 +59,9 @@ pub async fn get_ratings(
     responses(
         (status = 200, description = "Every speed after the change", body = openapi::Ratings),
         (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks the admin role", body = openapi::ErrorBody),
+        openapi::AdminRefusals,
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -81,13 +70,13 @@ pub async fn put_ratings(
     Admin(who): Admin,
     Path((tenant, user)): Path<(String, String)>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Ratings>, ServiceError> {
     let (tenant, user) = path_ids(&tenant, &user)?;
     let update = parse_ratings(&object(body)?)?;
     validate_update(&update)?;
     let ratings = state.ratings.set(&tenant, &user, &update).await?;
     tracing::info!(event = "ratings_set", tenant_id = %tenant, user_id = %user, by = %who.user_id, "ratings set");
-    Ok(axum::Json(ratings_json(&tenant, &user, &ratings)).into_response())
+    Ok(Json(openapi::Ratings::of(&tenant, &user, ratings)))
 }
 
 fn parse_ratings(body: &Map<String, Value>) -> Result<Ratings, ParseError> {
@@ -122,12 +111,10 @@ fn parse_ratings(body: &Map<String, Value>) -> Result<Ratings, ParseError> {
     responses(
         (status = 200, description = "Finished (again: the same answer)", body = openapi::GameFinished),
         (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks the admin role", body = openapi::ErrorBody),
+        openapi::AdminRefusals,
         (status = 404, description = "NOT_FOUND: no such game in that tenant", body = openapi::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -160,10 +147,12 @@ pub async fn game_finished(
         }
     };
     let released = state.queue.finish_game(&tenant, &game).await?;
-    Ok(
-        axum::Json(json!({ "game_id": game, "status": "FINISHED", "released_user_ids": released }))
-            .into_response(),
-    )
+    Ok(Json(openapi::GameFinished {
+        game_id: game,
+        status: "FINISHED",
+        released_user_ids: released,
+    })
+    .into_response())
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -182,10 +171,8 @@ pub struct SummaryQuery {
     responses(
         (status = 200, description = "Per tenant and pool", body = openapi::QueueSummary),
         (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
-        (status = 403, description = "FORBIDDEN: the token lacks the admin role", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::AdminRefusals,
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -193,7 +180,7 @@ pub async fn queues_summary(
     State(state): State<AppState>,
     Admin(_): Admin,
     query: Result<Query<SummaryQuery>, QueryRejection>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::QueueSummary>, ServiceError> {
     let Query(query) = query.map_err(|e| ServiceError::InvalidRequest(e.body_text()))?;
     let tenant = query
         .tenant_id
@@ -202,9 +189,8 @@ pub async fn queues_summary(
         .transpose()?;
     let now = crate::domain::now_millis();
     let queues = summary::summary(&*state.queue_store, tenant.as_ref(), now).await?;
-    Ok(axum::Json(json!({
-        "timestamp": crate::domain::rfc3339(now),
-        "queues": queues,
+    Ok(Json(openapi::QueueSummary {
+        timestamp: crate::domain::rfc3339(now),
+        queues,
     }))
-    .into_response())
 }

@@ -1,13 +1,22 @@
 //! The OpenAPI document (`GET /openapi.json`), generated with `utoipa`
 //! from the handlers' `#[utoipa::path]` annotations: the router is built
 //! from the same annotated handlers (see [`super::router`]), so a route
-//! cannot be served undocumented. The shapes below are the JSON the
-//! handlers write; the contract tests read real answers against them.
+//! cannot be served undocumented. The answer types below are what the
+//! handlers return (each `Serialize + ToSchema`), so the document is the
+//! code; the responses every route shares ([`Refusals`], [`AdminRefusals`],
+//! [`ErrorBody`]) are declared once. The contract tests still read real
+//! answers against the document.
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::domain::{
+    self, ChallengeId, Color, GameId, Mode, PoolKey, PreferredColor, QueueEntryId, Region, Speed,
+    TenantId, TimeControl, UserId, Username, Variant, rfc3339,
+};
+use crate::store;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 /// The name of the bearer security scheme in the document.
 pub const BEARER: &str = "bearer";
@@ -67,6 +76,34 @@ pub struct ErrorDetail {
     pub request_id: String,
 }
 
+/// What every route behind a bearer token may answer besides its own
+/// answers, declared once (each route lists `Refusals` in its responses).
+#[derive(IntoResponses)]
+pub enum Refusals {
+    #[response(
+        status = 401,
+        description = "UNAUTHORIZED: missing or invalid bearer token"
+    )]
+    Unauthorized(ErrorBody),
+    #[response(status = 429, description = "RATE_LIMITED: see Retry-After")]
+    RateLimited(ErrorBody),
+    #[response(
+        status = 503,
+        description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)"
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// What an admin route may answer besides [`Refusals`] and its own answers.
+#[derive(IntoResponses)]
+pub enum AdminRefusals {
+    #[response(
+        status = 403,
+        description = "FORBIDDEN: the token lacks the admin role"
+    )]
+    Forbidden(ErrorBody),
+}
+
 /// POST /v1/matchmaking/queue
 #[derive(Serialize, ToSchema)]
 pub struct JoinRequest {
@@ -87,72 +124,109 @@ pub struct JoinRequest {
     pub client_metadata: Option<Value>,
 }
 
+/// POST /v1/matchmaking/queue: 201.
 #[derive(Serialize, ToSchema)]
 pub struct JoinResponse {
-    #[schema(example = "q_01JD1YV6T3J9XK3W5Q0H2M8N4P")]
-    pub queue_entry_id: String,
+    #[schema(value_type = String, example = "q_01JD1YV6T3J9XK3W5Q0H2M8N4P")]
+    pub queue_entry_id: QueueEntryId,
     /// `SEARCHING`.
-    pub status: String,
+    pub status: &'static str,
     /// From the pool's recent real waits.
     pub estimated_wait_seconds: u64,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct RatingSnapshot {
-    pub time_control: String,
-    pub mode: String,
+    #[schema(value_type = String, example = "5+0")]
+    pub time_control: TimeControl,
+    #[schema(value_type = String, example = "rated")]
+    pub mode: Mode,
     pub rating: i32,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Opponent {
-    pub user_id: String,
-    pub username: Option<String>,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    #[schema(value_type = Option<String>)]
+    pub username: Option<Username>,
     pub rating_snapshot: RatingSnapshot,
+}
+
+impl Opponent {
+    /// The opponent as shown to a player, with the rating snapshot of the pool.
+    pub fn shown(opponent: &domain::Opponent, pool: &PoolKey) -> Self {
+        Self {
+            user_id: opponent.user_id.clone(),
+            username: opponent.username.clone(),
+            rating_snapshot: RatingSnapshot {
+                time_control: pool.time_control,
+                mode: pool.mode,
+                rating: opponent.rating,
+            },
+        }
+    }
 }
 
 /// GET /v1/matchmaking/queue/{queue_entry_id}
 #[derive(Serialize, ToSchema)]
 pub struct EntryStatus {
-    pub queue_entry_id: String,
+    #[schema(value_type = String)]
+    pub queue_entry_id: QueueEntryId,
     /// `SEARCHING`, `MATCHED`, `TIMED_OUT` or `CANCELLED`.
-    pub status: String,
+    pub status: &'static str,
     /// While `SEARCHING`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub estimated_wait_seconds: Option<u64>,
     /// When `MATCHED`.
-    pub game_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub game_id: Option<GameId>,
     /// When `MATCHED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub opponent: Option<Opponent>,
 }
 
 /// DELETE /v1/matchmaking/queue/{queue_entry_id}
 #[derive(Serialize, ToSchema)]
 pub struct Cancelled {
-    pub queue_entry_id: String,
+    #[schema(value_type = String)]
+    pub queue_entry_id: QueueEntryId,
     /// `CANCELLED`.
-    pub status: String,
+    pub status: &'static str,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ActiveEntry {
-    pub queue_entry_id: String,
-    pub status: String,
-    pub time_control: String,
-    pub mode: String,
-    pub variant: String,
-    pub region: String,
+    #[schema(value_type = String)]
+    pub queue_entry_id: QueueEntryId,
+    pub status: &'static str,
+    #[schema(value_type = String)]
+    pub time_control: TimeControl,
+    #[schema(value_type = String)]
+    pub mode: Mode,
+    #[schema(value_type = String)]
+    pub variant: Variant,
+    #[schema(value_type = String)]
+    pub region: Region,
     /// RFC 3339.
     pub enqueued_at: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct ActiveMatch {
-    pub game_id: String,
-    pub time_control: String,
-    pub mode: String,
-    pub variant: String,
+    /// `null` while the game is being created.
+    #[schema(value_type = Option<String>)]
+    pub game_id: Option<GameId>,
+    #[schema(value_type = String)]
+    pub time_control: TimeControl,
+    #[schema(value_type = String)]
+    pub mode: Mode,
+    #[schema(value_type = String)]
+    pub variant: Variant,
     /// `white` or `black`: the caller's color.
-    pub color: String,
+    #[schema(value_type = String)]
+    pub color: Color,
     pub opponent: Opponent,
 }
 
@@ -180,22 +254,48 @@ pub struct ChallengeRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct Challenge {
-    #[schema(example = "c_01JD1YV6T3J9XK3W5Q0H2M8N4P")]
-    pub challenge_id: String,
+    #[schema(value_type = String, example = "c_01JD1YV6T3J9XK3W5Q0H2M8N4P")]
+    pub challenge_id: ChallengeId,
     /// `PENDING`, `ACCEPTED`, `DECLINED`, `CANCELLED` or `EXPIRED`.
-    pub status: String,
-    pub challenger_user_id: String,
-    pub opponent_user_id: String,
-    pub time_control: String,
-    pub mode: String,
-    pub variant: String,
-    pub preferred_color: String,
+    pub status: &'static str,
+    #[schema(value_type = String)]
+    pub challenger_user_id: UserId,
+    #[schema(value_type = String)]
+    pub opponent_user_id: UserId,
+    #[schema(value_type = String)]
+    pub time_control: TimeControl,
+    #[schema(value_type = String)]
+    pub mode: Mode,
+    #[schema(value_type = String)]
+    pub variant: Variant,
+    #[schema(value_type = String)]
+    pub preferred_color: PreferredColor,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
     pub expires_at: String,
     /// Once `ACCEPTED`.
-    pub game_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub game_id: Option<GameId>,
+}
+
+impl From<&domain::Challenge> for Challenge {
+    fn from(c: &domain::Challenge) -> Self {
+        Self {
+            challenge_id: c.id,
+            status: c.status.public(),
+            challenger_user_id: c.challenger.clone(),
+            opponent_user_id: c.opponent.clone(),
+            time_control: c.time_control,
+            mode: c.mode,
+            variant: c.variant,
+            preferred_color: c.preferred_color,
+            created_at: rfc3339(c.created_at),
+            expires_at: rfc3339(c.expires_at),
+            game_id: c.game_id.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -214,12 +314,28 @@ pub struct RatingsUpdate {
 
 #[derive(Serialize, ToSchema)]
 pub struct Ratings {
-    pub tenant_id: String,
-    pub user_id: String,
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
     pub bullet: i32,
     pub blitz: i32,
     pub rapid: i32,
     pub classical: i32,
+}
+
+impl Ratings {
+    /// Every speed of `ratings` (1500 where never set).
+    pub fn of(tenant: &TenantId, user: &UserId, ratings: store::Ratings) -> Self {
+        Self {
+            tenant_id: tenant.clone(),
+            user_id: user.clone(),
+            bullet: ratings.get(Speed::Bullet),
+            blitz: ratings.get(Speed::Blitz),
+            rapid: ratings.get(Speed::Rapid),
+            classical: ratings.get(Speed::Classical),
+        }
+    }
 }
 
 /// POST /internal/games/{game_id}/finished: optional body.
@@ -232,10 +348,12 @@ pub struct GameFinishedRequest {
 
 #[derive(Serialize, ToSchema)]
 pub struct GameFinished {
-    pub game_id: String,
+    #[schema(value_type = String)]
+    pub game_id: GameId,
     /// `FINISHED`.
-    pub status: String,
-    pub released_user_ids: Vec<String>,
+    pub status: &'static str,
+    #[schema(value_type = Vec<String>)]
+    pub released_user_ids: Vec<UserId>,
 }
 
 /// GET /internal/queues/summary
@@ -249,13 +367,13 @@ pub struct QueueSummary {
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`.
-    pub status: String,
+    pub status: &'static str,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready`.
-    pub status: String,
+    pub status: &'static str,
     pub checks: ReadinessChecks,
 }
 
@@ -264,16 +382,16 @@ pub struct Readiness {
 pub struct NotReady {
     pub error: ErrorDetail,
     /// `unavailable`.
-    pub status: String,
+    pub status: &'static str,
     pub checks: ReadinessChecks,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReadinessChecks {
     /// `ok`, or why not (unreachable; guards being rebuilt after a loss).
     pub queue_store: String,
     /// `ok`, or why not (unreachable; cannot write since when, and why).
     pub durable_store: String,
     /// The game-creation circuit breaker: `closed`, `open` or `half_open`.
-    pub game_creation: String,
+    pub game_creation: &'static str,
 }

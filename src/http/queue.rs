@@ -1,9 +1,10 @@
 //! Public queue endpoints (SPEC §3.1).
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::AppState;
 use super::error::ServiceError;
@@ -11,26 +12,11 @@ use super::extract::{ApiJson, Caller, object, optional_str, required_str};
 use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
-use crate::domain::{
-    ActiveGame, EntryStatus, Opponent, PoolKey, QueueEntry, QueueEntryId, rfc3339,
-};
+use crate::domain::{ActiveGame, EntryStatus, QueueEntry, QueueEntryId, rfc3339};
 use crate::services::queue::{EntryView, Join};
 use crate::store::{IdempotencyScope, StoredAnswer};
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
-
-/// The opponent as shown to a player, with the rating snapshot of the pool.
-fn opponent_json(opponent: &Opponent, pool: &PoolKey) -> Value {
-    json!({
-        "user_id": opponent.user_id,
-        "username": opponent.username,
-        "rating_snapshot": {
-            "time_control": pool.time_control,
-            "mode": pool.mode,
-            "rating": opponent.rating,
-        },
-    })
-}
 
 fn json_response(status: StatusCode, body: String) -> Response {
     (
@@ -55,11 +41,9 @@ fn json_response(status: StatusCode, body: String) -> Response {
     responses(
         (status = 201, description = "Searching (the same parameters again while searching answer the existing entry)", body = openapi::JoinResponse),
         (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
         (status = 409, description = "ALREADY_IN_QUEUE (searching with other parameters) or ACTIVE_GAME_EXISTS", body = openapi::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -144,12 +128,14 @@ async fn join_once(
             },
         )
         .await?;
-    let body = json!({
-        "queue_entry_id": joined.entry.id,
-        "status": joined.entry.status.public(),
-        "estimated_wait_seconds": joined.estimated_wait_seconds,
-    });
-    Ok((StatusCode::CREATED, body.to_string()))
+    let body = openapi::JoinResponse {
+        queue_entry_id: joined.entry.id,
+        status: joined.entry.status.public(),
+        estimated_wait_seconds: joined.estimated_wait_seconds,
+    };
+    let body = serde_json::to_string(&body)
+        .map_err(|e| ServiceError::Internal(format!("serializing an answer: {e}")))?;
+    Ok((StatusCode::CREATED, body))
 }
 
 /// A path id that is not a queue entry id is simply not found.
@@ -166,11 +152,9 @@ fn entry_id(raw: &str) -> Result<QueueEntryId, ServiceError> {
     params(("queue_entry_id" = String, Path, description = "The entry id (`q_…`).")),
     responses(
         (status = 200, description = "Cancelled", body = openapi::Cancelled),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
         (status = 404, description = "NOT_FOUND: unknown, not yours, or already timed out or cancelled", body = openapi::ErrorBody),
         (status = 409, description = "CANNOT_CANCEL: matched, or its game is being created", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -178,12 +162,12 @@ pub async fn cancel(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Cancelled>, ServiceError> {
     let entry = state.queue.cancel(&who, &entry_id(&id)?).await?;
-    Ok(
-        axum::Json(json!({ "queue_entry_id": entry.id, "status": entry.status.public() }))
-            .into_response(),
-    )
+    Ok(Json(openapi::Cancelled {
+        queue_entry_id: entry.id,
+        status: entry.status.public(),
+    }))
 }
 
 /// GET /v1/matchmaking/queue/{queue_entry_id}
@@ -195,10 +179,8 @@ pub async fn cancel(
     params(("queue_entry_id" = String, Path, description = "The entry id (`q_…`).")),
     responses(
         (status = 200, description = "The entry: SEARCHING (with an estimate), MATCHED (with the game and opponent), TIMED_OUT or CANCELLED", body = openapi::EntryStatus),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
         (status = 404, description = "NOT_FOUND: unknown, malformed, or not yours", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
@@ -206,26 +188,24 @@ pub async fn status(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(id): Path<String>,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::EntryStatus>, ServiceError> {
     let view = state.queue.status(&who, &entry_id(&id)?).await?;
-    Ok(axum::Json(status_json(&view)).into_response())
+    Ok(Json(status_answer(&view)))
 }
 
-fn status_json(view: &EntryView) -> Value {
-    let mut body = json!({
-        "queue_entry_id": view.id,
-        "status": view.status.public(),
-    });
-    if let Some(wait) = view.estimated_wait_seconds {
-        body["estimated_wait_seconds"] = json!(wait);
+fn status_answer(view: &EntryView) -> openapi::EntryStatus {
+    let matched = view.status == EntryStatus::Matched;
+    openapi::EntryStatus {
+        queue_entry_id: view.id,
+        status: view.status.public(),
+        estimated_wait_seconds: view.estimated_wait_seconds,
+        game_id: view.game_id.clone().filter(|_| matched),
+        opponent: view
+            .opponent
+            .as_ref()
+            .filter(|_| matched)
+            .map(|o| openapi::Opponent::shown(o, &view.pool)),
     }
-    if view.status == EntryStatus::Matched {
-        body["game_id"] = json!(view.game_id);
-        if let Some(o) = &view.opponent {
-            body["opponent"] = opponent_json(o, &view.pool);
-        }
-    }
-    body
 }
 
 /// GET /v1/matchmaking/active
@@ -236,43 +216,40 @@ fn status_json(view: &EntryView) -> Value {
     summary = "The caller's searching entry and unfinished match",
     responses(
         (status = 200, description = "Both null when the caller has nothing active", body = openapi::Active),
-        (status = 401, description = "UNAUTHORIZED: missing or invalid bearer token", body = openapi::ErrorBody),
-        (status = 429, description = "RATE_LIMITED: see Retry-After", body = openapi::ErrorBody),
-        (status = 503, description = "MATCHMAKING_UNAVAILABLE: a store is down, or game creation is down and matching paused (Retry-After)", body = openapi::ErrorBody),
+        openapi::Refusals,
     ),
     security(("bearer" = [])),
 )]
 pub async fn active(
     State(state): State<AppState>,
     Caller(who): Caller,
-) -> Result<Response, ServiceError> {
+) -> Result<Json<openapi::Active>, ServiceError> {
     let active = state.queue.active(&who).await?;
-    Ok(axum::Json(json!({
-        "queue_entry": active.entry.as_ref().map(entry_json),
-        "match": active.game.as_ref().map(game_json),
+    Ok(Json(openapi::Active {
+        queue_entry: active.entry.as_ref().map(entry_answer),
+        game: active.game.as_ref().map(game_answer),
     }))
-    .into_response())
 }
 
-fn entry_json(e: &QueueEntry) -> Value {
-    json!({
-        "queue_entry_id": e.id,
-        "status": e.status.public(),
-        "time_control": e.pool.time_control,
-        "mode": e.pool.mode,
-        "variant": e.pool.variant,
-        "region": e.pool.region,
-        "enqueued_at": rfc3339(e.enqueued_at),
-    })
+fn entry_answer(e: &QueueEntry) -> openapi::ActiveEntry {
+    openapi::ActiveEntry {
+        queue_entry_id: e.id,
+        status: e.status.public(),
+        time_control: e.pool.time_control,
+        mode: e.pool.mode,
+        variant: e.pool.variant,
+        region: e.pool.region,
+        enqueued_at: rfc3339(e.enqueued_at),
+    }
 }
 
-fn game_json(g: &ActiveGame) -> Value {
-    json!({
-        "game_id": g.game_id,
-        "time_control": g.pool.time_control,
-        "mode": g.pool.mode,
-        "variant": g.pool.variant,
-        "color": g.color,
-        "opponent": opponent_json(&g.opponent, &g.pool),
-    })
+fn game_answer(g: &ActiveGame) -> openapi::ActiveMatch {
+    openapi::ActiveMatch {
+        game_id: g.game_id.clone(),
+        time_control: g.pool.time_control,
+        mode: g.pool.mode,
+        variant: g.pool.variant,
+        color: g.color,
+        opponent: openapi::Opponent::shown(&g.opponent, &g.pool),
+    }
 }
