@@ -28,6 +28,7 @@
 //! anyone ([`StoreError::GuardsLost`]).
 
 pub mod backend;
+pub mod challenge_sql;
 pub mod claims;
 pub mod instrumented;
 pub mod memory;

@@ -1,12 +1,15 @@
-//! [`ChallengeStore`] on PostgreSQL. A transition is one conditional
-//! UPDATE (the row lock makes racing ones have one winner); a create takes
+//! [`ChallengeStore`] on PostgreSQL, with the statements both SQL stores
+//! share ([`crate::store::challenge_sql`]). A transition is one conditional
+//! UPDATE (the row lock makes racing ones have one winner). Unlike SQLite
+//! (one writer), many nodes create challenges at once here: a create takes
 //! a per-challenger advisory lock so the pending count cannot be overrun.
 
 use async_trait::async_trait;
 
 use super::PgStore;
 use crate::domain::{Challenge, ChallengeId, Millis, TenantId, UserId};
-use crate::store::rows::{self, CHALLENGE_COLUMNS, ChallengeRow};
+use crate::store::challenge_sql as sql;
+use crate::store::rows::{self, ChallengeRow};
 use crate::store::{ChallengeStore, Direction, StoreResult, Transition};
 
 #[async_trait]
@@ -18,34 +21,14 @@ impl ChallengeStore for PgStore {
         now: Millis,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
+        // PostgreSQL only: the count and the insert of one challenger's
+        // creates on several nodes are serialized by this lock.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))")
             .bind(c.tenant_id.as_str())
             .bind(c.challenger.as_str())
             .execute(&mut *tx)
             .await?;
-        let sql = format!(
-            "INSERT INTO challenges ({CHALLENGE_COLUMNS}, updated_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, $10 \
-             WHERE (SELECT COUNT(*) FROM challenges \
-                    WHERE tenant_id = $2 AND challenger_id = $3 \
-                      AND (status = 'ACCEPTING' OR (status = 'PENDING' AND expires_at > $12))) < $13"
-        );
-        let done = sqlx::query(&sql)
-            .bind(c.id.to_string())
-            .bind(c.tenant_id.as_str())
-            .bind(c.challenger.as_str())
-            .bind(c.opponent.as_str())
-            .bind(c.time_control.to_string())
-            .bind(c.mode.as_str())
-            .bind(c.variant.as_str())
-            .bind(c.preferred_color.as_str())
-            .bind(c.status.as_str())
-            .bind(c.created_at)
-            .bind(c.expires_at)
-            .bind(now)
-            .bind(i64::from(max_pending))
-            .execute(&mut *tx)
-            .await?;
+        let done = sql::insert(c, max_pending, now).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -55,10 +38,7 @@ impl ChallengeStore for PgStore {
         tenant: &TenantId,
         id: &ChallengeId,
     ) -> StoreResult<Option<Challenge>> {
-        let sql = format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE challenge_id = $1 AND tenant_id = $2"
-        );
-        let row = sqlx::query_as::<_, ChallengeRow>(&sql)
+        let row = sqlx::query_as::<_, ChallengeRow>(&sql::BY_ID)
             .bind(id.to_string())
             .bind(tenant.as_str())
             .fetch_optional(&self.pool)
@@ -73,17 +53,11 @@ impl ChallengeStore for PgStore {
         direction: Direction,
         now: Millis,
     ) -> StoreResult<Vec<Challenge>> {
-        let column = match direction {
-            Direction::Incoming => "opponent_id",
-            Direction::Outgoing => "challenger_id",
+        let statement = match direction {
+            Direction::Incoming => &sql::PENDING_INCOMING,
+            Direction::Outgoing => &sql::PENDING_OUTGOING,
         };
-        let sql = format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges \
-             WHERE tenant_id = $1 AND {column} = $2 \
-               AND (status = 'ACCEPTING' OR (status = 'PENDING' AND expires_at > $3)) \
-             ORDER BY created_at DESC LIMIT 500"
-        );
-        let rows = sqlx::query_as(&sql)
+        let rows = sqlx::query_as(statement)
             .bind(tenant.as_str())
             .bind(user.as_str())
             .bind(now)
@@ -99,41 +73,23 @@ impl ChallengeStore for PgStore {
         change: Transition<'_>,
         now: Millis,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE challenges SET status = $1, updated_at = $2, \
-               match_id = COALESCE($3, match_id), game_id = COALESCE($4, game_id) \
-             WHERE challenge_id = $5 AND tenant_id = $6 AND status = $7 \
-               AND ($7 <> 'PENDING' OR expires_at > $2)",
-        )
-        .bind(change.to.as_str())
-        .bind(now)
-        .bind(change.match_id.map(|m| m.to_string()))
-        .bind(change.game_id.map(|g| g.as_str().to_owned()))
-        .bind(id.to_string())
-        .bind(tenant.as_str())
-        .bind(change.from.as_str())
-        .execute(&self.pool)
-        .await?;
+        let done = sql::transition(tenant.as_str(), &id.to_string(), &change, now)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn expire_challenges(&self, now: Millis) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE challenges SET status = 'EXPIRED', updated_at = $1 \
-             WHERE status = 'PENDING' AND expires_at <= $1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(sql::EXPIRE)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn stale_accepting(&self, before: Millis) -> StoreResult<Vec<Challenge>> {
-        let sql = format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE status = 'ACCEPTING' AND updated_at < $1"
-        );
         rows::challenges(
-            sqlx::query_as(&sql)
+            sqlx::query_as(&sql::STALE_ACCEPTING)
                 .bind(before)
                 .fetch_all(&self.pool)
                 .await?,

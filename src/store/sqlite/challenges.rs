@@ -1,11 +1,15 @@
-//! [`ChallengeStore`] on SQLite: each change is one conditional statement
-//! (run by the writer), so racing changes have exactly one winner.
+//! [`ChallengeStore`] on SQLite, with the statements both SQL stores share
+//! ([`crate::store::challenge_sql`]). Each change is one conditional
+//! statement run by the writer — SQLite's one writer, so a create's count
+//! and insert never interleave with another's (PostgreSQL needs a lock for
+//! that) — and racing changes have exactly one winner.
 
 use async_trait::async_trait;
 
 use super::SqliteStore;
 use crate::domain::{Challenge, ChallengeId, Millis, TenantId, UserId};
-use crate::store::rows::{self, CHALLENGE_COLUMNS, ChallengeRow};
+use crate::store::challenge_sql as sql;
+use crate::store::rows::{self, ChallengeRow};
 use crate::store::{ChallengeStore, Direction, StoreResult, Transition};
 
 #[async_trait]
@@ -16,33 +20,11 @@ impl ChallengeStore for SqliteStore {
         max_pending: u32,
         now: Millis,
     ) -> StoreResult<bool> {
-        let c = c.clone();
+        let statement = sql::insert(c, max_pending, now);
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let sql = format!(
-                        "INSERT INTO challenges ({CHALLENGE_COLUMNS}, updated_at) \
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, NULL, ?10 \
-                         WHERE (SELECT COUNT(*) FROM challenges \
-                                WHERE tenant_id = ?2 AND challenger_id = ?3 \
-                                  AND (status = 'ACCEPTING' OR (status = 'PENDING' AND expires_at > ?12))) < ?13"
-                    );
-                    let done = sqlx::query(&sql)
-                        .bind(c.id.to_string())
-                        .bind(c.tenant_id.as_str())
-                        .bind(c.challenger.as_str())
-                        .bind(c.opponent.as_str())
-                        .bind(c.time_control.to_string())
-                        .bind(c.mode.as_str())
-                        .bind(c.variant.as_str())
-                        .bind(c.preferred_color.as_str())
-                        .bind(c.status.as_str())
-                        .bind(c.created_at)
-                        .bind(c.expires_at)
-                        .bind(now)
-                        .bind(i64::from(max_pending))
-                        .execute(&mut *conn)
-                        .await?;
+                    let done = statement.execute(&mut *conn).await?;
                     Ok(done.rows_affected() == 1)
                 })
             })
@@ -54,10 +36,7 @@ impl ChallengeStore for SqliteStore {
         tenant: &TenantId,
         id: &ChallengeId,
     ) -> StoreResult<Option<Challenge>> {
-        let sql = format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE challenge_id = ? AND tenant_id = ?"
-        );
-        let row = sqlx::query_as::<_, ChallengeRow>(&sql)
+        let row = sqlx::query_as::<_, ChallengeRow>(&sql::BY_ID)
             .bind(id.to_string())
             .bind(tenant.as_str())
             .fetch_optional(&self.reads)
@@ -72,17 +51,11 @@ impl ChallengeStore for SqliteStore {
         direction: Direction,
         now: Millis,
     ) -> StoreResult<Vec<Challenge>> {
-        let column = match direction {
-            Direction::Incoming => "opponent_id",
-            Direction::Outgoing => "challenger_id",
+        let statement = match direction {
+            Direction::Incoming => &sql::PENDING_INCOMING,
+            Direction::Outgoing => &sql::PENDING_OUTGOING,
         };
-        let sql = format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges \
-             WHERE tenant_id = ? AND {column} = ? \
-               AND (status = 'ACCEPTING' OR (status = 'PENDING' AND expires_at > ?)) \
-             ORDER BY created_at DESC LIMIT 500"
-        );
-        let rows = sqlx::query_as(&sql)
+        let rows = sqlx::query_as(statement)
             .bind(tenant.as_str())
             .bind(user.as_str())
             .bind(now)
@@ -98,28 +71,11 @@ impl ChallengeStore for SqliteStore {
         change: Transition<'_>,
         now: Millis,
     ) -> StoreResult<bool> {
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        let (to, from) = (change.to.as_str(), change.from.as_str());
-        let match_id = change.match_id.map(|m| m.to_string());
-        let game_id = change.game_id.map(|g| g.as_str().to_owned());
+        let statement = sql::transition(tenant.as_str(), &id.to_string(), &change, now);
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let done = sqlx::query(
-                        "UPDATE challenges SET status = ?1, updated_at = ?2, \
-                           match_id = COALESCE(?3, match_id), game_id = COALESCE(?4, game_id) \
-                         WHERE challenge_id = ?5 AND tenant_id = ?6 AND status = ?7 \
-                           AND (?7 <> 'PENDING' OR expires_at > ?2)",
-                    )
-                    .bind(to)
-                    .bind(now)
-                    .bind(match_id)
-                    .bind(game_id)
-                    .bind(id)
-                    .bind(tenant)
-                    .bind(from)
-                    .execute(&mut *conn)
-                    .await?;
+                    let done = statement.execute(&mut *conn).await?;
                     Ok(done.rows_affected() == 1)
                 })
             })
@@ -130,13 +86,10 @@ impl ChallengeStore for SqliteStore {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let done = sqlx::query(
-                        "UPDATE challenges SET status = 'EXPIRED', updated_at = ?1 \
-                         WHERE status = 'PENDING' AND expires_at <= ?1",
-                    )
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                    let done = sqlx::query(sql::EXPIRE)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(done.rows_affected())
                 })
             })
@@ -144,11 +97,8 @@ impl ChallengeStore for SqliteStore {
     }
 
     async fn stale_accepting(&self, before: Millis) -> StoreResult<Vec<Challenge>> {
-        let sql = format!(
-            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE status = 'ACCEPTING' AND updated_at < ?"
-        );
         rows::challenges(
-            sqlx::query_as(&sql)
+            sqlx::query_as(&sql::STALE_ACCEPTING)
                 .bind(before)
                 .fetch_all(&self.reads)
                 .await?,
