@@ -3,7 +3,9 @@
 # fresh server each time (embedded, or --prod), wrk on POST
 # /v1/matchmaking/queue as in bench/core.sh. The machine's speed drifts;
 # interleaving old and new is what makes a few per cent visible.
-# Usage: bench/paired.sh [--prod] OLD_BIN NEW_BIN [rounds=3] [connections=8] [seconds=10]
+# ROUTE=status measures GET /v1/matchmaking/queue/{id} instead (2000
+# searching entries made first, as in bench/core.sh).
+# Usage: [ROUTE=join|status] bench/paired.sh [--prod] OLD_BIN NEW_BIN [rounds=3] [connections=8] [seconds=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -16,7 +18,8 @@ DURATION=${5:-10}
 ADDR="127.0.0.1:${PORT:-18097}"
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 machine_line
-echo "== backends: $(backends_name); $CONNS connections, ${DURATION}s, $ROUNDS rounds"
+ROUTE=${ROUTE:-join}
+echo "== backends: $(backends_name); $ROUTE; $CONNS connections, ${DURATION}s, $ROUNDS rounds"
 echo "| round | build | requests/s | p50 | p99 | non-2xx |"
 echo "|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
@@ -24,9 +27,25 @@ for round in $(seq 1 "$ROUNDS"); do
     bench_setup "paired_$build"
     BIN=$([ "$build" = old ] && echo "$OLD" || echo "$NEW")
     start_server "$ADDR"
-    python3 bench/tokens.py "$SECRET" $((DURATION * 50000)) "j-" > "$WORK/tokens.txt"
-    row "$round" "$build" env TOKENS="$WORK/tokens.txt" WRK_THREADS=2 \
-      wrk -t2 -c"$CONNS" -d"${DURATION}"s --latency -s bench/join.lua "http://$ADDR"
+    if [ "$ROUTE" = status ]; then
+      python3 bench/tokens.py "$SECRET" 2000 "s-" > "$WORK/status-tokens.txt"
+      # One process, one kept-alive connection: 2000 curls took 40 s a round.
+      python3 - "$ADDR" "$WORK/status-tokens.txt" > "$WORK/entries.txt" <<'PY'
+import http.client, json, sys
+conn = http.client.HTTPConnection(sys.argv[1])
+body = json.dumps({"time_control": "30+20", "mode": "casual", "region": "OCEANIA"})
+for token in open(sys.argv[2]).read().split():
+    conn.request("POST", "/v1/matchmaking/queue", body,
+                 {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    print(token, json.loads(conn.getresponse().read())["queue_entry_id"])
+PY
+      row "$round" "$build" env ENTRIES="$WORK/entries.txt" \
+        wrk -t2 -c"$CONNS" -d"${DURATION}"s --latency -s bench/status.lua "http://$ADDR"
+    else
+      python3 bench/tokens.py "$SECRET" $((DURATION * 50000)) "j-" > "$WORK/tokens.txt"
+      row "$round" "$build" env TOKENS="$WORK/tokens.txt" WRK_THREADS=2 \
+        wrk -t2 -c"$CONNS" -d"${DURATION}"s --latency -s bench/join.lua "http://$ADDR"
+    fi
     stop_server
     bench_cleanup
     trap - EXIT
