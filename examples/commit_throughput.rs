@@ -46,8 +46,7 @@ async fn main() {
         queue.join(entry, now).await.unwrap();
     }
     let matching = MatchingService::new(
-        queue.clone(),
-        queue,
+        (queue.clone(), queue),
         Arc::new(sqlite),
         Arc::new(LocalGameCreator),
         Arc::new(CircuitBreaker::new(5, 10_000)),

@@ -172,8 +172,7 @@ impl Core {
         )));
         let matching = Arc::new(
             MatchingService::new(
-                stores.queue.clone(),
-                stores.queue.clone(),
+                (stores.queue.clone(), stores.queue.clone()),
                 stores.durable.clone(),
                 games,
                 breaker.clone(),

@@ -66,8 +66,7 @@ impl Rig {
         let backlog = Arc::new(Backlog::new(Duration::ZERO));
         let guards = Guards::new(store.clone(), durable.clone(), GUARD_MS, clock.clone());
         let matching = MatchingService::new(
-            store.clone(),
-            store.clone(),
+            (store.clone(), store.clone()),
             durable.clone(),
             games,
             breaker.clone(),

@@ -109,10 +109,8 @@ struct Outcome {
 }
 
 impl MatchingService {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Arc<dyn PairingStore>,
-        guards: Arc<dyn GuardStore>,
+        (store, guards): (Arc<dyn PairingStore>, Arc<dyn GuardStore>),
         durable: Arc<dyn DurableStore>,
         games: Arc<dyn GameCreator>,
         breaker: Arc<CircuitBreaker>,

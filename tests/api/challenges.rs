@@ -267,7 +267,7 @@ async fn incoming_and_outgoing_list_pending_challenges_only(backend: Backend) {
 
 async fn pending_challenges_expire_and_read_expired_at_once(backend: Backend) {
     // The worker is off: reads alone must show the expiry.
-    let Some(app) = spawn_on(backend, |s| {
+    let Some((app, clock)) = crate::helpers::spawn_on_with_clock(backend, |s| {
         s.challenge_ttl_seconds = 0.3;
         s.worker_enabled = false;
     })
@@ -276,7 +276,14 @@ async fn pending_challenges_expire_and_read_expired_at_once(backend: Backend) {
         return;
     };
     let id = challenge(&app, "bob", json!({})).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(299);
+    let v: Value = get(&app, &app.token("bob"), &format!("/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "PENDING");
+    clock.advance(1);
     let v: Value = get(&app, &app.token("bob"), &format!("/{id}"))
         .await
         .json()

@@ -1,9 +1,11 @@
 //! `spawn_app()`: the real application on port 0 with its own data dir, and
 //! a `TestApp` with one typed method per endpoint.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use matchmaking_api::auth::JwtAuth;
+use matchmaking_api::domain::{Clock, ManualClock, SystemClock, now_millis};
 use matchmaking_api::settings::{Settings, TokenArgs};
 use matchmaking_api::startup::Application;
 use reqwest::{Response, StatusCode};
@@ -25,6 +27,22 @@ pub struct TestApp {
 /// Settings for a test: embedded stores in a temp dir, a known secret, a
 /// fast worker; `customize` changes the rest.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on_clock(customize, Arc::new(SystemClock)).await
+}
+
+/// As [`spawn_app_with`], every service reading the time from a clock the
+/// test moves by hand (it starts at the wall clock's now).
+pub async fn spawn_app_with_clock(
+    customize: impl FnOnce(&mut Settings),
+) -> (TestApp, Arc<ManualClock>) {
+    let clock = ManualClock::at(now_millis());
+    (spawn_app_on_clock(customize, clock.clone()).await, clock)
+}
+
+async fn spawn_app_on_clock(
+    customize: impl FnOnce(&mut Settings),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = Settings::from_env();
     settings.bind_addr = "127.0.0.1:0".parse().unwrap();
@@ -45,7 +63,9 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     customize(&mut settings);
     let database_url = settings.database_url.clone();
     let auth = JwtAuth::from_settings(&settings).expect("keys");
-    let app = Application::build(settings).await.expect("app builds");
+    let app = Application::build_with_clock(settings, clock)
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -285,17 +305,38 @@ pub async fn spawn_on(
     backend: Backend,
     customize: impl FnOnce(&mut Settings),
 ) -> Option<OnBackend> {
+    spawn_on_clock_of(backend, customize, Arc::new(SystemClock)).await
+}
+
+/// As [`spawn_on`], on a clock the test moves by hand.
+pub async fn spawn_on_with_clock(
+    backend: Backend,
+    customize: impl FnOnce(&mut Settings),
+) -> Option<(OnBackend, Arc<ManualClock>)> {
+    let clock = ManualClock::at(now_millis());
+    let app = spawn_on_clock_of(backend, customize, clock.clone()).await?;
+    Some((app, clock))
+}
+
+async fn spawn_on_clock_of(
+    backend: Backend,
+    customize: impl FnOnce(&mut Settings),
+    clock: Arc<dyn Clock>,
+) -> Option<OnBackend> {
     match backend {
         Backend::Embedded => Some(OnBackend {
-            app: spawn_app_with(customize).await,
+            app: spawn_app_on_clock(customize, clock).await,
             _backends: None,
         }),
         Backend::Production => {
             let backends = crate::production::Backends::create().await?;
-            let app = spawn_app_with(|s| {
-                backends.apply(s);
-                customize(s);
-            })
+            let app = spawn_app_on_clock(
+                |s| {
+                    backends.apply(s);
+                    customize(s);
+                },
+                clock,
+            )
             .await;
             Some(OnBackend {
                 app,

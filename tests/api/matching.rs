@@ -162,7 +162,8 @@ async fn a_matched_player_cannot_queue_until_the_game_is_reported_finished() {
 
 #[tokio::test]
 async fn the_active_game_guard_lapses_after_its_time_without_a_report() {
-    let app = spawn_app_with(|s| s.active_game_guard_seconds = 0.4).await;
+    let (app, clock) =
+        crate::helpers::spawn_app_with_clock(|s| s.active_game_guard_seconds = 0.4).await;
     let (a, b) = (app.token("alice"), app.token("bob"));
     let ia = app.join_ok(&a, &join_body("5+0")).await;
     app.join_ok(&b, &join_body("5+0")).await;
@@ -171,7 +172,7 @@ async fn the_active_game_guard_lapses_after_its_time_without_a_report() {
         app.join(&a, &join_body("5+0")).await.status(),
         StatusCode::CONFLICT
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    clock.advance(500);
     app.join_ok(&a, &join_body("5+0")).await;
 }
 
