@@ -428,6 +428,8 @@ impl MatchStore for PgStore {
         let withdrawn = async {
             let mut tx = self.pool.begin().await?;
             lock_claims(&mut tx, tenant.as_str()).await?;
+            // (SQLite runs the same insert and a read on its writer: it has
+            // no data-modifying CTE.)
             let withdrawn: bool = sqlx::query_scalar(&format!(
                 "WITH w AS (INSERT INTO withdrawn_matches (match_id, withdrawn_at) \
                             SELECT $1, {CHANGED_NOW} \

@@ -184,6 +184,9 @@ impl MatchStore for SqliteStore {
 
     async fn withdraw_match(&self, _tenant: &TenantId, match_id: &MatchId) -> StoreResult<bool> {
         // The single writer orders this against every claim and record.
+        // (PostgreSQL writes and reads in one statement with a data-modifying
+        // CTE under the claims lock; SQLite has no such CTE, so the same
+        // insert and a read run here, one after the other on the writer.)
         let id = match_id.to_string();
         self.writer
             .write(move |conn| {
@@ -307,6 +310,8 @@ impl MatchStore for SqliteStore {
         tenant: &TenantId,
         entry: &QueueEntryId,
     ) -> StoreResult<Option<MatchRecord>> {
+        // Differs from PostgreSQL on purpose: SQLite's planner does not use
+        // two indexes for one OR, so each side is its own indexed lookup.
         let sql = format!(
             "SELECT {MATCH_COLUMNS} FROM match_records \
              WHERE match_id IN (SELECT match_id FROM match_records WHERE white_entry_id = ?1 \
