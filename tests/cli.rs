@@ -202,6 +202,48 @@ async fn the_request_id_a_client_sends_is_on_every_log_line_of_its_story() {
     let _ = child.kill();
 }
 
+/// A trace the simulator wrote replays to the same results; a bad trace is
+/// refused with the line that is wrong.
+#[test]
+fn mm_sim_replays_a_trace_it_wrote_to_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = |args: &[&str], out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mm-sim"))
+            .args(["--hours", "0.1", "--snapshots", "10", "--out"])
+            .arg(dir.path().join(out))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let trace = dir.path().join("trace.csv");
+    let trace = trace.to_str().unwrap();
+    assert_succeeded(&sim(&["--rates", "50", "--trace-out", trace], "made"));
+    let text = std::fs::read_to_string(trace).unwrap();
+    assert_eq!(text.lines().next(), Some("rating,arrive_ms,cancel_at_ms"));
+    assert!(text.lines().count() > 100, "{text}");
+    assert_succeeded(&sim(&["--trace", trace], "replayed"));
+    // Every column but the rate (the replay works it out from the trace).
+    let results = |out: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.path().join(out).join("sim.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split_once(',').unwrap().1.to_owned())
+            .collect()
+    };
+    assert_eq!(results("made"), results("replayed"));
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "rating,arrive_ms,cancel_at_ms\n1500,0,\n1600,soon,\n").unwrap();
+    let out = sim(&["--trace", bad.to_str().unwrap()], "bad");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 3") && stderr.contains("arrive_ms"),
+        "{stderr}"
+    );
+}
+
 /// The simulator replays a short trace through every algorithm and writes
 /// its CSV and chart.
 #[test]

@@ -65,6 +65,90 @@ struct Args {
     /// Where the CSV and the SVG chart go.
     #[arg(long, default_value = "bench/sim")]
     out: PathBuf,
+    /// Writes each simulated trace as CSV (`rating,arrive_ms,cancel_at_ms`);
+    /// with several rates, one file each, the rate before the extension
+    /// (`FILE.20.csv`).
+    #[arg(long, value_name = "FILE")]
+    trace_out: Option<PathBuf>,
+    /// Replays this CSV trace (header `rating,arrive_ms,cancel_at_ms`, one
+    /// player a row, an empty `cancel_at_ms` for one who never cancels, one
+    /// pool) through every algorithm instead of synthetic traces. The run
+    /// lasts `--hours`, or longer if the trace does.
+    #[arg(long, value_name = "FILE", conflicts_with = "trace_out")]
+    trace: Option<PathBuf>,
+}
+
+/// The header of a trace file.
+const TRACE_HEADER: &str = "rating,arrive_ms,cancel_at_ms";
+
+fn write_trace(path: &std::path::Path, players: &[Player]) -> std::io::Result<()> {
+    let mut csv = format!("{TRACE_HEADER}\n");
+    for p in players {
+        let cancel = p.cancel_at.map(|c| c.to_string()).unwrap_or_default();
+        csv.push_str(&format!("{},{},{cancel}\n", p.rating, p.arrive));
+    }
+    std::fs::write(path, csv)
+}
+
+/// Reads a trace; an error names the line and what is wrong with it.
+fn read_trace(path: &std::path::Path) -> Result<Vec<Player>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.trim() == TRACE_HEADER => {}
+        _ => {
+            return Err(format!(
+                "{}: the first line must be `{TRACE_HEADER}`",
+                path.display()
+            ));
+        }
+    }
+    let mut players = Vec::new();
+    for (n, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = |what: &str| format!("{} line {}: {what}: {line:?}", path.display(), n + 1);
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let [rating, arrive, cancel] = fields[..] else {
+            return Err(bad("expected 3 fields"));
+        };
+        let rating: i32 = rating
+            .parse()
+            .map_err(|_| bad("rating is not a whole number"))?;
+        let arrive: Millis = arrive
+            .parse()
+            .ok()
+            .filter(|a| *a >= 0)
+            .ok_or_else(|| bad("arrive_ms is not a whole number of ms, 0 or more"))?;
+        let cancel_at = match cancel {
+            "" => None,
+            c => Some(
+                c.parse::<Millis>()
+                    .ok()
+                    .filter(|c| *c >= arrive)
+                    .ok_or_else(|| bad("cancel_at_ms is not a time at or after arrive_ms"))?,
+            ),
+        };
+        players.push(Player {
+            name: format!("p{}", players.len()),
+            rating,
+            arrive,
+            cancel_at,
+        });
+    }
+    players.sort_by_key(|p| p.arrive);
+    Ok(players)
+}
+
+/// Where `--trace-out` writes the trace of `rate`.
+fn trace_out_path(base: &std::path::Path, rate: f64, several: bool) -> PathBuf {
+    if !several {
+        return base.to_path_buf();
+    }
+    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = base
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    base.with_file_name(format!("{stem}.{rate}{ext}"))
 }
 
 /// One player of a trace.
@@ -471,15 +555,38 @@ fn chart(rows: &[Row], path: &std::path::Path) -> Result<(), Box<dyn std::error:
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
+    let traces: Vec<(f64, Vec<Player>)> = match &args.trace {
+        Some(path) => {
+            let players = read_trace(path)?;
+            // Ticks run to the last arrival at least (a trace this tool
+            // wrote ends before `--hours`, so it replays exactly).
+            let last = players.iter().map(|p| p.arrive).max().unwrap_or(0);
+            args.hours = args.hours.max(last as f64 / 3_600_000.0);
+            let rate = players.len() as f64 / (args.hours * 60.0);
+            vec![((rate * 100.0).round() / 100.0, players)]
+        }
+        None => args
+            .rates
+            .iter()
+            .map(|&rate| (rate, trace(&args, rate, &mut rng)))
+            .collect(),
+    };
+    if let Some(base) = &args.trace_out {
+        for (rate, players) in &traces {
+            let path = trace_out_path(base, *rate, traces.len() > 1);
+            write_trace(&path, players)?;
+            println!("wrote the trace of {rate}/min to {}", path.display());
+        }
+    }
     let mut rows = Vec::new();
     let mut by_rate: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-    for &rate in &args.rates {
-        let players = trace(&args, rate, &mut rng);
+    for (rate, players) in &traces {
+        let (rate, players) = (*rate, players.as_slice());
         for algo in Algo::ALL {
-            let r = row(algo, rate, run(algo, &players, &args), args.hours);
+            let r = row(algo, rate, run(algo, players, &args), args.hours);
             by_rate
                 .entry(format!("{rate:>6}"))
                 .or_default()
@@ -487,15 +594,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows.push(r);
         }
     }
-    println!(
-        "mm-sim: {} h per trace, ratings N({}, {}), {}% cancel (mean {} s), seed {}",
-        args.hours,
-        args.rating_mean,
-        args.rating_sd,
-        args.cancel_share * 100.0,
-        args.cancel_mean_seconds,
-        args.seed
-    );
+    match &args.trace {
+        Some(path) => println!(
+            "mm-sim: replaying {} ({} players over {:.2} h)",
+            path.display(),
+            traces[0].1.len(),
+            args.hours
+        ),
+        None => println!(
+            "mm-sim: {} h per trace, ratings N({}, {}), {}% cancel (mean {} s), seed {}",
+            args.hours,
+            args.rating_mean,
+            args.rating_sd,
+            args.cancel_share * 100.0,
+            args.cancel_mean_seconds,
+            args.seed
+        ),
+    }
     println!();
     println!(
         "| players/min | algorithm | wait p50 (s) | wait p95 | wait p99 | gap mean | gap p95 | time-outs | matches/min |"
