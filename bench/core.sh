@@ -28,19 +28,8 @@ echo "== minting tokens"
 for c in $LOADS; do
   python3 bench/tokens.py "$SECRET" $((DURATION * 50000)) "j$c-" > "$WORK/join-tokens-$c.txt"
 done
-python3 bench/tokens.py "$SECRET" 2000 "s-" > "$WORK/status-tokens.txt"
-# Entries for the status run: 2000 searching players in a pool of their own
-# (a 30+20 pool with ratings spread so they do not match one another).
-while read -r token; do
-  curl -fs -X POST "http://$ADDR/v1/matchmaking/queue" -H "Authorization: Bearer $token" \
-    -H 'Content-Type: application/json' -d '{"time_control":"30+20","mode":"casual","region":"OCEANIA"}' \
-    | python3 -c 'import sys,json; print(json.load(sys.stdin)["queue_entry_id"])' \
-    | sed "s|^|$token |"
-done < "$WORK/status-tokens.txt" > "$WORK/entries.txt" &
-# (run in parallel with the healthz warm-up; waited for below)
-ENTRIES_PID=$!
-
-wait $ENTRIES_PID
+# Entries for the status run.
+status_entries "$ADDR"
 
 load() {
   local c=$1

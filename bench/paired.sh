@@ -3,8 +3,8 @@
 # fresh server each time (embedded, or --prod), wrk on POST
 # /v1/matchmaking/queue as in bench/core.sh. The machine's speed drifts;
 # interleaving old and new is what makes a few per cent visible.
-# ROUTE=status measures GET /v1/matchmaking/queue/{id} instead (2000
-# searching entries made first, as in bench/core.sh).
+# ROUTE=status measures GET /v1/matchmaking/queue/{id} instead (over
+# status_entries, as in bench/core.sh).
 # Usage: [ROUTE=join|status] bench/paired.sh [--prod] OLD_BIN NEW_BIN [rounds=3] [connections=8] [seconds=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,17 +28,7 @@ for round in $(seq 1 "$ROUNDS"); do
     BIN=$([ "$build" = old ] && echo "$OLD" || echo "$NEW")
     start_server "$ADDR"
     if [ "$ROUTE" = status ]; then
-      python3 bench/tokens.py "$SECRET" 2000 "s-" > "$WORK/status-tokens.txt"
-      # One process, one kept-alive connection: 2000 curls took 40 s a round.
-      python3 - "$ADDR" "$WORK/status-tokens.txt" > "$WORK/entries.txt" <<'PY'
-import http.client, json, sys
-conn = http.client.HTTPConnection(sys.argv[1])
-body = json.dumps({"time_control": "30+20", "mode": "casual", "region": "OCEANIA"})
-for token in open(sys.argv[2]).read().split():
-    conn.request("POST", "/v1/matchmaking/queue", body,
-                 {"Authorization": "Bearer " + token, "Content-Type": "application/json"})
-    print(token, json.loads(conn.getresponse().read())["queue_entry_id"])
-PY
+      status_entries "$ADDR"
       row "$round" "$build" env ENTRIES="$WORK/entries.txt" \
         wrk -t2 -c"$CONNS" -d"${DURATION}"s --latency -s bench/status.lua "http://$ADDR"
     else

@@ -276,20 +276,18 @@ async fn pending_challenges_expire_and_read_expired_at_once(backend: Backend) {
         return;
     };
     let id = challenge(&app, "bob", json!({})).await;
+    let status = || async {
+        let v: Value = get(&app, &app.token("bob"), &format!("/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["status"].clone()
+    };
     clock.advance(299);
-    let v: Value = get(&app, &app.token("bob"), &format!("/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["status"], "PENDING");
+    assert_eq!(status().await, "PENDING");
     clock.advance(1);
-    let v: Value = get(&app, &app.token("bob"), &format!("/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["status"], "EXPIRED");
+    assert_eq!(status().await, "EXPIRED");
     let r = post(&app, &app.token("bob"), &format!("/{id}/accept"), None).await;
     assert_eq!(error_code(r).await, "INVALID_STATE");
     let incoming: Value = get(&app, &app.token("bob"), "/incoming")
