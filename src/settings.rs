@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::{Millis, PoolPolicy, Region};
+use crate::matcher::Hold;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -191,6 +192,33 @@ pub struct Settings {
     /// Largest window (and so largest rating gap) of any pair.
     #[arg(long, env = "MAX_RATING_GAP", default_value_t = 500, global = true)]
     pub max_rating_gap: i32,
+    /// Holding for a closer partner (issue 18): rating points one second of
+    /// waiting is worth. When a pool's arrivals make a closer partner likely
+    /// within a short wait, a pair wider than that is not made yet; 0 holds
+    /// nobody (every compatible pair is made at once).
+    #[arg(
+        long,
+        env = "MATCH_HOLD_COST_PER_SECOND",
+        default_value_t = Hold::default().cost_per_second,
+        global = true
+    )]
+    pub match_hold_cost_per_second: f64,
+    /// How fast a held player's accepted gap widens, points per second.
+    #[arg(
+        long,
+        env = "MATCH_HOLD_GROWTH_PER_SECOND",
+        default_value_t = Hold::default().growth_per_second,
+        global = true
+    )]
+    pub match_hold_growth_per_second: f64,
+    /// Nobody is held longer than this many seconds.
+    #[arg(
+        long,
+        env = "MATCH_HOLD_MAX_SECONDS",
+        default_value_t = Hold::default().max_ms as f64 / 1000.0,
+        global = true
+    )]
+    pub match_hold_max_seconds: f64,
     /// Seconds an entry may wait before it is TIMED_OUT.
     #[arg(
         long,
@@ -389,12 +417,27 @@ impl Settings {
         let non_negative = [
             ("PRESENCE_TIMEOUT_SECONDS", self.presence_timeout_seconds),
             ("ENTRY_RETENTION_SECONDS", self.entry_retention_seconds),
+            ("MATCH_HOLD_MAX_SECONDS", self.match_hold_max_seconds),
         ];
         for (name, value) in non_negative {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!(
                     "{name} must be zero or a positive number of seconds"
                 ));
+            }
+        }
+        for (name, value) in [
+            (
+                "MATCH_HOLD_COST_PER_SECOND",
+                self.match_hold_cost_per_second,
+            ),
+            (
+                "MATCH_HOLD_GROWTH_PER_SECOND",
+                self.match_hold_growth_per_second,
+            ),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("{name} must be zero or a positive number"));
             }
         }
         if self.initial_rating_window < 0 || self.rating_window_widening_amount < 0 {
@@ -433,6 +476,15 @@ impl Settings {
             widening_amount: self.rating_window_widening_amount,
             max_gap: self.max_rating_gap,
             max_queue_time_ms: millis(self.max_queue_time_seconds),
+        }
+    }
+
+    /// How long players may be held for a closer partner.
+    pub fn hold(&self) -> Hold {
+        Hold {
+            cost_per_second: self.match_hold_cost_per_second,
+            growth_per_second: self.match_hold_growth_per_second,
+            max_ms: millis(self.match_hold_max_seconds),
         }
     }
 

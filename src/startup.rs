@@ -185,7 +185,8 @@ impl Core {
                 },
                 backlog.clone(),
             )
-            .with_clock(clock.clone()),
+            .with_clock(clock.clone())
+            .with_hold(settings.hold()),
         );
         // A fresh in-memory queue store, or a Redis that lost its data,
         // admits nobody until its guards are rebuilt from the durable

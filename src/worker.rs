@@ -154,7 +154,7 @@ impl Worker {
                 }
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
-                    self.maintain(ticks % PURGE_EVERY_TICKS == 0).await;
+                    self.maintain(ticks.is_multiple_of(PURGE_EVERY_TICKS)).await;
                     match self.store.pools().await {
                         Ok(pools) => pools.into_iter().for_each(|p| self.launch(&mut passes, p)),
                         Err(e) => tracing::warn!(error = %e, "listing pools failed"),

@@ -209,7 +209,15 @@ fn mm_sim_replays_a_trace_it_wrote_to_the_same_results() {
     let dir = tempfile::tempdir().unwrap();
     let sim = |args: &[&str], out: &str| {
         Command::new(env!("CARGO_BIN_EXE_mm-sim"))
-            .args(["--hours", "0.1", "--snapshots", "10", "--out"])
+            .args([
+                "--hours",
+                "0.1",
+                "--snapshots",
+                "10",
+                "--large-snapshots",
+                "0",
+            ])
+            .arg("--out")
             .arg(dir.path().join(out))
             .args(args)
             .output()
@@ -257,6 +265,10 @@ fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
             "5,50",
             "--snapshots",
             "50",
+            "--large-snapshots",
+            "2",
+            "--snapshot-sizes",
+            "10,40",
             "--out",
         ])
         .arg(dir.path())
@@ -266,7 +278,7 @@ fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
     let csv = std::fs::read_to_string(dir.path().join("sim.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 6, "{csv}");
-    for algo in ["ours", "greedy", "lichess"] {
+    for algo in ["ours", "greedy", "lila"] {
         assert_eq!(
             rows.iter()
                 .filter(|r| r.split(',').nth(1) == Some(algo))
@@ -281,7 +293,11 @@ fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
             .all(|r| { r.rsplit(',').next().unwrap().parse::<f64>().unwrap() > 0.0 })
     );
     let svg = std::fs::read_to_string(dir.path().join("gap_vs_wait.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("lichess"));
+    assert!(svg.starts_with("<svg") && svg.contains("lila"));
+    // Snapshots of 10 players are solved exactly: no pair lost.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| 10 | 2 | 0 | 0 | +0.0% |"), "{stdout}");
+    assert!(stdout.contains("| 40 | 2 |"), "{stdout}");
 }
 
 /// The load generator plays against a real server and prints its table.

@@ -12,6 +12,7 @@ use matchmaking_api::domain::{
     EntryStatus, ManualClock, Millis, PoolKey, PoolPolicy, PoolRef, QueueEntryId, TenantConfig,
     TenantId, UserId,
 };
+use matchmaking_api::matcher::Hold;
 use matchmaking_api::services::ServiceError;
 use matchmaking_api::services::backlog::Backlog;
 use matchmaking_api::services::breaker::CircuitBreaker;
@@ -40,6 +41,16 @@ struct Rig {
 impl Rig {
     /// `ratings`: blitz ratings set before the services start.
     async fn new(policy: PoolPolicy, presence_ms: Option<Millis>, ratings: &[(&str, i32)]) -> Self {
+        Self::holding(Hold::default(), policy, presence_ms, ratings).await
+    }
+
+    /// The same, holding players for a closer partner by `hold`.
+    async fn holding(
+        hold: Hold,
+        policy: PoolPolicy,
+        presence_ms: Option<Millis>,
+        ratings: &[(&str, i32)],
+    ) -> Self {
         let clock = ManualClock::at(T0);
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("rules.db").display());
@@ -79,7 +90,8 @@ impl Rig {
             },
             backlog.clone(),
         )
-        .with_clock(clock.clone());
+        .with_clock(clock.clone())
+        .with_hold(hold);
         let queue = QueueService {
             store: store.clone(),
             stats: store.clone(),
@@ -165,6 +177,68 @@ async fn a_200_point_gap_matches_at_the_fourth_widening_step_not_before() {
     assert_eq!(rig.pass().await, matched(0));
     assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
     rig.advance(1);
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
+}
+
+/// Forty players a second apart (ten a second), in pairs of equal rating
+/// spread over 1200..1800, each pair matched as it arrives: the pool's
+/// flow is busy. Then alice (1500) and bob (1560) wait, 60 points apart.
+async fn busy_pool_then_two_60_points_apart(hold: Hold) -> (Rig, QueueEntryId, QueueEntryId) {
+    let mut ratings: Vec<(String, i32)> = (0..40)
+        .map(|k| (format!("warm{k}"), 1200 + (k / 2) * 30))
+        .collect();
+    ratings.push(("bob".into(), 1560));
+    ratings.push(("carol".into(), 1503));
+    let ratings: Vec<(&str, i32)> = ratings.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+    let rig = Rig::holding(hold, PoolPolicy::default(), None, &ratings).await;
+    for (user, _) in &ratings[..40] {
+        rig.join(user).await.unwrap();
+        rig.pass().await;
+        rig.advance(100);
+    }
+    let alice = rig.join("alice").await.unwrap();
+    rig.advance(100);
+    let bob = rig.join("bob").await.unwrap();
+    (rig, alice, bob)
+}
+
+#[tokio::test]
+async fn a_busy_pool_holds_a_wide_pair_for_a_closer_partner_who_then_gets_the_match() {
+    let (rig, alice, bob) = busy_pool_then_two_60_points_apart(Hold::default()).await;
+    // 60 points is inside both windows, but at ten arrivals a second a
+    // closer partner is likely within the hold: nobody is matched.
+    assert_eq!(rig.pass().await, matched(0));
+    rig.advance(1_000);
+    assert_eq!(rig.pass().await, matched(0));
+    // carol (1503) arrives: alice gets the closer partner, bob waits on.
+    rig.join("carol").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
+    assert_eq!(rig.status("bob", &bob).await, EntryStatus::Searching);
+}
+
+#[tokio::test]
+async fn a_hold_never_outlasts_its_maximum() {
+    let hold = Hold::default();
+    let (rig, alice, _) = busy_pool_then_two_60_points_apart(hold).await;
+    assert_eq!(rig.pass().await, matched(0));
+    // alice arrived 100 ms before bob: once bob's hold lapses too, the
+    // window alone decides.
+    rig.advance(hold.max_ms - 1);
+    assert_eq!(rig.pass().await, matched(0));
+    rig.advance(1);
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
+}
+
+#[tokio::test]
+async fn with_no_hold_a_compatible_pair_is_matched_at_once() {
+    let hold = Hold {
+        cost_per_second: 0.0,
+        ..Hold::default()
+    };
+    let (rig, alice, _) = busy_pool_then_two_60_points_apart(hold).await;
     assert_eq!(rig.pass().await, matched(1));
     assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
 }

@@ -10,13 +10,15 @@
 //! - `greedy`: nearest-rating pairing — each arrival takes the nearest
 //!   waiting player within both windows at once; every second, waiting
 //!   players in arrival order do the same with their widened windows.
-//! - `lichess`: waves in the style of lichess's pools, from their public
-//!   description: every `--wave-seconds` (5) the whole pool is paired by a
-//!   weighted matching on `score = |gap| − bonus(a) − bonus(b)`, where a
-//!   player's bonus grows by 30 points per wave missed (at most 1000), and
-//!   only pairs with score ≤ 300 are made, within the pool's maximum gap
-//!   like every algorithm here. (lichess solves that matching exactly;
-//!   here a greedy over edges by ascending score.)
+//! - `lila`: lichess's pools as lila runs them today (see [`lila`] for
+//!   each rule and the lila file it comes from): a wave every 12 s plus up
+//!   to 1 s, or at once when 40 players wait; a pair's score is its gap less
+//!   the smaller of the two players' miss bonuses (12 per wave missed, at
+//!   most 400) less 30 (neither player sits on lost games), allowed when at
+//!   most the lower-rated player's maximum score; the wave takes a
+//!   maximum-cardinality matching of minimum total score (blossom). lila
+//!   knows no maximum gap or window: its own rules alone bind it; the
+//!   queue time-out binds every algorithm alike.
 //!
 //! Usage: `mm-sim [--hours 2] [--rates 2,20,200] [--seed 1] [--out bench/sim]`
 //! writes `<out>/sim.csv` and `<out>/gap_vs_wait.svg`, and prints a table.
@@ -26,7 +28,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use matchmaking_api::domain::{Millis, PoolPolicy};
-use matchmaking_api::matcher::{self, Seeker, solver};
+use matchmaking_api::matcher::{self, Flow, Hold, Seeker, solver};
 use matchmaking_api::services::summary::quantile;
 use plotters::prelude::*;
 use rand::rngs::StdRng;
@@ -54,14 +56,46 @@ struct Args {
     cancel_share: f64,
     #[arg(long, default_value_t = 60.0)]
     cancel_mean_seconds: f64,
-    /// lichess-style wave period (s).
-    #[arg(long, default_value_t = 5.0)]
+    /// lila's wave period (s): 12 for its 1+0 and 3+0 pools, 14 for 5+0.
+    #[arg(long, default_value_t = lila::WAVE_EVERY_MS as f64 / 1000.0)]
     wave_seconds: f64,
     /// Random snapshots checked against the exact optimum.
     #[arg(long, default_value_t = 2000)]
     snapshots: usize,
+    /// Snapshots of each size of `--snapshot-sizes` checked against the
+    /// exact optimum (blossom): pairs lost and gap excess. The exact solver
+    /// takes seconds on the largest (0 skips the check).
+    #[arg(long, default_value_t = 5)]
+    large_snapshots: usize,
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500,1000,2000")]
+    snapshot_sizes: Vec<usize>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Several seeds: each rate is simulated once per seed and the rows
+    /// pool every run's players (wait and gap quantiles over all of them).
+    /// Replaces `--seed` for the traces.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["trace", "trace_out"])]
+    seeds: Vec<u64>,
+    /// Holding for a closer partner (`ours`): rating points one second of
+    /// waiting is worth; 0 holds nobody.
+    #[arg(long, default_value_t = Hold::default().cost_per_second)]
+    hold_cost: f64,
+    /// How fast a held player's hold gap widens, points per second waited.
+    #[arg(long, default_value_t = Hold::default().growth_per_second)]
+    hold_growth: f64,
+    /// Nobody is held longer than this (s).
+    #[arg(long, default_value_t = Hold::default().max_ms as f64 / 1000.0)]
+    hold_max_seconds: f64,
+    /// The pool's window: initial, widening step (points every
+    /// `--widening-seconds`) and maximum gap (SPEC §5).
+    #[arg(long, default_value_t = PoolPolicy::default().initial_window)]
+    initial_window: i32,
+    #[arg(long, default_value_t = PoolPolicy::default().widening_amount)]
+    widening_amount: i32,
+    #[arg(long, default_value_t = PoolPolicy::default().widening_interval_ms as f64 / 1000.0)]
+    widening_seconds: f64,
+    #[arg(long, default_value_t = PoolPolicy::default().max_gap)]
+    max_gap: i32,
     /// Where the CSV and the SVG chart go.
     #[arg(long, default_value = "bench/sim")]
     out: PathBuf,
@@ -76,6 +110,18 @@ struct Args {
     /// lasts `--hours`, or longer if the trace does.
     #[arg(long, value_name = "FILE", conflicts_with = "trace_out")]
     trace: Option<PathBuf>,
+}
+
+impl Args {
+    fn policy(&self) -> PoolPolicy {
+        PoolPolicy {
+            initial_window: self.initial_window,
+            widening_amount: self.widening_amount,
+            widening_interval_ms: (self.widening_seconds * 1000.0) as Millis,
+            max_gap: self.max_gap,
+            ..PoolPolicy::default()
+        }
+    }
 }
 
 /// The header of a trace file.
@@ -200,22 +246,22 @@ fn trace(args: &Args, per_minute: f64, rng: &mut StdRng) -> Vec<Player> {
 enum Algo {
     Ours,
     Greedy,
-    Lichess,
+    Lila,
 }
 
 impl Algo {
-    const ALL: [Algo; 3] = [Algo::Ours, Algo::Greedy, Algo::Lichess];
+    const ALL: [Algo; 3] = [Algo::Ours, Algo::Greedy, Algo::Lila];
 
     fn name(self) -> &'static str {
         match self {
             Algo::Ours => "ours",
             Algo::Greedy => "greedy",
-            Algo::Lichess => "lichess",
+            Algo::Lila => "lila",
         }
     }
 }
 
-/// A waiting player: index into the trace, and waves missed (lichess).
+/// A waiting player: index into the trace, and waves missed (lila).
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
     player: usize,
@@ -236,6 +282,9 @@ struct Outcome {
 struct Sim<'t> {
     players: &'t [Player],
     policy: PoolPolicy,
+    hold: Hold,
+    /// The arrivals seen so far, as the service would learn them.
+    flow: Flow,
     waiting: Vec<Waiting>,
     out: Outcome,
 }
@@ -280,10 +329,16 @@ impl Sim<'_> {
                 }
             })
             .collect();
-        let pairs: Vec<(usize, usize)> = matcher::find_pairs(&seekers, now, &self.policy)
-            .into_iter()
-            .map(|p| (p.a, p.b))
-            .collect();
+        let pairs: Vec<(usize, usize)> = matcher::find_pairs_holding(
+            &seekers,
+            now,
+            &self.policy,
+            Some((&self.hold, &self.flow)),
+            |_, _| false,
+        )
+        .into_iter()
+        .map(|p| (p.a, p.b))
+        .collect();
         self.pair(&pairs, now);
     }
 
@@ -323,33 +378,21 @@ impl Sim<'_> {
         self.pair(&pairs, now);
     }
 
-    /// One lichess-style wave.
+    /// One lila wave: every waiting pair lila allows, scored as lila scores
+    /// it, then a maximum-cardinality matching of least total score.
     fn wave(&mut self, now: Millis) {
-        let bonus = |w: &Waiting| (w.misses * 30).min(1000);
         let mut edges = Vec::new();
         for i in 0..self.waiting.len() {
             for j in i + 1..self.waiting.len() {
                 let (a, b) = (&self.waiting[i], &self.waiting[j]);
-                let gap = i64::from(
-                    (self.players[a.player].rating - self.players[b.player].rating).abs(),
-                );
-                let score = gap - bonus(a) - bonus(b);
-                // The pool's maximum gap binds every algorithm alike.
-                if score <= 300 && gap <= i64::from(self.policy.max_gap) {
-                    edges.push((score, i, j));
+                let (ra, rb) = (self.players[a.player].rating, self.players[b.player].rating);
+                if let Some(score) = lila::pair_score(ra, a.misses, rb, b.misses) {
+                    // The solver maximises weight among the largest matchings.
+                    edges.push((i, j, -score));
                 }
             }
         }
-        edges.sort_unstable();
-        let mut used = vec![false; self.waiting.len()];
-        let mut pairs = Vec::new();
-        for (_, i, j) in edges {
-            if !used[i] && !used[j] {
-                used[i] = true;
-                used[j] = true;
-                pairs.push((i, j));
-            }
-        }
+        let pairs = solver::blossom(self.waiting.len(), &edges);
         self.pair(&pairs, now);
         for w in &mut self.waiting {
             w.misses += 1;
@@ -375,7 +418,26 @@ enum Event {
     Tick,
 }
 
-fn run(algo: Algo, players: &[Player], args: &Args) -> Outcome {
+/// The traces of one rate, each with the seed that drew it.
+type Runs = Vec<(u64, Vec<Player>)>;
+
+/// Runs `algo` over the traces of one rate (one per seed), pooling what
+/// they produced.
+fn run_all(algo: Algo, traces: &[(u64, Vec<Player>)], args: &Args) -> Outcome {
+    let mut all = Outcome::default();
+    for (seed, players) in traces {
+        let o = run(algo, players, *seed, args);
+        all.waits_ms.extend(o.waits_ms);
+        all.gaps.extend(o.gaps);
+        all.matches += o.matches;
+        all.timeouts += o.timeouts;
+        all.cancels += o.cancels;
+        all.arrivals += o.arrivals;
+    }
+    all
+}
+
+fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
     let mut events: Vec<(Millis, Event)> = Vec::with_capacity(players.len() * 2);
     for (i, p) in players.iter().enumerate() {
         events.push((p.arrive, Event::Arrival(i)));
@@ -387,9 +449,19 @@ fn run(algo: Algo, players: &[Player], args: &Args) -> Outcome {
     events.extend((0..=end / 1000).map(|s| (s * 1000, Event::Tick)));
     events.sort_unstable();
     let wave_ms = (args.wave_seconds * 1000.0) as Millis;
+    // lila's waves: their own schedule (period plus up to a second), drawn
+    // from a generator of their own so every algorithm sees the same trace.
+    let mut wave_rng = StdRng::seed_from_u64(seed);
+    let mut next_wave = wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
     let mut sim = Sim {
         players,
-        policy: PoolPolicy::default(),
+        policy: args.policy(),
+        hold: Hold {
+            cost_per_second: args.hold_cost,
+            growth_per_second: args.hold_growth,
+            max_ms: (args.hold_max_seconds * 1000.0) as Millis,
+        },
+        flow: Flow::default(),
         waiting: Vec::new(),
         out: Outcome {
             arrivals: players.len(),
@@ -397,6 +469,13 @@ fn run(algo: Algo, players: &[Player], args: &Args) -> Outcome {
         },
     };
     for (now, event) in events {
+        if algo == Algo::Lila {
+            while next_wave <= now {
+                sim.time_out(next_wave);
+                sim.wave(next_wave);
+                next_wave += wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
+            }
+        }
         match event {
             Event::Cancel(i) => {
                 if let Some(k) = sim.waiting.iter().position(|w| w.player == i) {
@@ -405,6 +484,7 @@ fn run(algo: Algo, players: &[Player], args: &Args) -> Outcome {
                 }
             }
             Event::Arrival(i) => {
+                sim.flow.observe(now, players[i].rating);
                 sim.waiting.push(Waiting {
                     player: i,
                     misses: 0,
@@ -415,7 +495,13 @@ fn run(algo: Algo, players: &[Player], args: &Args) -> Outcome {
                         let me = sim.waiting.len() - 1;
                         sim.greedy(now, Some(me));
                     }
-                    Algo::Lichess => {}
+                    Algo::Lila if sim.waiting.len() >= lila::WAVE_PLAYERS => {
+                        // A full wave runs at once and the next is scheduled
+                        // from it.
+                        sim.wave(now);
+                        next_wave = now + wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
+                    }
+                    Algo::Lila => {}
                 }
             }
             Event::Tick => {
@@ -423,13 +509,85 @@ fn run(algo: Algo, players: &[Player], args: &Args) -> Outcome {
                 match algo {
                     Algo::Ours => sim.ours(now),
                     Algo::Greedy => sim.greedy(now, None),
-                    Algo::Lichess if now % wave_ms == 0 => sim.wave(now),
-                    Algo::Lichess => {}
+                    Algo::Lila => {}
                 }
             }
         }
     }
     sim.out
+}
+
+/// lichess's pool rules as lila runs them (lichess-org/lila, `modules/pool`,
+/// read at commit d99cb8d for `MatchMaking.scala`, f490d62 for
+/// `PoolList.scala`), for players with no rating range, no block list, not
+/// provisional and in good standing (rage-sit counter 0).
+mod lila {
+    use matchmaking_api::domain::Millis;
+
+    /// `PoolList.scala`: `Wave(12.seconds, 40.players)` for 1+0 and 3+0
+    /// (`Wave(14.seconds, 40.players)` for 5+0).
+    pub const WAVE_EVERY_MS: Millis = 12_000;
+    /// `PoolList.scala`: a wave runs at once when this many players wait.
+    pub const WAVE_PLAYERS: usize = 40;
+    /// `PoolActor.scala`: the next wave is scheduled `every +
+    /// Random.nextInt(1000).millis` after the last.
+    pub const WAVE_JITTER_MS: Millis = 1_000;
+    /// `MatchMaking.scala`, `missBonus`: 12 per wave missed.
+    pub const MISS_BONUS_PER_WAVE: i64 = 12;
+    /// `MatchMaking.scala`, `missBonus`: at most `460 +
+    /// rageSitCounter.atMost(-3) · 20`, which is 400 for a player in good
+    /// standing (counter 0: `0.atMost(-3)` is -3).
+    pub const MISS_BONUS_MAX: i64 = 460 - 3 * 20;
+    /// `MatchMaking.scala`, `ragesitBonus`: both players' counters ≥ -2.
+    pub const RAGESIT_BONUS_GOOD: i64 = 30;
+
+    /// `MatchMaking.scala`, `missBonus`.
+    pub fn miss_bonus(misses: i64) -> i64 {
+        (misses * MISS_BONUS_PER_WAVE).clamp(0, MISS_BONUS_MAX)
+    }
+
+    /// `MatchMaking.scala`, `ratingToMaxScore`: above it, no pairing.
+    pub fn max_score(rating: i32) -> i64 {
+        if rating < 1000 {
+            130
+        } else if rating < 1500 {
+            100
+        } else {
+            i64::from(rating / 15)
+        }
+    }
+
+    /// `MatchMaking.scala`, `pairScore`: lower is better; `None` when lila
+    /// would not pair the two. The smaller of the two miss bonuses counts.
+    pub fn pair_score(rating_a: i32, misses_a: i64, rating_b: i32, misses_b: i64) -> Option<i64> {
+        let score = i64::from((rating_a - rating_b).abs())
+            - miss_bonus(misses_a).min(miss_bonus(misses_b))
+            - RAGESIT_BONUS_GOOD;
+        (score <= max_score(rating_a.min(rating_b))).then_some(score)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn pairs_as_lila_allows() {
+            // Two fresh players at 1500: max score 100, bonus 0, so a gap
+            // of 130 is the most lila allows.
+            assert_eq!(pair_score(1500, 0, 1630, 0), Some(100));
+            assert_eq!(pair_score(1500, 0, 1631, 0), None);
+            // Below 1000 the lower rating allows 130, so 160 of gap.
+            assert_eq!(pair_score(900, 0, 1060, 0), Some(130));
+            // The smaller bonus counts: one who missed 10 waves with a
+            // newcomer gets nothing from it.
+            assert_eq!(pair_score(1500, 10, 1631, 0), None);
+            assert_eq!(pair_score(1500, 10, 1631, 1), Some(89));
+            // The bonus stops at 400.
+            assert_eq!(miss_bonus(33), 396);
+            assert_eq!(miss_bonus(34), 400);
+            assert_eq!(miss_bonus(1_000), 400);
+        }
+    }
 }
 
 /// One line of the report.
@@ -503,6 +661,77 @@ fn optimality(args: &Args, rng: &mut StdRng) -> (usize, f64, f64) {
     (same_pairs, ratio_sum / args.snapshots as f64, worst)
 }
 
+/// How one snapshot size compares with the exact optimum.
+struct Against {
+    size: usize,
+    snapshots: usize,
+    /// Pairs the optimum makes and the matcher does not, in all and at most
+    /// in one snapshot.
+    pairs_lost: u32,
+    worst_lost: u32,
+    /// Total gap of the matcher's pairs over the optimum's, in all.
+    gap_excess: f64,
+    worst_gap_excess: f64,
+}
+
+/// Snapshots of the benchmark's shape (ratings N(1500, 300), waits 0–120 s)
+/// of each size, the matcher's pass against the exact optimum of the same
+/// objective by the blossom solver.
+fn against_optimum(args: &Args, rng: &mut StdRng) -> Vec<Against> {
+    let policy = args.policy();
+    let now: Millis = 1_000_000_000;
+    args.snapshot_sizes
+        .iter()
+        .map(|&size| {
+            let mut row = Against {
+                size,
+                snapshots: args.large_snapshots,
+                pairs_lost: 0,
+                worst_lost: 0,
+                gap_excess: 0.0,
+                worst_gap_excess: 0.0,
+            };
+            let (mut ours_total, mut best_total) = (0i64, 0i64);
+            for _ in 0..args.large_snapshots {
+                let names: Vec<String> = (0..size).map(|i| format!("s{i}")).collect();
+                let seekers: Vec<Seeker<'_>> = names
+                    .iter()
+                    .map(|name| Seeker {
+                        user: name,
+                        rating: normal(rng, 1500.0, 300.0).round().clamp(600.0, 2800.0) as i32,
+                        enqueued_at: now - rng.random_range(0..120_000),
+                    })
+                    .collect();
+                let (n, edges) = matcher::compatibility_graph(&seekers, now, &policy);
+                let best = solver::blossom(n, &edges);
+                let ours: Vec<(usize, usize)> = matcher::find_pairs(&seekers, now, &policy)
+                    .into_iter()
+                    .map(|p| (p.a, p.b))
+                    .collect();
+                let gap = |pairs: &[(usize, usize)]| -> i64 {
+                    pairs
+                        .iter()
+                        .map(|&(a, b)| i64::from((seekers[a].rating - seekers[b].rating).abs()))
+                        .sum()
+                };
+                let lost = best.len().saturating_sub(ours.len()) as u32;
+                row.pairs_lost += lost;
+                row.worst_lost = row.worst_lost.max(lost);
+                let (g_ours, g_best) = (gap(&ours), gap(&best));
+                ours_total += g_ours;
+                best_total += g_best;
+                if g_best > 0 {
+                    row.worst_gap_excess = row
+                        .worst_gap_excess
+                        .max(g_ours as f64 / g_best as f64 - 1.0);
+                }
+            }
+            row.gap_excess = ours_total as f64 / best_total.max(1) as f64 - 1.0;
+            row
+        })
+        .collect()
+}
+
 fn chart(rows: &[Row], path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -558,7 +787,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let traces: Vec<(f64, Vec<Player>)> = match &args.trace {
+    let seeds = if args.seeds.is_empty() {
+        vec![args.seed]
+    } else {
+        args.seeds.clone()
+    };
+    // Per rate, one trace per seed (each seed draws its rates in order, so
+    // one seed alone gives the traces `--seed` gives).
+    let traces: Vec<(f64, Runs)> = match &args.trace {
         Some(path) => {
             let players = read_trace(path)?;
             // Ticks run to the last arrival at least (a trace this tool
@@ -566,27 +802,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let last = players.iter().map(|p| p.arrive).max().unwrap_or(0);
             args.hours = args.hours.max(last as f64 / 3_600_000.0);
             let rate = players.len() as f64 / (args.hours * 60.0);
-            vec![((rate * 100.0).round() / 100.0, players)]
+            vec![((rate * 100.0).round() / 100.0, vec![(args.seed, players)])]
         }
-        None => args
-            .rates
-            .iter()
-            .map(|&rate| (rate, trace(&args, rate, &mut rng)))
-            .collect(),
+        None => {
+            let mut per_rate: Vec<(f64, Runs)> =
+                args.rates.iter().map(|&rate| (rate, Vec::new())).collect();
+            for &seed in &seeds {
+                let mut rng = StdRng::seed_from_u64(seed);
+                for (rate, runs) in &mut per_rate {
+                    runs.push((seed, trace(&args, *rate, &mut rng)));
+                }
+            }
+            per_rate
+        }
     };
     if let Some(base) = &args.trace_out {
-        for (rate, players) in &traces {
+        for (rate, runs) in &traces {
             let path = trace_out_path(base, *rate, traces.len() > 1);
-            write_trace(&path, players)?;
+            write_trace(&path, &runs[0].1)?;
             println!("wrote the trace of {rate}/min to {}", path.display());
         }
     }
     let mut rows = Vec::new();
     let mut by_rate: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-    for (rate, players) in &traces {
-        let (rate, players) = (*rate, players.as_slice());
+    for (rate, runs) in &traces {
         for algo in Algo::ALL {
-            let r = row(algo, rate, run(algo, players, &args), args.hours);
+            let hours = args.hours * runs.len() as f64;
+            let r = row(algo, *rate, run_all(algo, runs, &args), hours);
             by_rate
                 .entry(format!("{rate:>6}"))
                 .or_default()
@@ -598,17 +840,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => println!(
             "mm-sim: replaying {} ({} players over {:.2} h)",
             path.display(),
-            traces[0].1.len(),
+            traces[0].1[0].1.len(),
             args.hours
         ),
         None => println!(
-            "mm-sim: {} h per trace, ratings N({}, {}), {}% cancel (mean {} s), seed {}",
+            "mm-sim: {} h per trace, ratings N({}, {}), {}% cancel (mean {} s), seeds {:?}",
             args.hours,
             args.rating_mean,
             args.rating_sd,
             args.cancel_share * 100.0,
             args.cancel_mean_seconds,
-            args.seed
+            seeds
         ),
     }
     println!();
@@ -672,6 +914,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mean_ratio,
         worst
     );
+    if args.large_snapshots > 0 {
+        println!();
+        println!(
+            "| snapshot size | snapshots | pairs lost (all) | pairs lost (worst) | total gap over the optimum | worst |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for a in against_optimum(&args, &mut rng) {
+            println!(
+                "| {} | {} | {} | {} | {:+.1}% | {:+.1}% |",
+                a.size,
+                a.snapshots,
+                a.pairs_lost,
+                a.worst_lost,
+                100.0 * a.gap_excess,
+                100.0 * a.worst_gap_excess
+            );
+        }
+    }
     println!(
         "wrote {} and {}",
         args.out.join("sim.csv").display(),

@@ -18,8 +18,11 @@
 //! compatible entries remain); the benchmarks measure how close it is to
 //! the optimum.
 
+pub mod flow;
 pub mod score;
 pub mod solver;
+
+pub use flow::{Flow, Hold};
 
 use crate::domain::{Millis, PoolPolicy, Rating};
 
@@ -64,6 +67,19 @@ pub fn find_pairs_with(
     policy: &PoolPolicy,
     blocked: impl Fn(usize, usize) -> bool,
 ) -> Vec<Pair> {
+    find_pairs_holding(snapshot, now, policy, None, blocked)
+}
+
+/// Matches a pool, holding players for a closer partner where its flow of
+/// arrivals makes one likely ([`flow`]): a player's window narrows to their
+/// hold gap while it lasts. `None` holds nobody.
+pub fn find_pairs_holding(
+    snapshot: &[Seeker<'_>],
+    now: Millis,
+    policy: &PoolPolicy,
+    hold: Option<(&Hold, &Flow)>,
+    blocked: impl Fn(usize, usize) -> bool,
+) -> Vec<Pair> {
     // Sorted by (rating, index) through packed keys, carrying the arrival
     // time along: sorting 16-byte items beats sorting the nodes, and
     // building the nodes then reads memory in order.
@@ -81,10 +97,14 @@ pub fn find_pairs_with(
         .into_iter()
         .map(|(key, enqueued_at)| {
             let waited = now - enqueued_at;
+            let rating = (key >> 32) as u32 as i32 ^ i32::MIN;
+            let window = policy.window(waited);
             Node {
                 index: (key & u64::from(u32::MAX)) as usize,
-                rating: (key >> 32) as u32 as i32 ^ i32::MIN,
-                window: policy.window(waited),
+                rating,
+                window: hold
+                    .and_then(|(hold, flow)| hold.gap(flow, rating, waited))
+                    .map_or(window, |held| held.min(window)),
                 steps: policy.widening_steps(waited),
                 enqueued_at,
             }

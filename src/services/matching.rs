@@ -41,7 +41,7 @@ use crate::domain::{
     Clock, GameId, MatchIntent, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef,
     SystemClock, UserId,
 };
-use crate::matcher::{self, Seeker};
+use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
     AuditEvent, Claim, DurableStore, GuardStore, PairingStore, Reservation, StoreError,
     StoreResult, Waiting,
@@ -91,6 +91,18 @@ pub struct MatchingService {
     /// Where passes report how long they took (joins read it).
     backlog: Arc<Backlog>,
     clock: Arc<dyn Clock>,
+    /// How long a player may be held for a closer partner.
+    hold: Hold,
+    /// What each pool's arrivals have looked like, learned from the
+    /// entries its passes see for the first time.
+    flows: std::sync::Mutex<HashMap<PoolRef, PoolFlow>>,
+}
+
+/// The flow of one pool's arrivals, and the newest arrival already in it.
+#[derive(Default)]
+struct PoolFlow {
+    flow: Flow,
+    newest: Option<Millis>,
 }
 
 /// A reserved pair on its way to a game.
@@ -128,7 +140,38 @@ impl MatchingService {
             limits,
             backlog,
             clock: Arc::new(SystemClock),
+            hold: Hold::default(),
+            flows: Default::default(),
         }
+    }
+
+    /// Holds players for a closer partner by `hold` (a zero cost holds
+    /// nobody: every compatible pair is made at once).
+    pub fn with_hold(mut self, hold: Hold) -> Self {
+        self.hold = hold;
+        self
+    }
+
+    /// The pool's flow, with the entries of `live` it has not seen yet
+    /// (those that arrived after the newest it has) taken in, oldest first.
+    /// A node that takes a pool over learns its flow afresh, holding nobody
+    /// until it has seen enough arrivals.
+    fn flow(&self, pool: &PoolRef, live: &[Waiting]) -> Flow {
+        let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        let known = flows.entry(pool.clone()).or_default();
+        let mut fresh: Vec<(Millis, i32)> = live
+            .iter()
+            .filter(|w| known.newest.is_none_or(|n| w.enqueued_at > n))
+            .map(|w| (w.enqueued_at, w.rating))
+            .collect();
+        fresh.sort_unstable();
+        for &(at, rating) in &fresh {
+            known.flow.observe(at, rating);
+        }
+        if let Some(&(at, _)) = fresh.last() {
+            known.newest = Some(at);
+        }
+        known.flow
     }
 
     /// Reads the time from `clock` (tests move it by hand).
@@ -177,7 +220,14 @@ impl MatchingService {
                 enqueued_at: w.enqueued_at,
             })
             .collect();
-        let pairs = matcher::find_pairs(&seekers, now, &self.policy);
+        let flow = self.flow(pool, &live);
+        let pairs = matcher::find_pairs_holding(
+            &seekers,
+            now,
+            &self.policy,
+            Some((&self.hold, &flow)),
+            |_, _| false,
+        );
         // A few rounds in flight at once: their persistence can share one
         // group commit, and one slow game creation does not hold up the rest.
         let rounds: Vec<Vec<(&Waiting, &Waiting)>> = pairs
