@@ -5,8 +5,10 @@
 //! gaps, time-outs, matches per minute. Hours of traffic take seconds.
 //!
 //! Algorithms (same pool policy, same trace, same time-outs):
-//! - `ours`: `matcher::find_pairs`, run on every arrival (the service's
-//!   event-driven pass) and every second (widening, time-outs).
+//! - `ours`: `matcher::find_pairs_holding` with the service's default
+//!   hold (`--hold-*`) and the flow learned from the arrivals so far, run
+//!   on every arrival (the service's event-driven pass) and every second
+//!   (widening, holds lapsing, time-outs).
 //! - `greedy`: nearest-rating pairing — each arrival takes the nearest
 //!   waiting player within both windows at once; every second, waiting
 //!   players in arrival order do the same with their widened windows.
@@ -452,7 +454,8 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
     // lila's waves: their own schedule (period plus up to a second), drawn
     // from a generator of their own so every algorithm sees the same trace.
     let mut wave_rng = StdRng::seed_from_u64(seed);
-    let mut next_wave = wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
+    let mut wave_after = |at: Millis| at + wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
+    let mut next_wave = wave_after(0);
     let mut sim = Sim {
         players,
         policy: args.policy(),
@@ -473,7 +476,7 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
             while next_wave <= now {
                 sim.time_out(next_wave);
                 sim.wave(next_wave);
-                next_wave += wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
+                next_wave = wave_after(next_wave);
             }
         }
         match event {
@@ -499,7 +502,7 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
                         // A full wave runs at once and the next is scheduled
                         // from it.
                         sim.wave(now);
-                        next_wave = now + wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
+                        next_wave = wave_after(now);
                     }
                     Algo::Lila => {}
                 }
