@@ -35,6 +35,9 @@ struct Rig {
     clock: Arc<ManualClock>,
     queue: QueueService,
     matching: MatchingService,
+    /// A matching service as a node starting afresh on the same stores
+    /// would build it.
+    restart: Box<dyn Fn() -> MatchingService>,
     _dir: tempfile::TempDir,
 }
 
@@ -76,22 +79,34 @@ impl Rig {
         ));
         let backlog = Arc::new(Backlog::new(Duration::ZERO));
         let guards = Guards::new(store.clone(), durable.clone(), GUARD_MS, clock.clone());
-        let matching = MatchingService::new(
-            (store.clone(), store.clone()),
-            durable.clone(),
-            games,
-            breaker.clone(),
-            policy,
-            MatchingLimits {
-                pairs_per_batch: 100,
-                reservation_ms: 30_000,
-                guard_ms: GUARD_MS,
-                presence_ms,
-            },
-            backlog.clone(),
-        )
-        .with_clock(clock.clone())
-        .with_hold(hold);
+        let restart: Box<dyn Fn() -> MatchingService> = {
+            let (store, durable, breaker, backlog, clock) = (
+                store.clone(),
+                durable.clone(),
+                breaker.clone(),
+                backlog.clone(),
+                clock.clone(),
+            );
+            Box::new(move || {
+                MatchingService::new(
+                    (store.clone(), store.clone()),
+                    durable.clone(),
+                    games.clone(),
+                    breaker.clone(),
+                    policy,
+                    MatchingLimits {
+                        pairs_per_batch: 100,
+                        reservation_ms: 30_000,
+                        guard_ms: GUARD_MS,
+                        presence_ms,
+                    },
+                    backlog.clone(),
+                )
+                .with_clock(clock.clone())
+                .with_hold(hold)
+            })
+        };
+        let matching = restart();
         let queue = QueueService {
             store: store.clone(),
             stats: store.clone(),
@@ -116,6 +131,7 @@ impl Rig {
             clock,
             queue,
             matching,
+            restart,
             _dir: dir,
         }
     }
@@ -230,6 +246,22 @@ async fn a_hold_never_outlasts_its_maximum() {
     rig.advance(1);
     assert_eq!(rig.pass().await, matched(1));
     assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
+}
+
+#[tokio::test]
+async fn a_restarted_node_forgets_the_flow_holds_nobody_and_matches_nobody_twice() {
+    let (mut rig, alice, bob) = busy_pool_then_two_60_points_apart(Hold::default()).await;
+    assert_eq!(rig.pass().await, matched(0));
+    // The node dies; another starts on the same stores. The flow lived in
+    // memory only: it holds nobody until it has seen enough arrivals, so
+    // the waiting pair is made at once, and only once.
+    rig.matching = (rig.restart)();
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
+    assert_eq!(rig.status("bob", &bob).await, EntryStatus::Matched);
+    assert_eq!(rig.pass().await, matched(0));
+    rig.join("carol").await.unwrap();
+    assert_eq!(rig.pass().await, matched(0));
 }
 
 #[tokio::test]
