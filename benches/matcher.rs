@@ -55,6 +55,32 @@ fn pass(c: &mut Criterion) {
     group.finish();
 }
 
+/// 100k players in groups of exactly 12 (ratings 5 points apart within a
+/// group, groups 600 apart, beyond any window): every segment goes to the
+/// exact solver, the cold or recovering pool's worst case for it.
+fn segments_of_12(c: &mut Criterion) {
+    let policy = PoolPolicy::default();
+    let names = users(100_008);
+    let mut rng = StdRng::seed_from_u64(7);
+    let pool: Vec<Seeker<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, u)| Seeker {
+            user: u,
+            rating: (i / 12) as i32 * 600 + (i % 12) as i32 * 5,
+            enqueued_at: NOW - rng.random_range(0..120_000),
+        })
+        .collect();
+    assert_eq!(find_pairs(&pool, NOW, &policy).len(), 100_008 / 2);
+    let mut group = c.benchmark_group("matching_pass_segments_of_12");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(pool.len() as u64));
+    group.bench_function("100k", |b| {
+        b.iter(|| black_box(find_pairs(black_box(&pool), NOW, &policy)))
+    });
+    group.finish();
+}
+
 fn arrival(c: &mut Criterion) {
     let policy = PoolPolicy::default();
     let names = users(10_001);
@@ -80,5 +106,5 @@ fn arrival(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pass, arrival);
+criterion_group!(benches, pass, segments_of_12, arrival);
 criterion_main!(benches);

@@ -10,7 +10,8 @@
 //! How: sorted by rating, the pool splits into *segments* that no compatible
 //! pair crosses. Small segments (the usual case once a pool is running: an
 //! arrival meets the few players near its rating) are solved exactly by
-//! [`solver::exact`]. A large segment (a cold pool full of players) is paired
+//! [`solver::exact`] (within a work budget per pass,
+//! [`EXACT_WORK_PER_PASS`]). A large segment (a cold pool full of players) is paired
 //! greedily: longest-waiting first, each with its nearest compatible partner;
 //! then short augmenting paths add pairs the greedy order missed (an
 //! unmatched player takes a neighbour whose partner has another unmatched
@@ -26,8 +27,15 @@ pub use flow::{Flow, Hold};
 
 use crate::domain::{Millis, PoolPolicy, Rating};
 
-/// Segments up to this size are solved exactly.
+/// Segments up to this size are solved exactly...
 pub const EXACT_SEGMENT_LIMIT: usize = 12;
+
+/// ...while the exact solver's work in the pass stays under this budget
+/// ([`solver::Subsets::work`]; about 4 ns a unit): a pool of many small,
+/// dense segments (a cold or recovering pool, 100k players in groups of
+/// 12) would otherwise spend seconds solving them. Past the budget, the
+/// remaining segments go the greedy way, as large ones do.
+pub const EXACT_WORK_PER_PASS: u64 = 5_000_000;
 
 /// A waiting entry as the matcher sees it.
 #[derive(Debug, Clone, Copy)]
@@ -111,12 +119,18 @@ pub fn find_pairs_holding(
         })
         .collect();
 
-    let matcher = Matcher { blocked: &blocked };
+    let mut matcher = Matcher {
+        blocked: &blocked,
+        subsets: solver::Subsets::default(),
+        edges: Vec::new(),
+    };
     let mut pairs = Vec::new();
     for segment in segments(&nodes) {
         match segment.len() {
             0 | 1 => {}
-            n if n <= EXACT_SEGMENT_LIMIT => matcher.exact(segment, &mut pairs),
+            n if n <= EXACT_SEGMENT_LIMIT && matcher.subsets.work() < EXACT_WORK_PER_PASS => {
+                matcher.exact(segment, &mut pairs)
+            }
             _ => matcher.greedy(segment, &mut pairs),
         }
     }
@@ -177,6 +191,10 @@ fn segments(nodes: &[Node]) -> impl Iterator<Item = &[Node]> {
 
 struct Matcher<'s, F> {
     blocked: &'s F,
+    /// The exact solver's working memory, and the edges of the segment it
+    /// solves, kept from one segment to the next.
+    subsets: solver::Subsets,
+    edges: Vec<(usize, usize, i64)>,
 }
 
 impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
@@ -192,17 +210,18 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
     }
 
     /// The optimum of a small segment.
-    fn exact(&self, segment: &[Node], out: &mut Vec<Pair>) {
-        let mut edges = Vec::new();
+    fn exact(&mut self, segment: &[Node], out: &mut Vec<Pair>) {
+        self.edges.clear();
         for (i, a) in segment.iter().enumerate() {
             for (j, b) in segment.iter().enumerate().skip(i + 1) {
                 if self.compatible(a, b) {
-                    edges.push((i, j, Self::score(a, b)));
+                    self.edges.push((i, j, Self::score(a, b)));
                 }
             }
         }
         out.extend(
-            solver::exact(segment.len(), &edges)
+            self.subsets
+                .solve(segment.len(), &self.edges)
                 .into_iter()
                 .map(|(i, j)| Pair {
                     a: segment[i].index,
@@ -545,6 +564,8 @@ pub fn compatibility_graph(
         .collect();
     let matcher = Matcher {
         blocked: &|_: usize, _: usize| false,
+        subsets: solver::Subsets::default(),
+        edges: Vec::new(),
     };
     let mut edges = Vec::new();
     for (i, a) in nodes.iter().enumerate() {

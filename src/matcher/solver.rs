@@ -31,59 +31,120 @@ impl Value {
 
 /// Optimal matching of a small graph by dynamic programming over vertex
 /// subsets: `best(S)` either leaves the lowest vertex of `S` unmatched or
-/// pairs it with one of its neighbours in `S`. Exact, `O(2^n · degree)`.
+/// pairs it with one of its neighbours in `S`. Exact. Only the subsets
+/// reachable from the whole graph that way are visited (memoised, from the
+/// top): at most 377 of the 4,096 subsets of 12 vertices, 17,711 of the
+/// million of 20, whatever the edges.
 ///
 /// Edges are `(u, v, weight)` with `u != v`, both `< n`.
 pub fn exact(n: usize, edges: &[(usize, usize, i64)]) -> Vec<(usize, usize)> {
-    assert!(
-        n <= EXACT_MAX_VERTICES,
-        "exact solver takes at most {EXACT_MAX_VERTICES} vertices"
-    );
-    if n < 2 || edges.is_empty() {
-        return Vec::new();
-    }
-    // adjacency[u] lists (v, weight) for every edge, both directions.
-    let mut adjacency: Vec<Vec<(usize, i64)>> = vec![Vec::new(); n];
-    for &(u, v, w) in edges {
-        debug_assert!(u != v && u < n && v < n);
-        adjacency[u].push((v, w));
-        adjacency[v].push((u, w));
-    }
-    let full = (1usize << n) - 1;
-    let mut best = vec![Value::default(); full + 1];
-    // partner[S] = the vertex paired with the lowest vertex of S, or NONE.
+    Subsets::default().solve(n, edges)
+}
+
+/// The working memory of [`exact`], kept between graphs: one pass over a
+/// pool solves thousands of small segments without allocating for each.
+#[derive(Default)]
+pub struct Subsets {
+    /// `seen[S] == round`: `best[S]` and `partner[S]` are this graph's.
+    seen: Vec<u32>,
+    round: u32,
+    best: Vec<Value>,
+    /// The vertex paired with the lowest vertex of `S`, or [`Self::NONE`].
+    partner: Vec<u8>,
+    /// `neighbours[u]`: a bit per neighbour of `u`.
+    neighbours: [u32; EXACT_MAX_VERTICES],
+    weight: [[i64; EXACT_MAX_VERTICES]; EXACT_MAX_VERTICES],
+    /// Subsets solved and pairings weighed, over every graph solved on
+    /// this memory: the work done, for callers on a budget.
+    work: u64,
+}
+
+impl Subsets {
     const NONE: u8 = u8::MAX;
-    let mut partner = vec![NONE; full + 1];
-    // Every subset is computed after all its subsets (they are smaller numbers).
-    for set in 1..=full {
-        let low = set.trailing_zeros() as usize;
-        let rest = set & !(1 << low);
-        let mut value = best[rest];
-        let mut choice = NONE;
-        for &(v, w) in &adjacency[low] {
-            if rest & (1 << v) != 0 {
-                let candidate = best[rest & !(1 << v)].plus_edge(w);
-                if candidate > value {
-                    value = candidate;
-                    choice = v as u8;
-                }
+
+    /// Subsets solved and pairings weighed so far, over every graph solved
+    /// on this memory (at most 377 · 12 for a graph of 12 vertices).
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    /// [`exact`], on this working memory.
+    pub fn solve(&mut self, n: usize, edges: &[(usize, usize, i64)]) -> Vec<(usize, usize)> {
+        assert!(
+            n <= EXACT_MAX_VERTICES,
+            "exact solver takes at most {EXACT_MAX_VERTICES} vertices"
+        );
+        if n < 2 || edges.is_empty() {
+            return Vec::new();
+        }
+        self.neighbours[..n].fill(0);
+        for &(u, v, w) in edges {
+            debug_assert!(u != v && u < n && v < n);
+            self.neighbours[u] |= 1 << v;
+            self.neighbours[v] |= 1 << u;
+            self.weight[u][v] = w;
+            self.weight[v][u] = w;
+        }
+        let subsets = 1usize << n;
+        if self.seen.len() < subsets {
+            self.seen = vec![0; subsets];
+            self.best = vec![Value::default(); subsets];
+            self.partner = vec![Self::NONE; subsets];
+            self.round = 0;
+        }
+        self.round = self.round.wrapping_add(1);
+        if self.round == 0 {
+            // After 2^32 graphs the marks come round again: clear them.
+            self.seen.fill(0);
+            self.round = 1;
+        }
+        // The empty set: nobody to pair.
+        self.seen[0] = self.round;
+        self.best[0] = Value::default();
+        self.partner[0] = Self::NONE;
+        let full = (subsets - 1) as u32;
+        let total = self.best(full);
+        let mut pairs = Vec::with_capacity(total.pairs as usize);
+        let mut set = full;
+        while set != 0 {
+            let low = set.trailing_zeros();
+            let p = self.partner[set as usize];
+            set &= !(1 << low);
+            if p != Self::NONE {
+                pairs.push((low as usize, p as usize));
+                set &= !(1 << p);
             }
         }
-        best[set] = value;
-        partner[set] = choice;
+        pairs
     }
-    let mut pairs = Vec::with_capacity(best[full].pairs as usize);
-    let mut set = full;
-    while set != 0 {
-        let low = set.trailing_zeros() as usize;
-        set &= !(1 << low);
-        let p = partner[set | (1 << low)];
-        if p != NONE {
-            pairs.push((low, p as usize));
-            set &= !(1 << p);
+
+    /// The optimum of `set` (memoised; `set` 0 is always known).
+    fn best(&mut self, set: u32) -> Value {
+        let s = set as usize;
+        if self.seen[s] == self.round {
+            return self.best[s];
         }
+        let low = set.trailing_zeros() as usize;
+        let rest = set & !(1 << low);
+        let mut value = self.best(rest);
+        let mut choice = Self::NONE;
+        // Neighbours in increasing order; a later one wins only if better.
+        let mut candidates = self.neighbours[low] & rest;
+        self.work += 1 + u64::from(candidates.count_ones());
+        while candidates != 0 {
+            let v = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            let candidate = self.best(rest & !(1 << v)).plus_edge(self.weight[low][v]);
+            if candidate > value {
+                value = candidate;
+                choice = v as u8;
+            }
+        }
+        self.seen[s] = self.round;
+        self.best[s] = value;
+        self.partner[s] = choice;
+        value
     }
-    pairs
 }
 
 /// Optimal matching of any graph by Edmonds' blossom algorithm: a maximum
@@ -190,6 +251,21 @@ mod tests {
                 weight: 2
             }
         );
+    }
+
+    #[test]
+    fn visits_only_the_subsets_reachable_from_the_whole_graph() {
+        // A complete graph of 12: 377 subsets are reached, each weighing
+        // its lowest vertex's pairings (the budget's unit).
+        let edges: Vec<_> = (0..12)
+            .flat_map(|u| (u + 1..12).map(move |v| (u, v, 1)))
+            .collect();
+        let mut subsets = Subsets::default();
+        assert_eq!(subsets.solve(12, &edges).len(), 6);
+        assert_eq!(subsets.work(), 2_052);
+        // The memory is reused: a second graph adds its own work only.
+        assert_eq!(subsets.solve(12, &edges).len(), 6);
+        assert_eq!(subsets.work(), 2 * 2_052);
     }
 
     #[test]

@@ -210,3 +210,53 @@ fn augmenting_paths_add_the_pairs_a_greedy_order_misses() {
     assert!(objective(&snap, NOW, &policy(), &pairs).is_some());
     assert_eq!(pairs.len(), 7, "{pairs:?}");
 }
+
+#[test]
+fn exact_solving_stops_at_the_work_budget_and_the_rest_goes_greedy() {
+    // Three players where the greedy and the optimum differ: a (waited
+    // 30 s) takes its nearest, b, under the greedy; the optimum pairs a
+    // with c, who waited 20 s (more waiting served, for 50 more points).
+    let tricky = |base: i32| [(base, 30), (base + 50, 0), (base + 100, 20)];
+    let names: Vec<String> = (0..40_000).map(|i| format!("p{i}")).collect();
+    let seekers = |groups: usize| -> Vec<Seeker<'_>> {
+        // `groups` groups of 12 players within 55 points (every pair
+        // compatible), 600 apart, then the three at the top.
+        let mut raw: Vec<(i32, i64)> = (0..groups * 12)
+            .map(|i| ((i / 12) as i32 * 600 + (i % 12) as i32 * 5, 0))
+            .collect();
+        raw.extend(tricky(groups as i32 * 600 + 1_000));
+        raw.iter()
+            .zip(&names)
+            .map(|(&(rating, waited), user)| Seeker {
+                user,
+                rating,
+                enqueued_at: NOW - waited * 1000,
+            })
+            .collect()
+    };
+    let tricky_pair = |snap: &[Seeker<'_>], pairs: &[Pair]| -> (i32, i32) {
+        let top = snap.len() - 3;
+        let p = pairs
+            .iter()
+            .find(|p| p.a >= top)
+            .expect("the three make a pair");
+        let (x, y) = (snap[p.a].rating, snap[p.b].rating);
+        (x.min(y) - snap[top].rating, x.max(y) - snap[top].rating)
+    };
+    // Alone, the three are solved exactly.
+    let alone = seekers(0);
+    assert_eq!(
+        tricky_pair(&alone, &find_pairs(&alone, NOW, &policy())),
+        (0, 100)
+    );
+    // Behind enough dense groups to spend the budget (2,052 units each),
+    // they are paired greedily; every group is still paired in full.
+    let groups = (EXACT_WORK_PER_PASS / 2_052 + 1) as usize;
+    assert!(groups * 12 + 3 <= names.len());
+    let busy = seekers(groups);
+    let pairs = find_pairs(&busy, NOW, &policy());
+    assert_eq!(tricky_pair(&busy, &pairs), (0, 50));
+    assert_eq!(pairs.len(), groups * 6 + 1);
+    let mut used = HashSet::new();
+    assert!(pairs.iter().all(|p| used.insert(p.a) && used.insert(p.b)));
+}
