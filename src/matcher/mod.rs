@@ -37,6 +37,12 @@ pub const EXACT_SEGMENT_LIMIT: usize = 12;
 /// remaining segments go the greedy way, as large ones do.
 pub const EXACT_WORK_PER_PASS: u64 = 5_000_000;
 
+/// Work ([`Matcher::complete`]: neighbours looked at, search trees reset)
+/// the search for the pairs a greedy pass missed may do in one pass:
+/// enough to prove a pool of a few thousand players complete, bounded for a
+/// million.
+pub const COMPLETION_WORK_PER_PASS: u64 = 3_000_000;
+
 /// A waiting entry as the matcher sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Seeker<'a> {
@@ -123,6 +129,7 @@ pub fn find_pairs_holding(
         blocked: &blocked,
         subsets: solver::Subsets::default(),
         edges: Vec::new(),
+        completion_budget: std::cell::Cell::new(COMPLETION_WORK_PER_PASS),
     };
     let mut pairs = Vec::new();
     for segment in segments(&nodes) {
@@ -195,6 +202,8 @@ struct Matcher<'s, F> {
     /// solves, kept from one segment to the next.
     subsets: solver::Subsets,
     edges: Vec<(usize, usize, i64)>,
+    /// Work left to [`Matcher::complete`] in this pass.
+    completion_budget: std::cell::Cell<u64>,
 }
 
 impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
@@ -296,6 +305,7 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
         let mut unmatched: Vec<usize> = (0..n).filter(|&p| mate[p] == NO_MATE).collect();
         unmatched.sort_unstable_by_key(|&p| (segment[p].enqueued_at, segment[p].rating, p));
         self.augment(segment, &unmatched, &mut mate, &mut free);
+        self.complete(segment, &mut mate);
         out.extend(
             (0..n)
                 .filter(|&p| mate[p] != NO_MATE && p < mate[p] as usize)
@@ -426,6 +436,228 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
             }
         }
         None
+    }
+}
+
+impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
+    /// Edmonds' search for augmenting paths, with blossoms shrunk: from each
+    /// player still unmatched, an alternating tree over every compatible
+    /// neighbour either reaches another unmatched player (and the path
+    /// between them turns into one pair more) or proves none can be added
+    /// from there. With the budget, the pass ends with as many pairs as the
+    /// segment allows: the short paths of [`Self::augment`] go first
+    /// because they are cheap, this finds the rest. Past
+    /// [`COMPLETION_WORK_PER_PASS`] it stops, leaving the pass maximal as
+    /// before.
+    fn complete(&self, segment: &[Node], mate: &mut [u32]) {
+        let n = segment.len();
+        let roots: Vec<usize> = (0..n).filter(|&v| mate[v] == NO_MATE).collect();
+        if roots.len() < 2 {
+            return;
+        }
+        let mut tree = Tree::new(n);
+        for root in roots {
+            if mate[root] != NO_MATE {
+                continue;
+            }
+            if self.completion_budget.get() == 0 {
+                return;
+            }
+            if let Some(end) = self.grow(segment, mate, &mut tree, root) {
+                // Flip the path from `end` back to the root.
+                let mut v = end as u32;
+                while v != NO_MATE {
+                    let pv = tree.parent[v as usize];
+                    let next = mate[pv as usize];
+                    mate[v as usize] = pv;
+                    mate[pv as usize] = v;
+                    v = next;
+                }
+            }
+        }
+    }
+
+    /// Spends `units` of the pass's completion budget; false once spent.
+    fn spend(&self, units: usize) -> bool {
+        let left = self.completion_budget.get();
+        self.completion_budget
+            .set(left.saturating_sub(units as u64));
+        left > units as u64
+    }
+
+    /// Grows the alternating tree from `root`; the unmatched player it
+    /// reaches, if any.
+    fn grow(&self, segment: &[Node], mate: &[u32], tree: &mut Tree, root: usize) -> Option<usize> {
+        if !self.spend(tree.touched.len() + 1) {
+            return None;
+        }
+        tree.reset();
+        tree.enter(root);
+        tree.used[root] = true;
+        tree.queue.push_back(root as u32);
+        let mut neighbours = Vec::new();
+        while let Some(v) = tree.queue.pop_front() {
+            let v = v as usize;
+            self.neighbours(segment, v, &mut neighbours);
+            if !self.spend(neighbours.len() + 1) {
+                return None;
+            }
+            for &to in &neighbours {
+                let to = to as usize;
+                if tree.base[v] == tree.base[to] || mate[v] == to as u32 {
+                    continue;
+                }
+                if to == root || (mate[to] != NO_MATE && tree.parent[mate[to] as usize] != NO_MATE)
+                {
+                    // An odd cycle: shrink it into its base.
+                    let base = tree.common_base(mate, v, to);
+                    tree.mark_path(mate, v, base, to);
+                    tree.mark_path(mate, to, base, v);
+                    if !self.spend(tree.touched.len()) {
+                        return None;
+                    }
+                    for k in 0..tree.touched.len() {
+                        let i = tree.touched[k] as usize;
+                        if tree.blossom[tree.base[i] as usize] {
+                            tree.base[i] = base as u32;
+                            if !tree.used[i] {
+                                tree.used[i] = true;
+                                tree.queue.push_back(i as u32);
+                            }
+                        }
+                    }
+                    for k in 0..tree.touched.len() {
+                        let i = tree.touched[k] as usize;
+                        tree.blossom[i] = false;
+                    }
+                } else if tree.parent[to] == NO_MATE {
+                    tree.enter(to);
+                    tree.parent[to] = v as u32;
+                    if mate[to] == NO_MATE {
+                        return Some(to);
+                    }
+                    let m = mate[to] as usize;
+                    tree.enter(m);
+                    tree.used[m] = true;
+                    tree.queue.push_back(m as u32);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every compatible partner of position `v` in its segment: the
+    /// positions within its window on either side, both windows allowing.
+    fn neighbours(&self, segment: &[Node], v: usize, out: &mut Vec<u32>) {
+        out.clear();
+        let me = &segment[v];
+        for q in (0..v).rev() {
+            if me.rating - segment[q].rating > me.window {
+                break;
+            }
+            if self.compatible(me, &segment[q]) {
+                out.push(q as u32);
+            }
+        }
+        for (q, other) in segment.iter().enumerate().skip(v + 1) {
+            if other.rating - me.rating > me.window {
+                break;
+            }
+            if self.compatible(me, other) {
+                out.push(q as u32);
+            }
+        }
+    }
+}
+
+/// The alternating tree of [`Matcher::grow`], reset between roots by the
+/// positions it touched only.
+struct Tree {
+    /// The position an odd (outer-matched) vertex was reached from.
+    parent: Vec<u32>,
+    /// The base of the shrunk blossom a position is in (itself if none).
+    base: Vec<u32>,
+    /// Even positions: in the queue or done.
+    used: Vec<bool>,
+    /// Bases of the blossom being shrunk.
+    blossom: Vec<bool>,
+    /// `mark[p] == stamp`: on the root path walked by [`Tree::common_base`].
+    mark: Vec<u32>,
+    stamp: u32,
+    touched: Vec<u32>,
+    queue: std::collections::VecDeque<u32>,
+}
+
+impl Tree {
+    fn new(n: usize) -> Self {
+        Self {
+            parent: vec![NO_MATE; n],
+            base: (0..n as u32).collect(),
+            used: vec![false; n],
+            blossom: vec![false; n],
+            mark: vec![0; n],
+            stamp: 0,
+            touched: Vec::new(),
+            queue: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        for &p in &self.touched {
+            let p = p as usize;
+            self.parent[p] = NO_MATE;
+            self.base[p] = p as u32;
+            self.used[p] = false;
+        }
+        self.touched.clear();
+        self.queue.clear();
+    }
+
+    /// `p` joins the tree (it is reset with it).
+    fn enter(&mut self, p: usize) {
+        if self.parent[p] == NO_MATE && !self.used[p] {
+            self.touched.push(p as u32);
+        }
+    }
+
+    /// The base of the blossom closing where the tree paths of `a` and `b`
+    /// meet.
+    fn common_base(&mut self, mate: &[u32], a: usize, b: usize) -> usize {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.mark.fill(0);
+            self.stamp = 1;
+        }
+        let mut a = a;
+        loop {
+            a = self.base[a] as usize;
+            self.mark[a] = self.stamp;
+            if mate[a] == NO_MATE {
+                break;
+            }
+            a = self.parent[mate[a] as usize] as usize;
+        }
+        let mut b = b;
+        loop {
+            b = self.base[b] as usize;
+            if self.mark[b] == self.stamp {
+                return b;
+            }
+            b = self.parent[mate[b] as usize] as usize;
+        }
+    }
+
+    /// Marks the blossom's bases from `v` up to `base`, pointing the odd
+    /// vertices on the way back across the cycle (`child` first).
+    fn mark_path(&mut self, mate: &[u32], mut v: usize, base: usize, mut child: usize) {
+        while self.base[v] as usize != base {
+            let m = mate[v] as usize;
+            self.blossom[self.base[v] as usize] = true;
+            self.blossom[self.base[m] as usize] = true;
+            self.parent[v] = child as u32;
+            child = m;
+            v = self.parent[m] as usize;
+        }
     }
 }
 
@@ -566,6 +798,7 @@ pub fn compatibility_graph(
         blocked: &|_: usize, _: usize| false,
         subsets: solver::Subsets::default(),
         edges: Vec::new(),
+        completion_budget: std::cell::Cell::new(0),
     };
     let mut edges = Vec::new();
     for (i, a) in nodes.iter().enumerate() {

@@ -108,6 +108,17 @@ proptest! {
         check_valid_and_maximal(&snap, &pairs)?;
     }
 
+    /// As many pairs as the exact optimum (blossom) on pools of 20 to 200
+    /// players, whatever their segments: no pair is lost.
+    #[test]
+    fn large_snapshots_lose_no_pair_against_the_optimum(raw in large_pool()) {
+        let users = users();
+        let snap = snapshot(&raw, &users);
+        let pairs = find_pairs(&snap, NOW, &policy());
+        let (n, edges) = compatibility_graph(&snap, NOW, &policy());
+        prop_assert_eq!(pairs.len(), solver::blossom(n, &edges).len());
+    }
+
     #[test]
     fn a_user_with_two_entries_is_matched_at_most_once(
         raw in proptest::collection::vec((0u8..6, 1400i32..1600, 0i64..60), 0..=40),
