@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::domain::{ActiveGame, Clock, GameId, MatchId, MatchIntent, Millis, TenantId, UserId};
+use crate::domain::{
+    ActiveGame, Clock, GameId, MatchId, MatchIntent, MatchRecord, Millis, TenantId, UserId,
+};
 use crate::store::{DurableStore, GuardStore, StoreError, StoreResult};
 
 /// How long a join waits for a rebuild before it answers 503.
@@ -95,6 +97,19 @@ impl Guards {
         progress
     }
 
+    /// The durable claims: intents whose game is being created, then
+    /// unfinished matches. In that order: a claim only moves forward
+    /// (intent → record, in one write), so one read after the other never
+    /// misses a match that became a record in between, which the other
+    /// order would (read the records, the intent becomes a record, read
+    /// the intents: the match is in neither, and a rebuild would take its
+    /// game for ended and lift its players' guards).
+    async fn claims(&self, since: Millis) -> StoreResult<(Vec<MatchIntent>, Vec<MatchRecord>)> {
+        let intents = self.durable.intents().await?;
+        let records = self.durable.unfinished_matches(since).await?;
+        Ok((intents, records))
+    }
+
     /// Copies every player's claim into the queue store, then marks the
     /// guards intact. A guard already there is kept (it is newer); a game
     /// that finished (or an intent dropped) while this ran has its guards
@@ -102,8 +117,7 @@ impl Guards {
     async fn rebuild(&self) -> StoreResult<usize> {
         let started = std::time::Instant::now();
         let since = self.clock.now() - self.guard_ms;
-        let records = self.durable.unfinished_matches(since).await?;
-        let intents = self.durable.intents().await?;
+        let (intents, records) = self.claims(since).await?;
         let mut guards: Vec<(TenantId, UserId, ActiveGame)> = Vec::new();
         let mut matches: Vec<MatchIntent> = Vec::with_capacity(records.len() + intents.len());
         for r in &records {
@@ -125,13 +139,11 @@ impl Guards {
             matches.push(i.clone());
         }
         self.store.restore_active_games(&guards).await?;
-        let still: HashSet<MatchId> = self
-            .durable
-            .unfinished_matches(since)
-            .await?
+        let (intents_now, records_now) = self.claims(since).await?;
+        let still: HashSet<MatchId> = intents_now
             .iter()
-            .map(|r| r.match_id)
-            .chain(self.durable.intents().await?.iter().map(|i| i.match_id))
+            .map(|i| i.match_id)
+            .chain(records_now.iter().map(|r| r.match_id))
             .collect();
         for ended in matches.iter().filter(|m| !still.contains(&m.match_id)) {
             self.store.drop_hold(ended).await?;
