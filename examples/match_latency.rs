@@ -34,7 +34,7 @@ async fn main() {
     let token = |user: String| {
         auth.mint(&TokenArgs {
             user,
-            tenant: "latency".into(),
+            tenant: Some("latency".into()),
             username: None,
             roles: vec![],
             ttl: 3600,

@@ -50,7 +50,7 @@ async fn main() {
                     let token = auth
                         .mint(&TokenArgs {
                             user: format!("{run}-{c}-{i}"),
-                            tenant: "tracked".into(),
+                            tenant: Some("tracked".into()),
                             username: None,
                             roles: vec![],
                             ttl: 3600,

@@ -1,7 +1,7 @@
 //! JWT verification (SPEC §3) and minting for the `token` subcommand.
 //!
-//! Keys come from `JWT_SECRET` (HS256) or `JWT_PUBLIC_KEY_PEM` (RS256 or
-//! ES256). With neither, dev mode: a random HS256 secret is generated once
+//! Keys come from `JWT_SECRET` (HS256; `JWT_SECRET_KEY`, the seed's name,
+//! is an alias) or `JWT_PUBLIC_KEY_PEM` (RS256 or ES256). With neither, dev mode: a random HS256 secret is generated once
 //! into `DATA_DIR` and reused, so `token` and `serve` agree.
 
 use std::path::Path;
@@ -15,9 +15,6 @@ use crate::settings::{Settings, TokenArgs};
 
 /// File in `DATA_DIR` holding the dev-mode secret.
 pub const DEV_SECRET_FILE: &str = "dev-jwt-secret";
-
-/// Tenant of a token without a `tenant_id` claim.
-pub const DEFAULT_TENANT: &str = "default";
 
 /// The caller, as a verified token names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +31,15 @@ impl Identity {
     }
 }
 
-/// The claims this service reads and the `token` subcommand writes.
+/// The claims this service reads and the `token` subcommand writes. The
+/// user is `sub`, else `user_id` (the seed's account service); a token
+/// without `tenant_id` belongs to `DEFAULT_TENANT`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
-    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
@@ -82,17 +84,22 @@ pub struct JwtAuth {
     validation: Validation,
     issuer: Option<String>,
     audience: Option<String>,
+    default_tenant: TenantId,
     dev_mode: bool,
 }
 
 impl JwtAuth {
     /// Keys from the settings (dev secret created in `DATA_DIR` if needed).
     pub fn from_settings(settings: &Settings) -> Result<Self, KeyError> {
-        let (decoding, encoding, algorithm, dev_mode) = if let Some(secret) = &settings.jwt_secret {
+        let default_tenant = TenantId::parse(&settings.default_tenant)
+            .map_err(|e| KeyError::Config(format!("DEFAULT_TENANT: {}", e.reason)))?;
+        let (decoding, encoding, algorithm, dev_mode) = if let Some((name, secret)) =
+            settings.hs256_secret()
+        {
             if secret.len() < 32 {
-                return Err(KeyError::Config(
-                    "JWT_SECRET must be at least 32 bytes".into(),
-                ));
+                return Err(KeyError::Config(format!(
+                    "{name} must be at least 32 bytes; make one with `openssl rand -hex 32`"
+                )));
             }
             let bytes = secret.as_bytes();
             (
@@ -129,7 +136,7 @@ impl JwtAuth {
         let mut validation = Validation::new(algorithm);
         validation.leeway = settings.jwt_leeway_seconds;
         validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
+        let mut required = vec!["exp"];
         required.extend(settings.jwt_issuer.as_ref().map(|_| "iss"));
         required.extend(settings.jwt_audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
@@ -147,6 +154,7 @@ impl JwtAuth {
             validation,
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
+            default_tenant,
             dev_mode,
         })
     }
@@ -161,9 +169,18 @@ impl JwtAuth {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let claims = data.claims;
-        let user_id = UserId::parse(&claims.sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let tenant = claims.tenant_id.as_deref().unwrap_or(DEFAULT_TENANT);
-        let tenant_id = TenantId::parse(tenant).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let user = claims
+            .sub
+            .as_deref()
+            .or(claims.user_id.as_deref())
+            .ok_or_else(|| AuthError::Invalid("neither sub nor user_id".into()))?;
+        let user_id = UserId::parse(user).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let tenant_id = match claims.tenant_id.as_deref() {
+            Some(tenant) => {
+                TenantId::parse(tenant).map_err(|e| AuthError::Invalid(e.to_string()))?
+            }
+            None => self.default_tenant.clone(),
+        };
         let username = claims
             .preferred_username
             .as_deref()
@@ -186,13 +203,17 @@ impl JwtAuth {
             )
         })?;
         UserId::parse(&args.user).map_err(|e| KeyError::Config(e.to_string()))?;
-        TenantId::parse(&args.tenant).map_err(|e| KeyError::Config(e.to_string()))?;
+        let tenant = match &args.tenant {
+            Some(t) => TenantId::parse(t).map_err(|e| KeyError::Config(e.to_string()))?,
+            None => self.default_tenant.clone(),
+        };
         let now = (now_millis() / 1000) as u64;
         let claims = Claims {
-            sub: args.user.clone(),
+            sub: Some(args.user.clone()),
+            user_id: None,
             exp: now + args.ttl,
             iat: Some(now),
-            tenant_id: Some(args.tenant.clone()),
+            tenant_id: Some(tenant.to_string()),
             preferred_username: args.username.clone(),
             username: None,
             roles: args.roles.clone(),
@@ -249,6 +270,7 @@ mod tests {
         let mut s = Settings::from_env();
         s.data_dir = dir.to_path_buf();
         s.jwt_secret = None;
+        s.jwt_secret_key = None;
         s.jwt_public_key_pem = None;
         s.jwt_jwks_url = None;
         s.jwt_issuer = None;
@@ -259,7 +281,7 @@ mod tests {
     fn args(user: &str) -> TokenArgs {
         TokenArgs {
             user: user.into(),
-            tenant: "t1".into(),
+            tenant: Some("t1".into()),
             username: Some("Alice".into()),
             roles: vec!["admin".into()],
             ttl: 60,
@@ -301,6 +323,69 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = settings(dir.path());
         s.jwt_secret = Some("short".into());
-        assert!(JwtAuth::from_settings(&s).is_err());
+        let refused = JwtAuth::from_settings(&s).err().unwrap().to_string();
+        assert!(
+            refused.contains("JWT_SECRET must be at least 32 bytes"),
+            "{refused}"
+        );
+        assert!(refused.contains("openssl rand -hex 32"), "{refused}");
+        s.jwt_secret = None;
+        s.jwt_secret_key = Some("short".into());
+        let refused = JwtAuth::from_settings(&s).err().unwrap().to_string();
+        assert!(refused.contains("JWT_SECRET_KEY must be"), "{refused}");
+    }
+
+    #[test]
+    fn the_seeds_secret_name_is_an_alias_and_two_different_secrets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.jwt_secret = Some("x".repeat(32));
+        let minter = JwtAuth::from_settings(&s).unwrap();
+        s.jwt_secret = None;
+        s.jwt_secret_key = Some("x".repeat(32));
+        let seed = JwtAuth::from_settings(&s).unwrap();
+        assert!(!seed.dev_mode());
+        assert!(seed.verify(&minter.mint(&args("a")).unwrap()).is_ok());
+        s.jwt_secret = Some("x".repeat(32));
+        assert_eq!(s.validate(), Ok(()), "the same value under both names");
+        s.jwt_secret = Some("y".repeat(32));
+        let refused = s.validate().unwrap_err();
+        assert!(refused.contains("JWT_SECRET_KEY"), "{refused}");
+    }
+
+    #[test]
+    fn the_user_is_sub_else_user_id_and_the_tenant_defaults_to_default_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.jwt_secret = Some("x".repeat(32));
+        let auth = JwtAuth::from_settings(&s).unwrap();
+        let key = EncodingKey::from_secret("x".repeat(32).as_bytes());
+        let exp = now_millis() as u64 / 1000 + 600;
+        let token = |claims: serde_json::Value| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        let who = auth
+            .verify(&token(
+                serde_json::json!({ "user_id": "u_seed", "exp": exp }),
+            ))
+            .unwrap();
+        assert_eq!(who.user_id.as_str(), "u_seed");
+        assert_eq!(who.tenant_id.as_str(), "t_default");
+        let who = auth
+            .verify(&token(
+                serde_json::json!({ "sub": "s", "user_id": "u", "tenant_id": "t9", "exp": exp }),
+            ))
+            .unwrap();
+        assert_eq!((who.user_id.as_str(), who.tenant_id.as_str()), ("s", "t9"));
+        assert!(
+            auth.verify(&token(serde_json::json!({ "exp": exp })))
+                .is_err()
+        );
+        s.default_tenant = "acme".into();
+        let acme = JwtAuth::from_settings(&s).unwrap();
+        let who = acme
+            .verify(&token(serde_json::json!({ "sub": "s", "exp": exp })))
+            .unwrap();
+        assert_eq!(who.tenant_id.as_str(), "acme");
     }
 }

@@ -40,9 +40,9 @@ pub struct TokenArgs {
     /// User id (`sub` claim).
     #[arg(long)]
     pub user: String,
-    /// Tenant (`tenant_id` claim).
-    #[arg(long, default_value = "default")]
-    pub tenant: String,
+    /// Tenant (`tenant_id` claim); default DEFAULT_TENANT.
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// Display name (`preferred_username` claim).
     #[arg(long)]
     pub username: Option<String>,
@@ -87,9 +87,21 @@ pub struct Settings {
     /// Prefix of every Redis key (several deployments can share a Redis).
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "mm", global = true)]
     pub redis_key_prefix: String,
-    /// HS256 secret for JWTs.
+    /// HS256 secret for JWTs (at least 32 bytes: `openssl rand -hex 32`).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
+    /// The seed's name for JWT_SECRET; both set and different is an error.
+    #[arg(long, env = "JWT_SECRET_KEY", hide_env_values = true, global = true)]
+    pub jwt_secret_key: Option<String>,
+    /// Tenant of a token without a `tenant_id` claim (the seed's
+    /// `t_default`).
+    #[arg(
+        long,
+        env = "DEFAULT_TENANT",
+        default_value = "t_default",
+        global = true
+    )]
+    pub default_tenant: String,
     /// RS256/ES256 public key (PEM) for JWTs.
     #[arg(long, env = "JWT_PUBLIC_KEY_PEM", global = true)]
     pub jwt_public_key_pem: Option<String>,
@@ -353,7 +365,8 @@ pub struct Settings {
         global = true
     )]
     pub entry_retention_seconds: f64,
-    /// Region of a join that names none.
+    /// Region of a join that names none, or names `DEFAULT` (the seed's
+    /// value; as a setting, `DEFAULT` means GLOBAL).
     #[arg(long, env = "DEFAULT_REGION", default_value = "GLOBAL", value_parser = parse_region, global = true)]
     pub default_region: Region,
     /// Largest `client_metadata`, in bytes of compact JSON.
@@ -367,6 +380,9 @@ pub struct Settings {
 }
 
 fn parse_region(s: &str) -> Result<Region, String> {
+    if s == crate::domain::DEFAULT_REGION_NAME {
+        return Ok(Region::Global);
+    }
     s.parse().map_err(|e: crate::domain::ParseError| e.reason)
 }
 
@@ -380,8 +396,27 @@ impl Settings {
         Cli::parse_from(["matchmaking-api"]).settings
     }
 
+    /// The HS256 secret, under either of its names, with the name it was
+    /// given under.
+    pub fn hs256_secret(&self) -> Option<(&'static str, &str)> {
+        match (&self.jwt_secret, &self.jwt_secret_key) {
+            (Some(s), _) => Some(("JWT_SECRET", s)),
+            (None, Some(s)) => Some(("JWT_SECRET_KEY", s)),
+            (None, None) => None,
+        }
+    }
+
     /// Refuses settings that cannot work, naming the variable.
     pub fn validate(&self) -> Result<(), String> {
+        if let (Some(a), Some(b)) = (&self.jwt_secret, &self.jwt_secret_key)
+            && a != b
+        {
+            return Err(
+                "JWT_SECRET and JWT_SECRET_KEY (its alias) are both set and differ; set one".into(),
+            );
+        }
+        crate::domain::TenantId::parse(&self.default_tenant)
+            .map_err(|e| format!("DEFAULT_TENANT: {}", e.reason))?;
         let positive = [
             (
                 "RATING_WINDOW_WIDENING_INTERVAL",
@@ -606,5 +641,19 @@ mod tests {
                 .unwrap_err()
                 .contains("RATING_WINDOW_WIDENING_INTERVAL")
         );
+    }
+
+    #[test]
+    fn the_seeds_names_and_values_are_accepted() {
+        let s = Cli::parse_from(["mm"]).settings;
+        assert_eq!(s.default_tenant, "t_default");
+        let s = Cli::parse_from(["mm", "--default-region", "DEFAULT"]).settings;
+        assert_eq!(s.default_region, Region::Global);
+        let s = Cli::parse_from(["mm", "--default-region", "EU"]).settings;
+        assert_eq!(s.default_region, Region::Eu);
+        assert!(Cli::try_parse_from(["mm", "--default-region", "MARS"]).is_err());
+        let mut s = Cli::parse_from(["mm"]).settings;
+        s.default_tenant = "has space".into();
+        assert!(s.validate().unwrap_err().contains("DEFAULT_TENANT"));
     }
 }

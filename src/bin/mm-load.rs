@@ -202,7 +202,7 @@ fn percentile(samples: &mut [u64], q: f64) -> f64 {
 fn mint(auth: &JwtAuth, tenant: &str, user: &str, roles: Vec<String>) -> String {
     auth.mint(&TokenArgs {
         user: user.into(),
-        tenant: tenant.into(),
+        tenant: Some(tenant.into()),
         username: Some(user.into()),
         roles,
         ttl: 24 * 3600,

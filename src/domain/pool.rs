@@ -88,6 +88,10 @@ closed_enum!(
     }
 );
 
+/// The region value the seed's clients send for "wherever this tenant
+/// plays by default" (SPEC §8): accepted on a join, never stored.
+pub const DEFAULT_REGION_NAME: &str = "DEFAULT";
+
 /// One queue of a tenant: `{variant}_{time_control}_{mode}_{region}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {

@@ -66,7 +66,7 @@ impl TenantConfig {
                 .ok_or_else(|| ParseError::not_one_of("variant", v, &self.variants))?,
         };
         let region = match region {
-            None => self.default_region,
+            None | Some(super::DEFAULT_REGION_NAME) => self.default_region,
             Some(r) => r
                 .parse()
                 .ok()
@@ -189,6 +189,24 @@ mod tests {
         );
         assert_eq!(
             t.pool_key("5+0", "rated", None, Some("MARS"))
+                .unwrap_err()
+                .field,
+            "region"
+        );
+    }
+
+    #[test]
+    fn the_seeds_default_region_means_the_tenants_default() {
+        let t = TenantConfig {
+            default_region: Region::Eu,
+            ..TenantConfig::default()
+        };
+        for region in [None, Some("DEFAULT")] {
+            let key = t.pool_key("5+0", "rated", None, region).unwrap();
+            assert_eq!(key.region, Region::Eu);
+        }
+        assert_eq!(
+            t.pool_key("5+0", "rated", None, Some("default"))
                 .unwrap_err()
                 .field,
             "region"

@@ -22,6 +22,20 @@ pub async fn healthz() -> Json<openapi::Health> {
     Json(openapi::Health { status: "ok" })
 }
 
+/// GET /health: the seed's liveness route, answered like `/healthz`.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Liveness under the seed's route: the same as /healthz",
+    responses(
+        (status = 200, description = "Alive", body = openapi::Health),
+    ),
+)]
+pub async fn health() -> Json<openapi::Health> {
+    healthz().await
+}
+
 /// GET /readyz: both stores answer, the durable store takes writes, and
 /// the queue store's active-game guards are intact (not being rebuilt
 /// after a loss); 503 naming each check that fails and why. The breaker's

@@ -87,6 +87,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .routes(routes!(internal::get_ratings, internal::put_ratings))
         .routes(routes!(internal::game_finished))
         .routes(routes!(health::healthz))
+        .routes(routes!(health::health))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi_json))
@@ -119,11 +120,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     measured(router, state)
 }
 
-/// The operations endpoints alone (`/healthz`, `/readyz`, `/metrics`), for
+/// The operations endpoints alone (`/healthz`, `/health`, `/readyz`,
+/// `/metrics`), for
 /// the `worker` subcommand.
 pub fn ops_router(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", axum::routing::get(health::healthz))
+        .route("/health", axum::routing::get(health::health))
         .route("/readyz", axum::routing::get(health::readyz))
         .route("/metrics", axum::routing::get(health::metrics))
         .fallback(|| async { ServiceError::NotFound("no such route") })

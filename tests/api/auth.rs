@@ -70,7 +70,7 @@ async fn a_token_without_a_tenant_claim_belongs_to_the_default_tenant() {
         SECRET,
     );
     let id = app.join_ok(&t, &join_body("5+0")).await;
-    let default_alice = app.token_for("default", "alice", &[]);
+    let default_alice = app.token_for("t_default", "alice", &[]);
     assert_eq!(
         app.status(&default_alice, &id).await.status(),
         StatusCode::OK
@@ -79,6 +79,17 @@ async fn a_token_without_a_tenant_claim_belongs_to_the_default_tenant() {
         app.status(&app.token("alice"), &id).await.status(),
         StatusCode::NOT_FOUND
     );
+}
+
+#[tokio::test]
+async fn the_seeds_tokens_name_the_user_in_user_id() {
+    let app = spawn_app().await;
+    let seed = signed(json!({ "user_id": "u_42", "exp": now() + 600 }), SECRET);
+    let id = app.join_ok(&seed, &join_body("5+0")).await;
+    let same = app.token_for("t_default", "u_42", &[]);
+    assert_eq!(app.status(&same, &id).await.status(), StatusCode::OK);
+    let nobody = signed(json!({ "exp": now() + 600, "tenant_id": "t1" }), SECRET);
+    assert_unauthorized(&app, Some(&format!("Bearer {nobody}"))).await;
 }
 
 #[tokio::test]

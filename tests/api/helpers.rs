@@ -50,6 +50,7 @@ async fn spawn_app_on_clock(
     settings.database_url = None;
     settings.redis_url = None;
     settings.jwt_secret = Some(SECRET.into());
+    settings.jwt_secret_key = None;
     settings.jwt_public_key_pem = None;
     settings.jwt_jwks_url = None;
     settings.jwt_issuer = None;
@@ -95,7 +96,7 @@ impl TestApp {
         self.auth
             .mint(&TokenArgs {
                 user: user.into(),
-                tenant: tenant.into(),
+                tenant: Some(tenant.into()),
                 username: Some(format!("{user} name")),
                 roles: roles.iter().map(|r| r.to_string()).collect(),
                 ttl: 600,

@@ -125,8 +125,12 @@ async fn finishing_an_unknown_game_is_404_and_finishing_twice_is_harmless() {
 #[tokio::test]
 async fn health_and_readiness_need_no_token() {
     let app = spawn_app().await;
-    let r = app.get("/healthz").await;
-    assert_eq!(r.status(), StatusCode::OK);
+    for path in ["/healthz", "/health"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "ok", "{path}");
+    }
     let r = app.get("/readyz").await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();

@@ -27,6 +27,7 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("PUT", "/internal/ratings/{tenant_id}/{user_id}"),
     ("POST", "/internal/games/{game_id}/finished"),
     ("GET", "/healthz"),
+    ("GET", "/health"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),

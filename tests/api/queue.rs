@@ -1,7 +1,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, join_body, spawn_app};
+use matchmaking_api::domain::Region;
+
+use crate::helpers::{error_code, join_body, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn joining_answers_201_searching_with_an_estimate() {
@@ -171,4 +173,27 @@ async fn active_shows_nothing_then_the_entry_then_the_match() {
     assert_eq!(m["opponent"]["user_id"], "bob");
     assert_eq!(m["opponent"]["username"], "bob name");
     assert_eq!(m["opponent"]["rating_snapshot"]["rating"], 1500);
+}
+
+#[tokio::test]
+async fn the_seeds_default_region_queues_in_the_tenants_default_region() {
+    let app = spawn_app_with(|s| s.default_region = Region::Eu).await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app
+        .join_ok(
+            &a,
+            &json!({ "time_control": "5+0", "mode": "rated", "region": "DEFAULT" }),
+        )
+        .await;
+    assert_eq!(app.active(&a).await["queue_entry"]["region"], "EU");
+    // One who names no region lands in the same pool and is paired with her.
+    let ib = app
+        .join_ok(&b, &json!({ "time_control": "5+0", "mode": "rated" }))
+        .await;
+    let (sa, sb) = (
+        app.wait_for_result(&a, &ia).await,
+        app.wait_for_result(&b, &ib).await,
+    );
+    assert_eq!(sa["status"], "MATCHED");
+    assert_eq!(sa["game_id"], sb["game_id"]);
 }

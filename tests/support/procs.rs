@@ -124,7 +124,7 @@ pub fn tokens(n: usize, prefix: &str) -> Vec<String> {
         .map(|i| {
             auth.mint(&TokenArgs {
                 user: format!("{prefix}{i}"),
-                tenant: "t1".into(),
+                tenant: Some("t1".into()),
                 username: None,
                 roles: vec![],
                 ttl: 3600,
