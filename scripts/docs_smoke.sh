@@ -12,13 +12,19 @@ if [ -z "$BROWSER" ]; then
   exit 1
 fi
 cargo build --quiet --bin matchmaking-api
+BIN="${CARGO_TARGET_DIR:-target}/debug/matchmaking-api"
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 DATA_DIR="$WORK/data" LOG_FORMAT=json RUST_LOG=warn \
-  ./target/debug/matchmaking-api serve --bind-addr "127.0.0.1:$PORT" > "$WORK/server.log" 2>&1 &
+  "$BIN" serve --bind-addr "127.0.0.1:$PORT" > "$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/healthz" > /dev/null && break; sleep 0.1; done
+if ! curl -fs "http://127.0.0.1:$PORT/healthz" > /dev/null; then
+  echo "docs-smoke: the service did not start" >&2
+  cat "$WORK/server.log" >&2
+  exit 1
+fi
 
 EXPECTED=$(curl -fs "http://127.0.0.1:$PORT/openapi.json" \
   | python3 -c 'import sys,json; d=json.load(sys.stdin); print(sum(len(v) for v in d["paths"].values()))')

@@ -369,6 +369,14 @@ pub struct Settings {
     /// value; as a setting, `DEFAULT` means GLOBAL).
     #[arg(long, env = "DEFAULT_REGION", default_value = "GLOBAL", value_parser = parse_region, global = true)]
     pub default_region: Region,
+    /// Origins a browser may call from, comma-separated
+    /// (`https://play.example.com`), or `*`; unset = no CORS headers.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", global = true)]
+    pub cors_allowed_origins: Option<String>,
+    /// Host names requests may be addressed to, comma-separated; another
+    /// `Host` gets 400 (the operations routes answer any). Unset = any.
+    #[arg(long, env = "ALLOWED_HOSTS", global = true)]
+    pub allowed_hosts: Option<String>,
     /// Largest `client_metadata`, in bytes of compact JSON.
     #[arg(
         long,

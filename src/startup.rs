@@ -296,6 +296,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
+        let edge = http::edge::Edge::from_settings(&settings).map_err(StartupError::Settings)?;
         let core = Core::build(&settings, clock).await?;
         let worker = settings.worker_enabled.then(|| core.worker(&settings));
         let due_listener = if settings.worker_enabled {
@@ -306,7 +307,7 @@ impl Application {
         let state = core.app_state(&settings);
         let (metrics, rate_limits) = (state.metrics.clone(), state.rate_limits.clone());
         let ratings = core.ratings.clone();
-        let router = http::router(state, settings.max_body_bytes);
+        let router = http::router(state, edge);
         let listener = bind(&settings).await?;
         Ok(Self {
             listener,

@@ -3,6 +3,7 @@
 //! call the services; they hold no logic of their own.
 
 mod challenges;
+pub mod edge;
 pub mod error;
 pub mod extract;
 mod health;
@@ -31,6 +32,10 @@ use crate::services::queue::QueueService;
 use crate::services::ratings::RatingService;
 use crate::store::{DurableStore, QueueStore};
 use error::ServiceError;
+
+/// The operations routes load balancers, probes and scrapers call: never
+/// shed, rate-limited or refused for their `Host`.
+const OPERATIONS_PATHS: &[&str] = &["/healthz", "/health", "/readyz", "/metrics"];
 
 /// What every handler can reach: one pointer, cheap to clone (every
 /// extractor and middleware clones it per request).
@@ -72,7 +77,7 @@ pub struct Services {
 /// The whole API. Every route is registered from its documented handler,
 /// so `/openapi.json` lists exactly what is served; `/docs` renders it with
 /// Swagger UI, whose assets are inside the binary.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, edge: edge::Edge) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(queue::join))
         .routes(routes!(queue::status, queue::cancel))
@@ -101,7 +106,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(Extension(health::OpenApiDocument(document)))
         .fallback(|| async { ServiceError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ServiceError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(edge.max_body_bytes))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 use axum::response::IntoResponse;
@@ -115,8 +120,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             shed::middleware,
-        ))
-        .layer(axum::middleware::from_fn(request_id::middleware));
+        ));
+    let router = match edge.allowed_hosts {
+        Some(hosts) => router.layer(axum::middleware::from_fn_with_state(
+            hosts,
+            edge::check_host,
+        )),
+        None => router,
+    };
+    let router = router.layer(axum::middleware::from_fn(request_id::middleware));
+    let router = match edge.cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
     measured(router, state)
 }
 

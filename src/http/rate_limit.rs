@@ -21,9 +21,6 @@ use super::AppState;
 use super::error::ServiceError;
 use crate::domain::{TenantId, UserId};
 
-/// Operations endpoints a load balancer or scraper calls: never limited.
-const UNLIMITED_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
-
 /// Both limiters; a limit of 0 is no limiter.
 pub struct RateLimits {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -111,7 +108,7 @@ pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next)
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if let Some(ip) = peer
-        && !UNLIMITED_PATHS.contains(&request.uri().path())
+        && !super::OPERATIONS_PATHS.contains(&request.uri().path())
         && let Err(e) = state.rate_limits.check_ip(ip)
     {
         return e.into_response();

@@ -16,9 +16,6 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ServiceError;
 
-/// Routes that are never shed.
-const NEVER_SHED: &[&str] = &["/healthz", "/health", "/readyz", "/metrics"];
-
 /// The node's requests in flight, against its bound (0 = no bound).
 #[derive(Debug)]
 pub struct InFlight {
@@ -59,7 +56,7 @@ impl InFlight {
 
 /// Admits the request or sheds it (see the module docs).
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if NEVER_SHED.contains(&request.uri().path()) {
+    if super::OPERATIONS_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let Some(_admitted) = state.in_flight.enter() else {

@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod challenges;
+mod edge;
 mod errors;
 mod fake_live_game;
 mod internal;
