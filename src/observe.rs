@@ -42,6 +42,7 @@ pub const BREAKER_STATE: &str = "matchmaking_circuit_breaker_state";
 pub const STORE_DURATION: &str = "matchmaking_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "matchmaking_store_errors_total";
 pub const SHED: &str = "http_requests_shed_total";
+pub const RATING_FALLBACKS: &str = "matchmaking_rating_fallbacks_total";
 
 /// Latency buckets (seconds): 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -151,6 +152,10 @@ fn describe() {
     describe_counter!(
         STORE_ERRORS,
         "Failed store operations, by store and operation."
+    );
+    describe_counter!(
+        RATING_FALLBACKS,
+        "Joins whose rating did not come from the rating service, by why (breaker_open, busy, timeout, failed, invalid) and what was used instead (cache, local, default)."
     );
     describe_counter!(
         SHED,
@@ -352,6 +357,12 @@ pub fn pass(pool: &PoolRef, waiting: usize, took: Duration) {
 pub fn shed() {
     if enabled() {
         counter!(SHED).increment(1);
+    }
+}
+
+pub fn rating_fallback(why: &'static str, used: &'static str) {
+    if enabled() {
+        counter!(RATING_FALLBACKS, "why" => why, "used" => used).increment(1);
     }
 }
 

@@ -145,6 +145,48 @@ pub struct Settings {
         global = true
     )]
     pub live_game_api_callback_token: Option<String>,
+    /// The platform's rating service (SPEC §8); unset = the local ratings
+    /// table only.
+    #[arg(long, env = "RATING_API_URL", global = true)]
+    pub rating_api_url: Option<String>,
+    /// Bearer token sent to the rating service.
+    #[arg(long, env = "RATING_API_TOKEN", hide_env_values = true, global = true)]
+    pub rating_api_token: Option<String>,
+    /// Longest a join waits for the rating service before it falls back
+    /// (cached value, else the local table, else 1500), seconds.
+    #[arg(
+        long,
+        env = "RATING_API_TIMEOUT_SECONDS",
+        default_value_t = 0.5,
+        global = true
+    )]
+    pub rating_api_timeout_seconds: f64,
+    /// Calls to the rating service in flight at once on this node; a join
+    /// past it falls back instead of waiting.
+    #[arg(
+        long,
+        env = "RATING_API_MAX_CONCURRENCY",
+        default_value_t = 64,
+        global = true
+    )]
+    pub rating_api_max_concurrency: u32,
+    /// How long a rating read from the rating service is used without
+    /// asking again, seconds (older ones are still the fallback).
+    #[arg(
+        long,
+        env = "RATING_CACHE_TTL_SECONDS",
+        default_value_t = 300.0,
+        global = true
+    )]
+    pub rating_cache_ttl_seconds: f64,
+    /// Ratings kept in the cache at most (tenant, user, pool each).
+    #[arg(
+        long,
+        env = "RATING_CACHE_MAX_ENTRIES",
+        default_value_t = 1_000_000,
+        global = true
+    )]
+    pub rating_cache_max_entries: usize,
     /// Retries of a CreateGame call after a transport error or a 5xx.
     #[arg(
         long,
@@ -451,6 +493,11 @@ impl Settings {
                 self.circuit_breaker_cooldown_seconds,
             ),
             ("POOL_LEASE_SECONDS", self.pool_lease_seconds),
+            (
+                "RATING_API_TIMEOUT_SECONDS",
+                self.rating_api_timeout_seconds,
+            ),
+            ("RATING_CACHE_TTL_SECONDS", self.rating_cache_ttl_seconds),
         ];
         for (name, value) in positive {
             if !(value.is_finite() && value > 0.0) {
@@ -494,6 +541,11 @@ impl Settings {
         }
         if self.worker_batch_size == 0 || self.match_pairs_per_batch == 0 {
             return Err("WORKER_BATCH_SIZE and MATCH_PAIRS_PER_BATCH must be at least 1".into());
+        }
+        if self.rating_api_max_concurrency == 0 || self.rating_cache_max_entries == 0 {
+            return Err(
+                "RATING_API_MAX_CONCURRENCY and RATING_CACHE_MAX_ENTRIES must be at least 1".into(),
+            );
         }
         if self.circuit_breaker_failures == 0 {
             return Err("CIRCUIT_BREAKER_FAILURES must be at least 1".into());
@@ -604,7 +656,7 @@ mod tests {
     #[test]
     fn every_duration_must_be_positive() {
         type Field = fn(&mut Settings) -> &mut f64;
-        let fields: [(&str, Field); 10] = [
+        let fields: [(&str, Field); 12] = [
             ("RATING_WINDOW_WIDENING_INTERVAL", |s| {
                 &mut s.rating_window_widening_interval
             }),
@@ -629,6 +681,12 @@ mod tests {
                 &mut s.circuit_breaker_cooldown_seconds
             }),
             ("POOL_LEASE_SECONDS", |s| &mut s.pool_lease_seconds),
+            ("RATING_API_TIMEOUT_SECONDS", |s| {
+                &mut s.rating_api_timeout_seconds
+            }),
+            ("RATING_CACHE_TTL_SECONDS", |s| {
+                &mut s.rating_cache_ttl_seconds
+            }),
         ];
         for (name, field) in fields {
             for bad in [0.0, -1.0, f64::NAN] {

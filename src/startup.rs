@@ -22,6 +22,7 @@ use crate::services::guards::Guards;
 use crate::services::live_game::LiveGameClient;
 use crate::services::matching::{MatchingLimits, MatchingService};
 use crate::services::queue::{QueueLimits, QueueService};
+use crate::services::rating_api::{RatingApi, RatingApiConfig};
 use crate::services::ratings::RatingService;
 use crate::services::signal::{DueAnnouncer, PoolSignal};
 use crate::settings::Settings;
@@ -118,6 +119,26 @@ impl Core {
             RatingService::preloaded(stores.durable.clone()).await?
         } else {
             RatingService::mirrored(stores.durable.clone())
+        };
+        let ratings = match &settings.rating_api_url {
+            Some(url) => {
+                let api = RatingApi::new(RatingApiConfig {
+                    url: url.clone(),
+                    token: settings.rating_api_token.clone(),
+                    timeout: Duration::from_secs_f64(settings.rating_api_timeout_seconds),
+                    max_concurrency: settings.rating_api_max_concurrency as usize,
+                    ttl_ms: (settings.rating_cache_ttl_seconds * 1000.0) as i64,
+                    max_entries: settings.rating_cache_max_entries,
+                    breaker_failures: settings.circuit_breaker_failures,
+                    breaker_cooldown_ms: (settings.circuit_breaker_cooldown_seconds * 1000.0)
+                        as i64,
+                })
+                .map_err(StartupError::Settings)?
+                .with_clock(clock.clone());
+                tracing::info!(url = %url, "ratings are read from the rating service");
+                ratings.with_api(Arc::new(api))
+            }
+            None => ratings,
         };
         let breaker = Arc::new(CircuitBreaker::new(
             settings.circuit_breaker_failures,

@@ -17,7 +17,7 @@ pub use entry::{
     QueueEntry,
 };
 pub use ids::{ChallengeId, GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
-pub use pool::{DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, Region, Variant};
+pub use pool::{DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, RatingPool, Region, Variant};
 pub use tenant::{PoolPolicy, TenantConfig};
 pub use time_control::{Speed, TimeControl};
 

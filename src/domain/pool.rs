@@ -88,6 +88,47 @@ closed_enum!(
     }
 );
 
+/// What a rating is kept for (SPEC §8): a speed and a variant, named
+/// `{speed}_{variant}` (`blitz_standard`, `bullet_chess960`) as the rating
+/// service names its pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RatingPool {
+    pub speed: super::Speed,
+    pub variant: Variant,
+}
+
+impl RatingPool {
+    pub fn standard(speed: super::Speed) -> Self {
+        Self {
+            speed,
+            variant: Variant::Standard,
+        }
+    }
+}
+
+impl fmt::Display for RatingPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.speed, self.variant)
+    }
+}
+
+impl FromStr for RatingPool {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (speed, variant) = s.split_once('_').ok_or_else(|| {
+            ParseError::new(
+                "pool_id",
+                "must look like {speed}_{variant}, e.g. blitz_standard",
+            )
+        })?;
+        Ok(Self {
+            speed: speed.parse()?,
+            variant: variant.parse()?,
+        })
+    }
+}
+
 /// The region value the seed's clients send for "wherever this tenant
 /// plays by default" (SPEC §8): accepted on a join, never stored.
 pub const DEFAULT_REGION_NAME: &str = "DEFAULT";
@@ -108,6 +149,16 @@ impl fmt::Display for PoolKey {
             "{}_{}_{}_{}",
             self.variant, self.time_control, self.mode, self.region
         )
+    }
+}
+
+impl PoolKey {
+    /// The rating this pool pairs players by.
+    pub fn rating_pool(&self) -> RatingPool {
+        RatingPool {
+            speed: self.time_control.speed(),
+            variant: self.variant,
+        }
     }
 }
 
@@ -190,6 +241,19 @@ mod tests {
     #[test]
     fn names_are_case_sensitive_as_on_the_wire() {
         assert!("asia".parse::<Region>().is_err());
+        let pool: RatingPool = "blitz_chess960".parse().unwrap();
+        assert_eq!(pool.variant, Variant::Chess960);
+        assert_eq!(pool.to_string(), "blitz_chess960");
+        assert_eq!(
+            "standard_5+0_rated_EU"
+                .parse::<PoolKey>()
+                .unwrap()
+                .rating_pool(),
+            RatingPool::standard(crate::domain::Speed::Blitz)
+        );
+        for bad in ["blitz", "blitz_", "correspondence_standard", "blitz_chess"] {
+            assert!(bad.parse::<RatingPool>().is_err(), "{bad}");
+        }
         assert!("RATED".parse::<Mode>().is_err());
         assert_eq!(
             "threeCheck".parse::<Variant>().unwrap(),

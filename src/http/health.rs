@@ -127,6 +127,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ServiceE
     ))?;
     let now = crate::domain::now_millis();
     crate::observe::breaker("game_creation", state.breaker.state(now));
+    if let Some(api) = state.ratings.api() {
+        crate::observe::breaker("rating_api", api.breaker().state(now));
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -52,6 +52,9 @@ pub struct CircuitBreaker {
     inner: Mutex<Inner>,
     failures_to_open: u32,
     cooldown_ms: Millis,
+    /// What it guards, and what an open breaker means, for the logs.
+    guards: &'static str,
+    when_open: &'static str,
 }
 
 impl CircuitBreaker {
@@ -63,7 +66,17 @@ impl CircuitBreaker {
             }),
             failures_to_open: failures_to_open.max(1),
             cooldown_ms,
+            guards: "game creation",
+            when_open: "matching paused, joins refused",
         }
+    }
+
+    /// The same breaker guarding something else: `guards` names it and
+    /// `when_open` says what happens meanwhile, in the logs.
+    pub fn guarding(mut self, guards: &'static str, when_open: &'static str) -> Self {
+        self.guards = guards;
+        self.when_open = when_open;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -77,7 +90,10 @@ impl CircuitBreaker {
             State::Closed { .. } => true,
             State::Open { until } if now >= until => {
                 inner.state = State::HalfOpen { probing: true };
-                tracing::info!("circuit breaker half-open: letting one game creation through");
+                tracing::info!(
+                    guards = self.guards,
+                    "circuit breaker half-open: letting one call through"
+                );
                 true
             }
             State::Open { .. } | State::HalfOpen { probing: true } => false,
@@ -92,7 +108,10 @@ impl CircuitBreaker {
     pub fn on_success(&self, now: Millis) {
         let mut inner = self.lock();
         if !matches!(inner.state, State::Closed { .. }) {
-            tracing::info!("circuit breaker closed: game creation works again");
+            tracing::info!(
+                guards = self.guards,
+                "circuit breaker closed: calls work again"
+            );
             if let Some((_, end @ None)) = inner.outages.back_mut() {
                 *end = Some(now);
             }
@@ -120,8 +139,10 @@ impl CircuitBreaker {
             };
             if was_closed {
                 tracing::warn!(
+                    guards = self.guards,
                     cooldown_ms = self.cooldown_ms,
-                    "circuit breaker open: matching paused, joins refused"
+                    "circuit breaker open: {}",
+                    self.when_open
                 );
                 inner.outages.push_back((now, None));
                 if inner.outages.len() > OUTAGES_KEPT {

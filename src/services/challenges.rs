@@ -371,7 +371,10 @@ impl ChallengeService {
         match_id: MatchId,
         now: Millis,
     ) -> Result<MatchIntent, ServiceError> {
-        let speed = c.time_control.speed();
+        let pool = crate::domain::RatingPool {
+            speed: c.time_control.speed(),
+            variant: c.variant,
+        };
         let side = |user: &UserId, rating| MatchSide {
             user_id: user.clone(),
             username: None,
@@ -381,14 +384,12 @@ impl ChallengeService {
         let challenger = side(
             &c.challenger,
             self.ratings
-                .rating(&c.tenant_id, &c.challenger, speed)
+                .rating(&c.tenant_id, &c.challenger, pool)
                 .await?,
         );
         let opponent = side(
             &c.opponent,
-            self.ratings
-                .rating(&c.tenant_id, &c.opponent, speed)
-                .await?,
+            self.ratings.rating(&c.tenant_id, &c.opponent, pool).await?,
         );
         let challenger_white = match c.preferred_color {
             PreferredColor::White => true,

@@ -164,7 +164,7 @@ impl QueueService {
             .transpose()?;
         let rating = self
             .ratings
-            .rating(&who.tenant_id, &who.user_id, join.pool.time_control.speed())
+            .rating(&who.tenant_id, &who.user_id, join.pool.rating_pool())
             .await?;
         let now = self.clock.now();
         let entry = QueueEntry {

@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::domain::{Millis, ParseError, RATING_RANGE, Rating, Speed, TenantId, UserId};
+use super::rating_api::{RatingApi, Read};
+use crate::domain::{
+    DEFAULT_RATING, Millis, ParseError, RATING_RANGE, Rating, RatingPool, Speed, TenantId, UserId,
+};
 use crate::store::{RatingChange, RatingStore, Ratings, StoreResult};
 
 type Table = HashMap<(TenantId, UserId), Ratings>;
@@ -102,6 +105,8 @@ impl RatingsCopy {
 pub struct RatingService {
     store: Arc<dyn RatingStore>,
     copy: Arc<RatingsCopy>,
+    /// The platform's rating service, read first when configured.
+    api: Option<Arc<RatingApi>>,
 }
 
 impl RatingService {
@@ -113,6 +118,7 @@ impl RatingService {
         Ok(Self {
             store,
             copy: Arc::new(copy),
+            api: None,
         })
     }
 
@@ -122,7 +128,19 @@ impl RatingService {
         Self {
             store,
             copy: Arc::new(RatingsCopy::new(false)),
+            api: None,
         }
+    }
+
+    /// Reads the rating service first; the local table becomes its
+    /// fallback.
+    pub fn with_api(mut self, api: Arc<RatingApi>) -> Self {
+        self.api = Some(api);
+        self
+    }
+
+    pub fn api(&self) -> Option<&RatingApi> {
+        self.api.as_deref()
     }
 
     /// Brings a mirror up to date: everything on the first call, then the
@@ -172,19 +190,55 @@ impl RatingService {
         }
     }
 
-    /// The player's rating for `speed`, from the copy once it is loaded.
+    /// The player's rating in `pool`: from the rating service when one is
+    /// configured; when it cannot be read, its last answer, else the local
+    /// table, else 1500 (each fallback counted). Never fails because the
+    /// rating service does.
     pub async fn rating(
         &self,
         tenant: &TenantId,
         user: &UserId,
-        speed: Speed,
+        pool: RatingPool,
     ) -> StoreResult<Rating> {
+        let Some(api) = &self.api else {
+            return Ok(self
+                .local(tenant, user, pool.speed)
+                .await?
+                .unwrap_or(DEFAULT_RATING));
+        };
+        let why = match api.read(tenant, user, pool).await {
+            Read::Fresh(snapshot) => return Ok(snapshot.rating),
+            Read::Unavailable {
+                why,
+                stale: Some(snapshot),
+            } => {
+                crate::observe::rating_fallback(why.as_str(), "cache");
+                return Ok(snapshot.rating);
+            }
+            Read::Unavailable { why, stale: None } => why,
+        };
+        let local = self.local(tenant, user, pool.speed).await?;
+        crate::observe::rating_fallback(
+            why.as_str(),
+            if local.is_some() { "local" } else { "default" },
+        );
+        Ok(local.unwrap_or(DEFAULT_RATING))
+    }
+
+    /// The local table's rating for `speed`, from the copy once it is
+    /// loaded; `None` when never set.
+    async fn local(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        speed: Speed,
+    ) -> StoreResult<Option<Rating>> {
         let ratings = if self.copy.loaded() {
             self.copy.get(tenant, user)
         } else {
             self.store.ratings(tenant, user).await?
         };
-        Ok(ratings.get(speed))
+        Ok(ratings.rated(speed))
     }
 
     /// All four speeds, defaults filled in: what is stored (from the copy

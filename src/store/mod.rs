@@ -520,8 +520,13 @@ impl Ratings {
     }
 
     /// The rating for `speed`, 1500 when never set.
-    pub fn get(mut self, speed: Speed) -> Rating {
-        self.slot(speed).unwrap_or(DEFAULT_RATING)
+    pub fn get(self, speed: Speed) -> Rating {
+        self.rated(speed).unwrap_or(DEFAULT_RATING)
+    }
+
+    /// The rating for `speed`, if one was set.
+    pub fn rated(mut self, speed: Speed) -> Option<Rating> {
+        *self.slot(speed)
     }
 
     /// These ratings with every speed set in `update` replaced.

@@ -17,6 +17,7 @@ mod overload;
 mod postgres;
 mod production;
 mod queue;
+mod rating_service;
 
 #[path = "../support/mod.rs"]
 mod support;
