@@ -18,6 +18,7 @@ mod postgres;
 mod production;
 mod queue;
 mod rating_service;
+mod seed_clients;
 
 #[path = "../support/mod.rs"]
 mod support;
