@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use matchmaking_api::auth::Identity;
 use matchmaking_api::domain::{
-    EntryStatus, ManualClock, Millis, PoolKey, PoolPolicy, PoolRef, QueueEntryId, TenantConfig,
-    TenantId, UserId,
+    EntryStatus, ManualClock, Millis, PoolKey, PoolPolicy, PoolRef, QueueEntryId, RatingPool,
+    Speed, TenantConfig, TenantId, UserId,
 };
 use matchmaking_api::matcher::Hold;
 use matchmaking_api::services::ServiceError;
@@ -61,10 +61,7 @@ impl Rig {
         sqlite.migrate().await.unwrap();
         let durable: Arc<dyn DurableStore> = Arc::new(sqlite);
         for (user, rating) in ratings {
-            let update = Ratings {
-                blitz: Some(*rating),
-                ..Ratings::default()
-            };
+            let update = Ratings::default().with(RatingPool::standard(Speed::Blitz), *rating);
             RatingStore::set_ratings(&*durable, &tenant(), &UserId::parse(user).unwrap(), &update)
                 .await
                 .unwrap();

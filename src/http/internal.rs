@@ -14,10 +14,9 @@ use super::AppState;
 use super::error::ServiceError;
 use super::extract::{Admin, ApiJson, Reporter, object, optional_str};
 use super::openapi;
-use crate::domain::{GameId, ParseError, Speed, TenantId, UserId};
-use crate::services::ratings::validate_update;
+use crate::domain::{GameId, ParseError, TenantId, UserId};
+use crate::services::ratings::parse_update;
 use crate::services::summary;
-use crate::store::Ratings;
 
 fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ServiceError> {
     Ok((TenantId::parse(tenant)?, UserId::parse(user)?))
@@ -72,30 +71,10 @@ pub async fn put_ratings(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<openapi::Ratings>, ServiceError> {
     let (tenant, user) = path_ids(&tenant, &user)?;
-    let update = parse_ratings(&object(body)?)?;
-    validate_update(&update)?;
+    let update = parse_update(&object(body)?)?;
     let ratings = state.ratings.set(&tenant, &user, &update).await?;
     tracing::info!(event = "ratings_set", tenant_id = %tenant, user_id = %user, by = %who.user_id, "ratings set");
     Ok(Json(openapi::Ratings::of(&tenant, &user, ratings)))
-}
-
-fn parse_ratings(body: &Map<String, Value>) -> Result<Ratings, ParseError> {
-    let mut update = Ratings::default();
-    for (key, value) in body {
-        let speed: Speed = key.parse()?;
-        let rating = value
-            .as_i64()
-            .and_then(|v| i32::try_from(v).ok())
-            .ok_or_else(|| ParseError::new(speed.as_str(), "must be an integer"))?;
-        let slot = match speed {
-            Speed::Bullet => &mut update.bullet,
-            Speed::Blitz => &mut update.blitz,
-            Speed::Rapid => &mut update.rapid,
-            Speed::Classical => &mut update.classical,
-        };
-        *slot = Some(rating);
-    }
-    Ok(update)
 }
 
 /// POST /internal/games/{game_id}/finished — releases both players.

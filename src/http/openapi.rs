@@ -303,15 +303,23 @@ pub struct ChallengeList {
     pub challenges: Vec<Challenge>,
 }
 
-/// PUT /internal/ratings/{tenant_id}/{user_id}: any subset of speeds.
+/// PUT /internal/ratings/{tenant_id}/{user_id}: any subset of speeds (the
+/// standard variant's) and of pools `{speed}_{variant}`, e.g.
+/// `{"blitz": 1620, "blitz_chess960": 2100}`.
 #[derive(Serialize, ToSchema)]
 pub struct RatingsUpdate {
     pub bullet: Option<i32>,
     pub blitz: Option<i32>,
     pub rapid: Option<i32>,
     pub classical: Option<i32>,
+    /// Other variants: `{speed}_{variant}` → rating.
+    #[serde(flatten)]
+    pub variants: std::collections::BTreeMap<String, i32>,
 }
 
+/// A player's ratings: every speed of the standard variant (1500 where
+/// never set), and each other variant's pool that is set
+/// (`"blitz_chess960": 2100`).
 #[derive(Serialize, ToSchema)]
 pub struct Ratings {
     #[schema(value_type = String)]
@@ -322,18 +330,26 @@ pub struct Ratings {
     pub blitz: i32,
     pub rapid: i32,
     pub classical: i32,
+    /// Other variants set: `{speed}_{variant}` → rating.
+    #[serde(flatten)]
+    pub variants: std::collections::BTreeMap<String, i32>,
 }
 
 impl Ratings {
-    /// Every speed of `ratings` (1500 where never set).
     pub fn of(tenant: &TenantId, user: &UserId, ratings: store::Ratings) -> Self {
+        let standard = |speed| ratings.get(domain::RatingPool::standard(speed));
         Self {
             tenant_id: tenant.clone(),
             user_id: user.clone(),
-            bullet: ratings.get(Speed::Bullet),
-            blitz: ratings.get(Speed::Blitz),
-            rapid: ratings.get(Speed::Rapid),
-            classical: ratings.get(Speed::Classical),
+            bullet: standard(Speed::Bullet),
+            blitz: standard(Speed::Blitz),
+            rapid: standard(Speed::Rapid),
+            classical: standard(Speed::Classical),
+            variants: ratings
+                .iter()
+                .filter(|(pool, _)| pool.variant != domain::Variant::Standard)
+                .map(|(pool, r)| (pool.to_string(), r))
+                .collect(),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Ratings per speed, read from the rating store (1500 when unknown).
+//! Ratings per speed and variant, read from the rating service when one is
+//! configured, else (and as its fallback) from the local ratings table
+//! (1500 when unknown).
 //!
 //! A join needs its player's rating, and reading a row per join would make
 //! the database the bottleneck of every join. So each API node keeps a
@@ -202,7 +204,7 @@ impl RatingService {
     ) -> StoreResult<Rating> {
         let Some(api) = &self.api else {
             return Ok(self
-                .local(tenant, user, pool.speed)
+                .local(tenant, user, pool)
                 .await?
                 .unwrap_or(DEFAULT_RATING));
         };
@@ -217,7 +219,7 @@ impl RatingService {
             }
             Read::Unavailable { why, stale: None } => why,
         };
-        let local = self.local(tenant, user, pool.speed).await?;
+        let local = self.local(tenant, user, pool).await?;
         crate::observe::rating_fallback(
             why.as_str(),
             if local.is_some() { "local" } else { "default" },
@@ -225,34 +227,35 @@ impl RatingService {
         Ok(local.unwrap_or(DEFAULT_RATING))
     }
 
-    /// The local table's rating for `speed`, from the copy once it is
+    /// The local table's rating in `pool`, from the copy once it is
     /// loaded; `None` when never set.
     async fn local(
         &self,
         tenant: &TenantId,
         user: &UserId,
-        speed: Speed,
+        pool: RatingPool,
     ) -> StoreResult<Option<Rating>> {
         let ratings = if self.copy.loaded() {
             self.copy.get(tenant, user)
         } else {
             self.store.ratings(tenant, user).await?
         };
-        Ok(ratings.rated(speed))
+        Ok(ratings.rated(pool))
     }
 
-    /// All four speeds, defaults filled in: what is stored (from the copy
-    /// only when it is authoritative, so an operator reads the store).
+    /// What is stored (from the copy only when it is authoritative, so an
+    /// operator reads the store).
     pub async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
         let ratings = if self.copy.authoritative {
             self.copy.get(tenant, user)
         } else {
             self.store.ratings(tenant, user).await?
         };
-        Ok(ratings.complete())
+        Ok(ratings)
     }
 
-    /// Sets the given speeds (store first, then the copy); answers all four.
+    /// Sets the given pools (store first, then the copy); answers what is
+    /// stored after.
     pub async fn set(
         &self,
         tenant: &TenantId,
@@ -261,32 +264,53 @@ impl RatingService {
     ) -> StoreResult<Ratings> {
         let now = self.store.set_ratings(tenant, user, update).await?;
         self.copy.put(tenant, user, now);
-        Ok(now.complete())
+        Ok(now)
     }
 }
 
-/// Checks an update: at least one speed, each within [`RATING_RANGE`].
-pub fn validate_update(update: &Ratings) -> Result<(), ParseError> {
-    let all = [update.bullet, update.blitz, update.rapid, update.classical];
-    if all.iter().all(Option::is_none) {
+/// Parses an update (SPEC §8): keys are a speed (`"blitz"`: the standard
+/// variant's) or a pool `{speed}_{variant}` (`"blitz_chess960"`), values
+/// integers within [`RATING_RANGE`]; at least one.
+pub fn parse_update(
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Ratings, ParseError> {
+    if body.is_empty() {
         return Err(ParseError::new(
             "ratings",
-            "give at least one of bullet, blitz, rapid, classical",
+            "give at least one of bullet, blitz, rapid, classical (the standard variant), or a pool such as blitz_chess960",
         ));
     }
-    for (speed, value) in Speed::ALL.iter().zip(all) {
-        if let Some(v) = value
-            && !RATING_RANGE.contains(&v)
-        {
-            return Err(ParseError::new(
-                speed.as_str(),
-                format!(
-                    "must be between {} and {}",
-                    RATING_RANGE.start(),
-                    RATING_RANGE.end()
-                ),
-            ));
-        }
+    let mut update = Ratings::default();
+    for (key, value) in body {
+        let (pool, field) = match key.parse::<Speed>() {
+            Ok(speed) => (RatingPool::standard(speed), speed.as_str()),
+            Err(_) => (
+                key.parse::<RatingPool>().map_err(|_| {
+                    ParseError::new(
+                        "ratings",
+                        format!(
+                            "unknown key {key:?}: give a speed (bullet, blitz, rapid, classical) or {{speed}}_{{variant}} such as blitz_chess960"
+                        ),
+                    )
+                })?,
+                "ratings",
+            ),
+        };
+        let rating = value
+            .as_i64()
+            .and_then(|v| Rating::try_from(v).ok())
+            .filter(|v| RATING_RANGE.contains(v))
+            .ok_or_else(|| {
+                ParseError::new(
+                    field,
+                    format!(
+                        "{key} must be an integer between {} and {}",
+                        RATING_RANGE.start(),
+                        RATING_RANGE.end()
+                    ),
+                )
+            })?;
+        update.set(pool, rating);
     }
-    Ok(())
+    Ok(update)
 }

@@ -44,8 +44,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, GameId, MatchId,
-    MatchIntent, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, Rating, Speed, TenantId,
-    UserId, Username,
+    MatchIntent, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, RATING_RANGE, Rating,
+    RatingPool, Speed, TenantId, UserId, Username, Variant,
 };
 
 /// A store could not do what was asked; callers answer 503.
@@ -496,58 +496,137 @@ pub trait QueueStore: EntryStore + PairingStore + GuardStore + PoolStatsStore + 
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// A player's ratings per speed; unset speeds are [`DEFAULT_RATING`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A player's ratings per speed and variant (SPEC §8: `blitz_standard`,
+/// `blitz_chess960`, …); unset ones are [`DEFAULT_RATING`]. Fixed-size and
+/// `Copy`: every node keeps one per rated player in memory, 72 bytes of
+/// ratings (ratings fit in 0–4000, so an `i16` each, `-1` = unset).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Ratings {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bullet: Option<Rating>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blitz: Option<Rating>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rapid: Option<Rating>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classical: Option<Rating>,
+    slots: [i16; RATING_POOLS],
+}
+
+/// Speeds × variants.
+const RATING_POOLS: usize = Speed::ALL.len() * Variant::ALL.len();
+const UNSET: i16 = -1;
+
+impl Default for Ratings {
+    fn default() -> Self {
+        Self {
+            slots: [UNSET; RATING_POOLS],
+        }
+    }
+}
+
+impl std::fmt::Debug for Ratings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(pool, r)| (pool.to_string(), r)))
+            .finish()
+    }
 }
 
 impl Ratings {
-    fn slot(&mut self, speed: Speed) -> &mut Option<Rating> {
-        match speed {
-            Speed::Bullet => &mut self.bullet,
-            Speed::Blitz => &mut self.blitz,
-            Speed::Rapid => &mut self.rapid,
-            Speed::Classical => &mut self.classical,
-        }
+    fn index(pool: RatingPool) -> usize {
+        let speed = Speed::ALL
+            .iter()
+            .position(|s| *s == pool.speed)
+            .unwrap_or(0);
+        let variant = Variant::ALL
+            .iter()
+            .position(|v| *v == pool.variant)
+            .unwrap_or(0);
+        speed * Variant::ALL.len() + variant
     }
 
-    /// The rating for `speed`, 1500 when never set.
-    pub fn get(self, speed: Speed) -> Rating {
-        self.rated(speed).unwrap_or(DEFAULT_RATING)
+    /// These ratings with `pool` set (clamped to [`RATING_RANGE`]).
+    pub fn with(mut self, pool: RatingPool, rating: Rating) -> Self {
+        self.set(pool, rating);
+        self
     }
 
-    /// The rating for `speed`, if one was set.
-    pub fn rated(mut self, speed: Speed) -> Option<Rating> {
-        *self.slot(speed)
+    /// Sets `pool` (clamped to [`RATING_RANGE`]).
+    pub fn set(&mut self, pool: RatingPool, rating: Rating) {
+        let rating = rating.clamp(*RATING_RANGE.start(), *RATING_RANGE.end());
+        self.slots[Self::index(pool)] = rating as i16;
     }
 
-    /// These ratings with every speed set in `update` replaced.
+    /// The rating in `pool`, 1500 when never set.
+    pub fn get(self, pool: RatingPool) -> Rating {
+        self.rated(pool).unwrap_or(DEFAULT_RATING)
+    }
+
+    /// The rating in `pool`, if one was set.
+    pub fn rated(self, pool: RatingPool) -> Option<Rating> {
+        let slot = self.slots[Self::index(pool)];
+        (slot != UNSET).then_some(slot as Rating)
+    }
+
+    /// The pools set, with their ratings.
+    pub fn iter(&self) -> impl Iterator<Item = (RatingPool, Rating)> + '_ {
+        Speed::ALL.iter().flat_map(move |&speed| {
+            Variant::ALL.iter().filter_map(move |&variant| {
+                let pool = RatingPool { speed, variant };
+                self.rated(pool).map(|r| (pool, r))
+            })
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(|s| *s == UNSET)
+    }
+
+    /// These ratings with every pool set in `update` replaced.
     pub fn merged(mut self, update: &Ratings) -> Ratings {
-        let mut update = *update;
-        for speed in Speed::ALL {
-            if let Some(r) = *update.slot(speed) {
-                *self.slot(speed) = Some(r);
-            }
+        for (pool, r) in update.iter() {
+            self.set(pool, r);
         }
         self
     }
 
-    /// Every speed, with defaults filled in.
-    pub fn complete(self) -> Ratings {
-        Ratings {
-            bullet: Some(self.get(Speed::Bullet)),
-            blitz: Some(self.get(Speed::Blitz)),
-            rapid: Some(self.get(Speed::Rapid)),
-            classical: Some(self.get(Speed::Classical)),
+    /// The standard variant's rating per speed, as stored in the
+    /// `players` columns.
+    pub fn standard(&self, speed: Speed) -> Option<Rating> {
+        self.rated(RatingPool::standard(speed))
+    }
+
+    /// The other variants' ratings as a JSON object (`{"blitz_chess960":
+    /// 2100}`), as stored in `players.variant_ratings`; `None` when none.
+    pub fn variants_json(&self) -> Option<String> {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .iter()
+            .filter(|(pool, _)| pool.variant != Variant::Standard)
+            .map(|(pool, r)| (pool.to_string(), r.into()))
+            .collect();
+        (!map.is_empty()).then(|| serde_json::Value::Object(map).to_string())
+    }
+
+    /// Reads the four standard columns and `variant_ratings` back.
+    pub fn from_columns(
+        standard: [Option<Rating>; 4],
+        variants: Option<&str>,
+    ) -> StoreResult<Self> {
+        let mut ratings = Ratings::default();
+        for (speed, r) in Speed::ALL.into_iter().zip(standard) {
+            if let Some(r) = r {
+                ratings.set(RatingPool::standard(speed), r);
+            }
         }
+        let Some(text) = variants else {
+            return Ok(ratings);
+        };
+        let corrupt = || StoreError::Corrupt("players.variant_ratings".into());
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|_| corrupt())?;
+        for (key, value) in map {
+            let pool: RatingPool = key.parse().map_err(|_| corrupt())?;
+            let r = value
+                .as_i64()
+                .and_then(|v| Rating::try_from(v).ok())
+                .filter(|v| RATING_RANGE.contains(v))
+                .ok_or_else(corrupt)?;
+            ratings.set(pool, r);
+        }
+        Ok(ratings)
     }
 }
 

@@ -248,28 +248,32 @@ pub fn challenges(rows: Vec<ChallengeRow>) -> StoreResult<Vec<Challenge>> {
     rows.into_iter().map(Challenge::try_from).collect()
 }
 
+/// Columns of a [`RatingsRow`], from `players`.
+pub const RATINGS_COLUMNS: &str = "bullet, blitz, rapid, classical, variant_ratings";
+
 #[derive(sqlx::FromRow)]
 pub struct RatingsRow {
     bullet: Option<i32>,
     blitz: Option<i32>,
     rapid: Option<i32>,
     classical: Option<i32>,
+    variant_ratings: Option<String>,
 }
 
-impl From<RatingsRow> for Ratings {
-    fn from(r: RatingsRow) -> Self {
-        Ratings {
-            bullet: r.bullet,
-            blitz: r.blitz,
-            rapid: r.rapid,
-            classical: r.classical,
-        }
+impl TryFrom<RatingsRow> for Ratings {
+    type Error = StoreError;
+
+    fn try_from(r: RatingsRow) -> StoreResult<Self> {
+        Ratings::from_columns(
+            [r.bullet, r.blitz, r.rapid, r.classical],
+            r.variant_ratings.as_deref(),
+        )
     }
 }
 
 /// Columns of a [`PlayerRatingsRow`], from `players`.
 pub const PLAYER_RATINGS_COLUMNS: &str =
-    "tenant_id, user_id, bullet, blitz, rapid, classical, ratings_changed_at";
+    "tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, ratings_changed_at";
 
 #[derive(sqlx::FromRow)]
 pub struct PlayerRatingsRow {
@@ -287,7 +291,7 @@ impl TryFrom<PlayerRatingsRow> for RatingChange {
         Ok(RatingChange {
             tenant_id: TenantId::parse(&r.tenant_id).map_err(|_| corrupt("players.tenant_id"))?,
             user_id: UserId::parse(&r.user_id).map_err(|_| corrupt("players.user_id"))?,
-            ratings: r.ratings.into(),
+            ratings: r.ratings.try_into()?,
             changed_at: r.ratings_changed_at,
         })
     }

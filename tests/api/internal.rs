@@ -65,6 +65,9 @@ async fn bad_rating_updates_are_400_and_change_nothing() {
         json!({ "blitz": 1700.5 }),
         json!({ "blitz": 99999 }),
         json!({ "blitz": 1700, "hyperbullet": 1 }),
+        json!({ "blitz_go": 1700 }),
+        json!({ "blitz_chess960": 5000 }),
+        json!({ "blitz": 1700, "blitz_chess960": "x" }),
         json!([1, 2]),
     ] {
         let r = app.put_ratings(&admin, "t1", "alice", &body).await;
@@ -135,4 +138,38 @@ async fn health_and_readiness_need_no_token() {
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "ready");
+}
+
+#[tokio::test]
+async fn ratings_are_kept_per_variant_and_a_join_uses_its_pools() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    for (user, body) in [
+        ("alice", json!({ "blitz": 1500, "blitz_chess960": 2100 })),
+        ("bob", json!({ "blitz_chess960": 2120 })),
+    ] {
+        let r = app.put_ratings(&admin, "t1", user, &body).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let v: Value = app
+        .get_ratings(&admin, "t1", "alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        json!({ "tenant_id": "t1", "user_id": "alice", "bullet": 1500, "blitz": 1500,
+                "rapid": 1500, "classical": 1500, "blitz_chess960": 2100 })
+    );
+    // A chess960 blitz pool pairs them by their chess960 ratings.
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let body = json!({ "time_control": "5+0", "mode": "rated", "variant": "chess960" });
+    let ia = app.join_ok(&a, &body).await;
+    app.join_ok(&b, &body).await;
+    app.wait_for_result(&a, &ia).await;
+    let seen = app.active(&b).await;
+    assert_eq!(seen["match"]["opponent"]["rating_snapshot"]["rating"], 2100);
+    let seen = app.active(&a).await;
+    assert_eq!(seen["match"]["opponent"]["rating_snapshot"]["rating"], 2120);
 }

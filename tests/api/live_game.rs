@@ -37,7 +37,7 @@ async fn create_game_follows_the_contract(backend: Backend) {
         return;
     };
     let (a, b) = (app.token("alice"), app.token("bob"));
-    app.put_ratings(&app.admin_token(), "t1", "bob", &json!({ "rapid": 1580 }))
+    app.put_ratings(&app.admin_token(), "t1", "bob", &json!({ "rapid_atomic": 1580 }))
         .await;
     let body =
         json!({ "time_control": "10+0", "mode": "casual", "variant": "atomic", "region": "EU" });

@@ -1,7 +1,7 @@
 //! The `DurableStore` contract.
 
 use matchmaking_api::domain::{
-    GameId, MatchId, MatchRecord, MatchSide, MatchSource, QueueEntryId, Speed,
+    GameId, MatchId, MatchRecord, MatchSide, MatchSource, QueueEntryId, RatingPool, Speed,
 };
 use matchmaking_api::store::{
     AuditEvent, Claim, DurableStore, IdempotencyScope, Ratings, StoredAnswer,
@@ -268,34 +268,35 @@ pub async fn finishing_a_game_ends_its_match_once(store: &dyn DurableStore) {
     );
 }
 
+fn std(speed: Speed) -> RatingPool {
+    RatingPool::standard(speed)
+}
+
+fn pool_of(name: &str) -> RatingPool {
+    name.parse().unwrap()
+}
+
 pub async fn ratings_default_to_1500_and_merge_by_speed(store: &dyn DurableStore) {
     let r = store.ratings(&tenant("t1"), &user("alice")).await.unwrap();
     assert_eq!(r, Ratings::default());
-    assert_eq!(r.get(Speed::Blitz), 1500);
-    let set = Ratings {
-        blitz: Some(1620),
-        bullet: Some(1700),
-        ..Ratings::default()
-    };
+    assert_eq!(r.get(std(Speed::Blitz)), 1500);
+    let set = Ratings::default()
+        .with(std(Speed::Blitz), 1620)
+        .with(std(Speed::Bullet), 1700);
     store
         .set_ratings(&tenant("t1"), &user("alice"), &set)
         .await
         .unwrap();
-    let more = Ratings {
-        blitz: Some(1650),
-        ..Ratings::default()
-    };
+    let more = Ratings::default().with(std(Speed::Blitz), 1650);
     let now = store
         .set_ratings(&tenant("t1"), &user("alice"), &more)
         .await
         .unwrap();
     assert_eq!(
         now,
-        Ratings {
-            bullet: Some(1700),
-            blitz: Some(1650),
-            ..Ratings::default()
-        }
+        Ratings::default()
+            .with(std(Speed::Bullet), 1700)
+            .with(std(Speed::Blitz), 1650)
     );
     assert_eq!(
         store.ratings(&tenant("t1"), &user("alice")).await.unwrap(),
@@ -307,13 +308,48 @@ pub async fn ratings_default_to_1500_and_merge_by_speed(store: &dyn DurableStore
     );
 }
 
+pub async fn ratings_are_kept_per_variant_and_merge_by_pool(store: &dyn DurableStore) {
+    let (t, alice) = (tenant("t1"), user("alice"));
+    let first = Ratings::default()
+        .with(std(Speed::Blitz), 1620)
+        .with(pool_of("blitz_chess960"), 2100)
+        .with(pool_of("bullet_crazyhouse"), 1900);
+    store.set_ratings(&t, &alice, &first).await.unwrap();
+    // A later update of one variant keeps the others, and one of the
+    // standard speeds only keeps every variant.
+    store
+        .set_ratings(
+            &t,
+            &alice,
+            &Ratings::default().with(pool_of("blitz_chess960"), 2150),
+        )
+        .await
+        .unwrap();
+    let now = store
+        .set_ratings(
+            &t,
+            &alice,
+            &Ratings::default().with(std(Speed::Rapid), 1450),
+        )
+        .await
+        .unwrap();
+    let expected = Ratings::default()
+        .with(std(Speed::Blitz), 1620)
+        .with(std(Speed::Rapid), 1450)
+        .with(pool_of("blitz_chess960"), 2150)
+        .with(pool_of("bullet_crazyhouse"), 1900);
+    assert_eq!(now, expected);
+    assert_eq!(store.ratings(&t, &alice).await.unwrap(), expected);
+    assert_eq!(expected.get(pool_of("blitz_atomic")), 1500);
+    let changed = store.ratings_changed_since(None).await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].ratings, expected);
+}
+
 pub async fn ratings_changed_since_lists_exactly_the_players_with_a_rating(
     store: &dyn DurableStore,
 ) {
-    let set = Ratings {
-        rapid: Some(1800),
-        ..Ratings::default()
-    };
+    let set = Ratings::default().with(std(Speed::Rapid), 1800);
     store
         .set_ratings(&tenant("t1"), &user("alice"), &set)
         .await
@@ -343,10 +379,7 @@ pub async fn ratings_changed_since_lists_exactly_the_players_with_a_rating(
 }
 
 pub async fn ratings_changed_since_lists_only_later_changes(store: &dyn DurableStore) {
-    let set = |blitz| Ratings {
-        blitz: Some(blitz),
-        ..Ratings::default()
-    };
+    let set = |blitz| Ratings::default().with(std(Speed::Blitz), blitz);
     store
         .set_ratings(&tenant("t1"), &user("alice"), &set(1600))
         .await
@@ -371,10 +404,7 @@ pub async fn ratings_changed_since_lists_only_later_changes(store: &dyn DurableS
         .set_ratings(
             &tenant("t1"),
             &user("alice"),
-            &Ratings {
-                bullet: Some(1400),
-                ..Ratings::default()
-            },
+            &Ratings::default().with(std(Speed::Bullet), 1400),
         )
         .await
         .unwrap();
@@ -384,11 +414,9 @@ pub async fn ratings_changed_since_lists_only_later_changes(store: &dyn DurableS
     assert_eq!(later[0].user_id, user("alice"));
     assert_eq!(
         later[0].ratings,
-        Ratings {
-            bullet: Some(1400),
-            blitz: Some(1600),
-            ..Ratings::default()
-        },
+        Ratings::default()
+            .with(std(Speed::Bullet), 1400)
+            .with(std(Speed::Blitz), 1600),
         "a change answers the whole row"
     );
     assert_eq!(later[1].user_id, user("bob"));

@@ -114,6 +114,7 @@ macro_rules! durable_cases {
             inserting_a_match_twice_keeps_one_and_moves_colors_once,
             finishing_a_game_ends_its_match_once,
             ratings_default_to_1500_and_merge_by_speed,
+            ratings_are_kept_per_variant_and_merge_by_pool,
             ratings_changed_since_lists_exactly_the_players_with_a_rating,
             ratings_changed_since_lists_only_later_changes,
             many_matches_insert_in_one_batch,

@@ -20,7 +20,7 @@ use sqlx::{PgPool, Row};
 use super::claims::{self, Ask};
 use super::rows::{
     self, AnswerRow, AuditRow, ClaimRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
-    PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
+    PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
 };
 use super::{
     AuditEvent, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore, MatchStore,
@@ -28,7 +28,7 @@ use super::{
     WriteHealth,
 };
 use crate::domain::{
-    GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, TenantId, UserId,
+    GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -647,14 +647,16 @@ impl MatchStore for PgStore {
 #[async_trait]
 impl RatingStore for PgStore {
     async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
-        let row = sqlx::query_as::<_, RatingsRow>(
-            "SELECT bullet, blitz, rapid, classical FROM players WHERE tenant_id = $1 AND user_id = $2",
-        )
+        let row = sqlx::query_as::<_, RatingsRow>(&format!(
+            "SELECT {RATINGS_COLUMNS} FROM players WHERE tenant_id = $1 AND user_id = $2"
+        ))
         .bind(tenant.as_str())
         .bind(user.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(Ratings::from).unwrap_or_default())
+        row.map(Ratings::try_from)
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     async fn set_ratings(
@@ -664,25 +666,28 @@ impl RatingStore for PgStore {
         update: &Ratings,
     ) -> StoreResult<Ratings> {
         let row = sqlx::query_as::<_, RatingsRow>(&format!(
-            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, ratings_changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, {CHANGED_NOW}) \
+            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, ratings_changed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {CHANGED_NOW}) \
              ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
                ratings_changed_at = excluded.ratings_changed_at, \
                bullet = COALESCE(excluded.bullet, players.bullet), \
                blitz = COALESCE(excluded.blitz, players.blitz), \
                rapid = COALESCE(excluded.rapid, players.rapid), \
-               classical = COALESCE(excluded.classical, players.classical) \
-             RETURNING bullet, blitz, rapid, classical"
+               classical = COALESCE(excluded.classical, players.classical), \
+               variant_ratings = CASE WHEN excluded.variant_ratings IS NULL THEN players.variant_ratings \
+                 ELSE (COALESCE(players.variant_ratings, '{{}}')::jsonb || excluded.variant_ratings::jsonb)::text END \
+             RETURNING {RATINGS_COLUMNS}"
         ))
         .bind(tenant.as_str())
         .bind(user.as_str())
-        .bind(update.bullet)
-        .bind(update.blitz)
-        .bind(update.rapid)
-        .bind(update.classical)
+        .bind(update.standard(Speed::Bullet))
+        .bind(update.standard(Speed::Blitz))
+        .bind(update.standard(Speed::Rapid))
+        .bind(update.standard(Speed::Classical))
+        .bind(update.variants_json())
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.into())
+        row.try_into()
     }
 
     async fn ratings_changed_since(&self, since: Option<Millis>) -> StoreResult<Vec<RatingChange>> {

@@ -26,7 +26,7 @@ use self::matches::{MatchJob, MatchWork};
 use self::writer::{Job, WriterHandle};
 use super::rows::{
     self, AnswerRow, AuditRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
-    PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RatingsRow,
+    PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
 };
 use super::{
     AuditEvent, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore, MatchStore,
@@ -34,7 +34,7 @@ use super::{
     WriteHealth,
 };
 use crate::domain::{
-    GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, TenantId, UserId,
+    GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
 };
 
 pub use writer::WAL_RESTART_FRAMES;
@@ -424,14 +424,16 @@ impl MatchStore for SqliteStore {
 #[async_trait]
 impl RatingStore for SqliteStore {
     async fn ratings(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Ratings> {
-        let row = sqlx::query_as::<_, RatingsRow>(
-            "SELECT bullet, blitz, rapid, classical FROM players WHERE tenant_id = ? AND user_id = ?",
-        )
+        let row = sqlx::query_as::<_, RatingsRow>(&format!(
+            "SELECT {RATINGS_COLUMNS} FROM players WHERE tenant_id = ? AND user_id = ?"
+        ))
         .bind(tenant.as_str())
         .bind(user.as_str())
         .fetch_optional(&self.reads)
         .await?;
-        Ok(row.map(Ratings::from).unwrap_or_default())
+        row.map(Ratings::try_from)
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     async fn set_ratings(
@@ -446,28 +448,31 @@ impl RatingStore for SqliteStore {
             .write(move |conn| {
                 Box::pin(async move {
                     Ok(sqlx::query_as::<_, RatingsRow>(&format!(
-                        "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, ratings_changed_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, {CHANGED_NOW}) \
+                        "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, ratings_changed_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {CHANGED_NOW}) \
                          ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
                            ratings_changed_at = excluded.ratings_changed_at, \
                            bullet = COALESCE(excluded.bullet, bullet), \
                            blitz = COALESCE(excluded.blitz, blitz), \
                            rapid = COALESCE(excluded.rapid, rapid), \
-                           classical = COALESCE(excluded.classical, classical) \
-                         RETURNING bullet, blitz, rapid, classical"
+                           classical = COALESCE(excluded.classical, classical), \
+                           variant_ratings = CASE WHEN excluded.variant_ratings IS NULL THEN variant_ratings \
+                             ELSE json_patch(COALESCE(variant_ratings, '{{}}'), excluded.variant_ratings) END \
+                         RETURNING {RATINGS_COLUMNS}"
                     ))
                     .bind(&tenant)
                     .bind(&user)
-                    .bind(update.bullet)
-                    .bind(update.blitz)
-                    .bind(update.rapid)
-                    .bind(update.classical)
+                    .bind(update.standard(Speed::Bullet))
+                    .bind(update.standard(Speed::Blitz))
+                    .bind(update.standard(Speed::Rapid))
+                    .bind(update.standard(Speed::Classical))
+                    .bind(update.variants_json())
                     .fetch_one(&mut *conn)
                     .await?)
                 })
             })
             .await?;
-        Ok(row.into())
+        row.try_into()
     }
 
     async fn ratings_changed_since(&self, since: Option<Millis>) -> StoreResult<Vec<RatingChange>> {
