@@ -46,7 +46,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let _log_writer = telemetry::init(settings.log_format);
+    let _log_writer = match telemetry::init(settings.log_format, settings.otlp_traces().as_ref()) {
+        Ok(flush) => flush,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -419,6 +419,18 @@ pub struct Settings {
     /// `Host` gets 400 (the operations routes answer any). Unset = any.
     #[arg(long, env = "ALLOWED_HOSTS", global = true)]
     pub allowed_hosts: Option<String>,
+    /// OTLP/HTTP collector for traces (spans go to `{endpoint}/v1/traces`);
+    /// unset = no spans exported, no cost.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// `http/protobuf` or `http/json`.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf",
+        global = true
+    )]
+    pub otel_exporter_otlp_protocol: String,
     /// Largest `client_metadata`, in bytes of compact JSON.
     #[arg(
         long,
@@ -585,6 +597,16 @@ impl Settings {
 
     pub fn worker_interval(&self) -> Duration {
         Duration::from_secs_f64(self.worker_interval_seconds)
+    }
+
+    /// Where spans are exported, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    pub fn otlp_traces(&self) -> Option<crate::telemetry::OtlpTraces> {
+        self.otel_exporter_otlp_endpoint
+            .as_ref()
+            .map(|endpoint| crate::telemetry::OtlpTraces {
+                endpoint: endpoint.clone(),
+                protocol: self.otel_exporter_otlp_protocol.clone(),
+            })
     }
 
     pub fn guard_ms(&self) -> Millis {

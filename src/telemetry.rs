@@ -25,10 +25,15 @@ use std::time::{Duration, SystemTime};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::http::request_id;
 use crate::settings::LogFormat;
@@ -136,18 +141,98 @@ impl Drop for Buffered {
     }
 }
 
-/// Writes what is pending when dropped: keep it until exit.
-pub struct LogFlush;
+/// Writes what is pending when dropped, and sends the last spans: keep
+/// it until exit.
+pub struct LogFlush {
+    traces: Option<SdkTracerProvider>,
+}
 
 impl Drop for LogFlush {
     fn drop(&mut self) {
+        if let Some(provider) = self.traces.take()
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "the last spans could not be exported");
+        }
         write_pending(Vec::new(), None);
     }
 }
 
+/// Where spans go (`OTEL_EXPORTER_OTLP_ENDPOINT`) and how.
+#[derive(Debug, Clone)]
+pub struct OtlpTraces {
+    /// The collector's base URL; spans are posted to `{endpoint}/v1/traces`.
+    pub endpoint: String,
+    /// `http/protobuf` or `http/json`.
+    pub protocol: String,
+}
+
+/// Whether spans are exported: the spans below the request (matching
+/// pass, commit, CreateGame, rating read) are only opened then, so with no
+/// exporter they cost nothing.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// An `info` span when spans are exported, else [`tracing::Span::none`].
+#[macro_export]
+macro_rules! traced_span {
+    ($($args:tt)*) => {
+        if $crate::telemetry::exporting() {
+            ::tracing::info_span!($($args)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
+/// The span exporter and tracer of `traces`; W3C trace context becomes the
+/// global propagator.
+fn tracer(
+    traces: &OtlpTraces,
+) -> Result<(SdkTracerProvider, opentelemetry_sdk::trace::Tracer), String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let protocol = match traces.protocol.as_str() {
+        "http/protobuf" => Protocol::HttpBinary,
+        "http/json" => Protocol::HttpJson,
+        other => {
+            return Err(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported: use http/protobuf or http/json"
+            ));
+        }
+    };
+    let base = traces.endpoint.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err("OTEL_EXPORTER_OTLP_ENDPOINT must start with http:// or https://".into());
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(protocol)
+        .with_endpoint(format!("{base}/v1/traces"))
+        .build()
+        .map_err(|e| format!("cannot build the OTLP span exporter: {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("matchmaking-api");
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let tracer = provider.tracer("matchmaking-api");
+    Ok((provider, tracer))
+}
+
 /// Installs the global subscriber once; later calls are no-ops (tests).
-/// Keep the answer until exit: dropping it flushes the last lines.
-pub fn init(format: Option<LogFormat>) -> LogFlush {
+/// With `traces`, spans are exported over OTLP as well. Keep the answer
+/// until exit: dropping it flushes the last lines and spans.
+pub fn init(format: Option<LogFormat>, traces: Option<&OtlpTraces>) -> Result<LogFlush, String> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     let json = match format {
@@ -155,6 +240,7 @@ pub fn init(format: Option<LogFormat>) -> LogFlush {
         Some(LogFormat::Pretty) => false,
         None => !std::io::stdout().is_terminal(),
     };
+    let traces = traces.map(tracer).transpose()?;
     static WRITER: Once = Once::new();
     WRITER.call_once(|| {
         let spawned = std::thread::Builder::new()
@@ -167,21 +253,42 @@ pub fn init(format: Option<LogFormat>) -> LogFlush {
             });
         WRITER_RUNNING.store(spawned.is_ok(), Ordering::Relaxed);
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(BufferedStdout);
-    request_id::set_request_spans(!json);
-    let _ = if json {
-        builder
+    // `RUST_LOG` filters the log lines only; the exporter takes this
+    // service's spans whatever the log level.
+    let lines = tracing_subscriber::fmt::layer().with_writer(BufferedStdout);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        lines
             .event_format(JsonLines)
             .fmt_fields(NoSpanFields)
-            .try_init()
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder
+        lines
             .with_ansi(std::io::stdout().is_terminal())
-            .try_init()
+            .with_filter(filter)
+            .boxed()
     };
-    LogFlush
+    let (provider, spans) = match traces {
+        Some((provider, tracer)) => (
+            Some(provider),
+            Some(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(Targets::new().with_target("matchmaking_api", Level::INFO)),
+            ),
+        ),
+        None => (None, None),
+    };
+    // Requests open a span when something reads it: the pretty format, or
+    // the exporter (JSON lines carry the request id without one).
+    request_id::set_request_spans(!json || spans.is_some());
+    let installed = tracing_subscriber::registry()
+        .with(lines)
+        .with(spans)
+        .try_init()
+        .is_ok();
+    EXPORTING.store(installed && provider.is_some(), Ordering::Relaxed);
+    Ok(LogFlush { traces: provider })
 }
 
 /// The JSON line format (see the module docs).

@@ -13,6 +13,7 @@ mod queue;
 pub mod rate_limit;
 pub mod request_id;
 pub mod shed;
+pub mod trace_context;
 
 use std::sync::Arc;
 

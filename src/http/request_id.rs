@@ -64,9 +64,14 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     } else {
         tracing::Span::none()
     };
+    super::trace_context::continue_trace(&span, request.headers());
+    let trace = super::trace_context::Incoming::from_headers(request.headers());
     let header = HeaderValue::from_str(&id);
     let mut response = REQUEST_ID
-        .scope(id, next.run(request).instrument(span))
+        .scope(
+            id,
+            super::trace_context::scope(trace, next.run(request).instrument(span)),
+        )
         .await;
     if let Ok(value) = header {
         response.headers_mut().insert(HEADER, value);

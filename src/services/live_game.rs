@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::games::{GameCreationError, GameCreator, NewGame};
 use crate::domain::{GameId, MatchSource};
@@ -83,6 +84,7 @@ impl LiveGameClient {
         if let Some(id) = &game.request_id {
             request = request.header("X-Request-Id", id);
         }
+        request = crate::http::trace_context::propagate(request);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -111,6 +113,13 @@ impl LiveGameClient {
 #[async_trait]
 impl GameCreator for LiveGameClient {
     async fn create_game(&self, game: &NewGame) -> Result<GameId, GameCreationError> {
+        let span = crate::traced_span!("create_game", match_id = %game.match_id);
+        self.create(game).instrument(span).await
+    }
+}
+
+impl LiveGameClient {
+    async fn create(&self, game: &NewGame) -> Result<GameId, GameCreationError> {
         let body = json!({
             "tenant_id": game.tenant_id,
             "white_user_id": game.white_user_id,

@@ -33,6 +33,7 @@ use futures::future::join_all;
 use futures::stream::FuturesUnordered;
 use rand::Rng;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::backlog::Backlog;
 use super::breaker::{BreakerState, CircuitBreaker};
@@ -192,7 +193,9 @@ impl MatchingService {
         }
         let started = std::time::Instant::now();
         self.backlog.started(pool);
-        let pass = self.pass(pool, started).await;
+        let span =
+            crate::traced_span!("matching_pass", tenant_id = %pool.tenant_id, pool = %pool.key);
+        let pass = self.pass(pool, started).instrument(span).await;
         self.backlog.passed(pool, started.elapsed());
         pass
     }
@@ -314,6 +317,16 @@ impl MatchingService {
     /// Colors, reserves, records durably, creates, and commits one batch of
     /// pairs (see the module docs). Answers (pairs matched, pairs put back).
     async fn commit_round(
+        &self,
+        pool: &PoolRef,
+        pairs: &[(&Waiting, &Waiting)],
+        now: Millis,
+    ) -> StoreResult<(usize, usize)> {
+        let span = crate::traced_span!("commit", pool = %pool.key, pairs = pairs.len());
+        self.commit_pairs(pool, pairs, now).instrument(span).await
+    }
+
+    async fn commit_pairs(
         &self,
         pool: &PoolRef,
         pairs: &[(&Waiting, &Waiting)],

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::breaker::CircuitBreaker;
 use crate::domain::{
@@ -276,7 +277,8 @@ impl RatingApi {
             clock: self.clock.as_ref(),
             reported: false,
         };
-        let fetched = tokio::time::timeout(self.timeout, self.fetch(user)).await;
+        let span = crate::traced_span!("rating_read", pool = %pool);
+        let fetched = tokio::time::timeout(self.timeout, self.fetch(user).instrument(span)).await;
         let pools = match fetched {
             Ok(Ok(pools)) => {
                 outcome.report(true);
@@ -306,6 +308,7 @@ impl RatingApi {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
+        let request = crate::http::trace_context::propagate(request);
         let response = request.send().await.map_err(|e| {
             tracing::debug!(error = %e, "rating service unreachable");
             if e.is_timeout() {

@@ -32,6 +32,7 @@ pub struct Call {
     pub idempotency_key: Option<String>,
     pub request_id: Option<String>,
     pub authorization: Option<String>,
+    pub traceparent: Option<String>,
     pub body: Value,
     /// The game it answered with, if any.
     pub game_id: Option<String>,
@@ -119,6 +120,7 @@ async fn create(
         idempotency_key: key,
         request_id: header(&headers, "x-request-id"),
         authorization: header(&headers, "authorization"),
+        traceparent: header(&headers, "traceparent"),
         body: body.0,
         game_id: game_id.clone(),
     });

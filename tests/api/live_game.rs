@@ -13,6 +13,7 @@ use crate::helpers::{
 };
 
 const CALLBACK_TOKEN: &str = "callback-token-0123456789";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// An app on `backend` creating its games through `fake` (`None`: skip).
 pub async fn app_with(
@@ -37,8 +38,13 @@ async fn create_game_follows_the_contract(backend: Backend) {
         return;
     };
     let (a, b) = (app.token("alice"), app.token("bob"));
-    app.put_ratings(&app.admin_token(), "t1", "bob", &json!({ "rapid_atomic": 1580 }))
-        .await;
+    app.put_ratings(
+        &app.admin_token(),
+        "t1",
+        "bob",
+        &json!({ "rapid_atomic": 1580 }),
+    )
+    .await;
     let body =
         json!({ "time_control": "10+0", "mode": "casual", "variant": "atomic", "region": "EU" });
     let ia = app.join_ok(&a, &body).await;
@@ -297,6 +303,7 @@ async fn a_challenge_game_goes_through_the_game_service_too(backend: Backend) {
             app.address
         ))
         .bearer_auth(app.token("bob"))
+        .header("traceparent", TRACEPARENT)
         .send()
         .await
         .unwrap()
@@ -306,6 +313,13 @@ async fn a_challenge_game_goes_through_the_game_service_too(backend: Backend) {
     assert_eq!(accepted["status"], "ACCEPTED");
     let calls = fake.calls();
     assert_eq!(calls.len(), 2, "the 502 was retried");
+    // Created while serving the accept: its trace context is passed on
+    // (no exporter here, so unchanged), to every attempt.
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.traceparent.as_deref() == Some(TRACEPARENT))
+    );
     assert_eq!(calls[1].body["metadata"]["matchmaking_source"], "challenge");
     assert_eq!(calls[1].body["white_user_id"], "alice");
     assert_eq!(accepted["game_id"].as_str(), calls[1].game_id.as_deref());
