@@ -54,8 +54,21 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
 }
+
+/// `aud`: one audience or several (RFC 7519 §4.1.3); which one must be
+/// there is checked by the validation, this only reads either shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Longest bearer token read at all: a real one is well under 2 KB, and a
+/// bigger one is refused before any decoding (bounded work).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Why a token was refused. Logged, never sent to the client.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +98,7 @@ pub struct JwtAuth {
     issuer: Option<String>,
     audience: Option<String>,
     default_tenant: TenantId,
+    max_lifetime_seconds: Option<u64>,
     dev_mode: bool,
 }
 
@@ -155,6 +169,7 @@ impl JwtAuth {
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
             default_tenant,
+            max_lifetime_seconds: settings.jwt_max_lifetime_seconds,
             dev_mode,
         })
     }
@@ -166,9 +181,29 @@ impl JwtAuth {
 
     /// Verifies a bearer token and reads the caller from it.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid(format!(
+                "token longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        // RFC 7515 §4.1.11: extensions marked critical must be understood,
+        // and this service understands none.
+        if data.header.crit.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(AuthError::Invalid("critical header extensions".into()));
+        }
         let claims = data.claims;
+        if let Some(max) = self.max_lifetime_seconds {
+            let from = claims
+                .iat
+                .unwrap_or_else(|| (now_millis() / 1000).max(0) as u64);
+            if claims.exp.saturating_sub(from) > max {
+                return Err(AuthError::Invalid(format!(
+                    "token lives longer than JWT_MAX_LIFETIME_SECONDS ({max})"
+                )));
+            }
+        }
         let user = claims
             .sub
             .as_deref()
@@ -218,7 +253,7 @@ impl JwtAuth {
             username: None,
             roles: args.roles.clone(),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| KeyError::Config(format!("cannot sign token: {e}")))

@@ -117,6 +117,10 @@ pub struct Settings {
     /// Clock skew allowed on `exp`/`nbf`, seconds.
     #[arg(long, env = "JWT_LEEWAY_SECONDS", default_value_t = 30, global = true)]
     pub jwt_leeway_seconds: u64,
+    /// Longest a token may live (`exp − iat`, or `exp − now` without
+    /// `iat`), seconds; unset = as long as its `exp` says.
+    #[arg(long, env = "JWT_MAX_LIFETIME_SECONDS", global = true)]
+    pub jwt_max_lifetime_seconds: Option<u64>,
     /// live-game-api base URL; unset = built-in game creator.
     #[arg(long, env = "LIVE_GAME_API_URL", global = true)]
     pub live_game_api_url: Option<String>,

@@ -139,3 +139,135 @@ async fn admin_endpoints_need_the_admin_role() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+const RSA_PRIVATE: &str = include_str!("../keys/rsa-private.pem");
+const RSA_PUBLIC: &str = include_str!("../keys/rsa-public.pem");
+const EC_PRIVATE: &str = include_str!("../keys/ec-private.pem");
+const EC_PUBLIC: &str = include_str!("../keys/ec-public.pem");
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn signed_with(
+    alg: jsonwebtoken::Algorithm,
+    key: &EncodingKey,
+    claims: serde_json::Value,
+) -> String {
+    encode(&Header::new(alg), &claims, key).unwrap()
+}
+
+#[tokio::test]
+async fn rs256_and_es256_public_keys_verify_their_tokens_only() {
+    for (public, alg, private) in [
+        (
+            RSA_PUBLIC,
+            jsonwebtoken::Algorithm::RS256,
+            EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
+        ),
+        (
+            EC_PUBLIC,
+            jsonwebtoken::Algorithm::ES256,
+            EncodingKey::from_ec_pem(EC_PRIVATE.as_bytes()).unwrap(),
+        ),
+    ] {
+        let app = spawn_app_with(|s| {
+            s.jwt_secret = None;
+            s.jwt_public_key_pem = Some(public.into());
+        })
+        .await;
+        let good = signed_with(alg, &private, json!({ "sub": "alice", "exp": now() + 600 }));
+        assert_eq!(
+            app.join(&good, &join_body("5+0")).await.status(),
+            StatusCode::CREATED,
+            "{alg:?}"
+        );
+        // Algorithm confusion: HS256 keyed with the public key's PEM.
+        let confused = signed(json!({ "sub": "mallory", "exp": now() + 600 }), public);
+        assert_unauthorized(&app, Some(&format!("Bearer {confused}"))).await;
+        // A tampered payload under a real signature.
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        parts[1] = b64(json!({ "sub": "mallory", "exp": now() + 600 })
+            .to_string()
+            .as_bytes());
+        assert_unauthorized(&app, Some(&format!("Bearer {}", parts.join(".")))).await;
+    }
+}
+
+#[tokio::test]
+async fn forged_odd_and_oversized_tokens_are_401_without_detail() {
+    let app = spawn_app().await;
+    let claims = json!({ "sub": "mallory", "exp": now() + 600 });
+    let payload = b64(claims.to_string().as_bytes());
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = b64(json!({ "alg": alg, "typ": "JWT" }).to_string().as_bytes());
+        for token in [
+            format!("{header}.{payload}."),
+            format!("{header}.{payload}"),
+        ] {
+            assert_unauthorized(&app, Some(&format!("Bearer {token}"))).await;
+        }
+    }
+    // Not yet valid (past the leeway), and an unknown critical extension.
+    let early = signed(
+        json!({ "sub": "a", "exp": now() + 600, "nbf": now() + 300 }),
+        SECRET,
+    );
+    assert_unauthorized(&app, Some(&format!("Bearer {early}"))).await;
+    let header = Header {
+        crit: Some(vec!["exp-ext".into()]),
+        ..Header::default()
+    };
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let crit = encode(&header, &json!({ "sub": "a", "exp": now() + 600 }), &key).unwrap();
+    assert_unauthorized(&app, Some(&format!("Bearer {crit}"))).await;
+    // 100 KB of token, valid signature and all: refused before decoding.
+    let huge = signed(
+        json!({ "sub": "a", "exp": now() + 600, "pad": "x".repeat(100_000) }),
+        SECRET,
+    );
+    assert_unauthorized(&app, Some(&format!("Bearer {huge}"))).await;
+    assert_unauthorized(&app, Some(&format!("Bearer {}", "a.".repeat(40_000)))).await;
+}
+
+#[tokio::test]
+async fn an_audience_may_be_an_array_that_contains_ours() {
+    let app = spawn_app_with(|s| s.jwt_audience = Some("matchmaking".into())).await;
+    let listed = signed(
+        json!({ "sub": "a", "exp": now() + 600, "aud": ["accounts", "matchmaking"] }),
+        SECRET,
+    );
+    assert_eq!(
+        app.join(&listed, &join_body("5+0")).await.status(),
+        StatusCode::CREATED
+    );
+    let elsewhere = signed(
+        json!({ "sub": "b", "exp": now() + 600, "aud": ["accounts"] }),
+        SECRET,
+    );
+    assert_unauthorized(&app, Some(&format!("Bearer {elsewhere}"))).await;
+}
+
+#[tokio::test]
+async fn tokens_living_longer_than_the_configured_bound_are_refused() {
+    let app = spawn_app_with(|s| s.jwt_max_lifetime_seconds = Some(3_600)).await;
+    let ten_years = signed(
+        json!({ "sub": "a", "exp": now() + 10 * 365 * 86_400 }),
+        SECRET,
+    );
+    assert_unauthorized(&app, Some(&format!("Bearer {ten_years}"))).await;
+    let issued_long = signed(
+        json!({ "sub": "a", "iat": now() - 60, "exp": now() + 7_200 }),
+        SECRET,
+    );
+    assert_unauthorized(&app, Some(&format!("Bearer {issued_long}"))).await;
+    let hour = signed(
+        json!({ "sub": "a", "iat": now(), "exp": now() + 3_000 }),
+        SECRET,
+    );
+    assert_eq!(
+        app.join(&hour, &join_body("5+0")).await.status(),
+        StatusCode::CREATED
+    );
+}
