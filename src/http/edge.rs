@@ -2,9 +2,10 @@
 //! origins in `CORS_ALLOWED_ORIGINS`, and `ALLOWED_HOSTS`, which refuses a
 //! request naming another `Host` with 400 `INVALID_REQUEST`.
 //!
-//! CORS wraps everything else, so a preflight is answered before
-//! authentication, rate limits or shedding, and the errors those answer
-//! (401, 429, 503) still carry the headers a browser needs to read them.
+//! CORS wraps everything but the request id, so a preflight is answered
+//! before authentication, rate limits or shedding (with its `X-Request-Id`
+//! like any answer), and the errors those answer (401, 429, 503) still
+//! carry the headers a browser needs to read them.
 //! The operations routes are exempt from `ALLOWED_HOSTS`: probes and
 //! scrapers address a node by its IP.
 

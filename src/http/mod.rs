@@ -129,11 +129,11 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         )),
         None => router,
     };
-    let router = router.layer(axum::middleware::from_fn(request_id::middleware));
     let router = match edge.cors {
         Some(cors) => router.layer(cors),
         None => router,
     };
+    let router = router.layer(axum::middleware::from_fn(request_id::middleware));
     measured(router, state)
 }
 

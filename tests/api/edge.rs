@@ -78,6 +78,7 @@ async fn preflight_is_answered_for_every_route_and_only_for_allowed_origins() {
         let r = preflight(&app, &method, &path, PAGE_ORIGIN).await;
         assert!(r.status().is_success(), "{method} {path}: {}", r.status());
         let h = r.headers();
+        assert!(h.contains_key("x-request-id"), "{method} {path}");
         assert_eq!(
             h["access-control-allow-origin"], PAGE_ORIGIN,
             "{method} {path}"
