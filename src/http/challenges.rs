@@ -1,13 +1,13 @@
 //! Direct challenge endpoints (SPEC §3.2).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::AppState;
 use super::error::ServiceError;
-use super::extract::{ApiJson, Caller, object, optional_str, required_str};
+use super::extract::{ApiJson, Caller, Ids, object, optional_str, required_str};
 use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
@@ -76,7 +76,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<openapi::Challenge>, ServiceError> {
     let c = state.challenges.get(&who, &challenge_id(&id)?).await?;
     Ok(Json(openapi::Challenge::from(&c)))
@@ -100,7 +100,7 @@ pub async fn get(
 pub async fn accept(
     State(state): State<AppState>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<openapi::Challenge>, ServiceError> {
     let request_id = Some(request_id::current()).filter(|r| !r.is_empty());
     let c = state
@@ -140,7 +140,7 @@ async fn refuse(
 pub async fn decline(
     State(state): State<AppState>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<openapi::Challenge>, ServiceError> {
     refuse(&state, &who, &id, ChallengeStatus::Declined).await
 }
@@ -163,7 +163,7 @@ pub async fn decline(
 pub async fn cancel(
     State(state): State<AppState>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<openapi::Challenge>, ServiceError> {
     refuse(&state, &who, &id, ChallengeStatus::Cancelled).await
 }

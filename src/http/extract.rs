@@ -58,6 +58,25 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// Path parameters (ids). One that cannot even be read (percent-encoded
+/// bytes that are not UTF-8) is 404 `NOT_FOUND` in our error shape, like
+/// any other malformed id, not axum's plain-text 400.
+pub struct Ids<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Ids<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ServiceError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(ids)| Ids(ids))
+            .map_err(|rejection| {
+                tracing::debug!(reason = %rejection.body_text(), "unreadable path parameter");
+                ServiceError::NotFound("no such resource")
+            })
+    }
+}
+
 /// `axum::Json`, with every rejection in our error shape.
 pub struct ApiJson<T>(pub T);
 

@@ -5,14 +5,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::ServiceError;
-use super::extract::{Admin, ApiJson, Reporter, object, optional_str};
+use super::extract::{Admin, ApiJson, Ids, Reporter, object, optional_str};
 use super::openapi;
 use crate::domain::{GameId, ParseError, TenantId, UserId};
 use crate::services::ratings::parse_update;
@@ -40,7 +40,7 @@ fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ServiceError
 pub async fn get_ratings(
     State(state): State<AppState>,
     Admin(_): Admin,
-    Path((tenant, user)): Path<(String, String)>,
+    Ids((tenant, user)): Ids<(String, String)>,
 ) -> Result<Json<openapi::Ratings>, ServiceError> {
     let (tenant, user) = path_ids(&tenant, &user)?;
     let ratings = state.ratings.ratings(&tenant, &user).await?;
@@ -67,7 +67,7 @@ pub async fn get_ratings(
 pub async fn put_ratings(
     State(state): State<AppState>,
     Admin(who): Admin,
-    Path((tenant, user)): Path<(String, String)>,
+    Ids((tenant, user)): Ids<(String, String)>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<openapi::Ratings>, ServiceError> {
     let (tenant, user) = path_ids(&tenant, &user)?;
@@ -100,7 +100,7 @@ pub async fn put_ratings(
 pub async fn game_finished(
     State(state): State<AppState>,
     reporter: Reporter,
-    Path(game): Path<String>,
+    Ids(game): Ids<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServiceError> {
     let game = GameId::parse(&game).map_err(|_| ServiceError::NotFound("no such game"))?;

@@ -1,14 +1,14 @@
 //! Public queue endpoints (SPEC §3.1).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::AppState;
 use super::error::ServiceError;
-use super::extract::{ApiJson, Caller, object, optional_str, required_str};
+use super::extract::{ApiJson, Caller, Ids, object, optional_str, required_str};
 use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
@@ -161,7 +161,7 @@ fn entry_id(raw: &str) -> Result<QueueEntryId, ServiceError> {
 pub async fn cancel(
     State(state): State<AppState>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<openapi::Cancelled>, ServiceError> {
     let entry = state.queue.cancel(&who, &entry_id(&id)?).await?;
     Ok(Json(openapi::Cancelled {
@@ -187,7 +187,7 @@ pub async fn cancel(
 pub async fn status(
     State(state): State<AppState>,
     Caller(who): Caller,
-    Path(id): Path<String>,
+    Ids(id): Ids<String>,
 ) -> Result<Json<openapi::EntryStatus>, ServiceError> {
     let view = state.queue.status(&who, &entry_id(&id)?).await?;
     Ok(Json(status_answer(&view)))

@@ -170,3 +170,30 @@ async fn the_request_id_is_echoed_when_sane_and_generated_otherwise() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["request_id"], "trace-7");
 }
+
+#[tokio::test]
+async fn ids_that_are_not_utf8_are_404_in_the_error_shape() {
+    let app = spawn_app().await;
+    let (player, admin) = (app.token("alice"), app.admin_token());
+    for (method, path, token) in [
+        ("GET", "/v1/matchmaking/queue/%FF%FE", &player),
+        ("DELETE", "/v1/matchmaking/queue/q_%C3%28", &player),
+        ("GET", "/v1/matchmaking/challenges/%FF", &player),
+        ("POST", "/v1/matchmaking/challenges/%FF/accept", &player),
+        ("GET", "/internal/ratings/t1/%FF", &admin),
+        ("POST", "/internal/games/%FF/finished", &admin),
+    ] {
+        let r = app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "NOT_FOUND", "{method} {path}");
+        assert_eq!(v["error"]["request_id"], request_id.as_str());
+    }
+}
