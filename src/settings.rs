@@ -456,6 +456,17 @@ fn millis(seconds: f64) -> Millis {
     (seconds * 1000.0).round() as Millis
 }
 
+/// The base URL a URL setting names, without a trailing `/`; refused,
+/// naming `setting`, unless it is http(s).
+pub fn http_base<'a>(url: &'a str, setting: &str) -> Result<&'a str, String> {
+    let base = url.trim_end_matches('/');
+    if base.starts_with("http://") || base.starts_with("https://") {
+        Ok(base)
+    } else {
+        Err(format!("{setting} must start with http:// or https://"))
+    }
+}
+
 impl Settings {
     /// Defaults, with the environment applied (as the binary sees them).
     pub fn from_env() -> Self {
@@ -611,6 +622,14 @@ impl Settings {
                 endpoint: endpoint.clone(),
                 protocol: self.otel_exporter_otlp_protocol.clone(),
             })
+    }
+
+    pub fn circuit_breaker_cooldown_ms(&self) -> Millis {
+        millis(self.circuit_breaker_cooldown_seconds)
+    }
+
+    pub fn rating_cache_ttl_ms(&self) -> Millis {
+        millis(self.rating_cache_ttl_seconds)
     }
 
     pub fn guard_ms(&self) -> Millis {

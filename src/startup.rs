@@ -127,11 +127,10 @@ impl Core {
                     token: settings.rating_api_token.clone(),
                     timeout: Duration::from_secs_f64(settings.rating_api_timeout_seconds),
                     max_concurrency: settings.rating_api_max_concurrency as usize,
-                    ttl_ms: (settings.rating_cache_ttl_seconds * 1000.0) as i64,
+                    ttl_ms: settings.rating_cache_ttl_ms(),
                     max_entries: settings.rating_cache_max_entries,
                     breaker_failures: settings.circuit_breaker_failures,
-                    breaker_cooldown_ms: (settings.circuit_breaker_cooldown_seconds * 1000.0)
-                        as i64,
+                    breaker_cooldown_ms: settings.circuit_breaker_cooldown_ms(),
                 })
                 .map_err(StartupError::Settings)?
                 .with_clock(clock.clone());
@@ -142,7 +141,7 @@ impl Core {
         };
         let breaker = Arc::new(CircuitBreaker::new(
             settings.circuit_breaker_failures,
-            (settings.circuit_breaker_cooldown_seconds * 1000.0) as i64,
+            settings.circuit_breaker_cooldown_ms(),
         ));
         let creator: Arc<dyn GameCreator> = match &settings.live_game_api_url {
             Some(url) => {

@@ -204,10 +204,7 @@ fn tracer(
             ));
         }
     };
-    let base = traces.endpoint.trim_end_matches('/');
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err("OTEL_EXPORTER_OTLP_ENDPOINT must start with http:// or https://".into());
-    }
+    let base = crate::settings::http_base(&traces.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT")?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(protocol)

@@ -346,8 +346,7 @@ impl Ratings {
             rapid: standard(Speed::Rapid),
             classical: standard(Speed::Classical),
             variants: ratings
-                .iter()
-                .filter(|(pool, _)| pool.variant != domain::Variant::Standard)
+                .variants()
                 .map(|(pool, r)| (pool.to_string(), r))
                 .collect(),
         }

@@ -64,8 +64,10 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     } else {
         tracing::Span::none()
     };
-    super::trace_context::continue_trace(&span, request.headers());
     let trace = super::trace_context::Incoming::from_headers(request.headers());
+    if trace.is_some() {
+        super::trace_context::continue_trace(&span, request.headers());
+    }
     let header = HeaderValue::from_str(&id);
     let mut response = REQUEST_ID
         .scope(

@@ -92,9 +92,10 @@ impl Injector for Outgoing {
     }
 }
 
-/// Makes `span` continue the trace of `headers` (when spans are exported).
+/// Makes `span` continue the trace of `headers`, whose `traceparent`
+/// [`Incoming::from_headers`] accepted (when spans are exported).
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
-    if !crate::telemetry::exporting() || Incoming::from_headers(headers).is_none() {
+    if !crate::telemetry::exporting() {
         return;
     }
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));

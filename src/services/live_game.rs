@@ -55,10 +55,7 @@ impl LiveGameClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| format!("cannot build the live-game-api client: {e}"))?;
-        let base = base_url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err("LIVE_GAME_API_URL must start with http:// or https://".into());
-        }
+        let base = crate::settings::http_base(base_url, "LIVE_GAME_API_URL")?;
         Ok(Self {
             http,
             url: format!("{base}/v1/games"),

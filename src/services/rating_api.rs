@@ -171,10 +171,7 @@ impl Drop for Outcome<'_> {
 
 impl RatingApi {
     pub fn new(config: RatingApiConfig) -> Result<Self, String> {
-        let base = config.url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err("RATING_API_URL must start with http:// or https://".into());
-        }
+        let base = crate::settings::http_base(&config.url, "RATING_API_URL")?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.timeout)
             .timeout(config.timeout)

@@ -589,12 +589,17 @@ impl Ratings {
         self.rated(RatingPool::standard(speed))
     }
 
+    /// The pools set outside the standard variant.
+    pub fn variants(&self) -> impl Iterator<Item = (RatingPool, Rating)> + '_ {
+        self.iter()
+            .filter(|(pool, _)| pool.variant != Variant::Standard)
+    }
+
     /// The other variants' ratings as a JSON object (`{"blitz_chess960":
     /// 2100}`), as stored in `players.variant_ratings`; `None` when none.
     pub fn variants_json(&self) -> Option<String> {
         let map: serde_json::Map<String, serde_json::Value> = self
-            .iter()
-            .filter(|(pool, _)| pool.variant != Variant::Standard)
+            .variants()
             .map(|(pool, r)| (pool.to_string(), r.into()))
             .collect();
         (!map.is_empty()).then(|| serde_json::Value::Object(map).to_string())
