@@ -39,6 +39,14 @@ pub enum ServiceError {
     PayloadTooLarge,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// The Idempotency-Key came first with another request body.
+    #[error(
+        "this Idempotency-Key was first used with another request body; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
+    /// The first request with this Idempotency-Key is still running.
+    #[error("the first request with this Idempotency-Key is still running; retry shortly")]
+    IdempotencyInProgress,
     /// Game creation is down and matching paused; retry after this many seconds.
     #[error("matchmaking is paused while the game service is unavailable; retry shortly")]
     Paused { retry_after_seconds: u64 },
@@ -73,7 +81,9 @@ impl ServiceError {
             | ServiceError::CannotCancel
             | ServiceError::InvalidState(_)
             | ServiceError::CannotAccept(_)
-            | ServiceError::TooManyChallenges => StatusCode::CONFLICT,
+            | ServiceError::TooManyChallenges
+            | ServiceError::IdempotencyInProgress => StatusCode::CONFLICT,
+            ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::ChallengesDisabled => StatusCode::NOT_FOUND,
             ServiceError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -101,6 +111,8 @@ impl ServiceError {
             ServiceError::ChallengesDisabled => "CHALLENGES_DISABLED",
             ServiceError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ServiceError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ServiceError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ServiceError::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             ServiceError::RateLimited { .. } => "RATE_LIMITED",
             ServiceError::Unavailable(_)
             | ServiceError::Paused { .. }

@@ -13,7 +13,7 @@ use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
 use crate::domain::{ActiveGame, EntryStatus, QueueEntry, QueueEntryId, rfc3339};
-use crate::services::queue::{EntryView, Join};
+use crate::services::queue::{EntryView, Join, KeyTaken};
 use crate::store::{IdempotencyScope, StoredAnswer};
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -36,13 +36,14 @@ fn json_response(status: StatusCode, body: String) -> Response {
     path = "/v1/matchmaking/queue",
     tag = "queue",
     summary = "Join the queue",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key answer the first answer (status and body), per user, for IDEMPOTENCY_TTL_SECONDS.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters. Retries with the same key and body answer the first answer (status and body, with `Idempotent-Replayed: true`), per user, for IDEMPOTENCY_TTL_SECONDS; only 201 and 409 answers are kept.")),
     request_body = openapi::JoinRequest,
     responses(
         (status = 201, description = "Searching (the same parameters again while searching answer the existing entry)", body = openapi::JoinResponse),
         (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
-        (status = 409, description = "ALREADY_IN_QUEUE (searching with other parameters) or ACTIVE_GAME_EXISTS", body = openapi::ErrorBody),
+        (status = 409, description = "ALREADY_IN_QUEUE (searching with other parameters), ACTIVE_GAME_EXISTS, or IDEMPOTENCY_IN_PROGRESS (the first request with this Idempotency-Key still runs)", body = openapi::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key came first with another body", body = openapi::ErrorBody),
         openapi::Refusals,
     ),
     security(("bearer" = [])),
@@ -53,58 +54,99 @@ pub async fn join(
     headers: HeaderMap,
     body: Result<ApiJson<Value>, ServiceError>,
 ) -> Result<Response, ServiceError> {
-    let Some(key) = headers.get(IDEMPOTENCY_HEADER) else {
+    let key = idempotency_key(&headers)?;
+    // A request that cannot be read is refused before it touches its key.
+    let ApiJson(body) = body?;
+    let Some(key) = key else {
         return join_once(&state, &who, body)
             .await
             .map(|(s, b)| json_response(s, b));
     };
-    let key = key
-        .to_str()
-        .ok()
-        .filter(|k| (1..=255).contains(&k.len()))
-        .ok_or_else(|| {
-            ServiceError::InvalidRequest(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-            )
-        })?;
     let scope = IdempotencyScope {
         tenant_id: who.tenant_id.clone(),
         user_id: who.user_id.clone(),
         key: key.to_owned(),
     };
-    if let Some(first) = state.queue.idempotent_answer(&scope).await? {
-        return Ok(replay(first));
-    }
+    let claim = match state
+        .queue
+        .take_key(scope, &fingerprint("POST /v1/matchmaking/queue", &body))
+        .await?
+    {
+        KeyTaken::Answered(first) => return Ok(replay(first)),
+        KeyTaken::Run(claim) => claim,
+    };
     let (status, body) = match join_once(&state, &who, body).await {
         Ok(answer) => answer,
-        // A dependency outage is not an answer worth repeating.
-        Err(e @ (ServiceError::Unavailable(_) | ServiceError::Internal(_))) => return Err(e),
-        Err(e) => (e.status(), e.body()),
+        // A refusal for the player's state is the answer; one for the
+        // request (400) or for the moment (503) is not kept, and dropping
+        // the claim frees the key for the retry.
+        Err(e) if e.status() == StatusCode::CONFLICT => (e.status(), e.body()),
+        Err(e) => return Err(e),
     };
-    let kept = state
-        .queue
-        .keep_answer(
-            &scope,
-            StoredAnswer {
-                status: status.as_u16(),
-                body,
-            },
-        )
-        .await?;
-    Ok(replay(kept))
+    if let Err(e) = claim.keep(status.as_u16(), body.clone()).await {
+        // The join happened: its answer is still the client's. A retry
+        // finds the key in flight until its lease ends, then joins again,
+        // which answers the same entry.
+        tracing::warn!(error = %e, "an idempotent answer could not be kept");
+    }
+    Ok(json_response(status, body))
 }
 
+/// The request's `Idempotency-Key`, if it has one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ServiceError> {
+    let Some(key) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    key.to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .map(Some)
+        .ok_or_else(|| {
+            ServiceError::InvalidRequest(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            )
+        })
+}
+
+/// What an `Idempotency-Key` is bound to: a digest of the operation and its
+/// body as parsed, so spacing and key order do not make another request.
+pub fn fingerprint(operation: &str, body: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(operation.as_bytes());
+    digest.update([0]);
+    // serde_json's maps are ordered by key: one body, one text.
+    digest.update(body.to_string().as_bytes());
+    digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The first answer again, marked as a replay; an error's `request_id` is
+/// this request's, like the `X-Request-Id` header.
 fn replay(answer: StoredAnswer) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(status, answer.body)
+    let mut body = answer.body;
+    if let Ok(mut value) = serde_json::from_str::<Value>(&body)
+        && let Some(id) = value.pointer_mut("/error/request_id")
+    {
+        *id = Value::String(request_id::current());
+        body = value.to_string();
+    }
+    let mut response = json_response(status, body);
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
 }
 
 async fn join_once(
     state: &AppState,
     who: &Identity,
-    body: Result<ApiJson<Value>, ServiceError>,
+    body: Value,
 ) -> Result<(StatusCode, String), ServiceError> {
-    let ApiJson(body) = body?;
     let body = object(body)?;
     let pool = state.queue.tenant_config().pool_key(
         required_str(&body, "time_control")?,

@@ -389,29 +389,106 @@ impl QueueService {
         Ok(vec![record.white.user_id, record.black.user_id])
     }
 
-    /// The first answer given under this Idempotency-Key, if any.
-    pub async fn idempotent_answer(
+    /// Takes `scope`'s key for a request whose body digests to
+    /// `fingerprint`: the first answer to repeat, or the key marked in
+    /// flight for this request to run and settle. 422
+    /// `IDEMPOTENCY_KEY_REUSED` when the key came first with another body,
+    /// 409 `IDEMPOTENCY_IN_PROGRESS` while its first request still runs.
+    pub async fn take_key(
         &self,
-        scope: &IdempotencyScope,
-    ) -> Result<Option<StoredAnswer>, ServiceError> {
-        Ok(self
-            .durable
-            .idempotent_answer(scope, self.clock.now())
-            .await?)
-    }
-
-    /// Keeps `answer` as the one to repeat; answers the one kept.
-    pub async fn keep_answer(
-        &self,
-        scope: &IdempotencyScope,
-        answer: StoredAnswer,
-    ) -> Result<StoredAnswer, ServiceError> {
+        scope: IdempotencyScope,
+        fingerprint: &str,
+    ) -> Result<KeyTaken, ServiceError> {
+        let claim = ulid::Ulid::new().to_string();
         let now = self.clock.now();
-        let expires = now + self.limits.idempotency_ms;
-        Ok(self
+        let kept = self
             .durable
-            .save_idempotent_answer(scope, answer, expires, now)
-            .await?)
+            .save_idempotent_answer(
+                &scope,
+                StoredAnswer::in_flight(fingerprint, &claim),
+                now + IN_FLIGHT_LEASE_MS,
+                now,
+            )
+            .await?;
+        // Answers kept before keys were bound have no fingerprint.
+        if !kept.fingerprint.is_empty() && kept.fingerprint != fingerprint {
+            return Err(ServiceError::IdempotencyKeyReused);
+        }
+        if !kept.is_in_flight() {
+            return Ok(KeyTaken::Answered(kept));
+        }
+        if kept.body != claim {
+            return Err(ServiceError::IdempotencyInProgress);
+        }
+        Ok(KeyTaken::Run(KeyClaim {
+            durable: Arc::clone(&self.durable),
+            scope,
+            claim,
+            expires_at: now + self.limits.idempotency_ms,
+            settled: false,
+        }))
+    }
+}
+
+/// How long a key stays marked in flight when its request never settles
+/// it (its process died): longer than any request may run.
+pub const IN_FLIGHT_LEASE_MS: Millis = 60_000;
+
+/// What an `Idempotency-Key` holds for a request.
+pub enum KeyTaken {
+    /// The first request's answer, to repeat.
+    Answered(StoredAnswer),
+    /// The key is this request's: run it, then settle the claim.
+    Run(KeyClaim),
+}
+
+/// A key marked in flight for one request. Dropped unsettled (the request
+/// failed or was cancelled), it frees the key for a retry.
+pub struct KeyClaim {
+    durable: Arc<dyn DurableStore>,
+    scope: IdempotencyScope,
+    claim: String,
+    expires_at: Millis,
+    settled: bool,
+}
+
+impl KeyClaim {
+    /// Keeps `status` and `body` as the answer every retry with this key
+    /// gets.
+    pub async fn keep(mut self, status: u16, body: String) -> Result<(), ServiceError> {
+        self.settled = true;
+        let answer = StoredAnswer {
+            status,
+            body,
+            fingerprint: String::new(), // the key's stays as it was taken
+        };
+        self.durable
+            .settle_idempotent_answer(&self.scope, &self.claim, Some(answer), self.expires_at)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let durable = Arc::clone(&self.durable);
+        let scope = self.scope.clone();
+        let claim = std::mem::take(&mut self.claim);
+        let expires_at = self.expires_at;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // the lease frees the key
+        };
+        runtime.spawn(async move {
+            if let Err(e) = durable
+                .settle_idempotent_answer(&scope, &claim, None, expires_at)
+                .await
+            {
+                tracing::warn!(error = %e, "an idempotency key stays in flight until its lease ends");
+            }
+        });
     }
 }
 

@@ -157,6 +157,7 @@ measured! { InstrumentedDurableStore:
     IdempotencyStore {
         fn idempotent_answer(scope: &IdempotencyScope, now: Millis) -> Option<StoredAnswer>;
         fn save_idempotent_answer(scope: &IdempotencyScope, answer: StoredAnswer, expires_at: Millis, now: Millis) -> StoredAnswer;
+        fn settle_idempotent_answer(scope: &IdempotencyScope, claim: &str, answer: Option<StoredAnswer>, expires_at: Millis) -> ();
     }
 }
 

@@ -307,11 +307,31 @@ pub struct IdempotencyScope {
     pub key: String,
 }
 
-/// The first answer given to an idempotent request.
+/// The first answer given to an idempotent request, or the mark of one
+/// still being worked out (status 0, see [`StoredAnswer::in_flight`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredAnswer {
     pub status: u16,
     pub body: String,
+    /// What the key is bound to: a digest of the request it first came with
+    /// (empty for answers kept before keys were bound).
+    pub fingerprint: String,
+}
+
+impl StoredAnswer {
+    /// The mark a request leaves on its key while it runs: `claim` (unique
+    /// per request) tells its owner from a concurrent duplicate.
+    pub fn in_flight(fingerprint: &str, claim: &str) -> Self {
+        StoredAnswer {
+            status: 0,
+            body: claim.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+        }
+    }
+
+    pub fn is_in_flight(&self) -> bool {
+        self.status == 0
+    }
 }
 
 /// A player's own entry: what the queue routes use (join, status,
@@ -866,7 +886,8 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Stores `answer` unless one is stored already and not expired at
     /// `now`; answers the one that is stored now (so racing requests return
-    /// the same answer).
+    /// the same answer, and of two requests marking a key in flight, one
+    /// finds its own mark).
     async fn save_idempotent_answer(
         &self,
         scope: &IdempotencyScope,
@@ -874,6 +895,17 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         expires_at: Millis,
         now: Millis,
     ) -> StoreResult<StoredAnswer>;
+
+    /// Replaces the in-flight mark `claim` left under `scope` with `answer`
+    /// (kept until `expires_at`), or drops the mark when `answer` is `None`.
+    /// Does nothing when the mark is no longer there.
+    async fn settle_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        claim: &str,
+        answer: Option<StoredAnswer>,
+        expires_at: Millis,
+    ) -> StoreResult<()>;
 }
 
 /// All durable stores, as one backend provides them.

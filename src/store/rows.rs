@@ -176,6 +176,7 @@ pub fn live_claims(
 pub struct AnswerRow {
     status: i32,
     body: String,
+    fingerprint: String,
 }
 
 impl TryFrom<AnswerRow> for StoredAnswer {
@@ -185,6 +186,7 @@ impl TryFrom<AnswerRow> for StoredAnswer {
         Ok(StoredAnswer {
             status: u16::try_from(r.status).map_err(|_| corrupt("idempotent_answers.status"))?,
             body: r.body,
+            fingerprint: r.fingerprint,
         })
     }
 }

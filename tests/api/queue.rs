@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 
 use matchmaking_api::domain::Region;
 
-use crate::helpers::{error_code, join_body, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, error_code, join_body, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn joining_answers_201_searching_with_an_estimate() {
@@ -67,6 +67,159 @@ async fn an_idempotency_key_repeats_the_first_answer_whatever_happened_since() {
         .unwrap();
     let other: Value = other.json().await.unwrap();
     assert_ne!(other["queue_entry_id"], first["queue_entry_id"]);
+}
+
+fn keyed_join<'a>(
+    app: &'a TestApp,
+    token: &'a str,
+    key: &'a str,
+    body: &'a Value,
+) -> reqwest::RequestBuilder {
+    app.client
+        .post(format!("{}/v1/matchmaking/queue", app.address))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(body)
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_bound_to_its_first_body() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    let first = keyed_join(&app, &t, "k", &join_body("5+0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    // The same body spelled otherwise is the same request.
+    let respelled = app
+        .client
+        .post(format!("{}/v1/matchmaking/queue", app.address))
+        .bearer_auth(&t)
+        .header("Idempotency-Key", "k")
+        .header("content-type", "application/json")
+        .body(r#"{ "mode": "rated",   "time_control": "5+0" }"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(respelled.status(), StatusCode::CREATED);
+    assert_eq!(
+        respelled.headers()["idempotent-replayed"],
+        "true",
+        "a replay says so"
+    );
+    assert_eq!(respelled.json::<Value>().await.unwrap(), first);
+    // Another body under the same key is refused, and changes nothing.
+    let reused = keyed_join(&app, &t, "k", &join_body("3+0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_code(reused).await, "IDEMPOTENCY_KEY_REUSED");
+    let active = app.active(&t).await;
+    assert_eq!(
+        active["queue_entry"]["queue_entry_id"],
+        first["queue_entry_id"]
+    );
+    assert_eq!(active["queue_entry"]["time_control"], "5+0");
+}
+
+#[tokio::test]
+async fn a_refused_request_does_not_keep_its_key() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    // Unreadable, then invalid: neither answer is kept.
+    let unreadable = app
+        .client
+        .post(format!("{}/v1/matchmaking/queue", app.address))
+        .bearer_auth(&t)
+        .header("Idempotency-Key", "k")
+        .header("content-type", "application/json")
+        .body("{\"time_control\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unreadable.status(), StatusCode::BAD_REQUEST);
+    let invalid = keyed_join(&app, &t, "k", &join_body("7+7"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(invalid).await, "INVALID_REQUEST");
+    // The corrected retry with the same key is served.
+    let corrected = keyed_join(&app, &t, "k", &join_body("5+0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(corrected.status(), StatusCode::CREATED);
+    assert!(!corrected.headers().contains_key("idempotent-replayed"));
+}
+
+#[tokio::test]
+async fn a_replayed_refusal_carries_the_retrys_request_id() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    app.join_ok(&t, &join_body("5+0")).await;
+    let first = keyed_join(&app, &t, "k", &join_body("3+0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CONFLICT);
+    let first_id = first.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["error"]["code"], "ALREADY_IN_QUEUE");
+    assert_eq!(first["error"]["request_id"], first_id.as_str());
+    // The refusal is the answer to this key, even once it no longer holds.
+    let active = app.active(&t).await;
+    let id = active["queue_entry"]["queue_entry_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.cancel(&t, &id).await.status(), StatusCode::OK);
+    let again = keyed_join(&app, &t, "k", &join_body("3+0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let again_id = again.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(again_id, first_id);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["error"]["code"], "ALREADY_IN_QUEUE");
+    assert_eq!(again["error"]["request_id"], again_id.as_str());
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_make_one_entry() {
+    let app = spawn_app().await;
+    let t = app.token("alice");
+    let body = join_body("5+0");
+    let answers =
+        futures::future::join_all((0..16).map(|_| keyed_join(&app, &t, "k", &body).send())).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        match answer.status() {
+            StatusCode::CREATED => {
+                let v: Value = answer.json().await.unwrap();
+                ids.insert(v["queue_entry_id"].as_str().unwrap().to_owned());
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(error_code(answer).await, "IDEMPOTENCY_IN_PROGRESS")
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one entry, whatever the race: {ids:?}");
+    // Once the first has answered, every retry gets its answer.
+    let settled: Value = keyed_join(&app, &t, "k", &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(ids.contains(settled["queue_entry_id"].as_str().unwrap()));
 }
 
 #[tokio::test]

@@ -709,10 +709,12 @@ pub async fn the_first_idempotent_answer_wins(store: &dyn DurableStore) {
     let first = StoredAnswer {
         status: 201,
         body: "{\"a\":1}".into(),
+        fingerprint: "f1".into(),
     };
     let second = StoredAnswer {
         status: 409,
         body: "{}".into(),
+        fingerprint: "f2".into(),
     };
     let expires = T0 + 60_000;
     assert_eq!(
@@ -755,6 +757,105 @@ pub async fn the_first_idempotent_answer_wins(store: &dyn DurableStore) {
     );
 }
 
+pub async fn a_key_in_flight_belongs_to_one_request_until_settled(store: &dyn DurableStore) {
+    let scope = IdempotencyScope {
+        tenant_id: tenant("t1"),
+        user_id: user("alice"),
+        key: "k1".into(),
+    };
+    let lease = T0 + 60_000;
+    let mine = StoredAnswer::in_flight("f1", "claim-a");
+    let theirs = StoredAnswer::in_flight("f1", "claim-b");
+    assert_eq!(
+        store
+            .save_idempotent_answer(&scope, mine.clone(), lease, T0)
+            .await
+            .unwrap(),
+        mine
+    );
+    // A concurrent duplicate finds the first request's mark, not its own.
+    let found = store
+        .save_idempotent_answer(&scope, theirs.clone(), lease, T0 + 1)
+        .await
+        .unwrap();
+    assert!(found.is_in_flight());
+    assert_eq!(found.body, "claim-a");
+    // Another request's claim settles nothing.
+    let answer = StoredAnswer {
+        status: 201,
+        body: "{\"id\":1}".into(),
+        fingerprint: String::new(),
+    };
+    store
+        .settle_idempotent_answer(&scope, "claim-b", Some(answer.clone()), T0 + 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotent_answer(&scope, T0 + 2).await.unwrap(),
+        Some(mine.clone())
+    );
+    // The owner's does; the answer keeps the key's fingerprint and the
+    // answer's own lifetime (past the lease).
+    store
+        .settle_idempotent_answer(&scope, "claim-a", Some(answer.clone()), T0 + 86_400_000)
+        .await
+        .unwrap();
+    let kept = StoredAnswer {
+        fingerprint: "f1".into(),
+        ..answer
+    };
+    assert_eq!(
+        store.idempotent_answer(&scope, lease + 1).await.unwrap(),
+        Some(kept.clone())
+    );
+    // Settling again (a late duplicate) changes nothing.
+    store
+        .settle_idempotent_answer(&scope, "claim-a", None, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotent_answer(&scope, T0 + 3).await.unwrap(),
+        Some(kept)
+    );
+
+    // A mark dropped by its owner frees the key at once.
+    let other = IdempotencyScope {
+        key: "k2".into(),
+        ..scope.clone()
+    };
+    store
+        .save_idempotent_answer(&other, mine.clone(), lease, T0)
+        .await
+        .unwrap();
+    store
+        .settle_idempotent_answer(&other, "claim-a", None, T0)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .idempotent_answer(&other, T0 + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A mark whose owner died frees the key when its lease ends.
+    let third = IdempotencyScope {
+        key: "k3".into(),
+        ..scope.clone()
+    };
+    store
+        .save_idempotent_answer(&third, mine.clone(), lease, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .save_idempotent_answer(&third, theirs.clone(), lease + 60_000, lease)
+            .await
+            .unwrap(),
+        theirs
+    );
+}
+
 pub async fn purge_expired_drops_expired_answers_and_lapsed_claims(store: &dyn DurableStore) {
     let scope = |key: &str| IdempotencyScope {
         tenant_id: tenant("t1"),
@@ -764,6 +865,7 @@ pub async fn purge_expired_drops_expired_answers_and_lapsed_claims(store: &dyn D
     let answer = StoredAnswer {
         status: 201,
         body: "{}".into(),
+        fingerprint: "f".into(),
     };
     store
         .save_idempotent_answer(&scope("old"), answer.clone(), T0 + 10, T0)

@@ -124,6 +124,7 @@ macro_rules! durable_cases {
             an_intent_is_dropped_by_its_owner_only_and_taken_over_when_stale,
             a_withdrawn_match_is_never_stored_and_a_stored_one_never_withdrawn,
             the_first_idempotent_answer_wins,
+            a_key_in_flight_belongs_to_one_request_until_settled,
             purge_expired_drops_expired_answers_and_lapsed_claims,
         ] }
     };

@@ -758,7 +758,7 @@ impl IdempotencyStore for PgStore {
         now: Millis,
     ) -> StoreResult<Option<StoredAnswer>> {
         sqlx::query_as::<_, AnswerRow>(
-            "SELECT status, body FROM idempotent_answers \
+            "SELECT status, body, fingerprint FROM idempotent_answers \
              WHERE tenant_id = $1 AND user_id = $2 AND key = $3 AND expires_at > $4",
         )
         .bind(scope.tenant_id.as_str())
@@ -782,12 +782,13 @@ impl IdempotencyStore for PgStore {
         // kept one is read by a statement of its own, which sees a racing
         // insert committed while this one waited on it.
         let saved = sqlx::query_as::<_, AnswerRow>(
-            "INSERT INTO idempotent_answers (tenant_id, user_id, key, status, body, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO idempotent_answers (tenant_id, user_id, key, status, body, expires_at, fingerprint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $8) \
              ON CONFLICT (tenant_id, user_id, key) DO UPDATE \
-             SET status = excluded.status, body = excluded.body, expires_at = excluded.expires_at \
+             SET status = excluded.status, body = excluded.body, expires_at = excluded.expires_at, \
+                 fingerprint = excluded.fingerprint \
              WHERE idempotent_answers.expires_at <= $7 \
-             RETURNING status, body",
+             RETURNING status, body, fingerprint",
         )
         .bind(scope.tenant_id.as_str())
         .bind(scope.user_id.as_str())
@@ -796,6 +797,7 @@ impl IdempotencyStore for PgStore {
         .bind(&answer.body)
         .bind(expires_at)
         .bind(now)
+        .bind(&answer.fingerprint)
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::from);
@@ -803,7 +805,7 @@ impl IdempotencyStore for PgStore {
             return row.try_into();
         }
         sqlx::query_as::<_, AnswerRow>(
-            "SELECT status, body FROM idempotent_answers \
+            "SELECT status, body, fingerprint FROM idempotent_answers \
              WHERE tenant_id = $1 AND user_id = $2 AND key = $3",
         )
         .bind(scope.tenant_id.as_str())
@@ -812,6 +814,39 @@ impl IdempotencyStore for PgStore {
         .fetch_one(&self.pool)
         .await?
         .try_into()
+    }
+
+    async fn settle_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        claim: &str,
+        answer: Option<StoredAnswer>,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        let query = match &answer {
+            Some(answer) => sqlx::query(
+                "UPDATE idempotent_answers SET status = $5, body = $6, expires_at = $7 \
+                 WHERE tenant_id = $1 AND user_id = $2 AND key = $3 AND status = 0 AND body = $4",
+            )
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.user_id.as_str())
+            .bind(&scope.key)
+            .bind(claim)
+            .bind(i32::from(answer.status))
+            .bind(&answer.body)
+            .bind(expires_at),
+            None => sqlx::query(
+                "DELETE FROM idempotent_answers \
+                 WHERE tenant_id = $1 AND user_id = $2 AND key = $3 AND status = 0 AND body = $4",
+            )
+            .bind(scope.tenant_id.as_str())
+            .bind(scope.user_id.as_str())
+            .bind(&scope.key)
+            .bind(claim),
+        };
+        let done = query.execute(&self.pool).await.map_err(StoreError::from);
+        self.noted(done)?;
+        Ok(())
     }
 }
 

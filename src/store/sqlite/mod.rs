@@ -525,7 +525,7 @@ impl IdempotencyStore for SqliteStore {
         now: Millis,
     ) -> StoreResult<Option<StoredAnswer>> {
         sqlx::query_as::<_, AnswerRow>(
-            "SELECT status, body FROM idempotent_answers \
+            "SELECT status, body, fingerprint FROM idempotent_answers \
              WHERE tenant_id = ? AND user_id = ? AND key = ? AND expires_at > ?",
         )
         .bind(scope.tenant_id.as_str())
@@ -551,10 +551,11 @@ impl IdempotencyStore for SqliteStore {
             .write(move |conn| {
                 Box::pin(async move {
                     sqlx::query(
-                        "INSERT INTO idempotent_answers (tenant_id, user_id, key, status, body, expires_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                        "INSERT INTO idempotent_answers (tenant_id, user_id, key, status, body, expires_at, fingerprint) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8) \
                          ON CONFLICT (tenant_id, user_id, key) DO UPDATE \
-                         SET status = excluded.status, body = excluded.body, expires_at = excluded.expires_at \
+                         SET status = excluded.status, body = excluded.body, expires_at = excluded.expires_at, \
+                             fingerprint = excluded.fingerprint \
                          WHERE idempotent_answers.expires_at <= ?7",
                     )
                     .bind(scope.tenant_id.as_str())
@@ -564,10 +565,11 @@ impl IdempotencyStore for SqliteStore {
                     .bind(&answer.body)
                     .bind(expires_at)
                     .bind(now)
+                    .bind(&answer.fingerprint)
                     .execute(&mut *conn)
                     .await?;
                     Ok(sqlx::query_as::<_, AnswerRow>(
-                        "SELECT status, body FROM idempotent_answers \
+                        "SELECT status, body, fingerprint FROM idempotent_answers \
                          WHERE tenant_id = ? AND user_id = ? AND key = ?",
                     )
                     .bind(scope.tenant_id.as_str())
@@ -579,6 +581,48 @@ impl IdempotencyStore for SqliteStore {
             })
             .await?;
         row.try_into()
+    }
+
+    async fn settle_idempotent_answer(
+        &self,
+        scope: &IdempotencyScope,
+        claim: &str,
+        answer: Option<StoredAnswer>,
+        expires_at: Millis,
+    ) -> StoreResult<()> {
+        let scope = scope.clone();
+        let claim = claim.to_owned();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let query = match &answer {
+                        Some(answer) => sqlx::query(
+                            "UPDATE idempotent_answers SET status = ?5, body = ?6, expires_at = ?7 \
+                             WHERE tenant_id = ?1 AND user_id = ?2 AND key = ?3 \
+                             AND status = 0 AND body = ?4",
+                        )
+                        .bind(scope.tenant_id.as_str())
+                        .bind(scope.user_id.as_str())
+                        .bind(&scope.key)
+                        .bind(&claim)
+                        .bind(i32::from(answer.status))
+                        .bind(&answer.body)
+                        .bind(expires_at),
+                        None => sqlx::query(
+                            "DELETE FROM idempotent_answers \
+                             WHERE tenant_id = ?1 AND user_id = ?2 AND key = ?3 \
+                             AND status = 0 AND body = ?4",
+                        )
+                        .bind(scope.tenant_id.as_str())
+                        .bind(scope.user_id.as_str())
+                        .bind(&scope.key)
+                        .bind(&claim),
+                    };
+                    query.execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 }
 
