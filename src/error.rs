@@ -39,6 +39,15 @@ pub enum ServiceError {
     PayloadTooLarge,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// The request did not complete within HTTP_REQUEST_TIMEOUT_SECONDS.
+    #[error(
+        "the request did not complete in time (a body sent too slowly, or the service too slow); retry"
+    )]
+    RequestTimeout,
+    #[error("the request target is longer than the limit")]
+    UriTooLong,
+    #[error("the request's headers are larger than the limit")]
+    HeadersTooLarge,
     /// The Idempotency-Key came first with another request body.
     #[error(
         "this Idempotency-Key was first used with another request body; use a new key for a new request"
@@ -84,6 +93,9 @@ impl ServiceError {
             | ServiceError::TooManyChallenges
             | ServiceError::IdempotencyInProgress => StatusCode::CONFLICT,
             ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ServiceError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ServiceError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ServiceError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ServiceError::ChallengesDisabled => StatusCode::NOT_FOUND,
             ServiceError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -112,6 +124,9 @@ impl ServiceError {
             ServiceError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ServiceError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ServiceError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ServiceError::RequestTimeout => "REQUEST_TIMEOUT",
+            ServiceError::UriTooLong => "URI_TOO_LONG",
+            ServiceError::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ServiceError::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             ServiceError::RateLimited { .. } => "RATE_LIMITED",
             ServiceError::Unavailable(_)

@@ -354,6 +354,45 @@ pub struct Settings {
         global = true
     )]
     pub max_in_flight_requests: usize,
+    /// Seconds a connection has to send a whole request head, counted from
+    /// when it may send one (it opened, or its previous answer went out):
+    /// a slow head is cut, and so is a keep-alive connection left idle.
+    #[arg(
+        long,
+        env = "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10.0,
+        global = true
+    )]
+    pub http_header_read_timeout_seconds: f64,
+    /// Seconds a request may take from its head to its answer, body
+    /// included; past it: 408 `REQUEST_TIMEOUT` and the connection closes.
+    #[arg(
+        long,
+        env = "HTTP_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 30.0,
+        global = true
+    )]
+    pub http_request_timeout_seconds: f64,
+    /// Seconds a connection may go without a byte moving either way (a
+    /// stalled body, a client that does not read its answers) before it
+    /// is closed.
+    #[arg(
+        long,
+        env = "HTTP_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 60.0,
+        global = true
+    )]
+    pub http_idle_timeout_seconds: f64,
+    /// Connections one node keeps open. At the bound a new connection
+    /// takes the place of the longest idle one (no request in flight); when
+    /// every one is busy it is answered 503 and closed at once.
+    #[arg(
+        long,
+        env = "HTTP_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub http_max_connections: usize,
     /// A pool whose last matching pass took longer than this (seconds)
     /// takes no new joins (503, Retry-After) until a pass is quicker again;
     /// 0 = off.
@@ -586,6 +625,26 @@ impl Settings {
         }
         if self.max_body_bytes < 256 {
             return Err("MAX_BODY_BYTES must be at least 256".into());
+        }
+        for (name, seconds) in [
+            (
+                "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+                self.http_header_read_timeout_seconds,
+            ),
+            (
+                "HTTP_REQUEST_TIMEOUT_SECONDS",
+                self.http_request_timeout_seconds,
+            ),
+            ("HTTP_IDLE_TIMEOUT_SECONDS", self.http_idle_timeout_seconds),
+        ] {
+            if !(0.05..=3600.0).contains(&seconds) {
+                return Err(format!(
+                    "{name} must be between 0.05 and 3600 seconds (a connection is never left unbounded)"
+                ));
+            }
+        }
+        if self.http_max_connections == 0 {
+            return Err("HTTP_MAX_CONNECTIONS must be at least 1".into());
         }
         Ok(())
     }

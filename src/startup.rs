@@ -79,6 +79,7 @@ fn spawn_due_listener(listener: Option<DueListener>, shutdown: &Shutdown) {
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    limits: http::server::ServerLimits,
     worker: Option<Worker>,
     due_listener: Option<DueListener>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -329,9 +330,12 @@ impl Application {
         let ratings = core.ratings.clone();
         let router = http::router(state, edge);
         let listener = bind(&settings).await?;
+        let limits =
+            http::server::ServerLimits::from_settings(&settings, http::server::raise_fd_limit());
         Ok(Self {
             listener,
             router,
+            limits,
             worker,
             due_listener,
             metrics,
@@ -368,12 +372,7 @@ impl Application {
         }
         tasks.spawn(|stop| self.rate_limits.housekeeping(stop));
         let begin = tasks.trigger();
-        let served = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let served = http::server::serve(self.listener, self.router, self.limits, async move {
             shutdown.await;
             tracing::info!("shutting down: draining requests");
             begin();
@@ -415,10 +414,13 @@ pub async fn run_worker(
     if let Some(handle) = state.metrics.clone() {
         tasks.spawn(|stop| observe::upkeep(handle, stop));
     }
+    let limits =
+        http::server::ServerLimits::from_settings(&settings, http::server::raise_fd_limit());
     tasks.spawn(|mut stop| async move {
-        let served = axum::serve(listener, http::ops_router(state))
-            .with_graceful_shutdown(async move { crate::shutdown::begun(&mut stop).await })
-            .await;
+        let served = http::server::serve(listener, http::ops_router(state), limits, async move {
+            crate::shutdown::begun(&mut stop).await
+        })
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "the operations endpoints stopped");
         }

@@ -37,10 +37,20 @@ const ALLOWED_HEADERS: [HeaderName; 5] = [
 const EXPOSED_HEADERS: [HeaderName; 2] =
     [HeaderName::from_static("x-request-id"), header::RETRY_AFTER];
 
+/// The longest request target (path and query) served; longer is 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The most header bytes (names and values) one request may send besides
+/// `Authorization`; more is 431. A bearer token has its own bound (8 KB,
+/// past which it is 401 like any other bad token).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// The edge's settings, checked once at start.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Edge {
     pub max_body_bytes: usize,
+    /// From head to answer (`HTTP_REQUEST_TIMEOUT_SECONDS`).
+    pub request_timeout: Duration,
     /// `None`: no CORS headers at all.
     pub cors: Option<CorsLayer>,
     /// `None`: any `Host`.
@@ -53,6 +63,7 @@ impl Edge {
     pub fn from_settings(settings: &Settings) -> Result<Self, String> {
         Ok(Self {
             max_body_bytes: settings.max_body_bytes,
+            request_timeout: Duration::from_secs_f64(settings.http_request_timeout_seconds),
             cors: settings
                 .cors_allowed_origins
                 .as_deref()
@@ -64,6 +75,34 @@ impl Edge {
                 .map(AllowedHosts::parse)
                 .transpose()?,
         })
+    }
+}
+
+/// Refuses a request target or a header set over the bounds (414, 431,
+/// in the error shape, well under the HTTP stack's own limits, which
+/// answer with an empty body), and bounds the time from the request's head
+/// to its answer, body included: past `limit`, 408 `REQUEST_TIMEOUT`, and
+/// the connection closes.
+pub async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return ServiceError::UriTooLong.into_response();
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != header::AUTHORIZATION)
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ServiceError::HeadersTooLarge.into_response();
+    }
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(answer) => answer,
+        Err(_) => ServiceError::RequestTimeout.into_response(),
     }
 }
 

@@ -66,7 +66,10 @@ impl IntoResponse for ServiceError {
         // honour Retry-After pays a new connection for its next try instead
         // of keeping one of this node's busy slots (and a load balancer
         // gets the chance to send it elsewhere).
-        if matches!(self, ServiceError::Overloaded | ServiceError::Busy { .. }) {
+        if matches!(
+            self,
+            ServiceError::Overloaded | ServiceError::Busy { .. } | ServiceError::RequestTimeout
+        ) {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -12,6 +12,7 @@ pub mod openapi;
 mod queue;
 pub mod rate_limit;
 pub mod request_id;
+pub mod server;
 pub mod shed;
 pub mod trace_context;
 
@@ -129,6 +130,10 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         )),
         None => router,
     };
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        edge.request_timeout,
+        edge::deadline,
+    ));
     let router = match edge.cors {
         Some(cors) => router.layer(cors),
         None => router,

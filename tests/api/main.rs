@@ -7,6 +7,7 @@ mod challenges;
 mod edge;
 mod errors;
 mod fake_live_game;
+mod hostile;
 mod internal;
 mod live_game;
 mod matching;
