@@ -108,6 +108,24 @@ pub struct Settings {
     /// JWKS URL for JWT keys.
     #[arg(long, env = "JWT_JWKS_URL", global = true)]
     pub jwt_jwks_url: Option<String>,
+    /// Seconds the keys read from JWT_JWKS_URL are used before they are
+    /// read again (in the background; the old ones serve meanwhile).
+    #[arg(
+        long,
+        env = "JWT_JWKS_TTL_SECONDS",
+        default_value_t = 600.0,
+        global = true
+    )]
+    pub jwt_jwks_ttl_seconds: f64,
+    /// Least seconds between two reads of JWT_JWKS_URL: a token naming an
+    /// unknown `kid` triggers a read at most this often (no fetch storm).
+    #[arg(
+        long,
+        env = "JWT_JWKS_MIN_REFRESH_SECONDS",
+        default_value_t = 30.0,
+        global = true
+    )]
+    pub jwt_jwks_min_refresh_seconds: f64,
     /// Required `iss` claim; unset = not checked.
     #[arg(long, env = "JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,

@@ -105,6 +105,7 @@ impl Core {
     async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         settings.validate().map_err(StartupError::Settings)?;
         let auth = Arc::new(JwtAuth::from_settings(settings)?);
+        auth.load_keys().await?;
         if auth.dev_mode() {
             tracing::warn!(
                 secret_file = %settings.data_dir.join(DEV_SECRET_FILE).display(),

@@ -33,7 +33,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
         let token = bearer(parts).ok_or(ServiceError::Unauthorized)?;
-        let who = state.auth.verify(token).map_err(|e| {
+        let who = state.auth.authenticate(token).await.map_err(|e| {
             tracing::debug!(reason = %e, "token refused");
             ServiceError::Unauthorized
         })?;

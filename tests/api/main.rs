@@ -9,6 +9,7 @@ mod errors;
 mod fake_live_game;
 mod hostile;
 mod internal;
+mod jwks;
 mod live_game;
 mod matching;
 mod observability;

@@ -1,10 +1,18 @@
 //! JWT verification (SPEC §3) and minting for the `token` subcommand.
 //!
 //! Keys come from `JWT_SECRET` (HS256; `JWT_SECRET_KEY`, the seed's name,
-//! is an alias) or `JWT_PUBLIC_KEY_PEM` (RS256 or ES256). With neither, dev mode: a random HS256 secret is generated once
-//! into `DATA_DIR` and reused, so `token` and `serve` agree.
+//! is an alias), `JWT_PUBLIC_KEY_PEM` (RS256 or ES256) or `JWT_JWKS_URL`
+//! (an identity provider's rotating keys, [`jwks`]). With none, dev mode: a
+//! random HS256 secret is generated once into `DATA_DIR` and reused, so
+//! `token` and `serve` agree. The algorithm a token may use follows from
+//! the key mode (and, with a JWKS, from the key its `kid` names), never
+//! from the token's header.
+
+pub mod jwks;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
@@ -90,11 +98,18 @@ pub enum KeyError {
     },
 }
 
+/// Where verification keys come from.
+enum Keys {
+    /// One key (a secret or a PEM public key) and its one algorithm.
+    Fixed(Arc<jwks::Key>),
+    /// An identity provider's key set, by `kid`.
+    Jwks(Arc<jwks::Jwks>),
+}
+
 /// Verifies tokens; mints them when the key is a shared secret.
 pub struct JwtAuth {
-    decoding: DecodingKey,
+    keys: Keys,
     encoding: Option<EncodingKey>,
-    validation: Validation,
     issuer: Option<String>,
     audience: Option<String>,
     default_tenant: TenantId,
@@ -107,9 +122,30 @@ impl JwtAuth {
     pub fn from_settings(settings: &Settings) -> Result<Self, KeyError> {
         let default_tenant = TenantId::parse(&settings.default_tenant)
             .map_err(|e| KeyError::Config(format!("DEFAULT_TENANT: {}", e.reason)))?;
-        let (decoding, encoding, algorithm, dev_mode) = if let Some((name, secret)) =
-            settings.hs256_secret()
-        {
+        let mut template = Validation::new(Algorithm::HS256);
+        template.leeway = settings.jwt_leeway_seconds;
+        template.validate_nbf = true;
+        let mut required = vec!["exp"];
+        required.extend(settings.jwt_issuer.as_ref().map(|_| "iss"));
+        required.extend(settings.jwt_audience.as_ref().map(|_| "aud"));
+        template.set_required_spec_claims(&required);
+        match &settings.jwt_issuer {
+            Some(iss) => template.set_issuer(&[iss]),
+            None => template.iss = None,
+        }
+        match &settings.jwt_audience {
+            Some(aud) => template.set_audience(&[aud]),
+            None => template.validate_aud = false,
+        }
+        let fixed = |decoding: DecodingKey, algorithm: Algorithm| {
+            let mut validation = template.clone();
+            validation.algorithms = vec![algorithm];
+            Keys::Fixed(Arc::new(jwks::Key {
+                decoding,
+                validation,
+            }))
+        };
+        let (keys, encoding, dev_mode) = if let Some((name, secret)) = settings.hs256_secret() {
             if secret.len() < 32 {
                 return Err(KeyError::Config(format!(
                     "{name} must be at least 32 bytes; make one with `openssl rand -hex 32`"
@@ -117,55 +153,42 @@ impl JwtAuth {
             }
             let bytes = secret.as_bytes();
             (
-                DecodingKey::from_secret(bytes),
+                fixed(DecodingKey::from_secret(bytes), Algorithm::HS256),
                 Some(EncodingKey::from_secret(bytes)),
-                Algorithm::HS256,
                 false,
             )
         } else if let Some(pem) = &settings.jwt_public_key_pem {
             let pem = pem.replace("\\n", "\n");
             if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-                (key, None, Algorithm::RS256, false)
+                (fixed(key, Algorithm::RS256), None, false)
             } else if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
-                (key, None, Algorithm::ES256, false)
+                (fixed(key, Algorithm::ES256), None, false)
             } else {
                 return Err(KeyError::Config(
                     "JWT_PUBLIC_KEY_PEM is neither an RSA nor an EC (P-256) public key in PEM"
                         .into(),
                 ));
             }
-        } else if settings.jwt_jwks_url.is_some() {
-            return Err(KeyError::Config(
-                "JWT_JWKS_URL is not supported by this build yet; set JWT_SECRET or JWT_PUBLIC_KEY_PEM".into(),
-            ));
+        } else if let Some(url) = &settings.jwt_jwks_url {
+            crate::settings::http_base(url, "JWT_JWKS_URL").map_err(KeyError::Config)?;
+            let jwks = jwks::Jwks::new(
+                url.clone(),
+                Duration::from_secs_f64(settings.jwt_jwks_ttl_seconds.max(1.0)),
+                Duration::from_secs_f64(settings.jwt_jwks_min_refresh_seconds.max(0.0)),
+                template.clone(),
+            );
+            (Keys::Jwks(Arc::new(jwks)), None, false)
         } else {
             let secret = dev_secret(&settings.data_dir)?;
             (
-                DecodingKey::from_secret(&secret),
+                fixed(DecodingKey::from_secret(&secret), Algorithm::HS256),
                 Some(EncodingKey::from_secret(&secret)),
-                Algorithm::HS256,
                 true,
             )
         };
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = settings.jwt_leeway_seconds;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp"];
-        required.extend(settings.jwt_issuer.as_ref().map(|_| "iss"));
-        required.extend(settings.jwt_audience.as_ref().map(|_| "aud"));
-        validation.set_required_spec_claims(&required);
-        match &settings.jwt_issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
-            None => validation.iss = None,
-        }
-        match &settings.jwt_audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
         Ok(Self {
-            decoding,
+            keys,
             encoding,
-            validation,
             issuer: settings.jwt_issuer.clone(),
             audience: settings.jwt_audience.clone(),
             default_tenant,
@@ -179,14 +202,46 @@ impl JwtAuth {
         self.dev_mode
     }
 
-    /// Verifies a bearer token and reads the caller from it.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::Invalid(format!(
-                "token longer than {MAX_TOKEN_BYTES} bytes"
-            )));
+    /// Reads the keys a JWKS mode needs before serving; a node that cannot
+    /// read them does not start. Nothing to do in the other modes.
+    pub async fn load_keys(&self) -> Result<(), KeyError> {
+        match &self.keys {
+            Keys::Fixed(_) => Ok(()),
+            Keys::Jwks(jwks) => jwks.refresh().await.map(|_| ()).map_err(KeyError::Config),
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+    }
+
+    /// Verifies a bearer token with the keys in hand and reads the caller
+    /// from it.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        bounded(token)?;
+        match &self.keys {
+            Keys::Fixed(key) => self.check(token, key),
+            Keys::Jwks(jwks) => {
+                let key = jwks.key(kid(token)?.as_deref()).ok_or_else(unknown_kid)?;
+                self.check(token, &key)
+            }
+        }
+    }
+
+    /// As [`Self::verify`]; with a JWKS, a `kid` not in hand makes the key
+    /// set be read again first (at most once per minimum interval).
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        match &self.keys {
+            Keys::Fixed(_) => self.verify(token),
+            Keys::Jwks(jwks) => {
+                bounded(token)?;
+                let key = jwks
+                    .key_or_refresh(kid(token)?.as_deref())
+                    .await
+                    .ok_or_else(unknown_kid)?;
+                self.check(token, &key)
+            }
+        }
+    }
+
+    fn check(&self, token: &str, key: &jwks::Key) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         // RFC 7515 §4.1.11: extensions marked critical must be understood,
         // and this service understands none.
@@ -258,6 +313,27 @@ impl JwtAuth {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| KeyError::Config(format!("cannot sign token: {e}")))
     }
+}
+
+/// Refuses a token too long to be real before any decoding.
+fn bounded(token: &str) -> Result<(), AuthError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Invalid(format!(
+            "token longer than {MAX_TOKEN_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The `kid` of a token's header (read, not trusted: it only picks a key).
+fn kid(token: &str) -> Result<Option<String>, AuthError> {
+    jsonwebtoken::decode_header(token)
+        .map(|h| h.kid)
+        .map_err(|e| AuthError::Invalid(e.to_string()))
+}
+
+fn unknown_kid() -> AuthError {
+    AuthError::Invalid("no key for this kid".into())
 }
 
 /// Reads the dev secret from `data_dir`, creating it (0600) on first use.
