@@ -345,6 +345,12 @@ impl Application {
         })
     }
 
+    /// The application's router, for driving it without a socket (the
+    /// fuzz targets).
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()

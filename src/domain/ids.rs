@@ -11,6 +11,11 @@ use super::ParseError;
 /// so ids sort by creation). It holds the 128-bit ULID itself (compact, cheap
 /// to hash) and prints as `<prefix><26 characters>`. Parsing accepts only
 /// that exact shape.
+/// A digit of upper-case Crockford base32 (what ULIDs print as).
+fn is_crockford(b: u8) -> bool {
+    b.is_ascii_digit() || (b.is_ascii_uppercase() && !matches!(b, b'I' | b'L' | b'O' | b'U'))
+}
+
 macro_rules! minted_id {
     ($(#[$meta:meta])* $name:ident, $prefix:literal, $field:literal) => {
         $(#[$meta])*
@@ -26,8 +31,10 @@ macro_rules! minted_id {
             }
 
             pub fn parse(s: &str) -> Result<Self, ParseError> {
+                // Canonical spelling only (upper-case Crockford base32, as
+                // minted): one id, one text.
                 s.strip_prefix($prefix)
-                    .filter(|rest| rest.len() == 26)
+                    .filter(|rest| rest.len() == 26 && rest.bytes().all(is_crockford))
                     .and_then(|rest| ulid::Ulid::from_string(rest).ok())
                     .map(Self)
                     .ok_or_else(|| ParseError::new($field, concat!("not a valid ", $field)))
@@ -189,6 +196,19 @@ mod tests {
         let m = MatchId::generate();
         assert_eq!(GameId::for_match(&m), GameId::for_match(&m));
         assert!(GameId::for_match(&m).as_str().starts_with("g_"));
+    }
+
+    #[test]
+    fn minted_ids_have_one_spelling() {
+        // Found by the `ids` fuzz target: lower case parsed to the same id
+        // and printed back otherwise.
+        assert!(ChallengeId::parse("c_0220bcD02cD20ccD02cDD02cDD").is_err());
+        assert!(ChallengeId::parse("c_0220BCD02CD20CCD02CDD02CDD").is_ok());
+        // Crockford's stand-ins for 1 and 0 are not ours either.
+        assert!(QueueEntryId::parse("q_01ARZ3NDEKTSV4RRFFQ69G5FAI").is_err());
+        assert!(QueueEntryId::parse("q_01ARZ3NDEKTSV4RRFFQ69G5FAO").is_err());
+        let id = MatchId::generate();
+        assert_eq!(MatchId::parse(&id.to_string()).unwrap(), id);
     }
 
     #[test]
