@@ -79,6 +79,31 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// Every code [`Self::code`] answers (the OpenAPI document's enum).
+    pub const CODES: &'static [&'static str] = &[
+        "INVALID_REQUEST",
+        "UNAUTHORIZED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "ALREADY_IN_QUEUE",
+        "ACTIVE_GAME_EXISTS",
+        "CANNOT_CANCEL",
+        "INVALID_STATE",
+        "CANNOT_ACCEPT",
+        "TOO_MANY_CHALLENGES",
+        "CHALLENGES_DISABLED",
+        "PAYLOAD_TOO_LARGE",
+        "METHOD_NOT_ALLOWED",
+        "IDEMPOTENCY_KEY_REUSED",
+        "IDEMPOTENCY_IN_PROGRESS",
+        "REQUEST_TIMEOUT",
+        "URI_TOO_LONG",
+        "HEADERS_TOO_LARGE",
+        "RATE_LIMITED",
+        "MATCHMAKING_UNAVAILABLE",
+        "INTERNAL_ERROR",
+    ];
+
     pub fn status(&self) -> StatusCode {
         match self {
             ServiceError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -147,5 +172,86 @@ impl From<ParseError> for ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         ServiceError::Unavailable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant. The match below has no wildcard, so a new
+    /// variant does not compile until it is added here too.
+    fn one_of_each() -> Vec<ServiceError> {
+        let all = vec![
+            ServiceError::InvalidRequest(String::new()),
+            ServiceError::Unauthorized,
+            ServiceError::Forbidden,
+            ServiceError::NotFound(""),
+            ServiceError::AlreadyInQueue,
+            ServiceError::ActiveGameExists,
+            ServiceError::CannotCancel,
+            ServiceError::InvalidState(""),
+            ServiceError::CannotAccept(""),
+            ServiceError::TooManyChallenges,
+            ServiceError::ChallengesDisabled,
+            ServiceError::PayloadTooLarge,
+            ServiceError::MethodNotAllowed,
+            ServiceError::RequestTimeout,
+            ServiceError::UriTooLong,
+            ServiceError::HeadersTooLarge,
+            ServiceError::IdempotencyKeyReused,
+            ServiceError::IdempotencyInProgress,
+            ServiceError::Paused {
+                retry_after_seconds: 1,
+            },
+            ServiceError::RateLimited {
+                retry_after_seconds: 1,
+            },
+            ServiceError::Overloaded,
+            ServiceError::Busy {
+                retry_after_seconds: 1,
+            },
+            ServiceError::Unavailable(String::new()),
+            ServiceError::Internal(String::new()),
+        ];
+        for e in &all {
+            match e {
+                ServiceError::InvalidRequest(_)
+                | ServiceError::Unauthorized
+                | ServiceError::Forbidden
+                | ServiceError::NotFound(_)
+                | ServiceError::AlreadyInQueue
+                | ServiceError::ActiveGameExists
+                | ServiceError::CannotCancel
+                | ServiceError::InvalidState(_)
+                | ServiceError::CannotAccept(_)
+                | ServiceError::TooManyChallenges
+                | ServiceError::ChallengesDisabled
+                | ServiceError::PayloadTooLarge
+                | ServiceError::MethodNotAllowed
+                | ServiceError::RequestTimeout
+                | ServiceError::UriTooLong
+                | ServiceError::HeadersTooLarge
+                | ServiceError::IdempotencyKeyReused
+                | ServiceError::IdempotencyInProgress
+                | ServiceError::Paused { .. }
+                | ServiceError::RateLimited { .. }
+                | ServiceError::Overloaded
+                | ServiceError::Busy { .. }
+                | ServiceError::Unavailable(_)
+                | ServiceError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn codes_lists_exactly_the_codes_answered() {
+        let mut answered: Vec<&str> = one_of_each().iter().map(ServiceError::code).collect();
+        answered.sort_unstable();
+        answered.dedup();
+        let mut listed = ServiceError::CODES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(answered, listed);
     }
 }

@@ -108,13 +108,16 @@ pub async fn game_finished(
         StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge,
         _ => ServiceError::InvalidRequest("body could not be read".into()),
     })?;
-    // The body is optional: empty means "the caller's tenant".
+    // The body is optional: empty (or `null`) means "the caller's tenant".
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
-        let value = serde_json::from_slice(&body)
-            .map_err(|_| ServiceError::InvalidRequest("body is not valid JSON".into()))?;
-        object(value)?
+        match serde_json::from_slice(&body)
+            .map_err(|_| ServiceError::InvalidRequest("body is not valid JSON".into()))?
+        {
+            Value::Null => Map::new(),
+            value => object(value)?,
+        }
     };
     let tenant = match (optional_str(&body, "tenant_id")?, &reporter) {
         (Some(t), _) => TenantId::parse(t)?,

@@ -99,8 +99,9 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         .routes(routes!(health::metrics))
         .routes(routes!(health::openapi_json))
         .split_for_parts();
-    let document: Arc<str> = api
-        .to_pretty_json()
+    let mut document = serde_json::to_value(&api).expect("the OpenAPI document serializes");
+    openapi::strict(&mut document, state.queue.tenant_config());
+    let document: Arc<str> = serde_json::to_string_pretty(&document)
         .expect("the OpenAPI document serializes")
         .into();
     let router = router

@@ -411,3 +411,243 @@ pub struct ReadinessChecks {
     /// The game-creation circuit breaker: `closed`, `open` or `half_open`.
     pub game_creation: &'static str,
 }
+
+/// Pattern of tenant, user and game ids: printable ASCII without space,
+/// `/`, `"` or `\` (the rule [`TenantId::parse`] and its kin apply).
+const OPAQUE_ID_PATTERN: &str = r#"^[!#-.0-\[\]-~]+$"#;
+
+/// Pattern of the ids this service mints: a prefix and a ULID in upper-case
+/// Crockford base32.
+fn minted_id_pattern(prefix: &str) -> String {
+    format!("^{prefix}[0-7][0-9A-HJKMNP-TV-Z]{{25}}$")
+}
+
+/// Makes the generated document as strict as the server: the allowed values
+/// (the default tenant's time controls, variants and regions; modes,
+/// colors, statuses and error codes) as enums, the id rules as patterns and
+/// lengths, nullability as the parsers have it. Every value comes from the
+/// code that enforces it; `tests/api/openapi.rs` and schemathesis hold the
+/// server to the result.
+pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
+    use serde_json::json;
+    let strings = |values: Vec<String>| json!(values);
+    let time_controls = strings(tenant.time_controls.iter().map(|t| t.to_string()).collect());
+    let modes = strings(Mode::ALL.iter().map(|m| m.as_str().to_owned()).collect());
+    let variants = strings(
+        tenant
+            .variants
+            .iter()
+            .map(|v| v.as_str().to_owned())
+            .collect(),
+    );
+    let mut region_names: Vec<String> = tenant
+        .regions
+        .iter()
+        .map(|r| r.as_str().to_owned())
+        .collect();
+    region_names.push(domain::DEFAULT_REGION_NAME.to_owned());
+    let regions = json!(region_names);
+    let stored_regions = strings(Region::ALL.iter().map(|r| r.as_str().to_owned()).collect());
+    let colors = json!(["white", "black"]);
+    let preferred = strings(
+        PreferredColor::ALL
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .collect(),
+    );
+    let entry_statuses = json!(["SEARCHING", "MATCHED", "CANCELLED", "TIMED_OUT"]);
+    let mut challenge_statuses: Vec<&str> = domain::ChallengeStatus::ALL
+        .iter()
+        .map(|s| s.public())
+        .collect();
+    challenge_statuses.dedup();
+    let opaque = |max: usize| json!({ "type": "string", "minLength": 1, "maxLength": max, "pattern": OPAQUE_ID_PATTERN });
+    let nullable = |mut schema: Value| {
+        schema["type"] = json!([schema["type"].clone(), "null"]);
+        if let Some(values) = schema.get_mut("enum").and_then(Value::as_array_mut) {
+            values.push(Value::Null);
+        }
+        schema
+    };
+    let enumerated = |values: &Value| json!({ "type": "string", "enum": values });
+
+    let schemas = &mut doc["components"]["schemas"];
+    // Requests.
+    put(
+        schemas,
+        "JoinRequest",
+        "time_control",
+        enumerated(&time_controls),
+    );
+    put(schemas, "JoinRequest", "mode", enumerated(&modes));
+    put(
+        schemas,
+        "JoinRequest",
+        "variant",
+        nullable(enumerated(&variants)),
+    );
+    put(
+        schemas,
+        "JoinRequest",
+        "region",
+        nullable(enumerated(&regions)),
+    );
+    put(
+        schemas,
+        "ChallengeRequest",
+        "time_control",
+        enumerated(&time_controls),
+    );
+    put(schemas, "ChallengeRequest", "mode", enumerated(&modes));
+    put(
+        schemas,
+        "ChallengeRequest",
+        "variant",
+        nullable(enumerated(&variants)),
+    );
+    put(
+        schemas,
+        "ChallengeRequest",
+        "preferred_color",
+        nullable(enumerated(&preferred)),
+    );
+    put(schemas, "ChallengeRequest", "opponent_user_id", opaque(128));
+    put(
+        schemas,
+        "GameFinishedRequest",
+        "tenant_id",
+        nullable(opaque(64)),
+    );
+    // Ratings: a speed (the standard variant) or `{speed}_{variant}`, each
+    // an integer in range; at least one; nothing else.
+    let range = crate::domain::RATING_RANGE;
+    let rating = json!({ "type": "integer", "format": "int32", "minimum": range.start(), "maximum": range.end() });
+    let mut pools = serde_json::Map::new();
+    for speed in Speed::ALL {
+        pools.insert(speed.as_str().to_owned(), rating.clone());
+        for variant in Variant::ALL {
+            pools.insert(
+                format!("{}_{}", speed.as_str(), variant.as_str()),
+                rating.clone(),
+            );
+        }
+    }
+    let update = &mut schemas["RatingsUpdate"];
+    update["properties"] = Value::Object(pools);
+    update["minProperties"] = json!(1);
+    update["additionalProperties"] = json!(false);
+    // Answers.
+    put(
+        schemas,
+        "JoinResponse",
+        "status",
+        json!({ "enum": ["SEARCHING"] }),
+    );
+    put(
+        schemas,
+        "EntryStatus",
+        "status",
+        json!({ "enum": entry_statuses }),
+    );
+    put(
+        schemas,
+        "Cancelled",
+        "status",
+        json!({ "enum": ["CANCELLED"] }),
+    );
+    put(
+        schemas,
+        "ActiveEntry",
+        "status",
+        json!({ "enum": ["SEARCHING"] }),
+    );
+    for schema in ["ActiveEntry", "EntryStatus", "Challenge", "ActiveMatch"] {
+        for (property, values) in [
+            ("time_control", &time_controls),
+            ("mode", &modes),
+            ("variant", &variants),
+        ] {
+            if schemas[schema]["properties"].get(property).is_some() {
+                put(schemas, schema, property, json!({ "enum": values }));
+            }
+        }
+    }
+    put(
+        schemas,
+        "ActiveEntry",
+        "region",
+        json!({ "enum": stored_regions }),
+    );
+    put(schemas, "ActiveMatch", "color", json!({ "enum": colors }));
+    put(
+        schemas,
+        "Challenge",
+        "status",
+        json!({ "enum": challenge_statuses }),
+    );
+    put(
+        schemas,
+        "Challenge",
+        "preferred_color",
+        json!({ "enum": preferred }),
+    );
+    put(
+        schemas,
+        "ErrorDetail",
+        "code",
+        json!({ "enum": crate::error::ServiceError::CODES }),
+    );
+    // Parameters.
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for operations in paths.values_mut() {
+        let Some(operations) = operations.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            let Some(parameters) = operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for parameter in parameters {
+                let schema = match parameter["name"].as_str().unwrap_or_default() {
+                    "tenant_id" => opaque(64),
+                    "user_id" | "game_id" => opaque(128),
+                    "queue_entry_id" => {
+                        json!({ "type": "string", "pattern": minted_id_pattern("q_") })
+                    }
+                    "challenge_id" => {
+                        json!({ "type": "string", "pattern": minted_id_pattern("c_") })
+                    }
+                    "Idempotency-Key" => json!({
+                        "type": "string", "minLength": 1, "maxLength": 255,
+                        "pattern": "^[!-~]([\t -~]*[!-~])?$",
+                    }),
+                    _ => continue,
+                };
+                parameter["schema"] = schema;
+            }
+        }
+    }
+}
+
+/// Tightens one property of one schema with `value`'s keys.
+fn put(schemas: &mut Value, schema: &str, property: &str, value: Value) {
+    let slot = &mut schemas[schema]["properties"][property];
+    *slot = merge(slot, value);
+}
+
+/// `extra`'s keys over `base`'s (or `extra` alone when `base` is none).
+fn merge(base: &Value, extra: Value) -> Value {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            let mut merged = base.clone();
+            merged.extend(extra);
+            Value::Object(merged)
+        }
+        (_, extra) => extra,
+    }
+}

@@ -296,8 +296,14 @@ pub fn parse_update(
                 "ratings",
             ),
         };
-        let rating = value
-            .as_i64()
+        // 1620.0 is an integer too (JSON Schema's and JavaScript's view).
+        let whole = value.as_i64().or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= 1e9)
+                .map(|f| f as i64)
+        });
+        let rating = whole
             .and_then(|v| Rating::try_from(v).ok())
             .filter(|v| RATING_RANGE.contains(v))
             .ok_or_else(|| {

@@ -173,3 +173,36 @@ async fn ratings_are_kept_per_variant_and_a_join_uses_its_pools() {
     let seen = app.active(&a).await;
     assert_eq!(seen["match"]["opponent"]["rating_snapshot"]["rating"], 2120);
 }
+
+// Found by schemathesis: a body of `null` (no body) and integral floats
+// (1620.0, an integer to JSON Schema and JavaScript) were refused.
+#[tokio::test]
+async fn a_null_finished_body_and_integral_float_ratings_are_accepted() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    let r = app
+        .put_ratings(&admin, "t1", "alice", &json!({ "blitz": 1620.0 }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = app
+        .get_ratings(&admin, "t1", "alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["blitz"], json!(1620));
+    let r = app
+        .put_ratings(&admin, "t1", "alice", &json!({ "blitz": 1620.5 }))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = app
+        .client
+        .post(format!("{}/internal/games/g_unknown/finished", app.address))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), StatusCode::BAD_REQUEST);
+}

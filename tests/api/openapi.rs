@@ -266,3 +266,66 @@ async fn the_docs_page_and_its_assets_come_from_the_binary() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_document_is_as_strict_as_the_server() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let join = &schemas["JoinRequest"]["properties"];
+    // The default tenant's time controls, and what the parsers take.
+    assert!(
+        join["time_control"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("5+0"))
+    );
+    assert_eq!(join["mode"]["enum"], json!(["rated", "casual"]));
+    assert!(
+        join["region"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("DEFAULT"))
+    );
+    assert!(
+        join["variant"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::Null)
+    );
+    // Ratings: no null (the server refuses it), no unknown key, in range.
+    let update = &schemas["RatingsUpdate"];
+    assert_eq!(update["additionalProperties"], json!(false));
+    assert_eq!(update["properties"]["rapid"]["type"], json!("integer"));
+    assert_eq!(
+        update["properties"]["blitz_chess960"]["maximum"],
+        json!(4000)
+    );
+    // Every error code the server answers, and only those.
+    assert_eq!(
+        schemas["ErrorDetail"]["properties"]["code"]["enum"],
+        json!(matchmaking_api::error::ServiceError::CODES)
+    );
+    // Parameters: ids with the server's rules, the key not nullable.
+    let join_op = &doc["paths"]["/v1/matchmaking/queue"]["post"];
+    let key = join_op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    assert_eq!(key["schema"]["type"], json!("string"));
+    assert_eq!(key["schema"]["maxLength"], json!(255));
+    let ratings = &doc["paths"]["/internal/ratings/{tenant_id}/{user_id}"]["get"];
+    for p in ratings["parameters"].as_array().unwrap() {
+        assert_eq!(p["schema"]["minLength"], json!(1), "{p}");
+    }
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, op) in operations.as_object().unwrap() {
+            assert!(
+                op.get("parameters").is_none_or(Value::is_array),
+                "{method} {path}: parameters must be a list when present"
+            );
+        }
+    }
+}
