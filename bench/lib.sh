@@ -75,7 +75,8 @@ bench_cleanup() {
 # from one address); sets SERVER and waits until it answers.
 start_server() {
   local addr=$1; shift
-  env BIND_ADDR="$addr" DATA_DIR="$WORK/data" JWT_SECRET=$SECRET LOG_FORMAT=json "${BACKENDS[@]}" \
+  # KEYS: how the server verifies tokens (default: the HS256 secret).
+  env BIND_ADDR="$addr" DATA_DIR="$WORK/data" "${KEYS[@]:-JWT_SECRET=$SECRET}" LOG_FORMAT=json "${BACKENDS[@]}" \
     RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 "$@" \
     "${BIN:-./target/release/matchmaking-api}" serve > "$WORK/server.log" 2>&1 &
   SERVER=$!

@@ -28,7 +28,9 @@ dir="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 export DATA_DIR="$dir" BIND_ADDR="127.0.0.1:$port" LOG_FORMAT=json RUST_LOG=warn \
     JWT_SECRET="schemathesis-secret-$(python3 -c 'import secrets; print(secrets.token_hex(16))')" \
-    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0 REDIS_URL= DATABASE_URL=
+    RATE_LIMIT_PER_IP=0 RATE_LIMIT_PER_USER=0
+# The embedded default, whatever the calling shell points at.
+unset REDIS_URL DATABASE_URL JWT_SECRET_KEY JWT_PUBLIC_KEY_PEM JWT_JWKS_URL
 "$bin" serve >"$dir/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
