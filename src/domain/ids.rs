@@ -32,9 +32,14 @@ macro_rules! minted_id {
 
             pub fn parse(s: &str) -> Result<Self, ParseError> {
                 // Canonical spelling only (upper-case Crockford base32, as
-                // minted): one id, one text.
+                // minted, and within 128 bits: a first digit past 7
+                // overflows): one id, one text.
                 s.strip_prefix($prefix)
-                    .filter(|rest| rest.len() == 26 && rest.bytes().all(is_crockford))
+                    .filter(|rest| {
+                        rest.len() == 26
+                            && rest.bytes().all(is_crockford)
+                            && rest.as_bytes()[0] <= b'7'
+                    })
                     .and_then(|rest| ulid::Ulid::from_string(rest).ok())
                     .map(Self)
                     .ok_or_else(|| ParseError::new($field, concat!("not a valid ", $field)))
@@ -204,6 +209,10 @@ mod tests {
         // and printed back otherwise.
         assert!(ChallengeId::parse("c_0220bcD02cD20ccD02cDD02cDD").is_err());
         assert!(ChallengeId::parse("c_0220BCD02CD20CCD02CDD02CDD").is_ok());
+        // Found by the same target: past 128 bits, the ULID wrapped round
+        // to another id.
+        assert!(ChallengeId::parse("c_8JJJJJJJJJJJJJJJJJJJJJJJ15").is_err());
+        assert!(ChallengeId::parse("c_7ZZZZZZZZZZZZZZZZZZZZZZZZZ").is_ok());
         // Crockford's stand-ins for 1 and 0 are not ours either.
         assert!(QueueEntryId::parse("q_01ARZ3NDEKTSV4RRFFQ69G5FAI").is_err());
         assert!(QueueEntryId::parse("q_01ARZ3NDEKTSV4RRFFQ69G5FAO").is_err());
