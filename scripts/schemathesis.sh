@@ -38,6 +38,11 @@ for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
     sleep 0.1
 done
+if ! curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+    echo "schemathesis: the server did not start:" >&2
+    cat "$dir/server.log" >&2
+    exit 1
+fi
 
 player="$("$bin" token --user st_player --ttl 86400)"
 admin="$("$bin" token --user st_admin --role admin --ttl 86400)"
