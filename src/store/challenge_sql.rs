@@ -68,7 +68,8 @@ pub static STALE_ACCEPTING: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-type Statement<DB> = Query<'static, DB, <DB as Database>::Arguments<'static>>;
+/// A statement with its binds, for either SQL store.
+pub type Statement<DB> = Query<'static, DB, <DB as Database>::Arguments<'static>>;
 
 /// The insert of `c`, bound.
 pub fn insert<DB>(c: &Challenge, max_pending: u32, now: Millis) -> Statement<DB>

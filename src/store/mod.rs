@@ -30,6 +30,7 @@
 pub mod backend;
 pub mod challenge_sql;
 pub mod claims;
+pub mod idempotency_sql;
 pub mod instrumented;
 pub mod memory;
 pub mod postgres;

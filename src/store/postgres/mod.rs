@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::claims::{self, Ask};
+use super::idempotency_sql;
 use super::rows::{
     self, AnswerRow, AuditRow, ClaimRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
     PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
@@ -823,27 +824,7 @@ impl IdempotencyStore for PgStore {
         answer: Option<StoredAnswer>,
         expires_at: Millis,
     ) -> StoreResult<()> {
-        let query = match &answer {
-            Some(answer) => sqlx::query(
-                "UPDATE idempotent_answers SET status = $5, body = $6, expires_at = $7 \
-                 WHERE tenant_id = $1 AND user_id = $2 AND key = $3 AND status = 0 AND body = $4",
-            )
-            .bind(scope.tenant_id.as_str())
-            .bind(scope.user_id.as_str())
-            .bind(&scope.key)
-            .bind(claim)
-            .bind(i32::from(answer.status))
-            .bind(&answer.body)
-            .bind(expires_at),
-            None => sqlx::query(
-                "DELETE FROM idempotent_answers \
-                 WHERE tenant_id = $1 AND user_id = $2 AND key = $3 AND status = 0 AND body = $4",
-            )
-            .bind(scope.tenant_id.as_str())
-            .bind(scope.user_id.as_str())
-            .bind(&scope.key)
-            .bind(claim),
-        };
+        let query = idempotency_sql::settle(scope, claim, answer.as_ref(), expires_at);
         let done = query.execute(&self.pool).await.map_err(StoreError::from);
         self.noted(done)?;
         Ok(())

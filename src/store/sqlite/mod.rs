@@ -31,7 +31,7 @@ use super::rows::{
 use super::{
     AuditEvent, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore, MatchStore,
     RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer, WriteFailure,
-    WriteHealth,
+    WriteHealth, idempotency_sql,
 };
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
@@ -590,35 +590,11 @@ impl IdempotencyStore for SqliteStore {
         answer: Option<StoredAnswer>,
         expires_at: Millis,
     ) -> StoreResult<()> {
-        let scope = scope.clone();
-        let claim = claim.to_owned();
+        let statement = idempotency_sql::settle(scope, claim, answer.as_ref(), expires_at);
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let query = match &answer {
-                        Some(answer) => sqlx::query(
-                            "UPDATE idempotent_answers SET status = ?5, body = ?6, expires_at = ?7 \
-                             WHERE tenant_id = ?1 AND user_id = ?2 AND key = ?3 \
-                             AND status = 0 AND body = ?4",
-                        )
-                        .bind(scope.tenant_id.as_str())
-                        .bind(scope.user_id.as_str())
-                        .bind(&scope.key)
-                        .bind(&claim)
-                        .bind(i32::from(answer.status))
-                        .bind(&answer.body)
-                        .bind(expires_at),
-                        None => sqlx::query(
-                            "DELETE FROM idempotent_answers \
-                             WHERE tenant_id = ?1 AND user_id = ?2 AND key = ?3 \
-                             AND status = 0 AND body = ?4",
-                        )
-                        .bind(scope.tenant_id.as_str())
-                        .bind(scope.user_id.as_str())
-                        .bind(&scope.key)
-                        .bind(&claim),
-                    };
-                    query.execute(&mut *conn).await?;
+                    statement.execute(&mut *conn).await?;
                     Ok(())
                 })
             })
