@@ -472,38 +472,17 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
     let enumerated = |values: &Value| json!({ "type": "string", "enum": values });
 
     let schemas = &mut doc["components"]["schemas"];
-    // Requests.
-    put(
-        schemas,
-        "JoinRequest",
-        "time_control",
-        enumerated(&time_controls),
-    );
-    put(schemas, "JoinRequest", "mode", enumerated(&modes));
-    put(
-        schemas,
-        "JoinRequest",
-        "variant",
-        nullable(enumerated(&variants)),
-    );
+    // Requests: the pool fields a join and a challenge share.
+    for request in ["JoinRequest", "ChallengeRequest"] {
+        put(schemas, request, "time_control", enumerated(&time_controls));
+        put(schemas, request, "mode", enumerated(&modes));
+        put(schemas, request, "variant", nullable(enumerated(&variants)));
+    }
     put(
         schemas,
         "JoinRequest",
         "region",
         nullable(enumerated(&regions)),
-    );
-    put(
-        schemas,
-        "ChallengeRequest",
-        "time_control",
-        enumerated(&time_controls),
-    );
-    put(schemas, "ChallengeRequest", "mode", enumerated(&modes));
-    put(
-        schemas,
-        "ChallengeRequest",
-        "variant",
-        nullable(enumerated(&variants)),
     );
     put(
         schemas,
