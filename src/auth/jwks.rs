@@ -38,6 +38,18 @@ struct KeySet {
     fetched_at: Instant,
 }
 
+impl KeySet {
+    /// The key `kid` names; a token without `kid` is taken only when the
+    /// set has a single key.
+    fn find(&self, kid: Option<&str>) -> Option<Arc<Key>> {
+        match kid {
+            Some(kid) => self.keys.get(kid).cloned(),
+            None if self.keys.len() == 1 => self.keys.values().next().cloned(),
+            None => None,
+        }
+    }
+}
+
 /// The provider's keys, as last read.
 pub struct Jwks {
     url: String,
@@ -70,28 +82,23 @@ impl Jwks {
         }
     }
 
-    /// The key for `kid` among those in hand. A token without `kid` is
-    /// taken only when the set has a single key.
+    /// The key for `kid` among those in hand.
     pub fn key(&self, kid: Option<&str>) -> Option<Arc<Key>> {
-        let set = self.current();
-        match kid {
-            Some(kid) => set.keys.get(kid).cloned(),
-            None if set.keys.len() == 1 => set.keys.values().next().cloned(),
-            None => None,
-        }
+        self.current().find(kid)
     }
 
     /// The key for `kid`, reading the set again first when it is not in
     /// hand and the last read is older than the minimum interval; starts a
     /// background read when the set is past its TTL.
     pub async fn key_or_refresh(self: &Arc<Self>, kid: Option<&str>) -> Option<Arc<Key>> {
-        if self.current().fetched_at.elapsed() >= self.ttl && self.may_read() {
+        let set = self.current();
+        if set.fetched_at.elapsed() >= self.ttl && self.may_read() {
             let jwks = Arc::clone(self);
             tokio::spawn(async move {
                 let _ = jwks.read_once_due().await;
             });
         }
-        if let Some(key) = self.key(kid) {
+        if let Some(key) = set.find(kid) {
             return Some(key);
         }
         metrics::counter!("matchmaking_jwks_unknown_kid_total").increment(1);
