@@ -19,7 +19,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use support::procs::{self, Game, Procs, tokens};
-use support::{PgSchema, RedisPrefix, redis_url, settle};
+use support::{PgSchema, RedisPrefix, redis_url, send_through_503, settle};
 
 /// The binary on the machine's Redis (a key prefix of its own) and
 /// PostgreSQL (a schema of its own).
@@ -84,45 +84,83 @@ impl Cluster {
 #[derive(Debug)]
 struct Outcome {
     user: String,
+    /// A cancel was sent (perhaps retried through 503s).
+    tried_cancel: bool,
+    /// A cancel was answered 200.
     cancelled: bool,
     status: String,
     game: Option<String>,
 }
 
-/// Every player matched at most once, every game of exactly two, no
-/// cancelled player in a game; answers (matched, cancelled, searching).
-fn check(outcomes: &[Outcome]) -> (usize, usize, usize) {
-    let mut games: HashMap<&str, HashSet<&str>> = HashMap::new();
+/// Checks what clients read against what was recorded (`recorded`, the
+/// durable store's match records): nobody in two records, every game a
+/// client read `MATCHED` recorded with that client as a player, every
+/// record of exactly the two players who read it, no cancelled player in
+/// any record. Answers (matched, cancelled, searching).
+fn check(outcomes: &[Outcome], recorded: &[Game]) -> (usize, usize, usize) {
+    let seen: Vec<String> = outcomes.iter().filter_map(|o| o.game.clone()).collect();
+    let violations = procs::violations(recorded, recorded, &seen);
+    assert!(violations.is_empty(), "{violations:?}");
+    let players_of: HashMap<&str, &[String; 2]> = recorded
+        .iter()
+        .map(|g| (g.game_id.as_str(), &g.players))
+        .collect();
+    let in_a_record: HashSet<&str> = recorded
+        .iter()
+        .flat_map(|g| g.players.iter().map(String::as_str))
+        .collect();
+    let mut read: HashMap<&str, HashSet<&str>> = HashMap::new();
     let (mut matched, mut cancelled, mut searching) = (0, 0, 0);
     for o in outcomes {
         match o.status.as_str() {
             "MATCHED" => {
                 assert!(!o.cancelled, "{} was cancelled yet matched", o.user);
                 let game = o.game.as_deref().expect("a matched entry has a game");
+                let players = players_of.get(game).expect("checked: recorded");
                 assert!(
-                    games.entry(game).or_default().insert(&o.user),
-                    "{} twice in {game}",
+                    players.contains(&o.user),
+                    "{} read {game}, recorded for {players:?}",
                     o.user
                 );
+                read.entry(game).or_default().insert(&o.user);
                 matched += 1;
             }
             "CANCELLED" => {
-                assert!(o.cancelled, "{} reads cancelled without cancelling", o.user);
+                assert!(
+                    o.tried_cancel,
+                    "{} reads cancelled without cancelling",
+                    o.user
+                );
+                assert!(
+                    !in_a_record.contains(o.user.as_str()),
+                    "{} cancelled, yet in a game",
+                    o.user
+                );
                 cancelled += 1;
             }
-            "SEARCHING" => searching += 1,
+            "SEARCHING" => {
+                assert!(
+                    !in_a_record.contains(o.user.as_str()),
+                    "{} reads SEARCHING, yet in a game",
+                    o.user
+                );
+                searching += 1;
+            }
             other => panic!("{}: unexpected {other}", o.user),
         }
     }
-    let odd: Vec<_> = games
+    let odd: Vec<_> = read
         .iter()
         .filter(|(_, players)| players.len() != 2)
         .collect();
-    assert!(odd.is_empty(), "games without exactly two players: {odd:?}");
+    assert!(
+        odd.is_empty(),
+        "games not read by exactly two players: {odd:?}"
+    );
     assert_eq!(
-        matched + cancelled + searching,
-        outcomes.len(),
-        "the counts add up"
+        recorded.len(),
+        read.len(),
+        "every record was read by its players"
     );
     (matched, cancelled, searching)
 }
@@ -141,35 +179,39 @@ async fn two_nodes_and_two_workers_match_2000_players_each_at_most_once() {
         .map(|(i, token)| {
             let base = &nodes[i % 2];
             async move {
-                let r = client
-                    .post(format!("{base}/v1/matchmaking/queue"))
-                    .bearer_auth(token)
-                    .json(&json!({ "time_control": "5+0", "mode": "rated" }))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 201);
-                let id = r.json::<Value>().await.unwrap()["queue_entry_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-                // One in five cancels, at a random moment, through the other node.
-                let mut cancelled = false;
+                let r = send_through_503(|| {
+                    client
+                        .post(format!("{base}/v1/matchmaking/queue"))
+                        .bearer_auth(token)
+                        .json(&json!({ "time_control": "5+0", "mode": "rated" }))
+                })
+                .await;
+                let status = r.status();
+                let body = r.json::<Value>().await.unwrap();
+                assert_eq!(status, 201, "join: {body}");
+                let id = body["queue_entry_id"].as_str().unwrap().to_owned();
+                // One in five cancels, at a random moment, through the other
+                // node. A 503 is retried; if an earlier try went through
+                // unseen, the retry answers 409, so whether the cancel took
+                // is read from the final state (never MATCHED after a 200).
+                let (mut tried_cancel, mut cancelled) = (false, false);
                 if rand::rng().random_bool(0.2) {
                     let wait = rand::rng().random_range(0..200);
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                     let other = &nodes[(i + 1) % 2];
-                    let r = client
-                        .delete(format!("{other}/v1/matchmaking/queue/{id}"))
-                        .bearer_auth(token)
-                        .send()
-                        .await
-                        .unwrap();
+                    let r = send_through_503(|| {
+                        client
+                            .delete(format!("{other}/v1/matchmaking/queue/{id}"))
+                            .bearer_auth(token)
+                    })
+                    .await;
+                    tried_cancel = true;
                     cancelled = r.status() == 200;
                     assert!(
                         cancelled || r.status() == 409,
-                        "cancel answered {}",
-                        r.status()
+                        "cancel answered {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
                     );
                 }
                 // 10 s: matches take milliseconds; only a player left without a
@@ -184,8 +226,9 @@ async fn two_nodes_and_two_workers_match_2000_players_each_at_most_once() {
                 .await;
                 Outcome {
                     user: format!("p{i}"),
+                    tried_cancel,
                     cancelled,
-                    status: v["status"].as_str().unwrap().to_owned(),
+                    status: v["status"].as_str().expect("a status was read").to_owned(),
                     game: v["game_id"].as_str().map(str::to_owned),
                 }
             }
@@ -193,7 +236,8 @@ async fn two_nodes_and_two_workers_match_2000_players_each_at_most_once() {
         .buffer_unordered(200)
         .collect()
         .await;
-    let (matched, cancelled, searching) = check(&outcomes);
+    let recorded = procs::recorded_games(&cluster.schema.url()).await;
+    let (matched, cancelled, searching) = check(&outcomes, &recorded);
     assert!(
         searching <= 1,
         "{searching} players still searching (at most one can be left without a partner)"
@@ -249,12 +293,10 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
     let Some(mut cluster) = Cluster::create().await else {
         return;
     };
-    // A slow game service: it creates the game when the call arrives and
-    // answers a second later (within the 5 s client timeout), so every
-    // commit spends a second between "the game exists" and "the record is
-    // written" — the window the kill must land in.
-    let fake =
-        fake_live_game::FakeLiveGame::start(fake_live_game::Answer::Game { delay_ms: 1000 }).await;
+    // A game service that creates each game when the call arrives and
+    // holds its answer until the test releases it: the kill lands, for
+    // certain, between "the game exists" and "the record is written".
+    let fake = fake_live_game::FakeLiveGame::start(fake_live_game::Answer::Held).await;
     let env = [("LIVE_GAME_API_URL", fake.url.clone())];
     let node = cluster.serve(&env);
     let client = reqwest::Client::new();
@@ -290,10 +332,12 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
     cluster.procs.sigkill(doomed);
     let created_before = fake.calls().iter().filter(|c| c.game_id.is_some()).count();
     let recorded_before = procs::recorded_games(&cluster.schema.url()).await.len();
-    assert!(
-        created_before > recorded_before || cluster.reserved_entries().await > 0,
-        "the worker died holding nothing: not mid-commit ({created_before} created, {recorded_before} recorded)"
+    assert_eq!(
+        recorded_before, 0,
+        "no answer went out, so no game can be recorded yet"
     );
+    assert!(created_before > 0, "the worker died with games created");
+    fake.release();
     // A new worker takes over: what the dead one left is finished with the
     // same match ids, or rolled back.
     cluster.worker(&env);
@@ -309,12 +353,14 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
         .await;
         outcomes.push(Outcome {
             user: format!("k{i}"),
+            tried_cancel: false,
             cancelled: false,
             status: v["status"].as_str().unwrap().to_owned(),
             game: v["game_id"].as_str().map(str::to_owned),
         });
     }
-    let (matched, _, searching) = check(&outcomes);
+    let recorded = procs::recorded_games(&cluster.schema.url()).await;
+    let (matched, _, searching) = check(&outcomes, &recorded);
     assert_eq!(
         (matched, searching),
         (600, 0),
@@ -339,7 +385,6 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
             })
         })
         .collect();
-    let recorded = procs::recorded_games(&cluster.schema.url()).await;
     let seen: Vec<String> = outcomes.iter().filter_map(|o| o.game.clone()).collect();
     let violations = procs::violations(&created, &recorded, &seen);
     assert!(violations.is_empty(), "{violations:?}");

@@ -138,7 +138,9 @@ impl Guards {
             }
             matches.push(i.clone());
         }
-        self.store.restore_active_games(&guards).await?;
+        self.store
+            .restore_active_games(&guards, self.clock.now())
+            .await?;
         let (intents_now, records_now) = self.claims(since).await?;
         let still: HashSet<MatchId> = intents_now
             .iter()

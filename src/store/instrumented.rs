@@ -89,7 +89,7 @@ measured! { InstrumentedQueueStore:
         fn finish_game(tenant: &TenantId, game: &GameId) -> bool;
         fn hold_players(intent: &MatchIntent, until: Millis, now: Millis) -> bool;
         fn drop_hold(intent: &MatchIntent) -> ();
-        fn restore_active_games(games: &[(TenantId, UserId, ActiveGame)]) -> ();
+        fn restore_active_games(games: &[(TenantId, UserId, ActiveGame)], now: Millis) -> ();
         fn guards_intact() -> bool;
         fn mark_guards_intact() -> ();
     }

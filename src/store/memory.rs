@@ -778,6 +778,7 @@ impl GuardStore for MemoryQueueStore {
     async fn restore_active_games(
         &self,
         games: &[(TenantId, UserId, ActiveGame)],
+        _now: Millis,
     ) -> StoreResult<()> {
         let mut inner = self.lock();
         for (tenant, user, game) in games {

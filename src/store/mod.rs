@@ -470,6 +470,7 @@ pub trait GuardStore: Send + Sync + 'static {
     async fn restore_active_games(
         &self,
         games: &[(TenantId, UserId, ActiveGame)],
+        now: Millis,
     ) -> StoreResult<()>;
 
     /// Whether the guards are known intact: false on a fresh store and

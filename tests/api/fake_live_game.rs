@@ -3,6 +3,7 @@
 //! records every call. Idempotent by `Idempotency-Key`, like the real one.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 /// How the fake answers one call.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +26,11 @@ pub enum Answer {
     Garbage,
     /// Never answers (until the client gives up).
     Hang,
+    /// Creates the game when the call arrives and answers 201 only once
+    /// [`FakeLiveGame::release`] is called: a caller killed before then
+    /// certainly died between "the game exists" and "its answer came".
+    #[allow(dead_code)] // tests/processes.rs
+    Held,
 }
 
 /// One call the fake received.
@@ -44,6 +51,8 @@ struct Fake {
     default: Mutex<Option<Answer>>,
     calls: Mutex<Vec<Call>>,
     games: Mutex<HashMap<String, String>>,
+    released: AtomicBool,
+    release: Notify,
 }
 
 #[derive(Clone)]
@@ -80,6 +89,13 @@ impl FakeLiveGame {
         *self.fake.default.lock().unwrap() = Some(answer);
     }
 
+    /// Every held answer (now and later) goes out.
+    #[allow(dead_code)] // tests/processes.rs
+    pub fn release(&self) {
+        self.fake.released.store(true, Ordering::SeqCst);
+        self.fake.release.notify_waiters();
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.fake.calls.lock().unwrap().clone()
     }
@@ -106,7 +122,7 @@ async fn create(
         .unwrap_or(Answer::Game { delay_ms: 0 });
     let key = header(&headers, "idempotency-key");
     let game_id = match answer {
-        Answer::Game { .. } => Some(
+        Answer::Game { .. } | Answer::Held => Some(
             fake.games
                 .lock()
                 .unwrap()
@@ -127,6 +143,22 @@ async fn create(
     match answer {
         Answer::Game { delay_ms } => {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({ "game_id": game_id })),
+            )
+                .into_response()
+        }
+        Answer::Held => {
+            loop {
+                // Registered before the flag is read, so a release between
+                // the two still wakes it.
+                let released = fake.release.notified();
+                if fake.released.load(Ordering::SeqCst) {
+                    break;
+                }
+                released.await;
+            }
             (
                 StatusCode::CREATED,
                 axum::Json(json!({ "game_id": game_id })),

@@ -230,9 +230,22 @@ impl TestApp {
             .expect("request")
     }
 
-    /// Polls the entry until its status is no longer SEARCHING (at most 5 s).
+    /// The games of every match record in the app's durable store.
+    pub async fn recorded_games(&self) -> Vec<crate::support::procs::Game> {
+        let url = self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self._data_dir.path().join("matchmaking.db").display()
+            )
+        });
+        crate::support::procs::recorded_games(&url).await
+    }
+
+    /// Polls the entry until its status is no longer SEARCHING. The
+    /// deadline only bounds how long a failing test hangs: matches take
+    /// milliseconds, and a loaded machine must not turn that into a flake.
     pub async fn wait_for_result(&self, token: &str, id: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let v = self.status_json(token, id).await;
             if v["status"] != "SEARCHING" || tokio::time::Instant::now() > deadline {
@@ -407,11 +420,23 @@ pub async fn assert_all_matched_in_pairs(app: &TestApp, joined: &[Joined]) -> us
             .to_owned();
         games.entry(game).or_default().push(&p.user);
     }
-    let mut seen = std::collections::HashSet::new();
     for (game, players) in &games {
         assert_eq!(players.len(), 2, "game {game} has players {players:?}");
-        for p in players {
-            assert!(seen.insert(*p), "{p} is in two games");
+    }
+    // What was really recorded, not only what clients read: every game a
+    // client saw has its record with those two players, and nobody (of
+    // this scenario or any other player of this app) is in two records.
+    let recorded = app.recorded_games().await;
+    let seen: Vec<String> = games.keys().cloned().collect();
+    let violations = crate::support::procs::violations(&recorded, &recorded, &seen);
+    assert!(violations.is_empty(), "{violations:?}");
+    for g in &recorded {
+        if let Some(players) = games.get(&g.game_id) {
+            let mut read: Vec<&str> = players.clone();
+            let mut held: Vec<&str> = g.players.iter().map(String::as_str).collect();
+            read.sort_unstable();
+            held.sort_unstable();
+            assert_eq!(read, held, "game {} recorded with other players", g.game_id);
         }
     }
     games.len()

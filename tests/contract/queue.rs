@@ -352,8 +352,8 @@ pub async fn a_commit_of_many_matches_changes_each_entry_once(store: &dyn QueueS
         .commit(&sent, T0 + 3_600_000, T0 + 5_000)
         .await
         .unwrap();
-    // First, while the guards' keys live (their ttl, from the real clock
-    // and a deadline in the past, is the floor of a second).
+    // The guards' keys live as long as the commit's `now` says (an hour),
+    // however slowly this test runs.
     for i in [0, 7, PAIRS - 2] {
         let game = store
             .active_game(&tenant("t1"), &pairs[i].1.user_id, T0 + 6_000)
@@ -686,12 +686,12 @@ pub async fn nobody_is_admitted_until_the_guards_are_intact(store: &dyn QueueSto
     // The guards come back from the durable store; then it admits.
     let dave = entry("t1", "dave", POOL, 1500, T0);
     let game = record(&alice, &dave, &MatchId::generate());
-    // Until an hour from the real now: Redis keeps a key by the real clock
-    // (marking every slot of a Cluster intact can take over a second).
-    let until = matchmaking_api::domain::now_millis() + 3_600_000;
+    // For an hour from the contract's now: a store keeps the key that long
+    // by the caller's clock, not its own (the contract's times are fixed).
+    let until = T0 + 3_600_000;
     let guard = game.guard_for(&user("alice"), until).unwrap();
     store
-        .restore_active_games(&[(tenant("t1"), user("alice"), guard.clone())])
+        .restore_active_games(&[(tenant("t1"), user("alice"), guard.clone())], T0)
         .await
         .unwrap();
     store.mark_guards_intact().await.unwrap();
@@ -722,7 +722,7 @@ pub async fn nobody_is_admitted_until_the_guards_are_intact(store: &dyn QueueSto
         .unwrap();
     let older = held.guard_for(&user("carol"), until).unwrap();
     store
-        .restore_active_games(&[(tenant("t1"), user("carol"), older)])
+        .restore_active_games(&[(tenant("t1"), user("carol"), older)], T0)
         .await
         .unwrap();
     assert_eq!(

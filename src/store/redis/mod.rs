@@ -288,8 +288,11 @@ fn stats_args(inv: &mut ScriptInvocation<'_>, now: Millis) {
         .arg(STATS_KEPT_MS + STATS_BUCKET_MS);
 }
 
-fn ttl(until: Millis) -> Millis {
-    (until - now_millis()).max(1_000)
+/// How long Redis keeps a key meant to last until `until`, counted from
+/// the caller's `now` (the services' clock, not Redis's or this host's):
+/// at least a second.
+fn ttl(until: Millis, now: Millis) -> Millis {
+    (until - now).max(1_000)
 }
 
 impl RedisQueueStore {
@@ -720,7 +723,7 @@ impl PairingStore for RedisQueueStore {
             .await?;
             return Ok(());
         }
-        try_join_all(records.iter().map(|r| self.set_guards(r, guard_until))).await?;
+        try_join_all(records.iter().map(|r| self.set_guards(r, guard_until, now))).await?;
         try_join_all(
             groups
                 .iter()
@@ -839,7 +842,7 @@ impl GuardStore for RedisQueueStore {
                 .key(tag.game())
                 .key(self.keys.guards_marker(&intent.tenant_id, &side.user_id))
                 .arg(guard_value(&guard))
-                .arg(ttl(until))
+                .arg(ttl(until, now))
                 .arg(now)
                 .invoke_async(&mut conn)
                 .await?;
@@ -870,6 +873,7 @@ impl GuardStore for RedisQueueStore {
     async fn restore_active_games(
         &self,
         games: &[(TenantId, UserId, ActiveGame)],
+        now: Millis,
     ) -> StoreResult<()> {
         // Plain SET NX: a guard there is newer than the durable store's
         // view and stays. A single Redis takes them in pipelines; a Cluster
@@ -880,13 +884,13 @@ impl GuardStore for RedisQueueStore {
                 let guard = (
                     self.keys.user(tenant, user).game(),
                     guard_value(game),
-                    ttl(game.until),
+                    ttl(game.until, now),
                 );
                 let players = game.game_id.as_ref().map(|g| {
                     (
                         self.keys.game_players(tenant, g),
                         format!("{user} {}", game.opponent.user_id),
-                        ttl(game.until),
+                        ttl(game.until, now),
                     )
                 });
                 std::iter::once(guard).chain(players)
@@ -1112,6 +1116,7 @@ impl RedisQueueStore {
         record: &MatchRecord,
         side: &MatchSide,
         guard_until: Millis,
+        now: Millis,
     ) -> StoreResult<()> {
         let guard = record
             .guard_for(&side.user_id, guard_until)
@@ -1124,7 +1129,7 @@ impl RedisQueueStore {
         inv.key(user.game())
             .key(user.current())
             .arg(guard_value(&guard))
-            .arg(ttl(guard_until))
+            .arg(ttl(guard_until, now))
             .arg(cur);
         Ok(())
     }
@@ -1188,10 +1193,10 @@ impl RedisQueueStore {
         let mut inv = COMMIT_MATCHES.prepare_invoke();
         inv.arg(records.len());
         for record in records {
-            self.push_guard(&mut inv, record, &record.white, guard_until)?;
-            self.push_guard(&mut inv, record, &record.black, guard_until)?;
+            self.push_guard(&mut inv, record, &record.white, guard_until, now)?;
+            self.push_guard(&mut inv, record, &record.black, guard_until, now)?;
             let (players_key, players) = self.players(record);
-            inv.key(players_key).arg(players).arg(ttl(guard_until));
+            inv.key(players_key).arg(players).arg(ttl(guard_until, now));
         }
         self.push_commit(&mut inv, pool, records, now);
         let mut conn = self.conn.clone();
@@ -1201,10 +1206,15 @@ impl RedisQueueStore {
 
     /// Both players' guards (with the release of their pointers to their
     /// entries) and the game's player list, sent at once (Cluster).
-    async fn set_guards(&self, record: &MatchRecord, guard_until: Millis) -> StoreResult<()> {
+    async fn set_guards(
+        &self,
+        record: &MatchRecord,
+        guard_until: Millis,
+        now: Millis,
+    ) -> StoreResult<()> {
         let guard = |side: &MatchSide| {
             let mut inv = SET_GUARD.prepare_invoke();
-            self.push_guard(&mut inv, record, side, guard_until)?;
+            self.push_guard(&mut inv, record, side, guard_until, now)?;
             let mut conn = self.conn.clone();
             Ok::<_, StoreError>(async move {
                 inv.invoke_async::<i64>(&mut conn).await?;
@@ -1214,7 +1224,7 @@ impl RedisQueueStore {
         let players = async {
             let mut conn = self.conn.clone();
             let (key, value) = self.players(record);
-            conn.pset_ex::<_, _, ()>(key, value, ttl(guard_until) as u64)
+            conn.pset_ex::<_, _, ()>(key, value, ttl(guard_until, now) as u64)
                 .await?;
             Ok::<_, StoreError>(())
         };
