@@ -19,6 +19,7 @@ pub mod error;
 pub mod http;
 pub mod matcher;
 pub mod observe;
+pub mod runs_on;
 pub mod services;
 pub mod settings;
 pub mod shutdown;

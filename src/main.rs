@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::Parser;
 use matchmaking_api::auth::JwtAuth;
-use matchmaking_api::settings::{Cli, Command};
+use matchmaking_api::settings::{self, Cli, Command};
 use matchmaking_api::startup::{self, Application};
 use matchmaking_api::telemetry;
 
@@ -32,10 +34,13 @@ fn main() -> ExitCode {
         eprintln!("error: .env: {e}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => settings::exit_on_parse_error(e),
+    };
     let settings = cli.settings;
     if let Some(Command::Token(args)) = &cli.command {
-        return match JwtAuth::from_settings(&settings).and_then(|auth| auth.mint(args)) {
+        return match JwtAuth::for_minting(&settings).and_then(|auth| auth.mint(args)) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS
@@ -86,10 +91,15 @@ fn main() -> ExitCode {
             Some(Command::Token(_)) => unreachable!("handled above"),
         }
     });
+    // Whatever is still running (a connection attempt, a DNS lookup on a
+    // blocking thread) must not hold the exit up: the work that matters
+    // (draining, the worker's pass) finished inside block_on.
+    runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "exiting");
+            // Once, on stderr, where a terminal and a log collector both
+            // look for why a process stopped (the log lines are on stdout).
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

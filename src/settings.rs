@@ -23,6 +23,52 @@ pub struct Cli {
     pub settings: Settings,
 }
 
+/// Exits on a command line or environment clap refuses. A bad value that
+/// came from the environment (or `.env`) is named by its variable, which
+/// is what the user set, not by the flag clap knows it as.
+pub fn exit_on_parse_error(e: clap::Error) -> ! {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        e.exit()
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        e.exit()
+    };
+    let flag = arg.split_whitespace().next().unwrap_or_default();
+    let on_command_line = std::env::args()
+        .skip(1)
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let command = Cli::command();
+    let env = command
+        .get_arguments()
+        .chain(command.get_subcommands().flat_map(|c| c.get_arguments()))
+        .find(|a| a.get_long().is_some_and(|l| flag == format!("--{l}")))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned());
+    match env {
+        Some(var) if !on_command_line && std::env::var_os(&var).is_some() => {
+            let value = match e.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(v)) => v.clone(),
+                _ => std::env::var(&var).unwrap_or_default(),
+            };
+            let why = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            let allowed = match e.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) => format!(" (allowed: {})", v.join(", ")),
+                _ => String::new(),
+            };
+            eprintln!("error: {var}={value:?} is not valid{why}{allowed}");
+            std::process::exit(2)
+        }
+        _ => e.exit(),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API with the embedded matching worker (the default).

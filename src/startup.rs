@@ -14,6 +14,7 @@ use crate::domain::{Clock, SystemClock, TenantConfig};
 use crate::http::rate_limit::RateLimits;
 use crate::http::{self, AppState, Services};
 use crate::observe;
+use crate::runs_on::RunsOn;
 use crate::services::backlog::Backlog;
 use crate::services::breaker::CircuitBreaker;
 use crate::services::challenges::{ChallengeLimits, ChallengeService};
@@ -85,6 +86,7 @@ pub struct Application {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     rate_limits: Arc<RateLimits>,
     ratings: RatingService,
+    runs_on: Arc<RunsOn>,
 }
 
 /// Everything `serve` and `worker` share: stores and services, wired.
@@ -99,21 +101,26 @@ struct Core {
     matching: Arc<MatchingService>,
     guards: Arc<Guards>,
     clock: Arc<dyn Clock>,
+    runs_on: Arc<RunsOn>,
 }
 
 impl Core {
     async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         settings.validate().map_err(StartupError::Settings)?;
+        ensure_data_dir(settings)?;
         let auth = Arc::new(JwtAuth::from_settings(settings)?);
         auth.load_keys().await?;
         if auth.dev_mode() {
             tracing::warn!(
-                secret_file = %settings.data_dir.join(DEV_SECRET_FILE).display(),
+                secret_file = %std::path::absolute(settings.data_dir.join(DEV_SECRET_FILE))
+                    .unwrap_or_else(|_| settings.data_dir.join(DEV_SECRET_FILE))
+                    .display(),
                 "DEV MODE: JWTs are signed with a generated secret kept in DATA_DIR. \
                  Set JWT_SECRET or JWT_PUBLIC_KEY_PEM in production."
             );
         }
         let stores = open_stores(settings).await?;
+        let runs_on = Arc::new(RunsOn::new(settings, &stores.backends));
         let signal = Arc::new(PoolSignal::new());
         // The embedded SQLite file has no other writer: its ratings are kept
         // in memory. A shared database is mirrored (`serve` keeps it fresh).
@@ -136,7 +143,6 @@ impl Core {
                 })
                 .map_err(StartupError::Settings)?
                 .with_clock(clock.clone());
-                tracing::info!(url = %url, "ratings are read from the rating service");
                 ratings.with_api(Arc::new(api))
             }
             None => ratings,
@@ -155,7 +161,6 @@ impl Core {
                     Duration::from_secs_f64(settings.live_game_api_retry_budget_seconds),
                 )
                 .map_err(StartupError::Settings)?;
-                tracing::info!(url = %url, "games are created by live-game-api");
                 Arc::new(client)
             }
             None => Arc::new(LocalGameCreator),
@@ -254,6 +259,7 @@ impl Core {
             matching,
             guards,
             clock,
+            runs_on,
         })
     }
 
@@ -277,6 +283,7 @@ impl Core {
                 .live_game_api_callback_token
                 .as_deref()
                 .map(Arc::from),
+            runs_on: self.runs_on.clone(),
         })
     }
 
@@ -329,6 +336,7 @@ impl Application {
         let state = core.app_state(&settings);
         let (metrics, rate_limits) = (state.metrics.clone(), state.rate_limits.clone());
         let ratings = core.ratings.clone();
+        let runs_on = core.runs_on.clone();
         let router = http::router(state, edge);
         let listener = bind(&settings).await?;
         let limits =
@@ -342,6 +350,7 @@ impl Application {
             metrics,
             rate_limits,
             ratings,
+            runs_on,
         })
     }
 
@@ -367,7 +376,18 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "listening");
+        let addr = self.local_addr();
+        let on = &self.runs_on;
+        tracing::info!(
+            %addr,
+            docs = %format!("http://{}/docs", reachable(addr)),
+            queue_store = %on.queue_store,
+            durable_store = %on.durable_store,
+            game_creator = %on.game_creator,
+            ratings = %on.ratings,
+            worker = if self.worker.is_some() { "embedded" } else { "off" },
+            "listening"
+        );
         let tasks = Shutdown::new();
         spawn_due_listener(self.due_listener, &tasks);
         tasks.spawn(|stop| self.ratings.keep_fresh(stop));
@@ -389,6 +409,38 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// An address a browser on this host reaches: the loopback when the
+/// server listens on every interface.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// Creates DATA_DIR when something lives there (the SQLite file, the dev
+/// secret) and it does not exist yet, saying so: a mistyped directory is
+/// then seen at once (with a new dev secret, older tokens stop working).
+fn ensure_data_dir(settings: &Settings) -> Result<(), StartupError> {
+    let used = settings.database_url.is_none() || JwtAuth::uses_dev_secret(settings);
+    let dir = &settings.data_dir;
+    if !used || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StartupError::Settings(format!("DATA_DIR {}: {e}", dir.display())))?;
+    tracing::warn!(
+        data_dir = %std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display(),
+        "DATA_DIR did not exist: created it (a new SQLite file, and in dev mode a new dev secret)"
+    );
+    Ok(())
 }
 
 async fn bind(settings: &Settings) -> Result<TcpListener, StartupError> {
@@ -416,7 +468,20 @@ pub async fn run_worker(
     let core = Core::build(&settings, Arc::new(SystemClock)).await?;
     let state = core.app_state(&settings);
     let listener = bind(&settings).await?;
-    tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.bind_addr, source })?, "listening");
+    let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+        addr: settings.bind_addr,
+        source,
+    })?;
+    let on = &core.runs_on;
+    tracing::info!(
+        %addr,
+        serves = "/healthz /readyz /metrics",
+        queue_store = %on.queue_store,
+        durable_store = %on.durable_store,
+        game_creator = %on.game_creator,
+        ratings = %on.ratings,
+        "listening"
+    );
     let tasks = Shutdown::new();
     if let Some(handle) = state.metrics.clone() {
         tasks.spawn(|stop| observe::upkeep(handle, stop));

@@ -129,6 +129,122 @@ fn backends_this_build_lacks_are_refused_plainly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_JWKS_URL"));
 }
 
+#[test]
+fn a_bad_value_from_the_environment_is_named_by_its_variable_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .env("WORKER_INTERVAL_SECONDS", "abc")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WORKER_INTERVAL_SECONDS=\"abc\"") && !stderr.contains("--worker"),
+        "{stderr}"
+    );
+    // A refused setting: one line on stderr, none on the log.
+    let out = command(dir.path())
+        .env("RATING_WINDOW_WIDENING_INTERVAL", "0")
+        .args(["serve", "--bind-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("RATING_WINDOW_WIDENING_INTERVAL"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("error"));
+}
+
+#[test]
+fn token_refuses_a_data_dir_without_the_servers_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["token", "--user", "alice"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no dev secret at"), "{stderr}");
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+/// The start-up line names the stores, the game creator, the ratings and
+/// the docs; a DATA_DIR that did not exist is created with a line saying
+/// so; `/readyz` names each backend's kind; SIGTERM on an idle server
+/// stops it at once.
+#[tokio::test]
+async fn start_up_says_what_the_server_runs_on_and_sigterm_stops_it_at_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .args(["serve", "--bind-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut before = Vec::new();
+    let listening: Value = loop {
+        let line = lines.next().expect("the server logs").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["message"] == "listening" {
+            break v;
+        }
+        before.push(v);
+    };
+    let data = std::fs::canonicalize(dir.path().join("data")).unwrap();
+    assert!(
+        before.iter().any(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("DATA_DIR did not exist"))
+            && v["data_dir"] == data.display().to_string()),
+        "{before:?}"
+    );
+    let addr = listening["addr"].as_str().unwrap();
+    assert_eq!(listening["docs"], format!("http://{addr}/docs"));
+    assert_eq!(listening["queue_store"], "memory");
+    assert_eq!(
+        listening["durable_store"],
+        format!("sqlite {}", data.join("matchmaking.db").display())
+    );
+    assert_eq!(listening["game_creator"], "built-in");
+    assert_eq!(listening["ratings"], "local");
+    assert_eq!(listening["worker"], "embedded");
+    let ready: Value = reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<_> = ["queue_store", "durable_store", "game_creator", "ratings"]
+        .iter()
+        .map(|b| ready["backends"][b]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["memory", "sqlite", "built-in", "local"], "{ready}");
+    assert_eq!(ready["backends"]["durable_store"]["state"], "ok");
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let asked = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Idle, it stops within milliseconds; the deadline only keeps a loaded
+    // machine from failing it (before, it lingered for seconds).
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "an idle server still runs 3 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(code.success(), "exit {code:?}");
+}
+
 /// One request id finds a player's story: the id each client sends comes
 /// back, and is on the log lines of its join, of the match decision and of
 /// the game creation.

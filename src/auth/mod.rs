@@ -197,6 +197,32 @@ impl JwtAuth {
         })
     }
 
+    /// Whether these settings name no key, so the generated dev secret in
+    /// DATA_DIR is used.
+    pub fn uses_dev_secret(settings: &Settings) -> bool {
+        settings.hs256_secret().is_none()
+            && settings.jwt_public_key_pem.is_none()
+            && settings.jwt_jwks_url.is_none()
+    }
+
+    /// The signing keys of the `token` subcommand: as the server's, but in
+    /// dev mode the dev secret must already exist (the server creates it):
+    /// a token signed with a fresh one, made in the wrong DATA_DIR, would
+    /// never be accepted.
+    pub fn for_minting(settings: &Settings) -> Result<Self, KeyError> {
+        if Self::uses_dev_secret(settings) {
+            let path = settings.data_dir.join(DEV_SECRET_FILE);
+            if !path.is_file() {
+                return Err(KeyError::Config(format!(
+                    "no dev secret at {}: start the server with this DATA_DIR first (it makes \
+                     one), or set JWT_SECRET",
+                    std::path::absolute(&path).unwrap_or(path.clone()).display()
+                )));
+            }
+        }
+        Self::from_settings(settings)
+    }
+
     /// True when running on a generated secret: fine on a laptop only.
     pub fn dev_mode(&self) -> bool {
         self.dev_mode

@@ -41,11 +41,12 @@ pub async fn health() -> Json<openapi::Health> {
 /// after a loss); 503 naming each check that fails and why. The breaker's
 /// state is shown, not judged: with game creation down the node still
 /// answers joins (with a clear 503) better than a load balancer would.
+/// `backends` names what the node runs on, each with its state.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
-    summary = "Readiness: both stores answer and the durable store takes writes",
+    summary = "Readiness: both stores answer and the durable store takes writes; what the node runs on",
     responses(
         (status = 200, description = "Ready", body = openapi::Readiness),
         (status = 503, description = "MATCHMAKING_UNAVAILABLE: a check failed; `checks` says which and why", body = openapi::NotReady),
@@ -83,6 +84,28 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         durable_store: show(&durable_store),
         game_creation,
     };
+    let store_state = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "unavailable" };
+    let on = &state.runs_on;
+    let backends = openapi::ReadinessBackends {
+        queue_store: openapi::BackendState {
+            kind: on.queue_store.kind,
+            state: store_state(&queue_store),
+        },
+        durable_store: openapi::BackendState {
+            kind: on.durable_store.kind,
+            state: store_state(&durable_store),
+        },
+        game_creator: openapi::BackendState {
+            kind: on.game_creator.kind,
+            state: game_creation,
+        },
+        ratings: openapi::BackendState {
+            kind: on.ratings.kind,
+            state: state.ratings.api().map_or("ok", |api| {
+                api.breaker().state(crate::domain::now_millis()).as_str()
+            }),
+        },
+    };
     let failed: Vec<String> = [
         ("queue store", &queue_store),
         ("durable store", &durable_store),
@@ -94,6 +117,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         return Json(openapi::Readiness {
             status: "ready",
             checks,
+            backends,
         })
         .into_response();
     }
@@ -106,6 +130,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         },
         status: "unavailable",
         checks,
+        backends,
     };
     (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }

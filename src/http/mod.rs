@@ -74,6 +74,8 @@ pub struct Services {
     pub rate_limits: Arc<rate_limit::RateLimits>,
     /// Requests in flight on this node, against `MAX_IN_FLIGHT_REQUESTS`.
     pub in_flight: shed::InFlight,
+    /// What this node runs on (`/readyz` names the kinds).
+    pub runs_on: Arc<crate::runs_on::RunsOn>,
 }
 
 /// The whole API. Every route is registered from its documented handler,

@@ -391,6 +391,7 @@ pub struct Readiness {
     /// `ready`.
     pub status: &'static str,
     pub checks: ReadinessChecks,
+    pub backends: ReadinessBackends,
 }
 
 /// A failed readiness check: the error shape, plus which check failed.
@@ -400,6 +401,28 @@ pub struct NotReady {
     /// `unavailable`.
     pub status: &'static str,
     pub checks: ReadinessChecks,
+    pub backends: ReadinessBackends,
+}
+
+/// What this node runs on: each backend's kind and state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessBackends {
+    pub queue_store: BackendState,
+    pub durable_store: BackendState,
+    pub game_creator: BackendState,
+    pub ratings: BackendState,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackendState {
+    /// Queue store: `memory`, `redis`, `redis-cluster`; durable store:
+    /// `sqlite`, `postgres`; game creator: `built-in`, `live-game-api`;
+    /// ratings: `local` (the durable store's table), `rating-api` (the
+    /// rating service, falling back to the table).
+    pub kind: &'static str,
+    /// A store: `ok` or `unavailable`. A service: its circuit breaker,
+    /// `closed`, `open` or `half_open` (the local table: `ok`).
+    pub state: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
