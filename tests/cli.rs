@@ -245,6 +245,127 @@ async fn start_up_says_what_the_server_runs_on_and_sigterm_stops_it_at_once() {
     assert!(code.success(), "exit {code:?}");
 }
 
+/// Metrics as they move, read from the real binary: its recorder is its
+/// own, so every series here moves only by this test's requests, and the
+/// counts are exact.
+#[tokio::test]
+async fn metrics_count_exactly_what_players_did() {
+    use support::sample;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve(dir.path());
+    let client = reqwest::Client::new();
+    let scrape = || async {
+        let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        r.text().await.unwrap()
+    };
+    let before = scrape().await;
+    assert_eq!(sample(&before, "matchmaking_joins_total", &[]), 0.0);
+    let tokens: Vec<String> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|u| token(dir.path(), u))
+        .collect();
+    let join = |t: &str, tc: &str| {
+        client
+            .post(format!("{base}/v1/matchmaking/queue"))
+            .bearer_auth(t)
+            .json(&json!({ "time_control": tc, "mode": "rated" }))
+            .send()
+    };
+    let mut ids = Vec::new();
+    for (t, tc) in tokens.iter().zip(["5+0", "5+0", "10+0"]) {
+        let r = join(t, tc).await.unwrap();
+        assert_eq!(r.status(), 201);
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["queue_entry_id"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..2 {
+        let v = support::settle(&client, &base, &tokens[i], &ids[i], deadline).await;
+        assert_eq!(v["status"], "MATCHED");
+    }
+    let r = client
+        .delete(format!("{base}/v1/matchmaking/queue/{}", ids[2]))
+        .bearer_auth(&tokens[2])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for i in 0..3 {
+        let r = client
+            .get(format!("{base}/no/such/path/{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+
+    let after = scrape().await;
+    assert_eq!(sample(&after, "matchmaking_joins_total", &[]), 3.0);
+    assert_eq!(sample(&after, "matchmaking_matches_total", &[]), 1.0);
+    assert_eq!(sample(&after, "matchmaking_cancels_total", &[]), 1.0);
+    assert_eq!(
+        sample(&after, "matchmaking_match_rating_gap_count", &[]),
+        1.0
+    );
+    let waited = |outcome| {
+        sample(
+            &after,
+            "matchmaking_wait_seconds_count",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!((waited("matched"), waited("cancelled")), (2.0, 1.0));
+    // HTTP series are by route template, never by raw path.
+    let joins = [
+        ("route", "/v1/matchmaking/queue"),
+        ("method", "POST"),
+        ("status", "201"),
+    ];
+    assert_eq!(sample(&after, "http_requests_total", &joins), 3.0);
+    assert_eq!(
+        sample(&after, "http_request_duration_seconds_count", &joins[..2]),
+        3.0
+    );
+    assert_eq!(
+        sample(&after, "http_requests_total", &[("route", "unmatched")]),
+        3.0
+    );
+    assert!(!after.contains("/no/such/path"));
+    assert!(after.contains("route=\"/v1/matchmaking/queue/{queue_entry_id}\""));
+    assert!(!after.contains(&ids[0]), "an entry id leaked into a label");
+    assert!(!after.contains("m1"), "a user id leaked into a label");
+    // The built-in creator makes no call to time (the game id is minted
+    // and written with the claim): its creation series stays empty (in the
+    // shared recorder of tests/api, other tests' calls to a fake game
+    // service filled it). The breaker and the durable store are there
+    // (the in-memory queue store's operations take microseconds and are not
+    // timed).
+    assert_eq!(
+        sample(
+            &after,
+            "matchmaking_game_creation_duration_seconds_count",
+            &[]
+        ),
+        0.0
+    );
+    assert!(after.contains("matchmaking_circuit_breaker_state{breaker=\"game_creation\"} 0"));
+    let inserts = [("store", "sqlite"), ("operation", "insert_matches")];
+    assert!(
+        sample(
+            &after,
+            "matchmaking_store_operation_duration_seconds_count",
+            &inserts
+        ) >= 1.0
+    );
+    assert!(!after.contains("store=\"memory\""));
+    assert!(after.contains("# HELP matchmaking_matches_total"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// One request id finds a player's story: the id each client sends comes
 /// back, and is on the log lines of its join, of the match decision and of
 /// the game creation.

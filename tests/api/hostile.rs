@@ -122,7 +122,9 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn a_slow_body_gets_408_in_the_error_shape() {
-    let app = spawn_app_with(|s| s.http_request_timeout_seconds = 0.5).await;
+    // 1 s: short for the test, long enough that the normal request beside
+    // the slow one is never cut on a loaded machine.
+    let app = spawn_app_with(|s| s.http_request_timeout_seconds = 1.0).await;
     let token = app.token("alice");
     let mut stream = TcpStream::connect(socket_addr(&app)).await.unwrap();
     let head = format!(
@@ -195,31 +197,19 @@ async fn twice_the_connection_bound_held_idle_keeps_no_one_out() {
     for _ in 0..5 {
         normal_request(&app).await;
     }
-    // The node gave older idle connections up for the newcomers: no more
-    // than the bound are open.
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let open: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("matchmaking_http_connections_open "))
-        .expect("the open-connections gauge")
-        .parse()
-        .unwrap();
-    assert!(open <= BOUND as f64, "{open} open");
-    let evicted: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("matchmaking_http_connections_evicted_total "))
-        .expect("the evictions counter")
-        .parse()
-        .unwrap();
-    assert!(evicted >= BOUND as f64, "{evicted} evicted");
+    // The node gave older idle connections up for the newcomers: of the
+    // 2×BOUND held, at least BOUND were closed by the server (read from the
+    // sockets themselves: the connection gauge is process-wide, and other
+    // tests' servers move it).
+    let closed = futures::future::join_all(
+        idle.iter_mut()
+            .map(|s| read_until_closed(s, Duration::from_secs(2))),
+    )
+    .await
+    .into_iter()
+    .filter(|(_, closed)| closed.is_some())
+    .count();
+    assert!(closed >= BOUND, "only {closed} idle connections closed");
 }
 
 #[tokio::test]

@@ -26,7 +26,10 @@ pub async fn app_with(
         s.live_game_api_url = Some(url);
         s.live_game_api_token = Some("service-token".into());
         s.live_game_api_callback_token = Some(CALLBACK_TOKEN.into());
-        s.live_game_api_timeout_seconds = 0.2;
+        // Generous: a loaded machine must not turn a prompt answer into a
+        // timeout (and a retry the test did not count on). The timeout
+        // tests set their own.
+        s.live_game_api_timeout_seconds = 5.0;
         customize(s);
     })
     .await
@@ -126,7 +129,12 @@ async fn a_4xx_is_not_retried_and_the_players_wait_on(backend: Backend) {
 async fn timeouts_keep_the_pair_and_ask_again_with_the_same_match(backend: Backend) {
     let fake = FakeLiveGame::start(Answer::Game { delay_ms: 0 }).await;
     fake.script(&[Answer::Hang, Answer::Hang, Answer::Hang]);
-    let Some(app) = app_with(backend, &fake, |s| s.live_game_api_max_retries = 0).await else {
+    let Some(app) = app_with(backend, &fake, |s| {
+        s.live_game_api_max_retries = 0;
+        s.live_game_api_timeout_seconds = 0.3;
+    })
+    .await
+    else {
         return;
     };
     let (a, b) = (app.token("alice"), app.token("bob"));
@@ -138,15 +146,16 @@ async fn timeouts_keep_the_pair_and_ask_again_with_the_same_match(backend: Backe
         app.wait_for_result(&b, &ib).await["game_id"],
         status["game_id"]
     );
+    // Three hung; a later one created the game (on a loaded machine even a
+    // prompt answer may come after the short timeout: then one more try).
     let calls = fake.calls();
-    assert_eq!(
-        calls.len(),
-        4,
-        "three timed out, the fourth created the game"
-    );
+    assert!(calls.len() >= 4, "{} calls", calls.len());
     let keys: HashSet<_> = calls.iter().map(|c| c.idempotency_key.clone()).collect();
     assert_eq!(keys.len(), 1, "every attempt is the same match");
-    assert_eq!(status["game_id"].as_str(), calls[3].game_id.as_deref());
+    assert_eq!(
+        status["game_id"].as_str(),
+        calls.last().unwrap().game_id.as_deref()
+    );
     // One record, of that game; no intent left.
     let durable = app.durable().await;
     let tenant = matchmaking_api::domain::TenantId::parse("t1").unwrap();

@@ -31,24 +31,43 @@ async fn two_compatible_players_get_the_same_game_and_see_each_other() {
 async fn players_of_different_pools_or_tenants_never_meet() {
     let app = spawn_app().await;
     let ia = app.join_ok(&app.token("alice"), &join_body("5+0")).await;
-    app.join_ok(&app.token("bob"), &join_body("3+0")).await;
-    app.join_ok(&app.token_for("t2", "carol", &[]), &join_body("5+0"))
+    let ib = app.join_ok(&app.token("bob"), &join_body("3+0")).await;
+    let ic = app
+        .join_ok(&app.token_for("t2", "carol", &[]), &join_body("5+0"))
         .await;
-    app.join_ok(
-        &app.token("dave"),
-        &json!({ "time_control": "5+0", "mode": "casual" }),
-    )
-    .await;
-    app.join_ok(
-        &app.token("erin"),
-        &json!({ "time_control": "5+0", "mode": "rated", "region": "EU" }),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        app.status_json(&app.token("alice"), &ia).await["status"],
-        "SEARCHING"
-    );
+    let id = app
+        .join_ok(
+            &app.token("dave"),
+            &json!({ "time_control": "5+0", "mode": "casual" }),
+        )
+        .await;
+    let ie = app
+        .join_ok(
+            &app.token("erin"),
+            &json!({ "time_control": "5+0", "mode": "rated", "region": "EU" }),
+        )
+        .await;
+    // A compatible pair joining after them is matched: the worker has been
+    // passing over the pools. Nobody of the five met anybody.
+    let (x, y) = (app.token("xavier"), app.token("yves"));
+    let ix = app.join_ok(&x, &join_body("10+0")).await;
+    app.join_ok(&y, &join_body("10+0")).await;
+    assert_eq!(app.wait_for_result(&x, &ix).await["status"], "MATCHED");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (user, tenant, id) in [
+        ("alice", "t1", &ia),
+        ("bob", "t1", &ib),
+        ("carol", "t2", &ic),
+        ("dave", "t1", &id),
+        ("erin", "t1", &ie),
+    ] {
+        let token = app.token_for(tenant, user, &[]);
+        assert_eq!(
+            app.status_json(&token, id).await["status"],
+            "SEARCHING",
+            "{user}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -74,23 +93,22 @@ async fn the_rating_of_the_pools_speed_is_used() {
 
 #[tokio::test]
 async fn a_200_point_gap_matches_only_after_both_windows_widen() {
-    // Window 100, +25 every 0.2 s: a 200-point gap needs 4 steps (0.8 s).
-    let app = spawn_app_with(|s| s.rating_window_widening_interval = 0.2).await;
+    // Window 100, +25 every 0.2 s: a 200-point gap needs 4 steps (0.8 s),
+    // on a clock the test moves (however slowly the machine runs).
+    let (app, clock) =
+        crate::helpers::spawn_app_with_clock(|s| s.rating_window_widening_interval = 0.2).await;
     app.put_ratings(&app.admin_token(), "t1", "bob", &json!({ "blitz": 1700 }))
         .await;
     let (a, b) = (app.token("alice"), app.token("bob"));
-    let started = Instant::now();
     let ia = app.join_ok(&a, &join_body("5+0")).await;
     app.join_ok(&b, &join_body("5+0")).await;
+    // 0.7 s in: window 175, the worker passes and passes, nothing happens.
+    clock.advance(700);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.status_json(&a, &ia).await["status"], "SEARCHING");
+    clock.advance(100);
     let sa = app.wait_for_result(&a, &ia).await;
     assert_eq!(sa["status"], "MATCHED");
-    assert!(
-        started.elapsed() >= Duration::from_millis(800),
-        "matched after {:?}",
-        started.elapsed()
-    );
     assert_eq!(sa["opponent"]["rating_snapshot"]["rating"], 1700);
 }
 
@@ -125,16 +143,26 @@ async fn an_entry_waiting_past_the_max_queue_time_times_out() {
 
 #[tokio::test]
 async fn an_entry_whose_client_is_never_heard_from_is_dropped() {
-    let app = spawn_app_with(|s| s.presence_timeout_seconds = 0.3).await;
+    let (app, clock) =
+        crate::helpers::spawn_app_with_clock(|s| s.presence_timeout_seconds = 0.3).await;
     let (a, b) = (app.token("alice"), app.token("bob"));
     let ia = app.join_ok(&a, &join_body("5+0")).await;
     let ib = app.join_ok(&b, &join_body("30+0")).await;
-    // bob polls, alice does not.
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // bob polls every 0.2 s of the clock, alice never does.
+    for _ in 0..4 {
+        clock.advance(200);
         assert_eq!(app.status_json(&b, &ib).await["status"], "SEARCHING");
     }
+    // The clock stands still now: bob was just heard from, alice 0.8 s ago.
+    // `/active` reads without counting as a poll: alice's entry goes once
+    // a pass sees her absent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app.active(&a).await["queue_entry"].is_null() {
+        assert!(Instant::now() < deadline, "alice was never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(app.status_json(&a, &ia).await["status"], "TIMED_OUT");
+    assert_eq!(app.status_json(&b, &ib).await["status"], "SEARCHING");
 }
 
 #[tokio::test]

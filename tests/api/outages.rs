@@ -47,16 +47,15 @@ async fn redis_down_answers_503_fast_and_recovers_by_itself() {
     let (status, took, r) = timed_join(&app, "during").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(r).await, "MATCHMAKING_UNAVAILABLE");
-    assert!(
-        took < Duration::from_millis(1_500),
-        "answered after {took:?}"
-    );
+    // Bounded by the 1 s connect and response timeouts (a TCP retry would
+    // take minutes); the margin is for a loaded machine.
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
     let started = Instant::now();
     assert_eq!(
         app.get("/readyz").await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
-    assert!(started.elapsed() < Duration::from_millis(1_500));
+    assert!(started.elapsed() < Duration::from_secs(4));
 
     redis.restart();
     recovers(&app).await;

@@ -257,8 +257,10 @@ async fn a_join_on_one_node_wakes_the_worker_of_another_at_once() {
     node_a.join_ok(&b, &join_body("5+0")).await;
     let v = node_a.wait_for_result(&a, &ia).await;
     assert_eq!(v["status"], "MATCHED");
+    // Node B's tick is 30 s away: a match within 10 s came from the wake
+    // (milliseconds when the machine is idle; the margin is for a loaded one).
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
+        started.elapsed() < std::time::Duration::from_secs(10),
         "matched only after {:?}",
         started.elapsed()
     );
@@ -295,8 +297,9 @@ async fn a_worker_that_stops_hands_its_pools_to_another_at_once() {
     let ic = second.join_ok(&c, &join_body("5+0")).await;
     second.join_ok(&d, &join_body("5+0")).await;
     assert_eq!(second.wait_for_result(&c, &ic).await["status"], "MATCHED");
+    // The lease had 30 s left: a takeover within 10 s means it was released.
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
+        started.elapsed() < std::time::Duration::from_secs(10),
         "took over after {:?}",
         started.elapsed()
     );

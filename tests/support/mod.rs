@@ -466,4 +466,22 @@ pub async fn send_through_503(request: impl Fn() -> reqwest::RequestBuilder) -> 
     }
 }
 
+/// The sum of every sample of `name` whose labels include all of `labels`
+/// (`key="value"` pairs), from a Prometheus text exposition.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
+}
+
 pub mod procs;
