@@ -289,6 +289,14 @@ mod tests {
         assert_eq!(value_of(6, &edges, &pairs).unwrap().pairs, 3);
     }
 
+    /// A case proptest once shrank a failure to, kept for good.
+    #[test]
+    fn an_edge_listed_both_ways_counts_once() {
+        let edges = [(2, 3, 0)];
+        let pairs = exact(4, &edges);
+        assert_eq!(value_of(4, &edges, &pairs), Some(brute_force(4, &edges)));
+    }
+
     proptest! {
         #[test]
         fn exact_equals_brute_force(
