@@ -540,29 +540,15 @@ fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
 /// The load generator plays against a real server and prints its table.
 #[test]
 fn mm_load_plays_against_a_server_and_reports_per_endpoint() {
+    // A default server (rate limits on, dev secret in ./data), and mm-load
+    // finding that secret as `token` does: no request fails.
     let dir = tempfile::tempdir().unwrap();
-    let secret = "load-secret-load-secret-load-secret-0000";
-    let mut child = command(dir.path())
-        .args(["serve", "--bind-addr", "127.0.0.1:0"])
-        .env("JWT_SECRET", secret)
-        .env("RATE_LIMIT_PER_IP", "0")
-        .env("RATE_LIMIT_PER_USER", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let url = support::listening_url(&mut child);
+    let (mut child, url) = serve(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_mm-load"))
-        .args([
-            "--url",
-            &url,
-            "--secret",
-            secret,
-            "--players",
-            "20",
-            "--duration",
-            "1.5",
-        ])
+        .env_clear()
+        .env("DATA_DIR", dir.path().join("data"))
+        .current_dir(dir.path())
+        .args(["--url", &url, "--players", "20", "--duration", "2"])
         .output()
         .unwrap();
     let _ = child.kill();
@@ -572,6 +558,8 @@ fn mm_load_plays_against_a_server_and_reports_per_endpoint() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(text.contains("players for 2 s"), "{text}");
+    assert!(text.contains("failed requests: 0 of"), "{text}");
     for endpoint in [
         "| POST /v1/matchmaking/queue |",
         "| GET /v1/matchmaking/queue/{id} |",

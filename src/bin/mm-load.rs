@@ -1,13 +1,20 @@
-//! `mm-load`: a load generator that behaves like players (issue 6). Mints
-//! its own tokens with the server's secret; each virtual player joins,
-//! waits for its result by polling, reports the game finished (as an
-//! admin), and joins again; a share of players cancel instead. It sends
-//! traffic only to the `--url` it is given, shows progress while it runs,
-//! and ends with a table: requests/s and latency per endpoint,
-//! time to match, errors by code.
+//! `mm-load`: a load generator that behaves like players. Mints its own
+//! tokens with the server's key, found as `token` finds it (`--secret`,
+//! else `JWT_SECRET`, else the dev secret in `DATA_DIR`, `./data`); each
+//! virtual player joins, polls its entry until it is matched, plays a game
+//! of `--game-ms`, reports it finished (as an admin of its own, so no one
+//! token meets the per-user rate limit), and joins again; a share of
+//! players cancel instead. It sends traffic only to the `--url` it is
+//! given, shows progress while it runs, and ends with a table: requests/s
+//! and latency per endpoint, time to match, failed requests by code.
 //!
-//! Usage: `mm-load --secret S [--url http://127.0.0.1:8080] [--players 200]
-//! [--duration 20] [--cancel-share 0.1] [--poll-ms 100]`.
+//! The defaults stay within a default server's rate limits (1,000
+//! requests/s per address, 20 per user): against `cargo run --release`,
+//! `mm-load` at its defaults has no failed request.
+//!
+//! Usage: `mm-load [--url http://127.0.0.1:8080] [--players 200]
+//! [--duration 20] [--cancel-share 0.1] [--poll-ms 500] [--game-ms 1000]
+//! [--secret S]`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,9 +34,10 @@ struct Args {
     /// Base URL of the server (and the only address this sends to).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// The server's JWT_SECRET (tokens are minted with it).
-    #[arg(long, env = "JWT_SECRET")]
-    secret: String,
+    /// The server's JWT_SECRET (tokens are minted with it); default: the
+    /// JWT_SECRET variable, else the dev secret the server made in DATA_DIR.
+    #[arg(long)]
+    secret: Option<String>,
     /// Tenant of the virtual players.
     #[arg(long, default_value = "load")]
     tenant: String,
@@ -43,8 +51,11 @@ struct Args {
     #[arg(long, default_value_t = 0.1)]
     cancel_share: f64,
     /// Time between two status polls of a player.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 500)]
     poll_ms: u64,
+    /// How long a game lasts before its player reports it finished.
+    #[arg(long, default_value_t = 1000)]
+    game_ms: u64,
     #[arg(long, default_value = "5+0")]
     time_control: String,
     #[arg(long, default_value = "rated")]
@@ -69,7 +80,6 @@ struct Client {
     http: reqwest::Client,
     url: String,
     stats: Mutex<Stats>,
-    admin: String,
 }
 
 impl Client {
@@ -79,6 +89,17 @@ impl Client {
         &self,
         endpoint: &'static str,
         request: reqwest::RequestBuilder,
+    ) -> Option<(u16, Value)> {
+        self.call_expecting(endpoint, request, &[]).await
+    }
+
+    /// As [`Self::call`]; a status in `outcomes` is an answer the player
+    /// expects (a cancel that came after the match: 409), not a failure.
+    async fn call_expecting(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+        outcomes: &[u16],
     ) -> Option<(u16, Value)> {
         let started = Instant::now();
         let result = request.send().await;
@@ -101,7 +122,7 @@ impl Client {
         let micros = started.elapsed().as_micros() as u64;
         let mut stats = self.stats.lock().unwrap();
         stats.latency.entry(endpoint).or_default().push(micros);
-        if status >= 400 {
+        if status >= 400 && !outcomes.contains(&status) {
             let code = body["error"]["code"].as_str().unwrap_or("?").to_owned();
             *stats
                 .errors
@@ -113,7 +134,12 @@ impl Client {
 }
 
 /// One virtual player, until `deadline`.
-async fn player(client: Arc<Client>, token: String, args: Arc<Args>, deadline: Instant) {
+async fn player(
+    client: Arc<Client>,
+    (token, admin): (String, String),
+    args: Arc<Args>,
+    deadline: Instant,
+) {
     let body = json!({ "time_control": args.time_control, "mode": args.mode });
     while Instant::now() < deadline {
         let join = client
@@ -136,23 +162,20 @@ async fn player(client: Arc<Client>, token: String, args: Arc<Args>, deadline: I
         if rand::rng().random_bool(args.cancel_share) {
             let wait = rand::rng().random_range(0..1000);
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            let cancel = client
-                .http
-                .delete(format!("{}/v1/matchmaking/queue/{id}", client.url));
-            if let Some((200, _)) = client
-                .call(
-                    "DELETE /v1/matchmaking/queue/{id}",
-                    cancel.bearer_auth(&token),
-                )
-                .await
-            {
-                client.stats.lock().unwrap().cancelled += 1;
+            // 409: matched before the cancel came; then the game is played.
+            if cancel(&client, &token, &id).await {
                 continue;
             }
         }
-        // Poll until the entry leaves SEARCHING (or the run ends).
+        // Poll until the entry leaves SEARCHING. Once the run is over a
+        // player still searching leaves the queue (a cancel that comes too
+        // late finds the game, which is then played).
         let game = loop {
-            if Instant::now() > deadline + Duration::from_secs(5) {
+            let now = Instant::now();
+            if now > deadline + Duration::from_secs(10) {
+                return;
+            }
+            if now > deadline && cancel(&client, &token, &id).await {
                 return;
             }
             let status = client
@@ -180,18 +203,36 @@ async fn player(client: Arc<Client>, token: String, args: Arc<Args>, deadline: I
             }
             tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
         };
-        // The game "is played" at once; the platform reports it finished.
+        // The game is played; the platform reports it finished.
         if let Some(game) = game {
+            tokio::time::sleep(Duration::from_millis(args.game_ms)).await;
             let finished = client
                 .http
                 .post(format!("{}/internal/games/{game}/finished", client.url))
-                .bearer_auth(&client.admin)
+                .bearer_auth(&admin)
                 .json(&json!({ "tenant_id": args.tenant }));
             client
                 .call("POST /internal/games/{game_id}/finished", finished)
                 .await;
         }
     }
+}
+
+/// Cancels the player's entry; answers whether it was (409: it had been
+/// matched first, an answer a player expects).
+async fn cancel(client: &Client, token: &str, id: &str) -> bool {
+    let request = client
+        .http
+        .delete(format!("{}/v1/matchmaking/queue/{id}", client.url))
+        .bearer_auth(token);
+    let answer = client
+        .call_expecting("DELETE /v1/matchmaking/queue/{id}", request, &[409])
+        .await;
+    let cancelled = matches!(answer, Some((200, _)));
+    if cancelled {
+        client.stats.lock().unwrap().cancelled += 1;
+    }
+    cancelled
 }
 
 /// The `q` quantile of microsecond samples, in milliseconds (0 when none).
@@ -212,11 +253,17 @@ fn mint(auth: &JwtAuth, tenant: &str, user: &str, roles: Vec<String>) -> String 
 
 #[tokio::main]
 async fn main() {
+    // As the server and `token` read them: .env, then the environment.
+    let _ = dotenvy::dotenv();
     let args = Arc::new(Args::parse());
     let mut settings = Settings::from_env();
-    settings.jwt_secret = Some(args.secret.clone());
+    if let Some(secret) = &args.secret {
+        settings.jwt_secret = Some(secret.clone());
+        settings.jwt_secret_key = None;
+    }
     settings.jwt_public_key_pem = None;
-    let auth = match JwtAuth::from_settings(&settings) {
+    settings.jwt_jwks_url = None;
+    let auth = match JwtAuth::for_minting(&settings) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("mm-load: {e}");
@@ -224,13 +271,17 @@ async fn main() {
         }
     };
     let run = ulid::Ulid::new().to_string().to_lowercase();
-    let tokens: Vec<String> = (0..args.players)
+    let tokens: Vec<(String, String)> = (0..args.players)
         .map(|i| {
-            mint(
-                &auth,
-                &args.tenant,
-                &format!("load-{}-{i}", &run[20..]),
-                vec![],
+            let user = format!("load-{}-{i}", &run[20..]);
+            (
+                mint(&auth, &args.tenant, &user, vec![]),
+                mint(
+                    &auth,
+                    &args.tenant,
+                    &format!("{user}-admin"),
+                    vec!["admin".into()],
+                ),
             )
         })
         .collect();
@@ -242,7 +293,6 @@ async fn main() {
             .expect("an HTTP client"),
         url: args.url.trim_end_matches('/').to_owned(),
         stats: Mutex::new(Stats::default()),
-        admin: mint(&auth, &args.tenant, "load-admin", vec!["admin".into()]),
     });
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.duration);
@@ -271,11 +321,25 @@ async fn main() {
         let _ = t.await;
     }
     progress.finish_and_clear();
+    // Rates are over the whole run: the duration asked, and the moments
+    // after it in which players finished what they had begun.
     let elapsed = started.elapsed().as_secs_f64();
     let mut stats = client.stats.lock().unwrap();
     println!(
-        "mm-load: {} players for {:.0} s against {} ({} matched, {} cancelled, {} timed out)",
-        args.players, elapsed, client.url, stats.matched, stats.cancelled, stats.timed_out
+        "mm-load: {} players for {} s (+{:.1} s finishing the games in play) against {} ({} matched, {} cancelled, {} timed out)",
+        args.players,
+        args.duration,
+        (elapsed - args.duration).max(0.0),
+        client.url,
+        stats.matched,
+        stats.cancelled,
+        stats.timed_out
+    );
+    println!(
+        "players poll every {} ms, a game lasts {} ms, {:.0}% of joins are cancelled",
+        args.poll_ms,
+        args.game_ms,
+        args.cancel_share * 100.0
     );
     println!();
     println!("| endpoint | requests | requests/s | p50 ms | p95 ms | p99 ms | max ms |");
@@ -301,9 +365,10 @@ async fn main() {
         percentile(ttm, 0.99),
         ttm.len()
     );
-    if stats.errors.is_empty() {
-        println!("errors: none");
-    } else {
+    let requests: usize = stats.latency.values().map(Vec::len).sum();
+    let failed: u64 = stats.errors.values().sum();
+    println!("failed requests: {failed} of {requests}");
+    if !stats.errors.is_empty() {
         println!("errors:");
         for ((endpoint, code), n) in &stats.errors {
             println!("  {endpoint}: {code} × {n}");
