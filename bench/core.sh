@@ -18,13 +18,13 @@ ADDR="127.0.0.1:${PORT:-18088}"
 bench_setup bench
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin matchmaking-api --example match_latency --example commit_throughput
+build_release --bin matchmaking-api --example match_latency --example commit_throughput
 
 echo "== backends: $(backends_name)"
 machine_line
 start_server "$ADDR"
 
-echo "== minting tokens"
+progress "minting tokens ($((DURATION * 50000)) per load)"
 for c in $LOADS; do
   python3 bench/tokens.py "$SECRET" $((DURATION * 50000)) "j$c-" > "$WORK/join-tokens-$c.txt"
 done

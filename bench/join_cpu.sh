@@ -16,7 +16,7 @@ DURATION=${2:-10}
 ADDR="127.0.0.1:${PORT:-18089}"
 bench_setup cpu
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin matchmaking-api
+build_release --bin matchmaking-api
 machine_line
 start_server "$ADDR"
 python3 bench/tokens.py "$SECRET" $((DURATION * 50000)) "c-" > "$WORK/tokens.txt"

@@ -4,12 +4,27 @@
 row() {
   local name=$1 conns=$2; shift 2
   local out
+  # Progress on stderr (the table on stdout stays clean for pasting).
+  progress "loading $name with $conns connections"
   out=$("$@")
   printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$conns" \
     "$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")" \
     "$(awk '$1 == "50%" {print $2}' <<<"$out")" \
     "$(awk '$1 == "99%" {print $2}' <<<"$out")" \
     "$(awk '/Non-2xx/ {print $5}' <<<"$out" | grep . || echo 0)"
+}
+
+# A progress line on stderr, timestamped: a run takes minutes, and says
+# what it is doing meanwhile.
+progress() {
+  echo "[$(date +%H:%M:%S)] $*" >&2
+}
+
+# Builds the release targets named, with cargo's own progress shown (a
+# first release build takes several minutes).
+build_release() {
+  progress "building the release binaries ($*): minutes on a first build"
+  cargo build --release "$@"
 }
 
 table_head() {

@@ -10,7 +10,8 @@ FAKE_PORT=${FAKE_PORT:-19090}
 SECRET="bench-secret-bench-secret-bench-secret-00"
 WORK=$(mktemp -d)
 trap 'kill $SERVER $FAKE 2>/dev/null || true; rm -rf "$WORK"' EXIT
-cargo build --release --quiet --bin matchmaking-api --example match_latency --example fake_live_game
+echo "== building the release binaries: minutes on a first build" >&2
+cargo build --release --bin matchmaking-api --example match_latency --example fake_live_game
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD); $(date -u +%F)"
 
 run() { # failure-share pairs

@@ -25,7 +25,7 @@ WORK=$(mktemp -d)
 SERVER=""
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin matchmaking-api
+build_release --bin matchmaking-api
 machine_line
 echo "== server logs to: $LOGS_TO"
 

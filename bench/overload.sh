@@ -20,7 +20,7 @@ RETENTION=${3:-60}
 ADDR="127.0.0.1:${PORT:-18093}"
 bench_setup overload
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin matchmaking-api --example tracked_clients
+build_release --bin matchmaking-api --example tracked_clients
 machine_line
 start_server "$ADDR" ENTRY_RETENTION_SECONDS="$RETENTION" ACTIVE_GAME_GUARD_SECONDS="$RETENTION" ${EXTRA_ENV:-} \
   PRESENCE_TIMEOUT_SECONDS=0

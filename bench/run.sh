@@ -16,7 +16,7 @@ PLAYERS=${2:-200}
 ADDR="127.0.0.1:${PORT:-18087}"
 bench_setup load
 
-cargo build --release --quiet --bin matchmaking-api --bin mm-load
+build_release --bin matchmaking-api --bin mm-load
 machine_line
 echo "== mm-load: $PLAYERS players for ${DURATION}s, $(backends_name)"
 start_server "$ADDR"

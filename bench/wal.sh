@@ -14,7 +14,7 @@ CONNS=${2:-8}
 ADDR="127.0.0.1:${PORT:-18085}"
 bench_setup wal
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet --bin matchmaking-api
+build_release --bin matchmaking-api
 machine_line
 start_server "$ADDR" ACTIVE_GAME_GUARD_SECONDS=5 PRESENCE_TIMEOUT_SECONDS=0
 python3 bench/tokens.py "$SECRET" 500000 "w-" > "$WORK/tokens.txt"

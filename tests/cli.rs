@@ -535,6 +535,20 @@ fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("| 10 | 2 | 0 | 0 | +0.0% |"), "{stdout}");
     assert!(stdout.contains("| 40 | 2 |"), "{stdout}");
+    // Verdicts say how much worse still counts as no worse.
+    assert!(stdout.contains("vs lila: no worse (within 5%)"), "{stdout}");
+    // The chart of a CSV is drawn again on its own, elsewhere.
+    let again = dir.path().join("again");
+    let out = Command::new(env!("CARGO_BIN_EXE_mm-sim"))
+        .arg("--redraw")
+        .arg(dir.path().join("sim.csv"))
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let redrawn = std::fs::read_to_string(again.join("gap_vs_wait.svg")).unwrap();
+    assert!(redrawn.contains("5 players/min") && redrawn.contains("50 players/min"));
 }
 
 /// The load generator plays against a real server and prints its table.
