@@ -27,7 +27,7 @@ pub async fn healthz() -> Json<openapi::Health> {
     get,
     path = "/health",
     tag = "operations",
-    summary = "Liveness under the seed's route: the same as /healthz",
+    summary = "Liveness under the route of the Python service this one replaces: the same as /healthz",
     responses(
         (status = 200, description = "Alive", body = openapi::Health),
     ),

@@ -84,8 +84,8 @@ pub async fn put_ratings(
     post,
     path = "/internal/games/{game_id}/finished",
     tag = "admin",
-    summary = "live-game-api reports a game over: both players are released",
-    params(("game_id" = String, Path, description = "The game id live-game-api gave.")),
+    summary = "The game service (or an admin) reports a game over: both players are released",
+    params(("game_id" = String, Path, description = "The game's id, as the players were given it (live-game-api's, or the built-in creator's).")),
     request_body = Option<openapi::GameFinishedRequest>,
     responses(
         (status = 200, description = "Finished (again: the same answer)", body = openapi::GameFinished),

@@ -25,14 +25,14 @@ pub const BEARER: &str = "bearer";
 #[openapi(
     info(
         title = "matchmaking-api",
-        description = "Queues players by tenant, variant, time control, mode and region, pairs them by rating with a window that widens while they wait, creates the game in live-game-api and hands both players the game id. Also direct challenges, admin introspection, metrics and health.",
+        description = "Queues players by tenant, variant, time control, mode and region, pairs them by rating with a window that widens while they wait, creates the game (through live-game-api when LIVE_GAME_API_URL is set, else with the built-in creator, which mints game ids itself) and hands both players the game id. Also direct challenges, admin introspection, metrics and health.",
     ),
     modifiers(&BearerScheme),
     tags(
-        (name = "queue", description = "Joining, leaving and following the matchmaking queue (SPEC §3.1)."),
-        (name = "challenges", description = "Direct challenges between two players (SPEC §3.2)."),
-        (name = "admin", description = "Admin and game-service endpoints (SPEC §3.3); a token with the admin role."),
-        (name = "operations", description = "Health, readiness, metrics and this document (SPEC §3.4); no token."),
+        (name = "queue", description = "Joining, leaving and following the matchmaking queue."),
+        (name = "challenges", description = "Direct challenges between two players."),
+        (name = "admin", description = "Admin and game-service endpoints: a token with the admin role (or, for a finished game, the game service's callback token)."),
+        (name = "operations", description = "Health, readiness, metrics and this document; no token."),
     ),
 )]
 pub struct ApiDoc;

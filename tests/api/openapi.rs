@@ -329,3 +329,32 @@ async fn the_document_is_as_strict_as_the_server() {
         }
     }
 }
+
+/// The document reads on its own: no reference to a document outside the
+/// repository, the built-in game creator named beside live-game-api, and
+/// every header a plain string.
+#[tokio::test]
+async fn the_document_stands_on_its_own() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let text = doc.to_string();
+    assert!(!text.contains("SPEC"), "a reference to the SPEC");
+    assert!(
+        doc["info"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("built-in creator")
+    );
+    let mut headers = 0;
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "header" {
+                    headers += 1;
+                    assert_eq!(p["schema"]["type"], "string", "{p}");
+                }
+            }
+        }
+    }
+    assert!(headers >= 1, "Idempotency-Key is documented");
+}
