@@ -377,16 +377,15 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let addr = self.local_addr();
-        let on = &self.runs_on;
-        tracing::info!(
-            %addr,
-            docs = %format!("http://{}/docs", reachable(addr)),
-            queue_store = %on.queue_store,
-            durable_store = %on.durable_store,
-            game_creator = %on.game_creator,
-            ratings = %on.ratings,
-            worker = if self.worker.is_some() { "embedded" } else { "off" },
-            "listening"
+        say_listening(
+            addr,
+            &self.runs_on,
+            &format!("http://{}/docs", reachable(addr)),
+            if self.worker.is_some() {
+                "embedded"
+            } else {
+                "off"
+            },
         );
         let tasks = Shutdown::new();
         spawn_due_listener(self.due_listener, &tasks);
@@ -409,6 +408,20 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// The one start-up line: where the process listens and what it runs on.
+fn say_listening(addr: SocketAddr, on: &RunsOn, docs: &str, worker: &str) {
+    tracing::info!(
+        %addr,
+        docs,
+        queue_store = %on.queue_store,
+        durable_store = %on.durable_store,
+        game_creator = %on.game_creator,
+        ratings = %on.ratings,
+        worker,
+        "listening"
+    );
 }
 
 /// An address a browser on this host reaches: the loopback when the
@@ -472,15 +485,11 @@ pub async fn run_worker(
         addr: settings.bind_addr,
         source,
     })?;
-    let on = &core.runs_on;
-    tracing::info!(
-        %addr,
-        serves = "/healthz /readyz /metrics",
-        queue_store = %on.queue_store,
-        durable_store = %on.durable_store,
-        game_creator = %on.game_creator,
-        ratings = %on.ratings,
-        "listening"
+    say_listening(
+        addr,
+        &core.runs_on,
+        "none: /healthz, /readyz and /metrics only",
+        "this process",
     );
     let tasks = Shutdown::new();
     if let Some(handle) = state.metrics.clone() {
