@@ -86,8 +86,10 @@ fn the_readme_walk_through_runs_as_written() {
         .unwrap();
     let api = support::listening_url(&mut server);
     let script = format!("set -euo pipefail\n{}\n", blocks.join("\n"));
-    let out = Command::new("bash")
-        .arg("-c")
+    // `timeout`: the block polls until a match, so a broken server must
+    // fail the test, not hang it.
+    let out = Command::new("timeout")
+        .args(["120", "bash", "-c"])
         .arg(&script)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
