@@ -626,6 +626,10 @@ async fn an_overloaded_node_sheds_fast_and_keeps_the_invariant() {
     };
     let shed = Arc::new(Mutex::new(0usize));
     let seen = Arc::new(Mutex::new(Vec::new()));
+    // A bound on the retries: a node that refuses joins for good (a pool
+    // left marked busy once emptied did, before its mark lapsed with its
+    // Retry-After) fails the test instead of hanging it.
+    let deadline = Instant::now() + Duration::from_secs(180);
     futures::stream::iter(tokens(2_000, "o"))
         .map(|token| {
             let (client, base, shed, seen) =
@@ -640,7 +644,8 @@ async fn an_overloaded_node_sheds_fast_and_keeps_the_invariant() {
                         .await
                         .unwrap();
                     if r.status() == 503 {
-                        assert_eq!(r.headers()["retry-after"], "1");
+                        assert!(Instant::now() < deadline, "joins refused for 3 minutes");
+                        assert!(r.headers().contains_key("retry-after"));
                         *shed.lock().unwrap() += 1;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;

@@ -2,7 +2,10 @@
 //! took longer than a bound (`POOL_BUSY_PASS_SECONDS`), or whose pass in
 //! progress has run longer than it, is *busy*, and new joins to it answer
 //! 503 `MATCHMAKING_UNAVAILABLE` with `Retry-After` until a pass over it is
-//! quick again.
+//! quick again — or, at the latest, until the `Retry-After` it gave has
+//! passed: a pool the slow pass emptied sees no further pass (nothing waits
+//! in it, and a refused join makes nothing due), so a mark that only a
+//! quick pass could clear would refuse its joins for good.
 //!
 //! Joins are cheap and matches are not (each is a durable write): a node
 //! flooded with joins admits them faster than it can match them, and the
@@ -42,8 +45,14 @@ pub struct Backlog {
 struct PoolPasses {
     /// When the pass in progress started.
     running_since: Option<Instant>,
-    /// How long the last pass took, if longer than the bound.
-    slow: Option<Duration>,
+    /// How long the last pass took, if longer than the bound, and when it
+    /// ended.
+    slow: Option<(Duration, Instant)>,
+}
+
+/// The `Retry-After` (whole seconds, 1 to 10) for a pass that took `took`.
+fn retry_seconds(took: Duration) -> u64 {
+    took.as_secs().clamp(1, 10)
 }
 
 impl Backlog {
@@ -99,7 +108,7 @@ impl Backlog {
                 pool.clone(),
                 PoolPasses {
                     running_since: None,
-                    slow: Some(took),
+                    slow: Some((took, Instant::now())),
                 },
             );
         } else if was.slow.is_some() {
@@ -110,23 +119,35 @@ impl Backlog {
 
     /// Seconds a join to `pool` should wait before trying again, if the
     /// pool is busy: its last pass was slow, or the one running is.
+    /// A slow last pass holds joins for the `Retry-After` it gave, no
+    /// longer.
     pub fn retry_after(&self, pool: &PoolRef) -> Option<u64> {
+        self.retry_after_at(pool, Instant::now())
+    }
+
+    fn retry_after_at(&self, pool: &PoolRef, now: Instant) -> Option<u64> {
         let bound = self.bound?;
         let oldest = self.oldest_running.load(Ordering::Acquire);
         let running_long = oldest != u64::MAX
-            && self.since_origin(Instant::now()).saturating_sub(oldest) > bound.as_millis() as u64;
+            && self.since_origin(now).saturating_sub(oldest) > bound.as_millis() as u64;
         if self.slow.load(Ordering::Acquire) == 0 && !running_long {
             return None;
         }
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         let p = pools.get(pool)?;
-        let running = p.running_since.map(|since| since.elapsed());
-        [p.slow, running]
+        let running = p
+            .running_since
+            .map(|since| now.saturating_duration_since(since));
+        let slow = p.slow.and_then(|(took, ended)| {
+            let held = Duration::from_secs(retry_seconds(took));
+            (now.saturating_duration_since(ended) < held).then_some(took)
+        });
+        [slow, running]
             .into_iter()
             .flatten()
             .filter(|took| *took > bound)
             .max()
-            .map(|took| took.as_secs().clamp(1, 10))
+            .map(retry_seconds)
     }
 }
 
@@ -153,6 +174,32 @@ mod tests {
         assert_eq!(backlog.retry_after(&b), None, "other pools are not held up");
         backlog.passed(&a, Duration::from_millis(300));
         assert_eq!(backlog.retry_after(&a), None);
+    }
+
+    /// The pool a slow pass emptied sees no pass again until a join comes:
+    /// the mark lapses with its Retry-After, so that join is let in.
+    #[test]
+    fn a_slow_mark_lapses_when_its_retry_after_has_passed() {
+        let backlog = Backlog::new(Duration::from_secs(1));
+        let a = pool("standard_5+0_rated_GLOBAL");
+        backlog.passed(&a, Duration::from_millis(2_500));
+        let now = Instant::now();
+        assert_eq!(backlog.retry_after_at(&a, now), Some(2));
+        assert_eq!(
+            backlog.retry_after_at(&a, now + Duration::from_millis(1_900)),
+            Some(2)
+        );
+        assert_eq!(
+            backlog.retry_after_at(&a, now + Duration::from_millis(2_100)),
+            None
+        );
+        // A pass running past the bound still holds them, however old the
+        // mark.
+        backlog.started(&a);
+        assert_eq!(
+            backlog.retry_after_at(&a, Instant::now() + Duration::from_secs(60)),
+            Some(10)
+        );
     }
 
     #[test]
