@@ -73,6 +73,8 @@ struct Stats {
     errors: BTreeMap<(&'static str, String), u64>,
     matched: u64,
     cancelled: u64,
+    /// Cancels answered 409: the player had been matched first.
+    late_cancels: u64,
     timed_out: u64,
 }
 
@@ -228,11 +230,13 @@ async fn cancel(client: &Client, token: &str, id: &str) -> bool {
     let answer = client
         .call_expecting("DELETE /v1/matchmaking/queue/{id}", request, &[409])
         .await;
-    let cancelled = matches!(answer, Some((200, _)));
-    if cancelled {
-        client.stats.lock().unwrap().cancelled += 1;
+    let mut stats = client.stats.lock().unwrap();
+    match answer {
+        Some((200, _)) => stats.cancelled += 1,
+        Some((409, _)) => stats.late_cancels += 1,
+        _ => {}
     }
-    cancelled
+    matches!(answer, Some((200, _)))
 }
 
 /// The `q` quantile of microsecond samples, in milliseconds (0 when none).
@@ -326,13 +330,14 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let mut stats = client.stats.lock().unwrap();
     println!(
-        "mm-load: {} players for {} s (+{:.1} s finishing the games in play) against {} ({} matched, {} cancelled, {} timed out)",
+        "mm-load: {} players for {} s (+{:.1} s finishing the games in play) against {} ({} matched, {} cancelled, {} cancels after the match, {} timed out)",
         args.players,
         args.duration,
         (elapsed - args.duration).max(0.0),
         client.url,
         stats.matched,
         stats.cancelled,
+        stats.late_cancels,
         stats.timed_out
     );
     println!(
