@@ -1,7 +1,6 @@
 //! The `matchmaking-api` binary: `serve` (default), `worker`, `migrate`, `token`.
 
 use std::process::ExitCode;
-
 use std::time::Duration;
 
 use clap::Parser;
