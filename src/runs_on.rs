@@ -14,7 +14,8 @@ pub struct Backend {
     /// `memory`, `redis`, `redis-cluster`; `sqlite`, `postgres`;
     /// `built-in`, `live-game-api`; `local`, `rating-api`.
     pub kind: &'static str,
-    /// A file, or a URL without its password; empty for `memory`.
+    /// A file, or a URL without its password; empty for `memory`,
+    /// `built-in` and `local`.
     pub at: String,
 }
 
