@@ -22,14 +22,19 @@ fn command(dir: &Path) -> Command {
     c
 }
 
-/// Starts `serve` on a free port; answers the child and its base URL.
-fn serve(dir: &Path) -> (Child, String) {
-    let mut child = command(dir)
+/// Spawns `serve` on a free port, its log lines piped.
+fn spawn_serve(dir: &Path) -> Child {
+    command(dir)
         .args(["serve", "--bind-addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("binary starts");
+        .expect("binary starts")
+}
+
+/// Starts `serve` on a free port; answers the child and its base URL.
+fn serve(dir: &Path) -> (Child, String) {
+    let mut child = spawn_serve(dir);
     let url = support::listening_url(&mut child);
     (child, url)
 }
@@ -176,12 +181,7 @@ fn token_refuses_a_data_dir_without_the_servers_secret() {
 async fn start_up_says_what_the_server_runs_on_and_sigterm_stops_it_at_once() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path())
-        .args(["serve", "--bind-addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(dir.path());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut before = Vec::new();
     let listening: Value = loop {
@@ -372,12 +372,7 @@ async fn metrics_count_exactly_what_players_did() {
 #[tokio::test]
 async fn the_request_id_a_client_sends_is_on_every_log_line_of_its_story() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path())
-        .args(["serve", "--bind-addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
+    let mut child = spawn_serve(dir.path());
     let (base, logs) = support::listening_url_capturing(&mut child);
     let client = reqwest::Client::new();
     let tokens = [token(dir.path(), "alice"), token(dir.path(), "bob")];

@@ -110,12 +110,7 @@ async fn play(
             503 => {
                 seen.lock().unwrap().unavailable.push(started.elapsed());
                 // As a well-behaved client: again after `Retry-After`.
-                let retry_after = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                    .map_or(Duration::from_millis(100), Duration::from_secs);
-                tokio::time::sleep(retry_after).await;
+                tokio::time::sleep(support::retry_after(&r, Duration::from_millis(100))).await;
             }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }

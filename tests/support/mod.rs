@@ -457,13 +457,16 @@ pub async fn send_through_503(request: impl Fn() -> reqwest::RequestBuilder) -> 
         if r.status() != 503 || std::time::Instant::now() > deadline {
             return r;
         }
-        let wait = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map_or(Duration::from_millis(50), Duration::from_secs);
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(retry_after(&r, Duration::from_millis(50))).await;
     }
+}
+
+/// The wait an answer's `Retry-After` asks for, else `otherwise`.
+pub fn retry_after(r: &reqwest::Response, otherwise: Duration) -> Duration {
+    r.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .map_or(otherwise, Duration::from_secs)
 }
 
 /// The sum of every sample of `name` whose labels include all of `labels`
