@@ -63,6 +63,11 @@ pub enum ServiceError {
     /// seconds.
     #[error("too many requests; slow down and retry after the time in Retry-After")]
     RateLimited { retry_after_seconds: u64 },
+    /// Past the bound of open event streams (per user or per node).
+    #[error(
+        "too many open event streams (yours, or on this node); close one, poll, or retry after the time in Retry-After"
+    )]
+    TooManyStreams { retry_after_seconds: u64 },
     /// The node is at its bound of requests in flight; retry shortly.
     #[error("this node is busy; retry shortly")]
     Overloaded,
@@ -124,7 +129,9 @@ impl ServiceError {
             ServiceError::ChallengesDisabled => StatusCode::NOT_FOUND,
             ServiceError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ServiceError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::RateLimited { .. } | ServiceError::TooManyStreams { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ServiceError::Unavailable(_)
             | ServiceError::Paused { .. }
             | ServiceError::Overloaded
@@ -153,7 +160,9 @@ impl ServiceError {
             ServiceError::UriTooLong => "URI_TOO_LONG",
             ServiceError::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ServiceError::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
-            ServiceError::RateLimited { .. } => "RATE_LIMITED",
+            ServiceError::RateLimited { .. } | ServiceError::TooManyStreams { .. } => {
+                "RATE_LIMITED"
+            }
             ServiceError::Unavailable(_)
             | ServiceError::Paused { .. }
             | ServiceError::Overloaded
@@ -207,6 +216,9 @@ mod tests {
             ServiceError::RateLimited {
                 retry_after_seconds: 1,
             },
+            ServiceError::TooManyStreams {
+                retry_after_seconds: 1,
+            },
             ServiceError::Overloaded,
             ServiceError::Busy {
                 retry_after_seconds: 1,
@@ -236,6 +248,7 @@ mod tests {
                 | ServiceError::IdempotencyInProgress
                 | ServiceError::Paused { .. }
                 | ServiceError::RateLimited { .. }
+                | ServiceError::TooManyStreams { .. }
                 | ServiceError::Overloaded
                 | ServiceError::Busy { .. }
                 | ServiceError::Unavailable(_)

@@ -43,6 +43,8 @@ pub const STORE_DURATION: &str = "matchmaking_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "matchmaking_store_errors_total";
 pub const SHED: &str = "http_requests_shed_total";
 pub const RATING_FALLBACKS: &str = "matchmaking_rating_fallbacks_total";
+pub const EVENT_STREAMS: &str = "matchmaking_event_streams_open";
+pub const EVENT_STREAMS_REFUSED: &str = "matchmaking_event_streams_refused_total";
 
 /// Latency buckets (seconds): 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -115,7 +117,15 @@ fn describe() {
     describe_counter!(MATCHES, "Matches committed (pairs of players).");
     describe_counter!(
         TIMEOUTS,
-        "Queue entries timed out, by reason (max_queue_time, absent)."
+        "Queue entries the service ended without a match, by reason: max_queue_time (TIMED_OUT), absent (CANCELLED with reason ABSENT)."
+    );
+    describe_gauge!(
+        EVENT_STREAMS,
+        "Event streams (GET /v1/matchmaking/queue/{id}/events) open on this node."
+    );
+    describe_counter!(
+        EVENT_STREAMS_REFUSED,
+        "Event streams refused with 429: past the bound per user or per node."
     );
     describe_histogram!(
         WAIT,
@@ -351,6 +361,18 @@ pub fn pass(pool: &PoolRef, waiting: usize, took: Duration) {
     if let Some(s) = pool_series(pool) {
         s.waiting.set(waiting as f64);
         histogram!(PASS_DURATION).record(took.as_secs_f64());
+    }
+}
+
+pub fn event_streams(open: usize) {
+    if enabled() {
+        gauge!(EVENT_STREAMS).set(open as f64);
+    }
+}
+
+pub fn event_stream_refused() {
+    if enabled() {
+        counter!(EVENT_STREAMS_REFUSED).increment(1);
     }
 }
 

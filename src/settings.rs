@@ -457,6 +457,35 @@ pub struct Settings {
         global = true
     )]
     pub http_max_connections: usize,
+    /// Event streams (`/queue/{id}/events`) one user may have open on one
+    /// node; past it a new one answers 429 `RATE_LIMITED`.
+    #[arg(
+        long,
+        env = "EVENT_STREAMS_PER_USER",
+        default_value_t = 4,
+        global = true
+    )]
+    pub event_streams_per_user: usize,
+    /// Event streams one node keeps open; past it a new one answers 429
+    /// `RATE_LIMITED` (the client polls instead, or retries). Each holds
+    /// a connection, so keep it under HTTP_MAX_CONNECTIONS.
+    #[arg(
+        long,
+        env = "EVENT_STREAMS_PER_NODE",
+        default_value_t = 8_000,
+        global = true
+    )]
+    pub event_streams_per_node: usize,
+    /// Seconds between keep-alive comments on an idle event stream (under
+    /// the idle timeouts of proxies in front; at most half of
+    /// HTTP_IDLE_TIMEOUT_SECONDS is used, so the node never cuts a stream).
+    #[arg(
+        long,
+        env = "EVENT_STREAM_KEEP_ALIVE_SECONDS",
+        default_value_t = 15.0,
+        global = true
+    )]
+    pub event_stream_keep_alive_seconds: f64,
     /// A pool whose last matching pass took longer than this (seconds)
     /// takes no new joins (503, Retry-After) until a pass is quicker again;
     /// 0 = off.
@@ -710,7 +739,21 @@ impl Settings {
         if self.http_max_connections == 0 {
             return Err("HTTP_MAX_CONNECTIONS must be at least 1".into());
         }
+        if !(self.event_stream_keep_alive_seconds.is_finite()
+            && self.event_stream_keep_alive_seconds >= 0.05)
+        {
+            return Err("EVENT_STREAM_KEEP_ALIVE_SECONDS must be at least 0.05".into());
+        }
         Ok(())
+    }
+
+    /// How often an idle event stream sends a keep-alive comment: the
+    /// setting, within half the idle timeout.
+    pub fn event_stream_keep_alive(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(
+            self.event_stream_keep_alive_seconds
+                .min(self.http_idle_timeout_seconds / 2.0),
+        )
     }
 
     /// The matching policy every pool uses until per-pool policies exist.

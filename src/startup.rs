@@ -18,6 +18,7 @@ use crate::runs_on::RunsOn;
 use crate::services::backlog::Backlog;
 use crate::services::breaker::CircuitBreaker;
 use crate::services::challenges::{ChallengeLimits, ChallengeService};
+use crate::services::events::{EventStreams, StreamLimits};
 use crate::services::games::{GameCreator, GuardedGameCreator, LocalGameCreator};
 use crate::services::guards::Guards;
 use crate::services::live_game::LiveGameClient;
@@ -30,7 +31,7 @@ use crate::settings::Settings;
 use crate::shutdown::{Shutdown, Stop};
 use crate::store::StoreError;
 use crate::store::backend::{self, OpenError, Stores};
-use crate::store::redis::RedisDueChannel;
+use crate::store::redis::Subscription;
 use crate::worker::{Worker, WorkerSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,14 +66,14 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, StartupError> {
     Ok(backend::open_stores(settings).await?)
 }
 
-/// A pub/sub channel of due pools, a Redis node to listen on, and the
-/// signal to mark them in.
-type DueListener = (RedisDueChannel, String, Arc<PoolSignal>);
+/// The node's Redis subscription, and the worker's signal to mark due
+/// pools in (when the process runs a worker).
+type DueListener = (Subscription, Option<Arc<PoolSignal>>);
 
-/// Starts the due-pool listener, if any, under `shutdown`.
+/// Starts the node's Redis subscription, if any, under `shutdown`.
 fn spawn_due_listener(listener: Option<DueListener>, shutdown: &Shutdown) {
-    if let Some((channel, url, signal)) = listener {
-        shutdown.spawn(|stop: Stop| channel.listen(url, signal, stop));
+    if let Some((subscription, signal)) = listener {
+        shutdown.spawn(|stop: Stop| subscription.run(signal, stop));
     }
 }
 
@@ -87,6 +88,7 @@ pub struct Application {
     rate_limits: Arc<RateLimits>,
     ratings: RatingService,
     runs_on: Arc<RunsOn>,
+    events: Arc<EventStreams>,
 }
 
 /// Everything `serve` and `worker` share: stores and services, wired.
@@ -97,6 +99,8 @@ struct Core {
     breaker: Arc<CircuitBreaker>,
     signal: Arc<PoolSignal>,
     queue: Arc<QueueService>,
+    /// The event streams of this node's clients.
+    events: Arc<EventStreams>,
     challenges: Arc<ChallengeService>,
     matching: Arc<MatchingService>,
     guards: Arc<Guards>,
@@ -248,12 +252,26 @@ impl Core {
             },
             clock: clock.clone(),
         });
+        let events = EventStreams::new(
+            queue.clone(),
+            stores.queue.clone(),
+            settings.pool_policy(),
+            StreamLimits {
+                per_user: settings.event_streams_per_user,
+                per_node: settings.event_streams_per_node,
+                touch_every: StreamLimits::touch_every(settings.presence_ms()),
+                recheck: Duration::from_secs(60),
+                keep_alive: settings.event_stream_keep_alive(),
+            },
+            clock.clone(),
+        );
         Ok(Self {
             auth,
             stores,
             ratings,
             breaker,
             signal,
+            events,
             queue,
             challenges,
             matching,
@@ -273,6 +291,7 @@ impl Core {
             )),
             in_flight: crate::http::shed::InFlight::new(settings.max_in_flight_requests),
             queue: self.queue.clone(),
+            events: self.events.clone(),
             challenges: self.challenges.clone(),
             ratings: self.ratings.clone(),
             auth: self.auth.clone(),
@@ -287,12 +306,14 @@ impl Core {
         })
     }
 
-    /// The listener that marks pools announced by other processes due.
-    fn due_listener(&self) -> Option<DueListener> {
+    /// The node's subscription: entries changed on any node wake this
+    /// node's event streams, and with `worker`, pools announced by other
+    /// processes are marked due.
+    fn due_listener(&self, worker: bool) -> Option<DueListener> {
         self.stores
             .due
             .as_ref()
-            .map(|(channel, url)| (channel.clone(), url.clone(), self.signal.clone()))
+            .map(|(_, subscription)| (subscription.clone(), worker.then(|| self.signal.clone())))
     }
 
     fn worker(&self, settings: &Settings) -> Worker {
@@ -328,15 +349,12 @@ impl Application {
         let edge = http::edge::Edge::from_settings(&settings).map_err(StartupError::Settings)?;
         let core = Core::build(&settings, clock).await?;
         let worker = settings.worker_enabled.then(|| core.worker(&settings));
-        let due_listener = if settings.worker_enabled {
-            core.due_listener()
-        } else {
-            None
-        };
+        let due_listener = core.due_listener(settings.worker_enabled);
         let state = core.app_state(&settings);
         let (metrics, rate_limits) = (state.metrics.clone(), state.rate_limits.clone());
         let ratings = core.ratings.clone();
         let runs_on = core.runs_on.clone();
+        let events = core.events.clone();
         let router = http::router(state, edge);
         let listener = bind(&settings).await?;
         let limits =
@@ -351,6 +369,7 @@ impl Application {
             rate_limits,
             ratings,
             runs_on,
+            events,
         })
     }
 
@@ -397,10 +416,13 @@ impl Application {
             tasks.spawn(|stop| observe::upkeep(handle, stop));
         }
         tasks.spawn(|stop| self.rate_limits.housekeeping(stop));
+        tasks.spawn(|stop| self.events.clone().keep_present(stop));
         let begin = tasks.trigger();
+        let events = self.events;
         let served = http::server::serve(self.listener, self.router, self.limits, async move {
             shutdown.await;
-            tracing::info!("shutting down: draining requests");
+            tracing::info!("shutting down: draining requests, ending event streams");
+            events.close_all();
             begin();
         })
         .await;
@@ -506,7 +528,7 @@ pub async fn run_worker(
             tracing::error!(error = %e, "the operations endpoints stopped");
         }
     });
-    spawn_due_listener(core.due_listener(), &tasks);
+    spawn_due_listener(core.due_listener(true), &tasks);
     let worker = core.worker(&settings);
     tasks.spawn(|stop| worker.run(stop));
     shutdown.await;

@@ -390,3 +390,110 @@ async fn a_worker_killed_mid_commit_leaves_nobody_stuck_or_in_two_games() {
     assert!(violations.is_empty(), "{violations:?}");
     assert_eq!(recorded.len(), 300, "300 games, each recorded once");
 }
+
+/// Match-found push across nodes: players join through node A and wait on
+/// event streams opened through node B; each stream says MATCHED, with the
+/// game the durable record holds, as soon as the worker commits. Then a
+/// node with open streams is killed: its clients reconnect to the other
+/// node with `Last-Event-ID` and lose nothing, and their entries, no longer
+/// heard from through the dead node, are kept by the new streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_committed_anywhere_reaches_a_stream_on_any_node() {
+    use support::sse::{EventStream, open};
+    let Some(mut cluster) = Cluster::create().await else {
+        return;
+    };
+    let presence = [("PRESENCE_TIMEOUT_SECONDS", "3".to_owned())];
+    let node_a = cluster.serve(&presence);
+    let (b_index, node_b) = {
+        let mut env = presence.to_vec();
+        env.push(("WORKER_ENABLED", "false".into()));
+        cluster.procs.serve(&env)
+    };
+    cluster.worker(&presence);
+    let client = reqwest::Client::new();
+    let wait = Duration::from_secs(20);
+    let join_in = |base: String, token: String, time_control: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = send_through_503(|| {
+                client
+                    .post(format!("{base}/v1/matchmaking/queue"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "time_control": time_control, "mode": "rated" }))
+            })
+            .await;
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()["queue_entry_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let join = |base: String, token: String| join_in(base, token, "5+0");
+    // Twenty players wait on node B, each then joined by a partner on A.
+    let waiting = tokens(20, "s");
+    let partners = tokens(20, "t");
+    let mut streams = Vec::new();
+    for token in &waiting {
+        let id = join(node_a.clone(), token.clone()).await;
+        let mut stream = EventStream::new(open(&client, &node_b, token, &id, None).await);
+        let first = stream.next(wait).await.unwrap();
+        assert_eq!((first.id(), first.status()), (1, "SEARCHING"));
+        streams.push(stream);
+    }
+    for token in &partners {
+        join(node_a.clone(), token.clone()).await;
+    }
+    let mut seen = Vec::new();
+    for stream in &mut streams {
+        let matched = stream.next(wait).await.expect("the match");
+        assert_eq!((matched.id(), matched.status()), (1_000_000, "MATCHED"));
+        seen.push(matched.data["game_id"].as_str().unwrap().to_owned());
+        assert!(stream.next(wait).await.is_none());
+    }
+    let recorded = procs::recorded_games(&cluster.schema.url()).await;
+    let violations = procs::violations(&recorded, &recorded, &seen);
+    assert!(violations.is_empty(), "{violations:?}");
+    // Each stream's game has its player in its record (two waiting
+    // players may have been paired together: one game, two streams).
+    for (stream_user, game) in (0..20).map(|i| format!("s{i}")).zip(&seen) {
+        let record = recorded.iter().find(|g| &g.game_id == game).unwrap();
+        assert!(record.players.contains(&stream_user), "{record:?}");
+    }
+
+    // Node B dies with streams open. Its clients, each alone in a pool,
+    // reconnect to A.
+    let pools = ["1+0", "3+0", "10+0", "15+10"];
+    let lonely = tokens(4, "u");
+    let mut resumed = Vec::new();
+    for (token, pool) in lonely.iter().zip(pools) {
+        let id = join_in(node_a.clone(), token.clone(), pool).await;
+        let mut stream = EventStream::new(open(&client, &node_b, token, &id, None).await);
+        let first = stream.next(wait).await.unwrap();
+        resumed.push((token, id, first.id.unwrap(), stream));
+    }
+    cluster.procs.sigkill(b_index);
+    let mut on_a = Vec::new();
+    for (token, id, last, mut stream) in resumed {
+        assert!(
+            stream.next(wait).await.is_none(),
+            "the dead node's stream ended"
+        );
+        let mut stream = EventStream::new(open(&client, &node_a, token, &id, Some(&last)).await);
+        assert!(
+            stream.poll(Duration::from_millis(200)).await.is_none(),
+            "nothing the client has is sent again"
+        );
+        on_a.push(stream);
+    }
+    // Past the presence time, the streams on A keep everyone searching.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (token, pool) in tokens(4, "v").into_iter().zip(pools) {
+        join_in(node_a.clone(), token, pool).await;
+    }
+    for stream in &mut on_a {
+        let matched = stream.next(wait).await.expect("the match, through node A");
+        assert_eq!(matched.status(), "MATCHED");
+    }
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use matchmaking_api::auth::Identity;
 use matchmaking_api::domain::{
-    EntryStatus, ManualClock, Millis, PoolKey, PoolPolicy, PoolRef, QueueEntryId, RatingPool,
-    Speed, TenantConfig, TenantId, UserId,
+    EndReason, EntryStatus, ManualClock, Millis, PoolKey, PoolPolicy, PoolRef, QueueEntryId,
+    RatingPool, Speed, TenantConfig, TenantId, UserId,
 };
 use matchmaking_api::matcher::Hold;
 use matchmaking_api::services::ServiceError;
@@ -318,8 +318,11 @@ async fn an_entry_not_heard_from_within_the_presence_time_is_dropped() {
         rig.pass().await;
     }
     // (Reading alice's status now would count as hearing from her: the
-    // pass above already ended her entry at 40 s.)
-    assert_eq!(rig.status("alice", &alice).await, EntryStatus::TimedOut);
+    // pass above already ended her entry at 40 s.) She is cancelled as
+    // absent, not timed out.
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Cancelled);
+    let view = rig.queue.status(&who("alice"), &alice).await.unwrap();
+    assert_eq!(view.reason, Some(EndReason::Absent));
     assert_eq!(rig.status("bob", &bob).await, EntryStatus::Searching);
 }
 

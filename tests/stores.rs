@@ -16,11 +16,13 @@ mod memory_queue_store {
 mod redis_queue_store {
     use matchmaking_api::store::redis::RedisQueueStore;
 
-    use crate::support::{RedisPrefix, redis_url};
+    use crate::support::{Listening, RedisPrefix, listening, redis_url};
 
-    /// A Redis store under a key prefix of its own, deleted with it.
+    /// A Redis store under a key prefix of its own, deleted with it, and
+    /// its node's subscription (entries it ends are announced back).
     struct TempRedis {
         store: RedisQueueStore,
+        _listening: Listening,
         _prefix: RedisPrefix,
     }
 
@@ -37,8 +39,10 @@ mod redis_queue_store {
         let store = RedisQueueStore::connect(&redis_url(), false, &prefix.prefix, 3_600_000)
             .await
             .unwrap();
+        let _listening = listening(&store, &redis_url(), &prefix.prefix).await;
         Some(TempRedis {
             store,
+            _listening,
             _prefix: prefix,
         })
     }
@@ -115,7 +119,7 @@ mod redis_cluster_queue_store {
     use matchmaking_api::store::redis::RedisQueueStore;
 
     use crate::contract::queue as suite;
-    use crate::support::OwnRedisCluster;
+    use crate::support::{OwnRedisCluster, listening};
 
     #[tokio::test]
     async fn the_queue_store_contract_holds_on_redis_cluster() {
@@ -126,17 +130,19 @@ mod redis_cluster_queue_store {
             return;
         };
         let url = cluster.url();
+        let first_node = url.split(',').next().unwrap().to_owned();
         let store = || async {
             let prefix = format!("c{}", ulid::Ulid::new());
-            Box::new(
-                RedisQueueStore::connect(&url, true, &prefix, 3_600_000)
-                    .await
-                    .unwrap(),
-            )
+            let store = RedisQueueStore::connect(&url, true, &prefix, 3_600_000)
+                .await
+                .unwrap();
+            // PUBLISH reaches every node of a Cluster: one is listened to.
+            let listening = listening(&store, &first_node, &prefix).await;
+            (Box::new(store), listening)
         };
         macro_rules! run_all {
             ($($group:ident [$($case:ident),+ $(,)?])+) => {
-                $($(suite::$case(&*store().await).await;)+)+
+                $($(suite::$case(&*store().await.0).await;)+)+
             };
         }
         crate::queue_cases!(run_all!());

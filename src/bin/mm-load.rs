@@ -8,13 +8,20 @@
 //! given, shows progress while it runs, and ends with a table: requests/s
 //! and latency per endpoint, time to match, failed requests by code.
 //!
+//! With `--wait events` a player waits on its entry's event stream
+//! (`GET /v1/matchmaking/queue/{id}/events`) instead of polling, and the
+//! table adds the push delay: from the match (`matched_at`) to the event
+//! at the player. With `--hold-streams` each player joins once, opens its
+//! stream and holds it until the end (for measuring what open streams
+//! cost a node; the server should run without a worker).
+//!
 //! The defaults stay within a default server's rate limits (1,000
 //! requests/s per address, 20 per user): against `cargo run --release`,
 //! `mm-load` at its defaults has no failed request.
 //!
 //! Usage: `mm-load [--url http://127.0.0.1:8080] [--players 200]
-//! [--duration 20] [--cancel-share 0.1] [--poll-ms 500] [--game-ms 1000]
-//! [--secret S]`.
+//! [--duration 20] [--cancel-share 0.1] [--wait poll|events]
+//! [--poll-ms 500] [--game-ms 1000] [--hold-streams] [--secret S]`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -50,9 +57,17 @@ struct Args {
     /// Share of joins cancelled (after up to a second) instead of played.
     #[arg(long, default_value_t = 0.1)]
     cancel_share: f64,
+    /// How a player waits for its result: polling its status, or on its
+    /// event stream.
+    #[arg(long, value_enum, default_value_t = Wait::Poll)]
+    wait: Wait,
     /// Time between two status polls of a player.
     #[arg(long, default_value_t = 500)]
     poll_ms: u64,
+    /// Each player joins once and holds its event stream open until the
+    /// end, playing nothing.
+    #[arg(long)]
+    hold_streams: bool,
     /// How long a game lasts before its player reports it finished.
     #[arg(long, default_value_t = 1000)]
     game_ms: u64,
@@ -62,6 +77,12 @@ struct Args {
     mode: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Wait {
+    Poll,
+    Events,
+}
+
 /// What the run measured.
 #[derive(Default)]
 struct Stats {
@@ -69,6 +90,11 @@ struct Stats {
     latency: BTreeMap<&'static str, Vec<u64>>,
     /// Join answer to MATCHED seen (µs).
     time_to_match: Vec<u64>,
+    /// The match (`matched_at`) to its event at the player (µs).
+    push_delay: Vec<u64>,
+    /// Event streams open now, and the most open at once.
+    streams_open: u64,
+    streams_most: u64,
     /// Error responses by endpoint and code.
     errors: BTreeMap<(&'static str, String), u64>,
     matched: u64,
@@ -169,55 +195,235 @@ async fn player(
                 continue;
             }
         }
-        // Poll until the entry leaves SEARCHING. Once the run is over a
-        // player still searching leaves the queue (a cancel that comes too
-        // late finds the game, which is then played).
-        let game = loop {
-            let now = Instant::now();
-            if now > deadline + Duration::from_secs(10) {
+        let game = match args.wait {
+            Wait::Poll => poll(&client, &token, &id, &args, (joined_at, deadline)).await,
+            Wait::Events => stream(&client, &token, &id, (joined_at, deadline)).await,
+        };
+        let Some(game) = game else {
+            if Instant::now() > deadline {
                 return;
             }
-            if now > deadline && cancel(&client, &token, &id).await {
-                return;
-            }
-            let status = client
-                .http
-                .get(format!("{}/v1/matchmaking/queue/{id}", client.url));
-            match client
-                .call("GET /v1/matchmaking/queue/{id}", status.bearer_auth(&token))
-                .await
-            {
-                Some((200, v)) if v["status"] == "MATCHED" => {
-                    let mut stats = client.stats.lock().unwrap();
-                    stats
-                        .time_to_match
-                        .push(joined_at.elapsed().as_micros() as u64);
-                    stats.matched += 1;
-                    break v["game_id"].as_str().map(str::to_owned);
-                }
-                Some((200, v)) if v["status"] == "SEARCHING" => {}
-                Some((200, v)) if v["status"] == "TIMED_OUT" => {
-                    client.stats.lock().unwrap().timed_out += 1;
-                    break None;
-                }
-                Some((200, _)) | Some((404, _)) => break None,
-                _ => {}
-            }
-            tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+            continue;
         };
         // The game is played; the platform reports it finished.
-        if let Some(game) = game {
-            tokio::time::sleep(Duration::from_millis(args.game_ms)).await;
-            let finished = client
-                .http
-                .post(format!("{}/internal/games/{game}/finished", client.url))
-                .bearer_auth(&admin)
-                .json(&json!({ "tenant_id": args.tenant }));
-            client
-                .call("POST /internal/games/{game_id}/finished", finished)
-                .await;
+        tokio::time::sleep(Duration::from_millis(args.game_ms)).await;
+        let finished = client
+            .http
+            .post(format!("{}/internal/games/{game}/finished", client.url))
+            .bearer_auth(&admin)
+            .json(&json!({ "tenant_id": args.tenant }));
+        client
+            .call("POST /internal/games/{game_id}/finished", finished)
+            .await;
+    }
+}
+
+/// Records a MATCHED answer seen `joined_at` after the join.
+fn matched(client: &Client, joined_at: Instant, v: &Value) -> Option<Option<String>> {
+    let mut stats = client.stats.lock().unwrap();
+    stats
+        .time_to_match
+        .push(joined_at.elapsed().as_micros() as u64);
+    stats.matched += 1;
+    Some(v["game_id"].as_str().map(str::to_owned))
+}
+
+/// Polls until the entry leaves SEARCHING: answers its game (`None` when
+/// it ended without one). Once the run is over a player still searching
+/// leaves the queue (a cancel that comes too late finds the game, which
+/// is then played).
+async fn poll(
+    client: &Client,
+    token: &str,
+    id: &str,
+    args: &Args,
+    (joined_at, deadline): (Instant, Instant),
+) -> Option<String> {
+    loop {
+        let now = Instant::now();
+        if now > deadline + Duration::from_secs(10) {
+            return None;
+        }
+        if now > deadline && cancel(client, token, id).await {
+            return None;
+        }
+        let status = client
+            .http
+            .get(format!("{}/v1/matchmaking/queue/{id}", client.url));
+        match client
+            .call("GET /v1/matchmaking/queue/{id}", status.bearer_auth(token))
+            .await
+        {
+            Some((200, v)) if v["status"] == "MATCHED" => {
+                return matched(client, joined_at, &v).flatten();
+            }
+            Some((200, v)) if v["status"] == "SEARCHING" => {}
+            Some((200, v)) if v["status"] == "TIMED_OUT" => {
+                client.stats.lock().unwrap().timed_out += 1;
+                return None;
+            }
+            Some((200, _)) | Some((404, _)) => return None,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+    }
+}
+
+/// Waits on the entry's event stream until its final event: answers its
+/// game (`None` when it ended without one, or the stream could not be
+/// read). Past the deadline the player cancels, as a polling one does.
+async fn stream(
+    client: &Client,
+    token: &str,
+    id: &str,
+    (joined_at, deadline): (Instant, Instant),
+) -> Option<String> {
+    let mut events = open_stream(client, token, id).await?;
+    let cancel_at = tokio::time::Instant::from_std(deadline);
+    let mut cancel_sent = false;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            () = tokio::time::sleep_until(cancel_at), if !cancel_sent => {
+                // A cancel that finds the match (409) leaves the stream to
+                // say MATCHED; one that took makes it say CANCELLED.
+                cancel_sent = true;
+                cancel(client, token, id).await;
+                continue;
+            }
+        };
+        let Some(v) = event else {
+            return None; // the stream ended early (the node shuts down)
+        };
+        match v["status"].as_str() {
+            Some("MATCHED") => {
+                let at_player = matchmaking_api::domain::now_millis();
+                if let Some(matched_at) = v["matched_at"].as_str().and_then(epoch_millis) {
+                    let delay = (at_player - matched_at).max(0) as u64 * 1000;
+                    client.stats.lock().unwrap().push_delay.push(delay);
+                }
+                return matched(client, joined_at, &v).flatten();
+            }
+            Some("TIMED_OUT") => {
+                client.stats.lock().unwrap().timed_out += 1;
+                return None;
+            }
+            Some("SEARCHING") => {}
+            _ => return None,
         }
     }
+}
+
+/// Opens an entry's event stream (its latency is the time to the answer's
+/// head); `None` when it is refused.
+async fn open_stream<'a>(client: &'a Client, token: &str, id: &str) -> Option<Events<'a>> {
+    let started = Instant::now();
+    let endpoint = "GET /v1/matchmaking/queue/{id}/events";
+    let sent = client
+        .http
+        .get(format!("{}/v1/matchmaking/queue/{id}/events", client.url))
+        .bearer_auth(token)
+        // A stream lasts as long as the search; the client's request
+        // timeout is for answers.
+        .timeout(Duration::from_secs(24 * 3600))
+        .send()
+        .await;
+    let mut stats = client.stats.lock().unwrap();
+    let response = match sent {
+        Ok(r) if r.status() == 200 => r,
+        Ok(r) => {
+            let code = format!("{}", r.status().as_u16());
+            *stats.errors.entry((endpoint, code)).or_default() += 1;
+            return None;
+        }
+        Err(_) => {
+            *stats
+                .errors
+                .entry((endpoint, "connection".into()))
+                .or_default() += 1;
+            return None;
+        }
+    };
+    stats
+        .latency
+        .entry(endpoint)
+        .or_default()
+        .push(started.elapsed().as_micros() as u64);
+    stats.streams_open += 1;
+    stats.streams_most = stats.streams_most.max(stats.streams_open);
+    drop(stats);
+    Some(Events {
+        response,
+        buffer: String::new(),
+        stats: &client.stats,
+    })
+}
+
+/// An open event stream, read event by event (comments skipped).
+struct Events<'a> {
+    response: reqwest::Response,
+    buffer: String,
+    stats: &'a Mutex<Stats>,
+}
+
+impl Events<'_> {
+    /// The next event's data, `None` once the stream ends.
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if !data.is_empty() {
+                    return serde_json::from_str(&data).ok();
+                }
+            }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Events<'_> {
+    fn drop(&mut self) {
+        self.stats.lock().unwrap().streams_open -= 1;
+    }
+}
+
+/// Epoch milliseconds of an RFC 3339 time.
+fn epoch_millis(text: &str) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// `--hold-streams`: joins once, opens the entry's stream, holds it until
+/// `deadline`.
+async fn hold(client: Arc<Client>, token: String, args: Arc<Args>, deadline: Instant) {
+    let body = json!({ "time_control": args.time_control, "mode": args.mode });
+    let join = client
+        .http
+        .post(format!("{}/v1/matchmaking/queue", client.url))
+        .bearer_auth(&token)
+        .json(&body);
+    let Some((201, answer)) = client.call("POST /v1/matchmaking/queue", join).await else {
+        return;
+    };
+    let Some(id) = answer["queue_entry_id"].as_str() else {
+        return;
+    };
+    let Some(mut events) = open_stream(&client, &token, id).await else {
+        return;
+    };
+    let _ = tokio::time::timeout_at(deadline.into(), async {
+        while events.next().await.is_some() {}
+    })
+    .await;
 }
 
 /// Cancels the player's entry; answers whether it was (409: it had been
@@ -274,6 +480,8 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // One connection per open stream: thousands with --hold-streams.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let run = ulid::Ulid::new().to_string().to_lowercase();
     let tokens: Vec<(String, String)> = (0..args.players)
         .map(|i| {
@@ -306,7 +514,13 @@ async fn main() {
     );
     let tasks: Vec<_> = tokens
         .into_iter()
-        .map(|t| tokio::spawn(player(client.clone(), t, args.clone(), deadline)))
+        .map(|t| {
+            if args.hold_streams {
+                tokio::spawn(hold(client.clone(), t.0, args.clone(), deadline))
+            } else {
+                tokio::spawn(player(client.clone(), t, args.clone(), deadline))
+            }
+        })
         .collect();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -314,11 +528,16 @@ async fn main() {
         let requests: usize = stats.latency.values().map(Vec::len).sum();
         let errors: u64 = stats.errors.values().sum();
         progress.set_message(format!(
-            "{requests} requests ({:.0}/s), {} matched, {} cancelled, {errors} errors",
+            "{requests} requests ({:.0}/s), {} matched, {} cancelled, {} streams open, {errors} errors",
             requests as f64 / started.elapsed().as_secs_f64(),
             stats.matched,
             stats.cancelled,
+            stats.streams_open,
         ));
+        if args.hold_streams && progress.is_hidden() {
+            // No terminal: a line per tick for a script to follow.
+            eprintln!("mm-load: {} streams open", stats.streams_open);
+        }
         progress.tick();
     }
     for t in tasks {
@@ -340,11 +559,15 @@ async fn main() {
         stats.late_cancels,
         stats.timed_out
     );
+    let waiting = match args.wait {
+        Wait::Poll => format!("poll every {} ms", args.poll_ms),
+        Wait::Events => "wait on their event streams".to_owned(),
+    };
     println!(
-        "players poll every {} ms, a game lasts {} ms, {:.0}% of joins are cancelled",
-        args.poll_ms,
+        "players {waiting}, a game lasts {} ms, {:.0}% of joins are cancelled; at most {} streams open at once",
         args.game_ms,
-        args.cancel_share * 100.0
+        args.cancel_share * 100.0,
+        stats.streams_most,
     );
     println!();
     println!("| endpoint | requests | requests/s | p50 ms | p95 ms | p99 ms | max ms |");
@@ -363,13 +586,23 @@ async fn main() {
     let ttm = &mut stats.time_to_match;
     println!();
     println!(
-        "time to match (join answered → MATCHED seen, polling every {} ms): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms over {} players",
-        args.poll_ms,
+        "time to match (join answered → MATCHED seen, players {waiting}): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms over {} players",
         percentile(ttm, 0.5),
         percentile(ttm, 0.95),
         percentile(ttm, 0.99),
         ttm.len()
     );
+    let push = &mut stats.push_delay;
+    if !push.is_empty() {
+        println!(
+            "push delay (the match's matched_at → its event at the player, ms clock): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events",
+            percentile(push, 0.5),
+            percentile(push, 0.95),
+            percentile(push, 0.99),
+            push.iter().max().copied().unwrap_or(0) as f64 / 1000.0,
+            push.len()
+        );
+    }
     let requests: usize = stats.latency.values().map(Vec::len).sum();
     let failed: u64 = stats.errors.values().sum();
     println!("failed requests: {failed} of {requests}");

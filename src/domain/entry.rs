@@ -35,6 +35,43 @@ impl EntryStatus {
     }
 }
 
+/// Why an entry ended without a match, as a client reads it (`reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EndReason {
+    /// The player cancelled it (`DELETE`).
+    Player,
+    /// Its client was not heard from (no poll, stream or heartbeat) for
+    /// `PRESENCE_TIMEOUT_SECONDS`.
+    Absent,
+    /// It searched for the pool's whole queue time.
+    MaxQueueTime,
+    /// Its player turned out to be in a game already.
+    ActiveGame,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 4] = [
+        EndReason::Player,
+        EndReason::Absent,
+        EndReason::MaxQueueTime,
+        EndReason::ActiveGame,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Player => "PLAYER",
+            EndReason::Absent => "ABSENT",
+            EndReason::MaxQueueTime => "MAX_QUEUE_TIME",
+            EndReason::ActiveGame => "ACTIVE_GAME",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 /// The other player of a match, as shown to a player.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Opponent {
@@ -69,6 +106,9 @@ pub struct QueueEntry {
     pub reserved_until: Option<Millis>,
     pub game_id: Option<GameId>,
     pub opponent: Option<Opponent>,
+    /// Why it ended, once `CANCELLED` or `TIMED_OUT`.
+    #[serde(default)]
+    pub reason: Option<EndReason>,
 }
 
 impl QueueEntry {
@@ -97,6 +137,7 @@ impl QueueEntry {
             reserved_until: None,
             game_id: None,
             opponent: None,
+            reason: None,
         }
     }
 

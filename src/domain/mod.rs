@@ -13,8 +13,8 @@ mod time_control;
 
 pub use challenge::{Challenge, ChallengeStatus, PreferredColor};
 pub use entry::{
-    ActiveGame, Color, EntryStatus, MatchIntent, MatchRecord, MatchSide, MatchSource, Opponent,
-    QueueEntry,
+    ActiveGame, Color, EndReason, EntryStatus, MatchIntent, MatchRecord, MatchSide, MatchSource,
+    Opponent, QueueEntry,
 };
 pub use ids::{ChallengeId, GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
 pub use pool::{DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, RatingPool, Region, Variant};

@@ -50,6 +50,9 @@ impl IntoResponse for ServiceError {
         | ServiceError::RateLimited {
             retry_after_seconds,
         }
+        | ServiceError::TooManyStreams {
+            retry_after_seconds,
+        }
         | ServiceError::Busy {
             retry_after_seconds,
         } = self

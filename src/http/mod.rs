@@ -5,6 +5,7 @@
 mod challenges;
 pub mod edge;
 pub mod error;
+mod events;
 pub mod extract;
 mod health;
 mod internal;
@@ -61,6 +62,8 @@ impl std::ops::Deref for AppState {
 /// The services and stores behind [`AppState`].
 pub struct Services {
     pub queue: Arc<QueueService>,
+    /// Event streams of queue entries (match-found push).
+    pub events: Arc<crate::services::events::EventStreams>,
     pub challenges: Arc<ChallengeService>,
     pub ratings: RatingService,
     pub auth: Arc<JwtAuth>,
@@ -86,6 +89,8 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         .routes(routes!(queue::join))
         .routes(routes!(queue::status, queue::cancel))
         .routes(routes!(queue::active))
+        .routes(routes!(events::events))
+        .routes(routes!(events::heartbeat))
         .routes(routes!(challenges::create))
         .routes(routes!(challenges::incoming))
         .routes(routes!(challenges::outgoing))

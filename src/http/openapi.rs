@@ -186,6 +186,16 @@ pub struct EntryStatus {
     /// When `MATCHED`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opponent: Option<Opponent>,
+    /// When `MATCHED`: when the match was made (RFC 3339, milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_at: Option<String>,
+    /// When `CANCELLED` or `TIMED_OUT`, why: `PLAYER` (cancelled by its
+    /// player), `ABSENT` (its client was not heard from for
+    /// PRESENCE_TIMEOUT_SECONDS), `ACTIVE_GAME` (its player was in a game
+    /// already) or `MAX_QUEUE_TIME` (timed out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<&'static str>,
 }
 
 /// DELETE /v1/matchmaking/queue/{queue_entry_id}
@@ -628,6 +638,7 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
                         "type": "string", "minLength": 1, "maxLength": 255,
                         "pattern": "^[!-~]([\t -~]*[!-~])?$",
                     }),
+                    "Last-Event-ID" => json!({ "type": "string", "pattern": "^[0-9]{1,19}$" }),
                     _ => continue,
                 };
                 parameter["schema"] = schema;

@@ -12,7 +12,7 @@ use super::extract::{ApiJson, Caller, Ids, object, optional_str, required_str};
 use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
-use crate::domain::{ActiveGame, EntryStatus, QueueEntry, QueueEntryId, rfc3339};
+use crate::domain::{ActiveGame, EndReason, EntryStatus, QueueEntry, QueueEntryId, rfc3339};
 use crate::services::queue::{EntryView, Join, KeyTaken};
 use crate::store::{IdempotencyScope, StoredAnswer};
 
@@ -181,7 +181,7 @@ async fn join_once(
 }
 
 /// A path id that is not a queue entry id is simply not found.
-fn entry_id(raw: &str) -> Result<QueueEntryId, ServiceError> {
+pub(super) fn entry_id(raw: &str) -> Result<QueueEntryId, ServiceError> {
     QueueEntryId::parse(raw).map_err(|_| ServiceError::NotFound(crate::services::queue::NO_ENTRY))
 }
 
@@ -235,9 +235,12 @@ pub async fn status(
     Ok(Json(status_answer(&view)))
 }
 
-fn status_answer(view: &EntryView) -> openapi::EntryStatus {
+/// The status answer (also the data of each event of the event stream).
+pub(super) fn status_answer(view: &EntryView) -> openapi::EntryStatus {
     let matched = view.status == EntryStatus::Matched;
     openapi::EntryStatus {
+        matched_at: matched.then(|| rfc3339(view.updated_at)),
+        reason: view.reason.map(EndReason::as_str),
         queue_entry_id: view.id,
         status: view.status.public(),
         estimated_wait_seconds: view.estimated_wait_seconds,

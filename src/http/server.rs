@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -151,9 +151,15 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(remote));
             let mut router = router.clone();
             async move {
+                // Busy until the answer's body is sent, not only its head:
+                // an event stream is never an idle connection.
                 let answer = router.call(request.map(Body::new)).await;
-                drop(busy);
-                answer
+                answer.map(|r| {
+                    if r.body().size_hint().exact().is_some() {
+                        return r; // sent at once: `busy` ends here
+                    }
+                    r.map(|body| Body::new(Sending { body, _busy: busy }))
+                })
             }
         });
         let connection = http.serve_connection(io, service);
@@ -245,6 +251,33 @@ impl Busy {
         Busy {
             slot: Arc::clone(slot),
         }
+    }
+}
+
+/// An answer's body being sent, with its connection marked busy until
+/// it ends (or the connection goes).
+struct Sending {
+    body: Body,
+    _busy: Busy,
+}
+
+impl axum::body::HttpBody for Sending {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -39,8 +39,8 @@ use super::backlog::Backlog;
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::games::{GameCreationError, GameCreator, NewGame};
 use crate::domain::{
-    Clock, GameId, MatchIntent, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef,
-    SystemClock, UserId,
+    Clock, EndReason, GameId, MatchIntent, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy,
+    PoolRef, SystemClock, UserId,
 };
 use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
@@ -76,6 +76,7 @@ pub struct PassReport {
     /// Pairs put back searching (the game service refused, or a player
     /// turned out to be in a game already).
     pub failed_pairs: usize,
+    /// Entries that left without a match: timed out, or cancelled as absent.
     pub timed_out: usize,
 }
 
@@ -204,11 +205,17 @@ impl MatchingService {
         let now = self.clock.now();
         let waiting = self.store.waiting(pool).await?;
         let searching = waiting.len();
-        let (expired, live): (Vec<Waiting>, Vec<Waiting>) =
-            waiting.into_iter().partition(|w| self.expired(w, now));
+        let mut expired = Vec::new();
+        let mut live = Vec::with_capacity(waiting.len());
+        for w in waiting {
+            match self.expired(&w, now) {
+                Some(reason) => expired.push((w, reason)),
+                None => live.push(w),
+            }
+        }
         let mut report = PassReport::default();
         if !expired.is_empty() {
-            report.timed_out = self.time_out(pool, &expired, now).await?;
+            report.timed_out = self.end_expired(pool, &expired, now).await?;
         }
         // Game creation is down: everyone keeps waiting (and the outage
         // does not count toward their queue time) until a probe may go.
@@ -263,55 +270,91 @@ impl MatchingService {
         Ok(report)
     }
 
-    /// Past the pool's queue time, or unheard of for the presence timeout;
-    /// time spent in a game-creation outage counts for neither.
-    fn expired(&self, w: &Waiting, now: Millis) -> bool {
+    /// Why `w` must leave the pool before pairing, if it must: past the
+    /// pool's queue time (it times out), or unheard of for the presence
+    /// timeout (it is cancelled as absent); time spent in a game-creation
+    /// outage counts for neither.
+    fn expired(&self, w: &Waiting, now: Millis) -> Option<EndReason> {
         let waited = now - w.enqueued_at - self.breaker.outage_overlap(w.enqueued_at, now);
         let unseen = now - w.last_seen_at - self.breaker.outage_overlap(w.last_seen_at, now);
-        waited >= self.policy.max_queue_time_ms
-            || self.limits.presence_ms.is_some_and(|p| unseen >= p)
+        if waited >= self.policy.max_queue_time_ms {
+            Some(EndReason::MaxQueueTime)
+        } else if self.limits.presence_ms.is_some_and(|p| unseen >= p) {
+            Some(EndReason::Absent)
+        } else {
+            None
+        }
     }
 
-    async fn time_out(
+    /// Ends the entries that must leave the pool: answers how many ended.
+    async fn end_expired(
         &self,
         pool: &PoolRef,
-        expired: &[Waiting],
+        expired: &[(Waiting, EndReason)],
         now: Millis,
     ) -> StoreResult<usize> {
-        let ids: Vec<_> = expired.iter().map(|w| w.id).collect();
-        let changed = self.store.time_out(pool, &ids, now).await?;
-        let mut events = Vec::with_capacity(changed.len());
-        for e in &changed {
+        let ids = |reason: EndReason| -> Vec<_> {
+            expired
+                .iter()
+                .filter(|(_, r)| *r == reason)
+                .map(|(w, _)| w.id)
+                .collect()
+        };
+        let timed_out = ids(EndReason::MaxQueueTime);
+        let absent = ids(EndReason::Absent);
+        let mut ended = Vec::with_capacity(expired.len());
+        if !timed_out.is_empty() {
+            ended.extend(
+                self.store
+                    .time_out(pool, &timed_out, now)
+                    .await?
+                    .into_iter()
+                    .map(|e| (e, EndReason::MaxQueueTime)),
+            );
+        }
+        if !absent.is_empty() {
+            ended.extend(
+                self.store
+                    .cancel_entries(pool, &absent, EndReason::Absent, now)
+                    .await?
+                    .into_iter()
+                    .map(|e| (e, EndReason::Absent)),
+            );
+        }
+        let mut events = Vec::with_capacity(ended.len());
+        for (e, reason) in &ended {
             let waited_ms = now - e.enqueued_at;
-            let absent = now - e.last_seen_at;
-            let reason = if waited_ms >= self.policy.max_queue_time_ms {
-                "max_queue_time"
-            } else {
-                "absent"
+            let unseen_ms = now - e.last_seen_at;
+            // The metric's reason label (and the audit's) keep the
+            // lower-case names they always had.
+            let label = match reason {
+                EndReason::Absent => "absent",
+                _ => "max_queue_time",
             };
-            crate::observe::timed_out(pool, reason, waited_ms);
+            crate::observe::timed_out(pool, label, waited_ms);
             tracing::info!(
                 event = "timeout",
                 queue_entry_id = %e.id,
                 tenant_id = %e.tenant_id,
                 user_id = %e.user_id,
                 pool = %e.pool,
+                status = e.status.public(),
                 waited_ms,
-                unseen_ms = absent,
-                reason,
+                unseen_ms,
+                reason = label,
                 request_id = e.request_id.as_deref().unwrap_or(""),
-                "entry timed out"
+                "entry ended without a match"
             );
             events.push(AuditEvent {
                 at: now,
                 tenant_id: e.tenant_id.clone(),
                 kind: "timeout".into(),
                 subject: e.id.to_string(),
-                detail: json!({ "pool": e.pool, "waited_ms": waited_ms, "reason": reason }),
+                detail: json!({ "pool": e.pool, "waited_ms": waited_ms, "reason": label }),
             });
         }
         self.durable.record(&events).await?;
-        Ok(changed.len())
+        Ok(ended.len())
     }
 
     /// Colors, reserves, records durably, creates, and commits one batch of
@@ -531,7 +574,10 @@ impl MatchingService {
             .filter(|w| busy.contains(&w.user_id))
             .map(|w| w.id)
             .collect();
-        let cancelled = self.store.cancel_entries(pool, &entries, now).await?;
+        let cancelled = self
+            .store
+            .cancel_entries(pool, &entries, EndReason::ActiveGame, now)
+            .await?;
         for e in &cancelled {
             tracing::warn!(
                 event = "entry_cancelled",

@@ -14,6 +14,7 @@
 pub mod backlog;
 pub mod breaker;
 pub mod challenges;
+pub mod events;
 pub mod games;
 pub mod guards;
 pub mod live_game;

@@ -13,8 +13,8 @@ use super::ratings::RatingService;
 use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
 use crate::domain::{
-    ActiveGame, Clock, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey, PoolPolicy,
-    PoolRef, QueueEntry, QueueEntryId, TenantConfig,
+    ActiveGame, Clock, EndReason, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey,
+    PoolPolicy, PoolRef, QueueEntry, QueueEntryId, TenantConfig,
 };
 use crate::store::{
     AuditEvent, CancelOutcome, DurableStore, EntryStore, IdempotencyScope, JoinOutcome,
@@ -62,6 +62,13 @@ pub struct EntryView {
     pub game_id: Option<GameId>,
     pub opponent: Option<Opponent>,
     pub estimated_wait_seconds: Option<u64>,
+    /// Why it ended without a match.
+    pub reason: Option<EndReason>,
+    /// When it joined; `None` when read from a match record.
+    pub enqueued_at: Option<Millis>,
+    /// When it last changed status; for `MATCHED`, when the match was
+    /// made (its record's `created_at`: the same read from the record).
+    pub updated_at: Millis,
 }
 
 /// What `/active` shows.
@@ -312,6 +319,9 @@ impl QueueService {
                 game_id: entry.game_id,
                 opponent: entry.opponent,
                 estimated_wait_seconds,
+                reason: entry.reason,
+                enqueued_at: Some(entry.enqueued_at),
+                updated_at: entry.updated_at,
             });
         }
         let record = self
@@ -332,6 +342,9 @@ impl QueueService {
             game_id: Some(record.game_id.clone()),
             opponent: Some(theirs.as_opponent()),
             estimated_wait_seconds: None,
+            reason: None,
+            enqueued_at: None,
+            updated_at: record.created_at,
         })
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::instrumented::{InstrumentedDurableStore, InstrumentedQueueStore};
 use super::memory::MemoryQueueStore;
 use super::postgres::PgStore;
-use super::redis::{RedisDueChannel, RedisQueueStore};
+use super::redis::{RedisDueChannel, RedisQueueStore, Subscription};
 use super::sqlite::SqliteStore;
 use super::{DurableStore, QueueStore, StoreError};
 use crate::settings::Settings;
@@ -97,8 +97,9 @@ pub struct Stores {
     pub queue: Arc<dyn QueueStore>,
     pub durable: Arc<dyn DurableStore>,
     pub backends: Backends,
-    /// With Redis: the pub/sub channel of due pools, and a node to listen on.
-    pub due: Option<(RedisDueChannel, String)>,
+    /// With Redis: the pub/sub channel joins announce due pools on, and
+    /// the node's subscription (due pools, changed entries).
+    pub due: Option<(RedisDueChannel, Subscription)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,9 +139,9 @@ pub async fn open_stores(settings: &Settings) -> Result<Stores, OpenError> {
                 settings.retention_ms().max(60_000),
             )
             .await?;
-            let first_node = url.split(',').next().unwrap_or(url).trim().to_owned();
-            let due = Some((store.due_channel(), first_node));
-            (Arc::new(store), due)
+            let first_node = url.split(',').next().unwrap_or(url).trim();
+            let redis = Some((store.due_channel(), store.subscription(first_node)));
+            (Arc::new(store), redis)
         }
         QueueBackend::Memory => (Arc::new(MemoryQueueStore::new()), None),
     };

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::feed::EntryFeed;
 use super::{
     AuditEvent, AuditStore, CancelOutcome, ChallengeStore, Claim, Direction, DurableStore,
     EntryStore, GuardStore, IdempotencyScope, IdempotencyStore, JoinOutcome, LeaseStore,
@@ -17,8 +18,8 @@ use super::{
     WriteFailure,
 };
 use crate::domain::{
-    ActiveGame, Challenge, ChallengeId, GameId, MatchId, MatchIntent, MatchRecord, Millis, PoolRef,
-    QueueEntry, QueueEntryId, TenantId, UserId,
+    ActiveGame, Challenge, ChallengeId, EndReason, GameId, MatchId, MatchIntent, MatchRecord,
+    Millis, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId,
 };
 use crate::observe;
 
@@ -74,6 +75,12 @@ measured! { InstrumentedQueueStore:
         fn user_entry(tenant: &TenantId, user: &UserId) -> Option<QueueEntry>;
         fn active_game(tenant: &TenantId, user: &UserId, now: Millis) -> Option<ActiveGame>;
         fn cancel(tenant: &TenantId, user: &UserId, id: &QueueEntryId, now: Millis) -> CancelOutcome;
+        fn touch(pool: &PoolRef, seen: &[(QueueEntryId, Millis)]) -> ();
+        unmeasured {
+            fn feed(&self) -> Arc<EntryFeed> {
+                self.inner.feed()
+            }
+        }
     }
     PairingStore {
         fn pools() -> Vec<PoolRef>;
@@ -82,7 +89,7 @@ measured! { InstrumentedQueueStore:
         fn commit(records: &[MatchRecord], guard_until: Millis, now: Millis) -> ();
         fn release(pool: &PoolRef, reservations: &[Reservation], now: Millis) -> ();
         fn time_out(pool: &PoolRef, ids: &[QueueEntryId], now: Millis) -> Vec<QueueEntry>;
-        fn cancel_entries(pool: &PoolRef, ids: &[QueueEntryId], now: Millis) -> Vec<QueueEntry>;
+        fn cancel_entries(pool: &PoolRef, ids: &[QueueEntryId], reason: EndReason, now: Millis) -> Vec<QueueEntry>;
         fn stale_reservations(now: Millis) -> Vec<StaleReservation>;
     }
     GuardStore {

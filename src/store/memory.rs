@@ -14,18 +14,18 @@
 //! lookup instead of keeping a second copy of them.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
 use super::{
     CancelOutcome, EntryStore, GuardStore, JoinOutcome, LeaseStore, PairingStore, PoolStats,
     PoolStatsStore, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS, STATS_KEPT_MS,
-    StaleReservation, StoreError, StoreResult, Waiting, stats_bucket,
+    StaleReservation, StoreError, StoreResult, Waiting, feed::EntryFeed, stats_bucket,
 };
 use crate::domain::{
-    ActiveGame, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, Millis, Opponent, PoolKey,
-    PoolRef, QueueEntry, QueueEntryId, Rating, TenantId, UserId, Username,
+    ActiveGame, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, Millis,
+    Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating, TenantId, UserId, Username,
 };
 
 /// How many recent match waits a pool remembers for its estimate.
@@ -57,6 +57,7 @@ struct StoredEntry {
     last_seen_at: Millis,
     request_id: Option<Box<str>>,
     client_metadata: Option<Box<str>>,
+    reason: Option<EndReason>,
     outcome: Option<Box<Outcome>>,
 }
 
@@ -96,6 +97,7 @@ impl StoredEntry {
             last_seen_at: e.last_seen_at,
             request_id: e.request_id.map(String::into_boxed_str),
             client_metadata: e.client_metadata.map(String::into_boxed_str),
+            reason: e.reason,
             outcome,
         }
     }
@@ -120,6 +122,7 @@ impl StoredEntry {
             reserved_until: outcome.and_then(|o| o.reserved_until),
             game_id: outcome.and_then(|o| o.game_id.clone()),
             opponent: outcome.and_then(|o| o.opponent.clone()),
+            reason: self.reason,
         }
     }
 
@@ -226,6 +229,8 @@ struct Inner {
     /// Whether the guards were rebuilt from the durable store since this
     /// store was made (a new process starts with none).
     guards_intact: bool,
+    /// Where entries that reach a final status are announced.
+    feed: Arc<EntryFeed>,
 }
 
 #[derive(Default)]
@@ -295,13 +300,22 @@ impl Inner {
         }
     }
 
-    /// Moves a waiting entry to a final status and drops the user's index.
-    fn finish(&mut self, id: &QueueEntryId, status: EntryStatus, now: Millis) {
+    /// Moves a waiting entry to a final status (and why, when it ended
+    /// without a match), drops the user's index and announces the change.
+    fn finish(
+        &mut self,
+        id: &QueueEntryId,
+        status: EntryStatus,
+        reason: Option<EndReason>,
+        now: Millis,
+    ) {
         let Some(entry) = self.entries.get_mut(id) else {
             return;
         };
         entry.status = status;
+        entry.reason = reason;
         entry.updated_at = now;
+        self.feed.changed(id);
         if let Some(o) = &mut entry.outcome {
             o.reserved_until = None;
         }
@@ -335,6 +349,7 @@ impl Inner {
         pool: &PoolRef,
         ids: &[QueueEntryId],
         status: EntryStatus,
+        reason: EndReason,
         now: Millis,
     ) -> Vec<QueueEntry> {
         let mut changed = Vec::new();
@@ -346,7 +361,7 @@ impl Inner {
                 continue;
             }
             self.unlist(id);
-            self.finish(id, status, now);
+            self.finish(id, status, Some(reason), now);
             changed.extend(self.copy(id));
         }
         if status == EntryStatus::TimedOut && !changed.is_empty() {
@@ -519,9 +534,26 @@ impl EntryStore for MemoryQueueStore {
             EntryStatus::Cancelled | EntryStatus::TimedOut => return Ok(CancelOutcome::NotFound),
         }
         inner.unlist(id);
-        inner.finish(id, EntryStatus::Cancelled, now);
+        inner.finish(id, EntryStatus::Cancelled, Some(EndReason::Player), now);
         let cancelled = inner.copy(id).expect("entry exists");
         Ok(CancelOutcome::Cancelled(Box::new(cancelled)))
+    }
+
+    async fn touch(&self, pool: &PoolRef, seen: &[(QueueEntryId, Millis)]) -> StoreResult<()> {
+        let mut inner = self.lock();
+        for (id, at) in seen {
+            if let Some(entry) = inner.entries.get_mut(id)
+                && entry.status.is_waiting()
+                && entry.in_pool(pool)
+            {
+                entry.last_seen_at = entry.last_seen_at.max(*at);
+            }
+        }
+        Ok(())
+    }
+
+    fn feed(&self) -> Arc<EntryFeed> {
+        self.lock().feed.clone()
     }
 }
 
@@ -627,7 +659,11 @@ impl PairingStore for MemoryQueueStore {
                 outcome.game_id = Some(record.game_id.clone());
                 outcome.opponent = Some(opponent);
                 let wait = now - entry.enqueued_at;
-                inner.finish(entry_id, EntryStatus::Matched, now);
+                inner.finish(entry_id, EntryStatus::Matched, None, now);
+                // Matched when the match was made, as its record says.
+                if let Some(e) = inner.entries.get_mut(entry_id) {
+                    e.updated_at = record.created_at;
+                }
                 inner.set_reserved(entry_id, false);
                 let p = inner.pool(&pool);
                 p.reserved = p.reserved.saturating_sub(1);
@@ -684,20 +720,25 @@ impl PairingStore for MemoryQueueStore {
         ids: &[QueueEntryId],
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>> {
-        Ok(self
-            .lock()
-            .end_searching(pool, ids, EntryStatus::TimedOut, now))
+        Ok(self.lock().end_searching(
+            pool,
+            ids,
+            EntryStatus::TimedOut,
+            EndReason::MaxQueueTime,
+            now,
+        ))
     }
 
     async fn cancel_entries(
         &self,
         pool: &PoolRef,
         ids: &[QueueEntryId],
+        reason: EndReason,
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>> {
         Ok(self
             .lock()
-            .end_searching(pool, ids, EntryStatus::Cancelled, now))
+            .end_searching(pool, ids, EntryStatus::Cancelled, reason, now))
     }
 
     async fn stale_reservations(&self, now: Millis) -> StoreResult<Vec<StaleReservation>> {

@@ -30,6 +30,7 @@
 pub mod backend;
 pub mod challenge_sql;
 pub mod claims;
+pub mod feed;
 pub mod idempotency_sql;
 pub mod instrumented;
 pub mod memory;
@@ -44,9 +45,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, GameId, MatchId,
-    MatchIntent, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, RATING_RANGE, Rating,
-    RatingPool, Speed, TenantId, UserId, Username, Variant,
+    ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, EndReason, GameId,
+    MatchId, MatchIntent, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, RATING_RANGE,
+    Rating, RatingPool, Speed, TenantId, UserId, Username, Variant,
 };
 
 /// A store could not do what was asked; callers answer 503.
@@ -374,6 +375,17 @@ pub trait EntryStore: Send + Sync + 'static {
         id: &QueueEntryId,
         now: Millis,
     ) -> StoreResult<CancelOutcome>;
+
+    /// Records that the clients of these entries of `pool` were heard
+    /// from at the times given (open event streams, and streams that
+    /// closed then); entries no longer waiting are left alone, and a time
+    /// older than the one recorded changes nothing.
+    async fn touch(&self, pool: &PoolRef, seen: &[(QueueEntryId, Millis)]) -> StoreResult<()>;
+
+    /// Where this node hears of entries that changed (see [`feed`]): every
+    /// entry the store moves to `MATCHED`, `TIMED_OUT` or `CANCELLED`, on
+    /// any node, is announced there.
+    fn feed(&self) -> std::sync::Arc<feed::EntryFeed>;
 }
 
 /// The pairing protocol the matching worker drives: read a pool's
@@ -426,13 +438,14 @@ pub trait PairingStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>>;
 
-    /// Marks these entries `CANCELLED` if they are still searching (their
-    /// players turned out to be in a game already); answers the entries it
-    /// changed.
+    /// Marks these entries `CANCELLED` for `reason` if they are still
+    /// searching (their players turned out to be in a game already, or
+    /// their clients went away); answers the entries it changed.
     async fn cancel_entries(
         &self,
         pool: &PoolRef,
         ids: &[QueueEntryId],
+        reason: EndReason,
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>>;
 

@@ -6,6 +6,7 @@ mod auth;
 mod challenges;
 mod edge;
 mod errors;
+mod events;
 mod fake_live_game;
 mod hostile;
 mod internal;

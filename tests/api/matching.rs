@@ -161,7 +161,9 @@ async fn an_entry_whose_client_is_never_heard_from_is_dropped() {
         assert!(Instant::now() < deadline, "alice was never dropped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(app.status_json(&a, &ia).await["status"], "TIMED_OUT");
+    let dropped = app.status_json(&a, &ia).await;
+    assert_eq!(dropped["status"], "CANCELLED");
+    assert_eq!(dropped["reason"], "ABSENT");
     assert_eq!(app.status_json(&b, &ib).await["status"], "SEARCHING");
 }
 

@@ -14,6 +14,8 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/matchmaking/queue"),
     ("GET", "/v1/matchmaking/queue/{queue_entry_id}"),
     ("DELETE", "/v1/matchmaking/queue/{queue_entry_id}"),
+    ("GET", "/v1/matchmaking/queue/{queue_entry_id}/events"),
+    ("POST", "/v1/matchmaking/queue/{queue_entry_id}/heartbeat"),
     ("GET", "/v1/matchmaking/active"),
     ("POST", "/v1/matchmaking/challenges"),
     ("GET", "/v1/matchmaking/challenges/incoming"),

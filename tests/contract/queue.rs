@@ -1,7 +1,7 @@
 //! The `QueueStore` contract.
 
 use matchmaking_api::domain::{
-    EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
+    EndReason, EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
 };
 use matchmaking_api::store::{
     CancelOutcome, JoinOutcome, LeaseStore, PoolStats, QueueStore, RECENT_GAPS, Reservation,
@@ -751,7 +751,12 @@ pub async fn cancel_entries_ends_only_searching_entries(store: &dyn QueueStore) 
     let c = joined(store, "carol", 1500, T0).await;
     reserve(store, &a, &b).await;
     let cancelled = store
-        .cancel_entries(&pool_ref("t1"), &[a.id, c.id], T0 + 2_000)
+        .cancel_entries(
+            &pool_ref("t1"),
+            &[a.id, c.id],
+            EndReason::ActiveGame,
+            T0 + 2_000,
+        )
         .await
         .unwrap();
     assert_eq!(cancelled.len(), 1, "a reserved entry is not cancelled");
@@ -763,6 +768,7 @@ pub async fn cancel_entries_ends_only_searching_entries(store: &dyn QueueStore) 
         .unwrap()
         .unwrap();
     assert_eq!(read.status, EntryStatus::Cancelled);
+    assert_eq!(read.reason, Some(EndReason::ActiveGame));
     let stats = store.pool_stats(&pool_ref("t1"), T0).await.unwrap();
     assert_eq!(stats.timeouts, 0, "a cancel is not a time-out");
     // Carol may join again.
@@ -771,4 +777,111 @@ pub async fn cancel_entries_ends_only_searching_entries(store: &dyn QueueStore) 
         store.join(again, T0 + 4_000).await.unwrap(),
         JoinOutcome::Created(_)
     ));
+}
+
+/// Waits (a few seconds at most) for a change of `watch`'s entry to be
+/// announced; on Redis it comes back through the node's subscription.
+async fn announced(watch: &matchmaking_api::store::feed::EntryWatch, what: &str) {
+    tokio::time::timeout(std::time::Duration::from_secs(5), watch.changed())
+        .await
+        .unwrap_or_else(|_| panic!("{what} was not announced"));
+}
+
+pub async fn every_way_an_entry_ends_is_announced_with_its_reason(store: &dyn QueueStore) {
+    open(store).await;
+    let feed = store.feed();
+    let cancelled = joined(store, "alice", 1500, T0).await;
+    let timed_out = joined(store, "bob", 1500, T0).await;
+    let absent = joined(store, "carol", 1500, T0).await;
+    let white = joined(store, "dave", 1500, T0).await;
+    let black = joined(store, "erin", 1500, T0).await;
+    let watches: Vec<_> = [&cancelled, &timed_out, &absent, &white, &black]
+        .iter()
+        .map(|e| feed.watch(e.id))
+        .collect();
+    let pool = pool_ref("t1");
+    store
+        .cancel(&tenant("t1"), &user("alice"), &cancelled.id, T0 + 1_000)
+        .await
+        .unwrap();
+    announced(&watches[0], "a cancel").await;
+    store
+        .time_out(&pool, &[timed_out.id], T0 + 1_000)
+        .await
+        .unwrap();
+    announced(&watches[1], "a time-out").await;
+    store
+        .cancel_entries(&pool, &[absent.id], EndReason::Absent, T0 + 1_000)
+        .await
+        .unwrap();
+    announced(&watches[2], "a cancel for absence").await;
+    let r = reserve(store, &white, &black).await;
+    store
+        .commit(
+            &[record(&white, &black, &r.match_id)],
+            T0 + 60_000,
+            T0 + 2_000,
+        )
+        .await
+        .unwrap();
+    announced(&watches[3], "a match (white)").await;
+    announced(&watches[4], "a match (black)").await;
+    for (e, status, reason) in [
+        (&cancelled, EntryStatus::Cancelled, Some(EndReason::Player)),
+        (
+            &timed_out,
+            EntryStatus::TimedOut,
+            Some(EndReason::MaxQueueTime),
+        ),
+        (&absent, EntryStatus::Cancelled, Some(EndReason::Absent)),
+        (&white, EntryStatus::Matched, None),
+    ] {
+        let read = store
+            .status(&e.tenant_id, &e.user_id, &e.id, T0 + 3_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (read.status, read.reason),
+            (status, reason),
+            "{}",
+            e.user_id
+        );
+    }
+}
+
+pub async fn touch_moves_up_the_last_seen_time_of_waiting_entries_only(store: &dyn QueueStore) {
+    open(store).await;
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1500, T0).await;
+    let pool = pool_ref("t1");
+    store
+        .cancel(&tenant("t1"), &user("bob"), &b.id, T0 + 1_000)
+        .await
+        .unwrap();
+    store
+        .touch(&pool, &[(a.id, T0 + 5_000), (b.id, T0 + 5_000)])
+        .await
+        .unwrap();
+    // An older time changes nothing.
+    store.touch(&pool, &[(a.id, T0 + 2_000)]).await.unwrap();
+    let waiting = store.waiting(&pool).await.unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].last_seen_at, T0 + 5_000);
+    // Touching in another pool's name reaches nothing.
+    let other = PoolRef {
+        tenant_id: tenant("t1"),
+        key: super::pool("standard_3+2_rated_GLOBAL"),
+    };
+    store.touch(&other, &[(a.id, T0 + 9_000)]).await.unwrap();
+    assert_eq!(
+        store.waiting(&pool).await.unwrap()[0].last_seen_at,
+        T0 + 5_000
+    );
+    let read = store
+        .status(&tenant("t1"), &user("bob"), &b.id, T0 + 6_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.last_seen_at, T0, "a cancelled entry is not touched");
 }

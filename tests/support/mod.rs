@@ -3,6 +3,8 @@
 // Shared by several test binaries; each uses part of it.
 #![allow(dead_code)]
 
+pub mod sse;
+
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -131,6 +133,38 @@ impl RedisPrefix {
             }
         }
     }
+}
+
+/// A node's Redis subscription for a test store (as `serve` runs one),
+/// listening once this returns; it stops when dropped.
+pub struct Listening(#[allow(dead_code)] tokio::sync::watch::Sender<bool>);
+
+/// Starts `store`'s subscription through `url` and waits until Redis counts
+/// a subscriber on its entry channel (`<prefix>:entries`).
+#[allow(dead_code)]
+pub async fn listening(
+    store: &matchmaking_api::store::redis::RedisQueueStore,
+    url: &str,
+    prefix: &str,
+) -> Listening {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(store.subscription(url).run(None, stopped));
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{prefix}:entries");
+    for _ in 0..500 {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if count > 0 {
+            return Listening(stop);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the subscription to {channel} did not start in 5 s");
 }
 
 impl Drop for RedisPrefix {

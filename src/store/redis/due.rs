@@ -1,7 +1,11 @@
-//! "Pool due" announcements over Redis pub/sub: a join on any node wakes
-//! the worker of every process at once, instead of waiting for its tick.
-//! Delivery is best effort (the periodic tick is the safety net), so a lost
-//! message only costs latency, never correctness.
+//! Announcements over Redis pub/sub, and each node's one subscription.
+//!
+//! - "Pool due": a join on any node wakes the worker of every process at
+//!   once, instead of waiting for its tick. Delivery is best effort (the
+//!   periodic tick is the safety net), so a lost message only costs
+//!   latency, never correctness.
+//! - "Entries changed": published by the scripts that end entries (see
+//!   `scripts.rs`), fanned out here to the node's [`EntryFeed`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +16,9 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::{Conn, RedisQueueStore};
-use crate::domain::PoolRef;
+use crate::domain::{PoolRef, QueueEntryId};
 use crate::services::signal::{DueAnnouncer, PoolSignal};
+use crate::store::feed::EntryFeed;
 
 /// At most one message per pool per window: under load one message wakes
 /// the workers for many joins. The last join of a burst is always followed
@@ -103,27 +108,61 @@ impl DueAnnouncer for RedisDueChannel {
     }
 }
 
-impl RedisDueChannel {
-    /// Marks every announced pool due in `signal` until `shutdown`;
-    /// reconnects by itself. `url` is a Redis (any cluster node: PUBLISH
-    /// reaches every node).
-    pub async fn listen(
-        self,
-        url: String,
-        signal: Arc<PoolSignal>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+/// This node's one Redis subscription, to both channels: pools announced
+/// due are marked in the worker's signal (when this process runs a
+/// worker), entries announced changed wake their waiters in the store's
+/// feed. Reconnects by itself; after a lost subscription every waiter
+/// reads its entry again (announcements may have been missed meanwhile).
+#[derive(Clone)]
+pub struct Subscription {
+    /// A Redis node (any node of a Cluster: PUBLISH reaches every node).
+    url: String,
+    due_channel: String,
+    entry_channel: String,
+    feed: Arc<EntryFeed>,
+}
+
+impl RedisQueueStore {
+    /// The subscription of a node that reaches this store through `url`
+    /// (a node's address; the first seed node of a Cluster).
+    pub fn subscription(&self, url: &str) -> Subscription {
+        Subscription {
+            url: url.to_owned(),
+            due_channel: self.keys.due_channel(),
+            entry_channel: self.keys.entry_channel(),
+            feed: self.feed.clone(),
+        }
+    }
+}
+
+impl Subscription {
+    /// Listens until `shutdown`; `signal` is the worker's, if this process
+    /// runs one.
+    pub async fn run(self, signal: Option<Arc<PoolSignal>>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let run = async {
-                let client = redis::Client::open(url.as_str())?;
+                let client = redis::Client::open(self.url.as_str())?;
                 let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(&self.inner.channel).await?;
+                pubsub
+                    .subscribe(&[&self.due_channel, &self.entry_channel])
+                    .await?;
+                // Announcements made while there was no subscription are
+                // lost: every waiter reads its entry again.
+                self.feed.all_changed();
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
-                    let Ok(member) = msg.get_payload::<String>() else {
+                    let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
-                    if let Some(pool) = RedisQueueStore::pool_of(&member) {
+                    if msg.get_channel_name() == self.entry_channel {
+                        for id in payload.split(' ') {
+                            if let Ok(id) = QueueEntryId::parse(id) {
+                                self.feed.changed(&id);
+                            }
+                        }
+                    } else if let Some(signal) = &signal
+                        && let Some(pool) = RedisQueueStore::pool_of(&payload)
+                    {
                         signal.mark_due(pool);
                     }
                 }
@@ -133,7 +172,7 @@ impl RedisDueChannel {
                 _ = shutdown.changed() => return,
                 result = run => {
                     if let Err(e) = result {
-                        tracing::warn!(error = %e, "due-pool subscription lost; reconnecting");
+                        tracing::warn!(error = %e, "the Redis subscription was lost; reconnecting");
                     }
                 }
             }

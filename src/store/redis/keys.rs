@@ -94,6 +94,12 @@ impl Keys {
     pub fn due_channel(&self) -> String {
         format!("{}:due", self.prefix)
     }
+
+    /// The pub/sub channel entries that reached a final status are
+    /// announced on (space-separated ids).
+    pub fn entry_channel(&self) -> String {
+        format!("{}:entries", self.prefix)
+    }
 }
 
 /// The member of [`Keys::pools`] (and of due announcements) for a pool.

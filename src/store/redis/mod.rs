@@ -21,6 +21,14 @@
 //!   refuses until the guards are rebuilt from the durable store and the
 //!   marker set again (see [`slots`]).
 //!
+//! ## Announcements
+//!
+//! Two pub/sub channels, one subscription per node for both: `due` (a
+//! join made a pool due: workers pass over it at once) and `entries`
+//! (space-separated ids of entries that reached a final status, published
+//! by the script that changed them, so no change goes unannounced; the
+//! node's [`EntryFeed`] wakes the event streams waiting on them).
+//!
 //! ## Steps across slots
 //!
 //! A change inside one slot is one Lua script (called by SHA). A join claims
@@ -34,6 +42,7 @@
 //! back.
 
 mod due;
+pub use due::Subscription;
 mod keys;
 mod scripts;
 mod slots;
@@ -54,11 +63,12 @@ use self::keys::Keys;
 use super::{
     CancelOutcome, EntryStore, GuardStore, JoinOutcome, LeaseStore, PairingStore, PoolStats,
     PoolStatsStore, QueueStore, RECENT_GAPS, Reservation, STATS_BUCKET_MS, STATS_KEPT_MS,
-    StaleReservation, StoreError, StoreResult, Waiting, stats_bucket,
+    StaleReservation, StoreError, StoreResult, Waiting, feed::EntryFeed, stats_bucket,
 };
 use crate::domain::{
-    ActiveGame, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, MatchSide, Millis,
-    Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId, Username, now_millis,
+    ActiveGame, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, MatchSide,
+    Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId, Username,
+    now_millis,
 };
 use scripts::*;
 
@@ -118,6 +128,10 @@ pub struct RedisQueueStore {
     /// enough (the score only keeps a pool from being purged), so most joins
     /// skip that round trip. A std lock: never held across an await.
     registered: Arc<Mutex<HashMap<PoolRef, Millis>>>,
+    /// Where the scripts announce entries that reached a final status,
+    /// and where this node's subscription hands them on (see [`events`]).
+    entry_channel: String,
+    feed: Arc<EntryFeed>,
 }
 
 /// How often a node re-notes a pool it sees joins for in `pools`.
@@ -167,6 +181,7 @@ fn entry_fields(e: &QueueEntry) -> Vec<(&'static str, String)> {
         ("client_metadata", e.client_metadata.clone()),
         ("match_id", e.match_id.map(|m| m.to_string())),
         ("reserved_until", e.reserved_until.map(|r| r.to_string())),
+        ("reason", e.reason.map(|r| r.as_str().to_owned())),
         ("game_id", e.game_id.as_ref().map(|g| g.to_string())),
         (
             "opponent",
@@ -232,6 +247,10 @@ fn entry_from(v: Value) -> StoreResult<QueueEntry> {
         opponent: map
             .get("opponent")
             .map(|o| serde_json::from_str::<Opponent>(o).map_err(|_| corrupt("opponent")))
+            .transpose()?,
+        reason: map
+            .get("reason")
+            .map(|r| EndReason::parse(r).ok_or_else(|| corrupt("entry reason")))
             .transpose()?,
     })
 }
@@ -324,11 +343,14 @@ impl RedisQueueStore {
                 .set_number_of_retries(1);
             Conn::Single(ConnectionManager::new_with_config(client, config).await?)
         };
+        let keys = Keys::new(prefix, matches!(conn, Conn::Single(_)));
         Ok(Self {
-            keys: Keys::new(prefix, matches!(conn, Conn::Single(_))),
+            entry_channel: keys.entry_channel(),
+            keys,
             conn,
             index_ttl_ms,
             registered: Default::default(),
+            feed: EntryFeed::new(),
         })
     }
 
@@ -610,6 +632,7 @@ impl EntryStore for RedisQueueStore {
             .arg(user.as_str())
             .arg(now)
             .arg(id.to_string())
+            .arg(&self.entry_channel)
             .invoke_async(&mut conn)
             .await?;
         let kind: String = answer
@@ -627,6 +650,24 @@ impl EntryStore for RedisQueueStore {
             "cannot" => Ok(CancelOutcome::CannotCancel),
             _ => Ok(CancelOutcome::NotFound),
         }
+    }
+
+    async fn touch(&self, pool: &PoolRef, seen: &[(QueueEntryId, Millis)]) -> StoreResult<()> {
+        let tag = self.keys.pool(pool);
+        for chunk in seen.chunks(PAIRS_PER_CALL) {
+            let mut inv = TOUCH.key(tag.waiting());
+            inv.arg(tag.entry_prefix());
+            for (id, at) in chunk {
+                inv.arg(id.to_string()).arg(*at);
+            }
+            let mut conn = self.conn.clone();
+            inv.invoke_async::<i64>(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    fn feed(&self) -> Arc<EntryFeed> {
+        self.feed.clone()
     }
 }
 
@@ -762,17 +803,23 @@ impl PairingStore for RedisQueueStore {
         ids: &[QueueEntryId],
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>> {
-        self.end_searching(pool, ids, EntryStatus::TimedOut, now)
-            .await
+        self.end_searching(
+            pool,
+            ids,
+            (EntryStatus::TimedOut, EndReason::MaxQueueTime),
+            now,
+        )
+        .await
     }
 
     async fn cancel_entries(
         &self,
         pool: &PoolRef,
         ids: &[QueueEntryId],
+        reason: EndReason,
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>> {
-        self.end_searching(pool, ids, EntryStatus::Cancelled, now)
+        self.end_searching(pool, ids, (EntryStatus::Cancelled, reason), now)
             .await
     }
 
@@ -1070,13 +1117,13 @@ impl RedisQueueStore {
         Ok(())
     }
 
-    /// Ends the searching entries of `ids` with `status`, and drops their
-    /// users' pointers to them.
+    /// Ends the searching entries of `ids` with a status and reason, and
+    /// drops their users' pointers to them.
     async fn end_searching(
         &self,
         pool: &PoolRef,
         ids: &[QueueEntryId],
-        status: EntryStatus,
+        (status, reason): (EntryStatus, EndReason),
         now: Millis,
     ) -> StoreResult<Vec<QueueEntry>> {
         if ids.is_empty() {
@@ -1090,7 +1137,9 @@ impl RedisQueueStore {
             .arg(tag.entry_prefix())
             .arg(now);
         stats_args(&mut inv, now);
-        inv.arg(status_name(status));
+        inv.arg(status_name(status))
+            .arg(reason.as_str())
+            .arg(&self.entry_channel);
         for id in ids {
             inv.arg(id.to_string());
         }
@@ -1161,7 +1210,7 @@ impl RedisQueueStore {
             .arg(now)
             .arg(RECENT_WAITS);
         stats_args(inv, now);
-        inv.arg(RECENT_GAPS);
+        inv.arg(RECENT_GAPS).arg(&self.entry_channel);
         for record in records {
             let sides = [
                 (&record.white, &record.black),
@@ -1174,6 +1223,7 @@ impl RedisQueueStore {
             inv.arg(record.match_id.to_string())
                 .arg(record.game_id.to_string())
                 .arg((record.white.rating - record.black.rating).abs())
+                .arg(record.created_at)
                 .arg(entries.len());
             for (id, other) in entries {
                 inv.arg(id.to_string())

@@ -116,8 +116,9 @@ return read_entry(ARGV[4] .. pool .. ARGV[5], ARGV[1], ARGV[2], ARGV[3])
     ))
 });
 
-/// Cancels the owner's searching entry. KEYS: entry, waiting, done.
-/// ARGV: tenant, user, now, id. Answers 'cancelled' + entry, 'cannot' or 'none'.
+/// Cancels the owner's searching entry, and announces it on the entry
+/// channel. KEYS: entry, waiting, done. ARGV: tenant, user, now, id,
+/// channel. Answers 'cancelled' + entry, 'cannot' or 'none'.
 pub static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -125,11 +126,31 @@ local e = redis.call('HMGET', KEYS[1], 'tenant_id', 'user_id', 'status')
 if not e[1] or e[1] ~= ARGV[1] or e[2] ~= ARGV[2] then return {'none'} end
 if e[3] == 'RESERVED' or e[3] == 'MATCHED' then return {'cannot'} end
 if e[3] ~= 'SEARCHING' then return {'none'} end
-redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'updated_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'reason', 'PLAYER', 'updated_at', ARGV[3])
 redis.call('HDEL', KEYS[1], 'reserved_until')
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
 return {'cancelled', redis.call('HGETALL', KEYS[1])}
+",
+    )
+});
+
+/// Records that clients of entries of one pool were heard from: each
+/// waiting entry's `last_seen_at` moves up to the time given. KEYS: waiting
+/// (it only routes the call to the pool's slot). ARGV: entry key prefix,
+/// then pairs id, time.
+pub static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 2, #ARGV, 2 do
+  local key = ARGV[1] .. ARGV[i]
+  local e = redis.call('HMGET', key, 'status', 'last_seen_at')
+  if (e[1] == 'SEARCHING' or e[1] == 'RESERVED') and tonumber(ARGV[i + 1]) > tonumber(e[2]) then
+    redis.call('HSET', key, 'last_seen_at', ARGV[i + 1])
+  end
+end
+return 1
 ",
     )
 });
@@ -200,16 +221,18 @@ end
 /// counts the matches, reading its keys from `K` and its arguments from `A`.
 /// K: reserved, waits, done, stats, gaps. A: entry key prefix, now,
 /// recent-waits kept, bucket, oldest bucket kept, stats ttl ms, recent gaps
-/// kept, then per match: match id, game id, rating gap, number of entries,
-/// and that many pairs entry id, opponent json. Answers the ids it matched.
-/// The pool's sets and lists change once per call, not once per entry.
+/// kept, entry channel, then per match: match id, game id, rating gap,
+/// when the match was made (the entries' `updated_at`, as its record
+/// says), number of entries, and that many pairs entry id, opponent json. Answers
+/// the ids it matched, and announces them on the entry channel. The pool's
+/// sets and lists change once per call, not once per entry.
 /// (`reserved_until` stays: it means something only while RESERVED.)
 const COMMIT_ENTRIES: &str = r"
 local ids, scored, waits, gaps = {}, {}, {}, {}
-local i = 8
+local i = 9
 while i <= #A do
-  local m, g, gap, n = A[i], A[i + 1], A[i + 2], tonumber(A[i + 3])
-  i = i + 4
+  local m, g, gap, made, n = A[i], A[i + 1], A[i + 2], A[i + 3], tonumber(A[i + 4])
+  i = i + 5
   local matched = false
   for _ = 1, n do
     local id, opponent = A[i], A[i + 1]
@@ -217,7 +240,7 @@ while i <= #A do
     local key = A[1] .. id
     local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at')
     if e[1] == 'RESERVED' and e[2] == m then
-      redis.call('HSET', key, 'status', 'MATCHED', 'game_id', g, 'opponent', opponent, 'updated_at', A[2])
+      redis.call('HSET', key, 'status', 'MATCHED', 'game_id', g, 'opponent', opponent, 'updated_at', made)
       ids[#ids + 1] = id
       scored[#scored + 1] = A[2]
       scored[#scored + 1] = id
@@ -236,6 +259,7 @@ if #ids > 0 then
   redis.call('LPUSH', K[5], unpack(gaps))
   redis.call('LTRIM', K[5], 0, tonumber(A[7]) - 1)
   redis.call('PEXPIRE', K[5], A[6])
+  redis.call('PUBLISH', A[8], table.concat(ids, ' '))
 end
 return ids
 ";
@@ -292,25 +316,30 @@ return 1
 });
 
 /// Ends entries still searching with a status (`TIMED_OUT`, counted as
-/// time-outs, or `CANCELLED`). KEYS: waiting, done, stats. ARGV: entry key
-/// prefix, now, bucket, oldest bucket kept, stats ttl ms, status, then ids.
-/// Answers the changed entries' field lists.
+/// time-outs, or `CANCELLED`) and a reason, and announces them on the
+/// entry channel. KEYS: waiting, done, stats. ARGV: entry key prefix, now,
+/// bucket, oldest bucket kept, stats ttl ms, status, reason, channel, then
+/// ids. Answers the changed entries' field lists.
 pub static END_SEARCHING: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{COUNT_OUTCOME}{}",
         r"
-local out = {}
-for i = 7, #ARGV do
+local out, ended = {}, {}
+for i = 9, #ARGV do
   local key = ARGV[1] .. ARGV[i]
   if redis.call('HGET', key, 'status') == 'SEARCHING' then
-    redis.call('HSET', key, 'status', ARGV[6], 'updated_at', ARGV[2])
+    redis.call('HSET', key, 'status', ARGV[6], 'reason', ARGV[7], 'updated_at', ARGV[2])
     redis.call('ZREM', KEYS[1], ARGV[i])
     redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i])
     out[#out + 1] = redis.call('HGETALL', key)
+    ended[#ended + 1] = ARGV[i]
   end
 end
-if #out > 0 and ARGV[6] == 'TIMED_OUT' then
-  count_outcome(KEYS[3], 't:', ARGV[3], ARGV[4], ARGV[5], #out)
+if #out > 0 then
+  if ARGV[6] == 'TIMED_OUT' then
+    count_outcome(KEYS[3], 't:', ARGV[3], ARGV[4], ARGV[5], #out)
+  end
+  redis.call('PUBLISH', ARGV[8], table.concat(ended, ' '))
 end
 return out
 "
