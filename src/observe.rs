@@ -45,6 +45,7 @@ pub const SHED: &str = "http_requests_shed_total";
 pub const RATING_FALLBACKS: &str = "matchmaking_rating_fallbacks_total";
 pub const EVENT_STREAMS: &str = "matchmaking_event_streams_open";
 pub const EVENT_STREAMS_REFUSED: &str = "matchmaking_event_streams_refused_total";
+pub const EVENT_PUSH: &str = "matchmaking_event_push_seconds";
 
 /// Latency buckets (seconds): 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -122,6 +123,11 @@ fn describe() {
     describe_gauge!(
         EVENT_STREAMS,
         "Event streams (GET /v1/matchmaking/queue/{id}/events) open on this node."
+    );
+    describe_histogram!(
+        EVENT_PUSH,
+        Unit::Seconds,
+        "From the commit of an entry's change (on the clock of the process that committed it) to its event handed to the client's stream on this node."
     );
     describe_counter!(
         EVENT_STREAMS_REFUSED,
@@ -367,6 +373,12 @@ pub fn pass(pool: &PoolRef, waiting: usize, took: Duration) {
 pub fn event_streams(open: usize) {
     if enabled() {
         gauge!(EVENT_STREAMS).set(open as f64);
+    }
+}
+
+pub fn event_pushed(delay_ms: i64) {
+    if enabled() {
+        histogram!(EVENT_PUSH).record(seconds(delay_ms.max(0)));
     }
 }
 

@@ -38,9 +38,14 @@ use serde_json::{Value, json};
 #[derive(Parser, Debug)]
 #[command(name = "mm-load", about = "Players against a running matchmaking-api")]
 struct Args {
-    /// Base URL of the server (and the only address this sends to).
+    /// Base URL of the server (and, with --events-url, one of the only two
+    /// addresses this sends to).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Where players open their event streams (another node of the same
+    /// cluster: the push then crosses nodes); default: --url.
+    #[arg(long)]
+    events_url: Option<String>,
     /// The server's JWT_SECRET (tokens are minted with it); default: the
     /// JWT_SECRET variable, else the dev secret the server made in DATA_DIR.
     #[arg(long)]
@@ -107,6 +112,7 @@ struct Stats {
 struct Client {
     http: reqwest::Client,
     url: String,
+    events_url: String,
     stats: Mutex<Stats>,
 }
 
@@ -281,6 +287,9 @@ async fn stream(
     let mut events = open_stream(client, token, id).await?;
     let cancel_at = tokio::time::Instant::from_std(deadline);
     let mut cancel_sent = false;
+    // The first event is the status when the stream opened (a match made
+    // before that is not a push); the ones after it are pushed changes.
+    let mut first = true;
     loop {
         let event = tokio::select! {
             event = events.next() => event,
@@ -298,7 +307,9 @@ async fn stream(
         match v["status"].as_str() {
             Some("MATCHED") => {
                 let at_player = matchmaking_api::domain::now_millis();
-                if let Some(matched_at) = v["matched_at"].as_str().and_then(epoch_millis) {
+                if !std::mem::take(&mut first)
+                    && let Some(matched_at) = v["matched_at"].as_str().and_then(epoch_millis)
+                {
                     let delay = (at_player - matched_at).max(0) as u64 * 1000;
                     client.stats.lock().unwrap().push_delay.push(delay);
                 }
@@ -308,7 +319,7 @@ async fn stream(
                 client.stats.lock().unwrap().timed_out += 1;
                 return None;
             }
-            Some("SEARCHING") => {}
+            Some("SEARCHING") => first = false,
             _ => return None,
         }
     }
@@ -321,7 +332,10 @@ async fn open_stream<'a>(client: &'a Client, token: &str, id: &str) -> Option<Ev
     let endpoint = "GET /v1/matchmaking/queue/{id}/events";
     let sent = client
         .http
-        .get(format!("{}/v1/matchmaking/queue/{id}/events", client.url))
+        .get(format!(
+            "{}/v1/matchmaking/queue/{id}/events",
+            client.events_url
+        ))
         .bearer_auth(token)
         // A stream lasts as long as the search; the client's request
         // timeout is for answers.
@@ -402,22 +416,33 @@ fn epoch_millis(text: &str) -> Option<i64> {
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
-/// `--hold-streams`: joins once, opens the entry's stream, holds it until
-/// `deadline`.
-async fn hold(client: Arc<Client>, token: String, args: Arc<Args>, deadline: Instant) {
+/// `--hold-streams`: joins once; once every player has joined (and a
+/// pause, for a measurement of the node without streams), opens the
+/// entry's stream and holds it until `deadline`.
+async fn hold(
+    client: Arc<Client>,
+    token: String,
+    args: Arc<Args>,
+    (joined, deadline): (Arc<tokio::sync::Barrier>, Instant),
+) {
     let body = json!({ "time_control": args.time_control, "mode": args.mode });
     let join = client
         .http
         .post(format!("{}/v1/matchmaking/queue", client.url))
         .bearer_auth(&token)
         .json(&body);
-    let Some((201, answer)) = client.call("POST /v1/matchmaking/queue", join).await else {
+    let id = match client.call("POST /v1/matchmaking/queue", join).await {
+        Some((201, answer)) => answer["queue_entry_id"].as_str().map(str::to_owned),
+        _ => None,
+    };
+    if joined.wait().await.is_leader() {
+        eprintln!("mm-load: every player joined; streams open in {HOLD_PAUSE:?}");
+    }
+    tokio::time::sleep(HOLD_PAUSE).await;
+    let Some(id) = id else {
         return;
     };
-    let Some(id) = answer["queue_entry_id"].as_str() else {
-        return;
-    };
-    let Some(mut events) = open_stream(&client, &token, id).await else {
+    let Some(mut events) = open_stream(&client, &token, &id).await else {
         return;
     };
     let _ = tokio::time::timeout_at(deadline.into(), async {
@@ -425,6 +450,9 @@ async fn hold(client: Arc<Client>, token: String, args: Arc<Args>, deadline: Ins
     })
     .await;
 }
+
+/// `--hold-streams`: the pause between the last join and the first stream.
+const HOLD_PAUSE: Duration = Duration::from_secs(5);
 
 /// Cancels the player's entry; answers whether it was (409: it had been
 /// matched first, an answer a player expects).
@@ -504,6 +532,12 @@ async fn main() {
             .build()
             .expect("an HTTP client"),
         url: args.url.trim_end_matches('/').to_owned(),
+        events_url: args
+            .events_url
+            .as_deref()
+            .unwrap_or(&args.url)
+            .trim_end_matches('/')
+            .to_owned(),
         stats: Mutex::new(Stats::default()),
     });
     let started = Instant::now();
@@ -512,11 +546,13 @@ async fn main() {
     progress.set_style(
         ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("a valid template"),
     );
+    let joined = Arc::new(tokio::sync::Barrier::new(tokens.len()));
     let tasks: Vec<_> = tokens
         .into_iter()
         .map(|t| {
             if args.hold_streams {
-                tokio::spawn(hold(client.clone(), t.0, args.clone(), deadline))
+                let phases = (joined.clone(), deadline);
+                tokio::spawn(hold(client.clone(), t.0, args.clone(), phases))
             } else {
                 tokio::spawn(player(client.clone(), t, args.clone(), deadline))
             }
@@ -595,7 +631,7 @@ async fn main() {
     let push = &mut stats.push_delay;
     if !push.is_empty() {
         println!(
-            "push delay (the match's matched_at → its event at the player, ms clock): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events",
+            "push delay (the match's matched_at → its event at the player, on a stream open before the match; ms clock): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} events",
             percentile(push, 0.5),
             percentile(push, 0.95),
             percentile(push, 0.99),

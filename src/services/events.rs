@@ -390,8 +390,14 @@ impl Live {
                     return None;
                 }
             };
-            let event = streams.event(view, streams.clock.now());
+            let now = streams.clock.now();
+            let event = streams.event(view, now);
             if event.id > self.last_sent {
+                // A change announced by the store: how long from its
+                // commit to its event, handed to the connection now.
+                if let Some(at) = self.watch.take_changed_at() {
+                    crate::observe::event_pushed(now - at);
+                }
                 self.pending = Some(event);
             }
         }

@@ -16,18 +16,26 @@
 //! happens between the first read and the wait is missed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::domain::QueueEntryId;
+use crate::domain::{Millis, QueueEntryId};
 
 /// Independent locks, so wake-ups of a big commit and streams opening or
 /// closing seldom wait for each other.
 const SHARDS: usize = 16;
 
-type Waiters = HashMap<QueueEntryId, Vec<(u64, Arc<Notify>)>, foldhash::fast::RandomState>;
+type Waiters = HashMap<QueueEntryId, Vec<(u64, Arc<Waiter>)>, foldhash::fast::RandomState>;
+
+/// One waiter: its wake-up, and when the latest change it was told of
+/// happened (epoch ms on the changing store's clock; 0 when unknown).
+#[derive(Default)]
+struct Waiter {
+    notify: Notify,
+    changed_at: AtomicI64,
+}
 
 #[derive(Default)]
 pub struct EntryFeed {
@@ -42,7 +50,7 @@ pub struct EntryWatch {
     feed: Arc<EntryFeed>,
     id: QueueEntryId,
     token: u64,
-    notify: Arc<Notify>,
+    waiter: Arc<Waiter>,
 }
 
 impl EntryFeed {
@@ -58,24 +66,26 @@ impl EntryFeed {
     /// Subscribes to changes of `id`.
     pub fn watch(self: &Arc<Self>, id: QueueEntryId) -> EntryWatch {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let notify = Arc::new(Notify::new());
+        let waiter = Arc::new(Waiter::default());
         self.shard(&id)
             .entry(id)
             .or_default()
-            .push((token, Arc::clone(&notify)));
+            .push((token, Arc::clone(&waiter)));
         EntryWatch {
             feed: Arc::clone(self),
             id,
             token,
-            notify,
+            waiter,
         }
     }
 
-    /// `id` changed: wakes its waiters on this node.
-    pub fn changed(&self, id: &QueueEntryId) {
+    /// `id` changed at `at` (the store's commit time): wakes its waiters
+    /// on this node.
+    pub fn changed(&self, id: &QueueEntryId, at: Millis) {
         if let Some(waiters) = self.shard(id).get(id) {
-            for (_, notify) in waiters {
-                notify.notify_one();
+            for (_, waiter) in waiters {
+                waiter.changed_at.fetch_max(at, Ordering::AcqRel);
+                waiter.notify.notify_one();
             }
         }
     }
@@ -85,8 +95,8 @@ impl EntryFeed {
     pub fn all_changed(&self) {
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for (_, notify) in shard.values().flatten() {
-                notify.notify_one();
+            for (_, waiter) in shard.values().flatten() {
+                waiter.notify.notify_one();
             }
         }
     }
@@ -104,7 +114,13 @@ impl EntryWatch {
     /// Waits for the next change of the entry (at once if one came since
     /// the last wait, or since the subscription).
     pub async fn changed(&self) {
-        self.notify.notified().await
+        self.waiter.notify.notified().await
+    }
+
+    /// When the latest change announced since the last call happened
+    /// (`None` when none was, or its time is unknown).
+    pub fn take_changed_at(&self) -> Option<Millis> {
+        Some(self.waiter.changed_at.swap(0, Ordering::AcqRel)).filter(|at| *at > 0)
     }
 }
 
@@ -137,9 +153,11 @@ mod tests {
         let (a, b) = (QueueEntryId::generate(), QueueEntryId::generate());
         let watch_a = feed.watch(a);
         let watch_b = feed.watch(b);
-        feed.changed(&a);
+        feed.changed(&a, 1_000);
         assert!(woken(&watch_a));
         assert!(!woken(&watch_a), "one change, one wake-up");
+        assert_eq!(watch_a.take_changed_at(), Some(1_000));
+        assert_eq!(watch_a.take_changed_at(), None);
         assert!(!woken(&watch_b));
         feed.all_changed();
         assert!(woken(&watch_a) && woken(&watch_b));
@@ -151,7 +169,7 @@ mod tests {
         let id = QueueEntryId::generate();
         let first = feed.watch(id);
         let second = feed.watch(id);
-        feed.changed(&id);
+        feed.changed(&id, 5);
         assert!(woken(&first) && woken(&second));
         drop(first);
         assert_eq!(feed.watched(), 1);
@@ -168,7 +186,7 @@ mod tests {
             let feed = Arc::clone(&feed);
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                feed.changed(&id);
+                feed.changed(&id, 7);
             })
         };
         tokio::time::timeout(Duration::from_secs(10), watch.changed())

@@ -315,7 +315,7 @@ impl Inner {
         entry.status = status;
         entry.reason = reason;
         entry.updated_at = now;
-        self.feed.changed(id);
+        self.feed.changed(id, now);
         if let Some(o) = &mut entry.outcome {
             o.reserved_until = None;
         }

@@ -61,6 +61,7 @@ on_both!(
     a_heartbeat_keeps_an_entry_and_closing_a_stream_starts_the_clock,
     streams_are_bounded_per_user_and_per_node,
     streams_end_when_the_node_shuts_down,
+    a_stream_outlives_the_request_and_idle_timeouts,
 );
 
 async fn events(app: &TestApp, token: &str, id: &str) -> EventStream {
@@ -356,4 +357,25 @@ async fn streams_end_when_the_node_shuts_down(backends: Option<&Backends>) {
         .await
         .expect("the node stopped with a stream open")
         .unwrap();
+}
+
+async fn a_stream_outlives_the_request_and_idle_timeouts(backends: Option<&Backends>) {
+    // Every timeout of the node far under how long the stream stays open:
+    // the request deadline ends at the answer's head, and keep-alive
+    // comments keep bytes moving.
+    let app = spawn(backends, |s| {
+        s.http_header_read_timeout_seconds = 0.3;
+        s.http_request_timeout_seconds = 0.3;
+        s.http_idle_timeout_seconds = 0.4;
+        s.event_stream_keep_alive_seconds = 15.0; // used: half the idle timeout
+    })
+    .await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    let mut stream = events(&app, &a, &ia).await;
+    stream.next(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    let matched = stream.next(WAIT).await.expect("the stream is still open");
+    assert_eq!(matched.status(), "MATCHED");
 }

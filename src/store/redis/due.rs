@@ -155,9 +155,11 @@ impl Subscription {
                         continue;
                     };
                     if msg.get_channel_name() == self.entry_channel {
-                        for id in payload.split(' ') {
+                        let mut words = payload.split(' ');
+                        let at = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                        for id in words {
                             if let Ok(id) = QueueEntryId::parse(id) {
-                                self.feed.changed(&id);
+                                self.feed.changed(&id, at);
                             }
                         }
                     } else if let Some(signal) = &signal

@@ -96,7 +96,8 @@ impl Keys {
     }
 
     /// The pub/sub channel entries that reached a final status are
-    /// announced on (space-separated ids).
+    /// announced on: the change's time (epoch ms), then the ids, space
+    /// separated.
     pub fn entry_channel(&self) -> String {
         format!("{}:entries", self.prefix)
     }

@@ -25,9 +25,10 @@
 //!
 //! Two pub/sub channels, one subscription per node for both: `due` (a
 //! join made a pool due: workers pass over it at once) and `entries`
-//! (space-separated ids of entries that reached a final status, published
-//! by the script that changed them, so no change goes unannounced; the
-//! node's [`EntryFeed`] wakes the event streams waiting on them).
+//! (the change's time, then the ids of entries that reached a final
+//! status, published by the script that changed them, so no change goes
+//! unannounced; the node's [`EntryFeed`] wakes the event streams waiting
+//! on them).
 //!
 //! ## Steps across slots
 //!

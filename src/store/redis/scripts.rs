@@ -130,7 +130,7 @@ redis.call('HSET', KEYS[1], 'status', 'CANCELLED', 'reason', 'PLAYER', 'updated_
 redis.call('HDEL', KEYS[1], 'reserved_until')
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[3] .. ' ' .. ARGV[4])
 return {'cancelled', redis.call('HGETALL', KEYS[1])}
 ",
     )
@@ -259,7 +259,7 @@ if #ids > 0 then
   redis.call('LPUSH', K[5], unpack(gaps))
   redis.call('LTRIM', K[5], 0, tonumber(A[7]) - 1)
   redis.call('PEXPIRE', K[5], A[6])
-  redis.call('PUBLISH', A[8], table.concat(ids, ' '))
+  redis.call('PUBLISH', A[8], A[2] .. ' ' .. table.concat(ids, ' '))
 end
 return ids
 ";
@@ -339,7 +339,7 @@ if #out > 0 then
   if ARGV[6] == 'TIMED_OUT' then
     count_outcome(KEYS[3], 't:', ARGV[3], ARGV[4], ARGV[5], #out)
   end
-  redis.call('PUBLISH', ARGV[8], table.concat(ended, ' '))
+  redis.call('PUBLISH', ARGV[8], ARGV[2] .. ' ' .. table.concat(ended, ' '))
 end
 return out
 "
