@@ -114,10 +114,9 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ServiceError> {
     security(("bearer" = [])),
 )]
 pub async fn heartbeat(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    Ids(id): Ids<String>,
+    state: State<AppState>,
+    caller: Caller,
+    id: Ids<String>,
 ) -> Result<Json<openapi::EntryStatus>, ServiceError> {
-    let view = state.queue.status(&who, &entry_id(&id)?).await?;
-    Ok(Json(status_answer(&view)))
+    super::queue::status(state, caller, id).await
 }

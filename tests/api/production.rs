@@ -230,27 +230,9 @@ async fn a_join_on_one_node_wakes_the_worker_of_another_at_once() {
         s.worker_interval_seconds = 30.0;
     })
     .await;
-    // Wait until B listens on the channel.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let channel = format!("{}:due", backends.redis.prefix);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (_, listeners): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channel)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if listeners > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node B never subscribed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Wait until both nodes listen on the channel (each node has one
+    // subscription: B's marks pools due for its worker).
+    crate::support::subscribers(&redis_url(), &format!("{}:due", backends.redis.prefix), 2).await;
     let (a, b) = (node_a.token("alice"), node_a.token("bob"));
     let started = std::time::Instant::now();
     let ia = node_a.join_ok(&a, &join_body("5+0")).await;

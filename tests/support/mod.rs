@@ -149,22 +149,28 @@ pub async fn listening(
 ) -> Listening {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(store.subscription(url).run(None, stopped));
+    subscribers(url, &format!("{prefix}:entries"), 1).await;
+    Listening(stop)
+}
+
+/// Waits (5 s at most) until the Redis at `url` counts `n` subscribers on
+/// `channel`.
+pub async fn subscribers(url: &str, channel: &str, n: i64) {
     let client = redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let channel = format!("{prefix}:entries");
     for _ in 0..500 {
         let (_, count): (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
-            .arg(&channel)
+            .arg(channel)
             .query_async(&mut conn)
             .await
             .unwrap();
-        if count > 0 {
-            return Listening(stop);
+        if count >= n {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the subscription to {channel} did not start in 5 s");
+    panic!("{channel} did not have {n} subscribers within 5 s");
 }
 
 impl Drop for RedisPrefix {
