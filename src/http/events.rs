@@ -33,7 +33,7 @@ const RECONNECT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event the client has (on a reconnect)."),
     ),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = openapi::EntryStatus),
+        (status = 200, description = "The event stream: each event's data is an EntryStatus object", content_type = "text/event-stream", body = openapi::QueueEvent),
         (status = 204, description = "The client has the final event already (Last-Event-ID): nothing more will come"),
         (status = 400, description = "INVALID_REQUEST: Last-Event-ID is not an event id", body = openapi::ErrorBody),
         (status = 404, description = "NOT_FOUND: unknown, malformed, or not yours", body = openapi::ErrorBody),
@@ -87,15 +87,20 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ServiceError> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
-    let text = value.to_str().unwrap_or_default().trim();
+    let text = value.to_str().unwrap_or("?");
     if text.is_empty() {
-        return Ok(None);
+        return Ok(None); // an EventSource's "no id yet"
     }
-    text.parse().map(Some).map_err(|_| {
-        ServiceError::InvalidRequest(
-            "Last-Event-ID must be the id of an event of this stream (a whole number)".into(),
-        )
-    })
+    let digits = text.len() <= 19 && text.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| text.parse().ok())
+        .flatten()
+        .map(Some)
+        .ok_or_else(|| {
+            ServiceError::InvalidRequest(
+                "Last-Event-ID must be the id of an event of this stream (up to 19 digits)".into(),
+            )
+        })
 }
 
 /// POST /v1/matchmaking/queue/{queue_entry_id}/heartbeat

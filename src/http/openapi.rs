@@ -198,6 +198,24 @@ pub struct EntryStatus {
     pub reason: Option<&'static str>,
 }
 
+/// One event of `GET /v1/matchmaking/queue/{queue_entry_id}/events`, as a
+/// Server-Sent Events client reads it.
+#[derive(Serialize, ToSchema)]
+pub struct QueueEvent {
+    /// Grows with the search: 1 + the rating window's widenings so far for
+    /// `SEARCHING`, `1000000` for the final event.
+    pub id: String,
+    /// The entry's status answer (an `EntryStatus` object), as JSON text.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+    /// `message` (the default event type).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// On the first event: milliseconds a client waits before it reconnects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u64>,
+}
+
 /// DELETE /v1/matchmaking/queue/{queue_entry_id}
 #[derive(Serialize, ToSchema)]
 pub struct Cancelled {
@@ -638,7 +656,7 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
                         "type": "string", "minLength": 1, "maxLength": 255,
                         "pattern": "^[!-~]([\t -~]*[!-~])?$",
                     }),
-                    "Last-Event-ID" => json!({ "type": "string", "pattern": "^[0-9]{1,19}$" }),
+                    "Last-Event-ID" => json!({ "type": "string", "pattern": "^[0-9]{0,19}$" }),
                     _ => continue,
                 };
                 parameter["schema"] = schema;

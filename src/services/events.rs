@@ -223,7 +223,7 @@ impl EventStreams {
         if first.is_final() && last_sent >= FINAL_EVENT_ID {
             return Ok(Opened::Finished);
         }
-        if first.view.status.is_waiting() {
+        if first.view.status.is_waiting() && self.limits.touch_every.is_some() {
             self.present(&mut slot, who, &first.view);
         }
         let live = Live {

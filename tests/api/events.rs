@@ -99,8 +99,13 @@ async fn the_stream_shows_the_search_then_the_match_and_ends(backends: Option<&B
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = open(&app.client, &app.address, &a, "q_nope", None).await;
     assert_eq!(error_code(r).await, "NOT_FOUND");
-    let r = open(&app.client, &app.address, &a, &ia, Some("tomorrow")).await;
-    assert_eq!(error_code(r).await, "INVALID_REQUEST");
+    for bad in ["tomorrow", "1.5", "-1", "99999999999999999999"] {
+        let r = open(&app.client, &app.address, &a, &ia, Some(bad)).await;
+        assert_eq!(error_code(r).await, "INVALID_REQUEST", "{bad:?}");
+    }
+    // An empty Last-Event-ID is an EventSource's "no event yet".
+    let mut again = EventStream::new(open(&app.client, &app.address, &a, &ia, Some("")).await);
+    assert_eq!(again.next(WAIT).await.unwrap().status(), "MATCHED");
 }
 
 async fn a_reconnect_with_last_event_id_loses_no_transition(backends: Option<&Backends>) {
