@@ -413,37 +413,45 @@ async fn a_match_committed_anywhere_reaches_a_stream_on_any_node() {
     cluster.worker(&presence);
     let client = reqwest::Client::new();
     let wait = Duration::from_secs(20);
-    let join_in = |base: String, token: String, time_control: &'static str| {
-        let client = client.clone();
-        async move {
-            let r = send_through_503(|| {
-                client
-                    .post(format!("{base}/v1/matchmaking/queue"))
-                    .bearer_auth(&token)
-                    .json(&json!({ "time_control": time_control, "mode": "rated" }))
-            })
-            .await;
-            assert_eq!(r.status(), 201);
-            r.json::<Value>().await.unwrap()["queue_entry_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let join = |base: String, token: String| join_in(base, token, "5+0");
+    // Each waiting player is alone in a pool of their own until their
+    // partner joins it.
+    let pools: Vec<(&str, &str)> = [
+        "1+0", "2+1", "3+0", "3+2", "5+0", "5+3", "10+0", "10+5", "15+10", "30+0",
+    ]
+    .into_iter()
+    .flat_map(|tc| [(tc, "rated"), (tc, "casual")])
+    .collect();
+    let join_in =
+        |base: String, token: String, (time_control, mode): (&'static str, &'static str)| {
+            let client = client.clone();
+            async move {
+                let r = send_through_503(|| {
+                    client
+                        .post(format!("{base}/v1/matchmaking/queue"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "time_control": time_control, "mode": mode }))
+                })
+                .await;
+                assert_eq!(r.status(), 201);
+                r.json::<Value>().await.unwrap()["queue_entry_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
     // Twenty players wait on node B, each then joined by a partner on A.
     let waiting = tokens(20, "s");
     let partners = tokens(20, "t");
     let mut streams = Vec::new();
-    for token in &waiting {
-        let id = join(node_a.clone(), token.clone()).await;
+    for (token, pool) in waiting.iter().zip(&pools) {
+        let id = join_in(node_a.clone(), token.clone(), *pool).await;
         let mut stream = EventStream::new(open(&client, &node_b, token, &id, None).await);
         let first = stream.next(wait).await.unwrap();
         assert_eq!((first.id(), first.status()), (1, "SEARCHING"));
         streams.push(stream);
     }
-    for token in &partners {
-        join(node_a.clone(), token.clone()).await;
+    for (token, pool) in partners.iter().zip(&pools) {
+        join_in(node_a.clone(), token.clone(), *pool).await;
     }
     let mut seen = Vec::new();
     for stream in &mut streams {
@@ -455,20 +463,21 @@ async fn a_match_committed_anywhere_reaches_a_stream_on_any_node() {
     let recorded = procs::recorded_games(&cluster.schema.url()).await;
     let violations = procs::violations(&recorded, &recorded, &seen);
     assert!(violations.is_empty(), "{violations:?}");
-    // Each stream's game has its player in its record (two waiting
-    // players may have been paired together: one game, two streams).
-    for (stream_user, game) in (0..20).map(|i| format!("s{i}")).zip(&seen) {
+    // Each stream's game is recorded with its player and their partner.
+    for (i, game) in seen.iter().enumerate() {
         let record = recorded.iter().find(|g| &g.game_id == game).unwrap();
-        assert!(record.players.contains(&stream_user), "{record:?}");
+        let mut players = record.players.clone();
+        players.sort();
+        assert_eq!(players, [format!("s{i}"), format!("t{i}")]);
     }
 
     // Node B dies with streams open. Its clients, each alone in a pool,
     // reconnect to A.
-    let pools = ["1+0", "3+0", "10+0", "15+10"];
+    let pools = &pools[..4];
     let lonely = tokens(4, "u");
     let mut resumed = Vec::new();
     for (token, pool) in lonely.iter().zip(pools) {
-        let id = join_in(node_a.clone(), token.clone(), pool).await;
+        let id = join_in(node_a.clone(), token.clone(), *pool).await;
         let mut stream = EventStream::new(open(&client, &node_b, token, &id, None).await);
         let first = stream.next(wait).await.unwrap();
         resumed.push((token, id, first.id.unwrap(), stream));
@@ -490,7 +499,7 @@ async fn a_match_committed_anywhere_reaches_a_stream_on_any_node() {
     // Past the presence time, the streams on A keep everyone searching.
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (token, pool) in tokens(4, "v").into_iter().zip(pools) {
-        join_in(node_a.clone(), token, pool).await;
+        join_in(node_a.clone(), token, *pool).await;
     }
     for stream in &mut on_a {
         let matched = stream.next(wait).await.expect("the match, through node A");
