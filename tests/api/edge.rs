@@ -248,14 +248,73 @@ async function call(token, method, path, body) {
 })();
 </script></body></html>"#;
 
-/// Serves [`PAGE`] on a port of its own: another origin than the API's.
+/// A browser client that waits on its entry's event stream. `EventSource`
+/// cannot send an `Authorization` header, so it reads the stream with
+/// `fetch` (which can, and sends `Last-Event-ID` the same way), event by
+/// event, until the final one.
+const STREAM_PAGE: &str = r#"<!doctype html>
+<html><body><pre id="out">running</pre><script>
+const q = new URLSearchParams(location.search);
+const api = q.get("api");
+const out = document.getElementById("out");
+function post(token, path, body) {
+  return fetch(api + path, { method: "POST", body: JSON.stringify(body),
+    headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" } });
+}
+(async () => {
+  try {
+    const join = { time_control: "5+0", mode: "rated" };
+    const a = await (await post(q.get("a"), "/v1/matchmaking/queue", join)).json();
+    const r = await fetch(api + "/v1/matchmaking/queue/" + a.queue_entry_id + "/events",
+      { headers: { "Authorization": "Bearer " + q.get("a"), "Last-Event-ID": "" } });
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    // Headless Chromium's virtual time runs on while a body streams in and
+    // pauses only for requests in flight: one is kept in flight until the
+    // stream ends, so the page is read after its last event, not before.
+    let finished = false;
+    (async () => { while (!finished) await fetch(api + "/healthz").catch(() => {}); })();
+    const events = [];
+    let buffer = "", joined = false;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const id = (block.match(/^id: (.*)$/m) || [])[1];
+        const data = (block.match(/^data: (.*)$/m) || [])[1];
+        if (data) events.push({ id, status: JSON.parse(data).status });
+      }
+      if (events.length && !joined) {
+        joined = true;
+        await post(q.get("b"), "/v1/matchmaking/queue", join);
+      }
+    }
+    finished = true;
+    out.textContent = "RESULT " + JSON.stringify({
+      status: r.status, type: r.headers.get("Content-Type"), events });
+  } catch (e) {
+    out.textContent = "BLOCKED " + e.name;
+  }
+})();
+</script></body></html>"#;
+
+/// Serves [`PAGE`] (and [`STREAM_PAGE`]) on a port of its own: another
+/// origin than the API's.
 async fn serve_page() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = axum::Router::new().route(
-        "/page.html",
-        axum::routing::get(|| async { axum::response::Html(PAGE) }),
-    );
+    let router = axum::Router::new()
+        .route(
+            "/page.html",
+            axum::routing::get(|| async { axum::response::Html(PAGE) }),
+        )
+        .route(
+            "/stream.html",
+            axum::routing::get(|| async { axum::response::Html(STREAM_PAGE) }),
+        );
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://127.0.0.1:{}", addr.port())
 }
@@ -336,4 +395,33 @@ async fn a_browser_on_an_allowed_origin_joins_and_polls_and_another_origin_is_bl
     .unwrap();
     assert_eq!(seen, "BLOCKED TypeError");
     assert_eq!(app.active(&c).await["queue_entry"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_browser_on_an_allowed_origin_waits_on_the_event_stream() {
+    let allowed = serve_page().await;
+    let app = spawn_app_with(|s| s.cors_allowed_origins = Some(allowed.clone())).await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let Some(seen) = browse(&format!(
+        "{allowed}/stream.html?api={}&a={a}&b={b}",
+        app.address
+    ))
+    .await
+    else {
+        return;
+    };
+    let json = seen
+        .strip_prefix("RESULT ")
+        .unwrap_or_else(|| panic!("{seen}"));
+    let v: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["type"], "text/event-stream", "{v}");
+    assert_eq!(
+        v["events"],
+        serde_json::json!([
+            { "id": "1", "status": "SEARCHING" },
+            { "id": "1000000", "status": "MATCHED" },
+        ]),
+        "{v}"
+    );
 }
