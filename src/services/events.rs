@@ -190,11 +190,6 @@ impl EventStreams {
         &self.limits
     }
 
-    /// Streams open on this node.
-    pub fn open_streams(&self) -> usize {
-        self.lock().total
-    }
-
     /// Ends every stream (graceful shutdown): clients reconnect elsewhere.
     pub fn close_all(&self) {
         self.closing.send_replace(true);
