@@ -17,6 +17,7 @@ use super::openapi;
 use crate::domain::{GameId, ParseError, TenantId, UserId};
 use crate::services::ratings::parse_update;
 use crate::services::summary;
+use crate::store::AuditQuery;
 
 fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ServiceError> {
     Ok((TenantId::parse(tenant)?, UserId::parse(user)?))
@@ -174,5 +175,92 @@ pub async fn queues_summary(
     Ok(Json(openapi::QueueSummary {
         timestamp: crate::domain::rfc3339(now),
         queues,
+    }))
+}
+
+/// Longest `kind` or `subject` filter of the audit read.
+const AUDIT_FILTER_MAX: usize = 128;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct AuditParams {
+    tenant_id: Option<String>,
+    kind: Option<String>,
+    subject: Option<String>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// GET /internal/audit
+#[utoipa::path(
+    get,
+    path = "/internal/audit",
+    tag = "admin",
+    summary = "The audit log: decisions and changes, newest first",
+    params(
+        ("tenant_id" = Option<String>, Query, description = "Whose log (default: the caller's tenant)."),
+        ("kind" = Option<String>, Query, description = "Only events of this kind (`match`, `timeout`, `game_finished`, …)."),
+        ("subject" = Option<String>, Query, description = "Only events about this (a match id, an entry id, …)."),
+        ("before" = Option<i64>, Query, description = "Only events older than this id: the previous page's `next_before`."),
+        ("limit" = Option<u32>, Query, description = "At most this many events, 1 to 500 (default 100)."),
+    ),
+    responses(
+        (status = 200, description = "The events, newest first", body = openapi::AuditLog),
+        (status = 400, description = "INVALID_REQUEST: names the bad parameter", body = openapi::ErrorBody),
+        openapi::AdminRefusals,
+        openapi::Refusals,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn audit(
+    State(state): State<AppState>,
+    Admin(who): Admin,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<openapi::AuditLog>, ServiceError> {
+    let Query(params) = params.map_err(|e| ServiceError::InvalidRequest(e.body_text()))?;
+    let tenant_id = match params.tenant_id.as_deref() {
+        Some(t) => TenantId::parse(t)?,
+        None => who.tenant_id,
+    };
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ServiceError::InvalidRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    for (name, value) in [("kind", &params.kind), ("subject", &params.subject)] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.len() > AUDIT_FILTER_MAX)
+        {
+            return Err(ServiceError::InvalidRequest(format!(
+                "{name} must be 1 to {AUDIT_FILTER_MAX} characters"
+            )));
+        }
+    }
+    let events = state
+        .durable
+        .audit_events(&AuditQuery {
+            tenant_id,
+            kind: params.kind,
+            subject: params.subject,
+            before: params.before,
+            limit,
+        })
+        .await?;
+    let full = events.len() == limit as usize;
+    let next_before = events.last().map(|(id, _)| *id).filter(|_| full);
+    Ok(Json(openapi::AuditLog {
+        events: events
+            .into_iter()
+            .map(|(id, e)| openapi::AuditEntry {
+                id,
+                at: crate::domain::rfc3339(e.at),
+                tenant_id: e.tenant_id.to_string(),
+                kind: e.kind,
+                subject: e.subject,
+                detail: e.detail,
+            })
+            .collect(),
+        next_before,
     }))
 }

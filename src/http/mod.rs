@@ -98,6 +98,7 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         .routes(routes!(challenges::accept))
         .routes(routes!(challenges::decline))
         .routes(routes!(internal::queues_summary))
+        .routes(routes!(internal::audit))
         .routes(routes!(internal::get_ratings, internal::put_ratings))
         .routes(routes!(internal::game_finished))
         .routes(routes!(health::healthz))

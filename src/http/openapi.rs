@@ -408,6 +408,32 @@ pub struct QueueSummary {
     pub queues: Vec<crate::services::summary::PoolSummary>,
 }
 
+/// GET /internal/audit
+#[derive(Serialize, ToSchema)]
+pub struct AuditLog {
+    /// Newest first.
+    pub events: Vec<AuditEntry>,
+    /// Pass as `before` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
+/// One recorded decision or change.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// RFC 3339.
+    pub at: String,
+    pub tenant_id: String,
+    /// `match`, `timeout`, `game_finished`, …
+    pub kind: String,
+    /// What it is about: a match id, an entry id, …
+    pub subject: String,
+    /// The decision's figures (an object).
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`.

@@ -11,11 +11,11 @@ use async_trait::async_trait;
 
 use super::feed::EntryFeed;
 use super::{
-    AuditEvent, AuditStore, CancelOutcome, ChallengeStore, Claim, Direction, DurableStore,
-    EntryStore, GuardStore, IdempotencyScope, IdempotencyStore, JoinOutcome, LeaseStore,
-    MatchStore, PairingStore, PoolStats, PoolStatsStore, QueueStore, RatingChange, RatingStore,
-    Ratings, Reservation, StaleReservation, StoreResult, StoredAnswer, Transition, Waiting,
-    WriteFailure,
+    AuditEvent, AuditQuery, AuditStore, CancelOutcome, ChallengeStore, Claim, Direction,
+    DurableStore, EntryStore, GuardStore, IdempotencyScope, IdempotencyStore, JoinOutcome,
+    LeaseStore, MatchStore, PairingStore, PoolStats, PoolStatsStore, QueueStore, RatingChange,
+    RatingStore, Ratings, Reservation, StaleReservation, StoreResult, StoredAnswer, Transition,
+    Waiting, WriteFailure,
 };
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, EndReason, GameId, MatchId, MatchIntent, MatchRecord,
@@ -152,6 +152,7 @@ measured! { InstrumentedDurableStore:
     AuditStore {
         fn record(events: &[AuditEvent]) -> ();
         fn events_about(subject: &str, limit: u32) -> Vec<AuditEvent>;
+        fn audit_events(query: &AuditQuery) -> Vec<(i64, AuditEvent)>;
     }
     ChallengeStore {
         fn create_challenge(challenge: &Challenge, max_pending: u32, now: Millis) -> bool;

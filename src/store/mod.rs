@@ -815,6 +815,18 @@ pub struct RatingChange {
     pub changed_at: Millis,
 }
 
+/// Which audit events to read: a tenant's, optionally of one kind or
+/// about one subject, older than an event id (paging), at most `limit`.
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    pub tenant_id: TenantId,
+    pub kind: Option<String>,
+    pub subject: Option<String>,
+    /// Only events with a smaller id (the `id` of the last one read).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
 /// The audit log of decisions.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
@@ -822,6 +834,9 @@ pub trait AuditStore: Send + Sync + 'static {
 
     /// The newest events about `subject`, newest first.
     async fn events_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+
+    /// The events `query` asks for, newest first, each with its id.
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<(i64, AuditEvent)>>;
 }
 
 /// Which of a user's challenges to list.

@@ -322,3 +322,57 @@ impl TryFrom<AuditRow> for AuditEvent {
         })
     }
 }
+
+/// An audit event with its id (the audit log read page by page).
+#[derive(sqlx::FromRow)]
+pub struct AuditIdRow {
+    id: i64,
+    #[sqlx(flatten)]
+    event: AuditRow,
+}
+
+impl TryFrom<AuditIdRow> for (i64, AuditEvent) {
+    type Error = StoreError;
+
+    fn try_from(r: AuditIdRow) -> StoreResult<Self> {
+        Ok((r.id, AuditEvent::try_from(r.event)?))
+    }
+}
+
+/// The audit log of a tenant, newest first, filtered: one statement for
+/// both SQL stores (`$n` binds by number on SQLite too). Binds: tenant,
+/// kind, subject, before, limit (a NULL filter lets every row through).
+pub const AUDIT_EVENTS: &str = "SELECT id, at, tenant_id, kind, subject, detail FROM audit_events \
+     WHERE tenant_id = $1 \
+       AND (CAST($2 AS TEXT) IS NULL OR kind = $2) \
+       AND (CAST($3 AS TEXT) IS NULL OR subject = $3) \
+       AND (CAST($4 AS BIGINT) IS NULL OR id < $4) \
+     ORDER BY id DESC LIMIT $5";
+
+/// Runs [`AUDIT_EVENTS`] for `query` on `executor`.
+pub async fn audit_events<'e, DB, E>(
+    executor: E,
+    query: &super::AuditQuery,
+) -> StoreResult<Vec<(i64, AuditEvent)>>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    AuditIdRow: for<'r> sqlx::FromRow<'r, DB::Row>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    let rows: Vec<AuditIdRow> = sqlx::query_as(AUDIT_EVENTS)
+        .bind(query.tenant_id.to_string())
+        .bind(query.kind.clone())
+        .bind(query.subject.clone())
+        .bind(query.before)
+        .bind(i64::from(query.limit))
+        .fetch_all(executor)
+        .await?;
+    rows.into_iter()
+        .map(<(i64, AuditEvent)>::try_from)
+        .collect()
+}

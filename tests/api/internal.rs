@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, spawn_app};
+use crate::helpers::{error_code, join_body, spawn_app};
 
 #[tokio::test]
 async fn unknown_players_are_rated_1500_at_every_speed() {
@@ -205,4 +205,86 @@ async fn a_null_finished_body_and_integral_float_ratings_are_accepted() {
         .await
         .unwrap();
     assert_ne!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_audit_log_shows_a_tenants_decisions_newest_first_to_admins() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    let game = app.wait_for_result(&a, &ia).await["game_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = app.admin_token();
+    assert_eq!(
+        app.game_finished(&admin, &game).await.status(),
+        StatusCode::OK
+    );
+    let audit = |query: &str, token: &str| {
+        app.client
+            .get(format!("{}/internal/audit{query}", app.address))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    let r = audit("", &admin).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let log: Value = r.json().await.unwrap();
+    let events = log["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["game_finished", "match"], "newest first: {log}");
+    let matched = &events[1];
+    assert_eq!(matched["tenant_id"], "t1");
+    assert!(matched["at"].as_str().unwrap().ends_with('Z'));
+    assert!(matched["detail"].is_object());
+    assert!(log.get("next_before").is_none(), "one page: {log}");
+    // Filtered by kind and subject; paged.
+    let r: Value = audit("?kind=match", &admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["events"].as_array().unwrap().len(), 1);
+    let subject = matched["subject"].as_str().unwrap();
+    let r: Value = audit(&format!("?subject={subject}"), &admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The match's story: made, then its game finished.
+    assert_eq!(r["events"][0]["kind"], "game_finished");
+    assert_eq!(r["events"][1]["kind"], "match");
+    let page: Value = audit("?limit=1", &admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"][0]["kind"], "game_finished");
+    let before = page["next_before"].as_i64().expect("a next page");
+    let next: Value = audit(&format!("?limit=1&before={before}"), &admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["events"][0]["kind"], "match");
+    // Another tenant's log is another log; players may not read it; bad
+    // parameters are named.
+    let other: Value = audit("?tenant_id=t2", &admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["events"], json!([]));
+    assert_eq!(audit("", &a).await.unwrap().status(), StatusCode::FORBIDDEN);
+    for bad in ["?limit=0", "?limit=501", "?before=soon", "?kind="] {
+        let r = audit(bad, &admin).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error_code(r).await, "INVALID_REQUEST");
+    }
 }

@@ -25,6 +25,7 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/matchmaking/challenges/{challenge_id}/accept"),
     ("POST", "/v1/matchmaking/challenges/{challenge_id}/decline"),
     ("GET", "/internal/queues/summary"),
+    ("GET", "/internal/audit"),
     ("GET", "/internal/ratings/{tenant_id}/{user_id}"),
     ("PUT", "/internal/ratings/{tenant_id}/{user_id}"),
     ("POST", "/internal/games/{game_id}/finished"),

@@ -4,7 +4,7 @@ use matchmaking_api::domain::{
     GameId, MatchId, MatchRecord, MatchSide, MatchSource, QueueEntryId, RatingPool, Speed,
 };
 use matchmaking_api::store::{
-    AuditEvent, Claim, DurableStore, IdempotencyScope, Ratings, StoredAnswer,
+    AuditEvent, AuditQuery, Claim, DurableStore, IdempotencyScope, Ratings, StoredAnswer,
 };
 
 use super::{T0, pool, tenant, user};
@@ -908,4 +908,61 @@ pub async fn purge_expired_drops_expired_answers_and_lapsed_claims(store: &dyn D
         vec![Claim::Busy(vec![user("carol")])],
         "carol's live claim stays"
     );
+}
+
+pub async fn the_audit_log_is_read_per_tenant_newest_first_filtered_and_paged(
+    store: &dyn DurableStore,
+) {
+    let event = |t: &str, kind: &str, subject: &str, at: i64| AuditEvent {
+        at,
+        tenant_id: tenant(t),
+        kind: kind.into(),
+        subject: subject.into(),
+        detail: serde_json::json!({ "n": at }),
+    };
+    store
+        .record(&[
+            event("t1", "match", "m1", T0),
+            event("t2", "match", "m2", T0 + 1),
+            event("t1", "timeout", "q1", T0 + 2),
+            event("t1", "match", "m3", T0 + 3),
+        ])
+        .await
+        .unwrap();
+    let read = |kind: Option<&str>, subject: Option<&str>, before, limit| AuditQuery {
+        tenant_id: tenant("t1"),
+        kind: kind.map(Into::into),
+        subject: subject.map(Into::into),
+        before,
+        limit,
+    };
+    let ats = |events: &[(i64, AuditEvent)]| events.iter().map(|(_, e)| e.at).collect::<Vec<_>>();
+    let all = store
+        .audit_events(&read(None, None, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(ats(&all), [T0 + 3, T0 + 2, T0], "t1's, newest first");
+    assert!(all.windows(2).all(|w| w[0].0 > w[1].0));
+    assert_eq!(all[0].1.detail, serde_json::json!({ "n": T0 + 3 }));
+    let matches = store
+        .audit_events(&read(Some("match"), None, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(ats(&matches), [T0 + 3, T0]);
+    let about = store
+        .audit_events(&read(None, Some("q1"), None, 10))
+        .await
+        .unwrap();
+    assert_eq!(ats(&about), [T0 + 2]);
+    // A page, then the next one from its last id.
+    let first = store
+        .audit_events(&read(None, None, None, 2))
+        .await
+        .unwrap();
+    assert_eq!(ats(&first), [T0 + 3, T0 + 2]);
+    let next = store
+        .audit_events(&read(None, None, Some(first[1].0), 2))
+        .await
+        .unwrap();
+    assert_eq!(ats(&next), [T0]);
 }

@@ -24,9 +24,9 @@ use super::rows::{
     PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
 };
 use super::{
-    AuditEvent, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore, MatchStore,
-    RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer, WriteFailure,
-    WriteHealth,
+    AuditEvent, AuditQuery, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore,
+    MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
+    WriteFailure, WriteHealth,
 };
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
@@ -748,6 +748,10 @@ impl AuditStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(AuditEvent::try_from).collect()
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<(i64, AuditEvent)>> {
+        rows::audit_events(&self.pool, query).await
     }
 }
 

@@ -29,9 +29,9 @@ use super::rows::{
     PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
 };
 use super::{
-    AuditEvent, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore, MatchStore,
-    RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer, WriteFailure,
-    WriteHealth, idempotency_sql,
+    AuditEvent, AuditQuery, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore,
+    MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
+    WriteFailure, WriteHealth, idempotency_sql,
 };
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
@@ -514,6 +514,10 @@ impl AuditStore for SqliteStore {
         .fetch_all(&self.reads)
         .await?;
         rows.into_iter().map(AuditEvent::try_from).collect()
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<(i64, AuditEvent)>> {
+        rows::audit_events(&self.reads, query).await
     }
 }
 
