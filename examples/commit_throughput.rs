@@ -12,9 +12,10 @@ use matchmaking_api::domain::{PoolPolicy, PoolRef, QueueEntry, TenantId, UserId,
 use matchmaking_api::services::breaker::CircuitBreaker;
 use matchmaking_api::services::games::LocalGameCreator;
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService};
+use matchmaking_api::services::policies::Policies;
 use matchmaking_api::store::memory::MemoryQueueStore;
 use matchmaking_api::store::sqlite::SqliteStore;
-use matchmaking_api::store::{EntryStore, GuardStore};
+use matchmaking_api::store::{DurableStore, EntryStore, GuardStore};
 
 #[tokio::main]
 async fn main() {
@@ -45,12 +46,14 @@ async fn main() {
         );
         queue.join(entry, now).await.unwrap();
     }
+    let durable: Arc<dyn DurableStore> = Arc::new(sqlite);
+    let policies = Arc::new(Policies::new(PoolPolicy::default(), durable.clone()));
     let matching = MatchingService::new(
         (queue.clone(), queue),
-        Arc::new(sqlite),
+        durable,
         Arc::new(LocalGameCreator),
         Arc::new(CircuitBreaker::new(5, 10_000)),
-        PoolPolicy::default(),
+        policies,
         MatchingLimits {
             pairs_per_batch: per_round,
             reservation_ms: 30_000,

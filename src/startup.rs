@@ -23,6 +23,7 @@ use crate::services::games::{GameCreator, GuardedGameCreator, LocalGameCreator};
 use crate::services::guards::Guards;
 use crate::services::live_game::LiveGameClient;
 use crate::services::matching::{MatchingLimits, MatchingService};
+use crate::services::policies::Policies;
 use crate::services::queue::{QueueLimits, QueueService};
 use crate::services::rating_api::{RatingApi, RatingApiConfig};
 use crate::services::ratings::RatingService;
@@ -89,6 +90,7 @@ pub struct Application {
     ratings: RatingService,
     runs_on: Arc<RunsOn>,
     events: Arc<EventStreams>,
+    policies: Arc<Policies>,
 }
 
 /// Everything `serve` and `worker` share: stores and services, wired.
@@ -101,6 +103,8 @@ struct Core {
     queue: Arc<QueueService>,
     /// The event streams of this node's clients.
     events: Arc<EventStreams>,
+    /// Matching policies set at run time.
+    policies: Arc<Policies>,
     challenges: Arc<ChallengeService>,
     matching: Arc<MatchingService>,
     guards: Arc<Guards>,
@@ -198,6 +202,18 @@ impl Core {
             )
             .with_clock(clock.clone()),
         );
+        // Matching policies set at run time, over the settings' defaults;
+        // announced to (and by) the other processes on Redis.
+        let mut policies =
+            Policies::new(settings.pool_policy(), stores.durable.clone()).with_clock(clock.clone());
+        if let Some((channel, subscription)) = &stores.due {
+            policies = policies
+                .with_announcements(Arc::new(channel.clone()), subscription.config_changed());
+        }
+        let policies = Arc::new(policies);
+        if let Err(e) = policies.load().await {
+            tracing::warn!(error = %e, "reading the matching policies failed; the settings' apply until they can be read");
+        }
         let backlog = Arc::new(Backlog::new(Duration::from_secs_f64(
             settings.pool_busy_pass_seconds.max(0.0),
         )));
@@ -207,7 +223,7 @@ impl Core {
                 stores.durable.clone(),
                 games,
                 breaker.clone(),
-                settings.pool_policy(),
+                policies.clone(),
                 MatchingLimits {
                     pairs_per_batch: settings.match_pairs_per_batch,
                     reservation_ms: settings.reservation_ms(),
@@ -235,7 +251,7 @@ impl Core {
                 default_region: settings.default_region,
                 ..TenantConfig::default()
             },
-            policy: settings.pool_policy(),
+            policies: policies.clone(),
             signal: signal.clone(),
             breaker: breaker.clone(),
             announcer: stores
@@ -255,7 +271,7 @@ impl Core {
         let events = EventStreams::new(
             queue.clone(),
             stores.queue.clone(),
-            settings.pool_policy(),
+            policies.clone(),
             StreamLimits {
                 per_user: settings.event_streams_per_user,
                 per_node: settings.event_streams_per_node,
@@ -272,6 +288,7 @@ impl Core {
             breaker,
             signal,
             events,
+            policies,
             queue,
             challenges,
             matching,
@@ -292,6 +309,7 @@ impl Core {
             in_flight: crate::http::shed::InFlight::new(settings.max_in_flight_requests),
             queue: self.queue.clone(),
             events: self.events.clone(),
+            policies: self.policies.clone(),
             challenges: self.challenges.clone(),
             ratings: self.ratings.clone(),
             auth: self.auth.clone(),
@@ -355,6 +373,7 @@ impl Application {
         let ratings = core.ratings.clone();
         let runs_on = core.runs_on.clone();
         let events = core.events.clone();
+        let policies = core.policies.clone();
         let router = http::router(state, edge);
         let listener = bind(&settings).await?;
         let limits =
@@ -370,6 +389,7 @@ impl Application {
             ratings,
             runs_on,
             events,
+            policies,
         })
     }
 
@@ -417,6 +437,7 @@ impl Application {
         }
         tasks.spawn(|stop| self.rate_limits.housekeeping(stop));
         tasks.spawn(|stop| self.events.clone().keep_present(stop));
+        tasks.spawn(|stop| self.policies.clone().keep_fresh(stop));
         let begin = tasks.trigger();
         let events = self.events;
         let served = http::server::serve(self.listener, self.router, self.limits, async move {
@@ -529,6 +550,7 @@ pub async fn run_worker(
         }
     });
     spawn_due_listener(core.due_listener(true), &tasks);
+    tasks.spawn(|stop| core.policies.clone().keep_fresh(stop));
     let worker = core.worker(&settings);
     tasks.spawn(|stop| worker.run(stop));
     shutdown.await;

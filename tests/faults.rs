@@ -362,9 +362,11 @@ async fn a_full_disk_never_shows_matched_without_a_record_and_recovers_when_free
     let mut procs = Procs::new(&[("DATA_DIR", data.path().display().to_string())]);
     let (server, base) = procs.serve(&[]);
     // Leave the database a little room, so the disk fills under the load:
-    // a few hundred matches (each grows the database by about 1 KiB; the
-    // WAL is checkpointed back every 250 ms, so it does not grow much).
-    let filler = fill(data.path(), 256 * 1024);
+    // a few hundred matches (each grows the database by about 1 KiB with
+    // its audit rows and their indexes; the WAL is checkpointed back every
+    // 250 ms, so it does not grow much). 256 KiB left some runs with fewer
+    // than ten matches before the disk filled.
+    let filler = fill(data.path(), 384 * 1024);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let until = Instant::now() + Duration::from_secs(30);
     let mut players = start_players(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use matchmaking_api::auth::Identity;
 use matchmaking_api::domain::{
-    EndReason, EntryStatus, ManualClock, Millis, PoolKey, PoolPolicy, PoolRef, QueueEntryId,
-    RatingPool, Speed, TenantConfig, TenantId, UserId,
+    EndReason, EntryStatus, ManualClock, Millis, PolicyPatch, PoolKey, PoolPolicy, PoolRef,
+    QueueEntryId, RatingPool, Speed, TenantConfig, TenantId, UserId,
 };
 use matchmaking_api::matcher::Hold;
 use matchmaking_api::services::ServiceError;
@@ -19,6 +19,7 @@ use matchmaking_api::services::breaker::CircuitBreaker;
 use matchmaking_api::services::games::{GuardedGameCreator, LocalGameCreator};
 use matchmaking_api::services::guards::Guards;
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService, PassReport};
+use matchmaking_api::services::policies::Policies;
 use matchmaking_api::services::queue::{Join, QueueLimits, QueueService};
 use matchmaking_api::services::ratings::RatingService;
 use matchmaking_api::services::signal::PoolSignal;
@@ -35,6 +36,8 @@ struct Rig {
     clock: Arc<ManualClock>,
     queue: QueueService,
     matching: MatchingService,
+    /// The policies both services read (changed at run time).
+    policies: Arc<Policies>,
     /// A matching service as a node starting afresh on the same stores
     /// would build it.
     restart: Box<dyn Fn() -> MatchingService>,
@@ -75,14 +78,16 @@ impl Rig {
             clock.clone(),
         ));
         let backlog = Arc::new(Backlog::new(Duration::ZERO));
+        let policies = Arc::new(Policies::new(policy, durable.clone()).with_clock(clock.clone()));
         let guards = Guards::new(store.clone(), durable.clone(), GUARD_MS, clock.clone());
         let restart: Box<dyn Fn() -> MatchingService> = {
-            let (store, durable, breaker, backlog, clock) = (
+            let (store, durable, breaker, backlog, clock, policies) = (
                 store.clone(),
                 durable.clone(),
                 breaker.clone(),
                 backlog.clone(),
                 clock.clone(),
+                policies.clone(),
             );
             Box::new(move || {
                 MatchingService::new(
@@ -90,7 +95,7 @@ impl Rig {
                     durable.clone(),
                     games.clone(),
                     breaker.clone(),
-                    policy,
+                    policies.clone(),
                     MatchingLimits {
                         pairs_per_batch: 100,
                         reservation_ms: 30_000,
@@ -110,7 +115,7 @@ impl Rig {
             durable: durable.clone(),
             ratings: RatingService::preloaded(durable.clone()).await.unwrap(),
             tenants: TenantConfig::default(),
-            policy,
+            policies: policies.clone(),
             signal: Arc::new(PoolSignal::new()),
             breaker,
             announcer: None,
@@ -128,6 +133,7 @@ impl Rig {
             clock,
             queue,
             matching,
+            policies,
             restart,
             _dir: dir,
         }
@@ -359,4 +365,97 @@ async fn a_game_reported_finished_frees_its_players_at_once() {
     assert_eq!(released.len(), 2);
     rig.join("alice").await.unwrap();
     rig.join("bob").await.unwrap();
+}
+
+fn patch(window: i32, gap: i32) -> PolicyPatch {
+    PolicyPatch {
+        initial_rating_window: Some(window),
+        max_rating_gap: Some(gap),
+        ..PolicyPatch::default()
+    }
+}
+
+#[tokio::test]
+async fn a_policy_set_at_run_time_is_used_by_the_next_pass_pool_over_tenant() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[("bob", 1700)]).await;
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    // 200 points apart, a window of 100: no match.
+    assert_eq!(rig.pass().await.matched_pairs, 0);
+    // The tenant's policy opens the window to 150: still none.
+    rig.policies
+        .change("ops", &tenant(), None, Some(patch(150, 500)))
+        .await
+        .unwrap();
+    assert_eq!(rig.pass().await.matched_pairs, 0);
+    // The pool's own policy opens it to 250: matched at once, no time
+    // passed.
+    let pool: PoolKey = POOL.parse().unwrap();
+    let before = rig
+        .policies
+        .change("ops", &tenant(), Some(pool), Some(patch(250, 500)))
+        .await
+        .unwrap();
+    assert_eq!(before, None);
+    assert_eq!(rig.pass().await.matched_pairs, 1);
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
+    // Every change is in the audit log with who made it, before and after.
+    let log = rig
+        .queue
+        .durable
+        .events_about(&format!("policy:t1/{POOL}"), 10)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].kind, "policy_changed");
+    assert_eq!(log[0].detail["actor"], "ops");
+    assert_eq!(log[0].detail["before"], serde_json::Value::Null);
+    assert_eq!(log[0].detail["after"]["initial_rating_window"], 250);
+}
+
+#[tokio::test]
+async fn a_policy_that_cannot_run_is_refused_naming_its_field_and_pool() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+    let pool: PoolKey = POOL.parse().unwrap();
+    let refused = |r: Result<Option<PolicyPatch>, ServiceError>| match r {
+        Err(ServiceError::InvalidRequest(why)) => why,
+        other => panic!("{other:?}"),
+    };
+    let why = refused(
+        rig.policies
+            .change("ops", &tenant(), Some(pool), Some(patch(300, 200)))
+            .await,
+    );
+    assert!(why.starts_with("max_rating_gap"), "{why}");
+    // The pool narrows its gap to 300; the tenant may then not raise its
+    // window past it: the pool that would break is named.
+    let narrow = PolicyPatch {
+        max_rating_gap: Some(300),
+        ..PolicyPatch::default()
+    };
+    rig.policies
+        .change("ops", &tenant(), Some(pool), Some(narrow))
+        .await
+        .unwrap();
+    let why = refused(
+        rig.policies
+            .change("ops", &tenant(), None, Some(patch(400, 500)))
+            .await,
+    );
+    assert!(
+        why.contains("max_rating_gap") && why.contains(POOL),
+        "{why}"
+    );
+    let bad_interval = PolicyPatch {
+        rating_window_widening_interval: Some(0.0),
+        ..PolicyPatch::default()
+    };
+    let why = refused(
+        rig.policies
+            .change("ops", &tenant(), None, Some(bad_interval))
+            .await,
+    );
+    assert!(why.starts_with("rating_window_widening_interval"), "{why}");
+    // Nothing refused was stored.
+    assert_eq!(rig.policies.tenant_policy(&tenant()), PoolPolicy::default());
 }

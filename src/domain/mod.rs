@@ -18,7 +18,7 @@ pub use entry::{
 };
 pub use ids::{ChallengeId, GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
 pub use pool::{DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, RatingPool, Region, Variant};
-pub use tenant::{PoolPolicy, TenantConfig};
+pub use tenant::{MAX_RATING_WINDOW, PolicyPatch, PoolPolicy, TenantConfig};
 pub use time_control::{Speed, TimeControl};
 
 /// Milliseconds since the Unix epoch: the one clock unit of the domain.

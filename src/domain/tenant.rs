@@ -1,6 +1,8 @@
 //! What a tenant allows (time controls, variants, regions) and the matching
 //! policy of a pool.
 
+use serde::{Deserialize, Serialize};
+
 use super::{Millis, Mode, ParseError, PoolKey, Region, TimeControl, Variant};
 
 /// The choices a tenant offers its players.
@@ -146,6 +148,92 @@ impl PoolPolicy {
         let amount = i64::from(self.widening_amount);
         let steps = (i64::from(gap - self.initial_window) + amount - 1) / amount;
         Some(steps * self.widening_interval_ms)
+    }
+}
+
+/// The widest rating window or gap a policy may name: the whole rating range.
+pub const MAX_RATING_WINDOW: i32 = 4000;
+
+/// A policy set at run time for a tenant or a pool: only the fields it
+/// sets; the others come from the level above (the tenant's, then the
+/// settings). Serialized with the settings' names, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_rating_window: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating_window_widening_interval: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating_window_widening_amount: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rating_gap: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_time_seconds: Option<f64>,
+}
+
+impl PolicyPatch {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl PoolPolicy {
+    /// This policy with the fields `patch` sets.
+    pub fn with(self, patch: &PolicyPatch) -> Self {
+        let ms = |seconds: f64| (seconds * 1000.0).round() as Millis;
+        Self {
+            initial_window: patch.initial_rating_window.unwrap_or(self.initial_window),
+            widening_interval_ms: patch
+                .rating_window_widening_interval
+                .map_or(self.widening_interval_ms, ms),
+            widening_amount: patch
+                .rating_window_widening_amount
+                .unwrap_or(self.widening_amount),
+            max_gap: patch.max_rating_gap.unwrap_or(self.max_gap),
+            max_queue_time_ms: patch
+                .max_queue_time_seconds
+                .map_or(self.max_queue_time_ms, ms),
+        }
+    }
+
+    /// Whether this policy can run; else the field (by its settings name)
+    /// and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(0..=MAX_RATING_WINDOW).contains(&self.initial_window) {
+            return Err((
+                "initial_rating_window",
+                format!("must be 0 to {}", MAX_RATING_WINDOW),
+            ));
+        }
+        if !(1..=86_400_000).contains(&self.widening_interval_ms) {
+            return Err((
+                "rating_window_widening_interval",
+                "must be more than 0 and at most 86400 seconds".into(),
+            ));
+        }
+        if !(0..=MAX_RATING_WINDOW).contains(&self.widening_amount) {
+            return Err((
+                "rating_window_widening_amount",
+                format!("must be 0 to {}", MAX_RATING_WINDOW),
+            ));
+        }
+        if self.max_gap < self.initial_window || self.max_gap > MAX_RATING_WINDOW {
+            return Err((
+                "max_rating_gap",
+                format!(
+                    "must be at least initial_rating_window ({}) and at most {}",
+                    self.initial_window, MAX_RATING_WINDOW
+                ),
+            ));
+        }
+        if !(1_000..=86_400_000).contains(&self.max_queue_time_ms) {
+            return Err((
+                "max_queue_time_seconds",
+                "must be 1 to 86400 seconds".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

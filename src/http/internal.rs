@@ -198,10 +198,10 @@ pub struct AuditParams {
     summary = "The audit log: decisions and changes, newest first",
     params(
         ("tenant_id" = Option<String>, Query, description = "Whose log (default: the caller's tenant)."),
-        ("kind" = Option<String>, Query, description = "Only events of this kind (`match`, `timeout`, `game_finished`, …)."),
-        ("subject" = Option<String>, Query, description = "Only events about this (a match id, an entry id, …)."),
+        ("kind" = Option<String>, Query, min_length = 1, max_length = 128, description = "Only events of this kind (`match`, `timeout`, `game_finished`, `policy_changed`, …)."),
+        ("subject" = Option<String>, Query, min_length = 1, max_length = 128, description = "Only events about this (a match id, an entry id, …)."),
         ("before" = Option<i64>, Query, description = "Only events older than this id: the previous page's `next_before`."),
-        ("limit" = Option<u32>, Query, description = "At most this many events, 1 to 500 (default 100)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "At most this many events, 1 to 500 (default 100)."),
     ),
     responses(
         (status = 200, description = "The events, newest first", body = openapi::AuditLog),

@@ -10,6 +10,7 @@ pub mod extract;
 mod health;
 mod internal;
 pub mod openapi;
+mod policies;
 mod queue;
 pub mod rate_limit;
 pub mod request_id;
@@ -64,6 +65,8 @@ pub struct Services {
     pub queue: Arc<QueueService>,
     /// Event streams of queue entries (match-found push).
     pub events: Arc<crate::services::events::EventStreams>,
+    /// Matching policies set at run time (the admin API changes them).
+    pub policies: Arc<crate::services::policies::Policies>,
     pub challenges: Arc<ChallengeService>,
     pub ratings: RatingService,
     pub auth: Arc<JwtAuth>,
@@ -99,6 +102,16 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         .routes(routes!(challenges::decline))
         .routes(routes!(internal::queues_summary))
         .routes(routes!(internal::audit))
+        .routes(routes!(
+            policies::get_tenant,
+            policies::put_tenant,
+            policies::delete_tenant
+        ))
+        .routes(routes!(
+            policies::get_pool,
+            policies::put_pool,
+            policies::delete_pool
+        ))
         .routes(routes!(internal::get_ratings, internal::put_ratings))
         .routes(routes!(internal::game_finished))
         .routes(routes!(health::healthz))

@@ -408,6 +408,57 @@ pub struct QueueSummary {
     pub queues: Vec<crate::services::summary::PoolSummary>,
 }
 
+/// A matching policy's fields (the settings' names; times in seconds). In
+/// a PUT, the fields to set; in an answer's `policy`, the fields set there;
+/// in `effective`, every field as in force.
+#[derive(Serialize, ToSchema)]
+pub struct PolicyFields {
+    /// Rating window of a player who has just arrived (0–4000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 4000)]
+    pub initial_rating_window: Option<i32>,
+    /// Seconds between two widenings of the window (more than 0, at most 86400).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rating_window_widening_interval: Option<f64>,
+    /// Rating points the window widens by each time (0–4000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 4000)]
+    pub rating_window_widening_amount: Option<i32>,
+    /// The widest the window gets (at least the initial window, at most 4000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 4000)]
+    pub max_rating_gap: Option<i32>,
+    /// Seconds an entry searches before it times out (1–86400).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue_time_seconds: Option<f64>,
+}
+
+/// A tenant's or a pool's policy.
+#[derive(Serialize, ToSchema)]
+pub struct PolicyScope {
+    pub tenant_id: String,
+    /// Absent for the tenant's own policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_key: Option<String>,
+    /// The fields set here; `null` when nothing is.
+    pub policy: Option<PolicyFields>,
+    /// What is in force here: these fields, then the tenant's, then the settings'.
+    pub effective: PolicyFields,
+    /// After a PUT or DELETE: what was set here before (`null`: nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Option<PolicyFields>>,
+}
+
+/// GET /internal/policies/{tenant_id}
+#[derive(Serialize, ToSchema)]
+pub struct TenantPolicies {
+    /// The settings' policy, under everything set.
+    pub defaults: PolicyFields,
+    pub tenant: PolicyScope,
+    /// The pools with a policy of their own.
+    pub pools: Vec<PolicyScope>,
+}
+
 /// GET /internal/audit
 #[derive(Serialize, ToSchema)]
 pub struct AuditLog {

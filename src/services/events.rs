@@ -34,6 +34,7 @@ use futures::Stream;
 use tokio::sync::watch;
 
 use super::ServiceError;
+use super::policies::Policies;
 use super::queue::{EntryView, QueueService};
 use crate::auth::Identity;
 use crate::domain::{Clock, Millis, PoolPolicy, PoolRef, QueueEntryId, TenantId, UserId};
@@ -95,7 +96,8 @@ pub struct EventStreams {
     queue: Arc<QueueService>,
     store: Arc<dyn EntryStore>,
     feed: Arc<EntryFeed>,
-    schedule: Schedule,
+    /// Each pool's policy: when its window widens.
+    policies: Arc<Policies>,
     limits: StreamLimits,
     /// A std lock: held for a few map operations, never across an await.
     open: Mutex<Open>,
@@ -158,6 +160,8 @@ struct Live {
     /// Of the last event sent (or the client's `Last-Event-ID`).
     last_sent: u64,
     enqueued_at: Option<Millis>,
+    /// Its pool's widening schedule, as of its last read.
+    schedule: Schedule,
     pending: Option<StreamEvent>,
     done: bool,
 }
@@ -166,7 +170,7 @@ impl EventStreams {
     pub fn new(
         queue: Arc<QueueService>,
         store: Arc<dyn EntryStore>,
-        policy: PoolPolicy,
+        policies: Arc<Policies>,
         limits: StreamLimits,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
@@ -174,7 +178,7 @@ impl EventStreams {
             feed: store.feed(),
             queue,
             store,
-            schedule: Schedule(policy),
+            policies,
             limits,
             open: Mutex::new(Open::default()),
             closing: watch::channel(false).0,
@@ -214,7 +218,7 @@ impl EventStreams {
         let watch = self.feed.watch(id);
         let view = self.queue.status(who, &id).await?;
         let last_sent = last_event_id.unwrap_or(0);
-        let first = self.event(view, self.clock.now());
+        let first = self.event(&who.tenant_id, view, self.clock.now());
         if first.is_final() && last_sent >= FINAL_EVENT_ID {
             return Ok(Opened::Finished);
         }
@@ -230,6 +234,7 @@ impl EventStreams {
             closing: self.closing.subscribe(),
             last_sent,
             enqueued_at: first.view.enqueued_at,
+            schedule: self.schedule(&who.tenant_id, &first.view),
             pending: (first.id > last_sent).then_some(first),
             done: false,
         };
@@ -270,10 +275,19 @@ impl EventStreams {
         slot.entry = Some(view.id);
     }
 
-    /// The event `view` makes at `now`.
-    fn event(&self, view: EntryView, now: Millis) -> StreamEvent {
+    /// When `tenant`'s `view` widens its window, by its pool's policy now.
+    fn schedule(&self, tenant: &TenantId, view: &EntryView) -> Schedule {
+        Schedule(self.policies.policy(&PoolRef {
+            tenant_id: tenant.clone(),
+            key: view.pool,
+        }))
+    }
+
+    /// The event `tenant`'s `view` makes at `now`.
+    fn event(&self, tenant: &TenantId, view: EntryView, now: Millis) -> StreamEvent {
         let id = if view.status.is_waiting() {
-            self.schedule.searching_id(view.enqueued_at, now)
+            self.schedule(tenant, &view)
+                .searching_id(view.enqueued_at, now)
         } else {
             FINAL_EVENT_ID
         };
@@ -368,7 +382,7 @@ impl Live {
             let streams = Arc::clone(&self.streams);
             let now = streams.clock.now();
             let recheck = now + streams.limits.recheck.as_millis() as Millis;
-            let wake_at = streams
+            let wake_at = self
                 .schedule
                 .next_widening(self.enqueued_at, now)
                 .map_or(recheck, |at| at.min(recheck));
@@ -386,7 +400,8 @@ impl Live {
                 }
             };
             let now = streams.clock.now();
-            let event = streams.event(view, now);
+            self.schedule = streams.schedule(&self.who.tenant_id, &view);
+            let event = streams.event(&self.who.tenant_id, view, now);
             if event.id > self.last_sent {
                 // A change announced by the store: how long from its
                 // commit to its event, handed to the connection now.

@@ -38,6 +38,7 @@ use tracing::Instrument;
 use super::backlog::Backlog;
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::games::{GameCreationError, GameCreator, NewGame};
+use super::policies::Policies;
 use crate::domain::{
     Clock, EndReason, GameId, MatchIntent, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy,
     PoolRef, SystemClock, UserId,
@@ -88,7 +89,8 @@ pub struct MatchingService {
     durable: Arc<dyn DurableStore>,
     games: Arc<dyn GameCreator>,
     breaker: Arc<CircuitBreaker>,
-    policy: PoolPolicy,
+    /// Each pool's policy (changed at run time).
+    policies: Arc<Policies>,
     limits: MatchingLimits,
     /// Where passes report how long they took (joins read it).
     backlog: Arc<Backlog>,
@@ -128,7 +130,7 @@ impl MatchingService {
         durable: Arc<dyn DurableStore>,
         games: Arc<dyn GameCreator>,
         breaker: Arc<CircuitBreaker>,
-        policy: PoolPolicy,
+        policies: Arc<Policies>,
         limits: MatchingLimits,
         backlog: Arc<Backlog>,
     ) -> Self {
@@ -138,7 +140,7 @@ impl MatchingService {
             durable,
             games,
             breaker,
-            policy,
+            policies,
             limits,
             backlog,
             clock: Arc::new(SystemClock),
@@ -203,12 +205,13 @@ impl MatchingService {
 
     async fn pass(&self, pool: &PoolRef, started: std::time::Instant) -> StoreResult<PassReport> {
         let now = self.clock.now();
+        let policy = self.policies.policy(pool);
         let waiting = self.store.waiting(pool).await?;
         let searching = waiting.len();
         let mut expired = Vec::new();
         let mut live = Vec::with_capacity(waiting.len());
         for w in waiting {
-            match self.expired(&w, now) {
+            match self.expired(&policy, &w, now) {
                 Some(reason) => expired.push((w, reason)),
                 None => live.push(w),
             }
@@ -234,7 +237,7 @@ impl MatchingService {
         let pairs = matcher::find_pairs_holding(
             &seekers,
             now,
-            &self.policy,
+            &policy,
             Some((&self.hold, &flow)),
             |_, _| false,
         );
@@ -274,10 +277,10 @@ impl MatchingService {
     /// pool's queue time (it times out), or unheard of for the presence
     /// timeout (it is cancelled as absent); time spent in a game-creation
     /// outage counts for neither.
-    fn expired(&self, w: &Waiting, now: Millis) -> Option<EndReason> {
+    fn expired(&self, policy: &PoolPolicy, w: &Waiting, now: Millis) -> Option<EndReason> {
         let waited = now - w.enqueued_at - self.breaker.outage_overlap(w.enqueued_at, now);
         let unseen = now - w.last_seen_at - self.breaker.outage_overlap(w.last_seen_at, now);
-        if waited >= self.policy.max_queue_time_ms {
+        if waited >= policy.max_queue_time_ms {
             Some(EndReason::MaxQueueTime)
         } else if self.limits.presence_ms.is_some_and(|p| unseen >= p) {
             Some(EndReason::Absent)
@@ -696,12 +699,16 @@ impl MatchingService {
 
     /// The audit event (and log line) of a match decision.
     fn decision(&self, p: &Pending<'_>, r: &MatchRecord, now: Millis) -> AuditEvent {
+        let policy = self.policies.policy(&PoolRef {
+            tenant_id: r.tenant_id.clone(),
+            key: r.pool,
+        });
         let view = |w: &Waiting| {
             json!({
                 "entry": w.id,
                 "user": w.user_id,
                 "rating": w.rating,
-                "window": self.policy.window(now - w.enqueued_at),
+                "window": policy.window(now - w.enqueued_at),
                 "waited_ms": now - w.enqueued_at,
             })
         };
@@ -717,8 +724,8 @@ impl MatchingService {
             white_rating = p.white.rating,
             black_rating = p.black.rating,
             gap,
-            white_window = self.policy.window(now - p.white.enqueued_at),
-            black_window = self.policy.window(now - p.black.enqueued_at),
+            white_window = policy.window(now - p.white.enqueued_at),
+            black_window = policy.window(now - p.black.enqueued_at),
             white_waited_ms = now - p.white.enqueued_at,
             black_waited_ms = now - p.black.enqueued_at,
             white_request_id = p.white.request_id.as_deref().unwrap_or(""),

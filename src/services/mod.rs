@@ -19,6 +19,7 @@ pub mod games;
 pub mod guards;
 pub mod live_game;
 pub mod matching;
+pub mod policies;
 pub mod queue;
 pub mod rating_api;
 pub mod ratings;

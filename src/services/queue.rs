@@ -14,7 +14,7 @@ use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
 use crate::domain::{
     ActiveGame, Clock, EndReason, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey,
-    PoolPolicy, PoolRef, QueueEntry, QueueEntryId, TenantConfig,
+    PoolRef, QueueEntry, QueueEntryId, TenantConfig,
 };
 use crate::store::{
     AuditEvent, CancelOutcome, DurableStore, EntryStore, IdempotencyScope, JoinOutcome,
@@ -87,7 +87,8 @@ pub struct QueueService {
     pub durable: Arc<dyn DurableStore>,
     pub ratings: RatingService,
     pub tenants: TenantConfig,
-    pub policy: PoolPolicy,
+    /// Each pool's matching policy (the wait estimate before any match).
+    pub policies: Arc<super::policies::Policies>,
     /// Wakes the worker when a join makes a pool due.
     pub signal: Arc<PoolSignal>,
     /// Joins are refused while it is open.
@@ -256,9 +257,10 @@ impl QueueService {
             .await?
             .recent_waits;
         let ms = if waits.is_empty() {
-            self.policy
-                .wait_until_window(self.policy.max_gap)
-                .unwrap_or(self.policy.max_queue_time_ms)
+            let policy = self.policies.policy(pool);
+            policy
+                .wait_until_window(policy.max_gap)
+                .unwrap_or(policy.max_queue_time_ms)
         } else {
             super::summary::quantile(&mut waits, 0.5).unwrap_or_default()
         };

@@ -13,13 +13,13 @@ use super::feed::EntryFeed;
 use super::{
     AuditEvent, AuditQuery, AuditStore, CancelOutcome, ChallengeStore, Claim, Direction,
     DurableStore, EntryStore, GuardStore, IdempotencyScope, IdempotencyStore, JoinOutcome,
-    LeaseStore, MatchStore, PairingStore, PoolStats, PoolStatsStore, QueueStore, RatingChange,
-    RatingStore, Ratings, Reservation, StaleReservation, StoreResult, StoredAnswer, Transition,
-    Waiting, WriteFailure,
+    LeaseStore, MatchStore, PairingStore, PolicyRow, PolicyStore, PoolStats, PoolStatsStore,
+    QueueStore, RatingChange, RatingStore, Ratings, Reservation, StaleReservation, StoreResult,
+    StoredAnswer, Transition, Waiting, WriteFailure,
 };
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, EndReason, GameId, MatchId, MatchIntent, MatchRecord,
-    Millis, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId,
+    Millis, PolicyPatch, PoolKey, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId,
 };
 use crate::observe;
 
@@ -166,6 +166,11 @@ measured! { InstrumentedDurableStore:
         fn idempotent_answer(scope: &IdempotencyScope, now: Millis) -> Option<StoredAnswer>;
         fn save_idempotent_answer(scope: &IdempotencyScope, answer: StoredAnswer, expires_at: Millis, now: Millis) -> StoredAnswer;
         fn settle_idempotent_answer(scope: &IdempotencyScope, claim: &str, answer: Option<StoredAnswer>, expires_at: Millis) -> ();
+    }
+    PolicyStore {
+        fn policies() -> (i64, Vec<PolicyRow>);
+        fn policies_version() -> i64;
+        fn change_policy(tenant: &TenantId, pool: Option<PoolKey>, patch: Option<PolicyPatch>, audit: AuditEvent) -> Option<PolicyPatch>;
     }
 }
 

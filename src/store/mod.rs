@@ -34,6 +34,7 @@ pub mod feed;
 pub mod idempotency_sql;
 pub mod instrumented;
 pub mod memory;
+pub mod policy_sql;
 pub mod postgres;
 pub mod redis;
 pub mod rows;
@@ -46,8 +47,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, EndReason, GameId,
-    MatchId, MatchIntent, MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, RATING_RANGE,
-    Rating, RatingPool, Speed, TenantId, UserId, Username, Variant,
+    MatchId, MatchIntent, MatchRecord, Millis, PolicyPatch, PoolKey, PoolRef, QueueEntry,
+    QueueEntryId, RATING_RANGE, Rating, RatingPool, Speed, TenantId, UserId, Username, Variant,
 };
 
 /// A store could not do what was asked; callers answer 503.
@@ -839,6 +840,36 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<(i64, AuditEvent)>>;
 }
 
+/// A policy set for a tenant (`pool` `None`) or one of its pools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRow {
+    pub tenant_id: TenantId,
+    pub pool: Option<PoolKey>,
+    pub patch: PolicyPatch,
+}
+
+/// Matching policies set at run time. Every change moves a version
+/// counter, in the same transaction, so nodes know when to reload.
+#[async_trait]
+pub trait PolicyStore: Send + Sync + 'static {
+    /// Every policy set, and the version they are at (read together).
+    async fn policies(&self) -> StoreResult<(i64, Vec<PolicyRow>)>;
+
+    /// The version the policies are at.
+    async fn policies_version(&self) -> StoreResult<i64>;
+
+    /// Sets (`Some`) or drops (`None`) the policy of `tenant`/`pool`, with
+    /// `audit` (its detail may name `before`; the store fills it in) in the
+    /// same transaction; answers the policy there was before.
+    async fn change_policy(
+        &self,
+        tenant: &TenantId,
+        pool: Option<PoolKey>,
+        patch: Option<PolicyPatch>,
+        audit: AuditEvent,
+    ) -> StoreResult<Option<PolicyPatch>>;
+}
+
 /// Which of a user's challenges to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -941,7 +972,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 /// All durable stores, as one backend provides them.
 #[async_trait]
 pub trait DurableStore:
-    MatchStore + RatingStore + AuditStore + ChallengeStore + IdempotencyStore
+    MatchStore + RatingStore + AuditStore + ChallengeStore + IdempotencyStore + PolicyStore
 {
     async fn ping(&self) -> StoreResult<()>;
 

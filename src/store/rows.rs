@@ -43,7 +43,7 @@ pub fn newly_inserted<'r>(
         .filter(move |r| inserted.contains(&r.match_id.to_string()))
 }
 
-fn corrupt(what: &str) -> StoreError {
+pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 

@@ -17,6 +17,7 @@ mod observability;
 mod openapi;
 mod outages;
 mod overload;
+mod policies;
 mod postgres;
 mod production;
 mod queue;

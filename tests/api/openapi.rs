@@ -26,6 +26,12 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/matchmaking/challenges/{challenge_id}/decline"),
     ("GET", "/internal/queues/summary"),
     ("GET", "/internal/audit"),
+    ("GET", "/internal/policies/{tenant_id}"),
+    ("PUT", "/internal/policies/{tenant_id}"),
+    ("DELETE", "/internal/policies/{tenant_id}"),
+    ("GET", "/internal/policies/{tenant_id}/{pool_key}"),
+    ("PUT", "/internal/policies/{tenant_id}/{pool_key}"),
+    ("DELETE", "/internal/policies/{tenant_id}/{pool_key}"),
     ("GET", "/internal/ratings/{tenant_id}/{user_id}"),
     ("PUT", "/internal/ratings/{tenant_id}/{user_id}"),
     ("POST", "/internal/games/{game_id}/finished"),
@@ -68,6 +74,7 @@ fn concrete(path: &str) -> String {
         .replace("{tenant_id}", "t1")
         .replace("{user_id}", "u1")
         .replace("{game_id}", "g_x")
+        .replace("{pool_key}", "standard_5+0_rated_GLOBAL")
 }
 
 async fn call(app: &TestApp, method: &str, path: &str) -> reqwest::Response {

@@ -966,3 +966,70 @@ pub async fn the_audit_log_is_read_per_tenant_newest_first_filtered_and_paged(
         .unwrap();
     assert_eq!(ats(&next), [T0]);
 }
+
+pub async fn policies_change_with_their_version_and_audit(store: &dyn DurableStore) {
+    use matchmaking_api::domain::PolicyPatch;
+    let (v0, rows) = store.policies().await.unwrap();
+    assert!(rows.is_empty());
+    let patch = |window| PolicyPatch {
+        initial_rating_window: Some(window),
+        ..PolicyPatch::default()
+    };
+    let audit = |after: Option<PolicyPatch>| AuditEvent {
+        at: T0,
+        tenant_id: tenant("t1"),
+        kind: "policy_changed".into(),
+        subject: "policy:t1".into(),
+        detail: serde_json::json!({ "actor": "t1/ops", "after": after }),
+    };
+    let p5 = pool("standard_5+0_rated_GLOBAL");
+    let before = store
+        .change_policy(
+            &tenant("t1"),
+            None,
+            Some(patch(150)),
+            audit(Some(patch(150))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(before, None);
+    let before = store
+        .change_policy(
+            &tenant("t1"),
+            None,
+            Some(patch(200)),
+            audit(Some(patch(200))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(before, Some(patch(150)));
+    store
+        .change_policy(
+            &tenant("t1"),
+            Some(p5),
+            Some(patch(300)),
+            audit(Some(patch(300))),
+        )
+        .await
+        .unwrap();
+    let (v3, mut rows) = store.policies().await.unwrap();
+    assert_eq!(v3, v0 + 3);
+    assert_eq!(store.policies_version().await.unwrap(), v3);
+    rows.sort_by_key(|r| r.pool.is_some());
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].pool, rows[0].patch), (None, patch(200)));
+    assert_eq!((rows[1].pool, rows[1].patch), (Some(p5), patch(300)));
+    let before = store
+        .change_policy(&tenant("t1"), Some(p5), None, audit(None))
+        .await
+        .unwrap();
+    assert_eq!(before, Some(patch(300)));
+    assert_eq!(store.policies().await.unwrap().1.len(), 1);
+    // Each change in the audit log, with what was there before.
+    let log = store.events_about("policy:t1", 10).await.unwrap();
+    assert_eq!(log.len(), 4);
+    assert_eq!(log[0].detail["before"]["initial_rating_window"], 300);
+    assert_eq!(log[0].detail["after"], serde_json::Value::Null);
+    assert_eq!(log[3].detail["before"], serde_json::Value::Null);
+    assert_eq!(log[3].detail["actor"], "t1/ops");
+}

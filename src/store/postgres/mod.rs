@@ -19,6 +19,7 @@ use sqlx::{PgPool, Row};
 
 use super::claims::{self, Ask};
 use super::idempotency_sql;
+use super::policy_sql;
 use super::rows::{
     self, AnswerRow, AuditRow, ClaimRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
     PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
@@ -28,9 +29,11 @@ use super::{
     MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
     WriteFailure, WriteHealth,
 };
+use super::{PolicyRow, PolicyStore};
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
 };
+use crate::domain::{PolicyPatch, PoolKey};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -832,6 +835,39 @@ impl IdempotencyStore for PgStore {
         let done = query.execute(&self.pool).await.map_err(StoreError::from);
         self.noted(done)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl PolicyStore for PgStore {
+    async fn policies(&self) -> StoreResult<(i64, Vec<PolicyRow>)> {
+        // One transaction: the rows are those of the version read.
+        let mut tx = self.pool.begin().await?;
+        let read = policy_sql::policies::<sqlx::Postgres>(&mut tx).await?;
+        tx.commit().await?;
+        Ok(read)
+    }
+
+    async fn policies_version(&self) -> StoreResult<i64> {
+        let (version,): (i64,) =
+            sqlx::query_as("SELECT version FROM config_versions WHERE name = 'policies'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(version)
+    }
+
+    async fn change_policy(
+        &self,
+        tenant: &TenantId,
+        pool: Option<PoolKey>,
+        patch: Option<PolicyPatch>,
+        audit: AuditEvent,
+    ) -> StoreResult<Option<PolicyPatch>> {
+        let mut tx = self.pool.begin().await?;
+        let before =
+            policy_sql::change::<sqlx::Postgres>(&mut tx, (tenant, pool), patch, audit).await?;
+        tx.commit().await?;
+        Ok(before)
     }
 }
 

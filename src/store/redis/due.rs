@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{Conn, RedisQueueStore};
 use crate::domain::{PoolRef, QueueEntryId};
@@ -33,6 +33,7 @@ pub struct RedisDueChannel {
 struct Inner {
     conn: Conn,
     channel: String,
+    config_channel: String,
     /// Per pool: when it was last announced, and whether a trailing
     /// announcement is scheduled. A std lock: never held across an await.
     recent: Mutex<HashMap<PoolRef, (Instant, bool)>>,
@@ -45,6 +46,7 @@ impl RedisQueueStore {
             inner: Arc::new(Inner {
                 conn: self.conn.clone(),
                 channel: self.keys.due_channel(),
+                config_channel: self.keys.config_channel(),
                 recent: Mutex::new(HashMap::new()),
             }),
         }
@@ -62,6 +64,21 @@ impl Inner {
             .await;
         if let Err(e) = sent {
             tracing::debug!(error = %e, "announcing a due pool failed; the tick will find it");
+        }
+    }
+}
+
+#[async_trait]
+impl crate::services::policies::ConfigAnnouncer for RedisDueChannel {
+    async fn announce_config(&self) {
+        let mut conn = self.inner.conn.clone();
+        let sent = redis::cmd("PUBLISH")
+            .arg(&self.inner.config_channel)
+            .arg("policies")
+            .query_async::<i64>(&mut conn)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "announcing a configuration change failed; other nodes see it at their next version check");
         }
     }
 }
@@ -119,7 +136,10 @@ pub struct Subscription {
     url: String,
     due_channel: String,
     entry_channel: String,
+    config_channel: String,
     feed: Arc<EntryFeed>,
+    /// Poked when run-time configuration changed somewhere.
+    config_changed: Arc<Notify>,
 }
 
 impl RedisQueueStore {
@@ -130,12 +150,20 @@ impl RedisQueueStore {
             url: url.to_owned(),
             due_channel: self.keys.due_channel(),
             entry_channel: self.keys.entry_channel(),
+            config_channel: self.keys.config_channel(),
             feed: self.feed.clone(),
+            config_changed: Arc::new(Notify::new()),
         }
     }
 }
 
 impl Subscription {
+    /// Poked on every announcement of a configuration change (and after a
+    /// lost subscription, when one may have been missed).
+    pub fn config_changed(&self) -> Arc<Notify> {
+        self.config_changed.clone()
+    }
+
     /// Listens until `shutdown`; `signal` is the worker's, if this process
     /// runs one.
     pub async fn run(self, signal: Option<Arc<PoolSignal>>, mut shutdown: watch::Receiver<bool>) {
@@ -144,17 +172,21 @@ impl Subscription {
                 let client = redis::Client::open(self.url.as_str())?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub
-                    .subscribe(&[&self.due_channel, &self.entry_channel])
+                    .subscribe(&[&self.due_channel, &self.entry_channel, &self.config_channel])
                     .await?;
                 // Announcements made while there was no subscription are
-                // lost: every waiter reads its entry again.
+                // lost: every waiter reads its entry again, and the
+                // configuration is checked.
                 self.feed.all_changed();
+                self.config_changed.notify_one();
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
-                    if msg.get_channel_name() == self.entry_channel {
+                    if msg.get_channel_name() == self.config_channel {
+                        self.config_changed.notify_one();
+                    } else if msg.get_channel_name() == self.entry_channel {
                         let mut words = payload.split(' ');
                         let at = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
                         for id in words {

@@ -95,6 +95,11 @@ impl Keys {
         format!("{}:due", self.prefix)
     }
 
+    /// The pub/sub channel run-time configuration changes are announced on.
+    pub fn config_channel(&self) -> String {
+        format!("{}:config", self.prefix)
+    }
+
     /// The pub/sub channel entries that reached a final status are
     /// announced on: the change's time (epoch ms), then the ids, space
     /// separated.

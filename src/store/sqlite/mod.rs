@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 
 use self::matches::{MatchJob, MatchWork};
 use self::writer::{Job, WriterHandle};
+use super::policy_sql;
 use super::rows::{
     self, AnswerRow, AuditRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
     PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
@@ -33,9 +34,11 @@ use super::{
     MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
     WriteFailure, WriteHealth, idempotency_sql,
 };
+use super::{PolicyRow, PolicyStore};
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
 };
+use crate::domain::{PolicyPatch, PoolKey};
 
 pub use writer::WAL_RESTART_FRAMES;
 
@@ -600,6 +603,42 @@ impl IdempotencyStore for SqliteStore {
                 Box::pin(async move {
                     statement.execute(&mut *conn).await?;
                     Ok(())
+                })
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl PolicyStore for SqliteStore {
+    async fn policies(&self) -> StoreResult<(i64, Vec<PolicyRow>)> {
+        // One transaction: the rows are those of the version read.
+        let mut tx = self.reads.begin().await?;
+        let read = policy_sql::policies::<sqlx::Sqlite>(&mut tx).await?;
+        tx.commit().await?;
+        Ok(read)
+    }
+
+    async fn policies_version(&self) -> StoreResult<i64> {
+        let (version,): (i64,) =
+            sqlx::query_as("SELECT version FROM config_versions WHERE name = 'policies'")
+                .fetch_one(&self.reads)
+                .await?;
+        Ok(version)
+    }
+
+    async fn change_policy(
+        &self,
+        tenant: &TenantId,
+        pool: Option<PoolKey>,
+        patch: Option<PolicyPatch>,
+        audit: AuditEvent,
+    ) -> StoreResult<Option<PolicyPatch>> {
+        let (tenant, audit) = (tenant.clone(), audit);
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    policy_sql::change::<sqlx::Sqlite>(conn, (&tenant, pool), patch, audit).await
                 })
             })
             .await
