@@ -9,6 +9,9 @@ use super::rows::corrupt;
 use super::{AuditEvent, PolicyRow, StoreResult};
 use crate::domain::{PolicyPatch, PoolKey, TenantId};
 
+/// The version the policies are at.
+pub const VERSION: &str = "SELECT version FROM config_versions WHERE name = 'policies'";
+
 /// A pool key column: `''` for the tenant's own policy.
 fn pool_column(pool: Option<PoolKey>) -> String {
     pool.map(|p| p.to_string()).unwrap_or_default()
@@ -28,10 +31,7 @@ where
     (String, String, String): for<'r> sqlx::FromRow<'r, DB::Row>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let (version,): (i64,) =
-        sqlx::query_as("SELECT version FROM config_versions WHERE name = 'policies'")
-            .fetch_one(&mut *conn)
-            .await?;
+    let (version,): (i64,) = sqlx::query_as(VERSION).fetch_one(&mut *conn).await?;
     let rows: Vec<(String, String, String)> =
         sqlx::query_as("SELECT tenant_id, pool_key, policy FROM pool_policies")
             .fetch_all(&mut *conn)

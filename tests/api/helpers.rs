@@ -244,6 +244,18 @@ impl TestApp {
     /// Polls the entry until its status is no longer SEARCHING. The
     /// deadline only bounds how long a failing test hangs: matches take
     /// milliseconds, and a loaded machine must not turn that into a flake.
+    /// Two players join `time_control` and are matched: answers the first
+    /// one's entry and their game.
+    pub async fn matched_pair(&self, a: &str, b: &str, time_control: &str) -> (String, String) {
+        let ia = self.join_ok(a, &join_body(time_control)).await;
+        self.join_ok(b, &join_body(time_control)).await;
+        let game = self.wait_for_result(a, &ia).await["game_id"]
+            .as_str()
+            .expect("matched")
+            .to_owned();
+        (ia, game)
+    }
+
     pub async fn wait_for_result(&self, token: &str, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, join_body, spawn_app};
+use crate::helpers::{error_code, spawn_app};
 
 #[tokio::test]
 async fn unknown_players_are_rated_1500_at_every_speed() {
@@ -210,13 +210,8 @@ async fn a_null_finished_body_and_integral_float_ratings_are_accepted() {
 #[tokio::test]
 async fn the_audit_log_shows_a_tenants_decisions_newest_first_to_admins() {
     let app = spawn_app().await;
-    let (a, b) = (app.token("alice"), app.token("bob"));
-    let ia = app.join_ok(&a, &join_body("5+0")).await;
-    app.join_ok(&b, &join_body("5+0")).await;
-    let game = app.wait_for_result(&a, &ia).await["game_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = app.token("alice");
+    let (_, game) = app.matched_pair(&a, &app.token("bob"), "5+0").await;
     let admin = app.admin_token();
     assert_eq!(
         app.game_finished(&admin, &game).await.status(),

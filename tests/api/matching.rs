@@ -171,12 +171,7 @@ async fn an_entry_whose_client_is_never_heard_from_is_dropped() {
 async fn a_matched_player_cannot_queue_until_the_game_is_reported_finished() {
     let app = spawn_app().await;
     let (a, b) = (app.token("alice"), app.token("bob"));
-    let ia = app.join_ok(&a, &join_body("5+0")).await;
-    app.join_ok(&b, &join_body("5+0")).await;
-    let game = app.wait_for_result(&a, &ia).await["game_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, game) = app.matched_pair(&a, &b, "5+0").await;
     for t in [&a, &b] {
         let r = app.join(t, &join_body("3+0")).await;
         assert_eq!(r.status(), StatusCode::CONFLICT);

@@ -849,10 +849,9 @@ impl PolicyStore for PgStore {
     }
 
     async fn policies_version(&self) -> StoreResult<i64> {
-        let (version,): (i64,) =
-            sqlx::query_as("SELECT version FROM config_versions WHERE name = 'policies'")
-                .fetch_one(&self.pool)
-                .await?;
+        let (version,): (i64,) = sqlx::query_as(policy_sql::VERSION)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(version)
     }
 

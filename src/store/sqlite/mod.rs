@@ -620,10 +620,9 @@ impl PolicyStore for SqliteStore {
     }
 
     async fn policies_version(&self) -> StoreResult<i64> {
-        let (version,): (i64,) =
-            sqlx::query_as("SELECT version FROM config_versions WHERE name = 'policies'")
-                .fetch_one(&self.reads)
-                .await?;
+        let (version,): (i64,) = sqlx::query_as(policy_sql::VERSION)
+            .fetch_one(&self.reads)
+            .await?;
         Ok(version)
     }
 
