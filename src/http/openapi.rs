@@ -409,16 +409,18 @@ pub struct QueueSummary {
 }
 
 /// A matching policy's fields (the settings' names; times in seconds). In
-/// a PUT, the fields to set; in an answer's `policy`, the fields set there;
-/// in `effective`, every field as in force.
+/// a PUT, the fields to set (at least one; `max_rating_gap` in force must
+/// stay at least `initial_rating_window`); in an answer's `policy`, the
+/// fields set there; in `effective`, every field as in force.
 #[derive(Serialize, ToSchema)]
 pub struct PolicyFields {
     /// Rating window of a player who has just arrived (0–4000).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 4000)]
     pub initial_rating_window: Option<i32>,
-    /// Seconds between two widenings of the window (more than 0, at most 86400).
+    /// Seconds between two widenings of the window (at least 0.001, at most 86400).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.001, maximum = 86400)]
     pub rating_window_widening_interval: Option<f64>,
     /// Rating points the window widens by each time (0–4000).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -430,6 +432,7 @@ pub struct PolicyFields {
     pub max_rating_gap: Option<i32>,
     /// Seconds an entry searches before it times out (1–86400).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub max_queue_time_seconds: Option<f64>,
 }
 
@@ -598,8 +601,31 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
         schema
     };
     let enumerated = |values: &Value| json!({ "type": "string", "enum": values });
+    // A pool key as stored: `{variant}_{time_control}_{mode}_{region}`.
+    let alternatives = |values: &Value| {
+        let names: Vec<String> = values
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|v| v.replace('+', "\\+"))
+            .collect();
+        format!("({})", names.join("|"))
+    };
+    let pool_key_pattern = format!(
+        "^{}_{}_{}_{}$",
+        alternatives(&strings(
+            Variant::ALL.iter().map(|v| v.as_str().to_owned()).collect()
+        )),
+        alternatives(&time_controls),
+        alternatives(&modes),
+        alternatives(&stored_regions)
+    );
 
     let schemas = &mut doc["components"]["schemas"];
+    // A policy sets at least one field (utoipa's `min_properties` writes
+    // `maxProperties`).
+    schemas["PolicyFields"]["minProperties"] = json!(1);
     // Requests: the pool fields a join and a challenge share.
     for request in ["JoinRequest", "ChallengeRequest"] {
         put(schemas, request, "time_control", enumerated(&time_controls));
@@ -734,6 +760,7 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
                         "pattern": "^[!-~]([\t -~]*[!-~])?$",
                     }),
                     "Last-Event-ID" => json!({ "type": "string", "pattern": "^[0-9]{0,19}$" }),
+                    "pool_key" => json!({ "type": "string", "pattern": pool_key_pattern }),
                     _ => continue,
                 };
                 parameter["schema"] = schema;
