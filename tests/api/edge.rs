@@ -357,23 +357,30 @@ async fn browse(url: &str) -> Option<String> {
     Some(dom[start..end].replace("&quot;", "\""))
 }
 
+/// Loads `page` of the origin `allowed` against `app` for players `a` and
+/// `b`, and answers the JSON after `RESULT ` it wrote (`None` without a
+/// browser).
+async fn page_result(
+    allowed: &str,
+    page: &str,
+    app: &TestApp,
+    (a, b): (&str, &str),
+) -> Option<Value> {
+    let seen = browse(&format!("{allowed}/{page}?api={}&a={a}&b={b}", app.address)).await?;
+    let json = seen
+        .strip_prefix("RESULT ")
+        .unwrap_or_else(|| panic!("{seen}"));
+    Some(serde_json::from_str(json).unwrap())
+}
+
 #[tokio::test]
 async fn a_browser_on_an_allowed_origin_joins_and_polls_and_another_origin_is_blocked() {
     let allowed = serve_page().await;
     let app = spawn_app_with(|s| s.cors_allowed_origins = Some(allowed.clone())).await;
     let (a, b) = (app.token("alice"), app.token("bob"));
-    let Some(seen) = browse(&format!(
-        "{allowed}/page.html?api={}&a={a}&b={b}",
-        app.address
-    ))
-    .await
-    else {
+    let Some(v) = page_result(&allowed, "page.html", &app, (&a, &b)).await else {
         return;
     };
-    let json = seen
-        .strip_prefix("RESULT ")
-        .unwrap_or_else(|| panic!("{seen}"));
-    let v: Value = serde_json::from_str(json).unwrap();
     assert_eq!(v["join"], 201, "{v}");
     assert_eq!(v["second"], 201, "{v}");
     assert!(
@@ -402,18 +409,9 @@ async fn a_browser_on_an_allowed_origin_waits_on_the_event_stream() {
     let allowed = serve_page().await;
     let app = spawn_app_with(|s| s.cors_allowed_origins = Some(allowed.clone())).await;
     let (a, b) = (app.token("alice"), app.token("bob"));
-    let Some(seen) = browse(&format!(
-        "{allowed}/stream.html?api={}&a={a}&b={b}",
-        app.address
-    ))
-    .await
-    else {
+    let Some(v) = page_result(&allowed, "stream.html", &app, (&a, &b)).await else {
         return;
     };
-    let json = seen
-        .strip_prefix("RESULT ")
-        .unwrap_or_else(|| panic!("{seen}"));
-    let v: Value = serde_json::from_str(json).unwrap();
     assert_eq!(v["status"], 200, "{v}");
     assert_eq!(v["type"], "text/event-stream", "{v}");
     assert_eq!(

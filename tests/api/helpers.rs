@@ -222,6 +222,16 @@ impl TestApp {
             .expect("request")
     }
 
+    /// GET `path` with `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{path}", self.address))

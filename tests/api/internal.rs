@@ -217,13 +217,7 @@ async fn the_audit_log_shows_a_tenants_decisions_newest_first_to_admins() {
         app.game_finished(&admin, &game).await.status(),
         StatusCode::OK
     );
-    let audit = |query: &str, token: &str| {
-        app.client
-            .get(format!("{}/internal/audit{query}", app.address))
-            .bearer_auth(token.to_owned())
-            .send()
-    };
-    let r = audit("", &admin).await.unwrap();
+    let r = app.get_as(&admin, "/internal/audit").await;
     assert_eq!(r.status(), StatusCode::OK);
     let log: Value = r.json().await.unwrap();
     let events = log["events"].as_array().unwrap();
@@ -235,50 +229,53 @@ async fn the_audit_log_shows_a_tenants_decisions_newest_first_to_admins() {
     assert!(matched["detail"].is_object());
     assert!(log.get("next_before").is_none(), "one page: {log}");
     // Filtered by kind and subject; paged.
-    let r: Value = audit("?kind=match", &admin)
+    let r: Value = app
+        .get_as(&admin, "/internal/audit?kind=match")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(r["events"].as_array().unwrap().len(), 1);
     let subject = matched["subject"].as_str().unwrap();
-    let r: Value = audit(&format!("?subject={subject}"), &admin)
+    let r: Value = app
+        .get_as(&admin, &format!("/internal/audit?subject={subject}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     // The match's story: made, then its game finished.
     assert_eq!(r["events"][0]["kind"], "game_finished");
     assert_eq!(r["events"][1]["kind"], "match");
-    let page: Value = audit("?limit=1", &admin)
+    let page: Value = app
+        .get_as(&admin, "/internal/audit?limit=1")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(page["events"][0]["kind"], "game_finished");
     let before = page["next_before"].as_i64().expect("a next page");
-    let next: Value = audit(&format!("?limit=1&before={before}"), &admin)
+    let next: Value = app
+        .get_as(&admin, &format!("/internal/audit?limit=1&before={before}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(next["events"][0]["kind"], "match");
     // Another tenant's log is another log; players may not read it; bad
     // parameters are named.
-    let other: Value = audit("?tenant_id=t2", &admin)
+    let other: Value = app
+        .get_as(&admin, "/internal/audit?tenant_id=t2")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(other["events"], json!([]));
-    assert_eq!(audit("", &a).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get_as(&a, "/internal/audit").await.status(),
+        StatusCode::FORBIDDEN
+    );
     for bad in ["?limit=0", "?limit=501", "?before=soon", "?kind="] {
-        let r = audit(bad, &admin).await.unwrap();
+        let r = app.get_as(&admin, &format!("/internal/audit{bad}")).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(error_code(r).await, "INVALID_REQUEST");
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, join_body, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, error_code, join_body, spawn_app};
 use crate::production::Backends;
 
 const POOL: &str = "standard_5+0_rated_GLOBAL";
@@ -133,23 +133,12 @@ async fn a_pool_policy_is_read_set_refused_dropped_and_audited() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // Players may not; every change is in the audit log.
     let r = app
-        .client
-        .get(format!("{}/internal/policies/t1", app.address))
-        .bearer_auth(app.token("alice"))
-        .send()
-        .await
-        .unwrap();
+        .get_as(&app.token("alice"), "/internal/policies/t1")
+        .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let log: Value = app
-        .client
-        .get(format!(
-            "{}/internal/audit?kind=policy_changed",
-            app.address
-        ))
-        .bearer_auth(app.admin_token())
-        .send()
+        .get_as(&app.admin_token(), "/internal/audit?kind=policy_changed")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -182,11 +171,7 @@ async fn a_policy_set_through_one_node_is_in_force_on_another_within_2_s() {
     };
     // Node A takes the change and the joins (no worker); node B's worker
     // matches, by the policy it learns of from A.
-    let node_a = spawn_app_with(|s| {
-        backends.apply(s);
-        s.worker_enabled = false;
-    })
-    .await;
+    let node_a = backends.spawn_without_worker().await;
     let node_b = backends.spawn().await;
     crate::support::subscribers(
         &crate::support::redis_url(),

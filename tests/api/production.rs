@@ -35,6 +35,15 @@ impl Backends {
     pub async fn spawn(&self) -> TestApp {
         spawn_app_with(|s| self.apply(s)).await
     }
+
+    /// An API node without a worker (another node's worker matches).
+    pub async fn spawn_without_worker(&self) -> TestApp {
+        spawn_app_with(|s| {
+            self.apply(s);
+            s.worker_enabled = false;
+        })
+        .await
+    }
 }
 
 #[tokio::test]
@@ -220,11 +229,7 @@ async fn a_join_on_one_node_wakes_the_worker_of_another_at_once() {
         return;
     };
     // Node A serves without a worker; node B's worker ticks only every 30 s.
-    let node_a = spawn_app_with(|s| {
-        backends.apply(s);
-        s.worker_enabled = false;
-    })
-    .await;
+    let node_a = backends.spawn_without_worker().await;
     let _node_b = spawn_app_with(|s| {
         backends.apply(s);
         s.worker_interval_seconds = 30.0;
