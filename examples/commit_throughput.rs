@@ -11,8 +11,8 @@ use std::time::Instant;
 use matchmaking_api::domain::{PoolPolicy, PoolRef, QueueEntry, TenantId, UserId, now_millis};
 use matchmaking_api::services::breaker::CircuitBreaker;
 use matchmaking_api::services::games::LocalGameCreator;
+use matchmaking_api::services::live::{LiveConfig, LiveDefaults};
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService};
-use matchmaking_api::services::policies::Policies;
 use matchmaking_api::store::memory::MemoryQueueStore;
 use matchmaking_api::store::sqlite::SqliteStore;
 use matchmaking_api::store::{DurableStore, EntryStore, GuardStore};
@@ -47,7 +47,10 @@ async fn main() {
         queue.join(entry, now).await.unwrap();
     }
     let durable: Arc<dyn DurableStore> = Arc::new(sqlite);
-    let policies = Arc::new(Policies::new(PoolPolicy::default(), durable.clone()));
+    let policies = Arc::new(LiveConfig::new(
+        LiveDefaults::of_policy(PoolPolicy::default()),
+        durable.clone(),
+    ));
     let matching = MatchingService::new(
         (queue.clone(), queue),
         durable,

@@ -46,6 +46,10 @@ pub const RATING_FALLBACKS: &str = "matchmaking_rating_fallbacks_total";
 pub const EVENT_STREAMS: &str = "matchmaking_event_streams_open";
 pub const EVENT_STREAMS_REFUSED: &str = "matchmaking_event_streams_refused_total";
 pub const EVENT_PUSH: &str = "matchmaking_event_push_seconds";
+pub const ARM_MATCHES: &str = "matchmaking_experiment_matches_total";
+pub const ARM_WAIT: &str = "matchmaking_experiment_wait_seconds";
+pub const ARM_GAP: &str = "matchmaking_experiment_rating_gap";
+pub const ARM_TIMEOUTS: &str = "matchmaking_experiment_timeouts_total";
 
 /// Latency buckets (seconds): 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -73,6 +77,10 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(RATING_GAP.into()), GAP_BUCKETS)
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(ARM_WAIT.into()), WAIT_BUCKETS)
+                })
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ARM_GAP.into()), GAP_BUCKETS))
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 })
@@ -172,6 +180,23 @@ fn describe() {
     describe_counter!(
         RATING_FALLBACKS,
         "Joins whose rating did not come from the rating service, by why (breaker_open, busy, timeout, failed, invalid) and what was used instead (cache, local, default)."
+    );
+    describe_counter!(
+        ARM_MATCHES,
+        "Matches committed under a matcher experiment, by tenant, experiment and arm (control, treatment)."
+    );
+    describe_histogram!(
+        ARM_WAIT,
+        Unit::Seconds,
+        "Waits of players matched under a matcher experiment, by tenant, experiment and arm."
+    );
+    describe_histogram!(
+        ARM_GAP,
+        "Rating gaps of matches made under a matcher experiment, by tenant, experiment and arm."
+    );
+    describe_counter!(
+        ARM_TIMEOUTS,
+        "Entries ended without a match under a matcher experiment (TIMED_OUT, or CANCELLED as ABSENT), by tenant, experiment, arm and reason."
     );
     describe_counter!(
         SHED,
@@ -360,6 +385,42 @@ pub fn matched(pool: &PoolRef, gap: i32, waits_ms: [i64; 2]) {
         for w in waits_ms {
             s.wait_matched.record(seconds(w));
         }
+    }
+}
+
+/// The side of a matcher experiment a match or a time-out fell on.
+pub struct ArmLabels<'a> {
+    pub tenant: &'a str,
+    pub experiment: &'a str,
+    pub arm: &'static str,
+}
+
+impl ArmLabels<'_> {
+    fn labels(&self) -> [Label; 3] {
+        [
+            Label::new("tenant", self.tenant.to_owned()),
+            Label::new("experiment", self.experiment.to_owned()),
+            Label::new("arm", self.arm),
+        ]
+    }
+}
+
+pub fn arm_matched(arm: &ArmLabels<'_>, gap: i32, waits_ms: [i64; 2]) {
+    if enabled() {
+        counter!(ARM_MATCHES, arm.labels().to_vec()).increment(1);
+        histogram!(ARM_GAP, arm.labels().to_vec()).record(f64::from(gap.unsigned_abs()));
+        let wait = histogram!(ARM_WAIT, arm.labels().to_vec());
+        for w in waits_ms {
+            wait.record(seconds(w));
+        }
+    }
+}
+
+pub fn arm_timed_out(arm: &ArmLabels<'_>, reason: &'static str) {
+    if enabled() {
+        let mut labels = arm.labels().to_vec();
+        labels.push(Label::new("reason", reason));
+        counter!(ARM_TIMEOUTS, labels).increment(1);
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::{DEV_SECRET_FILE, JwtAuth, KeyError};
-use crate::domain::{Clock, SystemClock, TenantConfig};
+use crate::domain::{Clock, Flags, SystemClock, TenantConfig};
 use crate::http::rate_limit::RateLimits;
 use crate::http::{self, AppState, Services};
 use crate::observe;
@@ -21,9 +21,9 @@ use crate::services::challenges::{ChallengeLimits, ChallengeService};
 use crate::services::events::{EventStreams, StreamLimits};
 use crate::services::games::{GameCreator, GuardedGameCreator, LocalGameCreator};
 use crate::services::guards::Guards;
+use crate::services::live::{LiveConfig, LiveDefaults};
 use crate::services::live_game::LiveGameClient;
 use crate::services::matching::{MatchingLimits, MatchingService};
-use crate::services::policies::Policies;
 use crate::services::queue::{QueueLimits, QueueService};
 use crate::services::rating_api::{RatingApi, RatingApiConfig};
 use crate::services::ratings::RatingService;
@@ -90,7 +90,7 @@ pub struct Application {
     ratings: RatingService,
     runs_on: Arc<RunsOn>,
     events: Arc<EventStreams>,
-    policies: Arc<Policies>,
+    live: Arc<LiveConfig>,
 }
 
 /// Everything `serve` and `worker` share: stores and services, wired.
@@ -103,8 +103,8 @@ struct Core {
     queue: Arc<QueueService>,
     /// The event streams of this node's clients.
     events: Arc<EventStreams>,
-    /// Matching policies set at run time.
-    policies: Arc<Policies>,
+    /// Policies, tenant configuration and flags set at run time.
+    live: Arc<LiveConfig>,
     challenges: Arc<ChallengeService>,
     matching: Arc<MatchingService>,
     guards: Arc<Guards>,
@@ -184,6 +184,32 @@ impl Core {
             settings.guard_ms(),
             clock.clone(),
         );
+        // Policies, tenant configuration and flags set at run time, over
+        // the settings' defaults; announced to (and by) the other
+        // processes on Redis.
+        let mut live = LiveConfig::new(
+            LiveDefaults {
+                policy: settings.pool_policy(),
+                tenant: TenantConfig {
+                    default_region: settings.default_region,
+                    ..TenantConfig::default()
+                },
+                flags: Flags {
+                    challenges: settings.challenges_enabled,
+                    matcher_experiment: None,
+                },
+            },
+            stores.durable.clone(),
+        )
+        .with_clock(clock.clone());
+        if let Some((channel, subscription)) = &stores.due {
+            live =
+                live.with_announcements(Arc::new(channel.clone()), subscription.config_changed());
+        }
+        let live = Arc::new(live);
+        if let Err(e) = live.load().await {
+            tracing::warn!(error = %e, "reading the run-time configuration failed; the settings' apply until it can be read");
+        }
         // Each service is given the parts of the queue store it uses.
         let challenges = Arc::new(
             ChallengeService::new(
@@ -191,9 +217,8 @@ impl Core {
                 (stores.queue.clone(), stores.queue.clone()),
                 games.clone(),
                 ratings.clone(),
-                guards.clone(),
+                (guards.clone(), live.clone()),
                 ChallengeLimits {
-                    enabled: settings.challenges_enabled,
                     ttl_ms: settings.challenge_ttl_ms(),
                     max_pending_outgoing: settings.max_pending_challenges,
                     guard_ms: settings.guard_ms(),
@@ -202,18 +227,6 @@ impl Core {
             )
             .with_clock(clock.clone()),
         );
-        // Matching policies set at run time, over the settings' defaults;
-        // announced to (and by) the other processes on Redis.
-        let mut policies =
-            Policies::new(settings.pool_policy(), stores.durable.clone()).with_clock(clock.clone());
-        if let Some((channel, subscription)) = &stores.due {
-            policies = policies
-                .with_announcements(Arc::new(channel.clone()), subscription.config_changed());
-        }
-        let policies = Arc::new(policies);
-        if let Err(e) = policies.load().await {
-            tracing::warn!(error = %e, "reading the matching policies failed; the settings' apply until they can be read");
-        }
         let backlog = Arc::new(Backlog::new(Duration::from_secs_f64(
             settings.pool_busy_pass_seconds.max(0.0),
         )));
@@ -223,7 +236,7 @@ impl Core {
                 stores.durable.clone(),
                 games,
                 breaker.clone(),
-                policies.clone(),
+                live.clone(),
                 MatchingLimits {
                     pairs_per_batch: settings.match_pairs_per_batch,
                     reservation_ms: settings.reservation_ms(),
@@ -247,11 +260,7 @@ impl Core {
             stats: stores.queue.clone(),
             durable: stores.durable.clone(),
             ratings: ratings.clone(),
-            tenants: TenantConfig {
-                default_region: settings.default_region,
-                ..TenantConfig::default()
-            },
-            policies: policies.clone(),
+            live: live.clone(),
             signal: signal.clone(),
             breaker: breaker.clone(),
             announcer: stores
@@ -271,7 +280,7 @@ impl Core {
         let events = EventStreams::new(
             queue.clone(),
             stores.queue.clone(),
-            policies.clone(),
+            live.clone(),
             StreamLimits {
                 per_user: settings.event_streams_per_user,
                 per_node: settings.event_streams_per_node,
@@ -288,7 +297,7 @@ impl Core {
             breaker,
             signal,
             events,
-            policies,
+            live,
             queue,
             challenges,
             matching,
@@ -309,7 +318,7 @@ impl Core {
             in_flight: crate::http::shed::InFlight::new(settings.max_in_flight_requests),
             queue: self.queue.clone(),
             events: self.events.clone(),
-            policies: self.policies.clone(),
+            live: self.live.clone(),
             challenges: self.challenges.clone(),
             ratings: self.ratings.clone(),
             auth: self.auth.clone(),
@@ -373,7 +382,7 @@ impl Application {
         let ratings = core.ratings.clone();
         let runs_on = core.runs_on.clone();
         let events = core.events.clone();
-        let policies = core.policies.clone();
+        let live = core.live.clone();
         let router = http::router(state, edge);
         let listener = bind(&settings).await?;
         let limits =
@@ -389,7 +398,7 @@ impl Application {
             ratings,
             runs_on,
             events,
-            policies,
+            live,
         })
     }
 
@@ -437,7 +446,7 @@ impl Application {
         }
         tasks.spawn(|stop| self.rate_limits.housekeeping(stop));
         tasks.spawn(|stop| self.events.clone().keep_present(stop));
-        tasks.spawn(|stop| self.policies.clone().keep_fresh(stop));
+        tasks.spawn(|stop| self.live.clone().keep_fresh(stop));
         let begin = tasks.trigger();
         let events = self.events;
         let served = http::server::serve(self.listener, self.router, self.limits, async move {
@@ -550,7 +559,7 @@ pub async fn run_worker(
         }
     });
     spawn_due_listener(core.due_listener(true), &tasks);
-    tasks.spawn(|stop| core.policies.clone().keep_fresh(stop));
+    tasks.spawn(|stop| core.live.clone().keep_fresh(stop));
     let worker = core.worker(&settings);
     tasks.spawn(|stop| worker.run(stop));
     shutdown.await;

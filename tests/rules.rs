@@ -10,7 +10,7 @@ use std::time::Duration;
 use matchmaking_api::auth::Identity;
 use matchmaking_api::domain::{
     EndReason, EntryStatus, ManualClock, Millis, PolicyPatch, PoolKey, PoolPolicy, PoolRef,
-    QueueEntryId, RatingPool, Speed, TenantConfig, TenantId, UserId,
+    QueueEntryId, RatingPool, Speed, TenantId, UserId,
 };
 use matchmaking_api::matcher::Hold;
 use matchmaking_api::services::ServiceError;
@@ -18,8 +18,8 @@ use matchmaking_api::services::backlog::Backlog;
 use matchmaking_api::services::breaker::CircuitBreaker;
 use matchmaking_api::services::games::{GuardedGameCreator, LocalGameCreator};
 use matchmaking_api::services::guards::Guards;
+use matchmaking_api::services::live::{LiveConfig, LiveDefaults};
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService, PassReport};
-use matchmaking_api::services::policies::Policies;
 use matchmaking_api::services::queue::{Join, QueueLimits, QueueService};
 use matchmaking_api::services::ratings::RatingService;
 use matchmaking_api::services::signal::PoolSignal;
@@ -37,7 +37,7 @@ struct Rig {
     queue: QueueService,
     matching: MatchingService,
     /// The policies both services read (changed at run time).
-    policies: Arc<Policies>,
+    live: Arc<LiveConfig>,
     /// A matching service as a node starting afresh on the same stores
     /// would build it.
     restart: Box<dyn Fn() -> MatchingService>,
@@ -78,16 +78,19 @@ impl Rig {
             clock.clone(),
         ));
         let backlog = Arc::new(Backlog::new(Duration::ZERO));
-        let policies = Arc::new(Policies::new(policy, durable.clone()).with_clock(clock.clone()));
+        let live = Arc::new(
+            LiveConfig::new(LiveDefaults::of_policy(policy), durable.clone())
+                .with_clock(clock.clone()),
+        );
         let guards = Guards::new(store.clone(), durable.clone(), GUARD_MS, clock.clone());
         let restart: Box<dyn Fn() -> MatchingService> = {
-            let (store, durable, breaker, backlog, clock, policies) = (
+            let (store, durable, breaker, backlog, clock, live) = (
                 store.clone(),
                 durable.clone(),
                 breaker.clone(),
                 backlog.clone(),
                 clock.clone(),
-                policies.clone(),
+                live.clone(),
             );
             Box::new(move || {
                 MatchingService::new(
@@ -95,7 +98,7 @@ impl Rig {
                     durable.clone(),
                     games.clone(),
                     breaker.clone(),
-                    policies.clone(),
+                    live.clone(),
                     MatchingLimits {
                         pairs_per_batch: 100,
                         reservation_ms: 30_000,
@@ -114,8 +117,7 @@ impl Rig {
             stats: store.clone(),
             durable: durable.clone(),
             ratings: RatingService::preloaded(durable.clone()).await.unwrap(),
-            tenants: TenantConfig::default(),
-            policies: policies.clone(),
+            live: live.clone(),
             signal: Arc::new(PoolSignal::new()),
             breaker,
             announcer: None,
@@ -133,7 +135,7 @@ impl Rig {
             clock,
             queue,
             matching,
-            policies,
+            live,
             restart,
             _dir: dir,
         }
@@ -383,7 +385,7 @@ async fn a_policy_set_at_run_time_is_used_by_the_next_pass_pool_over_tenant() {
     // 200 points apart, a window of 100: no match.
     assert_eq!(rig.pass().await.matched_pairs, 0);
     // The tenant's policy opens the window to 150: still none.
-    rig.policies
+    rig.live
         .change("ops", &tenant(), None, Some(patch(150, 500)))
         .await
         .unwrap();
@@ -392,7 +394,7 @@ async fn a_policy_set_at_run_time_is_used_by_the_next_pass_pool_over_tenant() {
     // passed.
     let pool: PoolKey = POOL.parse().unwrap();
     let before = rig
-        .policies
+        .live
         .change("ops", &tenant(), Some(pool), Some(patch(250, 500)))
         .await
         .unwrap();
@@ -422,7 +424,7 @@ async fn a_policy_that_cannot_run_is_refused_naming_its_field_and_pool() {
         other => panic!("{other:?}"),
     };
     let why = refused(
-        rig.policies
+        rig.live
             .change("ops", &tenant(), Some(pool), Some(patch(300, 200)))
             .await,
     );
@@ -433,12 +435,12 @@ async fn a_policy_that_cannot_run_is_refused_naming_its_field_and_pool() {
         max_rating_gap: Some(300),
         ..PolicyPatch::default()
     };
-    rig.policies
+    rig.live
         .change("ops", &tenant(), Some(pool), Some(narrow))
         .await
         .unwrap();
     let why = refused(
-        rig.policies
+        rig.live
             .change("ops", &tenant(), None, Some(patch(400, 500)))
             .await,
     );
@@ -451,11 +453,11 @@ async fn a_policy_that_cannot_run_is_refused_naming_its_field_and_pool() {
         ..PolicyPatch::default()
     };
     let why = refused(
-        rig.policies
+        rig.live
             .change("ops", &tenant(), None, Some(bad_interval))
             .await,
     );
     assert!(why.starts_with("rating_window_widening_interval"), "{why}");
     // Nothing refused was stored.
-    assert_eq!(rig.policies.tenant_policy(&tenant()), PoolPolicy::default());
+    assert_eq!(rig.live.tenant_policy(&tenant()), PoolPolicy::default());
 }

@@ -6,6 +6,7 @@
 
 mod challenge;
 mod entry;
+mod flags;
 mod ids;
 mod pool;
 mod tenant;
@@ -16,9 +17,12 @@ pub use entry::{
     ActiveGame, Color, EndReason, EntryStatus, MatchIntent, MatchRecord, MatchSide, MatchSource,
     Opponent, QueueEntry,
 };
+pub use flags::{Arm, DEFAULT_STRATEGY, Experiment, Flags, FlagsPatch, Strategy};
 pub use ids::{ChallengeId, GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
 pub use pool::{DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, RatingPool, Region, Variant};
-pub use tenant::{MAX_RATING_WINDOW, PolicyPatch, PoolPolicy, TenantConfig};
+pub use tenant::{
+    MAX_RATING_WINDOW, MAX_TIME_CONTROLS, PolicyPatch, PoolPolicy, TenantConfig, TenantConfigPatch,
+};
 pub use time_control::{Speed, TimeControl};
 
 /// Milliseconds since the Unix epoch: the one clock unit of the domain.

@@ -55,6 +55,8 @@ macro_rules! closed_enum {
     };
 }
 
+pub(super) use closed_enum;
+
 closed_enum!(
     /// Whether the game changes ratings.
     Mode, "mode" { Rated = "rated", Casual = "casual" }

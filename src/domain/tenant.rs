@@ -84,6 +84,88 @@ impl TenantConfig {
     }
 }
 
+/// A tenant's configuration set at run time: only the fields it sets; the
+/// others come from the settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfigPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_controls: Option<Vec<TimeControl>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variants: Option<Vec<Variant>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<Region>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_region: Option<Region>,
+}
+
+/// The most time controls a tenant may list.
+pub const MAX_TIME_CONTROLS: usize = 64;
+
+impl TenantConfigPatch {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl TenantConfig {
+    /// This configuration with the fields `patch` sets (lists without
+    /// repeats, in the order given).
+    pub fn with(&self, patch: &TenantConfigPatch) -> Self {
+        fn distinct<T: PartialEq + Copy>(items: &[T]) -> Vec<T> {
+            let mut out: Vec<T> = Vec::with_capacity(items.len());
+            for &item in items {
+                if !out.contains(&item) {
+                    out.push(item);
+                }
+            }
+            out
+        }
+        Self {
+            time_controls: patch
+                .time_controls
+                .as_deref()
+                .map_or_else(|| self.time_controls.clone(), distinct),
+            variants: patch
+                .variants
+                .as_deref()
+                .map_or_else(|| self.variants.clone(), distinct),
+            regions: patch
+                .regions
+                .as_deref()
+                .map_or_else(|| self.regions.clone(), distinct),
+            default_region: patch.default_region.unwrap_or(self.default_region),
+        }
+    }
+
+    /// Whether players could be served by this configuration; else the
+    /// field and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.time_controls.is_empty() || self.time_controls.len() > MAX_TIME_CONTROLS {
+            return Err((
+                "time_controls",
+                format!("must list 1 to {MAX_TIME_CONTROLS} time controls"),
+            ));
+        }
+        if self.variants.is_empty() {
+            return Err(("variants", "must list at least one variant".into()));
+        }
+        if self.regions.is_empty() {
+            return Err(("regions", "must list at least one region".into()));
+        }
+        if !self.regions.contains(&self.default_region) {
+            return Err((
+                "default_region",
+                format!(
+                    "must be one of the tenant's regions ({})",
+                    join(&self.regions)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
     items
         .iter()

@@ -45,7 +45,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<openapi::Challenge>), ServiceError> {
     let body = object(body)?;
     let new = NewChallenge::parse(
-        state.queue.tenant_config(),
+        &state.queue.tenant_config(&who.tenant_id),
         required_str(&body, "opponent_user_id")?,
         required_str(&body, "time_control")?,
         required_str(&body, "mode")?,

@@ -3,6 +3,7 @@
 //! call the services; they hold no logic of their own.
 
 mod challenges;
+mod dashboard;
 pub mod edge;
 pub mod error;
 mod events;
@@ -16,6 +17,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod server;
 pub mod shed;
+mod tenants;
 pub mod trace_context;
 
 use std::sync::Arc;
@@ -66,7 +68,7 @@ pub struct Services {
     /// Event streams of queue entries (match-found push).
     pub events: Arc<crate::services::events::EventStreams>,
     /// Matching policies set at run time (the admin API changes them).
-    pub policies: Arc<crate::services::policies::Policies>,
+    pub live: Arc<crate::services::live::LiveConfig>,
     pub challenges: Arc<ChallengeService>,
     pub ratings: RatingService,
     pub auth: Arc<JwtAuth>,
@@ -112,6 +114,16 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
             policies::put_pool,
             policies::delete_pool
         ))
+        .routes(routes!(
+            tenants::get_config,
+            tenants::put_config,
+            tenants::delete_config
+        ))
+        .routes(routes!(
+            tenants::get_flags,
+            tenants::put_flags,
+            tenants::delete_flags
+        ))
         .routes(routes!(internal::get_ratings, internal::put_ratings))
         .routes(routes!(internal::game_finished))
         .routes(routes!(health::healthz))
@@ -121,12 +133,13 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         .routes(routes!(health::openapi_json))
         .split_for_parts();
     let mut document = serde_json::to_value(&api).expect("the OpenAPI document serializes");
-    openapi::strict(&mut document, state.queue.tenant_config());
+    openapi::strict(&mut document, state.live.default_tenant_config());
     let document: Arc<str> = serde_json::to_string_pretty(&document)
         .expect("the OpenAPI document serializes")
         .into();
     let router = router
         .merge(SwaggerUi::new("/docs").config(Config::new(["/openapi.json"])))
+        .merge(dashboard::routes())
         .layer(Extension(health::OpenApiDocument(document)))
         .fallback(|| async { ServiceError::NotFound("no such route") })
         .method_not_allowed_fallback(|| async { ServiceError::MethodNotAllowed })

@@ -462,6 +462,82 @@ pub struct TenantPolicies {
     pub pools: Vec<PolicyScope>,
 }
 
+/// What a tenant offers its players. In a PUT, the fields to set (at least
+/// one; `default_region` in force must be one of the regions in force); in
+/// an answer's `config`, the fields set; in `effective`, every field as in
+/// force.
+#[derive(Serialize, ToSchema)]
+pub struct TenantConfigFields {
+    /// Time controls a join or challenge may ask for (`<minutes>+<increment>`; 1–64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 64)]
+    pub time_controls: Option<Vec<String>>,
+    /// Variants offered (at least one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
+    pub variants: Option<Vec<String>>,
+    /// Regions offered (at least one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
+    pub regions: Option<Vec<String>>,
+    /// Where a join without a region (or with `DEFAULT`) goes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_region: Option<String>,
+}
+
+/// A tenant's configuration.
+#[derive(Serialize, ToSchema)]
+pub struct TenantConfigScope {
+    pub tenant_id: String,
+    /// The fields set; `null` when nothing is.
+    pub config: Option<TenantConfigFields>,
+    /// What is in force: these fields, then the settings'.
+    pub effective: TenantConfigFields,
+    /// After a PUT or DELETE: what was set before (`null`: nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Option<TenantConfigFields>>,
+}
+
+/// An A/B test of the matcher: `treatment_percent` of the tenant's players
+/// (by a hash of `name` and the user: always the same side) are matched
+/// among themselves with `treatment`, the others with `control`.
+#[derive(Serialize, ToSchema)]
+pub struct ExperimentFields {
+    /// 1–64 letters, digits, `-`, `_` or `.`; a new name deals the players afresh.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+    /// `window` (the rating window alone) or `volume` (holds for a closer partner while arrivals are plentiful; the default).
+    pub control: String,
+    pub treatment: String,
+    /// 0–100.
+    #[schema(minimum = 0, maximum = 100)]
+    pub treatment_percent: u8,
+}
+
+/// A tenant's feature flags. In a PUT, the flags to set (at least one); in
+/// an answer's `flags`, the flags set; in `effective`, every flag in force.
+#[derive(Serialize, ToSchema)]
+pub struct FlagsFields {
+    /// Direct challenges on (off: every challenge route answers 404 `CHALLENGES_DISABLED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenges: Option<bool>,
+    /// The matcher experiment; `null` or absent: none.
+    pub matcher_experiment: Option<ExperimentFields>,
+}
+
+/// A tenant's flags.
+#[derive(Serialize, ToSchema)]
+pub struct FlagsScope {
+    pub tenant_id: String,
+    /// The flags set; `null` when none is.
+    pub flags: Option<FlagsFields>,
+    /// What is in force: these flags, then the settings'.
+    pub effective: FlagsFields,
+    /// After a PUT or DELETE: what was set before (`null`: nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Option<FlagsFields>>,
+}
+
 /// GET /internal/audit
 #[derive(Serialize, ToSchema)]
 pub struct AuditLog {
@@ -626,6 +702,53 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
     // A policy sets at least one field (utoipa's `min_properties` writes
     // `maxProperties`).
     schemas["PolicyFields"]["minProperties"] = json!(1);
+    // Tenant configuration and flags: at least one field, each from its set.
+    schemas["TenantConfigFields"]["minProperties"] = json!(1);
+    schemas["FlagsFields"]["minProperties"] = json!(1);
+    let time_control_item = json!({ "type": "string", "pattern": "^[0-9]{1,3}\\+[0-9]{1,3}$" });
+    put(
+        schemas,
+        "TenantConfigFields",
+        "time_controls",
+        json!({ "type": "array", "items": time_control_item, "minItems": 1, "maxItems": crate::domain::MAX_TIME_CONTROLS }),
+    );
+    let all_variants = strings(Variant::ALL.iter().map(|v| v.as_str().to_owned()).collect());
+    put(
+        schemas,
+        "TenantConfigFields",
+        "variants",
+        json!({ "type": "array", "items": enumerated(&all_variants), "minItems": 1 }),
+    );
+    put(
+        schemas,
+        "TenantConfigFields",
+        "regions",
+        json!({ "type": "array", "items": enumerated(&stored_regions), "minItems": 1 }),
+    );
+    put(
+        schemas,
+        "TenantConfigFields",
+        "default_region",
+        enumerated(&stored_regions),
+    );
+    let strategies = strings(
+        crate::domain::Strategy::ALL
+            .iter()
+            .map(|v| v.as_str().to_owned())
+            .collect(),
+    );
+    put(
+        schemas,
+        "ExperimentFields",
+        "control",
+        enumerated(&strategies),
+    );
+    put(
+        schemas,
+        "ExperimentFields",
+        "treatment",
+        enumerated(&strategies),
+    );
     // Requests: the pool fields a join and a challenge share.
     for request in ["JoinRequest", "ChallengeRequest"] {
         put(schemas, request, "time_control", enumerated(&time_controls));

@@ -89,8 +89,13 @@ fn parse_patch(body: &Map<String, Value>) -> Result<PolicyPatch, ServiceError> {
     Ok(patch)
 }
 
-fn tenant_of(raw: &str) -> Result<TenantId, ServiceError> {
+pub(super) fn tenant_of(raw: &str) -> Result<TenantId, ServiceError> {
     Ok(TenantId::parse(raw)?)
+}
+
+/// Who made a change, as the audit log names them.
+pub(super) fn actor(who: &crate::auth::Identity) -> String {
+    format!("{}/{}", who.tenant_id, who.user_id)
 }
 
 fn pool_of(raw: &str) -> Result<PoolKey, ServiceError> {
@@ -106,7 +111,7 @@ fn scope_answer(
     pool: Option<PoolKey>,
     before: Option<Option<PolicyPatch>>,
 ) -> openapi::PolicyScope {
-    let policies = &state.policies;
+    let policies = &state.live;
     let (policy, effective) = match pool {
         Some(key) => (
             policies.of_pool(tenant, key),
@@ -150,7 +155,7 @@ pub async fn get_tenant(
     Ids(tenant): Ids<String>,
 ) -> Result<Json<openapi::TenantPolicies>, ServiceError> {
     let tenant = tenant_of(&tenant)?;
-    let set = state.policies.of_tenant(&tenant);
+    let set = state.live.of_tenant(&tenant);
     Ok(Json(openapi::TenantPolicies {
         defaults: PolicyFields::of(set.defaults),
         tenant: scope_answer(&state, &tenant, None, None),
@@ -299,14 +304,13 @@ async fn change(
     let patch = body.map(|b| parse_patch(&object(b)?)).transpose()?;
     if patch.is_none() {
         let set = match pool {
-            Some(key) => state.policies.of_pool(&tenant, key),
-            None => state.policies.of_tenant(&tenant).tenant,
+            Some(key) => state.live.of_pool(&tenant, key),
+            None => state.live.of_tenant(&tenant).tenant,
         };
         if set.is_none() {
             return Err(ServiceError::NotFound("no policy is set there"));
         }
     }
-    let actor = format!("{}/{}", who.tenant_id, who.user_id);
-    let before = state.policies.change(&actor, &tenant, pool, patch).await?;
+    let before = state.live.change(&actor(who), &tenant, pool, patch).await?;
     Ok(Json(scope_answer(state, &tenant, pool, Some(before))))
 }

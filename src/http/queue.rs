@@ -148,7 +148,7 @@ async fn join_once(
     body: Value,
 ) -> Result<(StatusCode, String), ServiceError> {
     let body = object(body)?;
-    let pool = state.queue.tenant_config().pool_key(
+    let pool = state.queue.tenant_config(&who.tenant_id).pool_key(
         required_str(&body, "time_control")?,
         required_str(&body, "mode")?,
         optional_str(&body, "variant")?,

@@ -35,7 +35,6 @@ use crate::store::{
 /// Settings of the challenge feature.
 #[derive(Debug, Clone)]
 pub struct ChallengeLimits {
-    pub enabled: bool,
     pub ttl_ms: Millis,
     pub max_pending_outgoing: u32,
     pub guard_ms: Millis,
@@ -92,6 +91,8 @@ pub struct ChallengeService {
     games: Arc<dyn GameCreator>,
     ratings: super::ratings::RatingService,
     guards: Arc<Guards>,
+    /// Each tenant's `challenges` flag, as set at run time.
+    live: Arc<super::live::LiveConfig>,
     limits: ChallengeLimits,
     clock: Arc<dyn Clock>,
 }
@@ -102,7 +103,7 @@ impl ChallengeService {
         (holds, pairing): (Arc<dyn GuardStore>, Arc<dyn PairingStore>),
         games: Arc<dyn GameCreator>,
         ratings: super::ratings::RatingService,
-        guards: Arc<Guards>,
+        (guards, live): (Arc<Guards>, Arc<super::live::LiveConfig>),
         limits: ChallengeLimits,
     ) -> Self {
         Self {
@@ -112,6 +113,7 @@ impl ChallengeService {
             games,
             ratings,
             guards,
+            live,
             limits,
             clock: Arc::new(SystemClock),
         }
@@ -123,8 +125,9 @@ impl ChallengeService {
         self
     }
 
-    fn enabled(&self) -> Result<(), ServiceError> {
-        if self.limits.enabled {
+    /// Whether challenges are on for the caller's tenant now.
+    fn enabled(&self, who: &Identity) -> Result<(), ServiceError> {
+        if self.live.flags(&who.tenant_id).challenges {
             Ok(())
         } else {
             Err(ServiceError::ChallengesDisabled)
@@ -150,7 +153,7 @@ impl ChallengeService {
         who: &Identity,
         new: NewChallenge,
     ) -> Result<Challenge, ServiceError> {
-        self.enabled()?;
+        self.enabled(who)?;
         if new.opponent == who.user_id {
             return Err(
                 ParseError::new("opponent_user_id", "you cannot challenge yourself").into(),
@@ -191,7 +194,7 @@ impl ChallengeService {
     }
 
     pub async fn get(&self, who: &Identity, id: &ChallengeId) -> Result<Challenge, ServiceError> {
-        self.enabled()?;
+        self.enabled(who)?;
         self.visible(who, id).await
     }
 
@@ -200,7 +203,7 @@ impl ChallengeService {
         who: &Identity,
         direction: Direction,
     ) -> Result<Vec<Challenge>, ServiceError> {
-        self.enabled()?;
+        self.enabled(who)?;
         Ok(self
             .durable
             .pending_challenges(&who.tenant_id, &who.user_id, direction, self.clock.now())
@@ -214,7 +217,7 @@ impl ChallengeService {
         id: &ChallengeId,
         to: ChallengeStatus,
     ) -> Result<Challenge, ServiceError> {
-        self.enabled()?;
+        self.enabled(who)?;
         let challenge = self.visible(who, id).await?;
         let allowed = match to {
             ChallengeStatus::Declined => challenge.opponent == who.user_id,
@@ -256,7 +259,7 @@ impl ChallengeService {
         id: &ChallengeId,
         request_id: Option<String>,
     ) -> Result<Challenge, ServiceError> {
-        self.enabled()?;
+        self.enabled(who)?;
         let challenge = self.visible(who, id).await?;
         if challenge.challenger == who.user_id {
             return Err(ServiceError::CannotAccept(

@@ -34,7 +34,7 @@ use futures::Stream;
 use tokio::sync::watch;
 
 use super::ServiceError;
-use super::policies::Policies;
+use super::live::LiveConfig;
 use super::queue::{EntryView, QueueService};
 use crate::auth::Identity;
 use crate::domain::{Clock, Millis, PoolPolicy, PoolRef, QueueEntryId, TenantId, UserId};
@@ -97,7 +97,7 @@ pub struct EventStreams {
     store: Arc<dyn EntryStore>,
     feed: Arc<EntryFeed>,
     /// Each pool's policy: when its window widens.
-    policies: Arc<Policies>,
+    live: Arc<LiveConfig>,
     limits: StreamLimits,
     /// A std lock: held for a few map operations, never across an await.
     open: Mutex<Open>,
@@ -170,7 +170,7 @@ impl EventStreams {
     pub fn new(
         queue: Arc<QueueService>,
         store: Arc<dyn EntryStore>,
-        policies: Arc<Policies>,
+        live: Arc<LiveConfig>,
         limits: StreamLimits,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
@@ -178,7 +178,7 @@ impl EventStreams {
             feed: store.feed(),
             queue,
             store,
-            policies,
+            live,
             limits,
             open: Mutex::new(Open::default()),
             closing: watch::channel(false).0,
@@ -277,7 +277,7 @@ impl EventStreams {
 
     /// When `tenant`'s `view` widens its window, by its pool's policy now.
     fn schedule(&self, tenant: &TenantId, view: &EntryView) -> Schedule {
-        Schedule(self.policies.policy(&PoolRef {
+        Schedule(self.live.policy(&PoolRef {
             tenant_id: tenant.clone(),
             key: view.pool,
         }))

@@ -38,10 +38,10 @@ use tracing::Instrument;
 use super::backlog::Backlog;
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::games::{GameCreationError, GameCreator, NewGame};
-use super::policies::Policies;
+use super::live::LiveConfig;
 use crate::domain::{
-    Clock, EndReason, GameId, MatchIntent, MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy,
-    PoolRef, SystemClock, UserId,
+    Arm, Clock, DEFAULT_STRATEGY, EndReason, Flags, GameId, MatchIntent, MatchRecord, MatchSide,
+    MatchSource, Millis, PoolPolicy, PoolRef, Strategy, SystemClock, UserId,
 };
 use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
@@ -90,7 +90,7 @@ pub struct MatchingService {
     games: Arc<dyn GameCreator>,
     breaker: Arc<CircuitBreaker>,
     /// Each pool's policy (changed at run time).
-    policies: Arc<Policies>,
+    live: Arc<LiveConfig>,
     limits: MatchingLimits,
     /// Where passes report how long they took (joins read it).
     backlog: Arc<Backlog>,
@@ -99,7 +99,8 @@ pub struct MatchingService {
     hold: Hold,
     /// What each pool's arrivals have looked like, learned from the
     /// entries its passes see for the first time.
-    flows: std::sync::Mutex<HashMap<PoolRef, PoolFlow>>,
+    /// Per pool, and per side of a matcher experiment when one runs.
+    flows: std::sync::Mutex<HashMap<(PoolRef, Option<Arm>), PoolFlow>>,
 }
 
 /// The flow of one pool's arrivals, and the newest arrival already in it.
@@ -107,6 +108,20 @@ pub struct MatchingService {
 struct PoolFlow {
     flow: Flow,
     newest: Option<Millis>,
+}
+
+/// The labels of the experiment side `user` is on, if the tenant runs one.
+fn arm_labels<'a>(
+    pool: &'a PoolRef,
+    flags: &'a Flags,
+    user: &UserId,
+) -> Option<crate::observe::ArmLabels<'a>> {
+    let experiment = flags.matcher_experiment.as_ref()?;
+    Some(crate::observe::ArmLabels {
+        tenant: pool.tenant_id.as_str(),
+        experiment: &experiment.name,
+        arm: experiment.arm(&pool.tenant_id, user).as_str(),
+    })
 }
 
 /// A reserved pair on its way to a game.
@@ -130,7 +145,7 @@ impl MatchingService {
         durable: Arc<dyn DurableStore>,
         games: Arc<dyn GameCreator>,
         breaker: Arc<CircuitBreaker>,
-        policies: Arc<Policies>,
+        live: Arc<LiveConfig>,
         limits: MatchingLimits,
         backlog: Arc<Backlog>,
     ) -> Self {
@@ -140,7 +155,7 @@ impl MatchingService {
             durable,
             games,
             breaker,
-            policies,
+            live,
             limits,
             backlog,
             clock: Arc::new(SystemClock),
@@ -160,9 +175,9 @@ impl MatchingService {
     /// (those that arrived after the newest it has) taken in, oldest first.
     /// A node that takes a pool over learns its flow afresh, holding nobody
     /// until it has seen enough arrivals.
-    fn flow(&self, pool: &PoolRef, live: &[Waiting]) -> Flow {
+    fn flow(&self, pool: &PoolRef, arm: Option<Arm>, live: &[&Waiting]) -> Flow {
         let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
-        let known = flows.entry(pool.clone()).or_default();
+        let known = flows.entry((pool.clone(), arm)).or_default();
         let mut fresh: Vec<(Millis, i32)> = live
             .iter()
             .filter(|w| known.newest.is_none_or(|n| w.enqueued_at > n))
@@ -205,7 +220,7 @@ impl MatchingService {
 
     async fn pass(&self, pool: &PoolRef, started: std::time::Instant) -> StoreResult<PassReport> {
         let now = self.clock.now();
-        let policy = self.policies.policy(pool);
+        let policy = self.live.policy(pool);
         let waiting = self.store.waiting(pool).await?;
         let searching = waiting.len();
         let mut expired = Vec::new();
@@ -225,27 +240,12 @@ impl MatchingService {
         if self.breaker.state(now) == BreakerState::Open {
             return Ok(report);
         }
-        let seekers: Vec<Seeker<'_>> = live
-            .iter()
-            .map(|w| Seeker {
-                user: w.user_id.as_str(),
-                rating: w.rating,
-                enqueued_at: w.enqueued_at,
-            })
-            .collect();
-        let flow = self.flow(pool, &live);
-        let pairs = matcher::find_pairs_holding(
-            &seekers,
-            now,
-            &policy,
-            Some((&self.hold, &flow)),
-            |_, _| false,
-        );
+        let pairs = self.pair(pool, &live, &policy, now);
         // A few rounds in flight at once: their persistence can share one
         // group commit, and one slow game creation does not hold up the rest.
         let rounds: Vec<Vec<(&Waiting, &Waiting)>> = pairs
             .chunks(self.limits.pairs_per_batch)
-            .map(|chunk| chunk.iter().map(|p| (&live[p.a], &live[p.b])).collect())
+            .map(|chunk| chunk.iter().map(|&(a, b)| (&live[a], &live[b])).collect())
             .collect();
         let mut pending = rounds.iter();
         let mut in_flight: FuturesUnordered<_> = pending
@@ -271,6 +271,54 @@ impl MatchingService {
             return Err(e);
         }
         Ok(report)
+    }
+
+    /// The pairs (indices into `live`) the pool's strategy makes. With a
+    /// matcher experiment, each side is paired among itself only, by its
+    /// own strategy (and learns its own flow of arrivals).
+    fn pair(
+        &self,
+        pool: &PoolRef,
+        live: &[Waiting],
+        policy: &PoolPolicy,
+        now: Millis,
+    ) -> Vec<(usize, usize)> {
+        let flags = self.live.flags(&pool.tenant_id);
+        let mut sides: Vec<(Option<Arm>, Strategy, Vec<usize>)> = Vec::new();
+        match &flags.matcher_experiment {
+            None => sides.push((None, DEFAULT_STRATEGY, (0..live.len()).collect())),
+            Some(experiment) => {
+                for arm in Arm::ALL {
+                    sides.push((Some(*arm), experiment.strategy(*arm), Vec::new()));
+                }
+                for (i, w) in live.iter().enumerate() {
+                    let arm = experiment.arm(&pool.tenant_id, &w.user_id);
+                    if let Some(side) = sides.iter_mut().find(|s| s.0 == Some(arm)) {
+                        side.2.push(i);
+                    }
+                }
+            }
+        }
+        let mut pairs = Vec::new();
+        for (arm, strategy, members) in sides {
+            let waiting: Vec<&Waiting> = members.iter().map(|&i| &live[i]).collect();
+            let seekers: Vec<Seeker<'_>> = waiting
+                .iter()
+                .map(|w| Seeker {
+                    user: w.user_id.as_str(),
+                    rating: w.rating,
+                    enqueued_at: w.enqueued_at,
+                })
+                .collect();
+            let flow = self.flow(pool, arm, &waiting);
+            let hold = match strategy {
+                Strategy::Volume => Some((&self.hold, &flow)),
+                Strategy::Window => None,
+            };
+            let found = matcher::find_pairs_holding(&seekers, now, policy, hold, |_, _| false);
+            pairs.extend(found.into_iter().map(|p| (members[p.a], members[p.b])));
+        }
+        pairs
     }
 
     /// Why `w` must leave the pool before pairing, if it must: past the
@@ -324,6 +372,7 @@ impl MatchingService {
                     .map(|e| (e, EndReason::Absent)),
             );
         }
+        let flags = self.live.flags(&pool.tenant_id);
         let mut events = Vec::with_capacity(ended.len());
         for (e, reason) in &ended {
             let waited_ms = now - e.enqueued_at;
@@ -335,6 +384,9 @@ impl MatchingService {
                 _ => "max_queue_time",
             };
             crate::observe::timed_out(pool, label, waited_ms);
+            if let Some(arm) = arm_labels(pool, &flags, &e.user_id) {
+                crate::observe::arm_timed_out(&arm, label);
+            }
             tracing::info!(
                 event = "timeout",
                 queue_entry_id = %e.id,
@@ -416,13 +468,19 @@ impl MatchingService {
                 )
                 .await?;
         }
+        let flags = self.live.flags(&pool.tenant_id);
         for r in &outcome.records {
             if let Some(p) = pending.iter().find(|p| p.intent.match_id == r.match_id) {
-                crate::observe::matched(
-                    pool,
+                let (gap, waits) = (
                     p.white.rating - p.black.rating,
                     [now - p.white.enqueued_at, now - p.black.enqueued_at],
                 );
+                crate::observe::matched(pool, gap, waits);
+                // Both players of a pair are on one side (a side is paired
+                // among itself).
+                if let Some(arm) = arm_labels(pool, &flags, &p.white.user_id) {
+                    crate::observe::arm_matched(&arm, gap, waits);
+                }
             }
         }
         Ok((outcome.records.len(), outcome.put_back))
@@ -699,7 +757,7 @@ impl MatchingService {
 
     /// The audit event (and log line) of a match decision.
     fn decision(&self, p: &Pending<'_>, r: &MatchRecord, now: Millis) -> AuditEvent {
-        let policy = self.policies.policy(&PoolRef {
+        let policy = self.live.policy(&PoolRef {
             tenant_id: r.tenant_id.clone(),
             key: r.pool,
         });

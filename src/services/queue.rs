@@ -14,7 +14,7 @@ use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
 use crate::domain::{
     ActiveGame, Clock, EndReason, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey,
-    PoolRef, QueueEntry, QueueEntryId, TenantConfig,
+    PoolRef, QueueEntry, QueueEntryId, TenantConfig, TenantId,
 };
 use crate::store::{
     AuditEvent, CancelOutcome, DurableStore, EntryStore, IdempotencyScope, JoinOutcome,
@@ -86,9 +86,9 @@ pub struct QueueService {
     pub stats: Arc<dyn PoolStatsStore>,
     pub durable: Arc<dyn DurableStore>,
     pub ratings: RatingService,
-    pub tenants: TenantConfig,
-    /// Each pool's matching policy (the wait estimate before any match).
-    pub policies: Arc<super::policies::Policies>,
+    /// What each tenant offers and each pool's matching policy (the wait
+    /// estimate before any match), as set at run time.
+    pub live: Arc<super::live::LiveConfig>,
     /// Wakes the worker when a join makes a pool due.
     pub signal: Arc<PoolSignal>,
     /// Joins are refused while it is open.
@@ -107,9 +107,9 @@ pub struct QueueService {
 }
 
 impl QueueService {
-    /// The tenant's configuration (the same for every tenant for now).
-    pub fn tenant_config(&self) -> &TenantConfig {
-        &self.tenants
+    /// What `tenant` offers its players now.
+    pub fn tenant_config(&self, tenant: &TenantId) -> Arc<TenantConfig> {
+        self.live.tenant_config(tenant)
     }
 
     /// Checks `client_metadata`: an object, small and shallow.
@@ -257,7 +257,7 @@ impl QueueService {
             .await?
             .recent_waits;
         let ms = if waits.is_empty() {
-            let policy = self.policies.policy(pool);
+            let policy = self.live.policy(pool);
             policy
                 .wait_until_window(policy.max_gap)
                 .unwrap_or(policy.max_queue_time_ms)

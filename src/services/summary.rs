@@ -33,6 +33,8 @@ pub struct PoolSummary {
     /// Mean wait of the pool's latest matched players (up to 64); null
     /// before the first match.
     pub avg_wait_seconds: Option<f64>,
+    /// Median of the same waits.
+    pub p50_wait_seconds: Option<f64>,
     /// 95th percentile of the same waits.
     pub p95_wait_seconds: Option<f64>,
     /// Matches committed in the last 5 minutes.
@@ -91,6 +93,7 @@ pub async fn summary(
             let waits = &mut s.recent_waits;
             let avg = (!waits.is_empty())
                 .then(|| seconds(waits.iter().sum::<Millis>() / waits.len() as Millis));
+            let p50 = quantile(waits, 0.5).map(seconds);
             let p95 = quantile(waits, 0.95).map(seconds);
             PoolSummary {
                 tenant_id: pool.tenant_id.to_string(),
@@ -102,6 +105,7 @@ pub async fn summary(
                 waiting_count: s.waiting,
                 oldest_wait_seconds: s.oldest_enqueued_at.map(|at| seconds(now - at)),
                 avg_wait_seconds: avg,
+                p50_wait_seconds: p50,
                 p95_wait_seconds: p95,
                 matches_last_5m: s.matches,
                 timeouts_last_5m: s.timeouts,

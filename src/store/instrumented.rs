@@ -11,15 +11,15 @@ use async_trait::async_trait;
 
 use super::feed::EntryFeed;
 use super::{
-    AuditEvent, AuditQuery, AuditStore, CancelOutcome, ChallengeStore, Claim, Direction,
-    DurableStore, EntryStore, GuardStore, IdempotencyScope, IdempotencyStore, JoinOutcome,
-    LeaseStore, MatchStore, PairingStore, PolicyRow, PolicyStore, PoolStats, PoolStatsStore,
+    AuditEvent, AuditQuery, AuditStore, CancelOutcome, ChallengeStore, Claim, ConfigRows,
+    ConfigScope, ConfigStore, Direction, DurableStore, EntryStore, GuardStore, IdempotencyScope,
+    IdempotencyStore, JoinOutcome, LeaseStore, MatchStore, PairingStore, PoolStats, PoolStatsStore,
     QueueStore, RatingChange, RatingStore, Ratings, Reservation, StaleReservation, StoreResult,
     StoredAnswer, Transition, Waiting, WriteFailure,
 };
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, EndReason, GameId, MatchId, MatchIntent, MatchRecord,
-    Millis, PolicyPatch, PoolKey, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId,
+    Millis, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId,
 };
 use crate::observe;
 
@@ -167,10 +167,10 @@ measured! { InstrumentedDurableStore:
         fn save_idempotent_answer(scope: &IdempotencyScope, answer: StoredAnswer, expires_at: Millis, now: Millis) -> StoredAnswer;
         fn settle_idempotent_answer(scope: &IdempotencyScope, claim: &str, answer: Option<StoredAnswer>, expires_at: Millis) -> ();
     }
-    PolicyStore {
-        fn policies() -> (i64, Vec<PolicyRow>);
-        fn policies_version() -> i64;
-        fn change_policy(tenant: &TenantId, pool: Option<PoolKey>, patch: Option<PolicyPatch>, audit: AuditEvent) -> Option<PolicyPatch>;
+    ConfigStore {
+        fn config() -> ConfigRows;
+        fn config_version() -> i64;
+        fn change_config(tenant: &TenantId, scope: ConfigScope, body: Option<serde_json::Value>, audit: AuditEvent) -> Option<serde_json::Value>;
     }
 }
 

@@ -30,11 +30,11 @@
 pub mod backend;
 pub mod challenge_sql;
 pub mod claims;
+pub mod config_sql;
 pub mod feed;
 pub mod idempotency_sql;
 pub mod instrumented;
 pub mod memory;
-pub mod policy_sql;
 pub mod postgres;
 pub mod redis;
 pub mod rows;
@@ -47,8 +47,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, EndReason, GameId,
-    MatchId, MatchIntent, MatchRecord, Millis, PolicyPatch, PoolKey, PoolRef, QueueEntry,
-    QueueEntryId, RATING_RANGE, Rating, RatingPool, Speed, TenantId, UserId, Username, Variant,
+    MatchId, MatchIntent, MatchRecord, Millis, PoolKey, PoolRef, QueueEntry, QueueEntryId,
+    RATING_RANGE, Rating, RatingPool, Speed, TenantId, UserId, Username, Variant,
 };
 
 /// A store could not do what was asked; callers answer 503.
@@ -840,34 +840,55 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<(i64, AuditEvent)>>;
 }
 
-/// A policy set for a tenant (`pool` `None`) or one of its pools.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyRow {
-    pub tenant_id: TenantId,
-    pub pool: Option<PoolKey>,
-    pub patch: PolicyPatch,
+/// What one row of run-time configuration configures, for its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigScope {
+    /// The matching policy of the tenant (`None`) or of one of its pools:
+    /// the fields set (a `PolicyPatch`).
+    Policy(Option<PoolKey>),
+    /// The tenant's choices: time controls, variants, regions, default
+    /// region (the fields set).
+    Tenant,
+    /// The tenant's feature flags (the flags set).
+    Flags,
 }
 
-/// Matching policies set at run time. Every change moves a version
-/// counter, in the same transaction, so nodes know when to reload.
+/// One row of run-time configuration: a JSON object of the fields set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigRow {
+    pub tenant_id: TenantId,
+    pub scope: ConfigScope,
+    pub body: serde_json::Value,
+}
+
+/// Every row of run-time configuration, at one version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigRows {
+    pub version: i64,
+    pub rows: Vec<ConfigRow>,
+}
+
+/// Configuration changed at run time (matching policies, tenant
+/// configuration, feature flags). Every change moves one version counter,
+/// in the same transaction, so nodes know when to reload.
 #[async_trait]
-pub trait PolicyStore: Send + Sync + 'static {
-    /// Every policy set, and the version they are at (read together).
-    async fn policies(&self) -> StoreResult<(i64, Vec<PolicyRow>)>;
+pub trait ConfigStore: Send + Sync + 'static {
+    /// Every row, and the version they are at (read together).
+    async fn config(&self) -> StoreResult<ConfigRows>;
 
-    /// The version the policies are at.
-    async fn policies_version(&self) -> StoreResult<i64>;
+    /// The version the configuration is at.
+    async fn config_version(&self) -> StoreResult<i64>;
 
-    /// Sets (`Some`) or drops (`None`) the policy of `tenant`/`pool`, with
+    /// Sets (`Some`) or drops (`None`) the row of `tenant`/`scope`, with
     /// `audit` (its detail may name `before`; the store fills it in) in the
-    /// same transaction; answers the policy there was before.
-    async fn change_policy(
+    /// same transaction; answers the row there was before.
+    async fn change_config(
         &self,
         tenant: &TenantId,
-        pool: Option<PoolKey>,
-        patch: Option<PolicyPatch>,
+        scope: ConfigScope,
+        body: Option<serde_json::Value>,
         audit: AuditEvent,
-    ) -> StoreResult<Option<PolicyPatch>>;
+    ) -> StoreResult<Option<serde_json::Value>>;
 }
 
 /// Which of a user's challenges to list.
@@ -972,7 +993,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 /// All durable stores, as one backend provides them.
 #[async_trait]
 pub trait DurableStore:
-    MatchStore + RatingStore + AuditStore + ChallengeStore + IdempotencyStore + PolicyStore
+    MatchStore + RatingStore + AuditStore + ChallengeStore + IdempotencyStore + ConfigStore
 {
     async fn ping(&self) -> StoreResult<()>;
 

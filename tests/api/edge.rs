@@ -319,19 +319,24 @@ async fn serve_page() -> String {
     format!("http://127.0.0.1:{}", addr.port())
 }
 
-/// Loads the page in headless Chromium and answers the text it wrote, or
-/// `None` (skip, or fail in CI) without a browser.
-async fn browse(url: &str) -> Option<String> {
+/// The Chromium on PATH, or `None` (the test skips; in CI it fails).
+pub fn chromium() -> Option<&'static str> {
     let browser = ["chromium", "chromium-browser"].into_iter().find(|b| {
         std::process::Command::new(b)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
     });
-    let Some(browser) = browser else {
+    if browser.is_none() {
         support::unreachable("Chromium", "no chromium on PATH (apt-get install chromium)");
-        return None;
-    };
+    }
+    browser
+}
+
+/// Loads the page in headless Chromium and answers the text it wrote, or
+/// `None` (skip, or fail in CI) without a browser.
+async fn browse(url: &str) -> Option<String> {
+    let browser = chromium()?;
     let profile = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new("timeout");
     command

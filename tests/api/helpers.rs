@@ -222,6 +222,23 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `method` `path` with the admin's token, and `body` as JSON if any.
+    pub async fn admin_send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(self.admin_token());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
+    }
+
     /// GET `path` with `token`.
     pub async fn get_as(&self, token: &str, path: &str) -> Response {
         self.client

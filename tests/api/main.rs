@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod challenges;
+mod dashboard;
 mod edge;
 mod errors;
 mod events;
@@ -23,6 +24,7 @@ mod production;
 mod queue;
 mod rating_service;
 mod seed_clients;
+mod tenants;
 
 #[path = "../support/mod.rs"]
 mod support;

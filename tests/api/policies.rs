@@ -18,14 +18,8 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> reqwest::Response {
-    let mut request = app
-        .client
-        .request(method, format!("{}/internal/policies/{path}", app.address))
-        .bearer_auth(app.admin_token());
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
+    app.admin_send(method, &format!("/internal/policies/{path}"), body.as_ref())
+        .await
 }
 
 /// Alice (1500) and Bob (1700) wait in one pool, joined through `joins`:

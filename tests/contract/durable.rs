@@ -967,69 +967,116 @@ pub async fn the_audit_log_is_read_per_tenant_newest_first_filtered_and_paged(
     assert_eq!(ats(&next), [T0]);
 }
 
-pub async fn policies_change_with_their_version_and_audit(store: &dyn DurableStore) {
-    use matchmaking_api::domain::PolicyPatch;
-    let (v0, rows) = store.policies().await.unwrap();
-    assert!(rows.is_empty());
-    let patch = |window| PolicyPatch {
-        initial_rating_window: Some(window),
-        ..PolicyPatch::default()
-    };
-    let audit = |after: Option<PolicyPatch>| AuditEvent {
+pub async fn configuration_changes_with_its_version_and_audit(store: &dyn DurableStore) {
+    use matchmaking_api::store::ConfigScope;
+    use serde_json::{Value, json};
+    let read = store.config().await.unwrap();
+    assert!(read.rows.is_empty());
+    let v0 = read.version;
+    let window = |w: i32| json!({ "initial_rating_window": w });
+    let audit = |subject: &str, after: Option<Value>| AuditEvent {
         at: T0,
         tenant_id: tenant("t1"),
         kind: "policy_changed".into(),
-        subject: "policy:t1".into(),
-        detail: serde_json::json!({ "actor": "t1/ops", "after": after }),
+        subject: subject.into(),
+        detail: json!({ "actor": "t1/ops", "after": after }),
     };
     let p5 = pool("standard_5+0_rated_GLOBAL");
+    let t1 = tenant("t1");
+    let tenant_policy = ConfigScope::Policy(None);
     let before = store
-        .change_policy(
-            &tenant("t1"),
-            None,
-            Some(patch(150)),
-            audit(Some(patch(150))),
+        .change_config(
+            &t1,
+            tenant_policy,
+            Some(window(150)),
+            audit("policy:t1", Some(window(150))),
         )
         .await
         .unwrap();
     assert_eq!(before, None);
     let before = store
-        .change_policy(
-            &tenant("t1"),
-            None,
-            Some(patch(200)),
-            audit(Some(patch(200))),
+        .change_config(
+            &t1,
+            tenant_policy,
+            Some(window(200)),
+            audit("policy:t1", Some(window(200))),
         )
         .await
         .unwrap();
-    assert_eq!(before, Some(patch(150)));
+    assert_eq!(before, Some(window(150)));
     store
-        .change_policy(
-            &tenant("t1"),
-            Some(p5),
-            Some(patch(300)),
-            audit(Some(patch(300))),
+        .change_config(
+            &t1,
+            ConfigScope::Policy(Some(p5)),
+            Some(window(300)),
+            audit("policy:t1", Some(window(300))),
         )
         .await
         .unwrap();
-    let (v3, mut rows) = store.policies().await.unwrap();
-    assert_eq!(v3, v0 + 3);
-    assert_eq!(store.policies_version().await.unwrap(), v3);
-    rows.sort_by_key(|r| r.pool.is_some());
-    assert_eq!(rows.len(), 2);
-    assert_eq!((rows[0].pool, rows[0].patch), (None, patch(200)));
-    assert_eq!((rows[1].pool, rows[1].patch), (Some(p5), patch(300)));
-    let before = store
-        .change_policy(&tenant("t1"), Some(p5), None, audit(None))
+    // The tenant's configuration and flags: other rows of the same tenant.
+    let config = json!({ "time_controls": ["5+0"], "default_region": "EU", "regions": ["EU"] });
+    let flags = json!({ "challenges": false });
+    store
+        .change_config(
+            &t1,
+            ConfigScope::Tenant,
+            Some(config.clone()),
+            audit("tenant:t1", None),
+        )
         .await
         .unwrap();
-    assert_eq!(before, Some(patch(300)));
-    assert_eq!(store.policies().await.unwrap().1.len(), 1);
+    store
+        .change_config(
+            &t1,
+            ConfigScope::Flags,
+            Some(flags.clone()),
+            audit("flags:t1", None),
+        )
+        .await
+        .unwrap();
+    let read = store.config().await.unwrap();
+    assert_eq!(read.version, v0 + 5);
+    assert_eq!(store.config_version().await.unwrap(), read.version);
+    let body = |scope: ConfigScope| {
+        let found: Vec<&Value> = read
+            .rows
+            .iter()
+            .filter(|r| r.tenant_id == t1 && r.scope == scope)
+            .map(|r| &r.body)
+            .collect();
+        assert!(found.len() <= 1, "{scope:?} twice");
+        found.first().map(|b| (*b).clone())
+    };
+    assert_eq!(read.rows.len(), 4);
+    assert_eq!(body(tenant_policy), Some(window(200)));
+    assert_eq!(body(ConfigScope::Policy(Some(p5))), Some(window(300)));
+    assert_eq!(body(ConfigScope::Tenant), Some(config.clone()));
+    assert_eq!(body(ConfigScope::Flags), Some(flags));
+    let before = store
+        .change_config(
+            &t1,
+            ConfigScope::Policy(Some(p5)),
+            None,
+            audit("policy:t1", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(before, Some(window(300)));
+    let before = store
+        .change_config(&t1, ConfigScope::Tenant, None, audit("tenant:t1", None))
+        .await
+        .unwrap();
+    assert_eq!(before, Some(config));
+    let read = store.config().await.unwrap();
+    assert_eq!(read.rows.len(), 2);
+    assert_eq!(read.version, v0 + 7);
     // Each change in the audit log, with what was there before.
     let log = store.events_about("policy:t1", 10).await.unwrap();
     assert_eq!(log.len(), 4);
     assert_eq!(log[0].detail["before"]["initial_rating_window"], 300);
-    assert_eq!(log[0].detail["after"], serde_json::Value::Null);
-    assert_eq!(log[3].detail["before"], serde_json::Value::Null);
+    assert_eq!(log[0].detail["after"], Value::Null);
+    assert_eq!(log[3].detail["before"], Value::Null);
     assert_eq!(log[3].detail["actor"], "t1/ops");
+    let log = store.events_about("tenant:t1", 10).await.unwrap();
+    assert_eq!(log[0].detail["before"]["default_region"], "EU");
 }

@@ -129,7 +129,7 @@ macro_rules! durable_cases {
             a_key_in_flight_belongs_to_one_request_until_settled,
             purge_expired_drops_expired_answers_and_lapsed_claims,
             the_audit_log_is_read_per_tenant_newest_first_filtered_and_paged,
-            policies_change_with_their_version_and_audit,
+            configuration_changes_with_its_version_and_audit,
         ] }
     };
 }

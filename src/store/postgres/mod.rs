@@ -18,8 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::claims::{self, Ask};
+use super::config_sql;
 use super::idempotency_sql;
-use super::policy_sql;
 use super::rows::{
     self, AnswerRow, AuditRow, ClaimRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
     PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
@@ -29,11 +29,10 @@ use super::{
     MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
     WriteFailure, WriteHealth,
 };
-use super::{PolicyRow, PolicyStore};
+use super::{ConfigRows, ConfigScope, ConfigStore};
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
 };
-use crate::domain::{PolicyPatch, PoolKey};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -839,32 +838,32 @@ impl IdempotencyStore for PgStore {
 }
 
 #[async_trait]
-impl PolicyStore for PgStore {
-    async fn policies(&self) -> StoreResult<(i64, Vec<PolicyRow>)> {
+impl ConfigStore for PgStore {
+    async fn config(&self) -> StoreResult<ConfigRows> {
         // One transaction: the rows are those of the version read.
         let mut tx = self.pool.begin().await?;
-        let read = policy_sql::policies::<sqlx::Postgres>(&mut tx).await?;
+        let read = config_sql::rows::<sqlx::Postgres>(&mut tx).await?;
         tx.commit().await?;
         Ok(read)
     }
 
-    async fn policies_version(&self) -> StoreResult<i64> {
-        let (version,): (i64,) = sqlx::query_as(policy_sql::VERSION)
+    async fn config_version(&self) -> StoreResult<i64> {
+        let (version,): (i64,) = sqlx::query_as(config_sql::VERSION)
             .fetch_one(&self.pool)
             .await?;
         Ok(version)
     }
 
-    async fn change_policy(
+    async fn change_config(
         &self,
         tenant: &TenantId,
-        pool: Option<PoolKey>,
-        patch: Option<PolicyPatch>,
+        scope: ConfigScope,
+        body: Option<serde_json::Value>,
         audit: AuditEvent,
-    ) -> StoreResult<Option<PolicyPatch>> {
+    ) -> StoreResult<Option<serde_json::Value>> {
         let mut tx = self.pool.begin().await?;
         let before =
-            policy_sql::change::<sqlx::Postgres>(&mut tx, (tenant, pool), patch, audit).await?;
+            config_sql::change::<sqlx::Postgres>(&mut tx, (tenant, scope), body, audit).await?;
         tx.commit().await?;
         Ok(before)
     }

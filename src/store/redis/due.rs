@@ -69,7 +69,7 @@ impl Inner {
 }
 
 #[async_trait]
-impl crate::services::policies::ConfigAnnouncer for RedisDueChannel {
+impl crate::services::live::ConfigAnnouncer for RedisDueChannel {
     async fn announce_config(&self) {
         let mut conn = self.inner.conn.clone();
         let sent = redis::cmd("PUBLISH")

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use self::matches::{MatchJob, MatchWork};
 use self::writer::{Job, WriterHandle};
-use super::policy_sql;
+use super::config_sql;
 use super::rows::{
     self, AnswerRow, AuditRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
     PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
@@ -34,11 +34,10 @@ use super::{
     MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
     WriteFailure, WriteHealth, idempotency_sql,
 };
-use super::{PolicyRow, PolicyStore};
+use super::{ConfigRows, ConfigScope, ConfigStore};
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
 };
-use crate::domain::{PolicyPatch, PoolKey};
 
 pub use writer::WAL_RESTART_FRAMES;
 
@@ -610,34 +609,34 @@ impl IdempotencyStore for SqliteStore {
 }
 
 #[async_trait]
-impl PolicyStore for SqliteStore {
-    async fn policies(&self) -> StoreResult<(i64, Vec<PolicyRow>)> {
+impl ConfigStore for SqliteStore {
+    async fn config(&self) -> StoreResult<ConfigRows> {
         // One transaction: the rows are those of the version read.
         let mut tx = self.reads.begin().await?;
-        let read = policy_sql::policies::<sqlx::Sqlite>(&mut tx).await?;
+        let read = config_sql::rows::<sqlx::Sqlite>(&mut tx).await?;
         tx.commit().await?;
         Ok(read)
     }
 
-    async fn policies_version(&self) -> StoreResult<i64> {
-        let (version,): (i64,) = sqlx::query_as(policy_sql::VERSION)
+    async fn config_version(&self) -> StoreResult<i64> {
+        let (version,): (i64,) = sqlx::query_as(config_sql::VERSION)
             .fetch_one(&self.reads)
             .await?;
         Ok(version)
     }
 
-    async fn change_policy(
+    async fn change_config(
         &self,
         tenant: &TenantId,
-        pool: Option<PoolKey>,
-        patch: Option<PolicyPatch>,
+        scope: ConfigScope,
+        body: Option<serde_json::Value>,
         audit: AuditEvent,
-    ) -> StoreResult<Option<PolicyPatch>> {
+    ) -> StoreResult<Option<serde_json::Value>> {
         let (tenant, audit) = (tenant.clone(), audit);
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    policy_sql::change::<sqlx::Sqlite>(conn, (&tenant, pool), patch, audit).await
+                    config_sql::change::<sqlx::Sqlite>(conn, (&tenant, scope), body, audit).await
                 })
             })
             .await
