@@ -49,7 +49,12 @@ fn known_fields(
 fn config_patch(body: Value) -> Result<TenantConfigPatch, ServiceError> {
     let body = object(body)?;
     known_fields(&body, &CONFIG_FIELDS, "tenant configuration")?;
-    let get = |name: &str| body.get(name).filter(|v| !v.is_null());
+    if let Some((name, _)) = body.iter().find(|(_, v)| v.is_null()) {
+        return Err(ServiceError::InvalidRequest(format!(
+            "{name} must not be null (leave it out to keep the settings')"
+        )));
+    }
+    let get = |name: &str| body.get(name);
     Ok(TenantConfigPatch {
         time_controls: get("time_controls")
             .map(|v| field("time_controls", v))

@@ -68,6 +68,7 @@ async fn a_tenants_configuration_is_set_refused_dropped_and_audited_live() {
             (json!({ "time_controls": [] }), "time_controls"),
             (json!({ "time_controls": ["0+0"] }), "time_controls"),
             (json!({ "time_controls": "5+0" }), "time_controls"),
+            (json!({ "time_controls": null }), "time_controls"),
             (json!({ "variants": ["chess"] }), "variants"),
             (json!({ "regions": ["EU"] }), "default_region"),
             (
