@@ -333,14 +333,7 @@ async fn the_dashboard_shows_live_figures_and_edits_a_policy_and_the_flags() {
         "the flags saved",
     )
     .await;
-    let r = app
-        .client
-        .post(format!("{}/v1/matchmaking/challenges", app.address))
-        .bearer_auth(app.token("alice"))
-        .json(&json!({ "opponent_user_id": "bob", "time_control": "5+0", "mode": "casual" }))
-        .send()
-        .await
-        .unwrap();
+    let r = app.challenge_as(&app.token("alice"), "bob", "5+0").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let log: Value = app
         .get_as(&admin, "/internal/audit?kind=flags_changed")

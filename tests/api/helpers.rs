@@ -222,6 +222,17 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A casual challenge with `token` to `opponent` in `time_control`.
+    pub async fn challenge_as(&self, token: &str, opponent: &str, time_control: &str) -> Response {
+        self.client
+            .post(format!("{}/v1/matchmaking/challenges", self.address))
+            .bearer_auth(token)
+            .json(&json!({ "opponent_user_id": opponent, "time_control": time_control, "mode": "casual" }))
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// `method` `path` with the admin's token, and `body` as JSON if any.
     pub async fn admin_send(
         &self,

@@ -165,14 +165,7 @@ async fn a_policy_set_through_one_node_is_in_force_on_another_within_2_s() {
     };
     // Node A takes the change and the joins (no worker); node B's worker
     // matches, by the policy it learns of from A.
-    let node_a = backends.spawn_without_worker().await;
-    let node_b = backends.spawn().await;
-    crate::support::subscribers(
-        &crate::support::redis_url(),
-        &format!("{}:config", backends.redis.prefix),
-        2,
-    )
-    .await;
+    let (node_a, node_b) = backends.spawn_config_pair().await;
     let (a, ia) = two_apart(&node_a).await;
     let r = send(
         &node_a,

@@ -44,6 +44,21 @@ impl Backends {
         })
         .await
     }
+
+    /// Two nodes for a run-time change: A takes it (and joins) without a
+    /// worker, B matches; answered once both hear configuration
+    /// announcements.
+    pub async fn spawn_config_pair(&self) -> (TestApp, TestApp) {
+        let node_a = self.spawn_without_worker().await;
+        let node_b = self.spawn().await;
+        crate::support::subscribers(
+            &crate::support::redis_url(),
+            &format!("{}:config", self.redis.prefix),
+            2,
+        )
+        .await;
+        (node_a, node_b)
+    }
 }
 
 #[tokio::test]

@@ -28,13 +28,7 @@ async fn admin(
 
 /// Creates a challenge from `from` to `to` (tenant t1); answers the response.
 async fn challenge(app: &TestApp, from: &str, to: &str, time_control: &str) -> reqwest::Response {
-    app.client
-        .post(format!("{}/v1/matchmaking/challenges", app.address))
-        .bearer_auth(app.token(from))
-        .json(&json!({ "opponent_user_id": to, "time_control": time_control, "mode": "casual" }))
-        .send()
-        .await
-        .unwrap()
+    app.challenge_as(&app.token(from), to, time_control).await
 }
 
 /// Refusals name their field; nothing is stored.
@@ -190,13 +184,8 @@ async fn challenges_are_switched_off_and_on_live_per_tenant() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // Another tenant's challenges go on.
     let r = app
-        .client
-        .post(format!("{}/v1/matchmaking/challenges", app.address))
-        .bearer_auth(app.token_for("t2", "erin", &[]))
-        .json(&json!({ "opponent_user_id": "frank", "time_control": "5+0", "mode": "casual" }))
-        .send()
-        .await
-        .unwrap();
+        .challenge_as(&app.token_for("t2", "erin", &[]), "frank", "5+0")
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
 
     let (status, _) = admin(
@@ -231,14 +220,7 @@ async fn configuration_and_flags_set_through_one_node_are_in_force_on_another_wi
     let Some(backends) = Backends::create().await else {
         return;
     };
-    let node_a = backends.spawn_without_worker().await;
-    let node_b = backends.spawn().await;
-    crate::support::subscribers(
-        &crate::support::redis_url(),
-        &format!("{}:config", backends.redis.prefix),
-        2,
-    )
-    .await;
+    let (node_a, node_b) = backends.spawn_config_pair().await;
     let (status, _) = admin(
         &node_a,
         Method::PUT,
