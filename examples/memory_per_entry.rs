@@ -134,6 +134,7 @@ async fn main() {
                 username: w.username.clone(),
                 rating: w.rating,
                 entry_id: Some(w.id),
+                region: None,
             };
             let record = MatchRecord {
                 match_id: r.match_id,

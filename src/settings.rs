@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::domain::{Millis, PoolPolicy, Region};
+use crate::domain::{Millis, PoolPolicy, Region, RegionSet};
 use crate::matcher::Hold;
 
 #[derive(Debug, Parser)]
@@ -349,6 +349,14 @@ pub struct Settings {
         global = true
     )]
     pub max_queue_time_seconds: f64,
+    /// Seconds an entry waits before it may also meet players of
+    /// REGION_FALLBACK_REGIONS (unset: never).
+    #[arg(long, env = "REGION_FALLBACK_SECONDS", global = true)]
+    pub region_fallback_seconds: Option<f64>,
+    /// Regions a waiting entry falls back to, comma-separated (`GLOBAL,EU`);
+    /// empty: none. Per pool or tenant: the policies' `region_fallback_regions`.
+    #[arg(long, env = "REGION_FALLBACK_REGIONS", default_value = "", value_parser = parse_region_set, global = true)]
+    pub region_fallback_regions: RegionSet,
     /// Run the matching worker inside `serve`.
     #[arg(long, env = "WORKER_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
     pub worker_enabled: bool,
@@ -584,6 +592,10 @@ fn parse_region(s: &str) -> Result<Region, String> {
     s.parse().map_err(|e: crate::domain::ParseError| e.reason)
 }
 
+fn parse_region_set(s: &str) -> Result<RegionSet, String> {
+    s.parse().map_err(|e: crate::domain::ParseError| e.reason)
+}
+
 fn millis(seconds: f64) -> Millis {
     (seconds * 1000.0).round() as Millis
 }
@@ -662,6 +674,12 @@ impl Settings {
             if !(value.is_finite() && value > 0.0) {
                 return Err(format!("{name} must be a positive number of seconds"));
             }
+        }
+        if self
+            .region_fallback_seconds
+            .is_some_and(|s| !(s.is_finite() && (0.0..=86_400.0).contains(&s)))
+        {
+            return Err("REGION_FALLBACK_SECONDS must be 0 to 86400 seconds".into());
         }
         let non_negative = [
             ("PRESENCE_TIMEOUT_SECONDS", self.presence_timeout_seconds),
@@ -764,6 +782,8 @@ impl Settings {
             widening_amount: self.rating_window_widening_amount,
             max_gap: self.max_rating_gap,
             max_queue_time_ms: millis(self.max_queue_time_seconds),
+            fallback_after_ms: self.region_fallback_seconds.map(millis),
+            fallback_regions: self.region_fallback_regions,
         }
     }
 
@@ -932,5 +952,34 @@ mod tests {
         let mut s = Cli::parse_from(["mm"]).settings;
         s.default_tenant = "has space".into();
         assert!(s.validate().unwrap_err().contains("DEFAULT_TENANT"));
+    }
+
+    #[test]
+    fn region_fallback_is_off_unless_set_and_read_as_the_policy_default() {
+        let s = Cli::parse_from(["mm"]).settings;
+        let policy = s.pool_policy();
+        assert_eq!(policy.fallback_after_ms, None);
+        assert!(policy.fallback_regions.is_empty());
+        let s = Cli::parse_from([
+            "mm",
+            "--region-fallback-seconds",
+            "15",
+            "--region-fallback-regions",
+            "GLOBAL,EU",
+        ])
+        .settings;
+        let policy = s.pool_policy();
+        assert_eq!(policy.fallback_after_ms, Some(15_000));
+        assert!(policy.falls_back_to(Region::Eu, 15_000));
+        assert!(!policy.falls_back_to(Region::Eu, 14_999));
+        assert!(!policy.falls_back_to(Region::Na, 60_000));
+        assert!(Cli::try_parse_from(["mm", "--region-fallback-regions", "EU,MARS"]).is_err());
+        let mut s = s;
+        s.region_fallback_seconds = Some(-1.0);
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .contains("REGION_FALLBACK_SECONDS")
+        );
     }
 }

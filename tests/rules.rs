@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use matchmaking_api::auth::Identity;
 use matchmaking_api::domain::{
-    EndReason, EntryStatus, ManualClock, Millis, PolicyPatch, PoolKey, PoolPolicy, PoolRef,
-    QueueEntryId, RatingPool, Speed, TenantId, UserId,
+    EndReason, EntryStatus, GameId, ManualClock, MatchId, MatchRecord, MatchSide, MatchSource,
+    Millis, PolicyPatch, PoolKey, PoolPolicy, PoolRef, QueueEntryId, RatingPool, RegionSet, Speed,
+    TenantId, UserId,
 };
 use matchmaking_api::matcher::Hold;
 use matchmaking_api::services::ServiceError;
@@ -20,12 +21,12 @@ use matchmaking_api::services::games::{GuardedGameCreator, LocalGameCreator};
 use matchmaking_api::services::guards::Guards;
 use matchmaking_api::services::live::{LiveConfig, LiveDefaults};
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService, PassReport};
-use matchmaking_api::services::queue::{Join, QueueLimits, QueueService};
+use matchmaking_api::services::queue::{EntryView, Join, QueueLimits, QueueService};
 use matchmaking_api::services::ratings::RatingService;
 use matchmaking_api::services::signal::PoolSignal;
 use matchmaking_api::store::memory::MemoryQueueStore;
 use matchmaking_api::store::sqlite::SqliteStore;
-use matchmaking_api::store::{DurableStore, QueueStore, RatingStore, Ratings};
+use matchmaking_api::store::{DurableStore, QueueStore, RatingStore, Ratings, Reservation};
 
 const T0: Millis = 1_700_000_000_000;
 const POOL: &str = "standard_5+0_rated_GLOBAL";
@@ -38,6 +39,8 @@ struct Rig {
     matching: MatchingService,
     /// The policies both services read (changed at run time).
     live: Arc<LiveConfig>,
+    /// The queue store, as a worker's pairing protocol sees it.
+    store: Arc<dyn QueueStore>,
     /// A matching service as a node starting afresh on the same stores
     /// would build it.
     restart: Box<dyn Fn() -> MatchingService>,
@@ -136,14 +139,19 @@ impl Rig {
             queue,
             matching,
             live,
+            store,
             restart,
             _dir: dir,
         }
     }
 
     async fn join(&self, user: &str) -> Result<QueueEntryId, ServiceError> {
+        self.join_in(user, POOL).await
+    }
+
+    async fn join_in(&self, user: &str, pool: &str) -> Result<QueueEntryId, ServiceError> {
         let join = Join {
-            pool: POOL.parse::<PoolKey>().unwrap(),
+            pool: pool.parse::<PoolKey>().unwrap(),
             client_metadata: None,
             request_id: None,
         };
@@ -155,15 +163,22 @@ impl Rig {
     }
 
     async fn pass(&self) -> PassReport {
-        let pool = PoolRef {
-            tenant_id: tenant(),
-            key: POOL.parse().unwrap(),
-        };
-        self.matching.run_pool(&pool).await.unwrap()
+        self.pass_of(POOL).await
+    }
+
+    async fn pass_of(&self, pool: &str) -> PassReport {
+        self.matching.run_pool(&pool_ref(pool)).await.unwrap()
     }
 
     fn advance(&self, ms: Millis) {
         self.clock.advance(ms);
+    }
+}
+
+fn pool_ref(pool: &str) -> PoolRef {
+    PoolRef {
+        tenant_id: tenant(),
+        key: pool.parse().unwrap(),
     }
 }
 
@@ -460,4 +475,314 @@ async fn a_policy_that_cannot_run_is_refused_naming_its_field_and_pool() {
     assert!(why.starts_with("rating_window_widening_interval"), "{why}");
     // Nothing refused was stored.
     assert_eq!(rig.live.tenant_policy(&tenant()), PoolPolicy::default());
+}
+
+const EU: &str = "standard_5+0_rated_EU";
+const NA: &str = "standard_5+0_rated_NA";
+const GLOBAL: &str = "standard_5+0_rated_GLOBAL";
+
+/// Region fallback after `seconds` to `regions` (comma-separated).
+fn fallback(seconds: f64, regions: &str) -> PolicyPatch {
+    PolicyPatch {
+        region_fallback_seconds: Some(seconds),
+        region_fallback_regions: Some(regions.parse().unwrap()),
+        ..PolicyPatch::default()
+    }
+}
+
+impl Rig {
+    /// The tenant's policy: fallback after `seconds` to `regions`.
+    async fn fall_back(&self, seconds: f64, regions: &str) {
+        self.live
+            .change("ops", &tenant(), None, Some(fallback(seconds, regions)))
+            .await
+            .unwrap();
+    }
+
+    async fn entry(&self, user: &str, id: &QueueEntryId) -> EntryView {
+        self.queue.status(&who(user), id).await.unwrap()
+    }
+
+    /// Both entries matched to each other in one game, on record, and both
+    /// players kept out of the queue by it.
+    async fn assert_matched_together(&self, a: (&str, &QueueEntryId), b: (&str, &QueueEntryId)) {
+        let (ea, eb) = (self.entry(a.0, a.1).await, self.entry(b.0, b.1).await);
+        assert_eq!(ea.status, EntryStatus::Matched, "{}", a.0);
+        assert_eq!(eb.status, EntryStatus::Matched, "{}", b.0);
+        assert_eq!(ea.game_id, eb.game_id);
+        assert_eq!(ea.opponent.unwrap().user_id.as_str(), b.0);
+        let record = self
+            .queue
+            .durable
+            .match_by_entry(&tenant(), a.1)
+            .await
+            .unwrap()
+            .expect("a match on record");
+        assert_eq!(Some(record.game_id), ea.game_id);
+        for user in [a.0, b.0] {
+            let again = self.join_in(user, POOL).await;
+            assert!(
+                matches!(again, Err(ServiceError::ActiveGameExists)),
+                "{user}: {again:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn region_fallback_pairs_across_regions_only_after_its_wait() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[("bob", 1520)]).await;
+    rig.fall_back(20.0, "EU,NA").await;
+    // bob waits in NA from 0 s, alice in EU from 15 s: each pass checks
+    // its own entry's wait and the other region's entry's.
+    let bob = rig.join_in("bob", NA).await.unwrap();
+    rig.advance(15_000);
+    let alice = rig.join_in("alice", EU).await.unwrap();
+    for pool in [EU, NA] {
+        assert_eq!(rig.pass_of(pool).await, matched(0), "{pool}");
+    }
+    // bob is past his 20 s, alice is not.
+    rig.advance(19_999);
+    for pool in [EU, NA] {
+        assert_eq!(rig.pass_of(pool).await, matched(0), "{pool}");
+    }
+    rig.advance(1);
+    assert_eq!(rig.pass_of(EU).await, matched(1));
+    assert_eq!(rig.pass_of(NA).await, matched(0), "matched once");
+    rig.assert_matched_together(("alice", &alice), ("bob", &bob))
+        .await;
+    // The match is the EU pool's (the pass that made it); the record says
+    // bob waited in NA.
+    let record = rig
+        .queue
+        .durable
+        .match_by_entry(&tenant(), &bob)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.pool.to_string(), EU);
+    let bob_side = [&record.white, &record.black]
+        .into_iter()
+        .find(|s| s.user_id.as_str() == "bob")
+        .unwrap();
+    assert_eq!(bob_side.pool_in(record.pool).to_string(), NA);
+}
+
+#[tokio::test]
+async fn a_fallback_entry_takes_a_partner_of_its_own_region_first() {
+    let rig = Rig::new(
+        PoolPolicy::default(),
+        None,
+        &[
+            ("bob", 1505),
+            ("carol", 1540),
+            ("dave", 1510),
+            ("erin", 1500),
+        ],
+    )
+    .await;
+    rig.fall_back(10.0, "EU,NA").await;
+    let alice = rig.join_in("alice", EU).await.unwrap();
+    let bob = rig.join_in("bob", NA).await.unwrap();
+    rig.advance(30_000);
+    // carol (EU, 40 points off) arrives: alice takes her over bob (NA, 5
+    // points off), though both have waited past the fallback.
+    let carol = rig.join_in("carol", EU).await.unwrap();
+    assert_eq!(rig.pass_of(EU).await, matched(1));
+    rig.assert_matched_together(("alice", &alice), ("carol", &carol))
+        .await;
+    assert_eq!(rig.entry("bob", &bob).await.status, EntryStatus::Searching);
+    // Nor is a visitor taken from a partner of its own region: erin (EU)
+    // waits past the fallback; dave joins bob in NA.
+    let erin = rig.join_in("erin", EU).await.unwrap();
+    rig.advance(30_000);
+    let dave = rig.join_in("dave", NA).await.unwrap();
+    assert_eq!(rig.pass_of(EU).await, matched(0));
+    assert_eq!(rig.pass_of(NA).await, matched(1));
+    rig.assert_matched_together(("bob", &bob), ("dave", &dave))
+        .await;
+    assert_eq!(
+        rig.entry("erin", &erin).await.status,
+        EntryStatus::Searching
+    );
+}
+
+#[tokio::test]
+async fn fallback_needs_both_regions_to_accept_and_global_accepts_every_region() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+    rig.fall_back(10.0, "NA,GLOBAL").await;
+    // NA's own policy falls back nowhere.
+    rig.live
+        .change(
+            "ops",
+            &tenant(),
+            Some(NA.parse().unwrap()),
+            Some(PolicyPatch {
+                region_fallback_regions: Some(RegionSet::default()),
+                ..PolicyPatch::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let alice = rig.join_in("alice", EU).await.unwrap();
+    let bob = rig.join_in("bob", NA).await.unwrap();
+    rig.advance(60_000);
+    for pool in [EU, NA] {
+        assert_eq!(rig.pass_of(pool).await, matched(0), "{pool}");
+    }
+    // A GLOBAL player plays anywhere, from the moment they join.
+    let carol = rig.join_in("carol", GLOBAL).await.unwrap();
+    assert_eq!(rig.pass_of(EU).await, matched(1));
+    rig.assert_matched_together(("alice", &alice), ("carol", &carol))
+        .await;
+    assert_eq!(rig.entry("bob", &bob).await.status, EntryStatus::Searching);
+}
+
+/// One entry of a cross-region pair reserved by a worker that then died
+/// (the second reservation never happened): after the deadline recovery
+/// puts it back, and the pair is made once.
+#[tokio::test]
+async fn a_worker_dying_between_the_two_reservations_of_a_cross_region_pair_holds_nobody() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+    rig.fall_back(10.0, "EU,NA").await;
+    let alice = rig.join_in("alice", EU).await.unwrap();
+    let bob = rig.join_in("bob", NA).await.unwrap();
+    rig.advance(10_000);
+    let half = Reservation {
+        match_id: MatchId::generate(),
+        a: alice,
+        b: alice,
+    };
+    let now = T0 + 10_000;
+    let ok = rig
+        .store
+        .reserve(&pool_ref(EU), &[half], now + 30_000, now)
+        .await
+        .unwrap();
+    assert_eq!(ok, vec![true]);
+    // alice is held by the dead worker: nobody is matched meanwhile.
+    for pool in [EU, NA] {
+        assert_eq!(rig.pass_of(pool).await, matched(0), "{pool}");
+    }
+    assert_eq!(rig.matching.recover_stale().await.unwrap(), 0);
+    rig.advance(30_001);
+    assert_eq!(rig.matching.recover_stale().await.unwrap(), 1);
+    assert_eq!(rig.pass_of(NA).await, matched(1));
+    assert_eq!(rig.pass_of(EU).await, matched(0));
+    rig.assert_matched_together(("bob", &bob), ("alice", &alice))
+        .await;
+}
+
+/// A worker that recorded a cross-region match and died before marking
+/// the entries: recovery marks each in its own pool, once.
+#[tokio::test]
+async fn a_cross_region_match_recorded_but_not_committed_is_finished_in_both_pools() {
+    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+    let alice = rig.join_in("alice", EU).await.unwrap();
+    let bob = rig.join_in("bob", NA).await.unwrap();
+    let now = T0 + 1_000;
+    rig.advance(1_000);
+    let match_id = MatchId::generate();
+    for (pool, id) in [(EU, alice), (NA, bob)] {
+        let r = Reservation {
+            match_id,
+            a: id,
+            b: id,
+        };
+        let ok = rig
+            .store
+            .reserve(&pool_ref(pool), &[r], now + 30_000, now)
+            .await
+            .unwrap();
+        assert_eq!(ok, vec![true]);
+    }
+    let side = |user: &str, id, region: Option<&str>| MatchSide {
+        user_id: UserId::parse(user).unwrap(),
+        username: None,
+        rating: 1500,
+        entry_id: Some(id),
+        region: region.map(|r| r.parse().unwrap()),
+    };
+    let record = MatchRecord {
+        match_id,
+        tenant_id: tenant(),
+        game_id: GameId::for_match(&match_id),
+        white: side("alice", alice, None),
+        black: side("bob", bob, Some("NA")),
+        pool: EU.parse().unwrap(),
+        created_at: now,
+        source: MatchSource::Queue,
+        finished_at: None,
+    };
+    let claims = rig
+        .queue
+        .durable
+        .insert_matches(std::slice::from_ref(&record), &[], now - GUARD_MS)
+        .await
+        .unwrap();
+    assert!(claims[0].is_stored());
+    rig.advance(30_001);
+    assert!(rig.matching.recover_stale().await.unwrap() >= 1);
+    assert_eq!(rig.matching.recover_stale().await.unwrap(), 0);
+    rig.assert_matched_together(("alice", &alice), ("bob", &bob))
+        .await;
+    assert_eq!(rig.entry("bob", &bob).await.game_id, Some(record.game_id));
+    for pool in [EU, NA] {
+        assert_eq!(rig.pass_of(pool).await, matched(0), "{pool}");
+    }
+}
+
+/// The EU and NA passes run at once (two workers), each finding the same
+/// cross-region pairs: every player ends in exactly one game, on record.
+#[tokio::test]
+async fn two_regions_passing_at_once_match_everyone_once() {
+    // Seven per region, 501 points apart (no pair within a region); each
+    // EU player has an NA partner 5 points away.
+    let ratings: Vec<(String, i32)> = (0..7)
+        .flat_map(|k| {
+            let r = 100 + 501 * k;
+            [(format!("eu{k}"), r), (format!("na{k}"), r + 5)]
+        })
+        .collect();
+    let ratings: Vec<(&str, i32)> = ratings.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+    let rig = Rig::new(PoolPolicy::default(), None, &ratings).await;
+    rig.fall_back(5.0, "EU,NA").await;
+    let mut ids = Vec::new();
+    for (user, _) in &ratings {
+        let pool = if user.starts_with("eu") { EU } else { NA };
+        ids.push((*user, rig.join_in(user, pool).await.unwrap()));
+    }
+    rig.advance(5_000);
+    let other = (rig.restart)();
+    let (eu_pool, na_pool) = (pool_ref(EU), pool_ref(NA));
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let (eu, na) = tokio::join!(rig.matching.run_pool(&eu_pool), other.run_pool(&na_pool));
+        made.push((eu.unwrap().matched_pairs, na.unwrap().matched_pairs));
+    }
+    let total: usize = made.iter().map(|(a, b)| a + b).sum();
+    assert_eq!(total, 7, "each pair made once: {made:?}");
+    let mut games = std::collections::HashMap::new();
+    for (user, id) in &ids {
+        let e = rig.entry(user, id).await;
+        assert_eq!(e.status, EntryStatus::Matched, "{user}");
+        let game = e.game_id.unwrap();
+        games.entry(game).or_insert_with(Vec::new).push(*user);
+    }
+    assert_eq!(games.len(), 7);
+    for (game, players) in &games {
+        assert_eq!(players.len(), 2, "{game}: {players:?}");
+        let (a, b) = (players[0], players[1]);
+        assert_eq!(a[2..], b[2..], "partners of one rating: {players:?}");
+    }
+    for (user, id) in &ids {
+        let record = rig
+            .queue
+            .durable
+            .match_by_entry(&tenant(), id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{user}: no record"));
+        assert!(games.contains_key(&record.game_id));
+    }
 }

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    GameId, MatchId, Millis, PoolKey, PoolRef, QueueEntryId, Rating, TenantId, UserId, Username,
+    GameId, MatchId, Millis, PoolKey, PoolRef, QueueEntryId, Rating, Region, TenantId, UserId,
+    Username,
 };
 
 /// Life of a queue entry. `Reserved` is the short internal "being matched"
@@ -198,6 +199,11 @@ pub struct MatchSide {
     pub username: Option<Username>,
     pub rating: Rating,
     pub entry_id: Option<QueueEntryId>,
+    /// The region of the pool this side's entry waited in, when it is not
+    /// the match's own (a region fallback match: the match's pool is the
+    /// other player's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
 }
 
 /// The durable record of a match (SPEC §4 MatchRecord).
@@ -215,6 +221,11 @@ pub struct MatchRecord {
 }
 
 impl MatchSide {
+    /// The pool this side's entry waited in, of a match made in `pool`.
+    pub fn pool_in(&self, pool: PoolKey) -> PoolKey {
+        self.region.map_or(pool, |r| pool.in_region(r))
+    }
+
     /// This side as the other player sees it.
     pub fn as_opponent(&self) -> Opponent {
         Opponent {

@@ -19,7 +19,9 @@ pub use entry::{
 };
 pub use flags::{Arm, DEFAULT_STRATEGY, Experiment, Flags, FlagsPatch, Strategy};
 pub use ids::{ChallengeId, GameId, MatchId, QueueEntryId, TenantId, UserId, Username};
-pub use pool::{DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, RatingPool, Region, Variant};
+pub use pool::{
+    DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, RatingPool, Region, RegionSet, Variant,
+};
 pub use tenant::{
     MAX_RATING_WINDOW, MAX_TIME_CONTROLS, PolicyPatch, PoolPolicy, TenantConfig, TenantConfigPatch,
 };

@@ -90,6 +90,73 @@ closed_enum!(
     }
 );
 
+impl Region {
+    /// This region's bit in a [`RegionSet`].
+    fn bit(self) -> u8 {
+        1 << Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// A set of regions (a policy's fallback regions), written as a list of
+/// their names in [`Region::ALL`] order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RegionSet(u8);
+
+impl RegionSet {
+    pub fn contains(self, region: Region) -> bool {
+        self.0 & region.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Region> {
+        Region::ALL
+            .iter()
+            .copied()
+            .filter(move |r| self.contains(*r))
+    }
+}
+
+impl FromIterator<Region> for RegionSet {
+    fn from_iter<I: IntoIterator<Item = Region>>(regions: I) -> Self {
+        Self(regions.into_iter().fold(0, |bits, r| bits | r.bit()))
+    }
+}
+
+impl fmt::Display for RegionSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(Region::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl FromStr for RegionSet {
+    type Err = ParseError;
+
+    /// A comma-separated list of region names (empty: no region).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::parse)
+            .collect()
+    }
+}
+
+impl Serialize for RegionSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for RegionSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<Region>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// What a rating is kept for (SPEC §8): a speed and a variant, named
 /// `{speed}_{variant}` (`blitz_standard`, `bullet_chess960`) as the rating
 /// service names its pools.
@@ -155,6 +222,11 @@ impl fmt::Display for PoolKey {
 }
 
 impl PoolKey {
+    /// The same pool (variant, time control, mode) in `region`.
+    pub fn in_region(self, region: Region) -> Self {
+        Self { region, ..self }
+    }
+
     /// The rating this pool pairs players by.
     pub fn rating_pool(&self) -> RatingPool {
         RatingPool {
@@ -238,6 +310,22 @@ mod tests {
         assert_eq!(err.field, "variant");
         assert!(err.reason.contains("kingOfTheHill"), "{}", err.reason);
         assert!(err.reason.contains("chess960"));
+    }
+
+    #[test]
+    fn a_region_set_reads_and_writes_a_list_of_names() {
+        let set: RegionSet = "EU, NA,,GLOBAL".parse().unwrap();
+        assert!(set.contains(Region::Eu) && set.contains(Region::Global));
+        assert!(!set.contains(Region::Asia));
+        assert_eq!(set.to_string(), "GLOBAL,NA,EU");
+        assert_eq!(
+            serde_json::to_value(set).unwrap(),
+            serde_json::json!(["GLOBAL", "NA", "EU"])
+        );
+        let back: RegionSet = serde_json::from_str(r#"["EU"]"#).unwrap();
+        assert_eq!(back.iter().collect::<Vec<_>>(), [Region::Eu]);
+        assert!("".parse::<RegionSet>().unwrap().is_empty());
+        assert_eq!("EU,MARS".parse::<RegionSet>().unwrap_err().field, "region");
     }
 
     #[test]

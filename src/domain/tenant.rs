@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Millis, Mode, ParseError, PoolKey, Region, TimeControl, Variant};
+use super::{Millis, Mode, ParseError, PoolKey, Region, RegionSet, TimeControl, Variant};
 
 /// The choices a tenant offers its players.
 #[derive(Debug, Clone)]
@@ -187,6 +187,11 @@ pub struct PoolPolicy {
     pub max_gap: i32,
     /// Entries waiting longer than this are timed out.
     pub max_queue_time_ms: Millis,
+    /// After waiting this long (`None`: never), an entry may also meet
+    /// entries of `fallback_regions` in the same variant, time control and
+    /// mode, after every partner of its own region (region fallback).
+    pub fallback_after_ms: Option<Millis>,
+    pub fallback_regions: RegionSet,
 }
 
 impl Default for PoolPolicy {
@@ -197,6 +202,8 @@ impl Default for PoolPolicy {
             widening_amount: 25,
             max_gap: 500,
             max_queue_time_ms: 600_000,
+            fallback_after_ms: None,
+            fallback_regions: RegionSet::default(),
         }
     }
 }
@@ -216,6 +223,15 @@ impl PoolPolicy {
         let widened = i64::from(self.initial_window)
             + self.widening_steps(waited_ms) * i64::from(self.widening_amount);
         widened.min(i64::from(self.max_gap)) as i32
+    }
+
+    /// Whether an entry of this policy's pool that has waited `waited_ms`
+    /// may meet entries of `region` (another region of its pool's kind).
+    pub fn falls_back_to(&self, region: Region, waited_ms: Millis) -> bool {
+        self.fallback_regions.contains(region)
+            && self
+                .fallback_after_ms
+                .is_some_and(|after| waited_ms >= after)
     }
 
     /// Milliseconds a new arrival waits until its window reaches `gap`, or
@@ -252,6 +268,10 @@ pub struct PolicyPatch {
     pub max_rating_gap: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_time_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_fallback_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_fallback_regions: Option<RegionSet>,
 }
 
 impl PolicyPatch {
@@ -276,6 +296,12 @@ impl PoolPolicy {
             max_queue_time_ms: patch
                 .max_queue_time_seconds
                 .map_or(self.max_queue_time_ms, ms),
+            fallback_after_ms: patch
+                .region_fallback_seconds
+                .map_or(self.fallback_after_ms, |s| Some(ms(s))),
+            fallback_regions: patch
+                .region_fallback_regions
+                .unwrap_or(self.fallback_regions),
         }
     }
 
@@ -313,6 +339,15 @@ impl PoolPolicy {
             return Err((
                 "max_queue_time_seconds",
                 "must be 1 to 86400 seconds".into(),
+            ));
+        }
+        if self
+            .fallback_after_ms
+            .is_some_and(|ms| !(0..=86_400_000).contains(&ms))
+        {
+            return Err((
+                "region_fallback_seconds",
+                "must be 0 to 86400 seconds".into(),
             ));
         }
         Ok(())

@@ -434,6 +434,16 @@ pub struct PolicyFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 86400)]
     pub max_queue_time_seconds: Option<f64>,
+    /// Seconds an entry waits before it may also meet players of
+    /// `region_fallback_regions` (0–86400); absent in `effective`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
+    pub region_fallback_seconds: Option<f64>,
+    /// Regions a waiting entry falls back to, behind every partner of its
+    /// own region; `[]` turns fallback off. Both players must accept each
+    /// other's region (a `GLOBAL` entry accepts every region).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region_fallback_regions: Option<Vec<String>>,
 }
 
 /// A tenant's or a pool's policy.
@@ -702,6 +712,12 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
     // A policy sets at least one field (utoipa's `min_properties` writes
     // `maxProperties`).
     schemas["PolicyFields"]["minProperties"] = json!(1);
+    put(
+        schemas,
+        "PolicyFields",
+        "region_fallback_regions",
+        json!({ "type": "array", "items": enumerated(&stored_regions) }),
+    );
     // Tenant configuration and flags: at least one field, each from its set.
     schemas["TenantConfigFields"]["minProperties"] = json!(1);
     schemas["FlagsFields"]["minProperties"] = json!(1);

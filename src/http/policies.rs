@@ -9,14 +9,19 @@ use super::AppState;
 use super::error::ServiceError;
 use super::extract::{Admin, ApiJson, Ids, object};
 use super::openapi::{self, PolicyFields};
-use crate::domain::{PolicyPatch, PoolKey, PoolPolicy, PoolRef, TenantId};
+use crate::domain::{PolicyPatch, PoolKey, PoolPolicy, PoolRef, Region, RegionSet, TenantId};
 
 const INTEGER_FIELDS: [&str; 3] = [
     "initial_rating_window",
     "rating_window_widening_amount",
     "max_rating_gap",
 ];
-const SECONDS_FIELDS: [&str; 2] = ["rating_window_widening_interval", "max_queue_time_seconds"];
+const SECONDS_FIELDS: [&str; 3] = [
+    "rating_window_widening_interval",
+    "max_queue_time_seconds",
+    "region_fallback_seconds",
+];
+const REGIONS_FIELD: &str = "region_fallback_regions";
 
 impl PolicyFields {
     /// A policy in force, every field given.
@@ -27,6 +32,8 @@ impl PolicyFields {
             rating_window_widening_amount: Some(p.widening_amount),
             max_rating_gap: Some(p.max_gap),
             max_queue_time_seconds: Some(p.max_queue_time_ms as f64 / 1000.0),
+            region_fallback_seconds: p.fallback_after_ms.map(|ms| ms as f64 / 1000.0),
+            region_fallback_regions: Some(names(p.fallback_regions)),
         }
     }
 
@@ -38,16 +45,26 @@ impl PolicyFields {
             rating_window_widening_amount: p.rating_window_widening_amount,
             max_rating_gap: p.max_rating_gap,
             max_queue_time_seconds: p.max_queue_time_seconds,
+            region_fallback_seconds: p.region_fallback_seconds,
+            region_fallback_regions: p.region_fallback_regions.map(names),
         }
     }
+}
+
+fn names(regions: RegionSet) -> Vec<String> {
+    regions.iter().map(|r| r.as_str().to_owned()).collect()
 }
 
 /// A PUT body: the fields to set, each checked by name.
 fn parse_patch(body: &Map<String, Value>) -> Result<PolicyPatch, ServiceError> {
     let allowed = || {
-        [INTEGER_FIELDS.as_slice(), SECONDS_FIELDS.as_slice()]
-            .concat()
-            .join(", ")
+        [
+            INTEGER_FIELDS.as_slice(),
+            SECONDS_FIELDS.as_slice(),
+            &[REGIONS_FIELD],
+        ]
+        .concat()
+        .join(", ")
     };
     let mut patch = PolicyPatch::default();
     for (field, value) in body {
@@ -71,8 +88,26 @@ fn parse_patch(body: &Map<String, Value>) -> Result<PolicyPatch, ServiceError> {
                 "rating_window_widening_interval" => {
                     patch.rating_window_widening_interval = Some(seconds)
                 }
-                _ => patch.max_queue_time_seconds = Some(seconds),
+                "max_queue_time_seconds" => patch.max_queue_time_seconds = Some(seconds),
+                _ => patch.region_fallback_seconds = Some(seconds),
             }
+        } else if field == REGIONS_FIELD {
+            let regions = value
+                .as_array()
+                .ok_or_else(|| {
+                    ServiceError::InvalidRequest(format!(
+                        "{field} must be a list of regions ([] for none)"
+                    ))
+                })?
+                .iter()
+                .map(|r| {
+                    r.as_str()
+                        .ok_or_else(|| "a region is a string".to_owned())
+                        .and_then(|r| r.parse::<Region>().map_err(|e| e.reason))
+                })
+                .collect::<Result<RegionSet, String>>()
+                .map_err(|reason| ServiceError::InvalidRequest(format!("{field}: {reason}")))?;
+            patch.region_fallback_regions = Some(regions);
         } else {
             return Err(ServiceError::InvalidRequest(format!(
                 "{field} is not a policy field; the fields are {}",

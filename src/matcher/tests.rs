@@ -16,6 +16,7 @@ fn policy() -> PoolPolicy {
         widening_amount: 25,
         max_gap: 500,
         max_queue_time_ms: 600_000,
+        ..PoolPolicy::default()
     }
 }
 

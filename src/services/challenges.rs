@@ -383,6 +383,7 @@ impl ChallengeService {
             username: None,
             rating,
             entry_id: None,
+            region: None,
         };
         let challenger = side(
             &c.challenger,

@@ -41,7 +41,7 @@ use super::games::{GameCreationError, GameCreator, NewGame};
 use super::live::LiveConfig;
 use crate::domain::{
     Arm, Clock, DEFAULT_STRATEGY, EndReason, Flags, GameId, MatchIntent, MatchRecord, MatchSide,
-    MatchSource, Millis, PoolPolicy, PoolRef, Strategy, SystemClock, UserId,
+    MatchSource, Millis, PoolPolicy, PoolRef, Region, Strategy, SystemClock, UserId,
 };
 use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
@@ -124,12 +124,37 @@ fn arm_labels<'a>(
     })
 }
 
+/// An entry to match: the entry, and the region of the pool it waits in
+/// when that is not the pass's pool (a region fallback partner).
+type Side<'a> = (&'a Waiting, Option<Region>);
+
 /// A reserved pair on its way to a game.
 struct Pending<'a> {
-    reservation: Reservation,
     white: &'a Waiting,
     black: &'a Waiting,
     intent: MatchIntent,
+}
+
+/// Where a match's entries are reserved: both in its pool, or, for a match
+/// across regions, each alone in the pool it waits in.
+fn held(intent: &MatchIntent) -> Vec<(PoolRef, Reservation)> {
+    let (Some(a), Some(b)) = (intent.white.entry_id, intent.black.entry_id) else {
+        return Vec::new();
+    };
+    let pool_of = |side: &MatchSide| PoolRef {
+        tenant_id: intent.tenant_id.clone(),
+        key: side.pool_in(intent.pool),
+    };
+    let (pa, pb) = (pool_of(&intent.white), pool_of(&intent.black));
+    let match_id = intent.match_id;
+    if pa == pb {
+        vec![(pa, Reservation { match_id, a, b })]
+    } else {
+        vec![
+            (pa, Reservation { match_id, a, b: a }),
+            (pb, Reservation { match_id, a: b, b }),
+        ]
+    }
 }
 
 /// What became of the pairs of a round.
@@ -241,11 +266,26 @@ impl MatchingService {
             return Ok(report);
         }
         let pairs = self.pair(pool, &live, &policy, now);
+        let lonely = self.lonely(pool, &live, &pairs, &policy, now);
+        let visitors = if lonely.is_empty() {
+            Vec::new()
+        } else {
+            self.visitors(pool, now).await?
+        };
+        let crossing = self.cross_pairs(pool, &live, &lonely, &policy, &visitors, now);
+        let mut all: Vec<(Side<'_>, Side<'_>)> = pairs
+            .iter()
+            .map(|&(a, b)| ((&live[a], None), (&live[b], None)))
+            .collect();
+        all.extend(crossing.iter().map(|&(a, (v, i))| {
+            let (region, _, entries) = &visitors[v];
+            ((&live[a], None), (&entries[i], Some(*region)))
+        }));
         // A few rounds in flight at once: their persistence can share one
         // group commit, and one slow game creation does not hold up the rest.
-        let rounds: Vec<Vec<(&Waiting, &Waiting)>> = pairs
+        let rounds: Vec<Vec<(Side<'_>, Side<'_>)>> = all
             .chunks(self.limits.pairs_per_batch)
-            .map(|chunk| chunk.iter().map(|&(a, b)| (&live[a], &live[b])).collect())
+            .map(<[_]>::to_vec)
             .collect();
         let mut pending = rounds.iter();
         let mut in_flight: FuturesUnordered<_> = pending
@@ -302,14 +342,7 @@ impl MatchingService {
         let mut pairs = Vec::new();
         for (arm, strategy, members) in sides {
             let waiting: Vec<&Waiting> = members.iter().map(|&i| &live[i]).collect();
-            let seekers: Vec<Seeker<'_>> = waiting
-                .iter()
-                .map(|w| Seeker {
-                    user: w.user_id.as_str(),
-                    rating: w.rating,
-                    enqueued_at: w.enqueued_at,
-                })
-                .collect();
+            let seekers: Vec<Seeker<'_>> = waiting.iter().map(|w| seeker(w)).collect();
             let flow = self.flow(pool, arm, &waiting);
             let hold = match strategy {
                 Strategy::Volume => Some((&self.hold, &flow)),
@@ -319,6 +352,164 @@ impl MatchingService {
             pairs.extend(found.into_iter().map(|p| (members[p.a], members[p.b])));
         }
         pairs
+    }
+
+    /// Region fallback, first step: the entries of `live` left unpaired
+    /// that may look in other regions — past the policy's fallback wait,
+    /// and with no partner of their own pool among the unpaired (one the
+    /// pool's strategy only held back). Indices into `live`.
+    fn lonely(
+        &self,
+        pool: &PoolRef,
+        live: &[Waiting],
+        pairs: &[(usize, usize)],
+        policy: &PoolPolicy,
+        now: Millis,
+    ) -> Vec<usize> {
+        let Some(after) = policy.fallback_after_ms else {
+            return Vec::new();
+        };
+        if policy.fallback_regions.iter().all(|r| r == pool.key.region) {
+            return Vec::new();
+        }
+        let mut paired = vec![false; live.len()];
+        for &(a, b) in pairs {
+            paired[a] = true;
+            paired[b] = true;
+        }
+        let mut left: Vec<usize> = (0..live.len()).filter(|&i| !paired[i]).collect();
+        left.sort_by_key(|&i| live[i].rating);
+        let arm = self.arms(pool);
+        let window = |i: usize| policy.window(now - live[i].enqueued_at);
+        let meets = |i: usize, j: usize| {
+            live[i].user_id != live[j].user_id
+                && arm(&live[i]) == arm(&live[j])
+                && (live[i].rating - live[j].rating).abs() <= window(i).min(window(j))
+        };
+        (0..left.len())
+            .filter(|&k| now - live[left[k]].enqueued_at >= after)
+            .filter(|&k| {
+                let (i, reach) = (left[k], window(left[k]));
+                let near = |&&j: &&usize| (live[j].rating - live[i].rating).abs() <= reach;
+                let below = left[..k].iter().rev().take_while(near);
+                let above = left[k + 1..].iter().take_while(near);
+                !below.chain(above).any(|&j| meets(i, j))
+            })
+            .map(|k| left[k])
+            .collect()
+    }
+
+    /// Region fallback, second step: per region the policy falls back to,
+    /// its pool's policy and the entries there that would take a partner
+    /// of this pool's region — not expired, with no partner in their own
+    /// pool (by its window), and accepting this region: a `GLOBAL` entry
+    /// accepts every region, any other only by its own pool's fallback.
+    async fn visitors(
+        &self,
+        pool: &PoolRef,
+        now: Millis,
+    ) -> StoreResult<Vec<(Region, PoolPolicy, Vec<Waiting>)>> {
+        let policy = self.live.policy(pool);
+        let mut found = Vec::new();
+        for region in policy.fallback_regions.iter() {
+            if region == pool.key.region {
+                continue;
+            }
+            let there = PoolRef {
+                tenant_id: pool.tenant_id.clone(),
+                key: pool.key.in_region(region),
+            };
+            let theirs = self.live.policy(&there);
+            let waiting: Vec<Waiting> = self
+                .store
+                .waiting(&there)
+                .await?
+                .into_iter()
+                .filter(|w| self.expired(&theirs, w, now).is_none())
+                .collect();
+            let seekers: Vec<Seeker<'_>> = waiting.iter().map(|w| seeker(w)).collect();
+            let mut paired = vec![false; waiting.len()];
+            for p in matcher::find_pairs(&seekers, now, &theirs) {
+                paired[p.a] = true;
+                paired[p.b] = true;
+            }
+            let willing: Vec<Waiting> = waiting
+                .into_iter()
+                .zip(paired)
+                .filter(|(w, paired)| {
+                    !paired
+                        && (region == Region::Global
+                            || theirs.falls_back_to(pool.key.region, now - w.enqueued_at))
+                })
+                .map(|(w, _)| w)
+                .collect();
+            if !willing.is_empty() {
+                found.push((region, theirs, willing));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Region fallback, last step: the longest-waiting lonely entry first,
+    /// each with the closest willing entry of another region within both
+    /// windows (and on the same side of a matcher experiment). Answers
+    /// (index into `live`, (index into `visitors`, index into its entries)).
+    fn cross_pairs(
+        &self,
+        pool: &PoolRef,
+        live: &[Waiting],
+        lonely: &[usize],
+        policy: &PoolPolicy,
+        visitors: &[(Region, PoolPolicy, Vec<Waiting>)],
+        now: Millis,
+    ) -> Vec<(usize, (usize, usize))> {
+        let arm = self.arms(pool);
+        let mut order = lonely.to_vec();
+        order.sort_by_key(|&i| (live[i].enqueued_at, live[i].id));
+        let mut taken: Vec<Vec<bool>> = visitors
+            .iter()
+            .map(|(_, _, w)| vec![false; w.len()])
+            .collect();
+        let mut pairs = Vec::new();
+        for i in order {
+            let u = &live[i];
+            let reach = policy.window(now - u.enqueued_at);
+            let best = visitors
+                .iter()
+                .enumerate()
+                .flat_map(|(v, (_, theirs, entries))| {
+                    entries
+                        .iter()
+                        .enumerate()
+                        .map(move |(j, w)| (v, j, theirs, w))
+                })
+                .filter(|&(v, j, theirs, w)| {
+                    let gap = (u.rating - w.rating).abs();
+                    !taken[v][j]
+                        && w.user_id != u.user_id
+                        && arm(w) == arm(u)
+                        && gap <= reach.min(theirs.window(now - w.enqueued_at))
+                })
+                .min_by_key(|&(_, _, _, w)| ((u.rating - w.rating).abs(), w.enqueued_at));
+            if let Some((v, j, _, _)) = best {
+                taken[v][j] = true;
+                pairs.push((i, (v, j)));
+            }
+        }
+        pairs
+    }
+
+    /// The side of the tenant's matcher experiment an entry is on (`None`
+    /// for everyone when none runs).
+    fn arms(&self, pool: &PoolRef) -> impl Fn(&Waiting) -> Option<Arm> + use<> {
+        let flags = self.live.flags(&pool.tenant_id);
+        let tenant = pool.tenant_id.clone();
+        move |w: &Waiting| {
+            flags
+                .matcher_experiment
+                .as_ref()
+                .map(|e| e.arm(&tenant, &w.user_id))
+        }
     }
 
     /// Why `w` must leave the pool before pairing, if it must: past the
@@ -417,7 +608,7 @@ impl MatchingService {
     async fn commit_round(
         &self,
         pool: &PoolRef,
-        pairs: &[(&Waiting, &Waiting)],
+        pairs: &[(Side<'_>, Side<'_>)],
         now: Millis,
     ) -> StoreResult<(usize, usize)> {
         let span = crate::traced_span!("commit", pool = %pool.key, pairs = pairs.len());
@@ -427,26 +618,22 @@ impl MatchingService {
     async fn commit_pairs(
         &self,
         pool: &PoolRef,
-        pairs: &[(&Waiting, &Waiting)],
+        pairs: &[(Side<'_>, Side<'_>)],
         now: Millis,
     ) -> StoreResult<(usize, usize)> {
         let colored = self.assign_colors(pool, pairs).await?;
-        let reservations: Vec<Reservation> = colored
+        let intents: Vec<MatchIntent> = colored
             .iter()
-            .map(|(white, black)| Reservation::new(white.id, black.id))
+            .map(|&(white, black)| self.intent(pool, white, black, now))
             .collect();
-        let granted = self
-            .store
-            .reserve(pool, &reservations, now + self.limits.reservation_ms, now)
-            .await?;
-        let pending: Vec<Pending<'_>> = reservations
+        let granted = self.reserve(pool, &intents, now).await?;
+        let pending: Vec<Pending<'_>> = intents
             .into_iter()
             .zip(colored)
             .zip(granted)
             .filter(|(_, ok)| *ok)
-            .map(|((reservation, (white, black)), _)| Pending {
-                intent: self.intent(pool, &reservation, white, black, now),
-                reservation,
+            .map(|((intent, ((white, _), (black, _))), _)| Pending {
+                intent,
                 white,
                 black,
             })
@@ -484,6 +671,78 @@ impl MatchingService {
             }
         }
         Ok((outcome.records.len(), outcome.put_back))
+    }
+
+    /// Reserves the entries of each match (white first, so a recoverer
+    /// knows the colors too); answers one flag per match. The matches of
+    /// the pool go in one call. A match across regions reserves its two
+    /// entries one pool after the other, and lets go of the first when
+    /// the second is gone (a worker that dies in between
+    /// leaves a reservation past its deadline, which recovery releases).
+    async fn reserve(
+        &self,
+        pool: &PoolRef,
+        intents: &[MatchIntent],
+        now: Millis,
+    ) -> StoreResult<Vec<bool>> {
+        let until = now + self.limits.reservation_ms;
+        let holds: Vec<Vec<(PoolRef, Reservation)>> = intents.iter().map(held).collect();
+        let local: Vec<Reservation> = holds
+            .iter()
+            .filter(|h| h.len() == 1)
+            .map(|h| h[0].1.clone())
+            .collect();
+        let mut local_granted = self
+            .store
+            .reserve(pool, &local, until, now)
+            .await?
+            .into_iter();
+        let mut granted = Vec::with_capacity(intents.len());
+        for (intent, hold) in intents.iter().zip(&holds) {
+            if hold.len() == 1 {
+                granted.push(local_granted.next().unwrap_or(false));
+                continue;
+            }
+            // In one order for every worker (by pool): two passes racing
+            // for one pair both ask for the same entry first, and one of
+            // them gets the pair.
+            let mut hold = hold.clone();
+            hold.sort_by_key(|(pool, _)| pool.key);
+            let mut ok = true;
+            for (i, (side_pool, r)) in hold.iter().enumerate() {
+                let got = self
+                    .store
+                    .reserve(side_pool, std::slice::from_ref(r), until, now)
+                    .await?
+                    .first()
+                    .copied()
+                    .unwrap_or(false);
+                if !got {
+                    for (first_pool, first) in &hold[..i] {
+                        self.store
+                            .release(first_pool, std::slice::from_ref(first), now)
+                            .await?;
+                    }
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                tracing::info!(match_id = %intent.match_id, "reserved a pair across regions");
+            }
+            granted.push(ok);
+        }
+        Ok(granted)
+    }
+
+    /// Puts a match's reserved entries back to searching, each in its pool.
+    async fn release(&self, intent: &MatchIntent, now: Millis) -> StoreResult<()> {
+        for (pool, r) in held(intent) {
+            self.store
+                .release(&pool, std::slice::from_ref(&r), now)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The games of every pair, if the creator knows their ids in advance.
@@ -591,9 +850,7 @@ impl MatchingService {
                 Err(GameCreationError::Refused(_)) => {
                     // The service says no game exists: both go back.
                     if self.durable.drop_intent(&p.intent.match_id, &owner).await? {
-                        self.store
-                            .release(pool, std::slice::from_ref(&p.reservation), self.clock.now())
-                            .await?;
+                        self.release(&p.intent, self.clock.now()).await?;
                         outcome.put_back += 1;
                     }
                 }
@@ -627,18 +884,22 @@ impl MatchingService {
     /// matched while their game runs).
     async fn refuse(&self, pool: &PoolRef, p: &Pending<'_>, busy: &[UserId]) -> StoreResult<()> {
         let now = self.clock.now();
-        self.store
-            .release(pool, std::slice::from_ref(&p.reservation), now)
-            .await?;
-        let entries: Vec<_> = [p.white, p.black]
-            .into_iter()
-            .filter(|w| busy.contains(&w.user_id))
-            .map(|w| w.id)
-            .collect();
-        let cancelled = self
-            .store
-            .cancel_entries(pool, &entries, EndReason::ActiveGame, now)
-            .await?;
+        self.release(&p.intent, now).await?;
+        let mut cancelled = Vec::new();
+        for side in [&p.intent.white, &p.intent.black] {
+            let Some(id) = side.entry_id.filter(|_| busy.contains(&side.user_id)) else {
+                continue;
+            };
+            let side_pool = PoolRef {
+                tenant_id: pool.tenant_id.clone(),
+                key: side.pool_in(pool.key),
+            };
+            cancelled.extend(
+                self.store
+                    .cancel_entries(&side_pool, &[id], EndReason::ActiveGame, now)
+                    .await?,
+            );
+        }
         for e in &cancelled {
             tracing::warn!(
                 event = "entry_cancelled",
@@ -664,11 +925,7 @@ impl MatchingService {
             let traces = tokio::try_join!(self.durable.match_by_id(id), self.durable.intent(id));
             match traces {
                 Ok((None, None)) => {
-                    if let Err(e) = self
-                        .store
-                        .release(pool, std::slice::from_ref(&p.reservation), self.clock.now())
-                        .await
-                    {
+                    if let Err(e) = self.release(&p.intent, self.clock.now()).await {
                         tracing::warn!(error = %e, match_id = %id, "putting a pair back failed; recovery will");
                     }
                 }
@@ -686,11 +943,11 @@ impl MatchingService {
     async fn assign_colors<'a>(
         &self,
         pool: &PoolRef,
-        pairs: &[(&'a Waiting, &'a Waiting)],
-    ) -> StoreResult<Vec<(&'a Waiting, &'a Waiting)>> {
+        pairs: &[(Side<'a>, Side<'a>)],
+    ) -> StoreResult<Vec<(Side<'a>, Side<'a>)>> {
         let users: Vec<UserId> = pairs
             .iter()
-            .flat_map(|(a, b)| [a.user_id.clone(), b.user_id.clone()])
+            .flat_map(|(a, b)| [a.0.user_id.clone(), b.0.user_id.clone()])
             .collect();
         let balances: HashMap<UserId, i32> =
             self.durable.color_balances(&pool.tenant_id, &users).await?;
@@ -698,31 +955,25 @@ impl MatchingService {
         Ok(pairs
             .iter()
             .map(|&(a, b)| {
-                let ba = balances.get(&a.user_id).copied().unwrap_or(0);
-                let bb = balances.get(&b.user_id).copied().unwrap_or(0);
+                let ba = balances.get(&a.0.user_id).copied().unwrap_or(0);
+                let bb = balances.get(&b.0.user_id).copied().unwrap_or(0);
                 let a_white = ba < bb || (ba == bb && rng.random_bool(0.5));
                 if a_white { (a, b) } else { (b, a) }
             })
             .collect())
     }
 
-    /// The match of a reserved pair, before its game.
-    fn intent(
-        &self,
-        pool: &PoolRef,
-        reservation: &Reservation,
-        white: &Waiting,
-        black: &Waiting,
-        now: Millis,
-    ) -> MatchIntent {
-        let side = |w: &Waiting| MatchSide {
+    /// The match of a pair, before its game (a new match id).
+    fn intent(&self, pool: &PoolRef, white: Side<'_>, black: Side<'_>, now: Millis) -> MatchIntent {
+        let side = |(w, region): Side<'_>| MatchSide {
             user_id: w.user_id.clone(),
             username: w.username.clone(),
             rating: w.rating,
             entry_id: Some(w.id),
+            region,
         };
         MatchIntent {
-            match_id: reservation.match_id,
+            match_id: crate::domain::MatchId::generate(),
             tenant_id: pool.tenant_id.clone(),
             white: side(white),
             black: side(black),
@@ -867,10 +1118,6 @@ impl MatchingService {
     /// match id; answers whether the intent is settled.
     pub async fn finish_intent(&self, intent: &MatchIntent, owner: &str) -> StoreResult<bool> {
         let game = NewGame::of(intent, None);
-        let pool = PoolRef {
-            tenant_id: intent.tenant_id.clone(),
-            key: intent.pool,
-        };
         match self.games.create_game(&game).await {
             Ok(game_id) => {
                 tracing::warn!(match_id = %intent.match_id, game_id = %game_id, "finishing a match whose game was being created");
@@ -891,16 +1138,7 @@ impl MatchingService {
             Err(GameCreationError::Refused(reason)) => {
                 tracing::warn!(match_id = %intent.match_id, reason, "the game service refused a match left half-done; both players go back");
                 if self.durable.drop_intent(&intent.match_id, owner).await? {
-                    if let (Some(a), Some(b)) = (intent.white.entry_id, intent.black.entry_id) {
-                        let reservation = Reservation {
-                            match_id: intent.match_id,
-                            a,
-                            b,
-                        };
-                        self.store
-                            .release(&pool, &[reservation], self.clock.now())
-                            .await?;
-                    }
+                    self.release(intent, self.clock.now()).await?;
                     self.guards.drop_hold(intent).await?;
                 }
                 Ok(true)
@@ -911,6 +1149,15 @@ impl MatchingService {
                 Ok(false)
             }
         }
+    }
+}
+
+/// An entry as the matcher sees it.
+fn seeker(w: &Waiting) -> Seeker<'_> {
+    Seeker {
+        user: w.user_id.as_str(),
+        rating: w.rating,
+        enqueued_at: w.enqueued_at,
     }
 }
 

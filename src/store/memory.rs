@@ -605,9 +605,14 @@ impl PairingStore for MemoryQueueStore {
                     .get(id)
                     .is_some_and(|e| e.status == EntryStatus::Searching && e.in_pool(pool))
             };
-            let ok = r.a != r.b && searching(&r.a) && searching(&r.b);
+            let ok = searching(&r.a) && searching(&r.b);
             if ok {
-                for id in [&r.a, &r.b] {
+                let ids = if r.a == r.b {
+                    vec![&r.a]
+                } else {
+                    vec![&r.a, &r.b]
+                };
+                for &id in &ids {
                     inner.unlist(id);
                     let entry = inner.entries.get_mut(id).expect("checked above");
                     entry.status = EntryStatus::Reserved;
@@ -617,7 +622,7 @@ impl PairingStore for MemoryQueueStore {
                     entry.updated_at = now;
                     inner.set_reserved(id, true);
                 }
-                inner.pool(pool).reserved += 2;
+                inner.pool(pool).reserved += ids.len();
             }
             answers.push(ok);
         }
@@ -632,11 +637,9 @@ impl PairingStore for MemoryQueueStore {
     ) -> StoreResult<()> {
         let mut inner = self.lock();
         for record in records {
-            let pool = PoolRef {
-                tenant_id: record.tenant_id.clone(),
-                key: record.pool,
-            };
-            let mut matched_here = false;
+            // The pools where an entry of the match was matched now (two
+            // for a match across regions).
+            let mut matched_in: Vec<PoolRef> = Vec::with_capacity(2);
             for me in [&record.white, &record.black] {
                 let guard = record
                     .guard_for(&me.user_id, guard_until)
@@ -658,7 +661,7 @@ impl PairingStore for MemoryQueueStore {
                 let outcome = entry.outcome_mut();
                 outcome.game_id = Some(record.game_id.clone());
                 outcome.opponent = Some(opponent);
-                let wait = now - entry.enqueued_at;
+                let (wait, pool) = (now - entry.enqueued_at, entry.pool_ref());
                 inner.finish(entry_id, EntryStatus::Matched, None, now);
                 // Matched when the match was made, as its record says.
                 if let Some(e) = inner.entries.get_mut(entry_id) {
@@ -669,9 +672,11 @@ impl PairingStore for MemoryQueueStore {
                 p.reserved = p.reserved.saturating_sub(1);
                 p.recent_waits.push_front(wait.max(0));
                 p.recent_waits.truncate(RECENT_WAITS);
-                matched_here = true;
+                if !matched_in.contains(&pool) {
+                    matched_in.push(pool);
+                }
             }
-            if matched_here {
+            for pool in matched_in {
                 let p = inner.pool(&pool);
                 p.count(now, 1, 0);
                 p.recent_gaps

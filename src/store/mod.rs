@@ -280,14 +280,16 @@ pub struct StaleReservation {
 }
 
 impl StaleReservation {
-    /// Pairs reserved entries found past their deadline by match, in any
-    /// order. A match met with one entry only (its partner is gone) holds
-    /// that entry on both sides: releasing it releases the one there is.
+    /// Pairs reserved entries found past their deadline by pool and match,
+    /// in any order. A match met with one entry only in a pool (its
+    /// partner is gone, or waited in another region's pool: a region
+    /// fallback match reserves one entry in each) holds that entry on both
+    /// sides: releasing it releases the one there is.
     pub fn pair_up(found: impl IntoIterator<Item = (PoolRef, MatchId, QueueEntryId)>) -> Vec<Self> {
-        let mut by_match: HashMap<MatchId, Self> = HashMap::new();
+        let mut by_match: HashMap<(PoolRef, MatchId), Self> = HashMap::new();
         for (pool, match_id, id) in found {
             by_match
-                .entry(match_id)
+                .entry((pool.clone(), match_id))
                 .and_modify(|s| s.reservation.b = id)
                 .or_insert_with(|| Self {
                     pool,
@@ -402,7 +404,9 @@ pub trait PairingStore: Send + Sync + 'static {
 
     /// Reserves each pair only if both entries are still searching; answers
     /// one flag per reservation. Reserved entries cannot be cancelled,
-    /// timed out or reserved again until committed or released.
+    /// timed out or reserved again until committed or released. A
+    /// reservation whose `a` and `b` are one entry reserves that entry
+    /// alone (one side of a match across two pools).
     async fn reserve(
         &self,
         pool: &PoolRef,
@@ -412,8 +416,11 @@ pub trait PairingStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<bool>>;
 
     /// Marks the reserved entries of each record `MATCHED` with its game and
-    /// opponent, and sets both players' active-game guard until `guard_until`.
-    /// Players of records without entries (challenges) get the guard only.
+    /// opponent, each in the pool it waited in ([`MatchSide::pool_in`]), and
+    /// sets both players' active-game guard until `guard_until`. Players of
+    /// records without entries (challenges) get the guard only.
+    ///
+    /// [`MatchSide::pool_in`]: crate::domain::MatchSide::pool_in
     async fn commit(
         &self,
         records: &[MatchRecord],

@@ -15,7 +15,7 @@ macro_rules! intent_columns {
         "match_id, tenant_id, \
          white_user_id, white_username, white_rating, white_entry_id, \
          black_user_id, black_username, black_rating, black_entry_id, \
-         pool_key, source, created_at"
+         pool_key, source, created_at, white_region, black_region"
     };
 }
 
@@ -63,6 +63,8 @@ pub struct IntentRow {
     pool_key: String,
     source: String,
     created_at: i64,
+    white_region: Option<String>,
+    black_region: Option<String>,
 }
 
 /// A row of `match_records` ([`MATCH_COLUMNS`]).
@@ -79,8 +81,12 @@ fn side(
     username: Option<&str>,
     rating: i32,
     entry: Option<&str>,
+    region: Option<&str>,
 ) -> StoreResult<MatchSide> {
     Ok(MatchSide {
+        region: region
+            .map(|r| r.parse().map_err(|_| corrupt("match_records.region")))
+            .transpose()?,
         user_id: UserId::parse(user).map_err(|_| corrupt("match_records.user_id"))?,
         username: username.and_then(Username::sanitize),
         rating,
@@ -103,12 +109,14 @@ impl TryFrom<IntentRow> for MatchIntent {
                 r.white_username.as_deref(),
                 r.white_rating,
                 r.white_entry_id.as_deref(),
+                r.white_region.as_deref(),
             )?,
             black: side(
                 &r.black_user_id,
                 r.black_username.as_deref(),
                 r.black_rating,
                 r.black_entry_id.as_deref(),
+                r.black_region.as_deref(),
             )?,
             pool: r
                 .pool_key

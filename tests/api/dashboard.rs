@@ -295,6 +295,9 @@ async fn the_dashboard_shows_live_figures_and_edits_a_policy_and_the_flags() {
         "100"
     );
     page.type_into("policy-initial_rating_window", "250").await;
+    page.type_into("policy-region_fallback_seconds", "30").await;
+    page.type_into("policy-region_fallback_regions", "EU, NA")
+        .await;
     page.click("#policy-save").await;
     page.wait_for(
         "document.getElementById('policy-status').textContent.startsWith('Saved')",
@@ -307,9 +310,14 @@ async fn the_dashboard_shows_live_figures_and_edits_a_policy_and_the_flags() {
         .json()
         .await
         .unwrap();
+    // Only what was changed is set; the regions in their canonical order.
     assert_eq!(
         policy["policy"],
-        json!({ "initial_rating_window": 250 }),
+        json!({
+            "initial_rating_window": 250,
+            "region_fallback_seconds": 30.0,
+            "region_fallback_regions": ["NA", "EU"],
+        }),
         "{policy}"
     );
 

@@ -184,3 +184,81 @@ async fn a_policy_set_through_one_node_is_in_force_on_another_within_2_s() {
         .unwrap();
     assert_eq!(seen["effective"]["initial_rating_window"], 250);
 }
+
+/// Region fallback set through the admin API of `node`: alice (EU) and
+/// bob (NA) are matched to each other once both have waited its 2 s, not
+/// before; `joins` takes the joins.
+async fn regions_fall_back(node: &TestApp, joins: &TestApp) {
+    for (body, field) in [
+        (
+            json!({ "region_fallback_regions": ["EU", "MARS"] }),
+            "region_fallback_regions",
+        ),
+        (
+            json!({ "region_fallback_regions": "EU" }),
+            "region_fallback_regions",
+        ),
+        (
+            json!({ "region_fallback_seconds": -1 }),
+            "region_fallback_seconds",
+        ),
+    ] {
+        let r = send(node, reqwest::Method::PUT, "t1", Some(body.clone())).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        let v: Value = r.json().await.unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    let r = send(
+        node,
+        reqwest::Method::PUT,
+        "t1",
+        Some(json!({ "region_fallback_seconds": 2, "region_fallback_regions": ["NA", "EU"] })),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let set: Value = r.json().await.unwrap();
+    assert_eq!(set["effective"]["region_fallback_seconds"], 2.0);
+    assert_eq!(
+        set["effective"]["region_fallback_regions"],
+        json!(["NA", "EU"])
+    );
+    // Let the change reach every node (within 2 s) before anyone joins.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let (a, b) = (joins.token("alice"), joins.token("bob"));
+    let in_region =
+        |region: &str| json!({ "time_control": "5+0", "mode": "rated", "region": region });
+    let joined = Instant::now();
+    let ia = joins.join_ok(&a, &in_region("EU")).await;
+    let ib = joins.join_ok(&b, &in_region("NA")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(joins.status_json(&a, &ia).await["status"], "SEARCHING");
+    assert_eq!(joins.status_json(&b, &ib).await["status"], "SEARCHING");
+    matched_within(joins, &a, &ia, Duration::from_secs(10)).await;
+    assert!(joined.elapsed() >= Duration::from_secs(2));
+    let (sa, sb) = (
+        joins.status_json(&a, &ia).await,
+        joins.status_json(&b, &ib).await,
+    );
+    assert_eq!(sb["status"], "MATCHED");
+    assert_eq!(sa["game_id"], sb["game_id"]);
+    assert_eq!(sa["opponent"]["user_id"], "bob");
+    // Each is in that one game: a new join is refused.
+    let again = joins.join(&b, &in_region("NA")).await;
+    assert_eq!(error_code(again).await, "ACTIVE_GAME_EXISTS");
+}
+
+#[tokio::test]
+async fn region_fallback_set_through_the_api_matches_across_regions_after_its_wait() {
+    let app = spawn_app().await;
+    regions_fall_back(&app, &app).await;
+}
+
+#[tokio::test]
+async fn region_fallback_matches_across_regions_on_redis_and_postgres() {
+    let Some(backends) = Backends::create().await else {
+        return;
+    };
+    let (node_a, node_b) = backends.spawn_config_pair().await;
+    regions_fall_back(&node_a, &node_b).await;
+}

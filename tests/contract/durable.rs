@@ -16,6 +16,7 @@ fn record(white: &str, black: &str, at: i64) -> MatchRecord {
         username: matchmaking_api::domain::Username::sanitize(&format!("{u} name")),
         rating: r,
         entry_id: Some(QueueEntryId::generate()),
+        region: None,
     };
     MatchRecord {
         game_id: GameId::for_match(&m),
@@ -503,7 +504,10 @@ pub async fn a_claim_lapses_after_the_guard_time(store: &dyn DurableStore) {
 }
 
 pub async fn an_intent_claims_its_players_until_its_record_replaces_it(store: &dyn DurableStore) {
-    let r = record("alice", "bob", T0);
+    // bob waited in another region's pool (a region fallback match): the
+    // intent and the record keep where, for recovery to find his entry.
+    let mut r = record("alice", "bob", T0);
+    r.black.region = Some("EU".parse().unwrap());
     let intent = r.intent();
     assert_eq!(
         store

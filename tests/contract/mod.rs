@@ -88,6 +88,7 @@ macro_rules! queue_cases {
                 time_out_changes_only_searching_entries,
                 cancel_entries_ends_only_searching_entries,
                 stale_reservations_are_found_after_their_deadline,
+                a_match_across_two_pools_is_reserved_committed_and_released_in_each,
             ]
             guards [
                 the_guard_lapses_at_its_deadline,

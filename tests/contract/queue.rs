@@ -48,6 +48,7 @@ fn record(
         username: None,
         rating: e.rating,
         entry_id: Some(e.id),
+        region: None,
     };
     MatchRecord {
         match_id: *m,
@@ -506,6 +507,147 @@ pub async fn stale_reservations_are_found_after_their_deadline(store: &dyn Queue
     want.sort();
     assert_eq!(ids, want);
     assert_eq!(stale[0].pool, pool_ref("t1"));
+}
+
+/// A match across two regions (region fallback): one entry reserved alone
+/// in each pool, committed each in its own pool by one commit, found stale
+/// per pool, and released per pool.
+pub async fn a_match_across_two_pools_is_reserved_committed_and_released_in_each(
+    store: &dyn QueueStore,
+) {
+    open(store).await;
+    const EU: &str = "standard_5+0_rated_EU";
+    const NA: &str = "standard_5+0_rated_NA";
+    let in_pool = |key: &str| PoolRef {
+        tenant_id: tenant("t1"),
+        key: super::pool(key),
+    };
+    let join = |u: &str, key: &str, rating: i32| {
+        let e = entry("t1", u, key, rating, T0);
+        async move {
+            assert_eq!(
+                store.join(e.clone(), T0).await.unwrap(),
+                JoinOutcome::Created(e.clone())
+            );
+            e
+        }
+    };
+    let a = join("alice", EU, 1500).await;
+    let b = join("bob", NA, 1520).await;
+    let one = |e: &matchmaking_api::domain::QueueEntry, m: MatchId| Reservation {
+        match_id: m,
+        a: e.id,
+        b: e.id,
+    };
+    // An entry is reserved only in its own pool.
+    let m = MatchId::generate();
+    let wrong = store
+        .reserve(&in_pool(NA), &[one(&a, m)], T0 + 30_000, T0 + 1_000)
+        .await
+        .unwrap();
+    assert_eq!(wrong, vec![false]);
+    for (key, e) in [(EU, &a), (NA, &b)] {
+        let ok = store
+            .reserve(&in_pool(key), &[one(e, m)], T0 + 30_000, T0 + 1_000)
+            .await
+            .unwrap();
+        assert_eq!(ok, vec![true], "{key}");
+    }
+    // Reserved alone, each is reserved all the same: not cancellable, not
+    // reservable again.
+    assert_eq!(
+        store
+            .cancel(&tenant("t1"), &user("bob"), &b.id, T0 + 2_000)
+            .await
+            .unwrap(),
+        CancelOutcome::CannotCancel
+    );
+    let again = store
+        .reserve(
+            &in_pool(NA),
+            &[one(&b, MatchId::generate())],
+            T0 + 30_000,
+            T0 + 2_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, vec![false]);
+    // Found stale once per pool, each holding its one entry.
+    let mut stale: Vec<(String, _, _)> = store
+        .stale_reservations(T0 + 30_001)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.pool.key.to_string(), s.reservation.a, s.reservation.b))
+        .collect();
+    stale.sort();
+    assert_eq!(
+        stale,
+        vec![(EU.to_owned(), a.id, a.id), (NA.to_owned(), b.id, b.id)]
+    );
+    // Committed by one record of the EU pool whose black side waited in NA.
+    let mut rec = record(&a, &b, &m);
+    rec.black.region = Some("NA".parse().unwrap());
+    store
+        .commit(std::slice::from_ref(&rec), T0 + 3_600_000, T0 + 5_000)
+        .await
+        .unwrap();
+    for (u, e, other) in [("alice", &a, "bob"), ("bob", &b, "alice")] {
+        let got = store
+            .status(&tenant("t1"), &user(u), &e.id, T0 + 6_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.status, EntryStatus::Matched, "{u}");
+        assert_eq!(got.game_id.as_ref(), Some(&rec.game_id), "{u}");
+        assert_eq!(got.opponent.unwrap().user_id, user(other));
+        assert!(
+            store
+                .user_entry(&tenant("t1"), &user(u))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let rejoin = entry("t1", u, EU, 1500, T0 + 7_000);
+        assert!(matches!(
+            store.join(rejoin, T0 + 7_000).await.unwrap(),
+            JoinOutcome::ActiveGame(_)
+        ));
+    }
+    for key in [EU, NA] {
+        let stats = store.pool_stats(&in_pool(key), T0).await.unwrap();
+        assert_eq!(stats.recent_waits.len(), 1, "{key}: its own player");
+        assert_eq!(stats.matches, 1, "{key}");
+    }
+    assert!(
+        store
+            .stale_reservations(T0 + 60_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A second pair, released per pool (a refusal, or recovery): both
+    // search again in their own pools.
+    let c = join("carol", EU, 1500).await;
+    let d = join("dave", NA, 1500).await;
+    let m = MatchId::generate();
+    for (key, e) in [(EU, &c), (NA, &d)] {
+        let ok = store
+            .reserve(&in_pool(key), &[one(e, m)], T0 + 30_000, T0 + 1_000)
+            .await
+            .unwrap();
+        assert_eq!(ok, vec![true]);
+    }
+    for (key, e) in [(EU, &c), (NA, &d)] {
+        store
+            .release(&in_pool(key), &[one(e, m)], T0 + 2_000)
+            .await
+            .unwrap();
+        let waiting = store.waiting(&in_pool(key)).await.unwrap();
+        assert_eq!(waiting.len(), 1, "{key}");
+        assert_eq!(waiting[0].id, e.id);
+    }
 }
 
 pub async fn purge_forgets_old_finished_entries_only(store: &dyn QueueStore) {

@@ -133,7 +133,17 @@
   }
 
   const POLICY_FIELDS = ["initial_rating_window", "rating_window_widening_interval",
-    "rating_window_widening_amount", "max_rating_gap", "max_queue_time_seconds"];
+    "rating_window_widening_amount", "max_rating_gap", "max_queue_time_seconds",
+    "region_fallback_seconds", "region_fallback_regions"];
+
+  // A policy field as its input shows it, and as the API takes it (a list
+  // of regions is written comma-separated; an empty number is unset).
+  const shown = (v) => Array.isArray(v) ? v.join(",") : (v ?? "");
+  function policyValue(f) {
+    const raw = $("policy-" + f).value.trim();
+    if (f === "region_fallback_regions") return raw.split(",").map((r) => r.trim()).filter(Boolean);
+    return raw === "" ? undefined : Number(raw);
+  }
 
   function choosePool(tenant, pool) {
     $("policy-tenant").value = tenant;
@@ -146,7 +156,7 @@
     "/" + encodeURIComponent($("policy-pool").value.trim());
 
   function showPolicy(scope, note) {
-    for (const f of POLICY_FIELDS) $("policy-" + f).value = scope.effective[f];
+    for (const f of POLICY_FIELDS) $("policy-" + f).value = shown(scope.effective[f]);
     $("policy-form").hidden = false;
     $("policy-save").hidden = false;
     $("policy-drop").hidden = !scope.policy;
@@ -166,8 +176,10 @@
     const current = await api("GET", policyPath()).catch(() => null);
     const body = {};
     for (const f of POLICY_FIELDS) {
-      const value = Number($("policy-" + f).value);
-      if (!current || current.effective[f] !== value || (current.policy && f in current.policy)) body[f] = value;
+      const value = policyValue(f);
+      if (value === undefined) continue;
+      const same = current && JSON.stringify(current.effective[f]) === JSON.stringify(value);
+      if (!same || (current.policy && f in current.policy)) body[f] = value;
     }
     if (Object.keys(body).length === 0) {
       $("policy-status").textContent = "Nothing changed.";

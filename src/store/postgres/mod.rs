@@ -40,13 +40,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const INTENT_ARRAYS: &str = "$1::text[], $2::text[], \
     $3::text[], $4::text[], $5::int4[], $6::text[], \
     $7::text[], $8::text[], $9::int4[], $10::text[], \
-    $11::text[], $12::text[], $13::int8[]";
+    $11::text[], $12::text[], $13::int8[], $14::text[], $15::text[]";
 
-/// Records of games that exist ($1-$13 shared columns, $14 game ids, $15
+/// Records of games that exist ($1-$15 shared columns, $16 game ids, $17
 /// finished), the color balances and claims of their players (one row
 /// write each: the claim lives in the `players` row) for the records
-/// inserted now (never twice), the end of their intents ($16) and the
-/// audit ($17-$21), in one statement. Players are written in key order
+/// inserted now (never twice), the end of their intents ($18) and the
+/// audit ($19-$23), in one statement. Players are written in key order
 /// (concurrent statements lock rows in the same order, so they cannot
 /// deadlock); a player is in one record of a call at most (the claims were
 /// decided first).
@@ -55,7 +55,7 @@ static INSERT_RECORDS: LazyLock<String> = LazyLock::new(|| {
         "
 WITH m AS (
     INSERT INTO match_records ({MATCH_COLUMNS})
-    SELECT * FROM UNNEST({INTENT_ARRAYS}, $14::text[], $15::int8[])
+    SELECT * FROM UNNEST({INTENT_ARRAYS}, $16::text[], $17::int8[])
     ON CONFLICT (match_id) DO NOTHING
     RETURNING match_id, tenant_id, white_user_id, black_user_id, created_at
 ), moves AS (
@@ -69,27 +69,27 @@ WITH m AS (
     SET color_balance = players.color_balance + excluded.color_balance,
         active_match_id = excluded.active_match_id, active_since = excluded.active_since
 ), done AS (
-    DELETE FROM match_intents WHERE match_id = ANY($16::text[])
+    DELETE FROM match_intents WHERE match_id = ANY($18::text[])
 ), audit AS (
     INSERT INTO audit_events (at, tenant_id, kind, subject, detail)
-    SELECT * FROM UNNEST($17::int8[], $18::text[], $19::text[], $20::text[], $21::text[])
+    SELECT * FROM UNNEST($19::int8[], $20::text[], $21::text[], $22::text[], $23::text[])
 )
 SELECT 1"
     )
 });
 
-/// Intents ($1-$13, owner $14, attempt ms $15) and the claims on their
-/// players ($16 tenants, $17 players, $18 matches, $19 since; in key order).
+/// Intents ($1-$15, owner $16, attempt ms $17) and the claims on their
+/// players ($18 tenants, $19 players, $20 matches, $21 since; in key order).
 static INSERT_INTENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "
 WITH i AS (
     INSERT INTO match_intents ({INTENT_COLUMNS}, owner, attempt_until)
-    SELECT u.*, $14::text, {CHANGED_NOW} + $15::int8 FROM UNNEST({INTENT_ARRAYS}) AS u
+    SELECT u.*, $16::text, {CHANGED_NOW} + $17::int8 FROM UNNEST({INTENT_ARRAYS}) AS u
     ON CONFLICT (match_id) DO NOTHING
 ), claims AS (
     INSERT INTO players (tenant_id, user_id, active_match_id, active_since)
-    SELECT * FROM UNNEST($16::text[], $17::text[], $18::text[], $19::int8[]) ORDER BY 1, 2
+    SELECT * FROM UNNEST($18::text[], $19::text[], $20::text[], $21::int8[]) ORDER BY 1, 2
     ON CONFLICT (tenant_id, user_id) DO UPDATE
     SET active_match_id = excluded.active_match_id, active_since = excluded.active_since
 )
@@ -131,9 +131,11 @@ fn bind_matches<'q>(
         .bind(text(&|m| m.pool.to_string()))
         .bind(text(&|m| m.source.as_str().to_owned()))
         .bind(ms.iter().map(|m| m.created_at).collect::<Vec<_>>())
+        .bind(opt(&|m| m.white.region.map(|r| r.as_str().to_owned())))
+        .bind(opt(&|m| m.black.region.map(|r| r.as_str().to_owned())))
 }
 
-/// The claims of matches stored now, bound as arrays ($16-$19).
+/// The claims of matches stored now, bound as arrays ($18-$21).
 fn bind_claims<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ms: &[&MatchIntent],

@@ -280,20 +280,29 @@ const PAIRS_PER_CALL: usize = 200;
 fn by_pool(records: &[MatchRecord]) -> Vec<(PoolRef, Vec<&MatchRecord>)> {
     let mut groups: Vec<(PoolRef, Vec<&MatchRecord>)> = Vec::new();
     for r in records {
-        let full = |g: &Vec<&MatchRecord>| g.len() >= PAIRS_PER_CALL;
-        match groups
-            .iter_mut()
-            .rev()
-            .find(|(p, g)| p.tenant_id == r.tenant_id && p.key == r.pool && !full(g))
-        {
-            Some((_, g)) => g.push(r),
-            None => groups.push((
-                PoolRef {
-                    tenant_id: r.tenant_id.clone(),
-                    key: r.pool,
-                },
-                vec![r],
-            )),
+        // Each pool an entry of the match waited in (two for a match
+        // across regions, whose commit script in each pool finds the entry
+        // that is there); a challenge's match has none but its own.
+        let mut pools = vec![r.white.pool_in(r.pool)];
+        if r.black.pool_in(r.pool) != pools[0] {
+            pools.push(r.black.pool_in(r.pool));
+        }
+        for key in pools {
+            let full = |g: &Vec<&MatchRecord>| g.len() >= PAIRS_PER_CALL;
+            match groups
+                .iter_mut()
+                .rev()
+                .find(|(p, g)| p.tenant_id == r.tenant_id && p.key == key && !full(g))
+            {
+                Some((_, g)) => g.push(r),
+                None => groups.push((
+                    PoolRef {
+                        tenant_id: r.tenant_id.clone(),
+                        key,
+                    },
+                    vec![r],
+                )),
+            }
         }
     }
     groups
@@ -1174,7 +1183,7 @@ impl RedisQueueStore {
         let user = self.keys.user(&record.tenant_id, &side.user_id);
         let cur = side
             .entry_id
-            .map(|id| Self::cur_value(&record.pool, &id))
+            .map(|id| Self::cur_value(&side.pool_in(record.pool), &id))
             .unwrap_or_default();
         inv.key(user.game())
             .key(user.current())

@@ -181,8 +181,10 @@ for i = 4, #ARGV, 3 do
   local a, b, m = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local sa = redis.call('HGET', ARGV[1] .. a, 'status')
   local sb = redis.call('HGET', ARGV[1] .. b, 'status')
-  if a ~= b and sa == 'SEARCHING' and sb == 'SEARCHING' then
-    for _, id in ipairs({a, b}) do
+  if sa == 'SEARCHING' and sb == 'SEARCHING' then
+    local both = {a, b}
+    if a == b then both = {a} end
+    for _, id in ipairs(both) do
       redis.call('HSET', ARGV[1] .. id, 'status', 'RESERVED', 'match_id', m, 'reserved_until', ARGV[2], 'updated_at', ARGV[3])
       ids[#ids + 1] = id
       scored[#scored + 1] = ARGV[2]

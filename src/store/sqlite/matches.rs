@@ -317,6 +317,9 @@ fn push_match(
     b.push_bind(pool.to_string())
         .push_bind(source.as_str())
         .push_bind(created_at);
+    for side in sides {
+        b.push_bind(side.region.map(|r| r.as_str()));
+    }
 }
 
 fn push_intents(
