@@ -172,9 +172,23 @@ pub async fn queues_summary(
         .transpose()?;
     let now = crate::domain::now_millis();
     let queues = summary::summary(&*state.queue_store, tenant.as_ref(), now).await?;
+    let mut tenants: Vec<TenantId> = queues
+        .iter()
+        .filter_map(|q| TenantId::parse(&q.tenant_id).ok())
+        .chain(tenant)
+        .collect();
+    tenants.sort();
+    tenants.dedup();
+    let mut experiments = Vec::new();
+    for t in &tenants {
+        if let Some(experiment) = &state.live.flags(t).matcher_experiment {
+            experiments.extend(summary::arms(&*state.durable, t, experiment, now).await?);
+        }
+    }
     Ok(Json(openapi::QueueSummary {
         timestamp: crate::domain::rfc3339(now),
         queues,
+        experiments,
     }))
 }
 

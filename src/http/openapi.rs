@@ -406,6 +406,10 @@ pub struct QueueSummary {
     /// RFC 3339.
     pub timestamp: String,
     pub queues: Vec<crate::services::summary::PoolSummary>,
+    /// Per side of each tenant's matcher experiment (tenants running one,
+    /// of the pools listed): figures of the last 5 minutes, from the audit
+    /// log of decisions.
+    pub experiments: Vec<crate::services::summary::ArmSummary>,
 }
 
 /// A matching policy's fields (the settings' names; times in seconds). In

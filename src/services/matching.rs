@@ -596,7 +596,7 @@ impl MatchingService {
                 tenant_id: e.tenant_id.clone(),
                 kind: "timeout".into(),
                 subject: e.id.to_string(),
-                detail: json!({ "pool": e.pool, "waited_ms": waited_ms, "reason": label }),
+                detail: json!({ "pool": e.pool, "user": e.user_id, "waited_ms": waited_ms, "reason": label }),
             });
         }
         self.durable.record(&events).await?;

@@ -2,13 +2,14 @@
 //! long players wait, how many matches and time-outs the last minutes saw,
 //! and how close the matches were. Every figure comes from the store's
 //! bounded per-pool statistics (shared by all nodes on Redis), never from
-//! scanning entries.
+//! scanning entries. The figures per side of a matcher experiment come from
+//! the durable audit log of decisions (every node's), newest first.
 
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::domain::{Millis, PoolRef, TenantId};
-use crate::store::{PoolStatsStore, StoreResult};
+use crate::domain::{Arm, Experiment, Millis, PoolRef, TenantId, UserId};
+use crate::store::{AuditQuery, AuditStore, PoolStatsStore, StoreResult};
 
 /// How far back the outcome counts look.
 pub const WINDOW_MS: Millis = 5 * 60_000;
@@ -116,6 +117,141 @@ pub async fn summary(
         .collect();
     lines.sort_by(|a, b| (&a.tenant_id, &a.pool_key).cmp(&(&b.tenant_id, &b.pool_key)));
     Ok(lines)
+}
+
+/// Audit events of each kind (matches, time-outs) one tenant's experiment
+/// figures read at most: a bound on the summary's cost in a busy tenant
+/// (past it, the figures cover the newest events only).
+pub const ARM_EVENTS_READ: usize = 20_000;
+
+/// Audit events read per page.
+const AUDIT_PAGE: u32 = 1_000;
+
+/// One side of a tenant's matcher experiment over the last 5 minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ArmSummary {
+    pub tenant_id: String,
+    pub experiment: String,
+    /// `control` or `treatment`.
+    pub arm: String,
+    /// The strategy this side pairs by (`volume` or `window`).
+    pub strategy: String,
+    /// Matches of this side's players in the last 5 minutes.
+    pub matches_last_5m: u64,
+    /// This side's entries timed out (maximum queue time) in the last 5
+    /// minutes.
+    pub timeouts_last_5m: u64,
+    /// Median wait of this side's players matched in the last 5 minutes.
+    pub p50_wait_seconds: Option<f64>,
+    /// 95th percentile of the same waits.
+    pub p95_wait_seconds: Option<f64>,
+    /// Median rating gap of the same matches.
+    pub median_rating_gap: Option<i32>,
+}
+
+/// The newest events of `kind` of `tenant` since `since`, at most
+/// [`ARM_EVENTS_READ`].
+async fn recent_events(
+    audit: &dyn AuditStore,
+    tenant: &TenantId,
+    kind: &str,
+    since: Millis,
+) -> StoreResult<Vec<serde_json::Value>> {
+    let mut found = Vec::new();
+    let mut before = None;
+    while found.len() < ARM_EVENTS_READ {
+        let page = audit
+            .audit_events(&AuditQuery {
+                tenant_id: tenant.clone(),
+                kind: Some(kind.to_owned()),
+                subject: None,
+                before,
+                limit: AUDIT_PAGE,
+            })
+            .await?;
+        let full = page.len() == AUDIT_PAGE as usize;
+        for (id, event) in page {
+            if event.at < since {
+                return Ok(found);
+            }
+            before = Some(id);
+            found.push(event.detail);
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// Both sides of `tenant`'s experiment over the last 5 minutes: matches,
+/// waits and gaps from its `match` decisions, time-outs from its `timeout`
+/// ones, each counted on the side of its player (both players of a match
+/// are on one side: a side is paired among itself).
+pub async fn arms(
+    audit: &dyn AuditStore,
+    tenant: &TenantId,
+    experiment: &Experiment,
+    now: Millis,
+) -> StoreResult<Vec<ArmSummary>> {
+    let since = now - WINDOW_MS;
+    let side = |user: &serde_json::Value| {
+        let user = UserId::parse(user.as_str()?).ok()?;
+        Some(experiment.arm(tenant, &user))
+    };
+    #[derive(Default)]
+    struct Figures {
+        matches: u64,
+        timeouts: u64,
+        waits: Vec<Millis>,
+        gaps: Vec<i32>,
+    }
+    let mut figures: Vec<(Arm, Figures)> = Arm::ALL
+        .iter()
+        .map(|&arm| (arm, Figures::default()))
+        .collect();
+    for m in recent_events(audit, tenant, "match", since).await? {
+        let Some(arm) = side(&m["white"]["user"]) else {
+            continue;
+        };
+        let Some((_, f)) = figures.iter_mut().find(|f| f.0 == arm) else {
+            continue;
+        };
+        f.matches += 1;
+        for player in ["white", "black"] {
+            if let Some(waited) = m[player]["waited_ms"].as_i64() {
+                f.waits.push(waited);
+            }
+        }
+        if let Some(gap) = m["gap"].as_i64() {
+            f.gaps.push(gap as i32);
+        }
+    }
+    for t in recent_events(audit, tenant, "timeout", since).await? {
+        if t["reason"] != "max_queue_time" {
+            continue;
+        }
+        let Some(arm) = side(&t["user"]) else {
+            continue;
+        };
+        if let Some((_, f)) = figures.iter_mut().find(|f| f.0 == arm) {
+            f.timeouts += 1;
+        }
+    }
+    Ok(figures
+        .into_iter()
+        .map(|(arm, mut f)| ArmSummary {
+            tenant_id: tenant.to_string(),
+            experiment: experiment.name.clone(),
+            arm: arm.as_str().to_owned(),
+            strategy: experiment.strategy(arm).as_str().to_owned(),
+            matches_last_5m: f.matches,
+            timeouts_last_5m: f.timeouts,
+            p50_wait_seconds: quantile(&mut f.waits, 0.5).map(seconds),
+            p95_wait_seconds: quantile(&mut f.waits, 0.95).map(seconds),
+            median_rating_gap: quantile(&mut f.gaps, 0.5),
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -326,4 +326,49 @@ async fn a_matcher_experiment_pairs_each_arm_among_itself_and_reports_figures_pe
         );
         assert!(metrics.contains(&waits), "no {waits} in the metrics");
     }
+    // A treated player times out of a pool that keeps nobody past 1 s.
+    let pool = "standard_10+0_rated_GLOBAL";
+    let r = app
+        .admin_send(
+            Method::PUT,
+            &format!("/internal/policies/t1/{pool}"),
+            Some(&json!({ "max_queue_time_seconds": 1 })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let late = users_on(&experiment, Arm::Treatment, 3).pop().unwrap();
+    let gone = app.join_ok(&app.token(&late), &join_body("10+0")).await;
+    let ended = app.wait_for_result(&app.token(&late), &gone).await;
+    assert_eq!(ended["status"], "TIMED_OUT", "{ended}");
+    // The summary splits them by arm too (from the audit log, which the
+    // time-out reaches just after the entry's status).
+    let started = std::time::Instant::now();
+    let arms = loop {
+        let summary: Value = app
+            .get_as(&app.admin_token(), "/internal/queues/summary?tenant_id=t1")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let arms = summary["experiments"].as_array().unwrap().clone();
+        let treated_timeouts = arms
+            .iter()
+            .find(|a| a["arm"] == "treatment")
+            .map(|a| a["timeouts_last_5m"].clone());
+        if treated_timeouts == Some(json!(1)) {
+            break arms;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{summary}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(arms.len(), 2, "{arms:?}");
+    for (arm, strategy, timeouts) in [("control", "volume", 0), ("treatment", "window", 1)] {
+        let a = arms.iter().find(|a| a["arm"] == arm).unwrap();
+        assert_eq!(a["experiment"], "ab-split-1");
+        assert_eq!(a["strategy"], strategy);
+        assert_eq!(a["matches_last_5m"], 1, "{a}");
+        assert_eq!(a["timeouts_last_5m"], timeouts, "{a}");
+        assert_eq!(a["median_rating_gap"], 0, "{a}");
+        assert!(a["p50_wait_seconds"].as_f64().is_some(), "{a}");
+    }
 }
