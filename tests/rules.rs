@@ -1,8 +1,11 @@
 //! The rules that depend on time — the widening rating window, the maximum
-//! gap, the queue time-out, presence, the active-game guard — run against
-//! the real services and stores (in memory and a SQLite file) with a clock
+//! gap, the queue time-out, presence, the active-game guard, region
+//! fallback — run against the real services and stores (in memory and a
+//! SQLite file; region fallback on Redis and PostgreSQL too) with a clock
 //! moved by hand: each rule is checked just before and just after its
 //! moment, and no test waits for time to pass.
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +28,8 @@ use matchmaking_api::services::queue::{EntryView, Join, QueueLimits, QueueServic
 use matchmaking_api::services::ratings::RatingService;
 use matchmaking_api::services::signal::PoolSignal;
 use matchmaking_api::store::memory::MemoryQueueStore;
+use matchmaking_api::store::postgres::PgStore;
+use matchmaking_api::store::redis::RedisQueueStore;
 use matchmaking_api::store::sqlite::SqliteStore;
 use matchmaking_api::store::{DurableStore, QueueStore, RatingStore, Ratings, Reservation};
 
@@ -44,7 +49,17 @@ struct Rig {
     /// A matching service as a node starting afresh on the same stores
     /// would build it.
     restart: Box<dyn Fn() -> MatchingService>,
-    _dir: tempfile::TempDir,
+    /// What the stores need kept (a temp dir, a Redis prefix, a schema).
+    _keep: Box<dyn std::any::Any>,
+}
+
+/// Where a rig keeps its state.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    /// In memory and a SQLite file.
+    Embedded,
+    /// Redis and PostgreSQL (the test's own key prefix and schema).
+    Production,
 }
 
 impl Rig {
@@ -60,19 +75,63 @@ impl Rig {
         presence_ms: Option<Millis>,
         ratings: &[(&str, i32)],
     ) -> Self {
+        Self::build(Backend::Embedded, hold, policy, presence_ms, ratings)
+            .await
+            .expect("embedded stores")
+    }
+
+    /// A rig on `backend`, or `None` (skip) when its servers are not there
+    /// (in CI, that fails instead).
+    async fn on(backend: Backend, policy: PoolPolicy, ratings: &[(&str, i32)]) -> Option<Self> {
+        Self::build(backend, Hold::default(), policy, None, ratings).await
+    }
+
+    async fn build(
+        backend: Backend,
+        hold: Hold,
+        policy: PoolPolicy,
+        presence_ms: Option<Millis>,
+        ratings: &[(&str, i32)],
+    ) -> Option<Self> {
         let clock = ManualClock::at(T0);
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("rules.db").display());
-        let sqlite = SqliteStore::connect(&url).await.unwrap();
-        sqlite.migrate().await.unwrap();
-        let durable: Arc<dyn DurableStore> = Arc::new(sqlite);
+        let (store, durable, keep): (
+            Arc<dyn QueueStore>,
+            Arc<dyn DurableStore>,
+            Box<dyn std::any::Any>,
+        ) = match backend {
+            Backend::Embedded => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("rules.db").display());
+                let sqlite = SqliteStore::connect(&url).await.unwrap();
+                sqlite.migrate().await.unwrap();
+                (
+                    Arc::new(MemoryQueueStore::new()),
+                    Arc::new(sqlite),
+                    Box::new(dir),
+                )
+            }
+            Backend::Production => {
+                let prefix = support::RedisPrefix::create().await?;
+                let schema = support::PgSchema::create().await?;
+                let redis = RedisQueueStore::connect(
+                    &support::redis_url(),
+                    false,
+                    &prefix.prefix,
+                    3_600_000,
+                )
+                .await
+                .unwrap();
+                let pg = PgStore::connect(&schema.url()).await.unwrap();
+                pg.migrate().await.unwrap();
+                (Arc::new(redis), Arc::new(pg), Box::new((prefix, schema)))
+            }
+        };
         for (user, rating) in ratings {
             let update = Ratings::default().with(RatingPool::standard(Speed::Blitz), *rating);
             RatingStore::set_ratings(&*durable, &tenant(), &UserId::parse(user).unwrap(), &update)
                 .await
                 .unwrap();
         }
-        let store: Arc<dyn QueueStore> = Arc::new(MemoryQueueStore::new());
         store.mark_guards_intact().await.unwrap();
         let breaker = Arc::new(CircuitBreaker::new(5, 10_000));
         let games = Arc::new(GuardedGameCreator::new(
@@ -134,15 +193,15 @@ impl Rig {
             },
             clock: clock.clone(),
         };
-        Self {
+        Some(Self {
             clock,
             queue,
             matching,
             live,
             store,
             restart,
-            _dir: dir,
-        }
+            _keep: keep,
+        })
     }
 
     async fn join(&self, user: &str) -> Result<QueueEntryId, ServiceError> {
@@ -529,9 +588,10 @@ impl Rig {
     }
 }
 
-#[tokio::test]
-async fn region_fallback_pairs_across_regions_only_after_its_wait() {
-    let rig = Rig::new(PoolPolicy::default(), None, &[("bob", 1520)]).await;
+async fn region_fallback_pairs_across_regions_only_after_its_wait(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[("bob", 1520)]).await else {
+        return;
+    };
     rig.fall_back(20.0, "EU,NA").await;
     // bob waits in NA from 0 s, alice in EU from 15 s: each pass checks
     // its own entry's wait and the other region's entry's.
@@ -568,11 +628,10 @@ async fn region_fallback_pairs_across_regions_only_after_its_wait() {
     assert_eq!(bob_side.pool_in(record.pool).to_string(), NA);
 }
 
-#[tokio::test]
-async fn a_fallback_entry_takes_a_partner_of_its_own_region_first() {
-    let rig = Rig::new(
+async fn a_fallback_entry_takes_a_partner_of_its_own_region_first(backend: Backend) {
+    let Some(rig) = Rig::on(
+        backend,
         PoolPolicy::default(),
-        None,
         &[
             ("bob", 1505),
             ("carol", 1540),
@@ -580,7 +639,10 @@ async fn a_fallback_entry_takes_a_partner_of_its_own_region_first() {
             ("erin", 1500),
         ],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     rig.fall_back(10.0, "EU,NA").await;
     let alice = rig.join_in("alice", EU).await.unwrap();
     let bob = rig.join_in("bob", NA).await.unwrap();
@@ -607,9 +669,10 @@ async fn a_fallback_entry_takes_a_partner_of_its_own_region_first() {
     );
 }
 
-#[tokio::test]
-async fn fallback_needs_both_regions_to_accept_and_global_accepts_every_region() {
-    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+async fn fallback_needs_both_regions_to_accept_and_global_accepts_every_region(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
     rig.fall_back(10.0, "NA,GLOBAL").await;
     // NA's own policy falls back nowhere.
     rig.live
@@ -641,9 +704,12 @@ async fn fallback_needs_both_regions_to_accept_and_global_accepts_every_region()
 /// One entry of a cross-region pair reserved by a worker that then died
 /// (the second reservation never happened): after the deadline recovery
 /// puts it back, and the pair is made once.
-#[tokio::test]
-async fn a_worker_dying_between_the_two_reservations_of_a_cross_region_pair_holds_nobody() {
-    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+async fn a_worker_dying_between_the_two_reservations_of_a_cross_region_pair_holds_nobody(
+    backend: Backend,
+) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
     rig.fall_back(10.0, "EU,NA").await;
     let alice = rig.join_in("alice", EU).await.unwrap();
     let bob = rig.join_in("bob", NA).await.unwrap();
@@ -675,9 +741,12 @@ async fn a_worker_dying_between_the_two_reservations_of_a_cross_region_pair_hold
 
 /// A worker that recorded a cross-region match and died before marking
 /// the entries: recovery marks each in its own pool, once.
-#[tokio::test]
-async fn a_cross_region_match_recorded_but_not_committed_is_finished_in_both_pools() {
-    let rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+async fn a_cross_region_match_recorded_but_not_committed_is_finished_in_both_pools(
+    backend: Backend,
+) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
     let alice = rig.join_in("alice", EU).await.unwrap();
     let bob = rig.join_in("bob", NA).await.unwrap();
     let now = T0 + 1_000;
@@ -734,8 +803,7 @@ async fn a_cross_region_match_recorded_but_not_committed_is_finished_in_both_poo
 
 /// The EU and NA passes run at once (two workers), each finding the same
 /// cross-region pairs: every player ends in exactly one game, on record.
-#[tokio::test]
-async fn two_regions_passing_at_once_match_everyone_once() {
+async fn two_regions_passing_at_once_match_everyone_once(backend: Backend) {
     // Seven per region, 501 points apart (no pair within a region); each
     // EU player has an NA partner 5 points away.
     let ratings: Vec<(String, i32)> = (0..7)
@@ -745,7 +813,9 @@ async fn two_regions_passing_at_once_match_everyone_once() {
         })
         .collect();
     let ratings: Vec<(&str, i32)> = ratings.iter().map(|(u, r)| (u.as_str(), *r)).collect();
-    let rig = Rig::new(PoolPolicy::default(), None, &ratings).await;
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
     rig.fall_back(5.0, "EU,NA").await;
     let mut ids = Vec::new();
     for (user, _) in &ratings {
@@ -786,3 +856,31 @@ async fn two_regions_passing_at_once_match_everyone_once() {
         assert!(games.contains_key(&record.game_id));
     }
 }
+
+/// Each region fallback case as one test per backend: embedded (memory and
+/// SQLite) and production (Redis and PostgreSQL).
+macro_rules! on_both_backends {
+    ($($case:ident),+ $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Backend::Embedded).await
+            })+
+        }
+        mod production {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Backend::Production).await
+            })+
+        }
+    };
+}
+
+on_both_backends!(
+    region_fallback_pairs_across_regions_only_after_its_wait,
+    a_fallback_entry_takes_a_partner_of_its_own_region_first,
+    fallback_needs_both_regions_to_accept_and_global_accepts_every_region,
+    a_worker_dying_between_the_two_reservations_of_a_cross_region_pair_holds_nobody,
+    a_cross_region_match_recorded_but_not_committed_is_finished_in_both_pools,
+    two_regions_passing_at_once_match_everyone_once,
+);
