@@ -701,6 +701,34 @@ async fn fallback_needs_both_regions_to_accept_and_global_accepts_every_region(b
     assert_eq!(rig.entry("bob", &bob).await.status, EntryStatus::Searching);
 }
 
+/// Of the willing players of other regions, the closest within both
+/// windows.
+async fn a_lonely_entry_takes_the_closest_willing_partner(backend: Backend) {
+    // Windows that never widen: 100 points.
+    let policy = PoolPolicy {
+        widening_amount: 0,
+        ..PoolPolicy::default()
+    };
+    let ratings = [("bob", 1410), ("carol", 1560), ("dave", 1700)];
+    let Some(rig) = Rig::on(backend, policy, &ratings).await else {
+        return;
+    };
+    rig.fall_back(10.0, "EU,NA").await;
+    let alice = rig.join_in("alice", EU).await.unwrap();
+    let mut na = Vec::new();
+    for (user, _) in ratings {
+        na.push((user, rig.join_in(user, NA).await.unwrap()));
+    }
+    rig.advance(10_000);
+    assert_eq!(rig.pass_of(EU).await, matched(1));
+    // carol, 60 points off; bob is 90 off, dave out of reach.
+    rig.assert_matched_together(("alice", &alice), ("carol", &na[1].1))
+        .await;
+    for (user, id) in [na[0], na[2]] {
+        assert_eq!(rig.entry(user, &id).await.status, EntryStatus::Searching);
+    }
+}
+
 /// One entry of a cross-region pair reserved by a worker that then died
 /// (the second reservation never happened): after the deadline recovery
 /// puts it back, and the pair is made once.
@@ -877,6 +905,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    a_lonely_entry_takes_the_closest_willing_partner,
     region_fallback_pairs_across_regions_only_after_its_wait,
     a_fallback_entry_takes_a_partner_of_its_own_region_first,
     fallback_needs_both_regions_to_accept_and_global_accepts_every_region,

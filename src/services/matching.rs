@@ -466,33 +466,40 @@ impl MatchingService {
         let arm = self.arms(pool);
         let mut order = lonely.to_vec();
         order.sort_by_key(|&i| (live[i].enqueued_at, live[i].id));
-        let mut taken: Vec<Vec<bool>> = visitors
+        // Every willing entry of every region, by rating: each lonely entry
+        // looks only at those within its window.
+        let mut by_rating: Vec<(i32, usize, usize)> = visitors
             .iter()
-            .map(|(_, _, w)| vec![false; w.len()])
+            .enumerate()
+            .flat_map(|(v, (_, _, entries))| {
+                entries
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, w)| (w.rating, v, j))
+            })
             .collect();
+        by_rating.sort_unstable();
+        let mut taken = vec![false; by_rating.len()];
         let mut pairs = Vec::new();
         for i in order {
             let u = &live[i];
             let reach = policy.window(now - u.enqueued_at);
-            let best = visitors
+            let from = by_rating.partition_point(|&(r, _, _)| r < u.rating - reach);
+            let best = by_rating[from..]
                 .iter()
                 .enumerate()
-                .flat_map(|(v, (_, theirs, entries))| {
-                    entries
-                        .iter()
-                        .enumerate()
-                        .map(move |(j, w)| (v, j, theirs, w))
-                })
-                .filter(|&(v, j, theirs, w)| {
+                .take_while(|(_, (r, _, _))| *r <= u.rating + reach)
+                .map(|(k, &(_, v, j))| (from + k, v, &visitors[v].1, &visitors[v].2[j], j))
+                .filter(|&(k, _, theirs, w, _)| {
                     let gap = (u.rating - w.rating).abs();
-                    !taken[v][j]
+                    !taken[k]
                         && w.user_id != u.user_id
                         && arm(w) == arm(u)
-                        && gap <= reach.min(theirs.window(now - w.enqueued_at))
+                        && gap <= theirs.window(now - w.enqueued_at)
                 })
-                .min_by_key(|&(_, _, _, w)| ((u.rating - w.rating).abs(), w.enqueued_at));
-            if let Some((v, j, _, _)) = best {
-                taken[v][j] = true;
+                .min_by_key(|&(_, _, _, w, _)| ((u.rating - w.rating).abs(), w.enqueued_at));
+            if let Some((k, v, _, _, j)) = best {
+                taken[k] = true;
                 pairs.push((i, (v, j)));
             }
         }
