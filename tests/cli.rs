@@ -61,7 +61,7 @@ fn token(dir: &Path, user: &str) -> String {
 async fn a_new_user_mints_tokens_and_two_players_are_matched() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = serve(dir.path());
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let mut ids = Vec::new();
     let tokens = [token(dir.path(), "alice"), token(dir.path(), "bob")];
     for t in &tokens {
@@ -253,7 +253,7 @@ async fn metrics_count_exactly_what_players_did() {
     use support::sample;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = serve(dir.path());
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let scrape = || async {
         let r = client.get(format!("{base}/metrics")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -374,7 +374,7 @@ async fn the_request_id_a_client_sends_is_on_every_log_line_of_its_story() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_serve(dir.path());
     let (base, logs) = support::listening_url_capturing(&mut child);
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let tokens = [token(dir.path(), "alice"), token(dir.path(), "bob")];
     let request_ids = ["story-alice-1", "story-bob-2"];
     let mut ids = Vec::new();

@@ -159,7 +159,7 @@ fn start_players(
     until: Instant,
     seen: &Arc<Mutex<Seen>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     tokens(n, "p")
         .into_iter()
         .enumerate()
@@ -190,7 +190,7 @@ async fn hold_a_request(base: &str, token: &str) -> tokio::net::TcpStream {
 
 /// Polls `base`'s `/readyz` until it answers 200; answers how long it took.
 async fn time_to_ready(base: &str) -> Duration {
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let started = Instant::now();
     loop {
         let ok = client
@@ -378,7 +378,7 @@ async fn a_full_disk_never_shows_matched_without_a_record_and_recovers_when_free
     );
 
     // The disk fills: /readyz says so, and joins answer 503 fast.
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let deadline = Instant::now() + Duration::from_secs(25);
     let why = loop {
         let r = client.get(format!("{base}/readyz")).send().await.unwrap();
@@ -592,7 +592,7 @@ async fn an_overloaded_node_sheds_fast_and_keeps_the_invariant() {
         ("MAX_IN_FLIGHT_REQUESTS", "6".into()),
     ]);
     let (_, base) = procs.serve(&[]);
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     // Every place taken by requests whose bodies never come, for the
     // first second of the flood: everything else is shed (the client here
     // cannot outrun a server on the same two cores for sure; wrk does, in

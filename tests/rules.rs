@@ -31,7 +31,10 @@ use matchmaking_api::store::memory::MemoryQueueStore;
 use matchmaking_api::store::postgres::PgStore;
 use matchmaking_api::store::redis::RedisQueueStore;
 use matchmaking_api::store::sqlite::SqliteStore;
-use matchmaking_api::store::{DurableStore, QueueStore, RatingStore, Ratings, Reservation};
+use matchmaking_api::store::{
+    DurableStore, PoolStats, PoolStatsStore, QueueStore, RatingStore, Ratings, Reservation,
+    StoreError, StoreResult,
+};
 
 const T0: Millis = 1_700_000_000_000;
 const POOL: &str = "standard_5+0_rated_GLOBAL";
@@ -913,3 +916,40 @@ on_both_backends!(
     a_cross_region_match_recorded_but_not_committed_is_finished_in_both_pools,
     two_regions_passing_at_once_match_everyone_once,
 );
+
+/// Pool figures that cannot be read (a store answering too slowly).
+struct CutStats;
+
+#[async_trait::async_trait]
+impl PoolStatsStore for CutStats {
+    async fn pool_stats(&self, _: &PoolRef, _: Millis) -> StoreResult<PoolStats> {
+        Err(StoreError::Unavailable("cut on purpose".into()))
+    }
+
+    async fn known_pools(&self) -> StoreResult<Vec<PoolRef>> {
+        Err(StoreError::Unavailable("cut on purpose".into()))
+    }
+}
+
+/// A join that took answers its entry even when the wait figures cannot be
+/// read: a 503 would make the client try again as if nothing had happened,
+/// and once the entry is matched that retry answers ACTIVE_GAME_EXISTS.
+#[tokio::test]
+async fn a_join_that_took_is_answered_even_when_the_wait_figures_cannot_be_read() {
+    let mut rig = Rig::new(PoolPolicy::default(), None, &[]).await;
+    rig.queue.stats = Arc::new(CutStats);
+    let alice = rig.join("alice").await.unwrap();
+    let bob = rig.join("bob").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    // The entries are in the store and matched; the figures are still cut
+    // (a status read needs them), so the store says so.
+    for (user, id) in [("alice", alice), ("bob", bob)] {
+        let entry = rig
+            .store
+            .status(&tenant(), &UserId::parse(user).unwrap(), &id, T0)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.status, EntryStatus::Matched, "{user}");
+    }
+}

@@ -103,7 +103,7 @@ fn spans(exports: &Exports) -> Vec<Span> {
 /// Joins two players (the first with the client's `traceparent`) and waits
 /// for their match.
 async fn match_two(url: &str, prefix: &str) {
-    let client = reqwest::Client::new();
+    let client = support::http_client();
     let players = tokens(2, prefix);
     let mut ids = Vec::new();
     for (i, token) in players.iter().enumerate() {

@@ -529,6 +529,10 @@ async fn main() {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(args.players)
+            // Let go of idle connections before the server does
+            // (HTTP_HEADER_READ_TIMEOUT_SECONDS, 10 s by default): a request
+            // sent as the server closes one is lost.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("an HTTP client"),
         url: args.url.trim_end_matches('/').to_owned(),

@@ -699,11 +699,12 @@ impl MatchingService {
             .filter(|h| h.len() == 1)
             .map(|h| h[0].1.clone())
             .collect();
-        let mut local_granted = self
-            .store
-            .reserve(pool, &local, until, now)
-            .await?
-            .into_iter();
+        let mut local_granted = if local.is_empty() {
+            Vec::new()
+        } else {
+            self.store.reserve(pool, &local, until, now).await?
+        }
+        .into_iter();
         let mut granted = Vec::with_capacity(intents.len());
         for (intent, hold) in intents.iter().zip(&holds) {
             if hold.len() == 1 {

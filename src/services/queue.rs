@@ -218,7 +218,20 @@ impl QueueService {
             JoinOutcome::AlreadyInQueue(_) => return Err(ServiceError::AlreadyInQueue),
             JoinOutcome::ActiveGame(_) => return Err(ServiceError::ActiveGameExists),
         };
-        let estimated_wait_seconds = self.estimate(&entry.pool_ref()).await?;
+        // The entry is in: figures that cannot be read now must not turn
+        // the join into a 503, which a client retries as if nothing had
+        // happened (and a retry after a match answers ACTIVE_GAME_EXISTS).
+        let estimated_wait_seconds = match self.estimate(&entry.pool_ref()).await {
+            Ok(seconds) => seconds,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    pool = %entry.pool,
+                    "the wait estimate cannot be read; the join answers the last one known"
+                );
+                self.last_estimate(&entry.pool_ref())
+            }
+        };
         Ok(Joined {
             entry,
             estimated_wait_seconds,
@@ -256,15 +269,32 @@ impl QueueService {
             .pool_stats(pool, self.clock.now())
             .await?
             .recent_waits;
-        let ms = if waits.is_empty() {
-            let policy = self.live.policy(pool);
+        Ok(match super::summary::quantile(&mut waits, 0.5) {
+            Some(ms) => whole_seconds(ms),
+            None => self.window_estimate(pool),
+        })
+    }
+
+    /// The estimate this node last worked out for `pool`, however old;
+    /// without one, [`Self::window_estimate`]. Reads no store.
+    fn last_estimate(&self, pool: &PoolRef) -> u64 {
+        let known = self
+            .estimates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pool)
+            .map(|&(_, seconds)| seconds);
+        known.unwrap_or_else(|| self.window_estimate(pool))
+    }
+
+    /// Before any match: the time the pool's window takes to open fully.
+    fn window_estimate(&self, pool: &PoolRef) -> u64 {
+        let policy = self.live.policy(pool);
+        whole_seconds(
             policy
                 .wait_until_window(policy.max_gap)
-                .unwrap_or(policy.max_queue_time_ms)
-        } else {
-            super::summary::quantile(&mut waits, 0.5).unwrap_or_default()
-        };
-        Ok(((ms.max(0) + 999) / 1000) as u64)
+                .unwrap_or(policy.max_queue_time_ms),
+        )
     }
 
     /// Cancels the caller's own searching entry (SPEC §3.1 DELETE).
@@ -513,4 +543,9 @@ fn depth(value: &Value) -> usize {
         Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
         _ => 0,
     }
+}
+
+/// Milliseconds as whole seconds, rounded up.
+fn whole_seconds(ms: Millis) -> u64 {
+    ((ms.max(0) + 999) / 1000) as u64
 }

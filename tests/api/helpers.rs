@@ -74,7 +74,7 @@ async fn spawn_app_on_clock(
     }));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: crate::support::http_client(),
         auth,
         database_url,
         stop: Some(stop),
