@@ -41,7 +41,7 @@ use super::games::{GameCreationError, GameCreator, NewGame};
 use super::live::LiveConfig;
 use crate::domain::{
     Arm, Clock, DEFAULT_STRATEGY, EndReason, Flags, GameId, MatchIntent, MatchRecord, MatchSide,
-    MatchSource, Millis, PoolPolicy, PoolRef, Region, Strategy, SystemClock, UserId,
+    MatchSource, Millis, PoolPolicy, PoolRef, Region, Strategy, SystemClock, TenantId, UserId,
 };
 use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
@@ -120,7 +120,7 @@ fn arm_labels<'a>(
     Some(crate::observe::ArmLabels {
         tenant: pool.tenant_id.as_str(),
         experiment: &experiment.name,
-        arm: experiment.arm(&pool.tenant_id, user).as_str(),
+        arm: arm_of(flags, &pool.tenant_id, user)?.as_str(),
     })
 }
 
@@ -265,21 +265,28 @@ impl MatchingService {
         if self.breaker.state(now) == BreakerState::Open {
             return Ok(report);
         }
-        let pairs = self.pair(pool, &live, &policy, now);
-        let lonely = self.lonely(pool, &live, &pairs, &policy, now);
+        // One read of the flags and one experiment side per entry for the
+        // whole pass: pairing, fallback and its partners all use them.
+        let flags = self.live.flags(&pool.tenant_id);
+        let arms: Vec<Option<Arm>> = live
+            .iter()
+            .map(|w| arm_of(&flags, &pool.tenant_id, &w.user_id))
+            .collect();
+        let pairs = self.pair(pool, &live, &arms, &flags, &policy, now);
+        let lonely = lonely(pool, &live, &arms, &pairs, &policy, now);
         let visitors = if lonely.is_empty() {
             Vec::new()
         } else {
-            self.visitors(pool, now).await?
+            self.visitors(pool, &policy, &flags, now).await?
         };
-        let crossing = self.cross_pairs(pool, &live, &lonely, &policy, &visitors, now);
+        let crossing = cross_pairs(&live, &arms, &lonely, &policy, &visitors, now);
         let mut all: Vec<(Side<'_>, Side<'_>)> = pairs
             .iter()
             .map(|&(a, b)| ((&live[a], None), (&live[b], None)))
             .collect();
         all.extend(crossing.iter().map(|&(a, (v, i))| {
-            let (region, _, entries) = &visitors[v];
-            ((&live[a], None), (&entries[i], Some(*region)))
+            let there = &visitors[v];
+            ((&live[a], None), (&there.entries[i], Some(there.region)))
         }));
         // A few rounds in flight at once: their persistence can share one
         // group commit, and one slow game creation does not hold up the rest.
@@ -320,23 +327,21 @@ impl MatchingService {
         &self,
         pool: &PoolRef,
         live: &[Waiting],
+        arms: &[Option<Arm>],
+        flags: &Flags,
         policy: &PoolPolicy,
         now: Millis,
     ) -> Vec<(usize, usize)> {
-        let flags = self.live.flags(&pool.tenant_id);
-        let mut sides: Vec<(Option<Arm>, Strategy, Vec<usize>)> = Vec::new();
-        match &flags.matcher_experiment {
-            None => sides.push((None, DEFAULT_STRATEGY, (0..live.len()).collect())),
-            Some(experiment) => {
-                for arm in Arm::ALL {
-                    sides.push((Some(*arm), experiment.strategy(*arm), Vec::new()));
-                }
-                for (i, w) in live.iter().enumerate() {
-                    let arm = experiment.arm(&pool.tenant_id, &w.user_id);
-                    if let Some(side) = sides.iter_mut().find(|s| s.0 == Some(arm)) {
-                        side.2.push(i);
-                    }
-                }
+        let mut sides: Vec<(Option<Arm>, Strategy, Vec<usize>)> = match &flags.matcher_experiment {
+            None => vec![(None, DEFAULT_STRATEGY, Vec::new())],
+            Some(experiment) => Arm::ALL
+                .iter()
+                .map(|&arm| (Some(arm), experiment.strategy(arm), Vec::new()))
+                .collect(),
+        };
+        for (i, arm) in arms.iter().enumerate() {
+            if let Some(side) = sides.iter_mut().find(|s| s.0 == *arm) {
+                side.2.push(i);
             }
         }
         let mut pairs = Vec::new();
@@ -354,51 +359,6 @@ impl MatchingService {
         pairs
     }
 
-    /// Region fallback, first step: the entries of `live` left unpaired
-    /// that may look in other regions — past the policy's fallback wait,
-    /// and with no partner of their own pool among the unpaired (one the
-    /// pool's strategy only held back). Indices into `live`.
-    fn lonely(
-        &self,
-        pool: &PoolRef,
-        live: &[Waiting],
-        pairs: &[(usize, usize)],
-        policy: &PoolPolicy,
-        now: Millis,
-    ) -> Vec<usize> {
-        let Some(after) = policy.fallback_after_ms else {
-            return Vec::new();
-        };
-        if policy.fallback_regions.iter().all(|r| r == pool.key.region) {
-            return Vec::new();
-        }
-        let mut paired = vec![false; live.len()];
-        for &(a, b) in pairs {
-            paired[a] = true;
-            paired[b] = true;
-        }
-        let mut left: Vec<usize> = (0..live.len()).filter(|&i| !paired[i]).collect();
-        left.sort_by_key(|&i| live[i].rating);
-        let arm = self.arms(pool);
-        let window = |i: usize| policy.window(now - live[i].enqueued_at);
-        let meets = |i: usize, j: usize| {
-            live[i].user_id != live[j].user_id
-                && arm(&live[i]) == arm(&live[j])
-                && (live[i].rating - live[j].rating).abs() <= window(i).min(window(j))
-        };
-        (0..left.len())
-            .filter(|&k| now - live[left[k]].enqueued_at >= after)
-            .filter(|&k| {
-                let (i, reach) = (left[k], window(left[k]));
-                let near = |&&j: &&usize| (live[j].rating - live[i].rating).abs() <= reach;
-                let below = left[..k].iter().rev().take_while(near);
-                let above = left[k + 1..].iter().take_while(near);
-                !below.chain(above).any(|&j| meets(i, j))
-            })
-            .map(|k| left[k])
-            .collect()
-    }
-
     /// Region fallback, second step: per region the policy falls back to,
     /// its pool's policy and the entries there that would take a partner
     /// of this pool's region — not expired, with no partner in their own
@@ -407,9 +367,10 @@ impl MatchingService {
     async fn visitors(
         &self,
         pool: &PoolRef,
+        policy: &PoolPolicy,
+        flags: &Flags,
         now: Millis,
-    ) -> StoreResult<Vec<(Region, PoolPolicy, Vec<Waiting>)>> {
-        let policy = self.live.policy(pool);
+    ) -> StoreResult<Vec<Visitors>> {
         let mut found = Vec::new();
         for region in policy.fallback_regions.iter() {
             if region == pool.key.region {
@@ -427,13 +388,14 @@ impl MatchingService {
                 .into_iter()
                 .filter(|w| self.expired(&theirs, w, now).is_none())
                 .collect();
-            let seekers: Vec<Seeker<'_>> = waiting.iter().map(|w| seeker(w)).collect();
-            let mut paired = vec![false; waiting.len()];
-            for p in matcher::find_pairs(&seekers, now, &theirs) {
-                paired[p.a] = true;
-                paired[p.b] = true;
-            }
-            let willing: Vec<Waiting> = waiting
+            let seekers: Vec<Seeker<'_>> = waiting.iter().map(seeker).collect();
+            let paired = paired_flags(
+                waiting.len(),
+                matcher::find_pairs(&seekers, now, &theirs)
+                    .into_iter()
+                    .map(|p| (p.a, p.b)),
+            );
+            let entries: Vec<Waiting> = waiting
                 .into_iter()
                 .zip(paired)
                 .filter(|(w, paired)| {
@@ -443,80 +405,20 @@ impl MatchingService {
                 })
                 .map(|(w, _)| w)
                 .collect();
-            if !willing.is_empty() {
-                found.push((region, theirs, willing));
+            if !entries.is_empty() {
+                let arms = entries
+                    .iter()
+                    .map(|w| arm_of(flags, &pool.tenant_id, &w.user_id))
+                    .collect();
+                found.push(Visitors {
+                    region,
+                    policy: theirs,
+                    entries,
+                    arms,
+                });
             }
         }
         Ok(found)
-    }
-
-    /// Region fallback, last step: the longest-waiting lonely entry first,
-    /// each with the closest willing entry of another region within both
-    /// windows (and on the same side of a matcher experiment). Answers
-    /// (index into `live`, (index into `visitors`, index into its entries)).
-    fn cross_pairs(
-        &self,
-        pool: &PoolRef,
-        live: &[Waiting],
-        lonely: &[usize],
-        policy: &PoolPolicy,
-        visitors: &[(Region, PoolPolicy, Vec<Waiting>)],
-        now: Millis,
-    ) -> Vec<(usize, (usize, usize))> {
-        let arm = self.arms(pool);
-        let mut order = lonely.to_vec();
-        order.sort_by_key(|&i| (live[i].enqueued_at, live[i].id));
-        // Every willing entry of every region, by rating: each lonely entry
-        // looks only at those within its window.
-        let mut by_rating: Vec<(i32, usize, usize)> = visitors
-            .iter()
-            .enumerate()
-            .flat_map(|(v, (_, _, entries))| {
-                entries
-                    .iter()
-                    .enumerate()
-                    .map(move |(j, w)| (w.rating, v, j))
-            })
-            .collect();
-        by_rating.sort_unstable();
-        let mut taken = vec![false; by_rating.len()];
-        let mut pairs = Vec::new();
-        for i in order {
-            let u = &live[i];
-            let reach = policy.window(now - u.enqueued_at);
-            let from = by_rating.partition_point(|&(r, _, _)| r < u.rating - reach);
-            let best = by_rating[from..]
-                .iter()
-                .enumerate()
-                .take_while(|(_, (r, _, _))| *r <= u.rating + reach)
-                .map(|(k, &(_, v, j))| (from + k, v, &visitors[v].1, &visitors[v].2[j], j))
-                .filter(|&(k, _, theirs, w, _)| {
-                    let gap = (u.rating - w.rating).abs();
-                    !taken[k]
-                        && w.user_id != u.user_id
-                        && arm(w) == arm(u)
-                        && gap <= theirs.window(now - w.enqueued_at)
-                })
-                .min_by_key(|&(_, _, _, w, _)| ((u.rating - w.rating).abs(), w.enqueued_at));
-            if let Some((k, v, _, _, j)) = best {
-                taken[k] = true;
-                pairs.push((i, (v, j)));
-            }
-        }
-        pairs
-    }
-
-    /// The side of the tenant's matcher experiment an entry is on (`None`
-    /// for everyone when none runs).
-    fn arms(&self, pool: &PoolRef) -> impl Fn(&Waiting) -> Option<Arm> + use<> {
-        let flags = self.live.flags(&pool.tenant_id);
-        let tenant = pool.tenant_id.clone();
-        move |w: &Waiting| {
-            flags
-                .matcher_experiment
-                .as_ref()
-                .map(|e| e.arm(&tenant, &w.user_id))
-        }
     }
 
     /// Why `w` must leave the pool before pairing, if it must: past the
@@ -1158,6 +1060,132 @@ impl MatchingService {
             }
         }
     }
+}
+
+/// Region fallback, first step: the entries of `live` left unpaired that
+/// may look in other regions — past the policy's fallback wait, and with no
+/// partner of their own pool among the unpaired (one the pool's strategy
+/// only held back). Indices into `live`.
+fn lonely(
+    pool: &PoolRef,
+    live: &[Waiting],
+    arms: &[Option<Arm>],
+    pairs: &[(usize, usize)],
+    policy: &PoolPolicy,
+    now: Millis,
+) -> Vec<usize> {
+    let Some(after) = policy.fallback_after_ms else {
+        return Vec::new();
+    };
+    if policy.fallback_regions.iter().all(|r| r == pool.key.region) {
+        return Vec::new();
+    }
+    let paired = paired_flags(live.len(), pairs.iter().copied());
+    let mut left: Vec<usize> = (0..live.len()).filter(|&i| !paired[i]).collect();
+    left.sort_by_key(|&i| live[i].rating);
+    let window = |i: usize| policy.window(now - live[i].enqueued_at);
+    let meets = |i: usize, j: usize| {
+        live[i].user_id != live[j].user_id
+            && arms[i] == arms[j]
+            && (live[i].rating - live[j].rating).abs() <= window(i).min(window(j))
+    };
+    (0..left.len())
+        .filter(|&k| now - live[left[k]].enqueued_at >= after)
+        .filter(|&k| {
+            let (i, reach) = (left[k], window(left[k]));
+            let near = |&&j: &&usize| (live[j].rating - live[i].rating).abs() <= reach;
+            let below = left[..k].iter().rev().take_while(near);
+            let above = left[k + 1..].iter().take_while(near);
+            !below.chain(above).any(|&j| meets(i, j))
+        })
+        .map(|k| left[k])
+        .collect()
+}
+
+/// Which of `n` entries `pairs` (indices) pairs.
+fn paired_flags(n: usize, pairs: impl IntoIterator<Item = (usize, usize)>) -> Vec<bool> {
+    let mut paired = vec![false; n];
+    for (a, b) in pairs {
+        paired[a] = true;
+        paired[b] = true;
+    }
+    paired
+}
+
+/// Region fallback, last step: the longest-waiting lonely entry first, each
+/// with the closest willing entry of another region within both windows
+/// (and on the same side of a matcher experiment). Answers (index into
+/// `live`, (index into `visitors`, index into its entries)).
+fn cross_pairs(
+    live: &[Waiting],
+    arms: &[Option<Arm>],
+    lonely: &[usize],
+    policy: &PoolPolicy,
+    visitors: &[Visitors],
+    now: Millis,
+) -> Vec<(usize, (usize, usize))> {
+    let mut order = lonely.to_vec();
+    order.sort_by_key(|&i| (live[i].enqueued_at, live[i].id));
+    // Every willing entry of every region, by rating: each lonely entry
+    // looks only at those within its window.
+    let mut by_rating: Vec<(i32, usize, usize)> = visitors
+        .iter()
+        .enumerate()
+        .flat_map(|(v, there)| {
+            there
+                .entries
+                .iter()
+                .enumerate()
+                .map(move |(j, w)| (w.rating, v, j))
+        })
+        .collect();
+    by_rating.sort_unstable();
+    let mut taken = vec![false; by_rating.len()];
+    let mut pairs = Vec::new();
+    for i in order {
+        let u = &live[i];
+        let reach = policy.window(now - u.enqueued_at);
+        let from = by_rating.partition_point(|&(r, _, _)| r < u.rating - reach);
+        let best = by_rating[from..]
+            .iter()
+            .enumerate()
+            .take_while(|(_, (r, _, _))| *r <= u.rating + reach)
+            .map(|(k, &(_, v, j))| (from + k, v, j, &visitors[v]))
+            .filter(|&(k, _, j, there)| {
+                let w = &there.entries[j];
+                !taken[k]
+                    && w.user_id != u.user_id
+                    && there.arms[j] == arms[i]
+                    && (u.rating - w.rating).abs() <= there.policy.window(now - w.enqueued_at)
+            })
+            .min_by_key(|&(_, _, j, there)| {
+                let w = &there.entries[j];
+                ((u.rating - w.rating).abs(), w.enqueued_at)
+            });
+        if let Some((k, v, j, _)) = best {
+            taken[k] = true;
+            pairs.push((i, (v, j)));
+        }
+    }
+    pairs
+}
+
+/// The side of the tenant's matcher experiment `user` is on (`None` for
+/// everyone when none runs).
+fn arm_of(flags: &Flags, tenant: &TenantId, user: &UserId) -> Option<Arm> {
+    flags
+        .matcher_experiment
+        .as_ref()
+        .map(|e| e.arm(tenant, user))
+}
+
+/// The entries of one fallback region that would take a partner of the
+/// pass's region, with their pool's policy and their experiment sides.
+struct Visitors {
+    region: Region,
+    policy: PoolPolicy,
+    entries: Vec<Waiting>,
+    arms: Vec<Option<Arm>>,
 }
 
 /// An entry as the matcher sees it.
