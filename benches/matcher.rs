@@ -35,6 +35,7 @@ fn realistic_pool(users: &[String], seed: u64) -> Vec<Seeker<'_>> {
             user: u,
             rating: rating(&mut rng),
             enqueued_at: NOW - rng.random_range(0..120_000),
+            range: None,
         })
         .collect()
 }
@@ -69,6 +70,7 @@ fn segments_of_12(c: &mut Criterion) {
             user: u,
             rating: (i / 12) as i32 * 600 + (i % 12) as i32 * 5,
             enqueued_at: NOW - rng.random_range(0..120_000),
+            range: None,
         })
         .collect();
     assert_eq!(find_pairs(&pool, NOW, &policy).len(), 100_008 / 2);
@@ -93,12 +95,14 @@ fn arrival(c: &mut Criterion) {
             user: u,
             rating: i as i32 * 101,
             enqueued_at: NOW,
+            range: None,
         })
         .collect();
     pool.push(Seeker {
         user: &names[10_000],
         rating: 5_000 * 101 + 30,
         enqueued_at: NOW,
+        range: None,
     });
     assert_eq!(find_pairs(&pool, NOW, &policy).len(), 1);
     c.bench_function("one_arrival_into_10k_waiting", |b| {

@@ -27,6 +27,7 @@ use crate::services::matching::{MatchingLimits, MatchingService};
 use crate::services::queue::{QueueLimits, QueueService};
 use crate::services::rating_api::{RatingApi, RatingApiConfig};
 use crate::services::ratings::RatingService;
+use crate::services::relations::RelationService;
 use crate::services::signal::{DueAnnouncer, PoolSignal};
 use crate::settings::Settings;
 use crate::shutdown::{Shutdown, Stop};
@@ -321,6 +322,11 @@ impl Core {
             live: self.live.clone(),
             challenges: self.challenges.clone(),
             ratings: self.ratings.clone(),
+            relations: Arc::new(RelationService::new(
+                self.stores.durable.clone(),
+                self.live.clone(),
+                self.clock.clone(),
+            )),
             auth: self.auth.clone(),
             queue_store: self.stores.queue.clone(),
             durable: self.stores.durable.clone(),

@@ -518,12 +518,20 @@ fn mm_sim_writes_a_row_per_algorithm_and_rate_and_a_chart() {
             2
         );
     }
-    // Every algorithm matched players at 50/min: matches per minute > 0.
-    assert!(
-        rows.iter()
-            .filter(|r| r.starts_with("50,"))
-            .all(|r| { r.rsplit(',').next().unwrap().parse::<f64>().unwrap() > 0.0 })
+    // Every algorithm matched players at 50/min: matches per minute > 0;
+    // with no preferences switched on, nobody barred or outside a range.
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (per_minute, barred, outside) = (
+        column("matches_per_minute"),
+        column("barred_matches"),
+        column("outside_own_range"),
     );
+    for r in rows.iter().filter(|r| r.starts_with("50,")) {
+        let f: Vec<&str> = r.split(',').collect();
+        assert!(f[per_minute].parse::<f64>().unwrap() > 0.0, "{r}");
+        assert_eq!((f[barred], f[outside]), ("0", "0"), "{r}");
+    }
     let svg = std::fs::read_to_string(dir.path().join("gap_vs_wait.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("lila"));
     // Snapshots of 10 players are solved exactly: no pair lost.

@@ -26,6 +26,7 @@ use matchmaking_api::services::live::{LiveConfig, LiveDefaults};
 use matchmaking_api::services::matching::{MatchingLimits, MatchingService, PassReport};
 use matchmaking_api::services::queue::{EntryView, Join, QueueLimits, QueueService};
 use matchmaking_api::services::ratings::RatingService;
+use matchmaking_api::services::relations::RelationService;
 use matchmaking_api::services::signal::PoolSignal;
 use matchmaking_api::store::memory::MemoryQueueStore;
 use matchmaking_api::store::postgres::PgStore;
@@ -49,12 +50,25 @@ struct Rig {
     live: Arc<LiveConfig>,
     /// The queue store, as a worker's pairing protocol sees it.
     store: Arc<dyn QueueStore>,
+    durable: Arc<dyn DurableStore>,
+    /// Where the durable store is (to break it on purpose).
+    durable_url: String,
+    /// Blocks and fair-play restrictions, as the admin API sets them.
+    relations: RelationService,
     /// A matching service as a node starting afresh on the same stores
     /// would build it.
     restart: Box<dyn Fn() -> MatchingService>,
     /// What the stores need kept (a temp dir, a Redis prefix, a schema).
     _keep: Box<dyn std::any::Any>,
 }
+
+/// A rig's stores, what they need kept, and the durable store's URL.
+type Stores = (
+    Arc<dyn QueueStore>,
+    Arc<dyn DurableStore>,
+    Box<dyn std::any::Any>,
+    String,
+);
 
 /// Where a rig keeps its state.
 #[derive(Debug, Clone, Copy)]
@@ -97,11 +111,7 @@ impl Rig {
         ratings: &[(&str, i32)],
     ) -> Option<Self> {
         let clock = ManualClock::at(T0);
-        let (store, durable, keep): (
-            Arc<dyn QueueStore>,
-            Arc<dyn DurableStore>,
-            Box<dyn std::any::Any>,
-        ) = match backend {
+        let (store, durable, keep, durable_url): Stores = match backend {
             Backend::Embedded => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("rules.db").display());
@@ -111,6 +121,7 @@ impl Rig {
                     Arc::new(MemoryQueueStore::new()),
                     Arc::new(sqlite),
                     Box::new(dir),
+                    url,
                 )
             }
             Backend::Production => {
@@ -124,9 +135,15 @@ impl Rig {
                 )
                 .await
                 .unwrap();
-                let pg = PgStore::connect(&schema.url()).await.unwrap();
+                let url = schema.url();
+                let pg = PgStore::connect(&url).await.unwrap();
                 pg.migrate().await.unwrap();
-                (Arc::new(redis), Arc::new(pg), Box::new((prefix, schema)))
+                (
+                    Arc::new(redis),
+                    Arc::new(pg),
+                    Box::new((prefix, schema)),
+                    url,
+                )
             }
         };
         for (user, rating) in ratings {
@@ -197,11 +214,14 @@ impl Rig {
             clock: clock.clone(),
         };
         Some(Self {
+            relations: RelationService::new(durable.clone(), live.clone(), clock.clone()),
             clock,
             queue,
             matching,
             live,
             store,
+            durable,
+            durable_url,
             restart,
             _keep: keep,
         })
@@ -212,10 +232,22 @@ impl Rig {
     }
 
     async fn join_in(&self, user: &str, pool: &str) -> Result<QueueEntryId, ServiceError> {
+        self.join_with(user, pool, None).await
+    }
+
+    /// Joins `pool` with the player's own rating range, if given.
+    async fn join_with(
+        &self,
+        user: &str,
+        pool: &str,
+        rating_range: Option<(i64, i64)>,
+    ) -> Result<QueueEntryId, ServiceError> {
         let join = Join {
             pool: pool.parse::<PoolKey>().unwrap(),
             client_metadata: None,
             request_id: None,
+            rating_range: rating_range
+                .map(|(lo, hi)| matchmaking_api::domain::RatingRange::new(lo, hi).unwrap()),
         };
         Ok(self.queue.join(&who(user), join).await?.entry.id)
     }
@@ -888,6 +920,263 @@ async fn two_regions_passing_at_once_match_everyone_once(backend: Backend) {
     }
 }
 
+/// The opponent of `user`'s entry `id`, once matched.
+async fn opponent_of(rig: &Rig, user: &str, id: &QueueEntryId) -> Option<String> {
+    let view = rig.queue.status(&who(user), id).await.unwrap();
+    view.opponent.map(|o| o.user_id.to_string())
+}
+
+fn uid(user: &str) -> UserId {
+    UserId::parse(user).unwrap()
+}
+
+impl Rig {
+    async fn block(&self, user: &str, blocked: &str, on: bool) {
+        self.relations
+            .set_block("ops", &tenant(), (&uid(user), &uid(blocked)), on)
+            .await
+            .unwrap();
+    }
+
+    async fn restrict(&self, user: &str, on: bool) {
+        self.relations
+            .set_restricted("ops", &tenant(), &uid(user), on.then_some(None))
+            .await
+            .unwrap();
+    }
+}
+
+/// A block set while both wait, in either direction, keeps the two apart
+/// however wide their windows grow, until it is lifted.
+async fn a_block_either_way_keeps_two_players_apart_until_lifted(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[("bob", 1600)]).await else {
+        return;
+    };
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    rig.block("alice", "bob", true).await;
+    rig.advance(60_000);
+    assert_eq!(rig.pass().await, matched(0));
+    // bob's own block of alice still stands when alice lifts hers.
+    rig.block("bob", "alice", true).await;
+    rig.block("alice", "bob", false).await;
+    rig.advance(10_000);
+    assert_eq!(rig.pass().await, matched(0));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
+    rig.block("bob", "alice", false).await;
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(
+        opponent_of(&rig, "alice", &alice).await.as_deref(),
+        Some("bob")
+    );
+}
+
+/// The closest pairs are barred: the same pass pairs everyone otherwise.
+async fn a_blocked_closest_pair_is_paired_otherwise_in_the_same_pass(backend: Backend) {
+    let ratings = [
+        ("alice", 1500),
+        ("bob", 1505),
+        ("carol", 1560),
+        ("dave", 1565),
+    ];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
+    rig.block("alice", "bob", true).await;
+    rig.block("dave", "carol", true).await;
+    let mut ids = Vec::new();
+    for (user, _) in ratings {
+        ids.push(rig.join(user).await.unwrap());
+    }
+    assert_eq!(rig.pass().await, matched(2));
+    let alice_met = opponent_of(&rig, "alice", &ids[0]).await.unwrap();
+    let bob_met = opponent_of(&rig, "bob", &ids[1]).await.unwrap();
+    assert!(
+        alice_met != "bob" && bob_met != "alice",
+        "{alice_met} {bob_met}"
+    );
+    assert_ne!(
+        opponent_of(&rig, "carol", &ids[2]).await.as_deref(),
+        Some("dave")
+    );
+}
+
+/// Restricted players meet only each other, even when a player who is not
+/// restricted is closer; one alone waits without holding anyone else up.
+async fn restricted_players_meet_only_each_other(backend: Backend) {
+    let ratings = [
+        ("r1", 1500),
+        ("n1", 1502),
+        ("r2", 1540),
+        ("n2", 1545),
+        ("r3", 1520),
+    ];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
+    for user in ["r1", "r2", "r3"] {
+        rig.restrict(user, true).await;
+    }
+    let mut ids = Vec::new();
+    for (user, _) in &ratings[..4] {
+        ids.push(rig.join(user).await.unwrap());
+    }
+    assert_eq!(rig.pass().await, matched(2));
+    assert_eq!(
+        opponent_of(&rig, "r1", &ids[0]).await.as_deref(),
+        Some("r2")
+    );
+    assert_eq!(
+        opponent_of(&rig, "n1", &ids[1]).await.as_deref(),
+        Some("n2")
+    );
+    // r3 alone among players who are not restricted: n3 and n4 are paired
+    // at once, r3 waits; lifted, r3 is paired like anyone.
+    let r3 = rig.join("r3").await.unwrap();
+    let n3 = rig.join("n3").await.unwrap();
+    rig.join("n4").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(opponent_of(&rig, "n3", &n3).await.as_deref(), Some("n4"));
+    rig.advance(60_000);
+    assert_eq!(rig.pass().await, matched(0));
+    rig.join("n5").await.unwrap();
+    assert_eq!(rig.pass().await, matched(0));
+    rig.restrict("r3", false).await;
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(opponent_of(&rig, "r3", &r3).await.as_deref(), Some("n5"));
+}
+
+/// A restriction another node wrote, which this node has not read yet:
+/// the pass asks the durable store about the players it paired, so the
+/// pair is barred all the same.
+async fn a_restriction_this_node_has_not_read_yet_still_bars_the_pair(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
+    let r1 = rig.join("r1").await.unwrap();
+    rig.join("n1").await.unwrap();
+    let audit = matchmaking_api::store::AuditEvent {
+        at: T0,
+        tenant_id: tenant(),
+        kind: "restricted_changed".into(),
+        subject: "restricted:t1/r1".into(),
+        detail: serde_json::json!({}),
+    };
+    rig.durable
+        .change_config(
+            &tenant(),
+            matchmaking_api::store::ConfigScope::Restricted(uid("r1")),
+            Some(serde_json::json!({})),
+            audit,
+        )
+        .await
+        .unwrap();
+    assert!(!rig.live.restricted(&tenant()).contains(&uid("r1")));
+    assert_eq!(rig.pass().await, matched(0));
+    assert_eq!(rig.status("r1", &r1).await, EntryStatus::Searching);
+    rig.live.load().await.unwrap();
+    rig.join("r2").await.unwrap();
+    rig.restrict("r2", true).await;
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(opponent_of(&rig, "r1", &r1).await.as_deref(), Some("r2"));
+}
+
+/// The pass cannot read the blocks (the table cut from under it): it
+/// matches nobody, everyone keeps waiting, and once the blocks can be read
+/// again the pass matches as before.
+async fn a_pass_that_cannot_read_the_blocks_matches_nobody(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
+    let alice = rig.join("alice").await.unwrap();
+    let bob = rig.join("bob").await.unwrap();
+    cut_table(&rig.durable_url, "player_blocks", "player_blocks_cut").await;
+    assert!(rig.matching.run_pool(&pool_ref(POOL)).await.is_err());
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
+    assert_eq!(rig.status("bob", &bob).await, EntryStatus::Searching);
+    cut_table(&rig.durable_url, "player_blocks_cut", "player_blocks").await;
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(
+        opponent_of(&rig, "alice", &alice).await.as_deref(),
+        Some("bob")
+    );
+}
+
+/// A player's own range holds however wide the windows grow, and only
+/// narrows: a partner within it is taken as the window allows.
+async fn a_players_own_range_holds_however_wide_the_window_grows(backend: Backend) {
+    let ratings = [("bob", 1580), ("carol", 1540), ("dave", 1600)];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
+    let alice = rig.join_with("alice", POOL, Some((-30, 50))).await.unwrap();
+    rig.join("bob").await.unwrap();
+    // 80 apart: inside both windows from the start, outside alice's range.
+    assert_eq!(rig.pass().await, matched(0));
+    rig.advance(500_000);
+    assert_eq!(rig.pass().await, matched(0));
+    // dave is 100 above: outside her range, 20 from bob: bob takes him.
+    rig.join("dave").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
+    // carol is 40 above: inside.
+    rig.join("carol").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(
+        opponent_of(&rig, "alice", &alice).await.as_deref(),
+        Some("carol")
+    );
+}
+
+/// The wait a join is told reflects its range: a range that would have
+/// taken half the pool's recent partners is told twice the pool's wait.
+async fn the_wait_estimate_reflects_the_players_own_range(backend: Backend) {
+    let ratings = [("p2", 1500), ("p4", 1580)];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
+    // Two matches, each after 10 s: gaps 0 and 80.
+    for (a, b) in [("p1", "p2"), ("p3", "p4")] {
+        rig.join(a).await.unwrap();
+        rig.join(b).await.unwrap();
+        rig.advance(10_000);
+        assert_eq!(rig.pass().await, matched(1));
+    }
+    let plain = told(&rig, "y", None).await;
+    assert_eq!(plain, 10);
+    let narrow = matchmaking_api::domain::RatingRange::new(-50, 50).unwrap();
+    assert_eq!(told(&rig, "x", Some(narrow)).await, 20);
+}
+
+/// The wait a join of `user` with `range` is told.
+async fn told(rig: &Rig, user: &str, range: Option<matchmaking_api::domain::RatingRange>) -> u64 {
+    let join = Join {
+        pool: POOL.parse::<PoolKey>().unwrap(),
+        client_metadata: None,
+        request_id: None,
+        rating_range: range,
+    };
+    rig.queue
+        .join(&who(user), join)
+        .await
+        .unwrap()
+        .estimated_wait_seconds
+}
+
+/// Renames `from` to `to` in the durable store at `url`, behind its back.
+async fn cut_table(url: &str, from: &str, to: &str) {
+    let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query(&sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query(&sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
 /// Each region fallback case as one test per backend: embedded (memory and
 /// SQLite) and production (Redis and PostgreSQL).
 macro_rules! on_both_backends {
@@ -915,6 +1204,13 @@ on_both_backends!(
     a_worker_dying_between_the_two_reservations_of_a_cross_region_pair_holds_nobody,
     a_cross_region_match_recorded_but_not_committed_is_finished_in_both_pools,
     two_regions_passing_at_once_match_everyone_once,
+    a_block_either_way_keeps_two_players_apart_until_lifted,
+    a_blocked_closest_pair_is_paired_otherwise_in_the_same_pass,
+    restricted_players_meet_only_each_other,
+    a_restriction_this_node_has_not_read_yet_still_bars_the_pair,
+    a_pass_that_cannot_read_the_blocks_matches_nobody,
+    a_players_own_range_holds_however_wide_the_window_grows,
+    the_wait_estimate_reflects_the_players_own_range,
 );
 
 /// Pool figures that cannot be read (a store answering too slowly).

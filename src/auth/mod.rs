@@ -37,6 +37,12 @@ impl Identity {
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r == "admin")
     }
+
+    /// One of the platform's own services (the `service` role): it may
+    /// report blocks and fair-play restrictions, nothing an admin only may.
+    pub fn is_service(&self) -> bool {
+        self.roles.iter().any(|r| r == "service")
+    }
 }
 
 /// The claims this service reads and the `token` subcommand writes. The

@@ -22,6 +22,14 @@
 //!   knows no maximum gap or window: its own rules alone bind it; the
 //!   queue time-out binds every algorithm alike.
 //!
+//! Switches of the players' preferences (every algorithm honours them as
+//! its system does; `barred` counts the matches that broke them):
+//! `--restricted-share` (fair-play restricted players, paired only with
+//! each other) and `--blocks-per-player` (each player blocks that many of
+//! those who arrived just before them), `--range-share` with
+//! `--range-min-delta`/`--range-max-delta` (players' own rating ranges;
+//! `outside own range` counts players matched outside theirs).
+//!
 //! Usage: `mm-sim [--hours 2] [--rates 2,20,200] [--seed 1] [--out DIR]
 //! [--tolerance 0.05]` writes `<out>/sim.csv` and `<out>/gap_vs_wait.svg`
 //! (default `target/mm-sim`, outside the tracked files), and prints a
@@ -31,7 +39,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
-use matchmaking_api::domain::{Millis, PoolPolicy};
+use matchmaking_api::domain::{Millis, PoolPolicy, RatingRange, in_range};
 use matchmaking_api::matcher::{self, Flow, Hold, Seeker, solver};
 use matchmaking_api::services::summary::quantile;
 use plotters::prelude::*;
@@ -124,6 +132,25 @@ struct Args {
     /// lasts `--hours`, or longer if the trace does.
     #[arg(long, value_name = "FILE", conflicts_with = "trace_out")]
     trace: Option<PathBuf>,
+    /// Share of players restricted for fair play (paired only with each
+    /// other), drawn per trace from its seed.
+    #[arg(long, default_value_t = 0.0)]
+    restricted_share: f64,
+    /// Blocks: each player blocks this many of the players who arrived
+    /// just before them (`BLOCK_NEIGHBOURS`), so blocked pairs do meet in
+    /// the queue. The report counts matches between barred players (must
+    /// be 0 for `ours`).
+    #[arg(long, default_value_t = 0)]
+    blocks_per_player: usize,
+    /// Share of players who give their own rating range
+    /// (`--range-min-delta`..`--range-max-delta` around their rating). The
+    /// report counts players matched outside their range (must be 0).
+    #[arg(long, default_value_t = 0.0)]
+    range_share: f64,
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    range_min_delta: i64,
+    #[arg(long, default_value_t = 100)]
+    range_max_delta: i64,
 }
 
 impl Args {
@@ -275,6 +302,65 @@ impl Algo {
     }
 }
 
+/// How far back among the arrivals a player's blocks reach.
+const BLOCK_NEIGHBOURS: usize = 40;
+
+/// Who may not meet whom in one trace (`--restricted-share`,
+/// `--blocks-per-player`).
+#[derive(Debug, Default)]
+struct Relations {
+    restricted: Vec<bool>,
+    /// (lower, higher) player indices, either one blocking the other.
+    blocks: std::collections::HashSet<(usize, usize)>,
+    /// Each player's own rating range (`--range-share`).
+    ranges: Vec<Option<RatingRange>>,
+}
+
+impl Relations {
+    /// Drawn from a generator of their own, so the trace (and a replayed
+    /// one) stays the same whatever the switches.
+    fn draw(players: &[Player], seed: u64, args: &Args) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x7e1a_7105);
+        let restricted = players
+            .iter()
+            .map(|_| args.restricted_share > 0.0 && rng.random_bool(args.restricted_share))
+            .collect();
+        let mut blocks = std::collections::HashSet::new();
+        for i in 1..players.len() {
+            for _ in 0..args.blocks_per_player {
+                let back = rng.random_range(1..=BLOCK_NEIGHBOURS.min(i));
+                blocks.insert((i - back, i));
+            }
+        }
+        let range = RatingRange::new(args.range_min_delta, args.range_max_delta)
+            .expect("--range-min-delta ≤ 0 ≤ --range-max-delta");
+        let ranges = players
+            .iter()
+            .map(|_| (args.range_share > 0.0 && rng.random_bool(args.range_share)).then_some(range))
+            .collect();
+        Self {
+            restricted,
+            blocks,
+            ranges,
+        }
+    }
+
+    /// Whether each of players `a` and `b` is within the other's range.
+    fn ranges_meet(&self, players: &[Player], a: usize, b: usize) -> bool {
+        in_range(self.ranges[a], players[a].rating, players[b].rating)
+            && in_range(self.ranges[b], players[b].rating, players[a].rating)
+    }
+
+    fn blocked(&self, a: usize, b: usize) -> bool {
+        self.blocks.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Whether players `a` and `b` may not meet.
+    fn bars(&self, a: usize, b: usize) -> bool {
+        self.restricted[a] != self.restricted[b] || self.blocked(a, b)
+    }
+}
+
 /// A waiting player: index into the trace, and waves missed (lila).
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
@@ -291,14 +377,24 @@ struct Outcome {
     timeouts: usize,
     cancels: usize,
     arrivals: usize,
+    /// Matches between players who may not meet (blocked, or one of them
+    /// restricted and the other not).
+    barred: usize,
+    /// Matched players whose partner is outside their own range.
+    outside_range: usize,
+    /// Waits of the players not restricted, and of the restricted ones
+    /// (both also in `waits_ms`).
+    waits_by_side_ms: [Vec<Millis>; 2],
 }
 
 struct Sim<'t> {
     players: &'t [Player],
+    relations: &'t Relations,
     policy: PoolPolicy,
     hold: Hold,
-    /// The arrivals seen so far, as the service would learn them.
-    flow: Flow,
+    /// The arrivals seen so far, as the service would learn them: of
+    /// players not restricted, and of restricted ones (paired apart).
+    flows: [Flow; 2],
     waiting: Vec<Waiting>,
     out: Outcome,
 }
@@ -315,6 +411,17 @@ impl Sim<'_> {
             self.out.waits_ms.push(now - pb.arrive);
             self.out.gaps.push((pa.rating - pb.rating).abs());
             self.out.matches += 1;
+            let (ia, ib) = (self.waiting[a].player, self.waiting[b].player);
+            self.out.barred += usize::from(self.relations.bars(ia, ib));
+            for (me, them) in [(ia, ib), (ib, ia)] {
+                let (own, other) = (self.players[me].rating, self.players[them].rating);
+                self.out.outside_range +=
+                    usize::from(!in_range(self.relations.ranges[me], own, other));
+            }
+            for (i, p) in [(ia, pa), (ib, pb)] {
+                let side = usize::from(self.relations.restricted[i]);
+                self.out.waits_by_side_ms[side].push(now - p.arrive);
+            }
             gone[a] = true;
             gone[b] = true;
         }
@@ -329,30 +436,36 @@ impl Sim<'_> {
         self.policy.window(now - self.players[w.player].arrive)
     }
 
-    /// The service's pass.
+    /// The service's pass: restricted players and the others paired
+    /// apart, each by their own flow, never a blocked pair.
     fn ours(&mut self, now: Millis) {
-        let seekers: Vec<Seeker<'_>> = self
-            .waiting
-            .iter()
-            .map(|w| {
-                let p = &self.players[w.player];
-                Seeker {
-                    user: &p.name,
-                    rating: p.rating,
-                    enqueued_at: p.arrive,
-                }
-            })
-            .collect();
-        let pairs: Vec<(usize, usize)> = matcher::find_pairs_holding(
-            &seekers,
-            now,
-            &self.policy,
-            Some((&self.hold, &self.flow)),
-            |_, _| false,
-        )
-        .into_iter()
-        .map(|p| (p.a, p.b))
-        .collect();
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for (side, flow) in self.flows.iter().enumerate() {
+            let members: Vec<usize> = (0..self.waiting.len())
+                .filter(|&k| usize::from(self.relations.restricted[self.waiting[k].player]) == side)
+                .collect();
+            let seekers: Vec<Seeker<'_>> = members
+                .iter()
+                .map(|&k| {
+                    let p = &self.players[self.waiting[k].player];
+                    Seeker {
+                        user: &p.name,
+                        rating: p.rating,
+                        enqueued_at: p.arrive,
+                        range: self.relations.ranges[self.waiting[k].player],
+                    }
+                })
+                .collect();
+            let player = |i: usize| self.waiting[members[i]].player;
+            let found = matcher::find_pairs_holding(
+                &seekers,
+                now,
+                &self.policy,
+                Some((&self.hold, flow)),
+                |i, j| self.relations.blocked(player(i), player(j)),
+            );
+            pairs.extend(found.into_iter().map(|p| (members[p.a], members[p.b])));
+        }
         self.pair(&pairs, now);
     }
 
@@ -363,6 +476,11 @@ impl Sim<'_> {
         let window = self.window(me, now);
         (0..self.waiting.len())
             .filter(|&j| j != i && !used[j])
+            .filter(|&j| !self.relations.bars(me.player, self.waiting[j].player))
+            .filter(|&j| {
+                self.relations
+                    .ranges_meet(self.players, me.player, self.waiting[j].player)
+            })
             .filter(|&j| {
                 let gap = (self.players[self.waiting[j].player].rating - rating).abs();
                 gap <= window && gap <= self.window(&self.waiting[j], now)
@@ -395,18 +513,40 @@ impl Sim<'_> {
     /// One lila wave: every waiting pair lila allows, scored as lila scores
     /// it, then a maximum-cardinality matching of least total score.
     fn wave(&mut self, now: Millis) {
+        // `MatchMaking.scala`, `apply`: restricted ("lame") players apart,
+        // paired by rating in twos whatever their gap (`naive`).
+        let mut lames: Vec<usize> = (0..self.waiting.len())
+            .filter(|&k| self.relations.restricted[self.waiting[k].player])
+            .collect();
+        lames.sort_by_key(|&k| std::cmp::Reverse(self.players[self.waiting[k].player].rating));
+        let mut pairs: Vec<(usize, usize)> = lames.chunks_exact(2).map(|c| (c[0], c[1])).collect();
+        let fairs: Vec<usize> = (0..self.waiting.len())
+            .filter(|&k| !self.relations.restricted[self.waiting[k].player])
+            .collect();
         let mut edges = Vec::new();
-        for i in 0..self.waiting.len() {
-            for j in i + 1..self.waiting.len() {
+        for (x, &i) in fairs.iter().enumerate() {
+            for (y, &j) in fairs.iter().enumerate().skip(x + 1) {
                 let (a, b) = (&self.waiting[i], &self.waiting[j]);
+                // `blockMalus` and `rangeMalus`: 9000 each, past every
+                // maximum score.
+                let ranges_meet = self.relations.ranges_meet(self.players, a.player, b.player);
+                if self.relations.blocked(a.player, b.player) || !ranges_meet {
+                    continue;
+                }
+                let both_ranged = self.relations.ranges[a.player].is_some()
+                    && self.relations.ranges[b.player].is_some();
                 let (ra, rb) = (self.players[a.player].rating, self.players[b.player].rating);
-                if let Some(score) = lila::pair_score(ra, a.misses, rb, b.misses) {
+                if let Some(score) = lila::pair_score(ra, a.misses, rb, b.misses, both_ranged) {
                     // The solver maximises weight among the largest matchings.
-                    edges.push((i, j, -score));
+                    edges.push((x, y, -score));
                 }
             }
         }
-        let pairs = solver::blossom(self.waiting.len(), &edges);
+        pairs.extend(
+            solver::blossom(fairs.len(), &edges)
+                .into_iter()
+                .map(|(x, y)| (fairs[x], fairs[y])),
+        );
         self.pair(&pairs, now);
         for w in &mut self.waiting {
             w.misses += 1;
@@ -447,6 +587,11 @@ fn run_all(algo: Algo, traces: &[(u64, Vec<Player>)], args: &Args) -> Outcome {
         all.timeouts += o.timeouts;
         all.cancels += o.cancels;
         all.arrivals += o.arrivals;
+        all.barred += o.barred;
+        all.outside_range += o.outside_range;
+        for (side, waits) in o.waits_by_side_ms.into_iter().enumerate() {
+            all.waits_by_side_ms[side].extend(waits);
+        }
     }
     all
 }
@@ -468,15 +613,17 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
     let mut wave_rng = StdRng::seed_from_u64(seed);
     let mut wave_after = |at: Millis| at + wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
     let mut next_wave = wave_after(0);
+    let relations = Relations::draw(players, seed, args);
     let mut sim = Sim {
         players,
+        relations: &relations,
         policy: args.policy(),
         hold: Hold {
             cost_per_second: args.hold_cost,
             growth_per_second: args.hold_growth,
             max_ms: (args.hold_max_seconds * 1000.0) as Millis,
         },
-        flow: Flow::default(),
+        flows: Default::default(),
         waiting: Vec::new(),
         out: Outcome {
             arrivals: players.len(),
@@ -499,7 +646,8 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
                 }
             }
             Event::Arrival(i) => {
-                sim.flow.observe(now, players[i].rating);
+                let side = usize::from(relations.restricted[i]);
+                sim.flows[side].observe(now, players[i].rating);
                 sim.waiting.push(Waiting {
                     player: i,
                     misses: 0,
@@ -572,12 +720,25 @@ mod lila {
         }
     }
 
+    /// `MatchMaking.scala`, `rangeBonus`: 200 off the score when both
+    /// players gave a rating range and each is within the other's.
+    pub const RANGE_BONUS: i64 = 200;
+
     /// `MatchMaking.scala`, `pairScore`: lower is better; `None` when lila
-    /// would not pair the two. The smaller of the two miss bonuses counts.
-    pub fn pair_score(rating_a: i32, misses_a: i64, rating_b: i32, misses_b: i64) -> Option<i64> {
+    /// would not pair the two. The smaller of the two miss bonuses counts;
+    /// `rangeBonus` when `both_ranges_meet`. (A range that excludes the
+    /// other player is `rangeMalus`, 9000: never paired.)
+    pub fn pair_score(
+        rating_a: i32,
+        misses_a: i64,
+        rating_b: i32,
+        misses_b: i64,
+        both_ranges_meet: bool,
+    ) -> Option<i64> {
         let score = i64::from((rating_a - rating_b).abs())
             - miss_bonus(misses_a).min(miss_bonus(misses_b))
-            - RAGESIT_BONUS_GOOD;
+            - RAGESIT_BONUS_GOOD
+            - if both_ranges_meet { RANGE_BONUS } else { 0 };
         (score <= max_score(rating_a.min(rating_b))).then_some(score)
     }
 
@@ -589,14 +750,14 @@ mod lila {
         fn pairs_as_lila_allows() {
             // Two fresh players at 1500: max score 100, bonus 0, so a gap
             // of 130 is the most lila allows.
-            assert_eq!(pair_score(1500, 0, 1630, 0), Some(100));
-            assert_eq!(pair_score(1500, 0, 1631, 0), None);
+            assert_eq!(pair_score(1500, 0, 1630, 0, false), Some(100));
+            assert_eq!(pair_score(1500, 0, 1631, 0, false), None);
             // Below 1000 the lower rating allows 130, so 160 of gap.
-            assert_eq!(pair_score(900, 0, 1060, 0), Some(130));
+            assert_eq!(pair_score(900, 0, 1060, 0, false), Some(130));
             // The smaller bonus counts: one who missed 10 waves with a
             // newcomer gets nothing from it.
-            assert_eq!(pair_score(1500, 10, 1631, 0), None);
-            assert_eq!(pair_score(1500, 10, 1631, 1), Some(89));
+            assert_eq!(pair_score(1500, 10, 1631, 0, false), None);
+            assert_eq!(pair_score(1500, 10, 1631, 1, false), Some(89));
             // The bonus stops at 400.
             assert_eq!(miss_bonus(33), 396);
             assert_eq!(miss_bonus(34), 400);
@@ -617,6 +778,12 @@ struct Row {
     gap_p95: f64,
     timeout_rate: f64,
     matches_per_minute: f64,
+    barred: usize,
+    /// Matched players whose partner was outside their own range.
+    outside_range: usize,
+    /// Median wait (s) of the players not restricted, and of the
+    /// restricted ones.
+    wait_p50_by_side: [f64; 2],
 }
 
 fn row(algo: Algo, rate: f64, mut o: Outcome, hours: f64) -> Row {
@@ -632,6 +799,9 @@ fn row(algo: Algo, rate: f64, mut o: Outcome, hours: f64) -> Row {
         gap_p95: f64::from(quantile(&mut o.gaps, 0.95).unwrap_or(0)),
         timeout_rate: o.timeouts as f64 / stayed,
         matches_per_minute: o.matches as f64 / (hours * 60.0),
+        barred: o.barred,
+        outside_range: o.outside_range,
+        wait_p50_by_side: o.waits_by_side_ms.each_mut().map(|w| s(quantile(w, 0.5))),
     }
 }
 
@@ -650,6 +820,7 @@ fn optimality(args: &Args, rng: &mut StdRng) -> (usize, f64, f64) {
                 user: name,
                 rating: normal(rng, 1500.0, 150.0).round() as i32,
                 enqueued_at: now - rng.random_range(0..90_000),
+                range: None,
             })
             .collect();
         let (_, edges) = matcher::compatibility_graph(&seekers, now, &policy);
@@ -715,6 +886,7 @@ fn against_optimum(args: &Args, rng: &mut StdRng) -> Vec<Against> {
                         user: name,
                         rating: normal(rng, 1500.0, 300.0).round().clamp(600.0, 2800.0) as i32,
                         enqueued_at: now - rng.random_range(0..120_000),
+                        range: None,
                     })
                     .collect();
                 let (n, edges) = matcher::compatibility_graph(&seekers, now, &policy);
@@ -858,6 +1030,10 @@ fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::error::Err
                 gap_p95: num(6)?,
                 timeout_rate: num(7)?,
                 matches_per_minute: num(8)?,
+                // Written since the relation switches came; 0 before.
+                barred: num(9).unwrap_or(0.0) as usize,
+                outside_range: num(10).unwrap_or(0.0) as usize,
+                wait_p50_by_side: [num(2)?, 0.0],
             })
         })
         .collect::<Result<_, String>>()
@@ -942,15 +1118,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
     println!(
-        "| players/min | algorithm | wait p50 (s) | wait p95 | wait p99 | gap mean | gap p95 | time-outs | matches/min |"
+        "| players/min | algorithm | wait p50 (s) | wait p95 | wait p99 | gap mean | gap p95 | time-outs | matches/min | barred | outside own range |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut csv = String::from(
-        "rate_per_minute,algorithm,wait_p50_s,wait_p95_s,wait_p99_s,gap_mean,gap_p95,timeout_rate,matches_per_minute\n",
+        "rate_per_minute,algorithm,wait_p50_s,wait_p95_s,wait_p99_s,gap_mean,gap_p95,timeout_rate,matches_per_minute,barred_matches,outside_own_range\n",
     );
     for r in &rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2}% | {:.2} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2}% | {:.2} | {} | {} |",
             r.rate,
             r.algo.name(),
             r.wait_p50,
@@ -959,10 +1135,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.gap_mean,
             r.gap_p95,
             r.timeout_rate * 100.0,
-            r.matches_per_minute
+            r.matches_per_minute,
+            r.barred,
+            r.outside_range
         );
         csv.push_str(&format!(
-            "{},{},{:.3},{:.3},{:.3},{:.3},{:.0},{:.5},{:.3}\n",
+            "{},{},{:.3},{:.3},{:.3},{:.3},{:.0},{:.5},{:.3},{},{}\n",
             r.rate,
             r.algo.name(),
             r.wait_p50,
@@ -971,7 +1149,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.gap_mean,
             r.gap_p95,
             r.timeout_rate,
-            r.matches_per_minute
+            r.matches_per_minute,
+            r.barred,
+            r.outside_range
         ));
     }
     std::fs::write(args.out.join("sim.csv"), csv)?;
@@ -993,6 +1173,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 100.0 * (ours.timeout_rate - base.timeout_rate),
                 change(ours.gap_mean, base.gap_mean),
                 change(ours.wait_p95, base.wait_p95),
+            );
+        }
+    }
+    if args.restricted_share > 0.0 {
+        for r in rows.iter().filter(|r| r.algo != Algo::Greedy) {
+            println!(
+                "rate {}/min, {}: median wait of players not restricted {:.1} s, of restricted players {:.1} s",
+                r.rate,
+                r.algo.name(),
+                r.wait_p50_by_side[0],
+                r.wait_p50_by_side[1]
             );
         }
     }
@@ -1031,4 +1222,64 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.out.join("gap_vs_wait.svg").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trace with many restricted players and blocks between neighbours:
+    /// the service's matcher and greedy never pair two who may not meet,
+    /// and the switches do come into play (lila's naive pairing of
+    /// restricted players ignores blocks, as lila does).
+    #[test]
+    fn ours_never_pairs_players_who_may_not_meet() {
+        let args = Args::parse_from([
+            "mm-sim",
+            "--hours",
+            "0.5",
+            "--restricted-share",
+            "0.2",
+            "--blocks-per-player",
+            "8",
+        ]);
+        let mut rng = StdRng::seed_from_u64(3);
+        let players = trace(&args, 200.0, &mut rng);
+        let relations = Relations::draw(&players, 3, &args);
+        assert!(relations.restricted.iter().filter(|&&r| r).count() > players.len() / 10);
+        assert!(relations.blocks.len() > players.len() * 7);
+        for algo in [Algo::Ours, Algo::Greedy] {
+            let o = run(algo, &players, 3, &args);
+            assert!(o.matches > players.len() / 3, "{algo:?}: {}", o.matches);
+            assert_eq!(o.barred, 0, "{algo:?}");
+        }
+        assert!(run(Algo::Lila, &players, 3, &args).barred > 0);
+    }
+
+    /// Half the players with narrow ranges of their own (-30..+60, where
+    /// the mean gap is about 55): nobody is matched outside theirs, by any
+    /// algorithm.
+    #[test]
+    fn nobody_is_matched_outside_their_own_range() {
+        let args = Args::parse_from([
+            "mm-sim",
+            "--hours",
+            "0.5",
+            "--range-share",
+            "0.5",
+            "--range-min-delta",
+            "-30",
+            "--range-max-delta",
+            "60",
+        ]);
+        let mut rng = StdRng::seed_from_u64(5);
+        let players = trace(&args, 20.0, &mut rng);
+        for algo in Algo::ALL {
+            let o = run(algo, &players, 5, &args);
+            assert!(o.matches > players.len() / 4, "{algo:?}: {}", o.matches);
+            assert_eq!(o.outside_range, 0, "{algo:?}");
+        }
+        let relations = Relations::draw(&players, 5, &args);
+        assert!(relations.ranges.iter().filter(|r| r.is_some()).count() > players.len() / 3);
+    }
 }

@@ -73,6 +73,60 @@ impl EndReason {
     }
 }
 
+/// A player's own rating range (`rating_range` on join): a partner's
+/// rating must lie within `[rating + min_delta, rating + max_delta]`, on
+/// top of the pool's window. It can only narrow what the pool allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RatingRange {
+    pub min_delta: i32,
+    pub max_delta: i32,
+}
+
+impl RatingRange {
+    /// The widest a range may be set: wider says nothing a pool's window
+    /// does not.
+    pub const MAX_DELTA: i32 = 2_000;
+
+    /// A range as a join gives it: `min_delta` in `-MAX_DELTA..=0`,
+    /// `max_delta` in `0..=MAX_DELTA` (a player always accepts their own
+    /// rating).
+    pub fn new(min_delta: i64, max_delta: i64) -> Result<Self, super::ParseError> {
+        let bound = i64::from(Self::MAX_DELTA);
+        if !(-bound..=0).contains(&min_delta) {
+            return Err(super::ParseError::new(
+                "rating_range.min_delta",
+                format!("must be an integer from -{bound} to 0"),
+            ));
+        }
+        if !(0..=bound).contains(&max_delta) {
+            return Err(super::ParseError::new(
+                "rating_range.max_delta",
+                format!("must be an integer from 0 to {bound}"),
+            ));
+        }
+        Ok(Self {
+            min_delta: min_delta as i32,
+            max_delta: max_delta as i32,
+        })
+    }
+
+    /// Whether a player rated `own` accepts a partner rated `other`.
+    pub fn accepts(self, own: Rating, other: Rating) -> bool {
+        let delta = i64::from(other) - i64::from(own);
+        (i64::from(self.min_delta)..=i64::from(self.max_delta)).contains(&delta)
+    }
+
+    /// The farthest it reaches either way.
+    pub fn reach(self) -> i32 {
+        self.max_delta.max(-self.min_delta)
+    }
+}
+
+/// Whether a player rated `own` with `range` (none: any) accepts `other`.
+pub fn in_range(range: Option<RatingRange>, own: Rating, other: Rating) -> bool {
+    range.is_none_or(|r| r.accepts(own, other))
+}
+
 /// The other player of a match, as shown to a player.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Opponent {
@@ -110,6 +164,9 @@ pub struct QueueEntry {
     /// Why it ended, once `CANCELLED` or `TIMED_OUT`.
     #[serde(default)]
     pub reason: Option<EndReason>,
+    /// The player's own rating range, if they gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating_range: Option<RatingRange>,
 }
 
 impl QueueEntry {
@@ -139,7 +196,14 @@ impl QueueEntry {
             game_id: None,
             opponent: None,
             reason: None,
+            rating_range: None,
         }
+    }
+
+    /// Whether `other` asks for the same search: a join answered with the
+    /// entry already waiting rather than refused as another search.
+    pub fn same_search(&self, other: &QueueEntry) -> bool {
+        self.pool == other.pool && self.rating_range == other.rating_range
     }
 
     pub fn pool_ref(&self) -> PoolRef {

@@ -58,6 +58,24 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// A caller whose token has the `admin` or the `service` role: the
+/// platform's own services (its account service reporting blocks, its
+/// fair-play team's tools), which are not admins of the matchmaker.
+pub struct Platform(pub Identity);
+
+impl FromRequestParts<AppState> for Platform {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ServiceError> {
+        let Caller(who) = Caller::from_request_parts(parts, state).await?;
+        if who.is_admin() || who.is_service() {
+            Ok(Platform(who))
+        } else {
+            Err(ServiceError::Forbidden)
+        }
+    }
+}
+
 /// Path parameters (ids). One that cannot even be read (percent-encoded
 /// bytes that are not UTF-8) is 404 `NOT_FOUND` in our error shape, like
 /// any other malformed id, not axum's plain-text 400.
@@ -116,6 +134,25 @@ pub fn object(value: Value) -> Result<Map<String, Value>, ServiceError> {
         _ => Err(ServiceError::InvalidRequest(
             "body must be a JSON object".into(),
         )),
+    }
+}
+
+/// An optional JSON object body: empty, blank or `null` is an empty object.
+pub fn optional_object(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Map<String, Value>, ServiceError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge,
+        _ => ServiceError::InvalidRequest("body could not be read".into()),
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(&body)
+        .map_err(|_| ServiceError::InvalidRequest("body is not valid JSON".into()))?
+    {
+        Value::Null => Ok(Map::new()),
+        value => object(value),
     }
 }
 

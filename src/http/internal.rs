@@ -6,13 +6,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::AppState;
 use super::error::ServiceError;
-use super::extract::{Admin, ApiJson, Ids, Reporter, object, optional_str};
+use super::extract::{Admin, ApiJson, Ids, Reporter, object, optional_object, optional_str};
 use super::openapi;
 use crate::domain::{GameId, ParseError, TenantId, UserId};
 use crate::services::ratings::parse_update;
@@ -105,21 +104,8 @@ pub async fn game_finished(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServiceError> {
     let game = GameId::parse(&game).map_err(|_| ServiceError::NotFound("no such game"))?;
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::PayloadTooLarge,
-        _ => ServiceError::InvalidRequest("body could not be read".into()),
-    })?;
     // The body is optional: empty (or `null`) means "the caller's tenant".
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        match serde_json::from_slice(&body)
-            .map_err(|_| ServiceError::InvalidRequest("body is not valid JSON".into()))?
-        {
-            Value::Null => Map::new(),
-            value => object(value)?,
-        }
-    };
+    let body = optional_object(body)?;
     let tenant = match (optional_str(&body, "tenant_id")?, &reporter) {
         (Some(t), _) => TenantId::parse(t)?,
         (None, Reporter::Admin(who)) => who.tenant_id.clone(),

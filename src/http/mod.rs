@@ -14,6 +14,7 @@ pub mod openapi;
 mod policies;
 mod queue;
 pub mod rate_limit;
+mod relations;
 pub mod request_id;
 pub mod server;
 pub mod shed;
@@ -71,6 +72,8 @@ pub struct Services {
     pub live: Arc<crate::services::live::LiveConfig>,
     pub challenges: Arc<ChallengeService>,
     pub ratings: RatingService,
+    /// Blocks and fair-play restrictions.
+    pub relations: Arc<crate::services::relations::RelationService>,
     pub auth: Arc<JwtAuth>,
     pub queue_store: Arc<dyn QueueStore>,
     pub durable: Arc<dyn DurableStore>,
@@ -126,6 +129,13 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         ))
         .routes(routes!(internal::get_ratings, internal::put_ratings))
         .routes(routes!(internal::game_finished))
+        .routes(routes!(relations::put_block, relations::delete_block))
+        .routes(routes!(relations::get_blocks))
+        .routes(routes!(
+            relations::get_restricted,
+            relations::put_restricted,
+            relations::delete_restricted
+        ))
         .routes(routes!(health::healthz))
         .routes(routes!(health::health))
         .routes(routes!(health::readyz))

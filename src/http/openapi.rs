@@ -123,6 +123,22 @@ pub struct JoinRequest {
     /// A small free-form object (size and depth bounded).
     #[schema(value_type = Option<Object>)]
     pub client_metadata: Option<Value>,
+    /// The player's own rating range: never paired outside it (it can
+    /// only narrow the pool's window). A join again with another range is
+    /// another search (409 `ALREADY_IN_QUEUE`).
+    pub rating_range: Option<RatingRangeRequest>,
+}
+
+/// A partner's rating must lie within `[rating + min_delta, rating +
+/// max_delta]`.
+#[derive(Serialize, ToSchema)]
+pub struct RatingRangeRequest {
+    /// -2000 to 0.
+    #[schema(example = -200, minimum = -2000, maximum = 0)]
+    pub min_delta: i32,
+    /// 0 to 2000.
+    #[schema(example = 150, minimum = 0, maximum = 2000)]
+    pub max_delta: i32,
 }
 
 /// POST /v1/matchmaking/queue: 201.
@@ -388,6 +404,53 @@ pub struct GameFinishedRequest {
     /// The game's tenant; required with the game service's token, else the
     /// admin's own tenant.
     pub tenant_id: Option<String>,
+}
+
+/// A block, after a PUT or DELETE.
+#[derive(Serialize, ToSchema)]
+pub struct Block {
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    #[schema(value_type = String)]
+    pub blocked_user_id: UserId,
+    /// Whether `user_id` blocks `blocked_user_id` now.
+    pub blocked: bool,
+    /// Whether this request changed it.
+    pub changed: bool,
+}
+
+/// GET /internal/blocks/{tenant_id}/{user_id}
+#[derive(Serialize, ToSchema)]
+pub struct Blocks {
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    /// Oldest block first; at most 1000.
+    #[schema(value_type = Vec<String>)]
+    pub blocked_user_ids: Vec<UserId>,
+}
+
+/// PUT /internal/restricted/{tenant_id}/{user_id} (the body is optional).
+#[derive(Serialize, ToSchema)]
+pub struct RestrictionRequest {
+    /// Why, for the audit log; at most 200 characters.
+    pub reason: Option<String>,
+}
+
+/// A player's fair-play restriction.
+#[derive(Serialize, ToSchema)]
+pub struct Restriction {
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    /// Restricted players are paired only with each other.
+    pub restricted: bool,
+    /// Whether this request changed it (always `false` on GET).
+    pub changed: bool,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -12,7 +12,9 @@ use super::extract::{ApiJson, Caller, Ids, object, optional_str, required_str};
 use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
-use crate::domain::{ActiveGame, EndReason, EntryStatus, QueueEntry, QueueEntryId, rfc3339};
+use crate::domain::{
+    ActiveGame, EndReason, EntryStatus, ParseError, QueueEntry, QueueEntryId, RatingRange, rfc3339,
+};
 use crate::services::queue::{EntryView, Join, KeyTaken};
 use crate::store::{IdempotencyScope, StoredAnswer};
 
@@ -158,6 +160,7 @@ async fn join_once(
         .get("client_metadata")
         .filter(|v| !v.is_null())
         .cloned();
+    let rating_range = rating_range(body.get("rating_range"))?;
     let request_id = Some(request_id::current()).filter(|r| !r.is_empty());
     let joined = state
         .queue
@@ -167,6 +170,7 @@ async fn join_once(
                 pool,
                 client_metadata,
                 request_id,
+                rating_range,
             },
         )
         .await?;
@@ -178,6 +182,42 @@ async fn join_once(
     let body = serde_json::to_string(&body)
         .map_err(|e| ServiceError::Internal(format!("serializing an answer: {e}")))?;
     Ok((StatusCode::CREATED, body))
+}
+
+/// The optional `rating_range` of a join: `{"min_delta", "max_delta"}`,
+/// both integers, each refusal naming its field.
+fn rating_range(value: Option<&Value>) -> Result<Option<RatingRange>, ParseError> {
+    let object = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(object)) => object,
+        Some(_) => {
+            return Err(ParseError::new(
+                "rating_range",
+                "must be an object {\"min_delta\": <= 0, \"max_delta\": >= 0}",
+            ));
+        }
+    };
+    if let Some(field) = object
+        .keys()
+        .find(|k| !["min_delta", "max_delta"].contains(&k.as_str()))
+    {
+        return Err(ParseError::new(
+            "rating_range",
+            format!("has no field {field} (it has min_delta and max_delta)"),
+        ));
+    }
+    let delta = |field: &'static str, name: &str| {
+        object
+            .get(name)
+            .ok_or_else(|| ParseError::new(field, "is required"))?
+            .as_i64()
+            .ok_or_else(|| ParseError::new(field, "must be an integer"))
+    };
+    RatingRange::new(
+        delta("rating_range.min_delta", "min_delta")?,
+        delta("rating_range.max_delta", "max_delta")?,
+    )
+    .map(Some)
 }
 
 /// A path id that is not a queue entry id is simply not found.

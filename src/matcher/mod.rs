@@ -2,7 +2,9 @@
 //! time and the pool's policy in; disjoint pairs out. No I/O, no clock.
 //!
 //! Two entries are *compatible* when they belong to different users, neither
-//! blocks the other, and their rating gap is within both of their windows.
+//! blocks the other, their rating gap is within both of their windows, and
+//! each one's rating is within the other's own rating range, if they gave
+//! one.
 //! Among compatible pairs the matcher picks disjoint pairs that match as many
 //! players as possible, then serve the longest-waiting first, then keep gaps
 //! small (the score in [`score`]).
@@ -25,7 +27,7 @@ pub mod solver;
 
 pub use flow::{Flow, Hold};
 
-use crate::domain::{Millis, PoolPolicy, Rating};
+use crate::domain::{Millis, PoolPolicy, Rating, RatingRange};
 
 /// Segments up to this size are solved exactly...
 pub const EXACT_SEGMENT_LIMIT: usize = 12;
@@ -49,6 +51,8 @@ pub struct Seeker<'a> {
     pub user: &'a str,
     pub rating: Rating,
     pub enqueued_at: Millis,
+    /// The player's own rating range, if they gave one.
+    pub range: Option<RatingRange>,
 }
 
 /// Indices into the snapshot of two entries to match.
@@ -58,14 +62,45 @@ pub struct Pair {
     pub b: usize,
 }
 
-/// An entry prepared for matching: its window and waiting steps at `now`.
+/// An entry prepared for matching: its window and waiting steps at `now`,
+/// and the partners' rating differences its own range accepts
+/// (`lo..=hi`; every difference without a range). The window never
+/// reaches past the range.
+/// Packed into 32 bytes: a pass over a million entries reads them all
+/// several times.
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    index: usize,
+    /// Index into the snapshot (a pass holds far fewer than 2³² entries).
+    index: u32,
     rating: Rating,
     window: i32,
-    steps: i64,
+    /// Widening steps waited (at most the queue time over the interval).
+    steps: i32,
     enqueued_at: Millis,
+    lo: i16,
+    hi: i16,
+}
+
+impl Node {
+    fn at(&self) -> usize {
+        self.index as usize
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Node>() == 32);
+
+/// Widening steps as a node keeps them.
+fn steps_of(steps: i64) -> i32 {
+    steps.clamp(0, i64::from(i32::MAX)) as i32
+}
+
+/// The differences `range` accepts, as a node keeps them.
+fn range_bounds(range: Option<RatingRange>) -> (i16, i16) {
+    match range {
+        // Within ±`RatingRange::MAX_DELTA`, which fits.
+        Some(r) => (r.min_delta as i16, r.max_delta as i16),
+        None => (i16::MIN, i16::MAX),
+    }
 }
 
 /// Matches a pool with no blocks between players.
@@ -112,15 +147,22 @@ pub fn find_pairs_holding(
         .map(|(key, enqueued_at)| {
             let waited = now - enqueued_at;
             let rating = (key >> 32) as u32 as i32 ^ i32::MIN;
-            let window = policy.window(waited);
+            let index = (key & u64::from(u32::MAX)) as usize;
+            let range = snapshot[index].range;
+            let window = range.map_or(policy.window(waited), |r| {
+                policy.window(waited).min(r.reach())
+            });
+            let (lo, hi) = range_bounds(range);
             Node {
-                index: (key & u64::from(u32::MAX)) as usize,
+                index: index as u32,
                 rating,
                 window: hold
                     .and_then(|(hold, flow)| hold.gap(flow, rating, waited))
                     .map_or(window, |held| held.min(window)),
-                steps: policy.widening_steps(waited),
+                steps: steps_of(policy.widening_steps(waited)),
                 enqueued_at,
+                lo,
+                hi,
             }
         })
         .collect();
@@ -207,15 +249,20 @@ struct Matcher<'s, F> {
 }
 
 impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
-    /// Within both windows and not blocked. The nodes of a pass are of
-    /// distinct users already ([`first_entry_per_user`]).
+    /// Within both windows and both ranges, and not blocked. The nodes of
+    /// a pass are of distinct users already ([`first_entry_per_user`]).
     fn compatible(&self, a: &Node, b: &Node) -> bool {
         let gap = (a.rating - b.rating).abs();
-        gap <= a.window && gap <= b.window && !(self.blocked)(a.index, b.index)
+        let up = b.rating - a.rating;
+        gap <= a.window
+            && gap <= b.window
+            && (i32::from(a.lo)..=i32::from(a.hi)).contains(&up)
+            && (i32::from(b.lo)..=i32::from(b.hi)).contains(&-up)
+            && !(self.blocked)(a.at(), b.at())
     }
 
     fn score(a: &Node, b: &Node) -> i64 {
-        score::pair_score(a.rating, a.steps, b.rating, b.steps)
+        score::pair_score(a.rating, a.steps.into(), b.rating, b.steps.into())
     }
 
     /// The optimum of a small segment.
@@ -233,8 +280,8 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
                 .solve(segment.len(), &self.edges)
                 .into_iter()
                 .map(|(i, j)| Pair {
-                    a: segment[i].index,
-                    b: segment[j].index,
+                    a: segment[i].at(),
+                    b: segment[j].at(),
                 }),
         );
     }
@@ -310,8 +357,8 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
             (0..n)
                 .filter(|&p| mate[p] != NO_MATE && p < mate[p] as usize)
                 .map(|p| Pair {
-                    a: segment[p].index,
-                    b: segment[mate[p] as usize].index,
+                    a: segment[p].at(),
+                    b: segment[mate[p] as usize].at(),
                 }),
         );
     }
@@ -786,12 +833,17 @@ pub fn compatibility_graph(
     let nodes: Vec<Node> = snapshot
         .iter()
         .enumerate()
-        .map(|(index, s)| Node {
-            index,
-            rating: s.rating,
-            window: policy.window(now - s.enqueued_at),
-            steps: policy.widening_steps(now - s.enqueued_at),
-            enqueued_at: s.enqueued_at,
+        .map(|(index, s)| {
+            let (lo, hi) = range_bounds(s.range);
+            Node {
+                index: index as u32,
+                rating: s.rating,
+                window: policy.window(now - s.enqueued_at),
+                steps: steps_of(policy.widening_steps(now - s.enqueued_at)),
+                enqueued_at: s.enqueued_at,
+                lo,
+                hi,
+            }
         })
         .collect();
     let matcher = Matcher {
@@ -803,10 +855,10 @@ pub fn compatibility_graph(
     let mut edges = Vec::new();
     for (i, a) in nodes.iter().enumerate() {
         for b in &nodes[i + 1..] {
-            if matcher.compatible(a, b) && snapshot[a.index].user != snapshot[b.index].user {
+            if matcher.compatible(a, b) && snapshot[a.at()].user != snapshot[b.at()].user {
                 edges.push((
-                    a.index,
-                    b.index,
+                    a.at(),
+                    b.at(),
                     Matcher::<fn(usize, usize) -> bool>::score(a, b),
                 ));
             }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 
 use super::*;
+use crate::domain::in_range;
 
 const NOW: Millis = 1_000_000;
 
@@ -27,6 +28,7 @@ fn snapshot(raw: &[(u8, i32, i64)], users: &[String]) -> Vec<Seeker<'static>> {
             user: leak(&users[u as usize]),
             rating,
             enqueued_at: NOW - waited * 1000,
+            range: None,
         })
         .collect()
 }
@@ -107,6 +109,37 @@ proptest! {
         let snap = snapshot(&raw, &users);
         let pairs = find_pairs(&snap, NOW, &policy());
         check_valid_and_maximal(&snap, &pairs)?;
+    }
+
+    /// Players with ranges of their own (about half of them, each side of
+    /// their rating up to 150): every pair is within both players' ranges
+    /// (checked here on its own, not through the matcher's graph), the
+    /// result is maximal, and on small pools optimal.
+    #[test]
+    fn own_rating_ranges_are_never_crossed(
+        raw in pool(0..=40, 1300..1700, 120),
+        ranges in proptest::collection::vec(
+            proptest::option::of((-150i64..=0, 0i64..=150)), 40),
+    ) {
+        let users = users();
+        let mut snap = snapshot(&raw, &users);
+        for (s, r) in snap.iter_mut().zip(&ranges) {
+            s.range = r.map(|(lo, hi)| RatingRange::new(lo, hi).unwrap());
+        }
+        let pairs = find_pairs(&snap, NOW, &policy());
+        for p in &pairs {
+            let (a, b) = (&snap[p.a], &snap[p.b]);
+            prop_assert!(in_range(a.range, a.rating, b.rating), "{a:?} takes {b:?}");
+            prop_assert!(in_range(b.range, b.rating, a.rating), "{b:?} takes {a:?}");
+        }
+        check_valid_and_maximal(&snap, &pairs)?;
+        if snap.len() <= 10 {
+            let (n, edges) = compatibility_graph(&snap, NOW, &policy());
+            prop_assert_eq!(
+                objective(&snap, NOW, &policy(), &pairs).unwrap(),
+                solver::brute_force(n, &edges)
+            );
+        }
     }
 
     /// As many pairs as the exact optimum (blossom) on pools of 20 to 200
@@ -385,6 +418,7 @@ fn a_large_dense_pool_matches_nearly_everyone() {
             user: u,
             rating: 1000 + ((i * 7919) % 1000) as i32,
             enqueued_at: NOW - (i as i64 % 60) * 1000,
+            range: None,
         })
         .collect();
     let pairs = find_pairs(&snap, NOW, &policy());
@@ -430,6 +464,7 @@ fn exact_solving_stops_at_the_work_budget_and_the_rest_goes_greedy() {
                 user,
                 rating,
                 enqueued_at: NOW - waited * 1000,
+                range: None,
             })
             .collect()
     };

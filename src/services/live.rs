@@ -14,7 +14,7 @@
 //! version check every second — so a change reaches every node and worker
 //! within 2 s, with no restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use super::ServiceError;
 use crate::domain::{
     Clock, Flags, FlagsPatch, PolicyPatch, PoolKey, PoolPolicy, PoolRef, SystemClock, TenantConfig,
-    TenantConfigPatch, TenantId,
+    TenantConfigPatch, TenantId, UserId,
 };
 use crate::shutdown::Stop;
 use crate::store::{AuditEvent, ConfigRows, ConfigScope, DurableStore, StoreError};
@@ -72,6 +72,8 @@ struct Table {
     pools: HashMap<(TenantId, PoolKey), PolicyPatch>,
     configs: HashMap<TenantId, (TenantConfigPatch, Arc<TenantConfig>)>,
     flags: HashMap<TenantId, (FlagsPatch, Arc<Flags>)>,
+    /// Players restricted for fair play, per tenant.
+    restricted: HashMap<TenantId, Arc<HashSet<UserId>>>,
 }
 
 fn parse<T: DeserializeOwned>(body: Value, what: &str) -> Result<T, StoreError> {
@@ -85,6 +87,7 @@ impl Table {
             version: read.version,
             ..Table::default()
         };
+        let mut restricted: HashMap<TenantId, HashSet<UserId>> = HashMap::new();
         for row in read.rows {
             let tenant = row.tenant_id;
             match row.scope {
@@ -108,8 +111,15 @@ impl Table {
                     let flags = Arc::new(patch.over(&defaults.flags));
                     table.flags.insert(tenant, (patch, flags));
                 }
+                ConfigScope::Restricted(user) => {
+                    restricted.entry(tenant).or_default().insert(user);
+                }
             }
         }
+        table.restricted = restricted
+            .into_iter()
+            .map(|(tenant, users)| (tenant, Arc::new(users)))
+            .collect();
         Ok(table)
     }
 
@@ -257,6 +267,15 @@ impl LiveConfig {
     /// What `tenant`'s flags set themselves.
     pub fn flags_set(&self, tenant: &TenantId) -> Option<FlagsPatch> {
         self.table().flags.get(tenant).map(|(p, _)| p.clone())
+    }
+
+    /// `tenant`'s players restricted for fair play (no I/O).
+    pub fn restricted(&self, tenant: &TenantId) -> Arc<HashSet<UserId>> {
+        self.table()
+            .restricted
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Reads everything set from the store.
@@ -416,6 +435,36 @@ impl LiveConfig {
             )
             .await?;
         Ok(before.map(|b| parse(b, "set of flags")).transpose()?)
+    }
+
+    /// Restricts (`Some`: the reason, if one is given) or clears (`None`)
+    /// `user` of `tenant` for fair play: from the next pass on every node
+    /// (within seconds), they are paired only with other restricted
+    /// players. Answers whether they were restricted before.
+    pub async fn change_restricted(
+        &self,
+        actor: &str,
+        tenant: &TenantId,
+        user: &UserId,
+        reason: Option<Option<String>>,
+    ) -> Result<bool, ServiceError> {
+        let body = reason.map(|r| match r {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        });
+        let before = self
+            .write(
+                (actor, tenant),
+                (
+                    ConfigScope::Restricted(user.clone()),
+                    "restricted_changed",
+                    format!("restricted:{tenant}/{user}"),
+                ),
+                body.as_ref(),
+                json!({ "user_id": user }),
+            )
+            .await?;
+        Ok(before.is_some())
     }
 
     /// Every policy the change would make must run: the one changed, and

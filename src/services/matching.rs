@@ -42,6 +42,7 @@ use super::live::LiveConfig;
 use crate::domain::{
     Arm, Clock, DEFAULT_STRATEGY, EndReason, Flags, GameId, MatchIntent, MatchRecord, MatchSide,
     MatchSource, Millis, PoolPolicy, PoolRef, Region, Strategy, SystemClock, TenantId, UserId,
+    in_range,
 };
 use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
@@ -100,8 +101,23 @@ pub struct MatchingService {
     /// What each pool's arrivals have looked like, learned from the
     /// entries its passes see for the first time.
     /// Per pool, and per side of a matcher experiment when one runs.
-    flows: std::sync::Mutex<HashMap<(PoolRef, Option<Arm>), PoolFlow>>,
+    flows: std::sync::Mutex<HashMap<(PoolRef, Group), PoolFlow>>,
 }
+
+/// Who an entry may be paired with: those on its side of a matcher
+/// experiment (if one runs), restricted for fair play or not as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Group {
+    arm: Option<Arm>,
+    restricted: bool,
+}
+
+/// Matchings of a pass at most: after each, the durable store is asked
+/// what stands between the players paired (a block, a restriction set
+/// since this node last read them), and the barred pairs are made again
+/// without those pairings. Pairs still barred after the last wait for the
+/// next pass.
+const MATCHINGS_PER_PASS: usize = 3;
 
 /// The flow of one pool's arrivals, and the newest arrival already in it.
 #[derive(Default)]
@@ -200,9 +216,9 @@ impl MatchingService {
     /// (those that arrived after the newest it has) taken in, oldest first.
     /// A node that takes a pool over learns its flow afresh, holding nobody
     /// until it has seen enough arrivals.
-    fn flow(&self, pool: &PoolRef, arm: Option<Arm>, live: &[&Waiting]) -> Flow {
+    fn flow(&self, pool: &PoolRef, group: Group, live: &[&Waiting]) -> Flow {
         let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
-        let known = flows.entry((pool.clone(), arm)).or_default();
+        let known = flows.entry((pool.clone(), group)).or_default();
         let mut fresh: Vec<(Millis, i32)> = live
             .iter()
             .filter(|w| known.newest.is_none_or(|n| w.enqueued_at > n))
@@ -265,21 +281,56 @@ impl MatchingService {
         if self.breaker.state(now) == BreakerState::Open {
             return Ok(report);
         }
-        // One read of the flags and one experiment side per entry for the
-        // whole pass: pairing, fallback and its partners all use them.
+        // One read of the flags, the restricted players and one group per
+        // entry for the whole pass: pairing, fallback and its partners all
+        // use them.
         let flags = self.live.flags(&pool.tenant_id);
-        let arms: Vec<Option<Arm>> = live
-            .iter()
-            .map(|w| arm_of(&flags, &pool.tenant_id, &w.user_id))
-            .collect();
-        let pairs = self.pair(pool, &live, &arms, &flags, &policy, now);
-        let lonely = lonely(pool, &live, &arms, &pairs, &policy, now);
-        let visitors = if lonely.is_empty() {
-            Vec::new()
-        } else {
-            self.visitors(pool, &policy, &flags, now).await?
+        let restricted = self.live.restricted(&pool.tenant_id);
+        let group_of = |w: &Waiting| Group {
+            arm: arm_of(&flags, &pool.tenant_id, &w.user_id),
+            restricted: restricted.contains(&w.user_id),
         };
-        let crossing = cross_pairs(&live, &arms, &lonely, &policy, &visitors, now);
+        let groups: Vec<Group> = live.iter().map(group_of).collect();
+        let mut bars = std::collections::HashSet::new();
+        let mut visitors: Option<Vec<Visitors>> = None;
+        let mut matchings = 0;
+        let (pairs, crossing) = loop {
+            matchings += 1;
+            let mut pairs = self.pair(pool, (&live, &groups), &flags, &policy, now, &bars);
+            let lonely = lonely(pool, &live, &groups, &pairs, &policy, now);
+            if !lonely.is_empty() && visitors.is_none() {
+                visitors = Some(self.visitors(pool, &policy, &group_of, now).await?);
+            }
+            let there = visitors.as_deref().unwrap_or_default();
+            let mut crossing = cross_pairs(&live, &groups, &lonely, &policy, there, now);
+            let users: Vec<UserId> = pairs
+                .iter()
+                .flat_map(|&(a, b)| [&live[a], &live[b]])
+                .chain(crossing.iter().map(|&(a, _)| &live[a]))
+                .chain(crossing.iter().map(|&(_, (v, j))| &there[v].entries[j]))
+                .map(|w| w.user_id.clone())
+                .collect();
+            if users.is_empty() {
+                break (pairs, crossing);
+            }
+            let relations = self
+                .durable
+                .relations_among(&pool.tenant_id, &users)
+                .await?;
+            let barred = |a: &Waiting, b: &Waiting| relations.bars(&a.user_id, &b.user_id);
+            crossing.retain(|&(a, (v, j))| !barred(&live[a], &there[v].entries[j]));
+            let fresh: Vec<(usize, usize)> = pairs
+                .iter()
+                .copied()
+                .filter(|&(a, b)| barred(&live[a], &live[b]))
+                .collect();
+            if fresh.is_empty() || matchings == MATCHINGS_PER_PASS {
+                pairs.retain(|&(a, b)| !barred(&live[a], &live[b]));
+                break (pairs, crossing);
+            }
+            bars.extend(fresh.into_iter().map(|(a, b)| (a.min(b), a.max(b))));
+        };
+        let visitors = visitors.unwrap_or_default();
         let mut all: Vec<(Side<'_>, Side<'_>)> = pairs
             .iter()
             .map(|&(a, b)| ((&live[a], None), (&live[b], None)))
@@ -320,40 +371,44 @@ impl MatchingService {
         Ok(report)
     }
 
-    /// The pairs (indices into `live`) the pool's strategy makes. With a
-    /// matcher experiment, each side is paired among itself only, by its
-    /// own strategy (and learns its own flow of arrivals).
+    /// The pairs (indices into `live`) the pool's strategy makes, none of
+    /// them in `bars`. Each group is paired among itself only: a side of a
+    /// matcher experiment by its own strategy (learning its own flow of
+    /// arrivals), restricted players among themselves.
     fn pair(
         &self,
         pool: &PoolRef,
-        live: &[Waiting],
-        arms: &[Option<Arm>],
+        (live, groups): (&[Waiting], &[Group]),
         flags: &Flags,
         policy: &PoolPolicy,
         now: Millis,
+        bars: &std::collections::HashSet<(usize, usize)>,
     ) -> Vec<(usize, usize)> {
-        let mut sides: Vec<(Option<Arm>, Strategy, Vec<usize>)> = match &flags.matcher_experiment {
-            None => vec![(None, DEFAULT_STRATEGY, Vec::new())],
-            Some(experiment) => Arm::ALL
-                .iter()
-                .map(|&arm| (Some(arm), experiment.strategy(arm), Vec::new()))
-                .collect(),
-        };
-        for (i, arm) in arms.iter().enumerate() {
-            if let Some(side) = sides.iter_mut().find(|s| s.0 == *arm) {
-                side.2.push(i);
+        let mut sides: Vec<(Group, Vec<usize>)> = Vec::new();
+        for (i, group) in groups.iter().enumerate() {
+            match sides.iter_mut().find(|s| s.0 == *group) {
+                Some(side) => side.1.push(i),
+                None => sides.push((*group, vec![i])),
             }
         }
         let mut pairs = Vec::new();
-        for (arm, strategy, members) in sides {
+        for (group, members) in sides {
+            let strategy = match (&flags.matcher_experiment, group.arm) {
+                (Some(experiment), Some(arm)) => experiment.strategy(arm),
+                _ => DEFAULT_STRATEGY,
+            };
             let waiting: Vec<&Waiting> = members.iter().map(|&i| &live[i]).collect();
             let seekers: Vec<Seeker<'_>> = waiting.iter().map(|w| seeker(w)).collect();
-            let flow = self.flow(pool, arm, &waiting);
+            let flow = self.flow(pool, group, &waiting);
             let hold = match strategy {
                 Strategy::Volume => Some((&self.hold, &flow)),
                 Strategy::Window => None,
             };
-            let found = matcher::find_pairs_holding(&seekers, now, policy, hold, |_, _| false);
+            let barred = |i: usize, j: usize| {
+                let (a, b) = (members[i], members[j]);
+                bars.contains(&(a.min(b), a.max(b)))
+            };
+            let found = matcher::find_pairs_holding(&seekers, now, policy, hold, barred);
             pairs.extend(found.into_iter().map(|p| (members[p.a], members[p.b])));
         }
         pairs
@@ -368,7 +423,7 @@ impl MatchingService {
         &self,
         pool: &PoolRef,
         policy: &PoolPolicy,
-        flags: &Flags,
+        group_of: &impl Fn(&Waiting) -> Group,
         now: Millis,
     ) -> StoreResult<Vec<Visitors>> {
         let mut found = Vec::new();
@@ -406,15 +461,12 @@ impl MatchingService {
                 .map(|(w, _)| w)
                 .collect();
             if !entries.is_empty() {
-                let arms = entries
-                    .iter()
-                    .map(|w| arm_of(flags, &pool.tenant_id, &w.user_id))
-                    .collect();
+                let groups = entries.iter().map(group_of).collect();
                 found.push(Visitors {
                     region,
                     policy: theirs,
                     entries,
-                    arms,
+                    groups,
                 });
             }
         }
@@ -1069,7 +1121,7 @@ impl MatchingService {
 fn lonely(
     pool: &PoolRef,
     live: &[Waiting],
-    arms: &[Option<Arm>],
+    groups: &[Group],
     pairs: &[(usize, usize)],
     policy: &PoolPolicy,
     now: Millis,
@@ -1086,7 +1138,8 @@ fn lonely(
     let window = |i: usize| policy.window(now - live[i].enqueued_at);
     let meets = |i: usize, j: usize| {
         live[i].user_id != live[j].user_id
-            && arms[i] == arms[j]
+            && groups[i] == groups[j]
+            && ranges_meet(&live[i], &live[j])
             && (live[i].rating - live[j].rating).abs() <= window(i).min(window(j))
     };
     (0..left.len())
@@ -1118,7 +1171,7 @@ fn paired_flags(n: usize, pairs: impl IntoIterator<Item = (usize, usize)>) -> Ve
 /// `live`, (index into `visitors`, index into its entries)).
 fn cross_pairs(
     live: &[Waiting],
-    arms: &[Option<Arm>],
+    groups: &[Group],
     lonely: &[usize],
     policy: &PoolPolicy,
     visitors: &[Visitors],
@@ -1155,7 +1208,8 @@ fn cross_pairs(
                 let w = &there.entries[j];
                 !taken[k]
                     && w.user_id != u.user_id
-                    && there.arms[j] == arms[i]
+                    && there.groups[j] == groups[i]
+                    && ranges_meet(u, w)
                     && (u.rating - w.rating).abs() <= there.policy.window(now - w.enqueued_at)
             })
             .min_by_key(|&(_, _, j, there)| {
@@ -1185,7 +1239,7 @@ struct Visitors {
     region: Region,
     policy: PoolPolicy,
     entries: Vec<Waiting>,
-    arms: Vec<Option<Arm>>,
+    groups: Vec<Group>,
 }
 
 /// An entry as the matcher sees it.
@@ -1194,7 +1248,13 @@ fn seeker(w: &Waiting) -> Seeker<'_> {
         user: w.user_id.as_str(),
         rating: w.rating,
         enqueued_at: w.enqueued_at,
+        range: w.rating_range,
     }
+}
+
+/// Whether each of `a` and `b` is within the other's own rating range.
+fn ranges_meet(a: &Waiting, b: &Waiting) -> bool {
+    in_range(a.rating_range, a.rating, b.rating) && in_range(b.rating_range, b.rating, a.rating)
 }
 
 /// The request id a pair's game carries: the join that completed the pair.

@@ -10,6 +10,7 @@
 //! - [`ratings`]: ratings per speed from the rating store.
 //! - [`signal`]: how a join makes its pool due for the worker at once.
 //! - [`summary`]: the per-pool queue summary of the admin API.
+//! - [`relations`]: players' blocks and fair-play restrictions.
 
 pub mod backlog;
 pub mod breaker;
@@ -23,6 +24,7 @@ pub mod matching;
 pub mod queue;
 pub mod rating_api;
 pub mod ratings;
+pub mod relations;
 pub mod signal;
 pub mod summary;
 

@@ -14,7 +14,7 @@ use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
 use crate::domain::{
     ActiveGame, Clock, EndReason, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey,
-    PoolRef, QueueEntry, QueueEntryId, TenantConfig, TenantId,
+    PoolRef, QueueEntry, QueueEntryId, RatingRange, TenantConfig, TenantId,
 };
 use crate::store::{
     AuditEvent, CancelOutcome, DurableStore, EntryStore, IdempotencyScope, JoinOutcome,
@@ -44,6 +44,41 @@ pub struct Join {
     pub pool: PoolKey,
     pub client_metadata: Option<Value>,
     pub request_id: Option<String>,
+    /// The player's own rating range, if they give one.
+    pub rating_range: Option<RatingRange>,
+}
+
+/// A pool's wait figures, as one estimate reads them: the median recent
+/// wait and the rating gaps of its latest matches (sorted).
+#[derive(Debug, Clone)]
+pub struct PoolEstimate {
+    seconds: u64,
+    gaps: Arc<[i32]>,
+}
+
+/// The smallest share of partners a range is taken to leave: a range
+/// that took none of the recent ones still meets someone in time.
+const LEAST_SHARE: f64 = 0.05;
+
+impl PoolEstimate {
+    /// The wait of a player whose own range is `range`: waits grow as the
+    /// partners one accepts thin out, so the pool's median wait over the
+    /// share of its recent pairings' gaps the range would have allowed
+    /// (each gap taken as a partner above or below alike); at least that
+    /// share is [`LEAST_SHARE`]. Without a range, or before any match, the
+    /// pool's figure.
+    pub fn for_range(&self, range: Option<RatingRange>) -> u64 {
+        let Some(range) = range else {
+            return self.seconds;
+        };
+        if self.gaps.is_empty() {
+            return self.seconds;
+        }
+        let within = |reach: i32| self.gaps.partition_point(|&g| g <= reach) as f64;
+        let share =
+            (within(range.max_delta) + within(-range.min_delta)) / (2.0 * self.gaps.len() as f64);
+        (self.seconds as f64 / share.max(LEAST_SHARE)).ceil() as u64
+    }
 }
 
 /// The entry a join answers with.
@@ -101,7 +136,7 @@ pub struct QueueService {
     pub backlog: Arc<Backlog>,
     /// Each pool's last estimate and when it was made. A std lock: held for
     /// one map operation, never across an await.
-    pub estimates: std::sync::Mutex<std::collections::HashMap<PoolRef, (Millis, u64)>>,
+    pub estimates: std::sync::Mutex<std::collections::HashMap<PoolRef, (Millis, PoolEstimate)>>,
     pub limits: QueueLimits,
     pub clock: Arc<dyn Clock>,
 }
@@ -179,6 +214,7 @@ impl QueueService {
             username: who.username.clone(),
             request_id: join.request_id,
             client_metadata: metadata,
+            rating_range: join.rating_range,
             ..QueueEntry::searching(
                 who.tenant_id.clone(),
                 who.user_id.clone(),
@@ -221,7 +257,7 @@ impl QueueService {
         // The entry is in: figures that cannot be read now must not turn
         // the join into a 503, which a client retries as if nothing had
         // happened (and a retry after a match answers ACTIVE_GAME_EXISTS).
-        let estimated_wait_seconds = match self.estimate(&entry.pool_ref()).await {
+        let estimated_wait_seconds = match self.estimate(&entry).await {
             Ok(seconds) => seconds,
             Err(e) => {
                 tracing::warn!(
@@ -229,7 +265,7 @@ impl QueueService {
                     pool = %entry.pool,
                     "the wait estimate cannot be read; the join answers the last one known"
                 );
-                self.last_estimate(&entry.pool_ref())
+                self.last_estimate(&entry)
             }
         };
         Ok(Joined {
@@ -238,53 +274,75 @@ impl QueueService {
         })
     }
 
-    /// Seconds a player joining `pool` now can expect to wait: the median
-    /// of the pool's recent real waits; before any match, the time the
-    /// window takes to open fully.
-    /// Recomputed at most once per `ESTIMATE_REFRESH_MS` per pool on this
-    /// node: one store read per second, not one per join.
-    pub async fn estimate(&self, pool: &PoolRef) -> Result<u64, ServiceError> {
+    /// Seconds the player of `entry` can expect to wait: the median of the
+    /// pool's recent real waits, longer for a player whose own rating range
+    /// takes fewer of the partners the pool has been pairing
+    /// ([`PoolEstimate::for_range`]); before any match, the time the
+    /// window takes to open fully. The pool's figures are read at most
+    /// once per `ESTIMATE_REFRESH_MS` on this node: one store read per
+    /// second, not one per join.
+    pub async fn estimate(&self, entry: &QueueEntry) -> Result<u64, ServiceError> {
+        let pool = entry.pool_ref();
         let now = self.clock.now();
-        if let Some(&(at, seconds)) = self
+        let cached = self
             .estimates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(pool)
-            && now - at < ESTIMATE_REFRESH_MS
-        {
-            return Ok(seconds);
-        }
-        let seconds = self.fresh_estimate(pool).await?;
-        let mut cache = self.estimates.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 100_000 {
-            cache.clear();
-        }
-        cache.insert(pool.clone(), (now, seconds));
-        Ok(seconds)
+            .get(&pool)
+            .filter(|(at, _)| now - at < ESTIMATE_REFRESH_MS)
+            .map(|(_, known)| known.clone());
+        let known = match cached {
+            Some(known) => known,
+            None => {
+                let fresh = self.fresh_estimate(&pool).await?;
+                let mut cache = self.estimates.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 100_000 {
+                    cache.clear();
+                }
+                cache.insert(pool.clone(), (now, fresh.clone()));
+                fresh
+            }
+        };
+        Ok(self.for_entry(&known, entry))
     }
 
-    async fn fresh_estimate(&self, pool: &PoolRef) -> Result<u64, ServiceError> {
-        let mut waits = self
-            .stats
-            .pool_stats(pool, self.clock.now())
-            .await?
-            .recent_waits;
-        Ok(match super::summary::quantile(&mut waits, 0.5) {
+    /// The estimate of `known` for `entry`'s player, at most the pool's
+    /// queue time.
+    fn for_entry(&self, known: &PoolEstimate, entry: &QueueEntry) -> u64 {
+        let cap = whole_seconds(self.live.policy(&entry.pool_ref()).max_queue_time_ms);
+        known.for_range(entry.rating_range).min(cap)
+    }
+
+    async fn fresh_estimate(&self, pool: &PoolRef) -> Result<PoolEstimate, ServiceError> {
+        let stats = self.stats.pool_stats(pool, self.clock.now()).await?;
+        let mut waits = stats.recent_waits;
+        let seconds = match super::summary::quantile(&mut waits, 0.5) {
             Some(ms) => whole_seconds(ms),
             None => self.window_estimate(pool),
+        };
+        let mut gaps = stats.recent_gaps;
+        gaps.sort_unstable();
+        Ok(PoolEstimate {
+            seconds,
+            gaps: gaps.into(),
         })
     }
 
-    /// The estimate this node last worked out for `pool`, however old;
-    /// without one, [`Self::window_estimate`]. Reads no store.
-    fn last_estimate(&self, pool: &PoolRef) -> u64 {
+    /// The estimate this node last worked out for `entry`'s pool, however
+    /// old; without one, [`Self::window_estimate`]. Reads no store.
+    fn last_estimate(&self, entry: &QueueEntry) -> u64 {
+        let pool = entry.pool_ref();
         let known = self
             .estimates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(pool)
-            .map(|&(_, seconds)| seconds);
-        known.unwrap_or_else(|| self.window_estimate(pool))
+            .get(&pool)
+            .map(|(_, known)| known.clone())
+            .unwrap_or_else(|| PoolEstimate {
+                seconds: self.window_estimate(&pool),
+                gaps: Arc::from([]),
+            });
+        self.for_entry(&known, entry)
     }
 
     /// Before any match: the time the pool's window takes to open fully.
@@ -340,7 +398,7 @@ impl QueueService {
             .await?
         {
             let estimated_wait_seconds = if entry.status.is_waiting() {
-                Some(self.estimate(&entry.pool_ref()).await?)
+                Some(self.estimate(&entry).await?)
             } else {
                 None
             };
@@ -548,4 +606,33 @@ fn depth(value: &Value) -> usize {
 /// Milliseconds as whole seconds, rounded up.
 fn whole_seconds(ms: Millis) -> u64 {
     ((ms.max(0) + 999) / 1000) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_narrower_range_waits_longer_by_the_partners_it_leaves_out() {
+        let known = PoolEstimate {
+            seconds: 10,
+            gaps: (1..=10).map(|k| k * 10).collect::<Vec<i32>>().into(),
+        };
+        let range = |lo, hi| Some(RatingRange::new(lo, hi).unwrap());
+        assert_eq!(known.for_range(None), 10);
+        // Every recent gap within reach either way: the pool's figure.
+        assert_eq!(known.for_range(range(-100, 100)), 10);
+        // Half the gaps either way: twice the wait.
+        assert_eq!(known.for_range(range(-50, 50)), 20);
+        // All below, half above: 3/4 of the partners.
+        assert_eq!(known.for_range(range(-100, 50)), 14);
+        // None of the recent partners: the least share, 20 times.
+        assert_eq!(known.for_range(range(0, 0)), 200);
+        // Before any match there are no gaps to go by.
+        let fresh = PoolEstimate {
+            seconds: 42,
+            gaps: Arc::from([]),
+        };
+        assert_eq!(fresh.for_range(range(-10, 10)), 42);
+    }
 }

@@ -6,14 +6,15 @@
 //!
 //! Matching policies live in `pool_policies` (`pool_key` `''` for the
 //! tenant's own), the tenant's configuration and flags in `tenant_settings`
-//! (`kind` `config` or `flags`); both hold a JSON object of the fields set.
+//! (`kind` `config` or `flags`), players restricted for fair play in
+//! `restricted_players`; each holds a JSON object of the fields set.
 
 use serde_json::Value;
 use sqlx::{Database, Executor, IntoArguments};
 
 use super::rows::corrupt;
 use super::{AuditEvent, ConfigRow, ConfigRows, ConfigScope, StoreResult};
-use crate::domain::TenantId;
+use crate::domain::{TenantId, UserId};
 
 /// The version the configuration is at (one counter for every kind: the
 /// row keeps the name it had when it counted policies only).
@@ -48,6 +49,12 @@ impl Place {
             },
             ConfigScope::Tenant => setting("config"),
             ConfigScope::Flags => setting("flags"),
+            ConfigScope::Restricted(user) => Place {
+                table: "restricted_players",
+                key_column: "user_id",
+                key: user.to_string(),
+                body_column: "body",
+            },
         }
     }
 }
@@ -100,6 +107,18 @@ where
             tenant_id: tenant_of(&tenant, "tenant_settings.tenant_id")?,
             scope,
             body: body_of(&body, "tenant_settings.body")?,
+        });
+    }
+    let restricted: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT tenant_id, user_id, body FROM restricted_players")
+            .fetch_all(&mut *conn)
+            .await?;
+    for (tenant, user, body) in restricted {
+        let user = UserId::parse(&user).map_err(|_| corrupt("restricted_players.user_id"))?;
+        rows.push(ConfigRow {
+            tenant_id: tenant_of(&tenant, "restricted_players.tenant_id")?,
+            scope: ConfigScope::Restricted(user),
+            body: body_of(&body, "restricted_players.body")?,
         });
     }
     Ok(ConfigRows { version, rows })
@@ -174,6 +193,22 @@ where
         }
     }
     audit.detail["before"] = before.clone().unwrap_or_default();
+    record_audit::<DB>(conn, audit).await?;
+    Ok(before)
+}
+
+/// Records one audit event in the transaction of the change it is about.
+pub async fn record_audit<'c, DB>(
+    conn: &'c mut DB::Connection,
+    audit: AuditEvent,
+) -> StoreResult<()>
+where
+    DB: Database,
+    for<'e> &'e mut DB::Connection: Executor<'e, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     sqlx::query(
         "INSERT INTO audit_events (at, tenant_id, kind, subject, detail) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -184,5 +219,5 @@ where
     .bind(audit.detail.to_string())
     .execute(&mut *conn)
     .await?;
-    Ok(before)
+    Ok(())
 }

@@ -11,11 +11,12 @@ use async_trait::async_trait;
 
 use super::feed::EntryFeed;
 use super::{
-    AuditEvent, AuditQuery, AuditStore, CancelOutcome, ChallengeStore, Claim, ConfigRows,
-    ConfigScope, ConfigStore, Direction, DurableStore, EntryStore, GuardStore, IdempotencyScope,
-    IdempotencyStore, JoinOutcome, LeaseStore, MatchStore, PairingStore, PoolStats, PoolStatsStore,
-    QueueStore, RatingChange, RatingStore, Ratings, Reservation, StaleReservation, StoreResult,
-    StoredAnswer, Transition, Waiting, WriteFailure,
+    AuditEvent, AuditQuery, AuditStore, BlockChange, CancelOutcome, ChallengeStore, Claim,
+    ConfigRows, ConfigScope, ConfigStore, Direction, DurableStore, EntryStore, GuardStore,
+    IdempotencyScope, IdempotencyStore, JoinOutcome, LeaseStore, MatchStore, PairingStore,
+    PoolStats, PoolStatsStore, QueueStore, RatingChange, RatingStore, Ratings, RelationStore,
+    Relations, Reservation, StaleReservation, StoreResult, StoredAnswer, Transition, Waiting,
+    WriteFailure,
 };
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, EndReason, GameId, MatchId, MatchIntent, MatchRecord,
@@ -166,6 +167,11 @@ measured! { InstrumentedDurableStore:
         fn idempotent_answer(scope: &IdempotencyScope, now: Millis) -> Option<StoredAnswer>;
         fn save_idempotent_answer(scope: &IdempotencyScope, answer: StoredAnswer, expires_at: Millis, now: Millis) -> StoredAnswer;
         fn settle_idempotent_answer(scope: &IdempotencyScope, claim: &str, answer: Option<StoredAnswer>, expires_at: Millis) -> ();
+    }
+    RelationStore {
+        fn set_block(tenant: &TenantId, users: (&UserId, &UserId), on: bool, audit: AuditEvent) -> BlockChange;
+        fn blocks_of(tenant: &TenantId, user: &UserId) -> Vec<UserId>;
+        fn relations_among(tenant: &TenantId, users: &[UserId]) -> Relations;
     }
     ConfigStore {
         fn config() -> ConfigRows;

@@ -25,7 +25,8 @@ use super::{
 };
 use crate::domain::{
     ActiveGame, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, Millis,
-    Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating, TenantId, UserId, Username,
+    Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantId, UserId,
+    Username,
 };
 
 /// How many recent match waits a pool remembers for its estimate.
@@ -58,6 +59,7 @@ struct StoredEntry {
     request_id: Option<Box<str>>,
     client_metadata: Option<Box<str>>,
     reason: Option<EndReason>,
+    rating_range: Option<RatingRange>,
     outcome: Option<Box<Outcome>>,
 }
 
@@ -98,6 +100,7 @@ impl StoredEntry {
             request_id: e.request_id.map(String::into_boxed_str),
             client_metadata: e.client_metadata.map(String::into_boxed_str),
             reason: e.reason,
+            rating_range: e.rating_range,
             outcome,
         }
     }
@@ -123,6 +126,7 @@ impl StoredEntry {
             game_id: outcome.and_then(|o| o.game_id.clone()),
             opponent: outcome.and_then(|o| o.opponent.clone()),
             reason: self.reason,
+            rating_range: self.rating_range,
         }
     }
 
@@ -450,10 +454,11 @@ impl EntryStore for MemoryQueueStore {
             return Err(StoreError::GuardsLost);
         }
         if let Some(existing) = inner.user_entry(&entry.tenant_id, &entry.user_id) {
-            return Ok(if existing.pool == entry.pool {
-                JoinOutcome::Existing(existing.to_entry())
+            let existing = existing.to_entry();
+            return Ok(if existing.same_search(&entry) {
+                JoinOutcome::Existing(existing)
             } else {
-                JoinOutcome::AlreadyInQueue(existing.to_entry())
+                JoinOutcome::AlreadyInQueue(existing)
             });
         }
         let key = (entry.tenant_id.clone(), entry.user_id.clone());
@@ -585,6 +590,7 @@ impl PairingStore for MemoryQueueStore {
                 enqueued_at: e.enqueued_at,
                 last_seen_at: e.last_seen_at,
                 request_id: e.request_id.as_deref().map(str::to_owned),
+                rating_range: e.rating_range,
             })
             .collect())
     }

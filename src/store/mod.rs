@@ -37,6 +37,7 @@ pub mod instrumented;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod relations_sql;
 pub mod rows;
 pub mod sqlite;
 
@@ -48,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, EndReason, GameId,
     MatchId, MatchIntent, MatchRecord, Millis, PoolKey, PoolRef, QueueEntry, QueueEntryId,
-    RATING_RANGE, Rating, RatingPool, Speed, TenantId, UserId, Username, Variant,
+    RATING_RANGE, Rating, RatingPool, RatingRange, Speed, TenantId, UserId, Username, Variant,
 };
 
 /// A store could not do what was asked; callers answer 503.
@@ -222,6 +223,8 @@ pub struct Waiting {
     pub enqueued_at: Millis,
     pub last_seen_at: Millis,
     pub request_id: Option<String>,
+    /// The player's own rating range, if they gave one.
+    pub rating_range: Option<RatingRange>,
 }
 
 /// Length of one outcome-counting bucket of [`PoolStats`].
@@ -848,7 +851,7 @@ pub trait AuditStore: Send + Sync + 'static {
 }
 
 /// What one row of run-time configuration configures, for its tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ConfigScope {
     /// The matching policy of the tenant (`None`) or of one of its pools:
     /// the fields set (a `PolicyPatch`).
@@ -858,6 +861,9 @@ pub enum ConfigScope {
     Tenant,
     /// The tenant's feature flags (the flags set).
     Flags,
+    /// A player restricted for fair play: paired only with other
+    /// restricted players (the body: the optional reason).
+    Restricted(UserId),
 }
 
 /// One row of run-time configuration: a JSON object of the fields set.
@@ -997,10 +1003,72 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 }
 
+/// The most players one player may block.
+pub const MAX_BLOCKS_PER_USER: usize = 1_000;
+
+/// What stands between the players a matching pass paired, as the durable
+/// store says at the time of the pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relations {
+    /// (blocker, blocked), both among the players asked about.
+    pub blocks: Vec<(UserId, UserId)>,
+    /// The players asked about who are restricted for fair play.
+    pub restricted: std::collections::HashSet<UserId>,
+}
+
+impl Relations {
+    /// Whether `a` and `b` may not meet: either blocks the other, or only
+    /// one of them is restricted.
+    pub fn bars(&self, a: &UserId, b: &UserId) -> bool {
+        self.restricted.contains(a) != self.restricted.contains(b)
+            || self
+                .blocks
+                .iter()
+                .any(|(x, y)| (x == a && y == b) || (x == b && y == a))
+    }
+}
+
+/// What a change of a block did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockChange {
+    Changed,
+    /// It was so already.
+    Unchanged,
+    /// Refused: the player blocks [`MAX_BLOCKS_PER_USER`] players already.
+    Full,
+}
+
+/// Who blocks whom (restricted players are run-time configuration,
+/// [`ConfigScope::Restricted`]).
+#[async_trait]
+pub trait RelationStore: Send + Sync + 'static {
+    /// Adds (`true`) or lifts (`false`) `user`'s block of `blocked`, with
+    /// `audit` in the same transaction when something changed.
+    async fn set_block(
+        &self,
+        tenant: &TenantId,
+        (user, blocked): (&UserId, &UserId),
+        on: bool,
+        audit: AuditEvent,
+    ) -> StoreResult<BlockChange>;
+
+    /// The players `user` blocks, oldest block first.
+    async fn blocks_of(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Vec<UserId>>;
+
+    /// The blocks among `users`, and which of them are restricted.
+    async fn relations_among(&self, tenant: &TenantId, users: &[UserId]) -> StoreResult<Relations>;
+}
+
 /// All durable stores, as one backend provides them.
 #[async_trait]
 pub trait DurableStore:
-    MatchStore + RatingStore + AuditStore + ChallengeStore + IdempotencyStore + ConfigStore
+    MatchStore
+    + RatingStore
+    + AuditStore
+    + ChallengeStore
+    + IdempotencyStore
+    + ConfigStore
+    + RelationStore
 {
     async fn ping(&self) -> StoreResult<()>;
 

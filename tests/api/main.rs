@@ -23,6 +23,7 @@ mod postgres;
 mod production;
 mod queue;
 mod rating_service;
+mod relations;
 mod seed_clients;
 mod tenants;
 

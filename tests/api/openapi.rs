@@ -41,6 +41,18 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/internal/ratings/{tenant_id}/{user_id}"),
     ("PUT", "/internal/ratings/{tenant_id}/{user_id}"),
     ("POST", "/internal/games/{game_id}/finished"),
+    ("GET", "/internal/blocks/{tenant_id}/{user_id}"),
+    (
+        "PUT",
+        "/internal/blocks/{tenant_id}/{user_id}/{blocked_user_id}",
+    ),
+    (
+        "DELETE",
+        "/internal/blocks/{tenant_id}/{user_id}/{blocked_user_id}",
+    ),
+    ("GET", "/internal/restricted/{tenant_id}/{user_id}"),
+    ("PUT", "/internal/restricted/{tenant_id}/{user_id}"),
+    ("DELETE", "/internal/restricted/{tenant_id}/{user_id}"),
     ("GET", "/healthz"),
     ("GET", "/health"),
     ("GET", "/readyz"),
@@ -79,6 +91,7 @@ fn concrete(path: &str) -> String {
         .replace("{challenge_id}", "c_x")
         .replace("{tenant_id}", "t1")
         .replace("{user_id}", "u1")
+        .replace("{blocked_user_id}", "u2")
         .replace("{game_id}", "g_x")
         .replace("{pool_key}", "standard_5+0_rated_GLOBAL")
 }

@@ -991,7 +991,7 @@ pub async fn configuration_changes_with_its_version_and_audit(store: &dyn Durabl
     let before = store
         .change_config(
             &t1,
-            tenant_policy,
+            tenant_policy.clone(),
             Some(window(150)),
             audit("policy:t1", Some(window(150))),
         )
@@ -1001,7 +1001,7 @@ pub async fn configuration_changes_with_its_version_and_audit(store: &dyn Durabl
     let before = store
         .change_config(
             &t1,
-            tenant_policy,
+            tenant_policy.clone(),
             Some(window(200)),
             audit("policy:t1", Some(window(200))),
         )
@@ -1083,4 +1083,124 @@ pub async fn configuration_changes_with_its_version_and_audit(store: &dyn Durabl
     assert_eq!(log[3].detail["actor"], "t1/ops");
     let log = store.events_about("tenant:t1", 10).await.unwrap();
     assert_eq!(log[0].detail["before"]["default_region"], "EU");
+}
+
+/// Blocks: set and lifted once each (the audit log says so once), listed
+/// oldest first, bounded per blocker, and read among the players of a
+/// pass in both directions; restricted players are configuration rows.
+pub async fn blocks_and_restrictions_are_kept_and_read_among_players(store: &dyn DurableStore) {
+    use matchmaking_api::domain::{Millis, UserId};
+    use matchmaking_api::store::{BlockChange, ConfigScope, MAX_BLOCKS_PER_USER};
+    use serde_json::json;
+    let t1 = tenant("t1");
+    let (a, b, c, d) = (user("a"), user("b"), user("c"), user("d"));
+    let audit = |at: Millis| AuditEvent {
+        at,
+        tenant_id: t1.clone(),
+        kind: "block_added".into(),
+        subject: "blocks:t1/a".into(),
+        detail: json!({}),
+    };
+    let set = |u: &UserId, v: &UserId, on: bool, at: Millis| {
+        let (u, v, audit) = (u.clone(), v.clone(), audit(at));
+        let t1 = t1.clone();
+        async move { store.set_block(&t1, (&u, &v), on, audit).await.unwrap() }
+    };
+    assert_eq!(set(&a, &b, true, T0).await, BlockChange::Changed);
+    assert_eq!(set(&a, &b, true, T0 + 1).await, BlockChange::Unchanged);
+    assert_eq!(set(&c, &a, true, T0 + 2).await, BlockChange::Changed);
+    assert_eq!(set(&a, &d, true, T0 + 3).await, BlockChange::Changed);
+    assert_eq!(
+        store.blocks_of(&t1, &a).await.unwrap(),
+        vec![b.clone(), d.clone()]
+    );
+    assert_eq!(
+        store.events_about("blocks:t1/a", 10).await.unwrap().len(),
+        3
+    );
+    // Another tenant's players of the same names are strangers.
+    let t2 = tenant("t2");
+    assert!(store.blocks_of(&t2, &a).await.unwrap().is_empty());
+
+    // Among a, b, c: a blocks b, c blocks a (a's block of d is outside).
+    let among = store
+        .relations_among(&t1, &[a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    let mut blocks = among.blocks.clone();
+    blocks.sort();
+    assert_eq!(blocks, vec![(a.clone(), b.clone()), (c.clone(), a.clone())]);
+    assert!(among.bars(&b, &a) && among.bars(&a, &c));
+    assert!(!among.bars(&b, &c));
+    assert!(among.restricted.is_empty());
+    assert!(
+        store
+            .relations_among(&t2, &[a.clone(), b.clone()])
+            .await
+            .unwrap()
+            .blocks
+            .is_empty()
+    );
+
+    assert_eq!(set(&a, &b, false, T0 + 4).await, BlockChange::Changed);
+    assert_eq!(set(&a, &b, false, T0 + 5).await, BlockChange::Unchanged);
+    assert_eq!(store.blocks_of(&t1, &a).await.unwrap(), vec![d.clone()]);
+    let among = store
+        .relations_among(&t1, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert!(!among.bars(&a, &b));
+
+    // A restriction is a configuration row; only one side restricted bars.
+    let v0 = store.config_version().await.unwrap();
+    let restrict = AuditEvent {
+        subject: "restricted:t1/b".into(),
+        kind: "restricted_changed".into(),
+        ..audit(T0 + 6)
+    };
+    store
+        .change_config(
+            &t1,
+            ConfigScope::Restricted(b.clone()),
+            Some(json!({ "reason": "engine" })),
+            restrict,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.config_version().await.unwrap(), v0 + 1);
+    let read = store.config().await.unwrap();
+    assert!(read.rows.iter().any(|r| r.tenant_id == t1
+        && r.scope == ConfigScope::Restricted(b.clone())
+        && r.body["reason"] == "engine"));
+    let among = store
+        .relations_among(&t1, &[a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    assert_eq!(among.restricted, [b.clone()].into_iter().collect());
+    assert!(among.bars(&a, &b) && among.bars(&c, &b));
+
+    // The most blocks one player keeps: the next is refused, a block
+    // already there is still answered as such.
+    let many: Vec<UserId> = (0..MAX_BLOCKS_PER_USER)
+        .map(|i| user(&format!("m{i}")))
+        .collect();
+    for (i, m) in many.iter().enumerate().skip(1) {
+        assert_eq!(
+            set(&d, m, true, T0 + 10 + i as Millis).await,
+            BlockChange::Changed
+        );
+    }
+    assert_eq!(
+        set(&d, &many[0], true, T0 + 5_000).await,
+        BlockChange::Changed
+    );
+    assert_eq!(set(&d, &a, true, T0 + 5_001).await, BlockChange::Full);
+    assert_eq!(
+        set(&d, &many[0], true, T0 + 5_002).await,
+        BlockChange::Unchanged
+    );
+    assert_eq!(
+        store.blocks_of(&t1, &d).await.unwrap().len(),
+        MAX_BLOCKS_PER_USER
+    );
 }

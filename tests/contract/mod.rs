@@ -75,6 +75,7 @@ macro_rules! queue_cases {
             entries [
                 join_then_status_is_visible_to_its_owner_only,
                 joining_again_answers_the_waiting_entry,
+                an_entry_keeps_its_own_rating_range,
                 cancel_is_for_the_owner_of_a_searching_entry,
                 touch_moves_up_the_last_seen_time_of_waiting_entries_only,
                 every_way_an_entry_ends_is_announced_with_its_reason,
@@ -131,6 +132,7 @@ macro_rules! durable_cases {
             purge_expired_drops_expired_answers_and_lapsed_claims,
             the_audit_log_is_read_per_tenant_newest_first_filtered_and_paged,
             configuration_changes_with_its_version_and_audit,
+            blocks_and_restrictions_are_kept_and_read_among_players,
         ] }
     };
 }

@@ -2,6 +2,7 @@
 
 use matchmaking_api::domain::{
     EndReason, EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
+    QueueEntry,
 };
 use matchmaking_api::store::{
     CancelOutcome, JoinOutcome, LeaseStore, PoolStats, QueueStore, RECENT_GAPS, Reservation,
@@ -141,6 +142,54 @@ pub async fn joining_again_answers_the_waiting_entry(store: &dyn QueueStore) {
     assert!(matches!(
         store.join(elsewhere, T0 + 3).await.unwrap(),
         JoinOutcome::Created(_)
+    ));
+}
+
+/// A player's own rating range is kept with the entry and shown to the
+/// matcher; the same pool with another range is another search.
+pub async fn an_entry_keeps_its_own_rating_range(store: &dyn QueueStore) {
+    use matchmaking_api::domain::RatingRange;
+    open(store).await;
+    let range = RatingRange::new(-200, 150).unwrap();
+    let ranged = QueueEntry {
+        rating_range: Some(range),
+        ..entry("t1", "alice", POOL, 1500, T0)
+    };
+    let JoinOutcome::Created(e) = store.join(ranged.clone(), T0).await.unwrap() else {
+        panic!("expected a new entry");
+    };
+    joined(store, "bob", 1600, T0 + 1).await;
+    let shown = store
+        .status(&tenant("t1"), &user("alice"), &e.id, T0 + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown.rating_range, Some(range));
+    let waiting = store.waiting(&pool_ref("t1")).await.unwrap();
+    let ranges: Vec<_> = waiting
+        .iter()
+        .map(|w| (w.user_id.as_str(), w.rating_range))
+        .collect();
+    assert_eq!(ranges, vec![("alice", Some(range)), ("bob", None)]);
+    // The same range again: that entry; another, or none: another search.
+    let again = QueueEntry {
+        rating_range: Some(range),
+        ..entry("t1", "alice", POOL, 1500, T0 + 3)
+    };
+    assert!(
+        matches!(store.join(again, T0 + 3).await.unwrap(), JoinOutcome::Existing(x) if x.id == e.id)
+    );
+    let wider = QueueEntry {
+        rating_range: Some(RatingRange::new(-300, 150).unwrap()),
+        ..entry("t1", "alice", POOL, 1500, T0 + 4)
+    };
+    assert!(
+        matches!(store.join(wider, T0 + 4).await.unwrap(), JoinOutcome::AlreadyInQueue(x) if x.id == e.id)
+    );
+    let none = entry("t1", "alice", POOL, 1500, T0 + 5);
+    assert!(matches!(
+        store.join(none, T0 + 5).await.unwrap(),
+        JoinOutcome::AlreadyInQueue(_)
     ));
 }
 

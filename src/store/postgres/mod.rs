@@ -29,7 +29,9 @@ use super::{
     MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
     WriteFailure, WriteHealth,
 };
-use super::{ConfigRows, ConfigScope, ConfigStore};
+use super::{
+    BlockChange, ConfigRows, ConfigScope, ConfigStore, RelationStore, Relations, relations_sql,
+};
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
 };
@@ -868,6 +870,57 @@ impl ConfigStore for PgStore {
             config_sql::change::<sqlx::Postgres>(&mut tx, (tenant, scope), body, audit).await?;
         tx.commit().await?;
         Ok(before)
+    }
+}
+
+#[async_trait]
+impl RelationStore for PgStore {
+    async fn set_block(
+        &self,
+        tenant: &TenantId,
+        (user, blocked): (&UserId, &UserId),
+        on: bool,
+        audit: AuditEvent,
+    ) -> StoreResult<BlockChange> {
+        let mut tx = self.pool.begin().await?;
+        let change =
+            relations_sql::set_block::<sqlx::Postgres>(&mut tx, (tenant, user, blocked), on, audit)
+                .await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn blocks_of(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Vec<UserId>> {
+        let rows: Vec<(String,)> = sqlx::query_as(relations_sql::BLOCKS_OF)
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        relations_sql::blocked_ids(rows)
+    }
+
+    async fn relations_among(&self, tenant: &TenantId, users: &[UserId]) -> StoreResult<Relations> {
+        let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        // Primary-key lookups per player, as in `color_balances`.
+        let blocks: Vec<(String, String)> = sqlx::query_as(
+            "SELECT b.user_id, b.blocked_user_id FROM unnest($2::text[]) AS u(user_id) \
+             CROSS JOIN LATERAL (SELECT user_id, blocked_user_id FROM player_blocks \
+               WHERE tenant_id = $1 AND user_id = u.user_id) AS b",
+        )
+        .bind(tenant.as_str())
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        let restricted: Vec<(String,)> = sqlx::query_as(
+            "SELECT r.user_id FROM unnest($2::text[]) AS u(user_id) \
+             CROSS JOIN LATERAL (SELECT user_id FROM restricted_players \
+               WHERE tenant_id = $1 AND user_id = u.user_id) AS r",
+        )
+        .bind(tenant.as_str())
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(relations_sql::among(users, blocks, restricted))
     }
 }
 

@@ -68,8 +68,8 @@ use super::{
 };
 use crate::domain::{
     ActiveGame, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, MatchSide,
-    Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId, Username,
-    now_millis,
+    Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, RatingRange, TenantId, UserId,
+    Username, now_millis,
 };
 use scripts::*;
 
@@ -183,6 +183,7 @@ fn entry_fields(e: &QueueEntry) -> Vec<(&'static str, String)> {
         ("match_id", e.match_id.map(|m| m.to_string())),
         ("reserved_until", e.reserved_until.map(|r| r.to_string())),
         ("reason", e.reason.map(|r| r.as_str().to_owned())),
+        ("rating_range", e.rating_range.map(range_field)),
         ("game_id", e.game_id.as_ref().map(|g| g.to_string())),
         (
             "opponent",
@@ -193,6 +194,22 @@ fn entry_fields(e: &QueueEntry) -> Vec<(&'static str, String)> {
     ];
     f.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     f
+}
+
+/// A rating range as one hash field: `min:max`.
+fn range_field(r: RatingRange) -> String {
+    format!("{}:{}", r.min_delta, r.max_delta)
+}
+
+/// A rating range from its hash field.
+fn range_from(field: Option<&str>) -> StoreResult<Option<RatingRange>> {
+    field
+        .map(|f| {
+            f.split_once(':')
+                .and_then(|(lo, hi)| RatingRange::new(lo.parse().ok()?, hi.parse().ok()?).ok())
+                .ok_or_else(|| corrupt("entry rating range"))
+        })
+        .transpose()
 }
 
 /// An entry from the flat field/value list HGETALL answers.
@@ -253,6 +270,7 @@ fn entry_from(v: Value) -> StoreResult<QueueEntry> {
             .get("reason")
             .map(|r| EndReason::parse(r).ok_or_else(|| corrupt("entry reason")))
             .transpose()?,
+        rating_range: range_from(map.get("rating_range").map(String::as_str))?,
     })
 }
 
@@ -496,7 +514,7 @@ impl EntryStore for RedisQueueStore {
                             .await?
                             .filter(|e| e.status.is_waiting())
                         {
-                            return Ok(if existing.pool == entry.pool {
+                            return Ok(if existing.same_search(&entry) {
                                 JoinOutcome::Existing(existing)
                             } else {
                                 JoinOutcome::AlreadyInQueue(existing)
@@ -714,6 +732,7 @@ impl PairingStore for RedisQueueStore {
                     enqueued_at: num(4)?,
                     last_seen_at: num(5)?,
                     request_id: field(6),
+                    rating_range: range_from(field(7).as_deref())?,
                 })
             })
             .collect()

@@ -34,7 +34,9 @@ use super::{
     MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
     WriteFailure, WriteHealth, idempotency_sql,
 };
-use super::{ConfigRows, ConfigScope, ConfigStore};
+use super::{
+    BlockChange, ConfigRows, ConfigScope, ConfigStore, RelationStore, Relations, relations_sql,
+};
 use crate::domain::{
     GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
 };
@@ -403,14 +405,11 @@ impl MatchStore for SqliteStore {
     ) -> StoreResult<HashMap<UserId, i32>> {
         let mut balances = HashMap::with_capacity(users.len());
         for chunk in users.chunks(ROWS_PER_INSERT) {
-            let mut q =
-                QueryBuilder::new("SELECT user_id, color_balance FROM players WHERE tenant_id = ");
-            q.push_bind(tenant.as_str()).push(" AND user_id IN (");
-            let mut list = q.separated(", ");
-            for u in chunk {
-                list.push_bind(u.as_str());
-            }
-            q.push(")");
+            let mut q = users_in(
+                "SELECT user_id, color_balance FROM players WHERE tenant_id = ",
+                tenant,
+                chunk,
+            );
             for row in q.build().fetch_all(&self.reads).await? {
                 let user: String = row.try_get(0)?;
                 let balance: i64 = row.try_get(1)?;
@@ -640,6 +639,85 @@ impl ConfigStore for SqliteStore {
                 })
             })
             .await
+    }
+}
+
+/// `head` (a select ending in `tenant_id = `) of `tenant`, for the rows
+/// whose `user_id` is one of `users`.
+fn users_in<'a>(
+    head: &str,
+    tenant: &'a TenantId,
+    users: &'a [UserId],
+) -> QueryBuilder<'a, sqlx::Sqlite> {
+    let mut q = QueryBuilder::new(head);
+    q.push_bind(tenant.as_str()).push(" AND user_id IN (");
+    let mut list = q.separated(", ");
+    for u in users {
+        list.push_bind(u.as_str());
+    }
+    q.push(")");
+    q
+}
+
+#[async_trait]
+impl RelationStore for SqliteStore {
+    async fn set_block(
+        &self,
+        tenant: &TenantId,
+        (user, blocked): (&UserId, &UserId),
+        on: bool,
+        audit: AuditEvent,
+    ) -> StoreResult<BlockChange> {
+        let ids = (tenant.clone(), user.clone(), blocked.clone());
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    relations_sql::set_block::<sqlx::Sqlite>(
+                        conn,
+                        (&ids.0, &ids.1, &ids.2),
+                        on,
+                        audit,
+                    )
+                    .await
+                })
+            })
+            .await
+    }
+
+    async fn blocks_of(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Vec<UserId>> {
+        let rows: Vec<(String,)> = sqlx::query_as(relations_sql::BLOCKS_OF)
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .fetch_all(&self.reads)
+            .await?;
+        relations_sql::blocked_ids(rows)
+    }
+
+    async fn relations_among(&self, tenant: &TenantId, users: &[UserId]) -> StoreResult<Relations> {
+        let (mut blocks, mut restricted) = (Vec::new(), Vec::new());
+        for chunk in users.chunks(ROWS_PER_INSERT) {
+            blocks.extend(
+                users_in(
+                    "SELECT user_id, blocked_user_id FROM player_blocks WHERE tenant_id = ",
+                    tenant,
+                    chunk,
+                )
+                .build_query_as::<(String, String)>()
+                .fetch_all(&self.reads)
+                .await?,
+            );
+            restricted.extend(
+                users_in(
+                    "SELECT user_id FROM restricted_players WHERE tenant_id = ",
+                    tenant,
+                    chunk,
+                )
+                .build_query_as::<(String,)>()
+                .fetch_all(&self.reads)
+                .await?,
+            );
+        }
+        Ok(relations_sql::among(users, blocks, restricted))
     }
 }
 

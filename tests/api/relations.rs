@@ -1,0 +1,257 @@
+//! Blocks and fair-play restrictions through the admin API, as the
+//! platform's services call it: who may call, what each answer says, and
+//! that a block keeps two waiting players apart until it is lifted.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, error_of, join_body, spawn_app};
+
+async fn send(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = app
+        .client
+        .request(method, format!("{}{path}", app.address))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let r = request.send().await.expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn blocks_are_set_listed_and_lifted_by_the_platform_only() {
+    let app = spawn_app().await;
+    let service = app.token_for("t1", "accounts", &["service"]);
+    let player = app.token("alice");
+    let path = "/internal/blocks/t1/alice/bob";
+
+    let (status, body) = send(&app, &player, Method::PUT, path, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("FORBIDDEN"))
+    );
+    let (status, body) = send(&app, &service, Method::PUT, path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({ "tenant_id": "t1", "user_id": "alice", "blocked_user_id": "bob", "blocked": true, "changed": true })
+    );
+    let (_, body) = send(&app, &app.admin_token(), Method::PUT, path, None).await;
+    assert_eq!(body["changed"], false);
+    send(
+        &app,
+        &service,
+        Method::PUT,
+        "/internal/blocks/t1/alice/carol",
+        None,
+    )
+    .await;
+    let (status, body) = send(
+        &app,
+        &service,
+        Method::GET,
+        "/internal/blocks/t1/alice",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["blocked_user_ids"], json!(["bob", "carol"]));
+
+    let r = app
+        .client
+        .put(format!("{}/internal/blocks/t1/alice/alice", app.address))
+        .bearer_auth(&service)
+        .send()
+        .await
+        .unwrap();
+    let (code, message) = error_of(r).await;
+    assert_eq!(code, "INVALID_REQUEST");
+    assert!(message.contains("blocked_user_id"), "{message}");
+    let (status, _) = send(
+        &app,
+        &service,
+        Method::PUT,
+        "/internal/blocks/t1/alice/b%20b",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, body) = send(&app, &service, Method::DELETE, path, None).await;
+    assert_eq!(
+        (status, body["blocked"].as_bool(), body["changed"].as_bool()),
+        (StatusCode::OK, Some(false), Some(true))
+    );
+    let (_, body) = send(&app, &service, Method::DELETE, path, None).await;
+    assert_eq!(body["changed"], false);
+    let (_, body) = send(
+        &app,
+        &service,
+        Method::GET,
+        "/internal/blocks/t1/alice",
+        None,
+    )
+    .await;
+    assert_eq!(body["blocked_user_ids"], json!(["carol"]));
+    // Each change is in the audit log, with who made it.
+    let (_, log) = send(
+        &app,
+        &app.admin_token(),
+        Method::GET,
+        "/internal/audit?tenant_id=t1&kind=block_added",
+        None,
+    )
+    .await;
+    let events = log["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2, "{log}");
+    assert_eq!(events[0]["detail"]["actor"], "accounts");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restriction_is_set_with_its_reason_read_and_lifted() {
+    let app = spawn_app().await;
+    let service = app.token_for("t1", "fairplay", &["service"]);
+    let path = "/internal/restricted/t1/mallory";
+    let (status, _) = send(&app, &app.token("mallory"), Method::PUT, path, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, body) = send(&app, &service, Method::GET, path, None).await;
+    assert_eq!(body["restricted"], false);
+    for (bad, field) in [
+        (json!({ "reason": 7 }), "reason"),
+        (json!({ "reason": "x".repeat(201) }), "reason"),
+        (json!({ "why": "engine" }), "why"),
+        (json!([1]), "object"),
+    ] {
+        let (status, body) = send(&app, &service, Method::PUT, path, Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(field),
+            "{body}"
+        );
+    }
+    let (status, body) = send(
+        &app,
+        &service,
+        Method::PUT,
+        path,
+        Some(json!({ "reason": "engine use" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({ "tenant_id": "t1", "user_id": "mallory", "restricted": true, "changed": true })
+    );
+    // No body at all is a restriction without a reason.
+    let (_, body) = send(&app, &service, Method::PUT, path, None).await;
+    assert_eq!(body["changed"], false);
+    let (_, body) = send(&app, &service, Method::GET, path, None).await;
+    assert_eq!(body["restricted"], true);
+    let (_, log) = send(
+        &app,
+        &app.admin_token(),
+        Method::GET,
+        "/internal/audit?tenant_id=t1&kind=restricted_changed",
+        None,
+    )
+    .await;
+    assert_eq!(
+        log["events"][1]["detail"]["after"]["reason"], "engine use",
+        "{log}"
+    );
+    let (_, body) = send(&app, &service, Method::DELETE, path, None).await;
+    assert_eq!(
+        (body["restricted"].as_bool(), body["changed"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let (_, body) = send(&app, &service, Method::GET, path, None).await;
+    assert_eq!(body["restricted"], false);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_players_who_block_each_other_wait_until_the_block_is_lifted() {
+    let app = spawn_app().await;
+    let service = app.token_for("t1", "accounts", &["service"]);
+    let (status, _) = send(
+        &app,
+        &service,
+        Method::PUT,
+        "/internal/blocks/t1/bob/alice",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let ia = app.join_ok(&a, &join_body("5+0")).await;
+    app.join_ok(&b, &join_body("5+0")).await;
+    // Equal ratings, many passes: never paired while the block stands.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(app.status_json(&a, &ia).await["status"], "SEARCHING");
+    send(
+        &app,
+        &service,
+        Method::DELETE,
+        "/internal/blocks/t1/bob/alice",
+        None,
+    )
+    .await;
+    let done = app.wait_for_result(&a, &ia).await;
+    assert_eq!(done["status"], "MATCHED");
+    assert_eq!(done["opponent"]["user_id"], "bob");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_join_with_its_own_rating_range_is_checked_and_kept() {
+    let app = spawn_app().await;
+    let a = app.token("alice");
+    for (range, field) in [
+        (json!(150), "rating_range"),
+        (json!({ "min_delta": -100 }), "rating_range.max_delta"),
+        (
+            json!({ "min_delta": 10, "max_delta": 100 }),
+            "rating_range.min_delta",
+        ),
+        (
+            json!({ "min_delta": -100, "max_delta": 2001 }),
+            "rating_range.max_delta",
+        ),
+        (
+            json!({ "min_delta": -100, "max_delta": 1.5 }),
+            "rating_range.max_delta",
+        ),
+        (
+            json!({ "min_delta": -100, "max_delta": 100, "x": 1 }),
+            "rating_range",
+        ),
+    ] {
+        let mut body = join_body("5+0");
+        body["rating_range"] = range;
+        let (code, message) = error_of(app.join(&a, &body).await).await;
+        assert_eq!(code, "INVALID_REQUEST", "{body}");
+        assert!(message.contains(field), "{message}");
+    }
+    let mut body = join_body("5+0");
+    body["rating_range"] = json!({ "min_delta": -200, "max_delta": 150 });
+    let first = app.join_ok(&a, &body).await;
+    // The same search again answers the same entry; another range is
+    // another search.
+    assert_eq!(app.join_ok(&a, &body).await, first);
+    body["rating_range"] = json!({ "min_delta": -100, "max_delta": 150 });
+    let r = app.join(&a, &body).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(error_of(r).await.0, "ALREADY_IN_QUEUE");
+    app.shutdown().await;
+}
