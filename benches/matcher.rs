@@ -36,6 +36,7 @@ fn realistic_pool(users: &[String], seed: u64) -> Vec<Seeker<'_>> {
             rating: rating(&mut rng),
             enqueued_at: NOW - rng.random_range(0..120_000),
             range: None,
+            color: 0,
         })
         .collect()
 }
@@ -71,6 +72,7 @@ fn segments_of_12(c: &mut Criterion) {
             rating: (i / 12) as i32 * 600 + (i % 12) as i32 * 5,
             enqueued_at: NOW - rng.random_range(0..120_000),
             range: None,
+            color: 0,
         })
         .collect();
     assert_eq!(find_pairs(&pool, NOW, &policy).len(), 100_008 / 2);
@@ -96,6 +98,7 @@ fn arrival(c: &mut Criterion) {
             rating: i as i32 * 101,
             enqueued_at: NOW,
             range: None,
+            color: 0,
         })
         .collect();
     pool.push(Seeker {
@@ -103,6 +106,7 @@ fn arrival(c: &mut Criterion) {
         rating: 5_000 * 101 + 30,
         enqueued_at: NOW,
         range: None,
+        color: 0,
     });
     assert_eq!(find_pairs(&pool, NOW, &policy).len(), 1);
     c.bench_function("one_arrival_into_10k_waiting", |b| {

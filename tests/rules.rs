@@ -1163,6 +1163,92 @@ async fn told(rig: &Rig, user: &str, range: Option<matchmaking_api::domain::Rati
         .estimated_wait_seconds
 }
 
+/// A finished game of `white` against `black`, recorded as the service
+/// records one (colours move, the claims are lifted).
+async fn played(rig: &Rig, white: &str, black: &str) {
+    let at = matchmaking_api::domain::Clock::now(&*rig.clock);
+    let match_id = MatchId::generate();
+    let side = |user: &str| MatchSide {
+        user_id: uid(user),
+        username: None,
+        rating: 1500,
+        entry_id: None,
+        region: None,
+    };
+    let record = MatchRecord {
+        match_id,
+        tenant_id: tenant(),
+        game_id: GameId::for_match(&match_id),
+        white: side(white),
+        black: side(black),
+        pool: POOL.parse().unwrap(),
+        created_at: at,
+        source: MatchSource::Queue,
+        finished_at: None,
+    };
+    let stored = rig
+        .durable
+        .insert_matches(std::slice::from_ref(&record), &[], at - GUARD_MS)
+        .await
+        .unwrap();
+    assert!(stored[0].is_stored());
+    rig.durable
+        .finish_match(&tenant(), &record.game_id, at)
+        .await
+        .unwrap();
+}
+
+/// The colour `user` has in their game.
+async fn color_of(rig: &Rig, user: &str) -> matchmaking_api::domain::Color {
+    rig.queue
+        .active(&who(user))
+        .await
+        .unwrap()
+        .game
+        .expect("in a game")
+        .color
+}
+
+/// Two players who both had black twice must both have white next: they
+/// are never paired, however long they wait; a partner who can take
+/// black is, and white goes to whoever needs it.
+async fn two_players_who_both_must_have_white_are_never_paired(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
+    for (white, black) in [
+        ("x1", "alice"),
+        ("x2", "alice"),
+        ("y1", "bob"),
+        ("y2", "bob"),
+    ] {
+        played(&rig, white, black).await;
+    }
+    played(&rig, "carol", "z1").await;
+    let alice = rig.join("alice").await.unwrap();
+    let bob = rig.join("bob").await.unwrap();
+    assert_eq!(rig.pass().await, matched(0));
+    rig.advance(120_000);
+    assert_eq!(rig.pass().await, matched(0));
+    // carol had white: she takes black, and one of them white.
+    rig.join("carol").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(
+        color_of(&rig, "carol").await,
+        matchmaking_api::domain::Color::Black
+    );
+    let (alice_in, bob_in) = (
+        rig.status("alice", &alice).await == EntryStatus::Matched,
+        rig.status("bob", &bob).await == EntryStatus::Matched,
+    );
+    assert!(alice_in != bob_in, "exactly one of them plays carol");
+    let paired = if alice_in { "alice" } else { "bob" };
+    assert_eq!(
+        color_of(&rig, paired).await,
+        matchmaking_api::domain::Color::White
+    );
+}
+
 /// Renames `from` to `to` in the durable store at `url`, behind its back.
 async fn cut_table(url: &str, from: &str, to: &str) {
     let sql = format!("ALTER TABLE {from} RENAME TO {to}");
@@ -1211,6 +1297,7 @@ on_both_backends!(
     a_pass_that_cannot_read_the_blocks_matches_nobody,
     a_players_own_range_holds_however_wide_the_window_grows,
     the_wait_estimate_reflects_the_players_own_range,
+    two_players_who_both_must_have_white_are_never_paired,
 );
 
 /// Pool figures that cannot be read (a store answering too slowly).

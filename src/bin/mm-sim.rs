@@ -35,11 +35,11 @@
 //! (default `target/mm-sim`, outside the tracked files), and prints a
 //! table and verdicts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use clap::Parser;
-use matchmaking_api::domain::{Millis, PoolPolicy, RatingRange, in_range};
+use matchmaking_api::domain::{ColorHistory, Millis, PoolPolicy, RatingRange, in_range};
 use matchmaking_api::matcher::{self, Flow, Hold, Seeker, solver};
 use matchmaking_api::services::summary::quantile;
 use plotters::prelude::*;
@@ -151,6 +151,26 @@ struct Args {
     range_min_delta: i64,
     #[arg(long, default_value_t = 100)]
     range_max_delta: i64,
+    /// A population run instead of traces: this many players who come
+    /// back to the queue after each game (0: traces). Reports colour
+    /// balance and runs, and repeat pairings, per algorithm.
+    #[arg(long, default_value_t = 0)]
+    population: usize,
+    /// Games a population run plays.
+    #[arg(long, default_value_t = 10_000)]
+    games: usize,
+    /// Mean length of a game, and of the pause before queueing again (s).
+    #[arg(long, default_value_t = 300.0)]
+    game_seconds: f64,
+    #[arg(long, default_value_t = 10.0)]
+    break_seconds: f64,
+    /// Two players meeting again within this many minutes is a repeat.
+    #[arg(long, default_value_t = 10.0)]
+    repeat_minutes: f64,
+    /// `ours` without its colour rules (the need in the score, the limits,
+    /// white by need): white by the lower balance, as before issue 24.
+    #[arg(long)]
+    plain_colors: bool,
 }
 
 impl Args {
@@ -387,9 +407,18 @@ struct Outcome {
     waits_by_side_ms: [Vec<Millis>; 2],
 }
 
-struct Sim<'t> {
-    players: &'t [Player],
-    relations: &'t Relations,
+struct Sim {
+    /// One per queue entry (in a population run, a player's entries are
+    /// several, under one name).
+    players: Vec<Player>,
+    relations: Relations,
+    /// Each entry's colour need as the service reads it (`ColorHistory::need`;
+    /// 0 in trace runs, whose players play once).
+    needs: Vec<i8>,
+    /// The pairs made (entry indices), for a population run to play.
+    made: Vec<(usize, usize)>,
+    /// The entries timed out, for a population run to bring back.
+    timed_out: Vec<usize>,
     policy: PoolPolicy,
     hold: Hold,
     /// The arrivals seen so far, as the service would learn them: of
@@ -399,7 +428,7 @@ struct Sim<'t> {
     out: Outcome,
 }
 
-impl Sim<'_> {
+impl Sim {
     fn pair(&mut self, pairs: &[(usize, usize)], now: Millis) {
         let mut gone = vec![false; self.waiting.len()];
         for &(a, b) in pairs {
@@ -422,6 +451,7 @@ impl Sim<'_> {
                 let side = usize::from(self.relations.restricted[i]);
                 self.out.waits_by_side_ms[side].push(now - p.arrive);
             }
+            self.made.push((ia, ib));
             gone[a] = true;
             gone[b] = true;
         }
@@ -453,6 +483,7 @@ impl Sim<'_> {
                         rating: p.rating,
                         enqueued_at: p.arrive,
                         range: self.relations.ranges[self.waiting[k].player],
+                        color: self.needs[self.waiting[k].player],
                     }
                 })
                 .collect();
@@ -479,7 +510,7 @@ impl Sim<'_> {
             .filter(|&j| !self.relations.bars(me.player, self.waiting[j].player))
             .filter(|&j| {
                 self.relations
-                    .ranges_meet(self.players, me.player, self.waiting[j].player)
+                    .ranges_meet(&self.players, me.player, self.waiting[j].player)
             })
             .filter(|&j| {
                 let gap = (self.players[self.waiting[j].player].rating - rating).abs();
@@ -529,7 +560,9 @@ impl Sim<'_> {
                 let (a, b) = (&self.waiting[i], &self.waiting[j]);
                 // `blockMalus` and `rangeMalus`: 9000 each, past every
                 // maximum score.
-                let ranges_meet = self.relations.ranges_meet(self.players, a.player, b.player);
+                let ranges_meet = self
+                    .relations
+                    .ranges_meet(&self.players, a.player, b.player);
                 if self.relations.blocked(a.player, b.player) || !ranges_meet {
                     continue;
                 }
@@ -557,9 +590,15 @@ impl Sim<'_> {
     fn time_out(&mut self, now: Millis) {
         let max = self.policy.max_queue_time_ms;
         let before = self.waiting.len();
-        let players = self.players;
-        self.waiting
-            .retain(|w| now - players[w.player].arrive < max);
+        let players = &self.players;
+        let gone = &mut self.timed_out;
+        self.waiting.retain(|w| {
+            let stays = now - players[w.player].arrive < max;
+            if !stays {
+                gone.push(w.player);
+            }
+            stays
+        });
         self.out.timeouts += before - self.waiting.len();
     }
 }
@@ -596,6 +635,103 @@ fn run_all(algo: Algo, traces: &[(u64, Vec<Player>)], args: &Args) -> Outcome {
     all
 }
 
+/// When each algorithm pairs: the service's pass on every arrival and
+/// every second; greedy for an arrival at once and everyone every second;
+/// lila in waves (every `--wave-seconds` plus up to a second, or at once
+/// when 40 wait).
+struct Schedule {
+    algo: Algo,
+    wave_ms: Millis,
+    /// lila's waves' own generator, so every algorithm sees the same trace.
+    wave_rng: StdRng,
+    next_wave: Millis,
+}
+
+impl Schedule {
+    fn new(algo: Algo, seed: u64, args: &Args) -> Self {
+        let mut schedule = Self {
+            algo,
+            wave_ms: (args.wave_seconds * 1000.0) as Millis,
+            wave_rng: StdRng::seed_from_u64(seed),
+            next_wave: 0,
+        };
+        schedule.next_wave = schedule.wave_after(0);
+        schedule
+    }
+
+    fn wave_after(&mut self, at: Millis) -> Millis {
+        at + self.wave_ms + self.wave_rng.random_range(0..lila::WAVE_JITTER_MS)
+    }
+
+    /// lila's waves due by `now`.
+    fn catch_up(&mut self, sim: &mut Sim, now: Millis) {
+        if self.algo == Algo::Lila {
+            while self.next_wave <= now {
+                sim.time_out(self.next_wave);
+                sim.wave(self.next_wave);
+                self.next_wave = self.wave_after(self.next_wave);
+            }
+        }
+    }
+
+    /// Entry `i` arrives (its `arrive` is `now`).
+    fn arrival(&mut self, sim: &mut Sim, i: usize, now: Millis) {
+        let side = usize::from(sim.relations.restricted[i]);
+        sim.flows[side].observe(now, sim.players[i].rating);
+        sim.waiting.push(Waiting {
+            player: i,
+            misses: 0,
+        });
+        match self.algo {
+            Algo::Ours => sim.ours(now),
+            Algo::Greedy => {
+                let me = sim.waiting.len() - 1;
+                sim.greedy(now, Some(me));
+            }
+            Algo::Lila if sim.waiting.len() >= lila::WAVE_PLAYERS => {
+                // A full wave runs at once and the next is scheduled from it.
+                sim.wave(now);
+                self.next_wave = self.wave_after(now);
+            }
+            Algo::Lila => {}
+        }
+    }
+
+    /// The second's tick.
+    fn tick(&mut self, sim: &mut Sim, now: Millis) {
+        sim.time_out(now);
+        match self.algo {
+            Algo::Ours => sim.ours(now),
+            Algo::Greedy => sim.greedy(now, None),
+            Algo::Lila => {}
+        }
+    }
+}
+
+impl Sim {
+    fn new(players: Vec<Player>, relations: Relations, args: &Args) -> Self {
+        Self {
+            needs: vec![0; players.len()],
+            out: Outcome {
+                arrivals: players.len(),
+                ..Outcome::default()
+            },
+            players,
+            relations,
+            made: Vec::new(),
+            timed_out: Vec::new(),
+            policy: args.policy(),
+            hold: Hold {
+                cost_per_second: args.hold_cost,
+                growth_per_second: args.hold_growth,
+                max_ms: (args.hold_max_seconds * 1000.0) as Millis,
+            },
+            flows: Default::default(),
+            waiting: Vec::new(),
+        }
+    }
+}
+
 fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
     let mut events: Vec<(Millis, Event)> = Vec::with_capacity(players.len() * 2);
     for (i, p) in players.iter().enumerate() {
@@ -607,37 +743,11 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
     let end = (args.hours * 3_600_000.0) as Millis;
     events.extend((0..=end / 1000).map(|s| (s * 1000, Event::Tick)));
     events.sort_unstable();
-    let wave_ms = (args.wave_seconds * 1000.0) as Millis;
-    // lila's waves: their own schedule (period plus up to a second), drawn
-    // from a generator of their own so every algorithm sees the same trace.
-    let mut wave_rng = StdRng::seed_from_u64(seed);
-    let mut wave_after = |at: Millis| at + wave_ms + wave_rng.random_range(0..lila::WAVE_JITTER_MS);
-    let mut next_wave = wave_after(0);
     let relations = Relations::draw(players, seed, args);
-    let mut sim = Sim {
-        players,
-        relations: &relations,
-        policy: args.policy(),
-        hold: Hold {
-            cost_per_second: args.hold_cost,
-            growth_per_second: args.hold_growth,
-            max_ms: (args.hold_max_seconds * 1000.0) as Millis,
-        },
-        flows: Default::default(),
-        waiting: Vec::new(),
-        out: Outcome {
-            arrivals: players.len(),
-            ..Outcome::default()
-        },
-    };
+    let mut sim = Sim::new(players.to_vec(), relations, args);
+    let mut schedule = Schedule::new(algo, seed, args);
     for (now, event) in events {
-        if algo == Algo::Lila {
-            while next_wave <= now {
-                sim.time_out(next_wave);
-                sim.wave(next_wave);
-                next_wave = wave_after(next_wave);
-            }
-        }
+        schedule.catch_up(&mut sim, now);
         match event {
             Event::Cancel(i) => {
                 if let Some(k) = sim.waiting.iter().position(|w| w.player == i) {
@@ -645,39 +755,128 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
                     sim.out.cancels += 1;
                 }
             }
-            Event::Arrival(i) => {
-                let side = usize::from(relations.restricted[i]);
-                sim.flows[side].observe(now, players[i].rating);
-                sim.waiting.push(Waiting {
-                    player: i,
-                    misses: 0,
-                });
-                match algo {
-                    Algo::Ours => sim.ours(now),
-                    Algo::Greedy => {
-                        let me = sim.waiting.len() - 1;
-                        sim.greedy(now, Some(me));
-                    }
-                    Algo::Lila if sim.waiting.len() >= lila::WAVE_PLAYERS => {
-                        // A full wave runs at once and the next is scheduled
-                        // from it.
-                        sim.wave(now);
-                        next_wave = wave_after(now);
-                    }
-                    Algo::Lila => {}
-                }
-            }
-            Event::Tick => {
-                sim.time_out(now);
-                match algo {
-                    Algo::Ours => sim.ours(now),
-                    Algo::Greedy => sim.greedy(now, None),
-                    Algo::Lila => {}
-                }
-            }
+            Event::Arrival(i) => schedule.arrival(&mut sim, i, now),
+            Event::Tick => schedule.tick(&mut sim, now),
         }
     }
     sim.out
+}
+
+/// What a population run measured (`--population`).
+#[derive(Debug, Default)]
+struct Population {
+    games: usize,
+    waits_ms: Vec<Millis>,
+    gaps: Vec<i32>,
+    timeouts: usize,
+    /// The largest |whites − blacks| any player reached, and the longest
+    /// run of one colour.
+    worst_balance: i32,
+    worst_streak: i32,
+    /// Games whose two players had met within `--repeat-minutes` before.
+    repeats: usize,
+}
+
+/// A population run: `--population` players of ratings N(mean, sd), each
+/// back in the queue `--break-seconds` (mean, exponential) after each game
+/// of `--game-seconds` (mean, exponential) or time-out, until `--games`
+/// games are played. Colours go as each system gives them: `ours` by
+/// `ColorHistory::first_gets_white`, with the colour need in the pass's
+/// score; greedy and lila by lila's `firstGetsWhite` (the lower balance
+/// gets white, a tie is random: `modules/user/src/main/UserRepo.scala`).
+fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let people = args.population;
+    let ratings: Vec<i32> = (0..people)
+        .map(|_| {
+            normal(&mut rng, args.rating_mean, args.rating_sd)
+                .round()
+                .clamp(600.0, 2800.0) as i32
+        })
+        .collect();
+    let mut colors = vec![ColorHistory::default(); people];
+    // When each two players last started a game together.
+    let mut last_met: HashMap<(usize, usize), Millis> = HashMap::new();
+    let mut out = Population::default();
+    let mut sim = Sim::new(Vec::new(), Relations::default(), args);
+    let mut schedule = Schedule::new(algo, seed, args);
+    let mut arrivals: BinaryHeap<Reverse<(Millis, usize)>> = (0..people)
+        .map(|p| Reverse(((rng.random::<f64>() * 60_000.0) as Millis, p)))
+        .collect();
+    // Entries by person: who is waiting, who is away (playing or resting).
+    let mut person = Vec::new();
+    let repeat_ms = (args.repeat_minutes * 60_000.0) as Millis;
+    let pause = |rng: &mut StdRng| (exponential(rng, args.break_seconds) * 1000.0) as Millis;
+    let mut now: Millis = 0;
+    while out.games < args.games {
+        now += 1000;
+        while let Some(&Reverse((at, who))) = arrivals.peek() {
+            if at > now {
+                break;
+            }
+            arrivals.pop();
+            schedule.catch_up(&mut sim, at);
+            let entry = sim.players.len();
+            sim.players.push(Player {
+                name: format!("p{who}"),
+                rating: ratings[who],
+                arrive: at,
+                cancel_at: None,
+            });
+            person.push(who);
+            sim.relations.restricted.push(false);
+            sim.relations.ranges.push(None);
+            let need = if args.plain_colors { 0 } else { colors[who].need() };
+            sim.needs.push(need.clamp(-3, 3) as i8);
+            schedule.arrival(&mut sim, entry, at);
+        }
+        schedule.catch_up(&mut sim, now);
+        schedule.tick(&mut sim, now);
+        // Whoever timed out comes back after a pause.
+        for e in std::mem::take(&mut sim.timed_out) {
+            arrivals.push(Reverse((now + pause(&mut rng), person[e])));
+        }
+        // Every pair made: colours given, the game played, both back.
+        for (a, b) in std::mem::take(&mut sim.made) {
+            let (pa, pb) = (person[a], person[b]);
+            let coin = rng.random_bool(0.5);
+            let a_white = match algo {
+                Algo::Ours if !args.plain_colors => {
+                    ColorHistory::first_gets_white(colors[pa], colors[pb], coin)
+                }
+                _ => match colors[pa].balance.cmp(&colors[pb].balance) {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Greater => false,
+                    std::cmp::Ordering::Equal => coin,
+                },
+            };
+            let (white, black) = if a_white { (pa, pb) } else { (pb, pa) };
+            colors[white] = colors[white].after(matchmaking_api::domain::Color::White);
+            colors[black] = colors[black].after(matchmaking_api::domain::Color::Black);
+            for p in [white, black] {
+                out.worst_balance = out.worst_balance.max(colors[p].balance.abs());
+                out.worst_streak = out.worst_streak.max(colors[p].streak.abs());
+            }
+            let key = (pa.min(pb), pa.max(pb));
+            if last_met
+                .insert(key, now)
+                .is_some_and(|t| now - t <= repeat_ms)
+            {
+                out.repeats += 1;
+            }
+            out.games += 1;
+            let game = (exponential(&mut rng, args.game_seconds) * 1000.0) as Millis;
+            for p in [pa, pb] {
+                arrivals.push(Reverse((now + game + pause(&mut rng), p)));
+            }
+        }
+    }
+    out.waits_ms = std::mem::take(&mut sim.out.waits_ms);
+    out.gaps = std::mem::take(&mut sim.out.gaps);
+    out.timeouts = sim.out.timeouts;
+    out
 }
 
 /// lichess's pool rules as lila runs them (lichess-org/lila, `modules/pool`,
@@ -821,6 +1020,7 @@ fn optimality(args: &Args, rng: &mut StdRng) -> (usize, f64, f64) {
                 rating: normal(rng, 1500.0, 150.0).round() as i32,
                 enqueued_at: now - rng.random_range(0..90_000),
                 range: None,
+                color: 0,
             })
             .collect();
         let (_, edges) = matcher::compatibility_graph(&seekers, now, &policy);
@@ -887,6 +1087,7 @@ fn against_optimum(args: &Args, rng: &mut StdRng) -> Vec<Against> {
                         rating: normal(rng, 1500.0, 300.0).round().clamp(600.0, 2800.0) as i32,
                         enqueued_at: now - rng.random_range(0..120_000),
                         range: None,
+                        color: 0,
                     })
                     .collect();
                 let (n, edges) = matcher::compatibility_graph(&seekers, now, &policy);
@@ -1040,6 +1241,57 @@ fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::error::Err
         .map_err(Into::into)
 }
 
+/// `--population`: one run per algorithm (and per seed), pooled.
+fn population_report(args: &Args) {
+    let seeds = if args.seeds.is_empty() {
+        vec![args.seed]
+    } else {
+        args.seeds.clone()
+    };
+    println!(
+        "mm-sim: a population of {} players, N({}, {}), {} games per seed (games {} s, pauses {} s on average), seeds {:?}",
+        args.population,
+        args.rating_mean,
+        args.rating_sd,
+        args.games,
+        args.game_seconds,
+        args.break_seconds,
+        seeds
+    );
+    println!();
+    println!(
+        "| algorithm | games | wait p50 (s) | wait p95 | gap mean | time-outs | worst |whites − blacks| | longest run of one colour | repeats within {} min |",
+        args.repeat_minutes
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for algo in Algo::ALL {
+        let mut all = Population::default();
+        for &seed in &seeds {
+            let o = run_population(algo, seed, args);
+            all.games += o.games;
+            all.waits_ms.extend(o.waits_ms);
+            all.gaps.extend(o.gaps);
+            all.timeouts += o.timeouts;
+            all.worst_balance = all.worst_balance.max(o.worst_balance);
+            all.worst_streak = all.worst_streak.max(o.worst_streak);
+            all.repeats += o.repeats;
+        }
+        let s = |ms: Option<Millis>| ms.unwrap_or(0) as f64 / 1000.0;
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1}% |",
+            algo.name(),
+            all.games,
+            s(quantile(&mut all.waits_ms, 0.5)),
+            s(quantile(&mut all.waits_ms, 0.95)),
+            all.gaps.iter().map(|&g| f64::from(g)).sum::<f64>() / all.gaps.len().max(1) as f64,
+            all.timeouts,
+            all.worst_balance,
+            all.worst_streak,
+            100.0 * all.repeats as f64 / all.games.max(1) as f64
+        );
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
@@ -1047,6 +1299,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let path = args.out.join("gap_vs_wait.svg");
         chart(&read_rows(csv)?, &path)?;
         println!("drew {} from {}", path.display(), csv.display());
+        return Ok(());
+    }
+    if args.population > 0 {
+        population_report(&args);
         return Ok(());
     }
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -1281,5 +1537,36 @@ mod tests {
         }
         let relations = Relations::draw(&players, 5, &args);
         assert!(relations.ranges.iter().filter(|r| r.is_some()).count() > players.len() / 3);
+    }
+
+    /// A population of 20 playing 10,000 games (three seeds): the
+    /// service's colours stay within the limits (|whites − blacks| ≤ 2,
+    /// runs ≤ 3) for every player, where lila's rule (the lower balance
+    /// gets white) does not.
+    #[test]
+    fn colours_stay_within_their_limits_over_ten_thousand_games() {
+        let args = Args::parse_from(["mm-sim", "--population", "20", "--games", "10000"]);
+        let mut lila_broke = false;
+        for seed in 1..=3 {
+            let ours = run_population(Algo::Ours, seed, &args);
+            assert!(ours.games >= 10_000);
+            assert!(
+                ours.worst_balance <= ColorHistory::MAX_BALANCE,
+                "{}",
+                ours.worst_balance
+            );
+            assert!(
+                ours.worst_streak <= ColorHistory::MAX_RUN,
+                "{}",
+                ours.worst_streak
+            );
+            let lila = run_population(Algo::Lila, seed, &args);
+            lila_broke |= lila.worst_balance > ColorHistory::MAX_BALANCE
+                || lila.worst_streak > ColorHistory::MAX_RUN;
+        }
+        assert!(
+            lila_broke,
+            "the limits bind: lila's rule alone goes past them"
+        );
     }
 }

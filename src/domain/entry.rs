@@ -239,6 +239,78 @@ pub enum Color {
     Black,
 }
 
+/// A player's colours so far: whites minus blacks, and the current run
+/// (`+n`: the last n games white, `-n`: black). Kept with the player's
+/// row, moved by every match recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ColorHistory {
+    pub balance: i32,
+    pub streak: i32,
+}
+
+impl ColorHistory {
+    /// After a game with `color`.
+    pub fn after(self, color: Color) -> Self {
+        match color {
+            Color::White => Self {
+                balance: self.balance + 1,
+                streak: self.streak.max(0) + 1,
+            },
+            Color::Black => Self {
+                balance: self.balance - 1,
+                streak: self.streak.min(0) - 1,
+            },
+        }
+    }
+
+    /// The most a player's whites and blacks may differ, and the longest
+    /// run of one colour: a pass never pairs two players who both need the
+    /// same colour to stay within them ([`Self::MUST`]).
+    pub const MAX_BALANCE: i32 = 2;
+    pub const MAX_RUN: i32 = 3;
+
+    /// The need of a player who must have one colour next: at the most
+    /// blacks (or whites) allowed, or at the longest run.
+    pub const MUST: i32 = 3;
+
+    /// How much the next game should be white (positive) or black
+    /// (negative): ±[`Self::MUST`] when it must be, to stay within
+    /// [`Self::MAX_BALANCE`] and [`Self::MAX_RUN`]; otherwise the balance
+    /// owed and a run of two or more, one step each, within ±2.
+    pub fn need(self) -> i32 {
+        if self.balance <= -Self::MAX_BALANCE || self.streak <= -Self::MAX_RUN {
+            return Self::MUST;
+        }
+        if self.balance >= Self::MAX_BALANCE || self.streak >= Self::MAX_RUN {
+            return -Self::MUST;
+        }
+        let run = match self.streak {
+            s if s >= 2 => -1,
+            s if s <= -2 => 1,
+            _ => 0,
+        };
+        (-self.balance + run).clamp(-2, 2)
+    }
+
+    /// Whether two players with these needs may not meet: both must have
+    /// the same colour.
+    pub fn clash(need_a: i32, need_b: i32) -> bool {
+        need_a == need_b && need_a.abs() == Self::MUST
+    }
+
+    /// Whether the first of two players gets white: the one who needs it
+    /// more; on equal need, the one with more blacks, then the one on the
+    /// longer black run; on a tie, `coin`.
+    pub fn first_gets_white(a: Self, b: Self, coin: bool) -> bool {
+        let key = |h: Self| (h.need(), -h.balance, -h.streak);
+        match key(a).cmp(&key(b)) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => coin,
+        }
+    }
+}
+
 /// Where a match came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -416,5 +488,99 @@ impl MatchRecord {
             created_at: self.created_at,
             source: self.source,
         }
+    }
+}
+
+#[cfg(test)]
+mod color_tests {
+    use super::*;
+
+    fn played(moves: &str) -> ColorHistory {
+        moves.chars().fold(ColorHistory::default(), |h, c| {
+            h.after(if c == 'W' { Color::White } else { Color::Black })
+        })
+    }
+
+    #[test]
+    fn history_counts_balance_and_run() {
+        assert_eq!(
+            played("WWW"),
+            ColorHistory {
+                balance: 3,
+                streak: 3
+            }
+        );
+        assert_eq!(
+            played("WWWB"),
+            ColorHistory {
+                balance: 2,
+                streak: -1
+            }
+        );
+        assert_eq!(
+            played("BBBW"),
+            ColorHistory {
+                balance: -2,
+                streak: 1
+            }
+        );
+        assert_eq!(
+            played("WWWBBB"),
+            ColorHistory {
+                balance: 0,
+                streak: -3
+            }
+        );
+    }
+
+    #[test]
+    fn white_goes_to_who_owes_it_then_to_the_longer_black_run() {
+        // Owing beats not owing, whichever comes first.
+        assert!(ColorHistory::first_gets_white(
+            played("B"),
+            played(""),
+            false
+        ));
+        assert!(!ColorHistory::first_gets_white(
+            played(""),
+            played("B"),
+            true
+        ));
+        // Level balances: the black run of two owes white.
+        assert!(ColorHistory::first_gets_white(
+            played("WBB"),
+            played("BWW"),
+            false
+        ));
+        assert!(played("WBB").need() > 0 && played("BWW").need() < 0);
+        // At the limits: must.
+        assert_eq!(played("BB").need(), ColorHistory::MUST);
+        assert_eq!(played("WWBWWBWW").need(), -ColorHistory::MUST);
+        assert_eq!(played("BWBWWW").need(), -ColorHistory::MUST);
+        assert!(ColorHistory::clash(
+            played("BB").need(),
+            played("WBBB").need()
+        ));
+        assert!(!ColorHistory::clash(
+            played("B").need(),
+            played("BB").need()
+        ));
+        // Level, one just had black: white to them.
+        assert!(ColorHistory::first_gets_white(
+            played("WB"),
+            played("BW"),
+            false
+        ));
+        // Nothing between them: the coin.
+        assert!(ColorHistory::first_gets_white(
+            played("WB"),
+            played("WB"),
+            true
+        ));
+        assert!(!ColorHistory::first_gets_white(
+            played("WB"),
+            played("WB"),
+            false
+        ));
     }
 }

@@ -2,9 +2,10 @@
 //! time and the pool's policy in; disjoint pairs out. No I/O, no clock.
 //!
 //! Two entries are *compatible* when they belong to different users, neither
-//! blocks the other, their rating gap is within both of their windows, and
-//! each one's rating is within the other's own rating range, if they gave
-//! one.
+//! blocks the other, their rating gap is within both of their windows, each
+//! one's rating is within the other's own rating range, if they gave one,
+//! and they do not both have to be given the same colour
+//! (`ColorHistory::clash`).
 //! Among compatible pairs the matcher picks disjoint pairs that match as many
 //! players as possible, then serve the longest-waiting first, then keep gaps
 //! small (the score in [`score`]).
@@ -27,7 +28,7 @@ pub mod solver;
 
 pub use flow::{Flow, Hold};
 
-use crate::domain::{Millis, PoolPolicy, Rating, RatingRange};
+use crate::domain::{ColorHistory, Millis, PoolPolicy, Rating, RatingRange};
 
 /// Segments up to this size are solved exactly...
 pub const EXACT_SEGMENT_LIMIT: usize = 12;
@@ -53,6 +54,9 @@ pub struct Seeker<'a> {
     pub enqueued_at: Millis,
     /// The player's own rating range, if they gave one.
     pub range: Option<RatingRange>,
+    /// How much their next game should be white (positive) or black
+    /// (negative): `ColorHistory::need`; 0 when it does not matter.
+    pub color: i8,
 }
 
 /// Indices into the snapshot of two entries to match.
@@ -79,6 +83,8 @@ struct Node {
     enqueued_at: Millis,
     lo: i16,
     hi: i16,
+    /// Colour need ([`Seeker::color`]).
+    need: i8,
 }
 
 impl Node {
@@ -163,6 +169,7 @@ pub fn find_pairs_holding(
                 enqueued_at,
                 lo,
                 hi,
+                need: snapshot[index].color,
             }
         })
         .collect();
@@ -249,7 +256,8 @@ struct Matcher<'s, F> {
 }
 
 impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
-    /// Within both windows and both ranges, and not blocked. The nodes of
+    /// Within both windows and both ranges, not both bound to the same
+    /// colour, and not blocked. The nodes of
     /// a pass are of distinct users already ([`first_entry_per_user`]).
     fn compatible(&self, a: &Node, b: &Node) -> bool {
         let gap = (a.rating - b.rating).abs();
@@ -258,11 +266,15 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
             && gap <= b.window
             && (i32::from(a.lo)..=i32::from(a.hi)).contains(&up)
             && (i32::from(b.lo)..=i32::from(b.hi)).contains(&-up)
+            && !ColorHistory::clash(a.need.into(), b.need.into())
             && !(self.blocked)(a.at(), b.at())
     }
 
     fn score(a: &Node, b: &Node) -> i64 {
-        score::pair_score(a.rating, a.steps.into(), b.rating, b.steps.into())
+        score::pair_score(
+            (a.rating, a.steps.into(), a.need),
+            (b.rating, b.steps.into(), b.need),
+        )
     }
 
     /// The optimum of a small segment.
@@ -843,6 +855,7 @@ pub fn compatibility_graph(
                 enqueued_at: s.enqueued_at,
                 lo,
                 hi,
+                need: s.color,
             }
         })
         .collect();

@@ -22,7 +22,29 @@ pub fn gap_penalty(a: Rating, b: Rating) -> i64 {
     i64::from((a - b).abs())
 }
 
-/// The score of pairing two players.
-pub fn pair_score(rating_a: Rating, steps_a: i64, rating_b: Rating, steps_b: i64) -> i64 {
-    BASE + waiting_bonus(steps_a, steps_b) - gap_penalty(rating_a, rating_b)
+/// Rating points of gap one step of colour clash is worth: two players
+/// who both need white (or both black) cost this much per step of the
+/// lesser need, so a partner who needs the other colour (or neither) is
+/// preferred unless they are this much further away.
+pub const COLOR_CLASH_WEIGHT: i64 = 100;
+
+/// Cost of a pair whose players need the same colour (see
+/// `ColorHistory::need`): one of them will not get it.
+pub fn color_clash(need_a: i8, need_b: i8) -> i64 {
+    if need_a.signum() * need_b.signum() > 0 {
+        COLOR_CLASH_WEIGHT * i64::from(need_a.abs().min(need_b.abs()))
+    } else {
+        0
+    }
+}
+
+/// The score of pairing two players: `(rating, widening steps waited,
+/// colour need)` each.
+pub fn pair_score(
+    (rating_a, steps_a, need_a): (Rating, i64, i8),
+    (rating_b, steps_b, need_b): (Rating, i64, i8),
+) -> i64 {
+    BASE + waiting_bonus(steps_a, steps_b)
+        - gap_penalty(rating_a, rating_b)
+        - color_clash(need_a, need_b)
 }

@@ -29,6 +29,7 @@ fn snapshot(raw: &[(u8, i32, i64)], users: &[String]) -> Vec<Seeker<'static>> {
             rating,
             enqueued_at: NOW - waited * 1000,
             range: None,
+            color: 0,
         })
         .collect()
 }
@@ -131,6 +132,33 @@ proptest! {
             let (a, b) = (&snap[p.a], &snap[p.b]);
             prop_assert!(in_range(a.range, a.rating, b.rating), "{a:?} takes {b:?}");
             prop_assert!(in_range(b.range, b.rating, a.rating), "{b:?} takes {a:?}");
+        }
+        check_valid_and_maximal(&snap, &pairs)?;
+        if snap.len() <= 10 {
+            let (n, edges) = compatibility_graph(&snap, NOW, &policy());
+            prop_assert_eq!(
+                objective(&snap, NOW, &policy(), &pairs).unwrap(),
+                solver::brute_force(n, &edges)
+            );
+        }
+    }
+
+    /// Players with colour needs: never two who must have the same colour
+    /// (checked on its own), maximal, and optimal on small pools.
+    #[test]
+    fn two_who_must_have_the_same_colour_never_meet(
+        raw in pool(0..=40, 1400..1600, 120),
+        needs in proptest::collection::vec(-3i8..=3, 40),
+    ) {
+        let users = users();
+        let mut snap = snapshot(&raw, &users);
+        for (s, &need) in snap.iter_mut().zip(&needs) {
+            s.color = need;
+        }
+        let pairs = find_pairs(&snap, NOW, &policy());
+        for p in &pairs {
+            let (a, b) = (snap[p.a].color, snap[p.b].color);
+            prop_assert!(!(a == b && a.abs() == 3), "{a} {b}");
         }
         check_valid_and_maximal(&snap, &pairs)?;
         if snap.len() <= 10 {
@@ -419,6 +447,7 @@ fn a_large_dense_pool_matches_nearly_everyone() {
             rating: 1000 + ((i * 7919) % 1000) as i32,
             enqueued_at: NOW - (i as i64 % 60) * 1000,
             range: None,
+            color: 0,
         })
         .collect();
     let pairs = find_pairs(&snap, NOW, &policy());
@@ -465,6 +494,7 @@ fn exact_solving_stops_at_the_work_budget_and_the_rest_goes_greedy() {
                 rating,
                 enqueued_at: NOW - waited * 1000,
                 range: None,
+                color: 0,
             })
             .collect()
     };
@@ -493,4 +523,27 @@ fn exact_solving_stops_at_the_work_budget_and_the_rest_goes_greedy() {
     assert_eq!(pairs.len(), groups * 6 + 1);
     let mut used = HashSet::new();
     assert!(pairs.iter().all(|p| used.insert(p.a) && used.insert(p.b)));
+}
+
+#[test]
+fn a_partner_who_needs_the_other_colour_beats_a_closer_one_who_needs_the_same() {
+    let users = users();
+    // a and b both owe white (need 2), 10 apart; c owes black, 40 from a
+    // and 50 from b.
+    let mut snap = snapshot(&[(0, 1500, 5), (1, 1490, 5), (2, 1540, 5)], &users);
+    snap[0].color = 2;
+    snap[1].color = 2;
+    snap[2].color = -2;
+    let pairs = |snap: &[Seeker<'_>]| -> Vec<(usize, usize)> {
+        find_pairs(snap, NOW, &policy())
+            .into_iter()
+            .map(|p| (p.a.min(p.b), p.a.max(p.b)))
+            .collect()
+    };
+    assert_eq!(pairs(&snap), vec![(0, 2)]);
+    // Without the colours, the closest pair.
+    for s in &mut snap {
+        s.color = 0;
+    }
+    assert_eq!(pairs(&snap), vec![(0, 1)]);
 }

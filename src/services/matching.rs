@@ -40,9 +40,9 @@ use super::breaker::{BreakerState, CircuitBreaker};
 use super::games::{GameCreationError, GameCreator, NewGame};
 use super::live::LiveConfig;
 use crate::domain::{
-    Arm, Clock, DEFAULT_STRATEGY, EndReason, Flags, GameId, MatchIntent, MatchRecord, MatchSide,
-    MatchSource, Millis, PoolPolicy, PoolRef, Region, Strategy, SystemClock, TenantId, UserId,
-    in_range,
+    Arm, Clock, ColorHistory, DEFAULT_STRATEGY, EndReason, Flags, GameId, MatchIntent, MatchRecord,
+    MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, QueueEntryId, Region, Strategy,
+    SystemClock, TenantId, UserId, in_range,
 };
 use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
@@ -102,6 +102,8 @@ pub struct MatchingService {
     /// entries its passes see for the first time.
     /// Per pool, and per side of a matcher experiment when one runs.
     flows: std::sync::Mutex<HashMap<(PoolRef, Group), PoolFlow>>,
+    /// Each waiting entry's colour need, per pool ([`Self::color_needs`]).
+    needs: std::sync::Mutex<HashMap<PoolRef, HashMap<QueueEntryId, i8>>>,
 }
 
 /// Who an entry may be paired with: those on its side of a matcher
@@ -202,6 +204,7 @@ impl MatchingService {
             clock: Arc::new(SystemClock),
             hold: Hold::default(),
             flows: Default::default(),
+            needs: Default::default(),
         }
     }
 
@@ -232,6 +235,46 @@ impl MatchingService {
             known.newest = Some(at);
         }
         known.flow
+    }
+
+    /// Each entry of `live`'s colour need ([`ColorHistory::need`]), read
+    /// from the durable store once per entry, the first pass that sees it:
+    /// a player's colours cannot change while they wait (they are in no
+    /// game), so later passes read none. Entries no longer waiting are
+    /// forgotten.
+    async fn color_needs(&self, pool: &PoolRef, live: &[Waiting]) -> StoreResult<Vec<i8>> {
+        let unknown: Vec<UserId> = {
+            let known = self.needs.lock().unwrap_or_else(|e| e.into_inner());
+            let known = known.get(pool);
+            live.iter()
+                .filter(|w| known.is_none_or(|k| !k.contains_key(&w.id)))
+                .map(|w| w.user_id.clone())
+                .collect()
+        };
+        let read = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            self.durable
+                .color_histories(&pool.tenant_id, &unknown)
+                .await?
+        };
+        let mut all = self.needs.lock().unwrap_or_else(|e| e.into_inner());
+        let known = all.entry(pool.clone()).or_default();
+        let needs: Vec<i8> = live
+            .iter()
+            .map(|w| {
+                known.get(&w.id).copied().unwrap_or_else(|| {
+                    let need = read.get(&w.user_id).copied().unwrap_or_default().need();
+                    need.clamp(-3, 3) as i8
+                })
+            })
+            .collect();
+        *known = live
+            .iter()
+            .map(|w| w.id)
+            .zip(needs.iter().copied())
+            .collect();
+        Ok(needs)
     }
 
     /// Reads the time from `clock` (tests move it by hand).
@@ -291,12 +334,13 @@ impl MatchingService {
             restricted: restricted.contains(&w.user_id),
         };
         let groups: Vec<Group> = live.iter().map(group_of).collect();
+        let needs = self.color_needs(pool, &live).await?;
         let mut bars = std::collections::HashSet::new();
         let mut visitors: Option<Vec<Visitors>> = None;
         let mut matchings = 0;
         let (pairs, crossing) = loop {
             matchings += 1;
-            let mut pairs = self.pair(pool, (&live, &groups), &flags, &policy, now, &bars);
+            let mut pairs = self.pair(pool, (&live, &groups, &needs), &flags, &policy, now, &bars);
             let lonely = lonely(pool, &live, &groups, &pairs, &policy, now);
             if !lonely.is_empty() && visitors.is_none() {
                 visitors = Some(self.visitors(pool, &policy, &group_of, now).await?);
@@ -378,7 +422,7 @@ impl MatchingService {
     fn pair(
         &self,
         pool: &PoolRef,
-        (live, groups): (&[Waiting], &[Group]),
+        (live, groups, needs): (&[Waiting], &[Group], &[i8]),
         flags: &Flags,
         policy: &PoolPolicy,
         now: Millis,
@@ -398,7 +442,10 @@ impl MatchingService {
                 _ => DEFAULT_STRATEGY,
             };
             let waiting: Vec<&Waiting> = members.iter().map(|&i| &live[i]).collect();
-            let seekers: Vec<Seeker<'_>> = waiting.iter().map(|w| seeker(w)).collect();
+            let seekers: Vec<Seeker<'_>> = members
+                .iter()
+                .map(|&i| seeker(&live[i], needs[i]))
+                .collect();
             let flow = self.flow(pool, group, &waiting);
             let hold = match strategy {
                 Strategy::Volume => Some((&self.hold, &flow)),
@@ -443,7 +490,7 @@ impl MatchingService {
                 .into_iter()
                 .filter(|w| self.expired(&theirs, w, now).is_none())
                 .collect();
-            let seekers: Vec<Seeker<'_>> = waiting.iter().map(seeker).collect();
+            let seekers: Vec<Seeker<'_>> = waiting.iter().map(|w| seeker(w, 0)).collect();
             let paired = paired_flags(
                 waiting.len(),
                 matcher::find_pairs(&seekers, now, &theirs)
@@ -899,9 +946,11 @@ impl MatchingService {
         }
     }
 
-    /// White goes to the player who has had black more often; on a tie, to
-    /// a coin toss. Over time everyone gets about half whites. Decided
-    /// before reserving, so the reservation itself says who is white.
+    /// White goes to the player who needs it ([`ColorHistory::first_gets_white`]:
+    /// the one owed white by their balance, then the one on a black run of
+    /// two or more; on a tie, a coin toss), read from the durable store at
+    /// the time of the pass. Decided before reserving, so the reservation
+    /// itself says who is white.
     async fn assign_colors<'a>(
         &self,
         pool: &PoolRef,
@@ -911,15 +960,17 @@ impl MatchingService {
             .iter()
             .flat_map(|(a, b)| [a.0.user_id.clone(), b.0.user_id.clone()])
             .collect();
-        let balances: HashMap<UserId, i32> =
-            self.durable.color_balances(&pool.tenant_id, &users).await?;
+        let histories = self
+            .durable
+            .color_histories(&pool.tenant_id, &users)
+            .await?;
         let mut rng = rand::rng();
         Ok(pairs
             .iter()
             .map(|&(a, b)| {
-                let ba = balances.get(&a.0.user_id).copied().unwrap_or(0);
-                let bb = balances.get(&b.0.user_id).copied().unwrap_or(0);
-                let a_white = ba < bb || (ba == bb && rng.random_bool(0.5));
+                let of = |w: &Waiting| histories.get(&w.user_id).copied().unwrap_or_default();
+                let a_white =
+                    ColorHistory::first_gets_white(of(a.0), of(b.0), rng.random_bool(0.5));
                 if a_white { (a, b) } else { (b, a) }
             })
             .collect())
@@ -1243,12 +1294,13 @@ struct Visitors {
 }
 
 /// An entry as the matcher sees it.
-fn seeker(w: &Waiting) -> Seeker<'_> {
+fn seeker(w: &Waiting, color: i8) -> Seeker<'_> {
     Seeker {
         user: w.user_id.as_str(),
         rating: w.rating,
         enqueued_at: w.enqueued_at,
         range: w.rating_range,
+        color,
     }
 }
 

@@ -19,8 +19,8 @@ use super::{
     WriteFailure,
 };
 use crate::domain::{
-    ActiveGame, Challenge, ChallengeId, EndReason, GameId, MatchId, MatchIntent, MatchRecord,
-    Millis, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId,
+    ActiveGame, Challenge, ChallengeId, ColorHistory, EndReason, GameId, MatchId, MatchIntent,
+    MatchRecord, Millis, PoolRef, QueueEntry, QueueEntryId, TenantId, UserId,
 };
 use crate::observe;
 
@@ -143,7 +143,7 @@ measured! { InstrumentedDurableStore:
         fn active_match(tenant: &TenantId, user: &UserId, since: Millis) -> Option<MatchRecord>;
         fn unfinished_matches(since: Millis) -> Vec<MatchRecord>;
         fn finish_match(tenant: &TenantId, game: &GameId, at: Millis) -> Option<MatchRecord>;
-        fn color_balances(tenant: &TenantId, users: &[UserId]) -> HashMap<UserId, i32>;
+        fn color_histories(tenant: &TenantId, users: &[UserId]) -> HashMap<UserId, ColorHistory>;
     }
     RatingStore {
         fn ratings(tenant: &TenantId, user: &UserId) -> Ratings;

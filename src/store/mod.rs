@@ -47,8 +47,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ActiveGame, Challenge, ChallengeId, ChallengeStatus, DEFAULT_RATING, EndReason, GameId,
-    MatchId, MatchIntent, MatchRecord, Millis, PoolKey, PoolRef, QueueEntry, QueueEntryId,
+    ActiveGame, Challenge, ChallengeId, ChallengeStatus, ColorHistory, DEFAULT_RATING, EndReason,
+    GameId, MatchId, MatchIntent, MatchRecord, Millis, PoolKey, PoolRef, QueueEntry, QueueEntryId,
     RATING_RANGE, Rating, RatingPool, RatingRange, Speed, TenantId, UserId, Username, Variant,
 };
 
@@ -789,12 +789,12 @@ pub trait MatchStore: Send + Sync + 'static {
         at: Millis,
     ) -> StoreResult<Option<MatchRecord>>;
 
-    /// Each listed user's color balance (whites minus blacks); 0 when unknown.
-    async fn color_balances(
+    /// Each listed user's colours so far (absent: never played).
+    async fn color_histories(
         &self,
         tenant: &TenantId,
         users: &[UserId],
-    ) -> StoreResult<HashMap<UserId, i32>>;
+    ) -> StoreResult<HashMap<UserId, ColorHistory>>;
 }
 
 /// The local ratings table.

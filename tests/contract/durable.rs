@@ -132,15 +132,15 @@ pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn
         .await
         .unwrap();
     let b = store
-        .color_balances(
+        .color_histories(
             &tenant("t1"),
             &[user("alice"), user("bob"), user("carol"), user("zed")],
         )
         .await
         .unwrap();
-    assert_eq!(b.get(&user("alice")), Some(&2));
-    assert_eq!(b.get(&user("bob")), Some(&-1));
-    assert_eq!(b.get(&user("carol")), Some(&-1));
+    assert_eq!(b.get(&user("alice")).map(|h| h.balance), Some(2));
+    assert_eq!(b.get(&user("bob")).map(|h| h.balance), Some(-1));
+    assert_eq!(b.get(&user("carol")).map(|h| h.balance), Some(-1));
     assert_eq!(b.get(&user("zed")), None);
     finish(store, &r2).await;
 
@@ -173,16 +173,19 @@ pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn
         ]
     );
     let b = store
-        .color_balances(
+        .color_histories(
             &tenant("t1"),
             &[user("alice"), user("bob"), user("dave"), user("erin")],
         )
         .await
         .unwrap();
-    assert_eq!(b.get(&user("alice")), Some(&3));
-    assert_eq!(b.get(&user("bob")), Some(&-1));
-    assert_eq!(b.get(&user("dave")), Some(&-1));
+    assert_eq!(b.get(&user("alice")).map(|h| h.balance), Some(3));
+    assert_eq!(b.get(&user("bob")).map(|h| h.balance), Some(-1));
+    assert_eq!(b.get(&user("dave")).map(|h| h.balance), Some(-1));
     assert_eq!(b.get(&user("erin")), None, "a refused match moves nothing");
+    // alice was white three times running; bob and dave black once.
+    assert_eq!(b.get(&user("alice")).map(|h| h.streak), Some(3));
+    assert_eq!(b.get(&user("dave")).map(|h| h.streak), Some(-1));
     assert_eq!(
         store
             .events_about(&r3.match_id.to_string(), 10)
@@ -216,20 +219,16 @@ pub async fn inserting_a_match_twice_keeps_one_and_moves_colors_once(store: &dyn
         (vec![Claim::Stored], vec![Claim::Stored])
     );
     let b = store
-        .color_balances(
+        .color_histories(
             &tenant("t1"),
             &[user("frank"), user("gina"), user("hal"), user("ivy")],
         )
         .await
         .unwrap();
+    let moved = |u: &str| b.get(&user(u)).map(|h| (h.balance, h.streak));
     assert_eq!(
-        [
-            b.get(&user("frank")),
-            b.get(&user("gina")),
-            b.get(&user("hal")),
-            b.get(&user("ivy"))
-        ],
-        [Some(&1), Some(&-1), Some(&1), Some(&-1)]
+        [moved("frank"), moved("gina"), moved("hal"), moved("ivy")],
+        [Some((1, 1)), Some((-1, -1)), Some((1, 1)), Some((-1, -1))]
     );
 }
 

@@ -14,8 +14,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
 
 use super::claims::{self, Ask};
 use super::config_sql;
@@ -33,7 +33,8 @@ use super::{
     BlockChange, ConfigRows, ConfigScope, ConfigStore, RelationStore, Relations, relations_sql,
 };
 use crate::domain::{
-    GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
+    ColorHistory, GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId,
+    UserId,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -65,10 +66,14 @@ WITH m AS (
     UNION ALL
     SELECT tenant_id, black_user_id, -1, match_id, created_at FROM m
 ), players_now AS (
-    INSERT INTO players (tenant_id, user_id, color_balance, active_match_id, active_since)
-    SELECT tenant_id, user_id, d, match_id, created_at FROM moves ORDER BY tenant_id, user_id
+    INSERT INTO players (tenant_id, user_id, color_balance, color_streak, active_match_id, active_since)
+    SELECT tenant_id, user_id, d, d, match_id, created_at FROM moves ORDER BY tenant_id, user_id
     ON CONFLICT (tenant_id, user_id) DO UPDATE
     SET color_balance = players.color_balance + excluded.color_balance,
+        color_streak = CASE
+          WHEN excluded.color_balance > 0 THEN GREATEST(players.color_streak, 0) + 1
+          WHEN excluded.color_balance < 0 THEN LEAST(players.color_streak, 0) - 1
+          ELSE players.color_streak END,
         active_match_id = excluded.active_match_id, active_since = excluded.active_since
 ), done AS (
     DELETE FROM match_intents WHERE match_id = ANY($18::text[])
@@ -621,33 +626,31 @@ impl MatchStore for PgStore {
         self.noted(finished)?.map(MatchRecord::try_from).transpose()
     }
 
-    async fn color_balances(
+    async fn color_histories(
         &self,
         tenant: &TenantId,
         users: &[UserId],
-    ) -> StoreResult<HashMap<UserId, i32>> {
+    ) -> StoreResult<HashMap<UserId, ColorHistory>> {
         let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
         // One primary-key lookup per user, whatever the statistics: with
         // `user_id = ANY($2)` a plan cached while the table was nearly empty
         // reads every row of the tenant and filters (measured: most of the
         // database's CPU under load on a fresh schema).
-        let rows = sqlx::query(
-            "SELECT u.user_id, p.color_balance FROM unnest($2::text[]) AS u(user_id) \
-             CROSS JOIN LATERAL (SELECT color_balance FROM players \
+        let rows: Vec<(String, i32, i32)> = sqlx::query_as(
+            "SELECT u.user_id, p.color_balance, p.color_streak FROM unnest($2::text[]) AS u(user_id) \
+             CROSS JOIN LATERAL (SELECT color_balance, color_streak FROM players \
                WHERE tenant_id = $1 AND user_id = u.user_id LIMIT 1) AS p",
         )
         .bind(tenant.as_str())
         .bind(&names)
         .fetch_all(&self.pool)
         .await?;
-        let mut balances = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let user: String = row.try_get(0)?;
-            if let Ok(user) = UserId::parse(&user) {
-                balances.insert(user, row.try_get::<i32, _>(1)?);
-            }
-        }
-        Ok(balances)
+        Ok(rows
+            .into_iter()
+            .filter_map(|(user, balance, streak)| {
+                Some((UserId::parse(&user).ok()?, ColorHistory { balance, streak }))
+            })
+            .collect())
     }
 }
 
@@ -901,7 +904,7 @@ impl RelationStore for PgStore {
 
     async fn relations_among(&self, tenant: &TenantId, users: &[UserId]) -> StoreResult<Relations> {
         let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
-        // Primary-key lookups per player, as in `color_balances`.
+        // Primary-key lookups per player, as in `color_histories`.
         let blocks: Vec<(String, String)> = sqlx::query_as(
             "SELECT b.user_id, b.blocked_user_id FROM unnest($2::text[]) AS u(user_id) \
              CROSS JOIN LATERAL (SELECT user_id, blocked_user_id FROM player_blocks \

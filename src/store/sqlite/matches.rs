@@ -273,16 +273,17 @@ async fn write_batch(
 /// black, 0 for a claim alone), and the claim (match id, since).
 type Move<'a> = (&'a TenantId, &'a UserId, i32, String, Millis);
 
-/// Moves each player's color balance and sets their claim, one upsert per
+/// Moves each player's color balance and run and sets their claim, one upsert per
 /// player (a player is in one match of a batch at most: the claims say so).
 fn push_players(q: &mut QueryBuilder<'_, Sqlite>, moves: &[Move<'_>]) {
     for chunk in moves.chunks(ROWS_PER_INSERT / 2) {
         q.push(
-            " INSERT INTO players (tenant_id, user_id, color_balance, active_match_id, active_since) ",
+            " INSERT INTO players (tenant_id, user_id, color_balance, color_streak, active_match_id, active_since) ",
         );
         q.push_values(chunk, |mut b, (t, u, d, m, since)| {
             b.push_bind(t.to_string())
                 .push_bind(u.to_string())
+                .push_bind(*d)
                 .push_bind(*d)
                 .push_bind(m.clone())
                 .push_bind(*since);
@@ -290,6 +291,10 @@ fn push_players(q: &mut QueryBuilder<'_, Sqlite>, moves: &[Move<'_>]) {
         q.push(
             " ON CONFLICT (tenant_id, user_id) DO UPDATE \
                   SET color_balance = color_balance + excluded.color_balance, \
+                      color_streak = CASE \
+                        WHEN excluded.color_balance > 0 THEN MAX(color_streak, 0) + 1 \
+                        WHEN excluded.color_balance < 0 THEN MIN(color_streak, 0) - 1 \
+                        ELSE color_streak END, \
                       active_match_id = excluded.active_match_id, \
                       active_since = excluded.active_since;",
         );

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, SqlitePool};
+use sqlx::{QueryBuilder, SqlitePool};
 use tokio::sync::oneshot;
 
 use self::matches::{MatchJob, MatchWork};
@@ -38,7 +38,8 @@ use super::{
     BlockChange, ConfigRows, ConfigScope, ConfigStore, RelationStore, Relations, relations_sql,
 };
 use crate::domain::{
-    GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId, UserId,
+    ColorHistory, GameId, MatchId, MatchIntent, MatchRecord, Millis, QueueEntryId, Speed, TenantId,
+    UserId,
 };
 
 pub use writer::WAL_RESTART_FRAMES;
@@ -398,27 +399,36 @@ impl MatchStore for SqliteStore {
             .await
     }
 
-    async fn color_balances(
+    async fn color_histories(
         &self,
         tenant: &TenantId,
         users: &[UserId],
-    ) -> StoreResult<HashMap<UserId, i32>> {
-        let mut balances = HashMap::with_capacity(users.len());
+    ) -> StoreResult<HashMap<UserId, ColorHistory>> {
+        let mut histories = HashMap::with_capacity(users.len());
         for chunk in users.chunks(ROWS_PER_INSERT) {
             let mut q = users_in(
-                "SELECT user_id, color_balance FROM players WHERE tenant_id = ",
+                "SELECT user_id, color_balance, color_streak FROM players WHERE tenant_id = ",
                 tenant,
                 chunk,
             );
-            for row in q.build().fetch_all(&self.reads).await? {
-                let user: String = row.try_get(0)?;
-                let balance: i64 = row.try_get(1)?;
+            for (user, balance, streak) in q
+                .build_query_as::<(String, i64, i64)>()
+                .fetch_all(&self.reads)
+                .await?
+            {
                 if let Ok(user) = UserId::parse(&user) {
-                    balances.insert(user, balance.clamp(i32::MIN.into(), i32::MAX.into()) as i32);
+                    let narrow = |v: i64| v.clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+                    histories.insert(
+                        user,
+                        ColorHistory {
+                            balance: narrow(balance),
+                            streak: narrow(streak),
+                        },
+                    );
                 }
             }
         }
-        Ok(balances)
+        Ok(histories)
     }
 }
 
