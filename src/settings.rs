@@ -357,6 +357,29 @@ pub struct Settings {
     /// empty: none. Per pool or tenant: the policies' `region_fallback_regions`.
     #[arg(long, env = "REGION_FALLBACK_REGIONS", default_value = "", value_parser = parse_region_set, global = true)]
     pub region_fallback_regions: RegionSet,
+    /// Rating points of gap a repeat pairing costs at most in a pass's
+    /// score (0: off): two players who met within REPEAT_WINDOW_SECONDS or
+    /// REPEAT_WINDOW_GAMES games.
+    #[arg(long, env = "REPEAT_PENALTY", default_value_t = 25, global = true)]
+    pub repeat_penalty: i32,
+    #[arg(
+        long,
+        env = "REPEAT_WINDOW_SECONDS",
+        default_value_t = 600.0,
+        global = true
+    )]
+    pub repeat_window_seconds: f64,
+    #[arg(long, env = "REPEAT_WINDOW_GAMES", default_value_t = 3, global = true)]
+    pub repeat_window_games: u32,
+    /// Once the shorter of two players' waits reaches this, a repeat costs
+    /// them nothing.
+    #[arg(
+        long,
+        env = "REPEAT_WAIVE_SECONDS",
+        default_value_t = 60.0,
+        global = true
+    )]
+    pub repeat_waive_seconds: f64,
     /// Run the matching worker inside `serve`.
     #[arg(long, env = "WORKER_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
     pub worker_enabled: bool,
@@ -685,6 +708,8 @@ impl Settings {
             ("PRESENCE_TIMEOUT_SECONDS", self.presence_timeout_seconds),
             ("ENTRY_RETENTION_SECONDS", self.entry_retention_seconds),
             ("MATCH_HOLD_MAX_SECONDS", self.match_hold_max_seconds),
+            ("REPEAT_WINDOW_SECONDS", self.repeat_window_seconds),
+            ("REPEAT_WAIVE_SECONDS", self.repeat_waive_seconds),
         ];
         for (name, value) in non_negative {
             if !(value.is_finite() && value >= 0.0) {
@@ -712,6 +737,12 @@ impl Settings {
                 "INITIAL_RATING_WINDOW and RATING_WINDOW_WIDENING_AMOUNT must not be negative"
                     .into(),
             );
+        }
+        // The repeat fields are named as the policies name them.
+        if let Err((field, why)) = self.pool_policy().check()
+            && field.starts_with("repeat_")
+        {
+            return Err(format!("{} {why}", field.to_uppercase()));
         }
         if self.max_rating_gap < self.initial_rating_window {
             return Err("MAX_RATING_GAP must be at least INITIAL_RATING_WINDOW".into());
@@ -784,6 +815,10 @@ impl Settings {
             max_queue_time_ms: millis(self.max_queue_time_seconds),
             fallback_after_ms: self.region_fallback_seconds.map(millis),
             fallback_regions: self.region_fallback_regions,
+            repeat_penalty: self.repeat_penalty,
+            repeat_window_ms: millis(self.repeat_window_seconds),
+            repeat_games: self.repeat_window_games,
+            repeat_waive_ms: millis(self.repeat_waive_seconds),
         }
     }
 

@@ -1249,6 +1249,46 @@ async fn two_players_who_both_must_have_white_are_never_paired(backend: Backend)
     );
 }
 
+/// Two who just played each other are paired again only for want of
+/// anyone else: a third player within reach is preferred; once the
+/// shorter of their waits reaches the waiver, the pair is as any other.
+async fn a_repeat_pairing_gives_way_to_another_partner_until_waived(backend: Backend) {
+    let policy = PoolPolicy {
+        repeat_penalty: 300,
+        ..PoolPolicy::default()
+    };
+    let ratings = [("carol", 1550), ("gina", 1550)];
+    let Some(rig) = Rig::on(backend, policy, &ratings).await else {
+        return;
+    };
+    played(&rig, "alice", "bob").await;
+    played(&rig, "erin", "frank").await;
+    let alice = rig.join("alice").await.unwrap();
+    let bob = rig.join("bob").await.unwrap();
+    let carol = rig.join("carol").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    let met = opponent_of(&rig, "carol", &carol).await.unwrap();
+    assert!(met == "alice" || met == "bob", "{met}");
+    let (left, id) = if met == "alice" {
+        ("bob", bob)
+    } else {
+        ("alice", alice)
+    };
+    assert_eq!(rig.status(left, &id).await, EntryStatus::Searching);
+    rig.queue.cancel(&who(left), &id).await.unwrap();
+    // Waived: erin and frank (0 apart) meet again rather than gina (50).
+    let erin = rig.join("erin").await.unwrap();
+    rig.join("frank").await.unwrap();
+    let gina = rig.join("gina").await.unwrap();
+    rig.advance(policy.repeat_waive_ms);
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(
+        opponent_of(&rig, "erin", &erin).await.as_deref(),
+        Some("frank")
+    );
+    assert_eq!(rig.status("gina", &gina).await, EntryStatus::Searching);
+}
+
 /// Renames `from` to `to` in the durable store at `url`, behind its back.
 async fn cut_table(url: &str, from: &str, to: &str) {
     let sql = format!("ALTER TABLE {from} RENAME TO {to}");
@@ -1298,6 +1338,7 @@ on_both_backends!(
     a_players_own_range_holds_however_wide_the_window_grows,
     the_wait_estimate_reflects_the_players_own_range,
     two_players_who_both_must_have_white_are_never_paired,
+    a_repeat_pairing_gives_way_to_another_partner_until_waived,
 );
 
 /// Pool figures that cannot be read (a store answering too slowly).

@@ -167,6 +167,15 @@ struct Args {
     /// Two players meeting again within this many minutes is a repeat.
     #[arg(long, default_value_t = 10.0)]
     repeat_minutes: f64,
+    /// The repeat penalty of `ours` (the policy's `repeat_penalty`; 0:
+    /// off), over `--repeat-minutes` and `--repeat-window-games`, waived
+    /// after `--repeat-waive-seconds`.
+    #[arg(long, default_value_t = PoolPolicy::default().repeat_penalty)]
+    repeat_penalty: i32,
+    #[arg(long, default_value_t = PoolPolicy::default().repeat_games)]
+    repeat_window_games: u32,
+    #[arg(long, default_value_t = PoolPolicy::default().repeat_waive_ms as f64 / 1000.0)]
+    repeat_waive_seconds: f64,
     /// `ours` without its colour rules (the need in the score, the limits,
     /// white by need): white by the lower balance, as before issue 24.
     #[arg(long)]
@@ -180,6 +189,10 @@ impl Args {
             widening_amount: self.widening_amount,
             widening_interval_ms: (self.widening_seconds * 1000.0) as Millis,
             max_gap: self.max_gap,
+            repeat_penalty: self.repeat_penalty,
+            repeat_window_ms: (self.repeat_minutes * 60_000.0) as Millis,
+            repeat_games: self.repeat_window_games,
+            repeat_waive_ms: (self.repeat_waive_seconds * 1000.0) as Millis,
             ..PoolPolicy::default()
         }
     }
@@ -419,6 +432,10 @@ struct Sim {
     made: Vec<(usize, usize)>,
     /// The entries timed out, for a population run to bring back.
     timed_out: Vec<usize>,
+    /// A population run's people: each entry's person, and each person's
+    /// latest opponents (person, when), newest first.
+    person: Vec<usize>,
+    met: HashMap<usize, std::collections::VecDeque<(usize, Millis)>>,
     policy: PoolPolicy,
     hold: Hold,
     /// The arrivals seen so far, as the service would learn them: of
@@ -488,16 +505,37 @@ impl Sim {
                 })
                 .collect();
             let player = |i: usize| self.waiting[members[i]].player;
-            let found = matcher::find_pairs_holding(
+            let found = matcher::find_pairs_costed(
                 &seekers,
                 now,
                 &self.policy,
                 Some((&self.hold, flow)),
-                |i, j| self.relations.blocked(player(i), player(j)),
+                |i, j| {
+                    let (a, b) = (player(i), player(j));
+                    (!self.relations.blocked(a, b)).then(|| self.repeat_cost(a, b, now))
+                },
             );
             pairs.extend(found.into_iter().map(|p| (members[p.a], members[p.b])));
         }
         self.pair(&pairs, now);
+    }
+
+    /// What pairing entries `a` and `b` costs for their people having met
+    /// lately (the service's rule, `PoolPolicy::repeat_cost`).
+    fn repeat_cost(&self, a: usize, b: usize, now: Millis) -> i64 {
+        let (pa, pb) = (self.person[a], self.person[b]);
+        let met = |p: usize, other: usize| {
+            let games = self.met.get(&p)?;
+            let k = games.iter().position(|&(q, _)| q == other)?;
+            Some((k as u32 + 1, games[k].1))
+        };
+        let (games_ago, at) = match (met(pa, pb), met(pb, pa)) {
+            (None, None) => return 0,
+            (Some(x), None) | (None, Some(x)) => x,
+            (Some(x), Some(y)) => (x.0.min(y.0), x.1.max(y.1)),
+        };
+        let waited = (now - self.players[a].arrive).min(now - self.players[b].arrive);
+        self.policy.repeat_cost(now - at, games_ago, waited)
     }
 
     /// Nearest compatible partner of waiting index `i`, among the unused.
@@ -710,6 +748,7 @@ impl Schedule {
 
 impl Sim {
     fn new(players: Vec<Player>, relations: Relations, args: &Args) -> Self {
+        let entries = players.len();
         Self {
             needs: vec![0; players.len()],
             out: Outcome {
@@ -720,6 +759,8 @@ impl Sim {
             relations,
             made: Vec::new(),
             timed_out: Vec::new(),
+            person: (0..entries).collect(),
+            met: HashMap::new(),
             policy: args.policy(),
             hold: Hold {
                 cost_per_second: args.hold_cost,
@@ -775,6 +816,10 @@ struct Population {
     worst_streak: i32,
     /// Games whose two players had met within `--repeat-minutes` before.
     repeats: usize,
+    /// Players waiting, summed over the seconds (their mean: the pool's
+    /// size), and the seconds.
+    waiting_sum: usize,
+    seconds: usize,
 }
 
 /// A population run: `--population` players of ratings N(mean, sd), each
@@ -826,14 +871,21 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
                 cancel_at: None,
             });
             person.push(who);
+            sim.person.push(who);
             sim.relations.restricted.push(false);
             sim.relations.ranges.push(None);
-            let need = if args.plain_colors { 0 } else { colors[who].need() };
+            let need = if args.plain_colors {
+                0
+            } else {
+                colors[who].need()
+            };
             sim.needs.push(need.clamp(-3, 3) as i8);
             schedule.arrival(&mut sim, entry, at);
         }
         schedule.catch_up(&mut sim, now);
         schedule.tick(&mut sim, now);
+        out.waiting_sum += sim.waiting.len();
+        out.seconds += 1;
         // Whoever timed out comes back after a pause.
         for e in std::mem::take(&mut sim.timed_out) {
             arrivals.push(Reverse((now + pause(&mut rng), person[e])));
@@ -865,6 +917,11 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
                 .is_some_and(|t| now - t <= repeat_ms)
             {
                 out.repeats += 1;
+            }
+            for (p, q) in [(pa, pb), (pb, pa)] {
+                let games = sim.met.entry(p).or_default();
+                games.push_front((q, now));
+                games.truncate(matchmaking_api::domain::MAX_REPEAT_GAMES as usize);
             }
             out.games += 1;
             let game = (exponential(&mut rng, args.game_seconds) * 1000.0) as Millis;
@@ -1260,10 +1317,10 @@ fn population_report(args: &Args) {
     );
     println!();
     println!(
-        "| algorithm | games | wait p50 (s) | wait p95 | gap mean | time-outs | worst |whites − blacks| | longest run of one colour | repeats within {} min |",
+        "| algorithm | games | players waiting (mean) | wait p50 (s) | wait p95 | gap mean | time-outs | worst |whites − blacks| | longest run of one colour | repeats within {} min |",
         args.repeat_minutes
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for algo in Algo::ALL {
         let mut all = Population::default();
         for &seed in &seeds {
@@ -1275,12 +1332,15 @@ fn population_report(args: &Args) {
             all.worst_balance = all.worst_balance.max(o.worst_balance);
             all.worst_streak = all.worst_streak.max(o.worst_streak);
             all.repeats += o.repeats;
+            all.waiting_sum += o.waiting_sum;
+            all.seconds += o.seconds;
         }
         let s = |ms: Option<Millis>| ms.unwrap_or(0) as f64 / 1000.0;
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1}% |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.1}% |",
             algo.name(),
             all.games,
+            all.waiting_sum as f64 / all.seconds.max(1) as f64,
             s(quantile(&mut all.waits_ms, 0.5)),
             s(quantile(&mut all.waits_ms, 0.95)),
             all.gaps.iter().map(|&g| f64::from(g)).sum::<f64>() / all.gaps.len().max(1) as f64,
@@ -1567,6 +1627,38 @@ mod tests {
         assert!(
             lila_broke,
             "the limits bind: lila's rule alone goes past them"
+        );
+    }
+
+    /// A busy population (1,000 players, some ten waiting at a time): the
+    /// repeat penalty at least halves the repeat pairings within 10
+    /// minutes; with it off, they are many.
+    #[test]
+    fn the_repeat_penalty_cuts_repeat_pairings_in_a_busy_pool() {
+        let with = |penalty: &str| {
+            Args::parse_from([
+                "mm-sim",
+                "--population",
+                "1000",
+                "--games",
+                "5000",
+                "--repeat-penalty",
+                penalty,
+            ])
+        };
+        let off = run_population(Algo::Ours, 1, &with("0"));
+        let on = run_population(Algo::Ours, 1, &with("25"));
+        assert!(
+            off.repeats * 10 > off.games,
+            "{} of {}",
+            off.repeats,
+            off.games
+        );
+        assert!(
+            on.repeats * 2 < off.repeats,
+            "{} against {}",
+            on.repeats,
+            off.repeats
         );
     }
 }

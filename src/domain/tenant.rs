@@ -192,6 +192,15 @@ pub struct PoolPolicy {
     /// mode, after every partner of its own region (region fallback).
     pub fallback_after_ms: Option<Millis>,
     pub fallback_regions: RegionSet,
+    /// Repeat pairings: two players who met within `repeat_window_ms`, or
+    /// within the last `repeat_games` games of either, cost up to
+    /// `repeat_penalty` rating points of gap in the pass's score, decaying
+    /// with the time and the games since; nothing once the shorter of
+    /// their two waits reaches `repeat_waive_ms` (0 penalty: off).
+    pub repeat_penalty: i32,
+    pub repeat_window_ms: Millis,
+    pub repeat_games: u32,
+    pub repeat_waive_ms: Millis,
 }
 
 impl Default for PoolPolicy {
@@ -204,6 +213,10 @@ impl Default for PoolPolicy {
             max_queue_time_ms: 600_000,
             fallback_after_ms: None,
             fallback_regions: RegionSet::default(),
+            repeat_penalty: 25,
+            repeat_window_ms: 600_000,
+            repeat_games: 3,
+            repeat_waive_ms: 60_000,
         }
     }
 }
@@ -234,6 +247,29 @@ impl PoolPolicy {
                 .is_some_and(|after| waited_ms >= after)
     }
 
+    /// What pairing two players costs in the score (rating points of gap)
+    /// when they last met `ago` ms ago, that game being `games_ago` games
+    /// back for the one of them who played it more recently (1: their last
+    /// game), and the shorter of their waits is `waited`: the penalty times
+    /// the larger of `1 − ago / window` and `(games + 1 − games_ago) /
+    /// games`, each 0 once outside; 0 once `waited` reaches the waiver.
+    pub fn repeat_cost(&self, ago: Millis, games_ago: u32, waited: Millis) -> i64 {
+        if self.repeat_penalty <= 0 || waited >= self.repeat_waive_ms {
+            return 0;
+        }
+        let by_time = if ago < self.repeat_window_ms {
+            1.0 - ago.max(0) as f64 / self.repeat_window_ms as f64
+        } else {
+            0.0
+        };
+        let by_games = if (1..=self.repeat_games).contains(&games_ago) {
+            f64::from(self.repeat_games + 1 - games_ago) / f64::from(self.repeat_games)
+        } else {
+            0.0
+        };
+        (f64::from(self.repeat_penalty) * by_time.max(by_games)).round() as i64
+    }
+
     /// Milliseconds a new arrival waits until its window reaches `gap`, or
     /// `None` when it never does.
     pub fn wait_until_window(&self, gap: i32) -> Option<Millis> {
@@ -248,6 +284,9 @@ impl PoolPolicy {
         Some(steps * self.widening_interval_ms)
     }
 }
+
+/// The most recent games of a player a repeat may be counted in.
+pub const MAX_REPEAT_GAMES: u32 = 20;
 
 /// The widest rating window or gap a policy may name: the whole rating range.
 pub const MAX_RATING_WINDOW: i32 = 4000;
@@ -272,6 +311,14 @@ pub struct PolicyPatch {
     pub region_fallback_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region_fallback_regions: Option<RegionSet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_window_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_window_games: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_waive_seconds: Option<f64>,
 }
 
 impl PolicyPatch {
@@ -302,6 +349,12 @@ impl PoolPolicy {
             fallback_regions: patch
                 .region_fallback_regions
                 .unwrap_or(self.fallback_regions),
+            repeat_penalty: patch.repeat_penalty.unwrap_or(self.repeat_penalty),
+            repeat_window_ms: patch
+                .repeat_window_seconds
+                .map_or(self.repeat_window_ms, ms),
+            repeat_games: patch.repeat_window_games.unwrap_or(self.repeat_games),
+            repeat_waive_ms: patch.repeat_waive_seconds.map_or(self.repeat_waive_ms, ms),
         }
     }
 
@@ -350,6 +403,24 @@ impl PoolPolicy {
                 "must be 0 to 86400 seconds".into(),
             ));
         }
+        if !(0..=MAX_RATING_WINDOW).contains(&self.repeat_penalty) {
+            return Err((
+                "repeat_penalty",
+                format!("must be 0 to {MAX_RATING_WINDOW}"),
+            ));
+        }
+        if !(0..=86_400_000).contains(&self.repeat_window_ms) {
+            return Err(("repeat_window_seconds", "must be 0 to 86400 seconds".into()));
+        }
+        if self.repeat_games > MAX_REPEAT_GAMES {
+            return Err((
+                "repeat_window_games",
+                format!("must be 0 to {MAX_REPEAT_GAMES}"),
+            ));
+        }
+        if !(0..=86_400_000).contains(&self.repeat_waive_ms) {
+            return Err(("repeat_waive_seconds", "must be 0 to 86400 seconds".into()));
+        }
         Ok(())
     }
 }
@@ -357,6 +428,29 @@ impl PoolPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeat_costs_less_as_time_and_games_pass_and_nothing_after_the_waiver() {
+        let p = PoolPolicy {
+            repeat_penalty: 300,
+            ..PoolPolicy::default()
+        };
+        // Their last game, just now: the whole penalty.
+        assert_eq!(p.repeat_cost(0, 1, 0), 300);
+        // Half the window ago, three games back (of three): the larger.
+        assert_eq!(p.repeat_cost(300_000, 3, 0), 150);
+        assert_eq!(p.repeat_cost(540_000, 2, 0), 200);
+        // Outside both: nothing.
+        assert_eq!(p.repeat_cost(600_000, 4, 0), 0);
+        // Waited a minute (the shorter wait): waived.
+        assert_eq!(p.repeat_cost(0, 1, 60_000), 0);
+        // Off at 0.
+        let off = PoolPolicy {
+            repeat_penalty: 0,
+            ..PoolPolicy::default()
+        };
+        assert_eq!(off.repeat_cost(0, 1, 0), 0);
+    }
 
     #[test]
     fn window_widens_in_steps_up_to_the_max_gap() {

@@ -511,6 +511,25 @@ pub struct PolicyFields {
     /// other's region (a `GLOBAL` entry accepts every region).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region_fallback_regions: Option<Vec<String>>,
+    /// Rating points of gap a repeat pairing costs at most in a pass's
+    /// score (0–4000; 0: off): two players who met within
+    /// `repeat_window_seconds` or `repeat_window_games` games of either.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 4000)]
+    pub repeat_penalty: Option<i32>,
+    /// Seconds a meeting counts as recent (0–86400).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
+    pub repeat_window_seconds: Option<f64>,
+    /// A player's latest games a meeting counts in (0–20).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 20)]
+    pub repeat_window_games: Option<u32>,
+    /// Once the shorter of two players' waits reaches this many seconds, a
+    /// repeat costs them nothing (0–86400).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400)]
+    pub repeat_waive_seconds: Option<f64>,
 }
 
 /// A tenant's or a pool's policy.

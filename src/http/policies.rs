@@ -11,15 +11,19 @@ use super::extract::{Admin, ApiJson, Ids, object};
 use super::openapi::{self, PolicyFields};
 use crate::domain::{PolicyPatch, PoolKey, PoolPolicy, PoolRef, Region, RegionSet, TenantId};
 
-const INTEGER_FIELDS: [&str; 3] = [
+const INTEGER_FIELDS: [&str; 5] = [
     "initial_rating_window",
     "rating_window_widening_amount",
     "max_rating_gap",
+    "repeat_penalty",
+    "repeat_window_games",
 ];
-const SECONDS_FIELDS: [&str; 3] = [
+const SECONDS_FIELDS: [&str; 5] = [
     "rating_window_widening_interval",
     "max_queue_time_seconds",
     "region_fallback_seconds",
+    "repeat_window_seconds",
+    "repeat_waive_seconds",
 ];
 const REGIONS_FIELD: &str = "region_fallback_regions";
 
@@ -34,6 +38,10 @@ impl PolicyFields {
             max_queue_time_seconds: Some(p.max_queue_time_ms as f64 / 1000.0),
             region_fallback_seconds: p.fallback_after_ms.map(|ms| ms as f64 / 1000.0),
             region_fallback_regions: Some(names(p.fallback_regions)),
+            repeat_penalty: Some(p.repeat_penalty),
+            repeat_window_seconds: Some(p.repeat_window_ms as f64 / 1000.0),
+            repeat_window_games: Some(p.repeat_games),
+            repeat_waive_seconds: Some(p.repeat_waive_ms as f64 / 1000.0),
         }
     }
 
@@ -47,6 +55,10 @@ impl PolicyFields {
             max_queue_time_seconds: p.max_queue_time_seconds,
             region_fallback_seconds: p.region_fallback_seconds,
             region_fallback_regions: p.region_fallback_regions.map(names),
+            repeat_penalty: p.repeat_penalty,
+            repeat_window_seconds: p.repeat_window_seconds,
+            repeat_window_games: p.repeat_window_games,
+            repeat_waive_seconds: p.repeat_waive_seconds,
         }
     }
 }
@@ -78,6 +90,15 @@ fn parse_patch(body: &Map<String, Value>) -> Result<PolicyPatch, ServiceError> {
             match field.as_str() {
                 "initial_rating_window" => patch.initial_rating_window = Some(n),
                 "rating_window_widening_amount" => patch.rating_window_widening_amount = Some(n),
+                "repeat_penalty" => patch.repeat_penalty = Some(n),
+                "repeat_window_games" => {
+                    patch.repeat_window_games = Some(u32::try_from(n).map_err(|_| {
+                        ServiceError::InvalidRequest(format!(
+                            "{field} must be 0 to {}",
+                            crate::domain::MAX_REPEAT_GAMES
+                        ))
+                    })?)
+                }
                 _ => patch.max_rating_gap = Some(n),
             }
         } else if SECONDS_FIELDS.contains(&field.as_str()) {
@@ -89,6 +110,8 @@ fn parse_patch(body: &Map<String, Value>) -> Result<PolicyPatch, ServiceError> {
                     patch.rating_window_widening_interval = Some(seconds)
                 }
                 "max_queue_time_seconds" => patch.max_queue_time_seconds = Some(seconds),
+                "repeat_window_seconds" => patch.repeat_window_seconds = Some(seconds),
+                "repeat_waive_seconds" => patch.repeat_waive_seconds = Some(seconds),
                 _ => patch.region_fallback_seconds = Some(seconds),
             }
         } else if field == REGIONS_FIELD {

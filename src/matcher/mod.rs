@@ -85,6 +85,10 @@ struct Node {
     hi: i16,
     /// Colour need ([`Seeker::color`]).
     need: i8,
+    /// Held for a closer partner: `window` is the hold gap, and a pair's
+    /// cost counts as gap against it (a repeat waits for another partner
+    /// while the hold lasts).
+    held: bool,
 }
 
 impl Node {
@@ -135,6 +139,23 @@ pub fn find_pairs_holding(
     hold: Option<(&Hold, &Flow)>,
     blocked: impl Fn(usize, usize) -> bool,
 ) -> Vec<Pair> {
+    find_pairs_costed(snapshot, now, policy, hold, |i, j| {
+        (!blocked(i, j)).then_some(0)
+    })
+}
+
+/// Matches a pool as [`find_pairs_holding`] does, with `cost(i, j)` for
+/// each pair of entries: `None` when they must never meet, else what the
+/// pair costs in the score, in rating points of gap (a repeat pairing's
+/// penalty). A cost steers the optimum of small segments; the greedy
+/// pairing of a large one goes by gap alone.
+pub fn find_pairs_costed(
+    snapshot: &[Seeker<'_>],
+    now: Millis,
+    policy: &PoolPolicy,
+    hold: Option<(&Hold, &Flow)>,
+    cost: impl Fn(usize, usize) -> Option<i64>,
+) -> Vec<Pair> {
     // Sorted by (rating, index) through packed keys, carrying the arrival
     // time along: sorting 16-byte items beats sorting the nodes, and
     // building the nodes then reads memory in order.
@@ -159,12 +180,14 @@ pub fn find_pairs_holding(
                 policy.window(waited).min(r.reach())
             });
             let (lo, hi) = range_bounds(range);
+            let held = hold
+                .and_then(|(hold, flow)| hold.gap(flow, rating, waited))
+                .filter(|&gap| gap < window);
             Node {
                 index: index as u32,
                 rating,
-                window: hold
-                    .and_then(|(hold, flow)| hold.gap(flow, rating, waited))
-                    .map_or(window, |held| held.min(window)),
+                window: held.unwrap_or(window),
+                held: held.is_some(),
                 steps: steps_of(policy.widening_steps(waited)),
                 enqueued_at,
                 lo,
@@ -175,7 +198,7 @@ pub fn find_pairs_holding(
         .collect();
 
     let mut matcher = Matcher {
-        blocked: &blocked,
+        cost: &cost,
         subsets: solver::Subsets::default(),
         edges: Vec::new(),
         completion_budget: std::cell::Cell::new(COMPLETION_WORK_PER_PASS),
@@ -246,7 +269,7 @@ fn segments(nodes: &[Node]) -> impl Iterator<Item = &[Node]> {
 }
 
 struct Matcher<'s, F> {
-    blocked: &'s F,
+    cost: &'s F,
     /// The exact solver's working memory, and the edges of the segment it
     /// solves, kept from one segment to the next.
     subsets: solver::Subsets,
@@ -255,11 +278,10 @@ struct Matcher<'s, F> {
     completion_budget: std::cell::Cell<u64>,
 }
 
-impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
-    /// Within both windows and both ranges, not both bound to the same
-    /// colour, and not blocked. The nodes of
-    /// a pass are of distinct users already ([`first_entry_per_user`]).
-    fn compatible(&self, a: &Node, b: &Node) -> bool {
+impl<F: Fn(usize, usize) -> Option<i64>> Matcher<'_, F> {
+    /// Within both windows and both ranges, and not both bound to the
+    /// same colour.
+    fn fits(a: &Node, b: &Node) -> bool {
         let gap = (a.rating - b.rating).abs();
         let up = b.rating - a.rating;
         gap <= a.window
@@ -267,7 +289,29 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
             && (i32::from(a.lo)..=i32::from(a.hi)).contains(&up)
             && (i32::from(b.lo)..=i32::from(b.hi)).contains(&-up)
             && !ColorHistory::clash(a.need.into(), b.need.into())
-            && !(self.blocked)(a.at(), b.at())
+    }
+
+    /// Fits and may meet. The nodes of a pass are of distinct users
+    /// already ([`first_entry_per_user`]).
+    fn compatible(&self, a: &Node, b: &Node) -> bool {
+        self.edge(a, b).is_some()
+    }
+
+    /// The score of a compatible pair, its cost taken off. A held player
+    /// takes a pair only if its gap and cost together are within the hold
+    /// gap.
+    fn edge(&self, a: &Node, b: &Node) -> Option<i64> {
+        if !Self::fits(a, b) {
+            return None;
+        }
+        let cost = (self.cost)(a.at(), b.at())?;
+        if cost > 0 && (a.held || b.held) {
+            let gap = i64::from((a.rating - b.rating).abs());
+            if gap + cost > i64::from(a.window.min(b.window)) {
+                return None;
+            }
+        }
+        Some(Self::score(a, b) - cost)
     }
 
     fn score(a: &Node, b: &Node) -> i64 {
@@ -282,8 +326,8 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
         self.edges.clear();
         for (i, a) in segment.iter().enumerate() {
             for (j, b) in segment.iter().enumerate().skip(i + 1) {
-                if self.compatible(a, b) {
-                    self.edges.push((i, j, Self::score(a, b)));
+                if let Some(score) = self.edge(a, b) {
+                    self.edges.push((i, j, score));
                 }
             }
         }
@@ -498,7 +542,7 @@ impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
     }
 }
 
-impl<F: Fn(usize, usize) -> bool> Matcher<'_, F> {
+impl<F: Fn(usize, usize) -> Option<i64>> Matcher<'_, F> {
     /// Edmonds' search for augmenting paths, with blossoms shrunk: from each
     /// player still unmatched, an alternating tree over every compatible
     /// neighbour either reaches another unmatched player (and the path
@@ -856,11 +900,12 @@ pub fn compatibility_graph(
                 lo,
                 hi,
                 need: s.color,
+                held: false,
             }
         })
         .collect();
     let matcher = Matcher {
-        blocked: &|_: usize, _: usize| false,
+        cost: &|_: usize, _: usize| Some(0),
         subsets: solver::Subsets::default(),
         edges: Vec::new(),
         completion_budget: std::cell::Cell::new(0),
@@ -872,7 +917,7 @@ pub fn compatibility_graph(
                 edges.push((
                     a.at(),
                     b.at(),
-                    Matcher::<fn(usize, usize) -> bool>::score(a, b),
+                    Matcher::<fn(usize, usize) -> Option<i64>>::score(a, b),
                 ));
             }
         }

@@ -102,8 +102,49 @@ pub struct MatchingService {
     /// entries its passes see for the first time.
     /// Per pool, and per side of a matcher experiment when one runs.
     flows: std::sync::Mutex<HashMap<(PoolRef, Group), PoolFlow>>,
-    /// Each waiting entry's colour need, per pool ([`Self::color_needs`]).
-    needs: std::sync::Mutex<HashMap<PoolRef, HashMap<QueueEntryId, i8>>>,
+    /// What each waiting entry's passes know of its player, per pool
+    /// ([`Self::facts`]).
+    facts: std::sync::Mutex<HashMap<PoolRef, HashMap<QueueEntryId, Facts>>>,
+}
+
+/// A waiting entry's player, as the pass reads them once.
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    /// Their colour need ([`ColorHistory::need`]).
+    need: i8,
+    /// Their latest opponents, newest first, when the policy counts
+    /// repeats (`None`: not read).
+    opponents: Option<Arc<[(UserId, Millis)]>>,
+}
+
+/// How far back a player's latest games are read for repeat pairings
+/// counted in games (the window in time counts too, if longer).
+const OPPONENTS_LOOK_BACK_MS: Millis = 86_400_000;
+
+/// What pairing `a` and `b` costs for having met recently
+/// ([`PoolPolicy::repeat_cost`]): their latest game together, counted
+/// from whichever of them played fewer games since.
+fn repeat_cost(
+    policy: &PoolPolicy,
+    (a, fa): (&Waiting, &Facts),
+    (b, fb): (&Waiting, &Facts),
+    now: Millis,
+) -> i64 {
+    if policy.repeat_penalty <= 0 {
+        return 0;
+    }
+    let met = |f: &Facts, other: &UserId| {
+        let games = f.opponents.as_deref()?;
+        let k = games.iter().position(|(u, _)| u == other)?;
+        Some((k as u32 + 1, games[k].1))
+    };
+    let (games_ago, at) = match (met(fa, &b.user_id), met(fb, &a.user_id)) {
+        (None, None) => return 0,
+        (Some(x), None) | (None, Some(x)) => x,
+        (Some(x), Some(y)) => (x.0.min(y.0), x.1.max(y.1)),
+    };
+    let waited = (now - a.enqueued_at).min(now - b.enqueued_at);
+    policy.repeat_cost(now - at, games_ago, waited)
 }
 
 /// Who an entry may be paired with: those on its side of a matcher
@@ -204,7 +245,7 @@ impl MatchingService {
             clock: Arc::new(SystemClock),
             hold: Hold::default(),
             flows: Default::default(),
-            needs: Default::default(),
+            facts: Default::default(),
         }
     }
 
@@ -237,44 +278,85 @@ impl MatchingService {
         known.flow
     }
 
-    /// Each entry of `live`'s colour need ([`ColorHistory::need`]), read
-    /// from the durable store once per entry, the first pass that sees it:
-    /// a player's colours cannot change while they wait (they are in no
-    /// game), so later passes read none. Entries no longer waiting are
-    /// forgotten.
-    async fn color_needs(&self, pool: &PoolRef, live: &[Waiting]) -> StoreResult<Vec<i8>> {
-        let unknown: Vec<UserId> = {
-            let known = self.needs.lock().unwrap_or_else(|e| e.into_inner());
+    /// What the pass needs to know of each entry of `live` beyond the
+    /// entry: its player's colour need ([`ColorHistory::need`]) and, when
+    /// the policy counts repeat pairings, their latest opponents. Read from
+    /// the durable store once per entry, the first pass that needs it: a
+    /// waiting player plays no game, so neither changes while they wait.
+    /// Entries no longer waiting are forgotten.
+    async fn facts(
+        &self,
+        pool: &PoolRef,
+        live: &[Waiting],
+        policy: &PoolPolicy,
+        now: Millis,
+    ) -> StoreResult<Vec<Facts>> {
+        let repeats = policy.repeat_penalty > 0;
+        let (no_colors, no_opponents): (Vec<UserId>, Vec<UserId>) = {
+            let known = self.facts.lock().unwrap_or_else(|e| e.into_inner());
             let known = known.get(pool);
-            live.iter()
-                .filter(|w| known.is_none_or(|k| !k.contains_key(&w.id)))
-                .map(|w| w.user_id.clone())
-                .collect()
+            let fact = |w: &Waiting| known.and_then(|k| k.get(&w.id));
+            (
+                live.iter()
+                    .filter(|w| fact(w).is_none())
+                    .map(|w| w.user_id.clone())
+                    .collect(),
+                live.iter()
+                    .filter(|w| repeats && fact(w).is_none_or(|f| f.opponents.is_none()))
+                    .map(|w| w.user_id.clone())
+                    .collect(),
+            )
         };
-        let read = if unknown.is_empty() {
+        let colors = if no_colors.is_empty() {
             HashMap::new()
         } else {
             self.durable
-                .color_histories(&pool.tenant_id, &unknown)
+                .color_histories(&pool.tenant_id, &no_colors)
                 .await?
         };
-        let mut all = self.needs.lock().unwrap_or_else(|e| e.into_inner());
+        let opponents = if no_opponents.is_empty() {
+            HashMap::new()
+        } else {
+            self.durable
+                .recent_opponents(
+                    &pool.tenant_id,
+                    &no_opponents,
+                    now - policy.repeat_window_ms.max(OPPONENTS_LOOK_BACK_MS),
+                    crate::domain::MAX_REPEAT_GAMES,
+                )
+                .await?
+        };
+        let mut all = self.facts.lock().unwrap_or_else(|e| e.into_inner());
         let known = all.entry(pool.clone()).or_default();
-        let needs: Vec<i8> = live
+        let facts: Vec<Facts> = live
             .iter()
             .map(|w| {
-                known.get(&w.id).copied().unwrap_or_else(|| {
-                    let need = read.get(&w.user_id).copied().unwrap_or_default().need();
-                    need.clamp(-3, 3) as i8
-                })
+                let mut fact = known.get(&w.id).cloned().unwrap_or_else(|| Facts {
+                    need: colors
+                        .get(&w.user_id)
+                        .copied()
+                        .unwrap_or_default()
+                        .need()
+                        .clamp(-3, 3) as i8,
+                    opponents: None,
+                });
+                if repeats && fact.opponents.is_none() {
+                    fact.opponents = Some(
+                        opponents
+                            .get(&w.user_id)
+                            .map(|o| o.as_slice().into())
+                            .unwrap_or_else(|| Arc::from([])),
+                    );
+                }
+                fact
             })
             .collect();
         *known = live
             .iter()
             .map(|w| w.id)
-            .zip(needs.iter().copied())
+            .zip(facts.iter().cloned())
             .collect();
-        Ok(needs)
+        Ok(facts)
     }
 
     /// Reads the time from `clock` (tests move it by hand).
@@ -334,13 +416,13 @@ impl MatchingService {
             restricted: restricted.contains(&w.user_id),
         };
         let groups: Vec<Group> = live.iter().map(group_of).collect();
-        let needs = self.color_needs(pool, &live).await?;
+        let facts = self.facts(pool, &live, &policy, now).await?;
         let mut bars = std::collections::HashSet::new();
         let mut visitors: Option<Vec<Visitors>> = None;
         let mut matchings = 0;
         let (pairs, crossing) = loop {
             matchings += 1;
-            let mut pairs = self.pair(pool, (&live, &groups, &needs), &flags, &policy, now, &bars);
+            let mut pairs = self.pair(pool, (&live, &groups, &facts), &flags, &policy, now, &bars);
             let lonely = lonely(pool, &live, &groups, &pairs, &policy, now);
             if !lonely.is_empty() && visitors.is_none() {
                 visitors = Some(self.visitors(pool, &policy, &group_of, now).await?);
@@ -422,7 +504,7 @@ impl MatchingService {
     fn pair(
         &self,
         pool: &PoolRef,
-        (live, groups, needs): (&[Waiting], &[Group], &[i8]),
+        (live, groups, facts): (&[Waiting], &[Group], &[Facts]),
         flags: &Flags,
         policy: &PoolPolicy,
         now: Millis,
@@ -444,18 +526,26 @@ impl MatchingService {
             let waiting: Vec<&Waiting> = members.iter().map(|&i| &live[i]).collect();
             let seekers: Vec<Seeker<'_>> = members
                 .iter()
-                .map(|&i| seeker(&live[i], needs[i]))
+                .map(|&i| seeker(&live[i], facts[i].need))
                 .collect();
             let flow = self.flow(pool, group, &waiting);
             let hold = match strategy {
                 Strategy::Volume => Some((&self.hold, &flow)),
                 Strategy::Window => None,
             };
-            let barred = |i: usize, j: usize| {
+            let cost = |i: usize, j: usize| {
                 let (a, b) = (members[i], members[j]);
-                bars.contains(&(a.min(b), a.max(b)))
+                if bars.contains(&(a.min(b), a.max(b))) {
+                    return None;
+                }
+                Some(repeat_cost(
+                    policy,
+                    (&live[a], &facts[a]),
+                    (&live[b], &facts[b]),
+                    now,
+                ))
             };
-            let found = matcher::find_pairs_holding(&seekers, now, policy, hold, barred);
+            let found = matcher::find_pairs_costed(&seekers, now, policy, hold, cost);
             pairs.extend(found.into_iter().map(|p| (members[p.a], members[p.b])));
         }
         pairs

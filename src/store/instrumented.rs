@@ -144,6 +144,7 @@ measured! { InstrumentedDurableStore:
         fn unfinished_matches(since: Millis) -> Vec<MatchRecord>;
         fn finish_match(tenant: &TenantId, game: &GameId, at: Millis) -> Option<MatchRecord>;
         fn color_histories(tenant: &TenantId, users: &[UserId]) -> HashMap<UserId, ColorHistory>;
+        fn recent_opponents(tenant: &TenantId, users: &[UserId], since: Millis, per_user: u32) -> HashMap<UserId, Vec<(UserId, Millis)>>;
     }
     RatingStore {
         fn ratings(tenant: &TenantId, user: &UserId) -> Ratings;

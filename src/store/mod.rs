@@ -789,6 +789,16 @@ pub trait MatchStore: Send + Sync + 'static {
         at: Millis,
     ) -> StoreResult<Option<MatchRecord>>;
 
+    /// Each listed user's latest opponents, newest first: at most
+    /// `per_user` games each, none created before `since` (absent: none).
+    async fn recent_opponents(
+        &self,
+        tenant: &TenantId,
+        users: &[UserId],
+        since: Millis,
+        per_user: u32,
+    ) -> StoreResult<HashMap<UserId, Vec<(UserId, Millis)>>>;
+
     /// Each listed user's colours so far (absent: never played).
     async fn color_histories(
         &self,

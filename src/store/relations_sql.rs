@@ -112,3 +112,24 @@ pub fn among(
             .collect(),
     }
 }
+
+/// Rows of (player, opponent, created at), as both stores read a batch of
+/// players' latest games, newest first per player, at most `per_user`.
+pub fn newest_opponents(
+    mut rows: Vec<(String, String, i64)>,
+    per_user: u32,
+) -> std::collections::HashMap<UserId, Vec<(UserId, crate::domain::Millis)>> {
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.2.cmp(&a.2)));
+    let mut out: std::collections::HashMap<UserId, Vec<(UserId, crate::domain::Millis)>> =
+        std::collections::HashMap::new();
+    for (me, them, at) in rows {
+        let (Ok(me), Ok(them)) = (UserId::parse(&me), UserId::parse(&them)) else {
+            continue;
+        };
+        let mine = out.entry(me).or_default();
+        if mine.len() < per_user as usize {
+            mine.push((them, at));
+        }
+    }
+    out
+}

@@ -1203,3 +1203,52 @@ pub async fn blocks_and_restrictions_are_kept_and_read_among_players(store: &dyn
         MAX_BLOCKS_PER_USER
     );
 }
+
+/// A player's latest opponents, newest first, bounded in number and age,
+/// whichever colour they had.
+pub async fn recent_opponents_are_read_newest_first_within_bounds(store: &dyn DurableStore) {
+    const LIVE: i64 = T0 - 3_600_000;
+    for (white, black, at) in [
+        ("alice", "bob", T0),
+        ("carol", "alice", T0 + 10),
+        ("alice", "dave", T0 + 20),
+    ] {
+        let r = record(white, black, at);
+        store
+            .insert_matches(std::slice::from_ref(&r), &[], LIVE)
+            .await
+            .unwrap();
+        finish(store, &r).await;
+    }
+    let t1 = tenant("t1");
+    let users = [user("alice"), user("bob"), user("zed")];
+    let all = store.recent_opponents(&t1, &users, T0, 10).await.unwrap();
+    assert_eq!(
+        all.get(&user("alice")).cloned().unwrap(),
+        vec![
+            (user("dave"), T0 + 20),
+            (user("carol"), T0 + 10),
+            (user("bob"), T0)
+        ]
+    );
+    assert_eq!(
+        all.get(&user("bob")).cloned().unwrap(),
+        vec![(user("alice"), T0)]
+    );
+    assert!(!all.contains_key(&user("zed")));
+    let two = store.recent_opponents(&t1, &users, T0, 2).await.unwrap();
+    assert_eq!(two[&user("alice")].len(), 2);
+    let late = store
+        .recent_opponents(&t1, &users, T0 + 15, 10)
+        .await
+        .unwrap();
+    assert_eq!(late[&user("alice")], vec![(user("dave"), T0 + 20)]);
+    assert!(!late.contains_key(&user("bob")));
+    assert!(
+        store
+            .recent_opponents(&tenant("t2"), &users, T0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

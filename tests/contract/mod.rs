@@ -133,6 +133,7 @@ macro_rules! durable_cases {
             the_audit_log_is_read_per_tenant_newest_first_filtered_and_paged,
             configuration_changes_with_its_version_and_audit,
             blocks_and_restrictions_are_kept_and_read_among_players,
+            recent_opponents_are_read_newest_first_within_bounds,
         ] }
     };
 }

@@ -626,6 +626,35 @@ impl MatchStore for PgStore {
         self.noted(finished)?.map(MatchRecord::try_from).transpose()
     }
 
+    async fn recent_opponents(
+        &self,
+        tenant: &TenantId,
+        users: &[UserId],
+        since: Millis,
+        per_user: u32,
+    ) -> StoreResult<HashMap<UserId, Vec<(UserId, Millis)>>> {
+        let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        // Two index scans per player (by white, by black), newest first.
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT u.user_id, r.them, r.created_at FROM unnest($2::text[]) AS u(user_id) \
+             CROSS JOIN LATERAL ( \
+               (SELECT black_user_id AS them, created_at FROM match_records \
+                WHERE tenant_id = $1 AND white_user_id = u.user_id AND created_at >= $3 \
+                ORDER BY created_at DESC LIMIT $4) \
+               UNION ALL \
+               (SELECT white_user_id, created_at FROM match_records \
+                WHERE tenant_id = $1 AND black_user_id = u.user_id AND created_at >= $3 \
+                ORDER BY created_at DESC LIMIT $4)) AS r",
+        )
+        .bind(tenant.as_str())
+        .bind(&names)
+        .bind(since)
+        .bind(i64::from(per_user))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(relations_sql::newest_opponents(rows, per_user))
+    }
+
     async fn color_histories(
         &self,
         tenant: &TenantId,

@@ -399,6 +399,48 @@ impl MatchStore for SqliteStore {
             .await
     }
 
+    async fn recent_opponents(
+        &self,
+        tenant: &TenantId,
+        users: &[UserId],
+        since: Millis,
+        per_user: u32,
+    ) -> StoreResult<HashMap<UserId, Vec<(UserId, Millis)>>> {
+        let mut rows = Vec::new();
+        for chunk in users.chunks(ROWS_PER_INSERT / 2) {
+            let mut q = QueryBuilder::new("");
+            for (n, (me, them)) in [
+                ("white_user_id", "black_user_id"),
+                ("black_user_id", "white_user_id"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if n > 0 {
+                    q.push(" UNION ALL ");
+                }
+                q.push(format!(
+                    "SELECT {me}, {them}, created_at FROM match_records WHERE tenant_id = "
+                ))
+                .push_bind(tenant.as_str())
+                .push(" AND created_at >= ")
+                .push_bind(since)
+                .push(format!(" AND {me} IN ("));
+                let mut list = q.separated(", ");
+                for u in chunk {
+                    list.push_bind(u.as_str());
+                }
+                q.push(")");
+            }
+            rows.extend(
+                q.build_query_as::<(String, String, i64)>()
+                    .fetch_all(&self.reads)
+                    .await?,
+            );
+        }
+        Ok(relations_sql::newest_opponents(rows, per_user))
+    }
+
     async fn color_histories(
         &self,
         tenant: &TenantId,
