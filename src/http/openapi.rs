@@ -212,6 +212,11 @@ pub struct EntryStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub reason: Option<&'static str>,
+    /// The player's own rating range, when the join gave one (not on a
+    /// `MATCHED` answer read from the match record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<RatingRangeRequest>)]
+    pub rating_range: Option<domain::RatingRange>,
 }
 
 /// One event of `GET /v1/matchmaking/queue/{queue_entry_id}/events`, as a

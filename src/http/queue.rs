@@ -290,6 +290,7 @@ pub(super) fn status_answer(view: &EntryView) -> openapi::EntryStatus {
             .as_ref()
             .filter(|_| matched)
             .map(|o| openapi::Opponent::shown(o, &view.pool)),
+        rating_range: view.rating_range,
     }
 }
 

@@ -104,6 +104,8 @@ pub struct EntryView {
     /// When it last changed status; for `MATCHED`, when the match was
     /// made (its record's `created_at`: the same read from the record).
     pub updated_at: Millis,
+    /// The player's own rating range; `None` when read from a match record.
+    pub rating_range: Option<RatingRange>,
 }
 
 /// What `/active` shows.
@@ -412,6 +414,7 @@ impl QueueService {
                 reason: entry.reason,
                 enqueued_at: Some(entry.enqueued_at),
                 updated_at: entry.updated_at,
+                rating_range: entry.rating_range,
             });
         }
         let record = self
@@ -435,6 +438,7 @@ impl QueueService {
             reason: None,
             enqueued_at: None,
             updated_at: record.created_at,
+            rating_range: None,
         })
     }
 

@@ -246,6 +246,12 @@ async fn a_join_with_its_own_rating_range_is_checked_and_kept() {
     let mut body = join_body("5+0");
     body["rating_range"] = json!({ "min_delta": -200, "max_delta": 150 });
     let first = app.join_ok(&a, &body).await;
+    let shown = app.status_json(&a, &first).await;
+    assert_eq!(shown["status"], "SEARCHING");
+    assert_eq!(
+        shown["rating_range"],
+        json!({ "min_delta": -200, "max_delta": 150 })
+    );
     // The same search again answers the same entry; another range is
     // another search.
     assert_eq!(app.join_ok(&a, &body).await, first);
