@@ -56,6 +56,12 @@ pub enum ServiceError {
     /// The first request with this Idempotency-Key is still running.
     #[error("the first request with this Idempotency-Key is still running; retry shortly")]
     IdempotencyInProgress,
+    /// The player did not show up for a game that was then aborted: no
+    /// join until the cooldown ends, this many seconds from now.
+    #[error(
+        "you did not show up for your last game; you may join again after the time in Retry-After"
+    )]
+    Cooldown { retry_after_seconds: u64 },
     /// Game creation is down and matching paused; retry after this many seconds.
     #[error("matchmaking is paused while the game service is unavailable; retry shortly")]
     Paused { retry_after_seconds: u64 },
@@ -92,6 +98,7 @@ impl ServiceError {
         "NOT_FOUND",
         "ALREADY_IN_QUEUE",
         "ACTIVE_GAME_EXISTS",
+        "COOLDOWN",
         "CANNOT_CANCEL",
         "INVALID_STATE",
         "CANNOT_ACCEPT",
@@ -121,6 +128,7 @@ impl ServiceError {
             | ServiceError::InvalidState(_)
             | ServiceError::CannotAccept(_)
             | ServiceError::TooManyChallenges
+            | ServiceError::Cooldown { .. }
             | ServiceError::IdempotencyInProgress => StatusCode::CONFLICT,
             ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -148,6 +156,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => "NOT_FOUND",
             ServiceError::AlreadyInQueue => "ALREADY_IN_QUEUE",
             ServiceError::ActiveGameExists => "ACTIVE_GAME_EXISTS",
+            ServiceError::Cooldown { .. } => "COOLDOWN",
             ServiceError::CannotCancel => "CANNOT_CANCEL",
             ServiceError::InvalidState(_) => "INVALID_STATE",
             ServiceError::CannotAccept(_) => "CANNOT_ACCEPT",
@@ -210,6 +219,9 @@ mod tests {
             ServiceError::HeadersTooLarge,
             ServiceError::IdempotencyKeyReused,
             ServiceError::IdempotencyInProgress,
+            ServiceError::Cooldown {
+                retry_after_seconds: 1,
+            },
             ServiceError::Paused {
                 retry_after_seconds: 1,
             },
@@ -246,6 +258,7 @@ mod tests {
                 | ServiceError::HeadersTooLarge
                 | ServiceError::IdempotencyKeyReused
                 | ServiceError::IdempotencyInProgress
+                | ServiceError::Cooldown { .. }
                 | ServiceError::Paused { .. }
                 | ServiceError::RateLimited { .. }
                 | ServiceError::TooManyStreams { .. }

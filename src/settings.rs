@@ -555,6 +555,16 @@ pub struct Settings {
         global = true
     )]
     pub active_game_guard_seconds: f64,
+    /// Seconds a player who did not show up for a game (reported with
+    /// POST /internal/games/{game_id}/aborted) may not join again (409
+    /// COOLDOWN); 0: none.
+    #[arg(
+        long,
+        env = "NO_SHOW_COOLDOWN_SECONDS",
+        default_value_t = 120.0,
+        global = true
+    )]
+    pub no_show_cooldown_seconds: f64,
     /// Seconds a worker may hold a pair while creating its game; past it
     /// the next worker finishes or rolls the match back.
     #[arg(
@@ -708,6 +718,7 @@ impl Settings {
             ("PRESENCE_TIMEOUT_SECONDS", self.presence_timeout_seconds),
             ("ENTRY_RETENTION_SECONDS", self.entry_retention_seconds),
             ("MATCH_HOLD_MAX_SECONDS", self.match_hold_max_seconds),
+            ("NO_SHOW_COOLDOWN_SECONDS", self.no_show_cooldown_seconds),
             ("REPEAT_WINDOW_SECONDS", self.repeat_window_seconds),
             ("REPEAT_WAIVE_SECONDS", self.repeat_waive_seconds),
         ];
@@ -855,6 +866,10 @@ impl Settings {
 
     pub fn guard_ms(&self) -> Millis {
         millis(self.active_game_guard_seconds)
+    }
+
+    pub fn no_show_cooldown_ms(&self) -> Millis {
+        millis(self.no_show_cooldown_seconds.min(86_400.0))
     }
 
     pub fn reservation_ms(&self) -> Millis {

@@ -275,6 +275,7 @@ impl Core {
                 guard_ms: settings.guard_ms(),
                 idempotency_ms: settings.idempotency_ms(),
                 metadata_max_bytes: settings.client_metadata_max_bytes,
+                no_show_cooldown_ms: settings.no_show_cooldown_ms(),
             },
             clock: clock.clone(),
         });

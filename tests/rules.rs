@@ -40,6 +40,7 @@ use matchmaking_api::store::{
 const T0: Millis = 1_700_000_000_000;
 const POOL: &str = "standard_5+0_rated_GLOBAL";
 const GUARD_MS: Millis = 3_600_000;
+const NO_SHOW_COOLDOWN_MS: Millis = 120_000;
 
 /// The queue and matching services over fresh stores, on a manual clock.
 struct Rig {
@@ -210,6 +211,7 @@ impl Rig {
                 guard_ms: GUARD_MS,
                 idempotency_ms: 86_400_000,
                 metadata_max_bytes: 4_096,
+                no_show_cooldown_ms: NO_SHOW_COOLDOWN_MS,
             },
             clock: clock.clone(),
         };
@@ -1289,6 +1291,209 @@ async fn a_repeat_pairing_gives_way_to_another_partner_until_waived(backend: Bac
     assert_eq!(rig.status("gina", &gina).await, EntryStatus::Searching);
 }
 
+/// A game nobody started (bob never moved): alice goes back to searching
+/// with her place before carol's, is matched again at once with a game on
+/// record; bob may not join until his cooldown ends, whatever is reported
+/// about the old game meanwhile; the report again answers the same.
+async fn an_aborted_game_puts_the_one_who_showed_up_back_first_in_line(backend: Backend) {
+    let ratings = [("carol", 1700), ("dave", 1500)];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    let game = rig
+        .queue
+        .status(&who("alice"), &alice)
+        .await
+        .unwrap()
+        .game_id
+        .unwrap();
+    rig.advance(5_000);
+    // carol waits, 200 points away from everyone: alone for now.
+    let carol = rig.join("carol").await.unwrap();
+    rig.advance(5_000);
+    // A player not of the game: refused, nothing changes.
+    let refused = rig.queue.abort_game(&tenant(), &game, &uid("carol")).await;
+    assert!(
+        matches!(refused, Err(ServiceError::InvalidRequest(m)) if m.contains("no_show_user_id"))
+    );
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Matched);
+
+    let aborted = rig
+        .queue
+        .abort_game(&tenant(), &game, &uid("bob"))
+        .await
+        .unwrap();
+    assert_eq!(aborted.requeued, Some((uid("alice"), alice)));
+    let back = rig.queue.status(&who("alice"), &alice).await.unwrap();
+    assert_eq!(back.status, EntryStatus::Searching);
+    assert_eq!(back.enqueued_at, Some(T0), "her place is kept");
+    assert!(
+        back.enqueued_at
+            < rig
+                .queue
+                .status(&who("carol"), &carol)
+                .await
+                .unwrap()
+                .enqueued_at
+    );
+    // The same report again: the same answer, nothing more.
+    assert_eq!(
+        rig.queue
+            .abort_game(&tenant(), &game, &uid("bob"))
+            .await
+            .unwrap(),
+        aborted
+    );
+    // bob cools down; a "finished" report of the old game lifts nothing.
+    rig.queue.finish_game(&tenant(), &game).await.unwrap();
+    match rig.join("bob").await {
+        Err(ServiceError::Cooldown {
+            retry_after_seconds,
+        }) => {
+            assert_eq!(retry_after_seconds, (NO_SHOW_COOLDOWN_MS / 1000) as u64)
+        }
+        other => panic!("expected COOLDOWN, got {other:?}"),
+    }
+    // dave arrives: alice (first in line) gets him, with a game on record.
+    rig.join("dave").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(
+        opponent_of(&rig, "alice", &alice).await.as_deref(),
+        Some("dave")
+    );
+    let again = rig
+        .queue
+        .status(&who("alice"), &alice)
+        .await
+        .unwrap()
+        .game_id
+        .unwrap();
+    assert_ne!(again, game);
+    assert!(
+        rig.durable
+            .match_by_game(&tenant(), &again)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(rig.status("carol", &carol).await, EntryStatus::Searching);
+    rig.advance(NO_SHOW_COOLDOWN_MS);
+    rig.join("bob").await.unwrap();
+}
+
+/// A game reported finished is not aborted afterwards, and a game of a
+/// challenge (no entries) puts nobody back.
+async fn only_a_game_not_reported_over_is_aborted(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    let game = rig
+        .queue
+        .status(&who("alice"), &alice)
+        .await
+        .unwrap()
+        .game_id
+        .unwrap();
+    rig.queue.finish_game(&tenant(), &game).await.unwrap();
+    let late = rig.queue.abort_game(&tenant(), &game, &uid("bob")).await;
+    assert!(
+        matches!(late, Err(ServiceError::InvalidState(_))),
+        "{late:?}"
+    );
+    rig.join("bob").await.unwrap();
+    let unknown = GameId::for_match(&MatchId::generate());
+    let missing = rig.queue.abort_game(&tenant(), &unknown, &uid("bob")).await;
+    assert!(
+        matches!(missing, Err(ServiceError::NotFound(_))),
+        "{missing:?}"
+    );
+}
+
+/// A node that died part way through an abort (the abort on record and the
+/// match finished, nobody put back yet): the report again finishes it —
+/// alice searches with her place, bob cools down from the first report —
+/// and at no point is anyone in two games.
+async fn an_abort_cut_short_is_finished_by_the_report_again(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    let game = rig
+        .queue
+        .status(&who("alice"), &alice)
+        .await
+        .unwrap()
+        .game_id
+        .unwrap();
+    let record = rig
+        .durable
+        .match_by_game(&tenant(), &game)
+        .await
+        .unwrap()
+        .unwrap();
+    // What the dead node did: the abort on record, then the match finished.
+    let first = matchmaking_api::domain::Clock::now(&*rig.clock);
+    rig.durable
+        .record(&[matchmaking_api::store::AuditEvent {
+            at: first,
+            tenant_id: tenant(),
+            kind: "game_aborted".into(),
+            subject: record.match_id.to_string(),
+            detail: serde_json::json!({
+                "game_id": game, "no_show_user_id": "bob",
+                "cooldown_until": first + NO_SHOW_COOLDOWN_MS,
+            }),
+        }])
+        .await
+        .unwrap();
+    rig.durable
+        .finish_match(&tenant(), &game, first)
+        .await
+        .unwrap();
+    // Meanwhile alice is held by her guard: no second entry, no second game.
+    assert!(matches!(
+        rig.join("alice").await,
+        Err(ServiceError::ActiveGameExists)
+    ));
+    rig.advance(30_000);
+    let aborted = rig
+        .queue
+        .abort_game(&tenant(), &game, &uid("bob"))
+        .await
+        .unwrap();
+    assert_eq!(aborted.requeued, Some((uid("alice"), alice)));
+    assert_eq!(aborted.cooldown_until, first + NO_SHOW_COOLDOWN_MS);
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
+    match rig.join("bob").await {
+        Err(ServiceError::Cooldown {
+            retry_after_seconds,
+        }) => {
+            assert_eq!(
+                retry_after_seconds,
+                ((NO_SHOW_COOLDOWN_MS - 30_000) / 1000) as u64
+            )
+        }
+        other => panic!("expected COOLDOWN, got {other:?}"),
+    }
+    // And once more: nothing changes.
+    assert_eq!(
+        rig.queue
+            .abort_game(&tenant(), &game, &uid("bob"))
+            .await
+            .unwrap(),
+        aborted
+    );
+    assert_eq!(rig.store.waiting(&pool_ref(POOL)).await.unwrap().len(), 1);
+}
+
 /// Renames `from` to `to` in the durable store at `url`, behind its back.
 async fn cut_table(url: &str, from: &str, to: &str) {
     let sql = format!("ALTER TABLE {from} RENAME TO {to}");
@@ -1339,6 +1544,9 @@ on_both_backends!(
     the_wait_estimate_reflects_the_players_own_range,
     two_players_who_both_must_have_white_are_never_paired,
     a_repeat_pairing_gives_way_to_another_partner_until_waived,
+    an_aborted_game_puts_the_one_who_showed_up_back_first_in_line,
+    only_a_game_not_reported_over_is_aborted,
+    an_abort_cut_short_is_finished_by_the_report_again,
 );
 
 /// Pool figures that cannot be read (a store answering too slowly).

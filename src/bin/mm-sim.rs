@@ -176,6 +176,14 @@ struct Args {
     repeat_window_games: u32,
     #[arg(long, default_value_t = PoolPolicy::default().repeat_waive_ms as f64 / 1000.0)]
     repeat_waive_seconds: f64,
+    /// Population runs: the share of games aborted because one player
+    /// (either, at random) never moved; the other is back in the queue at
+    /// once with their place kept, the absent one after
+    /// `--no-show-cooldown-seconds` and a pause.
+    #[arg(long, default_value_t = 0.0)]
+    no_show_share: f64,
+    #[arg(long, default_value_t = 120.0)]
+    no_show_cooldown_seconds: f64,
     /// `ours` without its colour rules (the need in the score, the limits,
     /// white by need): white by the lower balance, as before issue 24.
     #[arg(long)]
@@ -820,6 +828,10 @@ struct Population {
     /// size), and the seconds.
     waiting_sum: usize,
     seconds: usize,
+    /// Games aborted for a no-show, and how long each player put back
+    /// waited from then to their next match.
+    aborted: usize,
+    requeue_waits_ms: Vec<Millis>,
 }
 
 /// A population run: `--population` players of ratings N(mean, sd), each
@@ -853,6 +865,9 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
     // Entries by person: who is waiting, who is away (playing or resting).
     let mut person = Vec::new();
     let repeat_ms = (args.repeat_minutes * 60_000.0) as Millis;
+    // Entries put back after a no-show, and when.
+    let mut requeue: Vec<usize> = Vec::new();
+    let mut requeued_at: HashMap<usize, Millis> = HashMap::new();
     let pause = |rng: &mut StdRng| (exponential(rng, args.break_seconds) * 1000.0) as Millis;
     let mut now: Millis = 0;
     while out.games < args.games {
@@ -893,6 +908,11 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
         // Every pair made: colours given, the game played, both back.
         for (a, b) in std::mem::take(&mut sim.made) {
             let (pa, pb) = (person[a], person[b]);
+            for e in [a, b] {
+                if let Some(at) = requeued_at.remove(&e) {
+                    out.requeue_waits_ms.push(now - at);
+                }
+            }
             let coin = rng.random_bool(0.5);
             let a_white = match algo {
                 Algo::Ours if !args.plain_colors => {
@@ -923,11 +943,37 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
                 games.push_front((q, now));
                 games.truncate(matchmaking_api::domain::MAX_REPEAT_GAMES as usize);
             }
+            if args.no_show_share > 0.0 && rng.random_bool(args.no_show_share) {
+                // Aborted: the one who showed up searches again at once with
+                // their entry's place; the absent one after the cooldown.
+                out.aborted += 1;
+                let (present, absent) = if rng.random_bool(0.5) { (a, pb) } else { (b, pa) };
+                let cooldown = (args.no_show_cooldown_seconds * 1000.0) as Millis;
+                arrivals.push(Reverse((now + cooldown + pause(&mut rng), absent)));
+                requeue.push(present);
+                continue;
+            }
             out.games += 1;
             let game = (exponential(&mut rng, args.game_seconds) * 1000.0) as Millis;
             for p in [pa, pb] {
                 arrivals.push(Reverse((now + game + pause(&mut rng), p)));
             }
+        }
+        for e in std::mem::take(&mut requeue) {
+            let entry = sim.players.len();
+            let again = Player {
+                arrive: sim.players[e].arrive,
+                ..sim.players[e].clone()
+            };
+            sim.players.push(again);
+            person.push(person[e]);
+            sim.person.push(person[e]);
+            sim.relations.restricted.push(false);
+            sim.relations.ranges.push(None);
+            let need = if args.plain_colors { 0 } else { colors[person[e]].need() };
+            sim.needs.push(need.clamp(-3, 3) as i8);
+            requeued_at.insert(entry, now);
+            schedule.arrival(&mut sim, entry, now);
         }
     }
     out.waits_ms = std::mem::take(&mut sim.out.waits_ms);
@@ -1334,6 +1380,8 @@ fn population_report(args: &Args) {
             all.repeats += o.repeats;
             all.waiting_sum += o.waiting_sum;
             all.seconds += o.seconds;
+            all.aborted += o.aborted;
+            all.requeue_waits_ms.extend(o.requeue_waits_ms);
         }
         let s = |ms: Option<Millis>| ms.unwrap_or(0) as f64 / 1000.0;
         println!(
@@ -1349,6 +1397,15 @@ fn population_report(args: &Args) {
             all.worst_streak,
             100.0 * all.repeats as f64 / all.games.max(1) as f64
         );
+        if all.aborted > 0 {
+            println!(
+                "  {}: {} games aborted for a no-show; the player put back waited {:.1} s (p50), {:.1} s (p95) to their next match",
+                algo.name(),
+                all.aborted,
+                s(quantile(&mut all.requeue_waits_ms, 0.5)),
+                s(quantile(&mut all.requeue_waits_ms, 0.95))
+            );
+        }
     }
 }
 

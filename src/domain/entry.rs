@@ -229,6 +229,10 @@ pub struct ActiveGame {
     pub color: Color,
     pub opponent: Opponent,
     pub until: Millis,
+    /// Not a game: the cooldown of a player who did not show up for this
+    /// match's game, which was aborted (joins answer `COOLDOWN`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cooldown: bool,
 }
 
 /// A side of the board.
@@ -449,6 +453,7 @@ fn guard(
         color,
         opponent: theirs.as_opponent(),
         until,
+        cooldown: false,
     })
 }
 
@@ -464,6 +469,24 @@ impl MatchRecord {
             user,
             until,
         )
+    }
+
+    /// The cooldown of `user`, who did not show up for this match's game,
+    /// until `until` (no game id: reports about the game leave it alone).
+    pub fn cooldown_for(&self, user: &UserId, until: Millis) -> Option<ActiveGame> {
+        guard(
+            self.match_id,
+            None,
+            self.pool,
+            &self.white,
+            &self.black,
+            user,
+            until,
+        )
+        .map(|g| ActiveGame {
+            cooldown: true,
+            ..g
+        })
     }
 
     /// The side of `user`, and the other side, if `user` played.

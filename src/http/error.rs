@@ -55,6 +55,9 @@ impl IntoResponse for ServiceError {
         }
         | ServiceError::Busy {
             retry_after_seconds,
+        }
+        | ServiceError::Cooldown {
+            retry_after_seconds,
         } = self
             && let Ok(value) = HeaderValue::from_str(&retry_after_seconds.max(1).to_string())
         {

@@ -7,11 +7,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::ServiceError;
-use super::extract::{Admin, ApiJson, Ids, Reporter, object, optional_object, optional_str};
+use super::extract::{
+    Admin, ApiJson, Ids, Reporter, object, optional_object, optional_str, required_str,
+};
 use super::openapi;
 use crate::domain::{GameId, ParseError, TenantId, UserId};
 use crate::services::ratings::parse_update;
@@ -106,15 +108,7 @@ pub async fn game_finished(
     let game = GameId::parse(&game).map_err(|_| ServiceError::NotFound("no such game"))?;
     // The body is optional: empty (or `null`) means "the caller's tenant".
     let body = optional_object(body)?;
-    let tenant = match (optional_str(&body, "tenant_id")?, &reporter) {
-        (Some(t), _) => TenantId::parse(t)?,
-        (None, Reporter::Admin(who)) => who.tenant_id.clone(),
-        (None, Reporter::GameService) => {
-            return Err(
-                ParseError::new("tenant_id", "is required with the game service's token").into(),
-            );
-        }
-    };
+    let tenant = reported_tenant(&body, &reporter)?;
     let released = state.queue.finish_game(&tenant, &game).await?;
     Ok(Json(openapi::GameFinished {
         game_id: game,
@@ -122,6 +116,56 @@ pub async fn game_finished(
         released_user_ids: released,
     })
     .into_response())
+}
+
+/// POST /internal/games/{game_id}/aborted — a game that never started: the
+/// player who did not show up is named; the other goes back searching.
+#[utoipa::path(
+    post,
+    path = "/internal/games/{game_id}/aborted",
+    tag = "admin",
+    summary = "The game service (or an admin) reports a game aborted because a player never moved: the other goes back to searching with their place kept, the absent one cools down",
+    params(("game_id" = String, Path, description = "The game's id, as the players were given it.")),
+    request_body = openapi::GameAbortedRequest,
+    responses(
+        (status = 200, description = "Aborted (again: the same answer)", body = openapi::GameAborted),
+        (status = 400, description = "INVALID_REQUEST: names the bad field (a no_show_user_id not of this game)", body = openapi::ErrorBody),
+        openapi::AdminRefusals,
+        (status = 404, description = "NOT_FOUND: no such game in that tenant", body = openapi::ErrorBody),
+        (status = 409, description = "INVALID_STATE: the game was reported finished, or aborted for the other player", body = openapi::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
+        openapi::Refusals,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn game_aborted(
+    State(state): State<AppState>,
+    reporter: Reporter,
+    Ids(game): Ids<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<openapi::GameAborted>, ServiceError> {
+    let game = GameId::parse(&game).map_err(|_| ServiceError::NotFound("no such game"))?;
+    let body = optional_object(body)?;
+    let tenant = reported_tenant(&body, &reporter)?;
+    let no_show = UserId::parse(required_str(&body, "no_show_user_id")?)
+        .map_err(|e| ParseError::new("no_show_user_id", e.reason))?;
+    let aborted = state.queue.abort_game(&tenant, &game, &no_show).await?;
+    Ok(Json(openapi::GameAborted::of(aborted)))
+}
+
+/// The tenant a game report names: the body's `tenant_id`, else the
+/// admin's own (the game service's token must name it).
+fn reported_tenant(
+    body: &Map<String, Value>,
+    reporter: &Reporter,
+) -> Result<TenantId, ServiceError> {
+    match (optional_str(body, "tenant_id")?, reporter) {
+        (Some(t), _) => Ok(TenantId::parse(t)?),
+        (None, Reporter::Admin(who)) => Ok(who.tenant_id.clone()),
+        (None, Reporter::GameService) => {
+            Err(ParseError::new("tenant_id", "is required with the game service's token").into())
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]

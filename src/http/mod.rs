@@ -129,6 +129,7 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         ))
         .routes(routes!(internal::get_ratings, internal::put_ratings))
         .routes(routes!(internal::game_finished))
+        .routes(routes!(internal::game_aborted))
         .routes(routes!(relations::put_block, relations::delete_block))
         .routes(routes!(relations::get_blocks))
         .routes(routes!(

@@ -66,7 +66,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// INVALID_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, ALREADY_IN_QUEUE,
-    /// ACTIVE_GAME_EXISTS, CANNOT_CANCEL, INVALID_STATE, CANNOT_ACCEPT,
+    /// ACTIVE_GAME_EXISTS, COOLDOWN, CANNOT_CANCEL, INVALID_STATE, CANNOT_ACCEPT,
     /// TOO_MANY_CHALLENGES, CHALLENGES_DISABLED, PAYLOAD_TOO_LARGE,
     /// METHOD_NOT_ALLOWED, IDEMPOTENCY_KEY_REUSED, IDEMPOTENCY_IN_PROGRESS,
     /// RATE_LIMITED, MATCHMAKING_UNAVAILABLE, INTERNAL_ERROR.
@@ -409,6 +409,51 @@ pub struct GameFinishedRequest {
     /// The game's tenant; required with the game service's token, else the
     /// admin's own tenant.
     pub tenant_id: Option<String>,
+}
+
+/// POST /internal/games/{game_id}/aborted
+#[derive(Serialize, ToSchema)]
+pub struct GameAbortedRequest {
+    /// The game's tenant (optional for an admin: the admin's own).
+    pub tenant_id: Option<String>,
+    /// The player who did not show up (never moved).
+    pub no_show_user_id: String,
+}
+
+/// An aborted game.
+#[derive(Serialize, ToSchema)]
+pub struct GameAborted {
+    #[schema(value_type = String)]
+    pub game_id: GameId,
+    /// `ABORTED`.
+    pub status: &'static str,
+    #[schema(value_type = String)]
+    pub no_show_user_id: UserId,
+    /// The player who showed up, searching again with their place kept
+    /// (absent when they came from a challenge or already wait again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub requeued_user_id: Option<UserId>,
+    /// Their entry, `SEARCHING` again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub requeued_queue_entry_id: Option<QueueEntryId>,
+    /// Until when the player who did not show up may not join (RFC 3339).
+    pub cooldown_until: String,
+}
+
+impl GameAborted {
+    pub fn of(a: crate::services::queue::Aborted) -> Self {
+        let (user, entry) = a.requeued.unzip();
+        Self {
+            game_id: a.game_id,
+            status: "ABORTED",
+            no_show_user_id: a.no_show_user_id,
+            requeued_user_id: user,
+            requeued_queue_entry_id: entry,
+            cooldown_until: rfc3339(a.cooldown_until),
+        }
+    }
 }
 
 /// A block, after a PUT or DELETE.

@@ -43,7 +43,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
     responses(
         (status = 201, description = "Searching (the same parameters again while searching answer the existing entry)", body = openapi::JoinResponse),
         (status = 400, description = "INVALID_REQUEST: names the bad field and the allowed values", body = openapi::ErrorBody),
-        (status = 409, description = "ALREADY_IN_QUEUE (searching with other parameters), ACTIVE_GAME_EXISTS, or IDEMPOTENCY_IN_PROGRESS (the first request with this Idempotency-Key still runs)", body = openapi::ErrorBody),
+        (status = 409, description = "ALREADY_IN_QUEUE (searching with other parameters), ACTIVE_GAME_EXISTS, COOLDOWN (the player did not show up for their last game: Retry-After says when they may join), or IDEMPOTENCY_IN_PROGRESS (the first request with this Idempotency-Key still runs)", body = openapi::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = openapi::ErrorBody),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the Idempotency-Key came first with another body", body = openapi::ErrorBody),
         openapi::Refusals,

@@ -59,6 +59,22 @@ impl Guards {
         self.store.finish_game(tenant, game).await
     }
 
+    /// Keeps `user` of `tenant` out of matchmaking until the cooldown's
+    /// end (a guard marked `cooldown`), unless a guard is in force already.
+    pub async fn cool_down(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        cooldown: ActiveGame,
+    ) -> StoreResult<()> {
+        self.store
+            .restore_active_games(
+                &[(tenant.clone(), user.clone(), cooldown)],
+                self.clock.now(),
+            )
+            .await
+    }
+
     /// Makes sure the guards are intact, rebuilding them if the queue store
     /// says they may be lost; waits at most `wait` for a rebuild. Answers
     /// how many guards were rebuilt (0 when they were intact).

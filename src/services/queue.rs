@@ -36,6 +36,20 @@ pub struct QueueLimits {
     pub guard_ms: Millis,
     pub idempotency_ms: Millis,
     pub metadata_max_bytes: usize,
+    /// How long a player who did not show up for a game may not join.
+    pub no_show_cooldown_ms: Millis,
+}
+
+/// What an aborted game did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aborted {
+    pub game_id: GameId,
+    pub no_show_user_id: crate::domain::UserId,
+    /// The player who showed up, and their entry, searching again (none
+    /// when they came from a challenge, or were already elsewhere).
+    pub requeued: Option<(crate::domain::UserId, QueueEntryId)>,
+    /// Until when the one who did not show up may not join.
+    pub cooldown_until: Millis,
 }
 
 /// A join, parsed.
@@ -79,6 +93,15 @@ impl PoolEstimate {
             (within(range.max_delta) + within(-range.min_delta)) / (2.0 * self.gaps.len() as f64);
         (self.seconds as f64 / share.max(LEAST_SHARE)).ceil() as u64
     }
+}
+
+/// An aborted game as its audit event keeps it (a report again runs the
+/// steps left with the same cooldown).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct AbortedDetail {
+    game_id: GameId,
+    no_show_user_id: crate::domain::UserId,
+    cooldown_until: Millis,
 }
 
 /// The entry a join answers with.
@@ -254,6 +277,11 @@ impl QueueService {
             }
             JoinOutcome::Existing(entry) => entry,
             JoinOutcome::AlreadyInQueue(_) => return Err(ServiceError::AlreadyInQueue),
+            JoinOutcome::ActiveGame(g) if g.cooldown => {
+                return Err(ServiceError::Cooldown {
+                    retry_after_seconds: whole_seconds(g.until - now),
+                });
+            }
             JoinOutcome::ActiveGame(_) => return Err(ServiceError::ActiveGameExists),
         };
         // The entry is in: figures that cannot be read now must not turn
@@ -494,6 +522,147 @@ impl QueueService {
             tracing::info!(event = "game_finished", game_id = %game, match_id = %record.match_id, "game finished; players released");
         }
         Ok(vec![record.white.user_id, record.black.user_id])
+    }
+
+    /// A game that never started because `no_show` did not show up, as the
+    /// game service or an admin reports it: the match is finished (both
+    /// claims lifted), the one who showed up is put back searching with
+    /// their entry's original `enqueued_at` (a player who came from a
+    /// challenge, or who already waits again, is not), and `no_show` may
+    /// not join until the cooldown ends (409 `COOLDOWN`). A player not of
+    /// the game is 400; a game reported finished is 409.
+    ///
+    /// The abort is written to the audit log first, then each step runs,
+    /// each one idempotent: a report again (a retry, or after a crash part
+    /// way) runs the steps left and answers the same.
+    pub async fn abort_game(
+        &self,
+        tenant: &crate::domain::TenantId,
+        game: &GameId,
+        no_show: &crate::domain::UserId,
+    ) -> Result<Aborted, ServiceError> {
+        self.durable_writable()?;
+        let now = self.clock.now();
+        let record = self
+            .durable
+            .match_by_game(tenant, game)
+            .await?
+            .ok_or(ServiceError::NotFound("no such game"))?;
+        if record.sides_of(no_show).is_none() {
+            return Err(ParseError::new("no_show_user_id", "is not a player of this game").into());
+        }
+        let subject = record.match_id.to_string();
+        let before = self
+            .durable
+            .events_about(&subject, 20)
+            .await?
+            .into_iter()
+            .find(|e| e.kind == "game_aborted")
+            .and_then(|e| serde_json::from_value::<AbortedDetail>(e.detail).ok());
+        let cooldown_until = match before {
+            Some(d) if &d.no_show_user_id == no_show => d.cooldown_until,
+            Some(_) => {
+                return Err(ServiceError::InvalidState(
+                    "the game was aborted for the other player already",
+                ));
+            }
+            None if record.finished_at.is_some() => {
+                return Err(ServiceError::InvalidState(
+                    "the game was reported finished already",
+                ));
+            }
+            None => {
+                let until = now + self.limits.no_show_cooldown_ms;
+                self.durable
+                    .record(&[AuditEvent {
+                        at: now,
+                        tenant_id: tenant.clone(),
+                        kind: "game_aborted".into(),
+                        subject,
+                        detail: serde_json::to_value(AbortedDetail {
+                            game_id: game.clone(),
+                            no_show_user_id: no_show.clone(),
+                            cooldown_until: until,
+                        })
+                        .unwrap_or_default(),
+                    }])
+                    .await?;
+                tracing::info!(
+                    event = "game_aborted",
+                    game_id = %game,
+                    match_id = %record.match_id,
+                    no_show_user_id = %no_show,
+                    "a game aborted for a player who did not show up"
+                );
+                until
+            }
+        };
+        // The claims go first, so the one who showed up can be matched
+        // again (a crash after this leaves them free to join).
+        self.durable.finish_match(tenant, game, now).await?;
+        self.guards.finish_game(tenant, game).await?;
+        if cooldown_until > now
+            && let Some(cooldown) = record.cooldown_for(no_show, cooldown_until)
+        {
+            self.guards.cool_down(tenant, no_show, cooldown).await?;
+        }
+        let requeued = match record.sides_of(no_show).map(|(_, present)| present) {
+            Some(present) => self.requeue(tenant, &record, present, now).await?,
+            None => None,
+        };
+        Ok(Aborted {
+            game_id: game.clone(),
+            no_show_user_id: no_show.clone(),
+            requeued,
+            cooldown_until,
+        })
+    }
+
+    /// Puts the entry of `present` (a player of `record`'s aborted game)
+    /// back to searching; answers it if it searches now (put back now, or
+    /// by an earlier report of the abort).
+    async fn requeue(
+        &self,
+        tenant: &crate::domain::TenantId,
+        record: &crate::domain::MatchRecord,
+        present: &crate::domain::MatchSide,
+        now: Millis,
+    ) -> Result<Option<(crate::domain::UserId, QueueEntryId)>, ServiceError> {
+        let Some(entry) = present.entry_id else {
+            return Ok(None);
+        };
+        let pool = PoolRef {
+            tenant_id: tenant.clone(),
+            key: present.pool_in(record.pool),
+        };
+        let back = match self
+            .store
+            .requeue(&pool, &entry, &record.game_id, now)
+            .await
+        {
+            Err(StoreError::GuardsLost) => {
+                self.guards.ensure_intact(REBUILD_WAIT).await?;
+                self.store
+                    .requeue(&pool, &entry, &record.game_id, now)
+                    .await?
+            }
+            other => other?,
+        };
+        if back.is_some() {
+            self.signal.mark_due(pool.clone());
+            if let Some(announcer) = &self.announcer {
+                announcer.announce(&pool).await;
+            }
+        }
+        let searching = match back {
+            Some(e) => Some(e),
+            None => self
+                .store
+                .status(tenant, &present.user_id, &entry, now)
+                .await?
+                .filter(|e| e.status.is_waiting()),
+        };
+        Ok(searching.map(|e| (e.user_id, e.id)))
     }
 
     /// Takes `scope`'s key for a request whose body digests to

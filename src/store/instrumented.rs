@@ -71,6 +71,7 @@ impl InstrumentedQueueStore {
 
 measured! { InstrumentedQueueStore:
     EntryStore {
+        fn requeue(pool: &PoolRef, id: &QueueEntryId, game: &GameId, now: Millis) -> Option<QueueEntry>;
         fn join(entry: QueueEntry, now: Millis) -> JoinOutcome;
         fn status(tenant: &TenantId, user: &UserId, id: &QueueEntryId, now: Millis) -> Option<QueueEntry>;
         fn user_entry(tenant: &TenantId, user: &UserId) -> Option<QueueEntry>;
@@ -139,6 +140,7 @@ measured! { InstrumentedDurableStore:
         fn intent(match_id: &MatchId) -> Option<MatchIntent>;
         fn intents() -> Vec<MatchIntent>;
         fn match_by_id(id: &MatchId) -> Option<MatchRecord>;
+        fn match_by_game(tenant: &TenantId, game: &GameId) -> Option<MatchRecord>;
         fn match_by_entry(tenant: &TenantId, entry: &QueueEntryId) -> Option<MatchRecord>;
         fn active_match(tenant: &TenantId, user: &UserId, since: Millis) -> Option<MatchRecord>;
         fn unfinished_matches(since: Millis) -> Vec<MatchRecord>;

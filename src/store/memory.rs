@@ -496,6 +496,46 @@ impl EntryStore for MemoryQueueStore {
         Ok(Some(entry.to_entry()))
     }
 
+    async fn requeue(
+        &self,
+        pool: &PoolRef,
+        id: &QueueEntryId,
+        game: &GameId,
+        now: Millis,
+    ) -> StoreResult<Option<QueueEntry>> {
+        let mut inner = self.lock();
+        if !inner.guards_intact {
+            return Err(StoreError::GuardsLost);
+        }
+        let Some(e) = inner.entries.get(id) else {
+            return Ok(None);
+        };
+        let matched_for_game = e.status == EntryStatus::Matched
+            && e.pool_ref() == *pool
+            && e.outcome.as_deref().and_then(|o| o.game_id.as_ref()) == Some(game);
+        let key = (e.tenant_id.clone(), e.user_id.clone());
+        if !matched_for_game
+            || inner.user_entry(&key.0, &key.1).is_some()
+            || inner.active_game(&key, now).is_some()
+        {
+            return Ok(None);
+        }
+        let e = inner.entries.get_mut(id).expect("checked above");
+        e.status = EntryStatus::Searching;
+        e.updated_at = now;
+        e.last_seen_at = now;
+        e.reason = None;
+        e.outcome = None;
+        let at = (e.enqueued_at, e.id);
+        inner.pool(pool).searching.insert(at);
+        let Inner {
+            entries, by_user, ..
+        } = &mut *inner;
+        by_user.insert(&entries[id]);
+        inner.feed.changed(id, now);
+        Ok(inner.copy(id))
+    }
+
     async fn user_entry(
         &self,
         tenant: &TenantId,

@@ -382,6 +382,20 @@ pub trait EntryStore: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<CancelOutcome>;
 
+    /// Puts entry `id` of `pool`, matched for `game`, back to searching
+    /// with its original `enqueued_at` (the game was aborted; its player
+    /// showed up): only while it is `MATCHED` for that game and its player
+    /// waits nowhere else and has no active-game guard. Answers the entry
+    /// searching again, `None` when it was not put back.
+    /// [`StoreError::GuardsLost`] while the guards are not known intact.
+    async fn requeue(
+        &self,
+        pool: &PoolRef,
+        id: &QueueEntryId,
+        game: &GameId,
+        now: Millis,
+    ) -> StoreResult<Option<QueueEntry>>;
+
     /// Records that the clients of these entries of `pool` were heard
     /// from at the times given (open event streams, and streams that
     /// closed then); entries no longer waiting are left alone, and a time
@@ -761,6 +775,13 @@ pub trait MatchStore: Send + Sync + 'static {
     async fn intents(&self) -> StoreResult<Vec<MatchIntent>>;
 
     async fn match_by_id(&self, id: &MatchId) -> StoreResult<Option<MatchRecord>>;
+
+    /// The match whose game is `game`, in this tenant.
+    async fn match_by_game(
+        &self,
+        tenant: &TenantId,
+        game: &GameId,
+    ) -> StoreResult<Option<MatchRecord>>;
 
     /// The match a queue entry of this tenant ended in.
     async fn match_by_entry(

@@ -41,6 +41,7 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/internal/ratings/{tenant_id}/{user_id}"),
     ("PUT", "/internal/ratings/{tenant_id}/{user_id}"),
     ("POST", "/internal/games/{game_id}/finished"),
+    ("POST", "/internal/games/{game_id}/aborted"),
     ("GET", "/internal/blocks/{tenant_id}/{user_id}"),
     (
         "PUT",

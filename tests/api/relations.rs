@@ -261,3 +261,63 @@ async fn a_join_with_its_own_rating_range_is_checked_and_kept() {
     assert_eq!(error_of(r).await.0, "ALREADY_IN_QUEUE");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_no_show_is_reported_and_the_other_player_searches_again() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let (ia, game) = app.matched_pair(&a, &b, "5+0").await;
+    let path = format!("/internal/games/{game}/aborted");
+    // Who may report, and what the body must say.
+    let (status, _) = send(
+        &app,
+        &a,
+        Method::POST,
+        &path,
+        Some(json!({ "no_show_user_id": "bob" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let admin = app.admin_token();
+    let (status, body) = send(&app, &admin, Method::POST, &path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no_show_user_id"),
+        "{body}"
+    );
+    let (status, body) = send(
+        &app,
+        &admin,
+        Method::POST,
+        &path,
+        Some(json!({ "no_show_user_id": "bob" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ABORTED");
+    assert_eq!(body["requeued_user_id"], "alice");
+    assert_eq!(body["requeued_queue_entry_id"], ia.as_str());
+    // Within a second alice searches again, her entry the same.
+    assert_eq!(app.status_json(&a, &ia).await["status"], "SEARCHING");
+    // bob cools down: 409 COOLDOWN with Retry-After.
+    let r = app.join(&b, &join_body("5+0")).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((110..=120).contains(&wait), "{wait}");
+    assert_eq!(error_of(r).await.0, "COOLDOWN");
+    // Carol comes: alice plays her.
+    let c = app.token("carol");
+    let ic = app.join_ok(&c, &join_body("5+0")).await;
+    let done = app.wait_for_result(&a, &ia).await;
+    assert_eq!(done["status"], "MATCHED");
+    assert_eq!(done["opponent"]["user_id"], "carol");
+    assert_eq!(app.wait_for_result(&c, &ic).await["status"], "MATCHED");
+    app.shutdown().await;
+}

@@ -76,6 +76,7 @@ macro_rules! queue_cases {
                 join_then_status_is_visible_to_its_owner_only,
                 joining_again_answers_the_waiting_entry,
                 an_entry_keeps_its_own_rating_range,
+                an_aborted_games_entry_goes_back_to_searching_with_its_place,
                 cancel_is_for_the_owner_of_a_searching_entry,
                 touch_moves_up_the_last_seen_time_of_waiting_entries_only,
                 every_way_an_entry_ends_is_announced_with_its_reason,

@@ -1076,3 +1076,86 @@ pub async fn touch_moves_up_the_last_seen_time_of_waiting_entries_only(store: &d
         .unwrap();
     assert_eq!(read.last_seen_at, T0, "a cancelled entry is not touched");
 }
+
+/// A matched entry whose game was aborted goes back to searching with its
+/// place (its original enqueued_at), once, and only for its own game, and
+/// only while its player waits nowhere else and has no guard in force.
+pub async fn an_aborted_games_entry_goes_back_to_searching_with_its_place(store: &dyn QueueStore) {
+    open(store).await;
+    let a = joined(store, "alice", 1500, T0).await;
+    let b = joined(store, "bob", 1540, T0 + 1_000).await;
+    let r = reserve(store, &a, &b).await;
+    let rec = record(&a, &b, &r.match_id);
+    store
+        .commit(std::slice::from_ref(&rec), T0 + 3_600_000, T0 + 5_000)
+        .await
+        .unwrap();
+    let pool = pool_ref("t1");
+    // Guards in force (the game not reported over): not put back.
+    assert_eq!(
+        store
+            .requeue(&pool, &a.id, &rec.game_id, T0 + 6_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .finish_game(&tenant("t1"), &rec.game_id)
+            .await
+            .unwrap()
+    );
+    // Another game's id: not this entry's.
+    let other = GameId::for_match(&MatchId::generate());
+    assert_eq!(
+        store
+            .requeue(&pool, &a.id, &other, T0 + 6_000)
+            .await
+            .unwrap(),
+        None
+    );
+    let back = store
+        .requeue(&pool, &a.id, &rec.game_id, T0 + 7_000)
+        .await
+        .unwrap()
+        .expect("put back");
+    assert_eq!(back.status, EntryStatus::Searching);
+    assert_eq!(back.enqueued_at, a.enqueued_at);
+    assert_eq!((back.game_id, back.opponent), (None, None));
+    let waiting = store.waiting(&pool).await.unwrap();
+    assert_eq!(waiting.iter().map(|w| w.id).collect::<Vec<_>>(), vec![a.id]);
+    assert_eq!(waiting[0].enqueued_at, T0);
+    assert_eq!(
+        store
+            .user_entry(&tenant("t1"), &user("alice"))
+            .await
+            .unwrap()
+            .map(|e| e.id),
+        Some(a.id)
+    );
+    // Once only: it is searching now.
+    assert_eq!(
+        store
+            .requeue(&pool, &a.id, &rec.game_id, T0 + 8_000)
+            .await
+            .unwrap(),
+        None
+    );
+    // bob joined again already: his old entry is not put back beside it.
+    let b2 = joined(store, "bob", 1540, T0 + 8_000).await;
+    assert_eq!(
+        store
+            .requeue(&pool, &b.id, &rec.game_id, T0 + 9_000)
+            .await
+            .unwrap(),
+        None
+    );
+    let ids: Vec<_> = store
+        .waiting(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(ids, vec![a.id, b2.id]);
+}

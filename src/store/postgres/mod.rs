@@ -539,6 +539,18 @@ impl MatchStore for PgStore {
         self.one_record(&sql, &[&id.to_string()]).await
     }
 
+    async fn match_by_game(
+        &self,
+        tenant: &TenantId,
+        game: &GameId,
+    ) -> StoreResult<Option<MatchRecord>> {
+        let sql = format!(
+            "SELECT {MATCH_COLUMNS} FROM match_records WHERE tenant_id = $1 AND game_id = $2"
+        );
+        self.one_record(&sql, &[tenant.as_str(), game.as_str()])
+            .await
+    }
+
     async fn match_by_entry(
         &self,
         tenant: &TenantId,

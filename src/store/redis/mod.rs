@@ -567,6 +567,65 @@ impl EntryStore for RedisQueueStore {
         Ok(JoinOutcome::Created(entry))
     }
 
+    async fn requeue(
+        &self,
+        pool: &PoolRef,
+        id: &QueueEntryId,
+        game: &GameId,
+        now: Millis,
+    ) -> StoreResult<Option<QueueEntry>> {
+        let tag = self.keys.pool(pool);
+        let Some(entry) = self.entry(pool, id).await? else {
+            return Ok(None);
+        };
+        if entry.status != EntryStatus::Matched || entry.game_id.as_ref() != Some(game) {
+            return Ok(None);
+        }
+        // The user first, as a join claims them (no other entry, no
+        // guard), then the entry, in its pool's slot; the claim is undone
+        // if the entry turns out not to be matched for this game any more.
+        let user = self.keys.user(&pool.tenant_id, &entry.user_id);
+        let value = Self::cur_value(&pool.key, id);
+        let mut conn = self.conn.clone();
+        let answer: Vec<String> = CLAIM_USER
+            .key(user.current())
+            .key(user.game())
+            .key(user.entry(id))
+            .key(self.keys.guards_marker(&pool.tenant_id, &entry.user_id))
+            .arg(&value)
+            .arg(now)
+            .arg(self.index_ttl_ms)
+            .arg(pool.key.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        match answer.first().map(String::as_str) {
+            Some("ok") => {}
+            Some("lost") => return Err(StoreError::GuardsLost),
+            Some("active" | "cur") => return Ok(None),
+            _ => return Err(corrupt("claim answer")),
+        }
+        let v: Value = REQUEUE
+            .key(tag.entry(id))
+            .key(tag.waiting())
+            .key(tag.done())
+            .arg(id.to_string())
+            .arg(game.to_string())
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await?;
+        if matches!(v, Value::Nil) {
+            UNCLAIM_USER
+                .key(user.current())
+                .arg(&value)
+                .invoke_async::<i64>(&mut conn)
+                .await?;
+            return Ok(None);
+        }
+        conn.zadd::<_, _, _, ()>(self.keys.pools(), keys::pool_member(pool), now)
+            .await?;
+        entry_from(v).map(Some)
+    }
+
     async fn status(
         &self,
         tenant: &TenantId,

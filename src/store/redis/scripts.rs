@@ -63,6 +63,24 @@ pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+/// Puts an entry matched for a game back to searching, with its original
+/// enqueued_at (the game was aborted). KEYS: entry, waiting, done. ARGV:
+/// id, game id, now. Answers the entry's field list, or false when it is
+/// not matched for that game.
+pub static REQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local e = redis.call('HMGET', KEYS[1], 'status', 'game_id', 'enqueued_at')
+if e[1] ~= 'MATCHED' or e[2] ~= ARGV[2] then return false end
+redis.call('HSET', KEYS[1], 'status', 'SEARCHING', 'updated_at', ARGV[3], 'last_seen_at', ARGV[3])
+redis.call('HDEL', KEYS[1], 'game_id', 'opponent', 'match_id', 'reserved_until', 'reason')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[2], e[3], ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+",
+    )
+});
+
 /// Drops the user's current-entry pointer if it still names this entry.
 /// KEYS: cur. ARGV: "<pool> <id>".
 pub static UNCLAIM_USER: LazyLock<Script> = LazyLock::new(|| {
