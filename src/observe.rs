@@ -23,7 +23,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::PoolRef;
+use crate::domain::{PoolRef, TenantId};
 use crate::services::breaker::BreakerState;
 
 pub const HTTP_REQUESTS: &str = "http_requests_total";
@@ -50,6 +50,7 @@ pub const ARM_MATCHES: &str = "matchmaking_experiment_matches_total";
 pub const ARM_WAIT: &str = "matchmaking_experiment_wait_seconds";
 pub const ARM_GAP: &str = "matchmaking_experiment_rating_gap";
 pub const ARM_TIMEOUTS: &str = "matchmaking_experiment_timeouts_total";
+pub const ESTIMATE_CHECKS: &str = "matchmaking_wait_estimate_checks_total";
 
 /// Latency buckets (seconds): 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -180,6 +181,10 @@ fn describe() {
     describe_counter!(
         RATING_FALLBACKS,
         "Joins whose rating did not come from the rating service, by why (breaker_open, busy, timeout, failed, invalid) and what was used instead (cache, local, default)."
+    );
+    describe_counter!(
+        ESTIMATE_CHECKS,
+        "Matched players' real waits against the p80 wait a player like them is told, by tenant and outcome (within_p80, over_p80): within over all is the estimate's calibration, about 0.8 when it holds."
     );
     describe_counter!(
         ARM_MATCHES,
@@ -500,4 +505,13 @@ pub fn store_operation(store: &'static str, operation: &'static str, took: Durat
             errors.increment(1);
         }
     });
+}
+
+/// A matched player's real wait was within (or over) the p80 estimate.
+pub fn wait_estimate_checked(tenant: &TenantId, within: bool) {
+    if enabled() {
+        let outcome = if within { "within_p80" } else { "over_p80" };
+        counter!(ESTIMATE_CHECKS, "tenant" => tenant.to_string(), "outcome" => outcome)
+            .increment(1);
+    }
 }

@@ -24,7 +24,7 @@ use crate::services::guards::Guards;
 use crate::services::live::{LiveConfig, LiveDefaults};
 use crate::services::live_game::LiveGameClient;
 use crate::services::matching::{MatchingLimits, MatchingService};
-use crate::services::queue::{QueueLimits, QueueService};
+use crate::services::queue::{EstimateCache, QueueLimits, QueueService};
 use crate::services::rating_api::{RatingApi, RatingApiConfig};
 use crate::services::ratings::RatingService;
 use crate::services::relations::RelationService;
@@ -231,6 +231,9 @@ impl Core {
         let backlog = Arc::new(Backlog::new(Duration::from_secs_f64(
             settings.pool_busy_pass_seconds.max(0.0),
         )));
+        // What joins tell players they will wait, and what the worker
+        // checks their real waits against.
+        let estimates = Arc::new(EstimateCache::default());
         let matching = Arc::new(
             MatchingService::new(
                 (stores.queue.clone(), stores.queue.clone()),
@@ -247,7 +250,8 @@ impl Core {
                 backlog.clone(),
             )
             .with_clock(clock.clone())
-            .with_hold(settings.hold()),
+            .with_hold(settings.hold())
+            .with_estimates(estimates.clone()),
         );
         // A fresh in-memory queue store, or a Redis that lost its data,
         // admits nobody until its guards are rebuilt from the durable
@@ -270,7 +274,7 @@ impl Core {
                 .map(|(channel, _)| Arc::new(channel.clone()) as Arc<dyn DueAnnouncer>),
             guards: guards.clone(),
             backlog,
-            estimates: Default::default(),
+            estimates,
             limits: QueueLimits {
                 guard_ms: settings.guard_ms(),
                 idempotency_ms: settings.idempotency_ms(),

@@ -41,6 +41,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use matchmaking_api::domain::{ColorHistory, Millis, PoolPolicy, RatingRange, in_range};
 use matchmaking_api::matcher::{self, Flow, Hold, Seeker, solver};
+use matchmaking_api::services::queue::PoolEstimate;
 use matchmaking_api::services::summary::quantile;
 use plotters::prelude::*;
 use rand::rngs::StdRng;
@@ -426,6 +427,10 @@ struct Outcome {
     /// Waits of the players not restricted, and of the restricted ones
     /// (both also in `waits_ms`).
     waits_by_side_ms: [Vec<Millis>; 2],
+    /// Matched players told a p80 wait on arrival, and those of them who
+    /// waited at most that long.
+    told: usize,
+    within_p80: usize,
 }
 
 struct Sim {
@@ -440,6 +445,11 @@ struct Sim {
     made: Vec<(usize, usize)>,
     /// The entries timed out, for a population run to bring back.
     timed_out: Vec<usize>,
+    /// The latest matched waits with their players' ratings (the service
+    /// keeps `RECENT_WAITS`), and the p80 wait each arrival was told from
+    /// them (the service's estimate, `PoolEstimate::for_player`).
+    recent: std::collections::VecDeque<(Millis, Option<i32>)>,
+    told_p80: HashMap<usize, u64>,
     /// A population run's people: each entry's person, and each person's
     /// latest opponents (person, when), newest first.
     person: Vec<usize>,
@@ -477,6 +487,15 @@ impl Sim {
                 self.out.waits_by_side_ms[side].push(now - p.arrive);
             }
             self.made.push((ia, ib));
+            for (i, p) in [(ia, pa), (ib, pb)] {
+                let waited = now - p.arrive;
+                if let Some(told) = self.told_p80.remove(&i) {
+                    self.out.told += 1;
+                    self.out.within_p80 += usize::from(waited <= told as Millis * 1000);
+                }
+                self.recent.push_front((waited, Some(p.rating)));
+            }
+            self.recent.truncate(matchmaking_api::store::RECENT_WAITS);
             gone[a] = true;
             gone[b] = true;
         }
@@ -674,6 +693,8 @@ fn run_all(algo: Algo, traces: &[(u64, Vec<Player>)], args: &Args) -> Outcome {
         all.arrivals += o.arrivals;
         all.barred += o.barred;
         all.outside_range += o.outside_range;
+        all.told += o.told;
+        all.within_p80 += o.within_p80;
         for (side, waits) in o.waits_by_side_ms.into_iter().enumerate() {
             all.waits_by_side_ms[side].extend(waits);
         }
@@ -720,8 +741,17 @@ impl Schedule {
         }
     }
 
-    /// Entry `i` arrives (its `arrive` is `now`).
+    /// Entry `i` arrives (its `arrive` is `now`): it is told its p80 wait,
+    /// as the service would tell it, from the latest real waits.
     fn arrival(&mut self, sim: &mut Sim, i: usize, now: Millis) {
+        let fallback = sim
+            .policy
+            .wait_until_window(sim.policy.max_gap)
+            .unwrap_or(0) as u64
+            / 1000;
+        let known = PoolEstimate::new(fallback, sim.recent.iter().copied().collect(), Vec::new());
+        let told = known.for_player(sim.players[i].rating, sim.relations.ranges[i]);
+        sim.told_p80.insert(i, told.p80);
         let side = usize::from(sim.relations.restricted[i]);
         sim.flows[side].observe(now, sim.players[i].rating);
         sim.waiting.push(Waiting {
@@ -767,6 +797,8 @@ impl Sim {
             relations,
             made: Vec::new(),
             timed_out: Vec::new(),
+            recent: std::collections::VecDeque::new(),
+            told_p80: HashMap::new(),
             person: (0..entries).collect(),
             met: HashMap::new(),
             policy: args.policy(),
@@ -947,7 +979,11 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
                 // Aborted: the one who showed up searches again at once with
                 // their entry's place; the absent one after the cooldown.
                 out.aborted += 1;
-                let (present, absent) = if rng.random_bool(0.5) { (a, pb) } else { (b, pa) };
+                let (present, absent) = if rng.random_bool(0.5) {
+                    (a, pb)
+                } else {
+                    (b, pa)
+                };
                 let cooldown = (args.no_show_cooldown_seconds * 1000.0) as Millis;
                 arrivals.push(Reverse((now + cooldown + pause(&mut rng), absent)));
                 requeue.push(present);
@@ -970,7 +1006,11 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
             sim.person.push(person[e]);
             sim.relations.restricted.push(false);
             sim.relations.ranges.push(None);
-            let need = if args.plain_colors { 0 } else { colors[person[e]].need() };
+            let need = if args.plain_colors {
+                0
+            } else {
+                colors[person[e]].need()
+            };
             sim.needs.push(need.clamp(-3, 3) as i8);
             requeued_at.insert(entry, now);
             schedule.arrival(&mut sim, entry, now);
@@ -1083,6 +1123,9 @@ struct Row {
     barred: usize,
     /// Matched players whose partner was outside their own range.
     outside_range: usize,
+    /// Share of matched players who waited at most the p80 wait they were
+    /// told on arrival (the estimate's calibration: 0.8 when it holds).
+    within_p80: f64,
     /// Median wait (s) of the players not restricted, and of the
     /// restricted ones.
     wait_p50_by_side: [f64; 2],
@@ -1103,6 +1146,7 @@ fn row(algo: Algo, rate: f64, mut o: Outcome, hours: f64) -> Row {
         matches_per_minute: o.matches as f64 / (hours * 60.0),
         barred: o.barred,
         outside_range: o.outside_range,
+        within_p80: o.within_p80 as f64 / o.told.max(1) as f64,
         wait_p50_by_side: o.waits_by_side_ms.each_mut().map(|w| s(quantile(w, 0.5))),
     }
 }
@@ -1337,6 +1381,7 @@ fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::error::Err
                 // Written since the relation switches came; 0 before.
                 barred: num(9).unwrap_or(0.0) as usize,
                 outside_range: num(10).unwrap_or(0.0) as usize,
+                within_p80: num(11).unwrap_or(0.0),
                 wait_p50_by_side: [num(2)?, 0.0],
             })
         })
@@ -1491,15 +1536,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
     println!(
-        "| players/min | algorithm | wait p50 (s) | wait p95 | wait p99 | gap mean | gap p95 | time-outs | matches/min | barred | outside own range |"
+        "| players/min | algorithm | wait p50 (s) | wait p95 | wait p99 | gap mean | gap p95 | time-outs | matches/min | barred | outside own range | within p80 estimate |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut csv = String::from(
-        "rate_per_minute,algorithm,wait_p50_s,wait_p95_s,wait_p99_s,gap_mean,gap_p95,timeout_rate,matches_per_minute,barred_matches,outside_own_range\n",
+        "rate_per_minute,algorithm,wait_p50_s,wait_p95_s,wait_p99_s,gap_mean,gap_p95,timeout_rate,matches_per_minute,barred_matches,outside_own_range,within_p80_share\n",
     );
     for r in &rows {
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2}% | {:.2} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2}% | {:.2} | {} | {} | {:.1}% |",
             r.rate,
             r.algo.name(),
             r.wait_p50,
@@ -1510,10 +1555,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.timeout_rate * 100.0,
             r.matches_per_minute,
             r.barred,
-            r.outside_range
+            r.outside_range,
+            100.0 * r.within_p80
         );
         csv.push_str(&format!(
-            "{},{},{:.3},{:.3},{:.3},{:.3},{:.0},{:.5},{:.3},{},{}\n",
+            "{},{},{:.3},{:.3},{:.3},{:.3},{:.0},{:.5},{:.3},{},{},{:.4}\n",
             r.rate,
             r.algo.name(),
             r.wait_p50,
@@ -1524,7 +1570,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.timeout_rate,
             r.matches_per_minute,
             r.barred,
-            r.outside_range
+            r.outside_range,
+            r.within_p80
         ));
     }
     std::fs::write(args.out.join("sim.csv"), csv)?;
@@ -1717,5 +1764,19 @@ mod tests {
             on.repeats,
             off.repeats
         );
+    }
+
+    /// The p80 wait players are told on arrival (the service's estimate,
+    /// from the latest real waits of players rated near them) holds for
+    /// about four in five of them.
+    #[test]
+    fn the_p80_estimate_holds_for_about_four_in_five() {
+        let args = Args::parse_from(["mm-sim", "--hours", "1"]);
+        let mut rng = StdRng::seed_from_u64(7);
+        let players = trace(&args, 20.0, &mut rng);
+        let o = run(Algo::Ours, &players, 7, &args);
+        assert!(o.told > 500, "{}", o.told);
+        let share = o.within_p80 as f64 / o.told as f64;
+        assert!((0.72..=0.88).contains(&share), "{share}");
     }
 }

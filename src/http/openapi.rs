@@ -148,8 +148,11 @@ pub struct JoinResponse {
     pub queue_entry_id: QueueEntryId,
     /// `SEARCHING`.
     pub status: &'static str,
-    /// From the pool's recent real waits.
+    /// From the recent real waits of players rated near this one (of the
+    /// pool when too few): the median.
     pub estimated_wait_seconds: u64,
+    /// ...and the wait four in five of them did not exceed.
+    pub estimated_wait_p80_seconds: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -192,9 +195,12 @@ pub struct EntryStatus {
     pub queue_entry_id: QueueEntryId,
     /// `SEARCHING`, `MATCHED`, `TIMED_OUT` or `CANCELLED`.
     pub status: &'static str,
-    /// While `SEARCHING`.
+    /// While `SEARCHING`: the median wait of players rated near this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimated_wait_seconds: Option<u64>,
+    /// While `SEARCHING`: the wait four in five of them did not exceed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_wait_p80_seconds: Option<u64>,
     /// When `MATCHED`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]

@@ -178,6 +178,7 @@ async fn join_once(
         queue_entry_id: joined.entry.id,
         status: joined.entry.status.public(),
         estimated_wait_seconds: joined.estimated_wait_seconds,
+        estimated_wait_p80_seconds: joined.estimated_wait_p80_seconds,
     };
     let body = serde_json::to_string(&body)
         .map_err(|e| ServiceError::Internal(format!("serializing an answer: {e}")))?;
@@ -284,6 +285,7 @@ pub(super) fn status_answer(view: &EntryView) -> openapi::EntryStatus {
         queue_entry_id: view.id,
         status: view.status.public(),
         estimated_wait_seconds: view.estimated_wait_seconds,
+        estimated_wait_p80_seconds: view.estimated_wait_p80_seconds,
         game_id: view.game_id.clone().filter(|_| matched),
         opponent: view
             .opponent

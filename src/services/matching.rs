@@ -102,6 +102,9 @@ pub struct MatchingService {
     /// entries its passes see for the first time.
     /// Per pool, and per side of a matcher experiment when one runs.
     flows: std::sync::Mutex<HashMap<(PoolRef, Group), PoolFlow>>,
+    /// The wait figures the joins of this node tell players, to check the
+    /// real waits against (none: not checked).
+    estimates: Option<Arc<super::queue::EstimateCache>>,
     /// What each waiting entry's passes know of its player, per pool
     /// ([`Self::facts`]).
     facts: std::sync::Mutex<HashMap<PoolRef, HashMap<QueueEntryId, Facts>>>,
@@ -246,6 +249,7 @@ impl MatchingService {
             hold: Hold::default(),
             flows: Default::default(),
             facts: Default::default(),
+            estimates: None,
         }
     }
 
@@ -357,6 +361,13 @@ impl MatchingService {
             .zip(facts.iter().cloned())
             .collect();
         Ok(facts)
+    }
+
+    /// Checks matched players' real waits against what `estimates` tells
+    /// players like them.
+    pub fn with_estimates(mut self, estimates: Arc<super::queue::EstimateCache>) -> Self {
+        self.estimates = Some(estimates);
+        self
     }
 
     /// Reads the time from `clock` (tests move it by hand).
@@ -882,6 +893,7 @@ impl MatchingService {
             }
         };
         let mut outcome = Outcome::default();
+        let mut stored = Vec::new();
         for ((p, record), claim) in pending.iter().zip(records).zip(claims) {
             match claim {
                 Claim::Stored => {
@@ -891,6 +903,7 @@ impl MatchingService {
                         &record.game_id,
                         0.0,
                     );
+                    stored.push((p, record.clone()));
                     outcome.records.push(record);
                 }
                 Claim::Busy(users) => {
@@ -900,6 +913,7 @@ impl MatchingService {
                 Claim::Withdrawn => withdrawn(p),
             }
         }
+        self.check_estimates(pool, &stored);
         Ok(outcome)
     }
 
@@ -974,8 +988,35 @@ impl MatchingService {
         self.durable
             .insert_matches(&records, &audit, now - self.limits.guard_ms)
             .await?;
+        self.check_estimates(pool, &made);
         outcome.records.extend(records);
         Ok(outcome)
+    }
+
+    /// Each matched player's real wait against the p80 wait this node
+    /// would tell a player like them (`matchmaking_wait_estimate_checks_total`:
+    /// about four in five should be within it). No figures read yet for
+    /// the pool: nothing is checked.
+    fn check_estimates(&self, pool: &PoolRef, made: &[(&Pending<'_>, MatchRecord)]) {
+        let Some(cache) = &self.estimates else {
+            return;
+        };
+        for (p, record) in made {
+            for (w, side) in [(p.white, &record.white), (p.black, &record.black)] {
+                let side_pool = PoolRef {
+                    tenant_id: pool.tenant_id.clone(),
+                    key: side.pool_in(pool.key),
+                };
+                if let Some(known) = cache.last(&side_pool) {
+                    let told = known.for_player(w.rating, w.rating_range).p80;
+                    let waited = record.created_at - w.enqueued_at;
+                    crate::observe::wait_estimate_checked(
+                        &pool.tenant_id,
+                        waited <= told as Millis * 1000,
+                    );
+                }
+            }
+        }
     }
 
     /// A pair whose player is in a game already: both entries back to

@@ -14,7 +14,7 @@ use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
 use crate::domain::{
     ActiveGame, Clock, EndReason, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey,
-    PoolRef, QueueEntry, QueueEntryId, RatingRange, TenantConfig, TenantId,
+    PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantConfig, TenantId,
 };
 use crate::store::{
     AuditEvent, CancelOutcome, DurableStore, EntryStore, IdempotencyScope, JoinOutcome,
@@ -62,36 +62,129 @@ pub struct Join {
     pub rating_range: Option<RatingRange>,
 }
 
-/// A pool's wait figures, as one estimate reads them: the median recent
-/// wait and the rating gaps of its latest matches (sorted).
+/// A pool's wait figures, as one estimate reads them: the recent real
+/// waits with their players' ratings, and the rating gaps of its latest
+/// matches (sorted); before any match, the time its window takes to open.
 #[derive(Debug, Clone)]
 pub struct PoolEstimate {
-    seconds: u64,
+    fallback: u64,
+    waits: Arc<[(Millis, Option<Rating>)]>,
     gaps: Arc<[i32]>,
+}
+
+/// What a player can expect to wait, in whole seconds: the median, and the
+/// wait four in five players like them did not exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub p50: u64,
+    pub p80: u64,
 }
 
 /// The smallest share of partners a range is taken to leave: a range
 /// that took none of the recent ones still meets someone in time.
 const LEAST_SHARE: f64 = 0.05;
 
+/// Players "like" one another for a wait estimate: rated within this of
+/// each other...
+pub const RATING_BAND: Rating = 150;
+
+/// ...when the band has at least this many recent waits; otherwise the
+/// whole pool's recent waits count.
+pub const MIN_BAND_SAMPLES: usize = 16;
+
 impl PoolEstimate {
-    /// The wait of a player whose own range is `range`: waits grow as the
-    /// partners one accepts thin out, so the pool's median wait over the
-    /// share of its recent pairings' gaps the range would have allowed
-    /// (each gap taken as a partner above or below alike); at least that
-    /// share is [`LEAST_SHARE`]. Without a range, or before any match, the
-    /// pool's figure.
-    pub fn for_range(&self, range: Option<RatingRange>) -> u64 {
-        let Some(range) = range else {
-            return self.seconds;
-        };
-        if self.gaps.is_empty() {
-            return self.seconds;
+    /// Figures as a pool's stats give them: the wait before any match, the
+    /// recent waits with their players' ratings, the recent gaps (any order).
+    pub fn new(fallback: u64, waits: Vec<(Millis, Option<Rating>)>, mut gaps: Vec<i32>) -> Self {
+        gaps.sort_unstable();
+        Self {
+            fallback,
+            waits: waits.into(),
+            gaps: gaps.into(),
         }
+    }
+
+    /// The wait of a player rated `rating` whose own range is `range`:
+    /// the median and p80 of the recent waits of players within
+    /// [`RATING_BAND`] of them (of the whole pool when the band has fewer
+    /// than [`MIN_BAND_SAMPLES`]), divided by the share of the pool's
+    /// recent pairings' gaps the range would have allowed (each gap taken
+    /// as a partner above or below alike, at least [`LEAST_SHARE`]): waits
+    /// grow as the partners one accepts thin out.
+    pub fn for_player(&self, rating: Rating, range: Option<RatingRange>) -> Wait {
+        let band: Vec<Millis> = self
+            .waits
+            .iter()
+            .filter(|(_, r)| r.is_none_or(|r| (r - rating).abs() <= RATING_BAND))
+            .map(|&(w, _)| w)
+            .collect();
+        let mut sample = if band.len() >= MIN_BAND_SAMPLES {
+            band
+        } else {
+            self.waits.iter().map(|&(w, _)| w).collect()
+        };
+        let (Some(p50), Some(p80)) = (
+            super::summary::quantile(&mut sample, 0.5),
+            super::summary::quantile(&mut sample, 0.8),
+        ) else {
+            return Wait {
+                p50: self.fallback,
+                p80: self.fallback,
+            };
+        };
+        let share = self.share(range);
+        let scaled = |ms: Millis| whole_seconds((ms as f64 / share).ceil() as Millis);
+        Wait {
+            p50: scaled(p50),
+            p80: scaled(p80),
+        }
+    }
+
+    /// The share of recent pairings `range` would have allowed (1 without
+    /// a range, or before any match).
+    fn share(&self, range: Option<RatingRange>) -> f64 {
+        let Some(range) = range.filter(|_| !self.gaps.is_empty()) else {
+            return 1.0;
+        };
         let within = |reach: i32| self.gaps.partition_point(|&g| g <= reach) as f64;
         let share =
             (within(range.max_delta) + within(-range.min_delta)) / (2.0 * self.gaps.len() as f64);
-        (self.seconds as f64 / share.max(LEAST_SHARE)).ceil() as u64
+        share.max(LEAST_SHARE)
+    }
+}
+
+/// Each pool's wait figures as this node last read them (at most one read
+/// per pool per `ESTIMATE_REFRESH_MS`), shared by the joins, which tell
+/// players their wait, and the matching worker, which checks what they
+/// were told against what they waited
+/// (`matchmaking_wait_estimate_checks_total`).
+#[derive(Default)]
+pub struct EstimateCache {
+    /// A std lock: held to look or swap, never across an await.
+    pools: std::sync::Mutex<std::collections::HashMap<PoolRef, (Millis, PoolEstimate)>>,
+}
+
+impl EstimateCache {
+    fn fresh(&self, pool: &PoolRef, now: Millis) -> Option<PoolEstimate> {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools
+            .get(pool)
+            .filter(|(at, _)| now - at < ESTIMATE_REFRESH_MS)
+            .map(|(_, known)| known.clone())
+    }
+
+    fn put(&self, pool: &PoolRef, now: Millis, known: PoolEstimate) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if pools.len() > 100_000 {
+            pools.clear();
+        }
+        pools.insert(pool.clone(), (now, known));
+    }
+
+    /// The figures last read for `pool`, however old.
+    pub fn last(&self, pool: &PoolRef) -> Option<PoolEstimate> {
+        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.get(pool).map(|(_, known)| known.clone())
     }
 }
 
@@ -109,6 +202,8 @@ struct AbortedDetail {
 pub struct Joined {
     pub entry: QueueEntry,
     pub estimated_wait_seconds: u64,
+    /// Four in five players like this one waited at most this long.
+    pub estimated_wait_p80_seconds: u64,
 }
 
 /// What a status read shows.
@@ -120,6 +215,7 @@ pub struct EntryView {
     pub game_id: Option<GameId>,
     pub opponent: Option<Opponent>,
     pub estimated_wait_seconds: Option<u64>,
+    pub estimated_wait_p80_seconds: Option<u64>,
     /// Why it ended without a match.
     pub reason: Option<EndReason>,
     /// When it joined; `None` when read from a match record.
@@ -161,7 +257,7 @@ pub struct QueueService {
     pub backlog: Arc<Backlog>,
     /// Each pool's last estimate and when it was made. A std lock: held for
     /// one map operation, never across an await.
-    pub estimates: std::sync::Mutex<std::collections::HashMap<PoolRef, (Millis, PoolEstimate)>>,
+    pub estimates: Arc<EstimateCache>,
     pub limits: QueueLimits,
     pub clock: Arc<dyn Clock>,
 }
@@ -287,8 +383,8 @@ impl QueueService {
         // The entry is in: figures that cannot be read now must not turn
         // the join into a 503, which a client retries as if nothing had
         // happened (and a retry after a match answers ACTIVE_GAME_EXISTS).
-        let estimated_wait_seconds = match self.estimate(&entry).await {
-            Ok(seconds) => seconds,
+        let estimate = match self.estimate(&entry).await {
+            Ok(wait) => wait,
             Err(e) => {
                 tracing::warn!(
                     error = %e,
@@ -300,78 +396,62 @@ impl QueueService {
         };
         Ok(Joined {
             entry,
-            estimated_wait_seconds,
+            estimated_wait_seconds: estimate.p50,
+            estimated_wait_p80_seconds: estimate.p80,
         })
     }
 
-    /// Seconds the player of `entry` can expect to wait: the median of the
-    /// pool's recent real waits, longer for a player whose own rating range
-    /// takes fewer of the partners the pool has been pairing
-    /// ([`PoolEstimate::for_range`]); before any match, the time the
-    /// window takes to open fully. The pool's figures are read at most
-    /// once per `ESTIMATE_REFRESH_MS` on this node: one store read per
-    /// second, not one per join.
-    pub async fn estimate(&self, entry: &QueueEntry) -> Result<u64, ServiceError> {
+    /// What the player of `entry` can expect to wait
+    /// ([`PoolEstimate::for_player`]), at most the pool's queue time. The
+    /// pool's figures are read at most once per `ESTIMATE_REFRESH_MS` on
+    /// this node: one store read per second, not one per join.
+    pub async fn estimate(&self, entry: &QueueEntry) -> Result<Wait, ServiceError> {
         let pool = entry.pool_ref();
         let now = self.clock.now();
-        let cached = self
-            .estimates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&pool)
-            .filter(|(at, _)| now - at < ESTIMATE_REFRESH_MS)
-            .map(|(_, known)| known.clone());
-        let known = match cached {
+        let known = match self.estimates.fresh(&pool, now) {
             Some(known) => known,
             None => {
                 let fresh = self.fresh_estimate(&pool).await?;
-                let mut cache = self.estimates.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() > 100_000 {
-                    cache.clear();
-                }
-                cache.insert(pool.clone(), (now, fresh.clone()));
+                self.estimates.put(&pool, now, fresh.clone());
                 fresh
             }
         };
         Ok(self.for_entry(&known, entry))
     }
 
-    /// The estimate of `known` for `entry`'s player, at most the pool's
-    /// queue time.
-    fn for_entry(&self, known: &PoolEstimate, entry: &QueueEntry) -> u64 {
+    /// The wait of `known` for `entry`'s player, at most the pool's queue
+    /// time.
+    fn for_entry(&self, known: &PoolEstimate, entry: &QueueEntry) -> Wait {
         let cap = whole_seconds(self.live.policy(&entry.pool_ref()).max_queue_time_ms);
-        known.for_range(entry.rating_range).min(cap)
+        let wait = known.for_player(entry.rating, entry.rating_range);
+        Wait {
+            p50: wait.p50.min(cap),
+            p80: wait.p80.min(cap),
+        }
     }
 
     async fn fresh_estimate(&self, pool: &PoolRef) -> Result<PoolEstimate, ServiceError> {
         let stats = self.stats.pool_stats(pool, self.clock.now()).await?;
-        let mut waits = stats.recent_waits;
-        let seconds = match super::summary::quantile(&mut waits, 0.5) {
-            Some(ms) => whole_seconds(ms),
-            None => self.window_estimate(pool),
-        };
-        let mut gaps = stats.recent_gaps;
-        gaps.sort_unstable();
-        Ok(PoolEstimate {
-            seconds,
-            gaps: gaps.into(),
-        })
+        let ratings = stats
+            .recent_wait_ratings
+            .into_iter()
+            .chain(std::iter::repeat(None));
+        Ok(PoolEstimate::new(
+            self.window_estimate(pool),
+            stats.recent_waits.into_iter().zip(ratings).collect(),
+            stats.recent_gaps,
+        ))
     }
 
     /// The estimate this node last worked out for `entry`'s pool, however
     /// old; without one, [`Self::window_estimate`]. Reads no store.
-    fn last_estimate(&self, entry: &QueueEntry) -> u64 {
+    fn last_estimate(&self, entry: &QueueEntry) -> Wait {
         let pool = entry.pool_ref();
-        let known = self
-            .estimates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&pool)
-            .map(|(_, known)| known.clone())
-            .unwrap_or_else(|| PoolEstimate {
-                seconds: self.window_estimate(&pool),
-                gaps: Arc::from([]),
-            });
+        let known = self.estimates.last(&pool).unwrap_or_else(|| PoolEstimate {
+            fallback: self.window_estimate(&pool),
+            waits: Arc::from([]),
+            gaps: Arc::from([]),
+        });
         self.for_entry(&known, entry)
     }
 
@@ -427,7 +507,7 @@ impl QueueService {
             .status(&who.tenant_id, &who.user_id, id, self.clock.now())
             .await?
         {
-            let estimated_wait_seconds = if entry.status.is_waiting() {
+            let estimate = if entry.status.is_waiting() {
                 Some(self.estimate(&entry).await?)
             } else {
                 None
@@ -438,7 +518,8 @@ impl QueueService {
                 pool: entry.pool,
                 game_id: entry.game_id,
                 opponent: entry.opponent,
-                estimated_wait_seconds,
+                estimated_wait_seconds: estimate.map(|e| e.p50),
+                estimated_wait_p80_seconds: estimate.map(|e| e.p80),
                 reason: entry.reason,
                 enqueued_at: Some(entry.enqueued_at),
                 updated_at: entry.updated_at,
@@ -463,6 +544,7 @@ impl QueueService {
             game_id: Some(record.game_id.clone()),
             opponent: Some(theirs.as_opponent()),
             estimated_wait_seconds: None,
+            estimated_wait_p80_seconds: None,
             reason: None,
             enqueued_at: None,
             updated_at: record.created_at,
@@ -785,27 +867,51 @@ fn whole_seconds(ms: Millis) -> u64 {
 mod tests {
     use super::*;
 
+    fn known(waits: &[(Millis, Option<Rating>)], gaps: &[i32]) -> PoolEstimate {
+        PoolEstimate {
+            fallback: 42,
+            waits: waits.into(),
+            gaps: gaps.into(),
+        }
+    }
+
     #[test]
     fn a_narrower_range_waits_longer_by_the_partners_it_leaves_out() {
-        let known = PoolEstimate {
-            seconds: 10,
-            gaps: (1..=10).map(|k| k * 10).collect::<Vec<i32>>().into(),
-        };
+        let gaps: Vec<i32> = (1..=10).map(|k| k * 10).collect();
+        let ten_seconds = known(&[(10_000, Some(1500))], &gaps);
         let range = |lo, hi| Some(RatingRange::new(lo, hi).unwrap());
-        assert_eq!(known.for_range(None), 10);
+        let p50 = |r| ten_seconds.for_player(1500, r).p50;
+        assert_eq!(p50(None), 10);
         // Every recent gap within reach either way: the pool's figure.
-        assert_eq!(known.for_range(range(-100, 100)), 10);
+        assert_eq!(p50(range(-100, 100)), 10);
         // Half the gaps either way: twice the wait.
-        assert_eq!(known.for_range(range(-50, 50)), 20);
+        assert_eq!(p50(range(-50, 50)), 20);
         // All below, half above: 3/4 of the partners.
-        assert_eq!(known.for_range(range(-100, 50)), 14);
+        assert_eq!(p50(range(-100, 50)), 14);
         // None of the recent partners: the least share, 20 times.
-        assert_eq!(known.for_range(range(0, 0)), 200);
-        // Before any match there are no gaps to go by.
-        let fresh = PoolEstimate {
-            seconds: 42,
-            gaps: Arc::from([]),
-        };
-        assert_eq!(fresh.for_range(range(-10, 10)), 42);
+        assert_eq!(p50(range(0, 0)), 200);
+        // Before any match there is nothing to go by but the window.
+        let fresh = known(&[], &[]);
+        assert_eq!(
+            fresh.for_player(1500, range(-10, 10)),
+            Wait { p50: 42, p80: 42 }
+        );
+    }
+
+    #[test]
+    fn a_players_band_is_read_when_it_has_enough_waits() {
+        // 20 strong players who waited 60 s, 20 average ones 1 to 20 s.
+        let mut waits: Vec<(Millis, Option<Rating>)> =
+            (0..20).map(|_| (60_000, Some(2400))).collect();
+        waits.extend((1..=20).map(|k| (k * 1_000, Some(1500))));
+        let pool = known(&waits, &[]);
+        assert_eq!(pool.for_player(2350, None), Wait { p50: 60, p80: 60 });
+        // Ranks floor(q·n) of the 20: the 11th and the 17th.
+        assert_eq!(pool.for_player(1500, None), Wait { p50: 11, p80: 17 });
+        // A rating nobody near: the whole pool (half of it waited 60 s).
+        assert_eq!(pool.for_player(1900, None), Wait { p50: 60, p80: 60 });
+        // Too few in the band: the whole pool too.
+        let few = known(&waits[..30], &[]);
+        assert_eq!(few.for_player(1500, None), few.for_player(1900, None));
     }
 }

@@ -29,9 +29,6 @@ use crate::domain::{
     Username,
 };
 
-/// How many recent match waits a pool remembers for its estimate.
-const RECENT_WAITS: usize = 64;
-
 /// Finished entries or lapsed guards one purge drops per hold of the lock.
 const PURGE_SLICE: usize = 10_000;
 
@@ -242,7 +239,8 @@ struct Pool {
     /// Searching entries, ordered by (enqueued_at, id): oldest first.
     searching: BTreeSet<(Millis, QueueEntryId)>,
     reserved: usize,
-    recent_waits: VecDeque<Millis>,
+    /// Waits of the latest matched players, with their ratings.
+    recent_waits: VecDeque<(Millis, Rating)>,
     recent_gaps: VecDeque<i32>,
     /// (bucket, matches, time-outs), oldest first, for [`STATS_KEPT_MS`].
     outcomes: VecDeque<(Millis, u64, u64)>,
@@ -707,7 +705,8 @@ impl PairingStore for MemoryQueueStore {
                 let outcome = entry.outcome_mut();
                 outcome.game_id = Some(record.game_id.clone());
                 outcome.opponent = Some(opponent);
-                let (wait, pool) = (now - entry.enqueued_at, entry.pool_ref());
+                let (wait, rating, pool) =
+                    (now - entry.enqueued_at, entry.rating, entry.pool_ref());
                 inner.finish(entry_id, EntryStatus::Matched, None, now);
                 // Matched when the match was made, as its record says.
                 if let Some(e) = inner.entries.get_mut(entry_id) {
@@ -716,8 +715,8 @@ impl PairingStore for MemoryQueueStore {
                 inner.set_reserved(entry_id, false);
                 let p = inner.pool(&pool);
                 p.reserved = p.reserved.saturating_sub(1);
-                p.recent_waits.push_front(wait.max(0));
-                p.recent_waits.truncate(RECENT_WAITS);
+                p.recent_waits.push_front((wait.max(0), rating));
+                p.recent_waits.truncate(super::RECENT_WAITS);
                 if !matched_in.contains(&pool) {
                     matched_in.push(pool);
                 }
@@ -916,7 +915,8 @@ impl PoolStatsStore for MemoryQueueStore {
         Ok(PoolStats {
             waiting: p.searching.len() as u64,
             oldest_enqueued_at: p.searching.first().map(|(at, _)| *at),
-            recent_waits: p.recent_waits.iter().copied().collect(),
+            recent_waits: p.recent_waits.iter().map(|&(w, _)| w).collect(),
+            recent_wait_ratings: p.recent_waits.iter().map(|&(_, r)| Some(r)).collect(),
             recent_gaps: p.recent_gaps.iter().copied().collect(),
             matches,
             timeouts,

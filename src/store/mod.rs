@@ -233,6 +233,9 @@ pub const STATS_BUCKET_MS: Millis = 10_000;
 pub const STATS_KEPT_MS: Millis = 600_000;
 /// How many recent rating gaps a pool remembers.
 pub const RECENT_GAPS: usize = 128;
+/// How many recent waits (with their players' ratings) a pool remembers:
+/// the wait estimates per rating band read them.
+pub const RECENT_WAITS: usize = 128;
 
 /// A pool's figures as the store keeps them, read without scanning its
 /// entries: the count and oldest of its searching entries, bounded samples
@@ -243,6 +246,9 @@ pub struct PoolStats {
     pub oldest_enqueued_at: Option<Millis>,
     /// Waits (ms) of the latest matched players, newest first.
     pub recent_waits: Vec<Millis>,
+    /// The rating of each of `recent_waits`' players, in the same order
+    /// (`None`: kept before ratings were; the wait counts for every band).
+    pub recent_wait_ratings: Vec<Option<Rating>>,
     /// Rating gaps of the latest matches, newest first.
     pub recent_gaps: Vec<i32>,
     /// Matches committed since the asked time (to the bucket).

@@ -321,3 +321,35 @@ async fn a_no_show_is_reported_and_the_other_player_searches_again() {
     assert_eq!(app.wait_for_result(&c, &ic).await["status"], "MATCHED");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_wait_estimates_have_a_p80_and_are_checked_against_real_waits() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let r = app.join(&a, &join_body("5+0")).await;
+    let joined: Value = r.json().await.unwrap();
+    let (p50, p80) = (
+        joined["estimated_wait_seconds"].as_u64().unwrap(),
+        joined["estimated_wait_p80_seconds"].as_u64().unwrap(),
+    );
+    assert!(p50 <= p80, "{joined}");
+    let ia = joined["queue_entry_id"].as_str().unwrap().to_owned();
+    let shown = app.status_json(&a, &ia).await;
+    assert_eq!(shown["estimated_wait_p80_seconds"].as_u64(), Some(p80));
+    app.join_ok(&b, &join_body("5+0")).await;
+    assert_eq!(app.wait_for_result(&a, &ia).await["status"], "MATCHED");
+    // Both players' waits were checked against what they were told.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let checked: f64 = ["within_p80", "over_p80"]
+        .iter()
+        .map(|o| {
+            crate::support::sample(
+                &metrics,
+                "matchmaking_wait_estimate_checks_total",
+                &[("tenant", "t1"), ("outcome", o)],
+            )
+        })
+        .sum();
+    assert!(checked >= 2.0, "{checked}");
+    app.shutdown().await;
+}

@@ -1,7 +1,7 @@
 //! The `QueueStore` contract.
 
 use matchmaking_api::domain::{
-    EndReason, EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, PoolRef,
+    EndReason, EntryStatus, GameId, MatchId, MatchRecord, MatchSide, MatchSource, Millis, PoolRef,
     QueueEntry,
 };
 use matchmaking_api::store::{
@@ -317,15 +317,16 @@ pub async fn commit_matches_both_and_guards_them_until_the_game_finishes(store: 
         .unwrap();
     assert_eq!(game.game_id.as_ref(), Some(&rec.game_id));
     assert_eq!(game.opponent.user_id, user("alice"));
-    assert_eq!(
-        store
-            .pool_stats(&pool_ref("t1"), T0)
-            .await
-            .unwrap()
-            .recent_waits
-            .len(),
-        2
-    );
+    // Each player's wait, with their rating (for estimates per band).
+    let stats = store.pool_stats(&pool_ref("t1"), T0).await.unwrap();
+    let mut waits: Vec<(Millis, Option<i32>)> = stats
+        .recent_waits
+        .iter()
+        .copied()
+        .zip(stats.recent_wait_ratings.iter().copied())
+        .collect();
+    waits.sort();
+    assert_eq!(waits, vec![(4_000, Some(1540)), (5_000, Some(1500))]);
     assert_eq!(
         store
             .cancel(&tenant("t1"), &user("alice"), &a.id, T0)

@@ -68,13 +68,11 @@ use super::{
 };
 use crate::domain::{
     ActiveGame, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, MatchSide,
-    Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, RatingRange, TenantId, UserId,
-    Username, now_millis,
+    Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantId,
+    UserId, Username, now_millis,
 };
 use scripts::*;
 
-/// Recent match waits kept per pool.
-const RECENT_WAITS: usize = 64;
 /// Connect and command timeouts: an outage is an error within a second.
 const TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -1069,10 +1067,10 @@ impl PoolStatsStore for RedisQueueStore {
         let tag = self.keys.pool(pool);
         let mut conn = self.conn.clone();
         #[allow(clippy::type_complexity)]
-        let (waiting, oldest, recent_waits, recent_gaps, counts): (
+        let (waiting, oldest, rated_waits, recent_gaps, counts): (
             u64,
             Vec<(String, f64)>,
-            Vec<Millis>,
+            Vec<String>,
             Vec<i32>,
             HashMap<String, u64>,
         ) = redis::pipe()
@@ -1093,10 +1091,22 @@ impl PoolStatsStore for RedisQueueStore {
                 })
                 .sum()
         };
+        // `<ms>:<rating>`; a plain `<ms>` was kept before ratings were.
+        let (recent_waits, recent_wait_ratings) = rated_waits
+            .iter()
+            .map(|w| {
+                let (ms, rating) = w.split_once(':').unwrap_or((w, ""));
+                Ok((
+                    ms.parse::<Millis>().map_err(|_| corrupt("recent wait"))?,
+                    rating.parse::<Rating>().ok(),
+                ))
+            })
+            .collect::<StoreResult<(Vec<Millis>, Vec<Option<Rating>>)>>()?;
         Ok(PoolStats {
             waiting,
             oldest_enqueued_at: oldest.first().map(|(_, at)| *at as Millis),
             recent_waits,
+            recent_wait_ratings,
             recent_gaps,
             matches: sum("m:"),
             timeouts: sum("t:"),
@@ -1296,7 +1306,7 @@ impl RedisQueueStore {
             .key(tag.gaps())
             .arg(tag.entry_prefix())
             .arg(now)
-            .arg(RECENT_WAITS);
+            .arg(super::RECENT_WAITS);
         stats_args(inv, now);
         inv.arg(RECENT_GAPS).arg(&self.entry_channel);
         for record in records {

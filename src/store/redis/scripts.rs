@@ -258,13 +258,13 @@ while i <= #A do
     local id, opponent = A[i], A[i + 1]
     i = i + 2
     local key = A[1] .. id
-    local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at')
+    local e = redis.call('HMGET', key, 'status', 'match_id', 'enqueued_at', 'rating')
     if e[1] == 'RESERVED' and e[2] == m then
       redis.call('HSET', key, 'status', 'MATCHED', 'game_id', g, 'opponent', opponent, 'updated_at', made)
       ids[#ids + 1] = id
       scored[#scored + 1] = A[2]
       scored[#scored + 1] = id
-      waits[#waits + 1] = math.max(tonumber(A[2]) - tonumber(e[3]), 0)
+      waits[#waits + 1] = string.format('%d:%s', math.max(tonumber(A[2]) - tonumber(e[3]), 0), e[4] or '')
       matched = true
     end
   end
