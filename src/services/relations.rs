@@ -43,9 +43,14 @@ impl RelationService {
         on: bool,
     ) -> Result<bool, ServiceError> {
         if user == blocked {
-            return Err(ServiceError::InvalidRequest(
-                "blocked_user_id must be another player than user_id".into(),
-            ));
+            // Nobody blocks themself: nothing to lift, nothing to set.
+            return if on {
+                Err(ServiceError::InvalidRequest(
+                    "blocked_user_id must be another player than user_id".into(),
+                ))
+            } else {
+                Ok(false)
+            };
         }
         let audit = AuditEvent {
             at: self.clock.now(),

@@ -77,6 +77,19 @@ async fn blocks_are_set_listed_and_lifted_by_the_platform_only() {
     let (code, message) = error_of(r).await;
     assert_eq!(code, "INVALID_REQUEST");
     assert!(message.contains("blocked_user_id"), "{message}");
+    // Lifting a block of oneself: there is none, nothing changes.
+    let (status, body) = send(
+        &app,
+        &service,
+        Method::DELETE,
+        "/internal/blocks/t1/alice/alice",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["changed"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
     let (status, _) = send(
         &app,
         &service,
