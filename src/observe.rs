@@ -51,6 +51,9 @@ pub const ARM_WAIT: &str = "matchmaking_experiment_wait_seconds";
 pub const ARM_GAP: &str = "matchmaking_experiment_rating_gap";
 pub const ARM_TIMEOUTS: &str = "matchmaking_experiment_timeouts_total";
 pub const ESTIMATE_CHECKS: &str = "matchmaking_wait_estimate_checks_total";
+pub const REPEAT_PAIRINGS: &str = "matchmaking_repeat_pairings_total";
+pub const PAIRINGS: &str = "matchmaking_pairings_total";
+pub const REPEAT_PAIRING_RATE: &str = "repeat_pairing_rate";
 
 /// Latency buckets (seconds): 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -181,6 +184,18 @@ fn describe() {
     describe_counter!(
         RATING_FALLBACKS,
         "Joins whose rating did not come from the rating service, by why (breaker_open, busy, timeout, failed, invalid) and what was used instead (cache, local, default)."
+    );
+    describe_counter!(
+        REPEAT_PAIRINGS,
+        "Pairs a pass made of two players who met within the policy's repeat window (time or games), by tenant; counted while the repeat penalty is on."
+    );
+    describe_counter!(
+        PAIRINGS,
+        "Pairs passes made within a pool, by tenant (the denominator of repeat_pairing_rate)."
+    );
+    describe_gauge!(
+        REPEAT_PAIRING_RATE,
+        "Share of the pairs this node's passes made that were repeat pairings, by tenant, since the node started."
     );
     describe_counter!(
         ESTIMATE_CHECKS,
@@ -515,3 +530,27 @@ pub fn wait_estimate_checked(tenant: &TenantId, within: bool) {
             .increment(1);
     }
 }
+
+/// A pass made `pairs` pairs within a pool, `repeats` of them of players
+/// who met lately.
+pub fn repeat_pairings(tenant: &TenantId, repeats: usize, pairs: usize) {
+    if !enabled() {
+        return;
+    }
+    let labels = [("tenant", tenant.to_string())];
+    counter!(REPEAT_PAIRINGS, &labels).increment(repeats as u64);
+    counter!(PAIRINGS, &labels).increment(pairs as u64);
+    let (made, repeated) = {
+        let mut totals = REPEAT_TOTALS.lock().unwrap_or_else(|e| e.into_inner());
+        let t = totals.entry(tenant.clone()).or_default();
+        t.0 += pairs as u64;
+        t.1 += repeats as u64;
+        *t
+    };
+    gauge!(REPEAT_PAIRING_RATE, &labels).set(repeated as f64 / made.max(1) as f64);
+}
+
+/// Pairs made and repeat pairs per tenant, since the process started.
+static REPEAT_TOTALS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<TenantId, (u64, u64)>>,
+> = std::sync::LazyLock::new(Default::default);

@@ -932,6 +932,19 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
         "tenant_id",
         nullable(opaque(64)),
     );
+    put(
+        schemas,
+        "GameAbortedRequest",
+        "tenant_id",
+        nullable(opaque(64)),
+    );
+    put(schemas, "GameAbortedRequest", "no_show_user_id", opaque(128));
+    put(
+        schemas,
+        "RestrictionRequest",
+        "reason",
+        nullable(json!({ "type": "string", "maxLength": 200 })),
+    );
     // Ratings: a speed (the standard variant) or `{speed}_{variant}`, each
     // an integer in range; at least one; nothing else.
     let range = crate::domain::RATING_RANGE;
@@ -1029,7 +1042,7 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
             for parameter in parameters {
                 let schema = match parameter["name"].as_str().unwrap_or_default() {
                     "tenant_id" => opaque(64),
-                    "user_id" | "game_id" => opaque(128),
+                    "user_id" | "blocked_user_id" | "game_id" => opaque(128),
                     "queue_entry_id" => {
                         json!({ "type": "string", "pattern": minted_id_pattern("q_") })
                     }

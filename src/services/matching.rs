@@ -124,6 +124,27 @@ struct Facts {
 /// counted in games (the window in time counts too, if longer).
 const OPPONENTS_LOOK_BACK_MS: Millis = 86_400_000;
 
+/// Whether `a` and `b` met within the policy's repeat window (in time or
+/// in games): a repeat pairing, penalised or not.
+fn met_lately(
+    policy: &PoolPolicy,
+    (a, fa): (&Waiting, &Facts),
+    (b, fb): (&Waiting, &Facts),
+    now: Millis,
+) -> bool {
+    let met = |f: &Facts, other: &UserId| {
+        let games = f.opponents.as_deref()?;
+        let k = games.iter().position(|(u, _)| u == other)?;
+        Some((k as u32 + 1, games[k].1))
+    };
+    [met(fa, &b.user_id), met(fb, &a.user_id)]
+        .into_iter()
+        .flatten()
+        .any(|(games_ago, at)| {
+            games_ago <= policy.repeat_games || now - at < policy.repeat_window_ms
+        })
+}
+
 /// What pairing `a` and `b` costs for having met recently
 /// ([`PoolPolicy::repeat_cost`]): their latest game together, counted
 /// from whichever of them played fewer games since.
@@ -468,6 +489,15 @@ impl MatchingService {
             bars.extend(fresh.into_iter().map(|(a, b)| (a.min(b), a.max(b))));
         };
         let visitors = visitors.unwrap_or_default();
+        if policy.repeat_penalty > 0 && !pairs.is_empty() {
+            let repeats = pairs
+                .iter()
+                .filter(|&&(a, b)| {
+                    met_lately(&policy, (&live[a], &facts[a]), (&live[b], &facts[b]), now)
+                })
+                .count();
+            crate::observe::repeat_pairings(&pool.tenant_id, repeats, pairs.len());
+        }
         let mut all: Vec<(Side<'_>, Side<'_>)> = pairs
             .iter()
             .map(|&(a, b)| ((&live[a], None), (&live[b], None)))

@@ -366,3 +366,27 @@ async fn the_wait_estimates_have_a_p80_and_are_checked_against_real_waits() {
     assert!(checked >= 2.0, "{checked}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn repeat_pairings_are_counted_and_their_rate_shown() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let (_, game) = app.matched_pair(&a, &b, "5+0").await;
+    assert!(
+        app.game_finished(&app.admin_token(), &game)
+            .await
+            .status()
+            .is_success()
+    );
+    // Nobody else: they meet again (the penalty is soft), a repeat.
+    let (ia, _) = app.matched_pair(&a, &b, "5+0").await;
+    assert_eq!(app.status_json(&a, &ia).await["status"], "MATCHED");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let tenant = [("tenant", "t1")];
+    let sample = |name| crate::support::sample(&metrics, name, &tenant);
+    assert!(sample("matchmaking_pairings_total") >= 2.0, "{metrics}");
+    assert!(sample("matchmaking_repeat_pairings_total") >= 1.0);
+    let rate = sample("repeat_pairing_rate");
+    assert!(rate > 0.0 && rate <= 1.0, "{rate}");
+    app.shutdown().await;
+}
