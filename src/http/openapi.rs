@@ -938,7 +938,12 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
         "tenant_id",
         nullable(opaque(64)),
     );
-    put(schemas, "GameAbortedRequest", "no_show_user_id", opaque(128));
+    put(
+        schemas,
+        "GameAbortedRequest",
+        "no_show_user_id",
+        opaque(128),
+    );
     put(
         schemas,
         "RestrictionRequest",

@@ -124,50 +124,50 @@ struct Facts {
 /// counted in games (the window in time counts too, if longer).
 const OPPONENTS_LOOK_BACK_MS: Millis = 86_400_000;
 
-/// Whether `a` and `b` met within the policy's repeat window (in time or
-/// in games): a repeat pairing, penalised or not.
-fn met_lately(
-    policy: &PoolPolicy,
-    (a, fa): (&Waiting, &Facts),
-    (b, fb): (&Waiting, &Facts),
-    now: Millis,
-) -> bool {
+/// When `a` and `b` last met, as the latest opponents each was read with
+/// show it: (games back for the one who played fewer since, the latest
+/// time); `None` when neither list names the other.
+fn last_met((a, fa): (&Waiting, &Facts), (b, fb): (&Waiting, &Facts)) -> Option<(u32, Millis)> {
     let met = |f: &Facts, other: &UserId| {
         let games = f.opponents.as_deref()?;
         let k = games.iter().position(|(u, _)| u == other)?;
         Some((k as u32 + 1, games[k].1))
     };
-    [met(fa, &b.user_id), met(fb, &a.user_id)]
-        .into_iter()
-        .flatten()
-        .any(|(games_ago, at)| {
-            games_ago <= policy.repeat_games || now - at < policy.repeat_window_ms
-        })
+    match (met(fa, &b.user_id), met(fb, &a.user_id)) {
+        (None, None) => None,
+        (Some(x), None) | (None, Some(x)) => Some(x),
+        (Some(x), Some(y)) => Some((x.0.min(y.0), x.1.max(y.1))),
+    }
+}
+
+/// Whether `a` and `b` met within the policy's repeat window (in time or
+/// in games): a repeat pairing, penalised or not.
+fn met_lately(
+    policy: &PoolPolicy,
+    a: (&Waiting, &Facts),
+    b: (&Waiting, &Facts),
+    now: Millis,
+) -> bool {
+    last_met(a, b).is_some_and(|(games_ago, at)| {
+        games_ago <= policy.repeat_games || now - at < policy.repeat_window_ms
+    })
 }
 
 /// What pairing `a` and `b` costs for having met recently
-/// ([`PoolPolicy::repeat_cost`]): their latest game together, counted
-/// from whichever of them played fewer games since.
+/// ([`PoolPolicy::repeat_cost`]).
 fn repeat_cost(
     policy: &PoolPolicy,
-    (a, fa): (&Waiting, &Facts),
-    (b, fb): (&Waiting, &Facts),
+    a: (&Waiting, &Facts),
+    b: (&Waiting, &Facts),
     now: Millis,
 ) -> i64 {
     if policy.repeat_penalty <= 0 {
         return 0;
     }
-    let met = |f: &Facts, other: &UserId| {
-        let games = f.opponents.as_deref()?;
-        let k = games.iter().position(|(u, _)| u == other)?;
-        Some((k as u32 + 1, games[k].1))
+    let Some((games_ago, at)) = last_met(a, b) else {
+        return 0;
     };
-    let (games_ago, at) = match (met(fa, &b.user_id), met(fb, &a.user_id)) {
-        (None, None) => return 0,
-        (Some(x), None) | (None, Some(x)) => x,
-        (Some(x), Some(y)) => (x.0.min(y.0), x.1.max(y.1)),
-    };
-    let waited = (now - a.enqueued_at).min(now - b.enqueued_at);
+    let waited = (now - a.0.enqueued_at).min(now - b.0.enqueued_at);
     policy.repeat_cost(now - at, games_ago, waited)
 }
 
