@@ -21,16 +21,14 @@ use rand::Rng;
 
 use super::ServiceError;
 use super::games::{GameCreationError, GameCreator, NewGame};
-use super::guards::{Guards, REBUILD_WAIT};
+use super::guards::Guards;
 use crate::auth::Identity;
 use crate::domain::{
     Challenge, ChallengeId, ChallengeStatus, Clock, MatchId, MatchIntent, MatchRecord, MatchSide,
     MatchSource, Millis, Mode, ParseError, PoolKey, PreferredColor, Region, SystemClock,
     TenantConfig, UserId, Variant,
 };
-use crate::store::{
-    Claim, Direction, DurableStore, GuardStore, PairingStore, StoreError, Transition,
-};
+use crate::store::{Claim, Direction, DurableStore, GuardStore, PairingStore, Transition};
 
 /// Settings of the challenge feature.
 #[derive(Debug, Clone)]
@@ -358,13 +356,10 @@ impl ChallengeService {
     /// if it lost them.
     async fn hold(&self, intent: &MatchIntent, now: Millis) -> Result<bool, ServiceError> {
         let until = now + self.limits.guard_ms;
-        match self.holds.hold_players(intent, until, now).await {
-            Err(StoreError::GuardsLost) => {
-                self.guards.ensure_intact(REBUILD_WAIT).await?;
-                Ok(self.holds.hold_players(intent, until, now).await?)
-            }
-            other => Ok(other?),
-        }
+        Ok(self
+            .guards
+            .admitting(|| self.holds.hold_players(intent, until, now))
+            .await?)
     }
 
     /// The match of an accepted challenge, colors from `preferred_color`.

@@ -21,7 +21,8 @@ use crate::domain::{
 };
 use crate::store::{DurableStore, GuardStore, StoreError, StoreResult};
 
-/// How long a join waits for a rebuild before it answers 503.
+/// How long an admission (a join, a hold, a player put back) waits for a
+/// rebuild of the guards before it answers 503.
 pub const REBUILD_WAIT: Duration = Duration::from_secs(5);
 
 /// The outcome of the rebuild in progress (`None` while it runs).
@@ -73,6 +74,24 @@ impl Guards {
                 self.clock.now(),
             )
             .await
+    }
+
+    /// Runs `op`, a step of the queue store that admits a player (a join,
+    /// a hold, a player put back): when the store answers that its guards
+    /// may be lost, nobody is admitted until they are rebuilt from the
+    /// durable store — rebuilds them (waiting at most [`REBUILD_WAIT`]),
+    /// then runs `op` once more.
+    pub async fn admitting<T, Fut>(self: &Arc<Self>, op: impl Fn() -> Fut) -> StoreResult<T>
+    where
+        Fut: std::future::Future<Output = StoreResult<T>>,
+    {
+        match op().await {
+            Err(StoreError::GuardsLost) => {
+                self.ensure_intact(REBUILD_WAIT).await?;
+                op().await
+            }
+            other => other,
+        }
     }
 
     /// Makes sure the guards are intact, rebuilding them if the queue store

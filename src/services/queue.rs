@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::ServiceError;
 use super::backlog::Backlog;
 use super::breaker::CircuitBreaker;
-use super::guards::{Guards, REBUILD_WAIT};
+use super::guards::Guards;
 use super::ratings::RatingService;
 use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
@@ -344,15 +344,10 @@ impl QueueService {
                 now,
             )
         };
-        let joined = match self.store.join(entry.clone(), now).await {
-            // The queue store may have lost its guards: nobody is admitted
-            // until they are rebuilt from the durable store.
-            Err(StoreError::GuardsLost) => {
-                self.guards.ensure_intact(REBUILD_WAIT).await?;
-                self.store.join(entry, now).await?
-            }
-            other => other?,
-        };
+        let joined = self
+            .guards
+            .admitting(|| self.store.join(entry.clone(), now))
+            .await?;
         let entry = match joined {
             JoinOutcome::Created(entry) => {
                 crate::observe::joined(&entry.pool_ref());
@@ -717,19 +712,10 @@ impl QueueService {
             tenant_id: tenant.clone(),
             key: present.pool_in(record.pool),
         };
-        let back = match self
-            .store
-            .requeue(&pool, &entry, &record.game_id, now)
-            .await
-        {
-            Err(StoreError::GuardsLost) => {
-                self.guards.ensure_intact(REBUILD_WAIT).await?;
-                self.store
-                    .requeue(&pool, &entry, &record.game_id, now)
-                    .await?
-            }
-            other => other?,
-        };
+        let back = self
+            .guards
+            .admitting(|| self.store.requeue(&pool, &entry, &record.game_id, now))
+            .await?;
         if back.is_some() {
             self.signal.mark_due(pool.clone());
             if let Some(announcer) = &self.announcer {
