@@ -785,6 +785,17 @@ impl Schedule {
 }
 
 impl Sim {
+    /// Adds an entry of person `who` (a population run) whose colour need
+    /// is `need`, no restriction and no range of its own; answers its index.
+    fn add_entry(&mut self, player: Player, who: usize, need: i32) -> usize {
+        self.players.push(player);
+        self.person.push(who);
+        self.relations.restricted.push(false);
+        self.relations.ranges.push(None);
+        self.needs.push(need.clamp(-3, 3) as i8);
+        self.players.len() - 1
+    }
+
     fn new(players: Vec<Player>, relations: Relations, args: &Args) -> Self {
         let entries = players.len();
         Self {
@@ -894,13 +905,20 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
     let mut arrivals: BinaryHeap<Reverse<(Millis, usize)>> = (0..people)
         .map(|p| Reverse(((rng.random::<f64>() * 60_000.0) as Millis, p)))
         .collect();
-    // Entries by person: who is waiting, who is away (playing or resting).
-    let mut person = Vec::new();
     let repeat_ms = (args.repeat_minutes * 60_000.0) as Millis;
     // Entries put back after a no-show, and when.
     let mut requeue: Vec<usize> = Vec::new();
     let mut requeued_at: HashMap<usize, Millis> = HashMap::new();
     let pause = |rng: &mut StdRng| (exponential(rng, args.break_seconds) * 1000.0) as Millis;
+    // A player's colour need as the service reads it (none with the colour
+    // rules off).
+    let need_of = |colors: &[ColorHistory], who: usize| {
+        if args.plain_colors {
+            0
+        } else {
+            colors[who].need()
+        }
+    };
     let mut now: Millis = 0;
     while out.games < args.games {
         now += 1000;
@@ -910,23 +928,13 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
             }
             arrivals.pop();
             schedule.catch_up(&mut sim, at);
-            let entry = sim.players.len();
-            sim.players.push(Player {
+            let player = Player {
                 name: format!("p{who}"),
                 rating: ratings[who],
                 arrive: at,
                 cancel_at: None,
-            });
-            person.push(who);
-            sim.person.push(who);
-            sim.relations.restricted.push(false);
-            sim.relations.ranges.push(None);
-            let need = if args.plain_colors {
-                0
-            } else {
-                colors[who].need()
             };
-            sim.needs.push(need.clamp(-3, 3) as i8);
+            let entry = sim.add_entry(player, who, need_of(&colors, who));
             schedule.arrival(&mut sim, entry, at);
         }
         schedule.catch_up(&mut sim, now);
@@ -935,11 +943,11 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
         out.seconds += 1;
         // Whoever timed out comes back after a pause.
         for e in std::mem::take(&mut sim.timed_out) {
-            arrivals.push(Reverse((now + pause(&mut rng), person[e])));
+            arrivals.push(Reverse((now + pause(&mut rng), sim.person[e])));
         }
         // Every pair made: colours given, the game played, both back.
         for (a, b) in std::mem::take(&mut sim.made) {
-            let (pa, pb) = (person[a], person[b]);
+            let (pa, pb) = (sim.person[a], sim.person[b]);
             for e in [a, b] {
                 if let Some(at) = requeued_at.remove(&e) {
                     out.requeue_waits_ms.push(now - at);
@@ -996,22 +1004,9 @@ fn run_population(algo: Algo, seed: u64, args: &Args) -> Population {
             }
         }
         for e in std::mem::take(&mut requeue) {
-            let entry = sim.players.len();
-            let again = Player {
-                arrive: sim.players[e].arrive,
-                ..sim.players[e].clone()
-            };
-            sim.players.push(again);
-            person.push(person[e]);
-            sim.person.push(person[e]);
-            sim.relations.restricted.push(false);
-            sim.relations.ranges.push(None);
-            let need = if args.plain_colors {
-                0
-            } else {
-                colors[person[e]].need()
-            };
-            sim.needs.push(need.clamp(-3, 3) as i8);
+            // The same entry again, its arrival (its place) kept.
+            let who = sim.person[e];
+            let entry = sim.add_entry(sim.players[e].clone(), who, need_of(&colors, who));
             requeued_at.insert(entry, now);
             schedule.arrival(&mut sim, entry, now);
         }
