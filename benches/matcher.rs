@@ -36,6 +36,7 @@ fn realistic_pool(users: &[String], seed: u64) -> Vec<Seeker<'_>> {
             rating: rating(&mut rng),
             enqueued_at: NOW - rng.random_range(0..120_000),
             range: None,
+            deviation: matchmaking_api::domain::UNKNOWN_DEVIATION,
             color: 0,
         })
         .collect()
@@ -72,6 +73,7 @@ fn segments_of_12(c: &mut Criterion) {
             rating: (i / 12) as i32 * 600 + (i % 12) as i32 * 5,
             enqueued_at: NOW - rng.random_range(0..120_000),
             range: None,
+            deviation: matchmaking_api::domain::UNKNOWN_DEVIATION,
             color: 0,
         })
         .collect();
@@ -98,6 +100,7 @@ fn arrival(c: &mut Criterion) {
             rating: i as i32 * 101,
             enqueued_at: NOW,
             range: None,
+            deviation: matchmaking_api::domain::UNKNOWN_DEVIATION,
             color: 0,
         })
         .collect();
@@ -106,6 +109,7 @@ fn arrival(c: &mut Criterion) {
         rating: 5_000 * 101 + 30,
         enqueued_at: NOW,
         range: None,
+        deviation: matchmaking_api::domain::UNKNOWN_DEVIATION,
         color: 0,
     });
     assert_eq!(find_pairs(&pool, NOW, &policy).len(), 1);

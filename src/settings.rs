@@ -380,6 +380,26 @@ pub struct Settings {
         global = true
     )]
     pub repeat_waive_seconds: f64,
+    /// Rating-deviation-aware windows (0: off): a player's window is the
+    /// plain one times their deviation over this, kept within
+    /// DEVIATION_MIN_PERCENT and DEVIATION_MAX_PERCENT, never past
+    /// MAX_RATING_GAP.
+    #[arg(long, env = "DEVIATION_REFERENCE", default_value_t = 0, global = true)]
+    pub deviation_reference: i32,
+    #[arg(
+        long,
+        env = "DEVIATION_MIN_PERCENT",
+        default_value_t = 50,
+        global = true
+    )]
+    pub deviation_min_percent: i32,
+    #[arg(
+        long,
+        env = "DEVIATION_MAX_PERCENT",
+        default_value_t = 200,
+        global = true
+    )]
+    pub deviation_max_percent: i32,
     /// Run the matching worker inside `serve`.
     #[arg(long, env = "WORKER_ENABLED", default_value_t = true, action = ArgAction::Set, global = true)]
     pub worker_enabled: bool,
@@ -749,9 +769,9 @@ impl Settings {
                     .into(),
             );
         }
-        // The repeat fields are named as the policies name them.
+        // The repeat and deviation fields are named as the policies name them.
         if let Err((field, why)) = self.pool_policy().check()
-            && field.starts_with("repeat_")
+            && (field.starts_with("repeat_") || field.starts_with("deviation_"))
         {
             return Err(format!("{} {why}", field.to_uppercase()));
         }
@@ -830,6 +850,9 @@ impl Settings {
             repeat_window_ms: millis(self.repeat_window_seconds),
             repeat_games: self.repeat_window_games,
             repeat_waive_ms: millis(self.repeat_waive_seconds),
+            deviation_reference: self.deviation_reference,
+            deviation_min_percent: self.deviation_min_percent,
+            deviation_max_percent: self.deviation_max_percent,
         }
     }
 

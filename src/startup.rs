@@ -332,6 +332,7 @@ impl Core {
                 self.live.clone(),
                 self.clock.clone(),
             )),
+            matching: self.matching.clone(),
             auth: self.auth.clone(),
             queue_store: self.stores.queue.clone(),
             durable: self.stores.durable.clone(),

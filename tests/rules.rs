@@ -1130,6 +1130,149 @@ async fn a_players_own_range_holds_however_wide_the_window_grows(backend: Backen
     );
 }
 
+/// With deviation-aware windows, an established player's window stays
+/// tighter (half the plain one here) and a provisional player's starts
+/// wider (twice); the deviation comes from the ratings table.
+async fn an_established_window_stays_tighter_and_a_provisional_one_starts_wider(backend: Backend) {
+    let policy = PoolPolicy {
+        deviation_reference: 150,
+        deviation_min_percent: 50,
+        deviation_max_percent: 200,
+        ..PoolPolicy::default()
+    };
+    let Some(rig) = Rig::on(backend, policy, &[]).await else {
+        return;
+    };
+    for (user, rating, rd) in [
+        ("ana", 1500, Some(60)),
+        ("ben", 1580, Some(60)),
+        ("cal", 1500, None),
+        ("dan", 1660, Some(350)),
+    ] {
+        let pool = RatingPool::standard(Speed::Blitz);
+        let mut update = Ratings::default().with(pool, rating);
+        if let Some(rd) = rd {
+            update.set_deviation(pool, rd);
+        }
+        rig.queue
+            .ratings
+            .set(&tenant(), &uid(user), &update)
+            .await
+            .unwrap();
+    }
+    // 80 apart: inside the plain window (100), outside theirs (50) until it
+    // has widened three times (175 · 0.5 ≥ 80).
+    let ana = rig.join("ana").await.unwrap();
+    rig.join("ben").await.unwrap();
+    assert_eq!(rig.pass().await, matched(0));
+    rig.advance(29_999);
+    assert_eq!(rig.pass().await, matched(0));
+    rig.advance(1);
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(opponent_of(&rig, "ana", &ana).await.as_deref(), Some("ben"));
+    // 160 apart, both provisional (cal has no deviation: 350): twice the
+    // plain window at once.
+    let cal = rig.join("cal").await.unwrap();
+    rig.join("dan").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(opponent_of(&rig, "cal", &cal).await.as_deref(), Some("dan"));
+}
+
+/// The explain of an entry: before any pass, each other entry with the
+/// reason it is kept away (window, restricted, block, own range); after a
+/// pass that paired its one compatible partner elsewhere, whom it lost to
+/// and by how much score; and the partner's side, matched.
+async fn the_explain_says_who_is_kept_away_and_whom_the_pass_preferred(backend: Backend) {
+    let ratings = [
+        ("ana", 1500),
+        ("ben", 1540),
+        ("dan", 1900),
+        ("eve", 1520),
+        ("fay", 1510),
+        ("gus", 1530),
+    ];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
+    rig.restrict("eve", true).await;
+    rig.block("ana", "fay", true).await;
+    let ana = rig.join("ana").await.unwrap();
+    for user in ["ben", "dan", "eve", "fay"] {
+        rig.join(user).await.unwrap();
+    }
+    // gus takes only 1520-1540: ana (30 below) is outside.
+    let gus = rig.join_with("gus", POOL, Some((-10, 10))).await.unwrap();
+    let explain = |id: QueueEntryId| {
+        let rig = &rig;
+        async move {
+            rig.matching
+                .explain(&*rig.store, &pool_ref(POOL), id)
+                .await
+                .unwrap()
+                .expect("waiting")
+        }
+    };
+    let verdicts = |e: &matchmaking_api::services::explain::Explanation| {
+        let mut v: Vec<(String, &str)> = e
+            .candidates
+            .iter()
+            .map(|c| (c.user_id.to_string(), c.verdict))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = explain(ana).await;
+    assert_eq!((before.source, before.outcome), ("now", "not_passed"));
+    assert_eq!(
+        (before.window, before.others, before.compatible),
+        (100, 5, 1)
+    );
+    assert_eq!(
+        verdicts(&before),
+        vec![
+            ("ben".into(), "compatible"),
+            ("dan".into(), "window"),
+            ("eve".into(), "restricted"),
+            ("fay".into(), "block"),
+            ("gus".into(), "range"),
+        ]
+    );
+    assert_eq!(
+        before.excluded.into_iter().collect::<Vec<_>>(),
+        vec![("block", 1), ("range", 1), ("restricted", 1), ("window", 1)]
+    );
+    // Only ben can be paired: with gus (10 apart) rather than ana (40).
+    assert_eq!(rig.pass().await, matched(1));
+    assert_eq!(opponent_of(&rig, "gus", &gus).await.as_deref(), Some("ben"));
+    let after = explain(ana).await;
+    assert_eq!((after.source, after.outcome), ("last_pass", "unmatched"));
+    let lost: Vec<_> = after
+        .lost_to
+        .iter()
+        .map(|l| (l.user_id.as_str(), l.paired_with.as_str(), l.by))
+        .collect();
+    assert_eq!(lost, vec![("ben", "gus", 30)]);
+    assert_eq!(
+        after.lost_to[0].score_with_you + 30,
+        after.lost_to[0].their_score
+    );
+    let won = explain(gus).await;
+    assert_eq!(won.outcome, "matched");
+    assert_eq!(
+        won.matched_with.map(|p| p.user_id.to_string()).as_deref(),
+        Some("ben")
+    );
+    // Nobody by that id waits there.
+    let unknown = matchmaking_api::domain::QueueEntryId::generate();
+    assert!(
+        rig.matching
+            .explain(&*rig.store, &pool_ref(POOL), unknown)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// The wait a join is told reflects its range: a range that would have
 /// taken half the pool's recent partners is told twice the pool's wait.
 async fn the_wait_estimate_reflects_the_players_own_range(backend: Backend) {
@@ -1542,6 +1685,8 @@ on_both_backends!(
     a_pass_that_cannot_read_the_blocks_matches_nobody,
     a_players_own_range_holds_however_wide_the_window_grows,
     the_wait_estimate_reflects_the_players_own_range,
+    an_established_window_stays_tighter_and_a_provisional_one_starts_wider,
+    the_explain_says_who_is_kept_away_and_whom_the_pass_preferred,
     two_players_who_both_must_have_white_are_never_paired,
     a_repeat_pairing_gives_way_to_another_partner_until_waived,
     an_aborted_game_puts_the_one_who_showed_up_back_first_in_line,

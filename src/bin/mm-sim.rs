@@ -29,6 +29,12 @@
 //! those who arrived just before them), `--range-share` with
 //! `--range-min-delta`/`--range-max-delta` (players' own rating ranges;
 //! `outside own range` counts players matched outside theirs).
+//! `--established-share` gives that share of players an established
+//! rating (deviation 45–80) and the others a provisional one (100–350);
+//! `--deviation-reference` (with `--deviation-min-percent` and
+//! `--deviation-max-percent`) turns on `ours`'s deviation-aware windows
+//! (`PoolPolicy::window_for`), and the report gives the established
+//! players' share of games with a gap over 300 and their median wait.
 //!
 //! Usage: `mm-sim [--hours 2] [--rates 2,20,200] [--seed 1] [--out DIR]
 //! [--tolerance 0.05]` writes `<out>/sim.csv` and `<out>/gap_vs_wait.svg`
@@ -39,7 +45,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use clap::Parser;
-use matchmaking_api::domain::{ColorHistory, Millis, PoolPolicy, RatingRange, in_range};
+use matchmaking_api::domain::{
+    ColorHistory, Deviation, Millis, PoolPolicy, RatingRange, UNKNOWN_DEVIATION, in_range,
+};
 use matchmaking_api::matcher::{self, Flow, Hold, Seeker, solver};
 use matchmaking_api::services::queue::PoolEstimate;
 use matchmaking_api::services::summary::quantile;
@@ -189,7 +197,25 @@ struct Args {
     /// white by need): white by the lower balance, as before issue 24.
     #[arg(long)]
     plain_colors: bool,
+    /// Share of players with an established rating (deviation 45–80); the
+    /// others are provisional (100–350). 0: nobody has a deviation (350).
+    #[arg(long, default_value_t = 0.0)]
+    established_share: f64,
+    /// `ours`'s deviation-aware windows (the policy's
+    /// `deviation_reference`, 0: off, and its percent bounds).
+    #[arg(long, default_value_t = PoolPolicy::default().deviation_reference)]
+    deviation_reference: i32,
+    #[arg(long, default_value_t = PoolPolicy::default().deviation_min_percent)]
+    deviation_min_percent: i32,
+    #[arg(long, default_value_t = PoolPolicy::default().deviation_max_percent)]
+    deviation_max_percent: i32,
 }
+
+/// The largest deviation of an established player (the issue's figure).
+const ESTABLISHED_DEVIATION: Deviation = 80;
+
+/// The gap a game counts as wide at in the established players' figure.
+const WIDE_GAP: i32 = 300;
 
 impl Args {
     fn policy(&self) -> PoolPolicy {
@@ -202,6 +228,9 @@ impl Args {
             repeat_window_ms: (self.repeat_minutes * 60_000.0) as Millis,
             repeat_games: self.repeat_window_games,
             repeat_waive_ms: (self.repeat_waive_seconds * 1000.0) as Millis,
+            deviation_reference: self.deviation_reference,
+            deviation_min_percent: self.deviation_min_percent,
+            deviation_max_percent: self.deviation_max_percent,
             ..PoolPolicy::default()
         }
     }
@@ -356,6 +385,8 @@ struct Relations {
     blocks: std::collections::HashSet<(usize, usize)>,
     /// Each player's own rating range (`--range-share`).
     ranges: Vec<Option<RatingRange>>,
+    /// Each player's rating deviation (`--established-share`).
+    deviations: Vec<Deviation>,
 }
 
 impl Relations {
@@ -380,10 +411,19 @@ impl Relations {
             .iter()
             .map(|_| (args.range_share > 0.0 && rng.random_bool(args.range_share)).then_some(range))
             .collect();
+        let deviations = players
+            .iter()
+            .map(|_| match args.established_share {
+                0.0 => UNKNOWN_DEVIATION,
+                share if rng.random_bool(share) => rng.random_range(45..=ESTABLISHED_DEVIATION),
+                _ => rng.random_range(100..=UNKNOWN_DEVIATION),
+            })
+            .collect();
         Self {
             restricted,
             blocks,
             ranges,
+            deviations,
         }
     }
 
@@ -431,6 +471,11 @@ struct Outcome {
     /// waited at most that long.
     told: usize,
     within_p80: usize,
+    /// Games of established players (one per established player in a
+    /// match), those with a gap over [`WIDE_GAP`], and their waits.
+    established_games: usize,
+    established_wide: usize,
+    established_waits_ms: Vec<Millis>,
 }
 
 struct Sim {
@@ -485,6 +530,12 @@ impl Sim {
             for (i, p) in [(ia, pa), (ib, pb)] {
                 let side = usize::from(self.relations.restricted[i]);
                 self.out.waits_by_side_ms[side].push(now - p.arrive);
+                if self.relations.deviations[i] <= ESTABLISHED_DEVIATION {
+                    self.out.established_games += 1;
+                    self.out.established_wide +=
+                        usize::from((pa.rating - pb.rating).abs() > WIDE_GAP);
+                    self.out.established_waits_ms.push(now - p.arrive);
+                }
             }
             self.made.push((ia, ib));
             for (i, p) in [(ia, pa), (ib, pb)] {
@@ -527,6 +578,7 @@ impl Sim {
                         rating: p.rating,
                         enqueued_at: p.arrive,
                         range: self.relations.ranges[self.waiting[k].player],
+                        deviation: self.relations.deviations[self.waiting[k].player],
                         color: self.needs[self.waiting[k].player],
                     }
                 })
@@ -695,6 +747,9 @@ fn run_all(algo: Algo, traces: &[(u64, Vec<Player>)], args: &Args) -> Outcome {
         all.outside_range += o.outside_range;
         all.told += o.told;
         all.within_p80 += o.within_p80;
+        all.established_games += o.established_games;
+        all.established_wide += o.established_wide;
+        all.established_waits_ms.extend(o.established_waits_ms);
         for (side, waits) in o.waits_by_side_ms.into_iter().enumerate() {
             all.waits_by_side_ms[side].extend(waits);
         }
@@ -792,6 +847,7 @@ impl Sim {
         self.person.push(who);
         self.relations.restricted.push(false);
         self.relations.ranges.push(None);
+        self.relations.deviations.push(UNKNOWN_DEVIATION);
         self.needs.push(need.clamp(-3, 3) as i8);
         self.players.len() - 1
     }
@@ -1124,6 +1180,11 @@ struct Row {
     /// Median wait (s) of the players not restricted, and of the
     /// restricted ones.
     wait_p50_by_side: [f64; 2],
+    /// Established players' games, the share of them with a gap over
+    /// [`WIDE_GAP`], and their median wait (s).
+    established_games: usize,
+    established_wide: f64,
+    established_wait_p50: f64,
 }
 
 fn row(algo: Algo, rate: f64, mut o: Outcome, hours: f64) -> Row {
@@ -1143,6 +1204,9 @@ fn row(algo: Algo, rate: f64, mut o: Outcome, hours: f64) -> Row {
         outside_range: o.outside_range,
         within_p80: o.within_p80 as f64 / o.told.max(1) as f64,
         wait_p50_by_side: o.waits_by_side_ms.each_mut().map(|w| s(quantile(w, 0.5))),
+        established_games: o.established_games,
+        established_wide: o.established_wide as f64 / o.established_games.max(1) as f64,
+        established_wait_p50: s(quantile(&mut o.established_waits_ms, 0.5)),
     }
 }
 
@@ -1162,6 +1226,7 @@ fn optimality(args: &Args, rng: &mut StdRng) -> (usize, f64, f64) {
                 rating: normal(rng, 1500.0, 150.0).round() as i32,
                 enqueued_at: now - rng.random_range(0..90_000),
                 range: None,
+                deviation: UNKNOWN_DEVIATION,
                 color: 0,
             })
             .collect();
@@ -1229,6 +1294,7 @@ fn against_optimum(args: &Args, rng: &mut StdRng) -> Vec<Against> {
                         rating: normal(rng, 1500.0, 300.0).round().clamp(600.0, 2800.0) as i32,
                         enqueued_at: now - rng.random_range(0..120_000),
                         range: None,
+                        deviation: UNKNOWN_DEVIATION,
                         color: 0,
                     })
                     .collect();
@@ -1378,6 +1444,9 @@ fn read_rows(path: &std::path::Path) -> Result<Vec<Row>, Box<dyn std::error::Err
                 outside_range: num(10).unwrap_or(0.0) as usize,
                 within_p80: num(11).unwrap_or(0.0),
                 wait_p50_by_side: [num(2)?, 0.0],
+                established_games: 0,
+                established_wide: 0.0,
+                established_wait_p50: 0.0,
             })
         })
         .collect::<Result<_, String>>()
@@ -1602,6 +1671,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    if args.established_share > 0.0 {
+        for r in &rows {
+            println!(
+                "rate {}/min, {}: established players (deviation <= {ESTABLISHED_DEVIATION}): {} games, {:.2}% with a gap over {WIDE_GAP}; their median wait {:.1} s",
+                r.rate,
+                r.algo.name(),
+                r.established_games,
+                100.0 * r.established_wide,
+                r.established_wait_p50
+            );
+        }
+    }
     if args.snapshots > 0 {
         let (same, mean_ratio, worst) = optimality(&args, &mut rng);
         println!(
@@ -1696,6 +1777,33 @@ mod tests {
         }
         let relations = Relations::draw(&players, 5, &args);
         assert!(relations.ranges.iter().filter(|r| r.is_some()).count() > players.len() / 3);
+    }
+
+    /// Established players' windows stay tighter with deviation-aware
+    /// windows: at a 60 % floor their window never passes 300, so none of
+    /// their games is wider, where plain windows give them some.
+    #[test]
+    fn deviation_aware_windows_keep_established_players_games_close() {
+        let with = |reference: &str| {
+            Args::parse_from([
+                "mm-sim",
+                "--hours",
+                "4",
+                "--established-share",
+                "0.5",
+                "--deviation-reference",
+                reference,
+                "--deviation-min-percent",
+                "60",
+            ])
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        let players = trace(&with("0"), 2.0, &mut rng);
+        let plain = run(Algo::Ours, &players, 7, &with("0"));
+        let aware = run(Algo::Ours, &players, 7, &with("150"));
+        assert!(plain.established_wide > 0, "{plain:?}");
+        assert!(aware.established_games > players.len() / 5, "{aware:?}");
+        assert_eq!(aware.established_wide, 0);
     }
 
     /// A population of 20 playing 10,000 games (three seeds): the

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    GameId, MatchId, Millis, PoolKey, PoolRef, QueueEntryId, Rating, Region, TenantId, UserId,
-    Username,
+    Deviation, GameId, MatchId, Millis, PoolKey, PoolRef, QueueEntryId, Rating, Region, TenantId,
+    UNKNOWN_DEVIATION, UserId, Username,
 };
 
 /// Life of a queue entry. `Reserved` is the short internal "being matched"
@@ -167,6 +167,13 @@ pub struct QueueEntry {
     /// The player's own rating range, if they gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rating_range: Option<RatingRange>,
+    /// The rating's deviation at enqueue (Glicko RD; 350 when unknown).
+    #[serde(default = "unknown_deviation")]
+    pub rating_deviation: Deviation,
+}
+
+fn unknown_deviation() -> Deviation {
+    UNKNOWN_DEVIATION
 }
 
 impl QueueEntry {
@@ -197,6 +204,7 @@ impl QueueEntry {
             opponent: None,
             reason: None,
             rating_range: None,
+            rating_deviation: UNKNOWN_DEVIATION,
         }
     }
 

@@ -23,8 +23,8 @@ pub use pool::{
     DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, RatingPool, Region, RegionSet, Variant,
 };
 pub use tenant::{
-    MAX_RATING_WINDOW, MAX_REPEAT_GAMES, MAX_TIME_CONTROLS, PolicyPatch, PoolPolicy, TenantConfig,
-    TenantConfigPatch,
+    MAX_DEVIATION_PERCENT, MAX_RATING_WINDOW, MAX_REPEAT_GAMES, MAX_TIME_CONTROLS, PolicyPatch,
+    PoolPolicy, TenantConfig, TenantConfigPatch,
 };
 pub use time_control::{Speed, TimeControl};
 
@@ -36,6 +36,32 @@ pub type Rating = i32;
 
 /// The rating of a player the rating source has never seen.
 pub const DEFAULT_RATING: Rating = 1500;
+
+/// Deviation of a player with no deviation on record (Glicko's start: SPEC
+/// §8 reads unrated as 1500, deviation 350).
+pub const UNKNOWN_DEVIATION: Deviation = 350;
+
+/// The largest rating deviation kept (Glicko starts at 350; some rating
+/// services allow up to 500).
+pub const MAX_DEVIATION: Deviation = 1_000;
+
+/// A rating deviation, in rating points (0–[`MAX_DEVIATION`]).
+pub type Deviation = u16;
+
+/// A rating with its deviation (Glicko style), as a rating service keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatingSnapshot {
+    pub rating: Rating,
+    pub deviation: Deviation,
+}
+
+impl RatingSnapshot {
+    /// A player with no rating on record (SPEC §8: 1500, deviation 350).
+    pub const UNRATED: RatingSnapshot = RatingSnapshot {
+        rating: DEFAULT_RATING,
+        deviation: UNKNOWN_DEVIATION,
+    };
+}
 
 /// Ratings outside this range are refused at the edge.
 pub const RATING_RANGE: std::ops::RangeInclusive<Rating> = 0..=4000;

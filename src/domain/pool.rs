@@ -173,6 +173,15 @@ impl RatingPool {
             variant: Variant::Standard,
         }
     }
+
+    /// Every pool, by speed then variant.
+    pub fn all() -> impl Iterator<Item = RatingPool> {
+        super::Speed::ALL.into_iter().flat_map(|speed| {
+            Variant::ALL
+                .iter()
+                .map(move |&variant| RatingPool { speed, variant })
+        })
+    }
 }
 
 impl fmt::Display for RatingPool {

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Millis, Mode, ParseError, PoolKey, Region, RegionSet, TimeControl, Variant};
+use super::{
+    Deviation, MAX_DEVIATION, Millis, Mode, ParseError, PoolKey, Region, RegionSet, TimeControl,
+    Variant,
+};
 
 /// The choices a tenant offers its players.
 #[derive(Debug, Clone)]
@@ -201,6 +204,14 @@ pub struct PoolPolicy {
     pub repeat_window_ms: Millis,
     pub repeat_games: u32,
     pub repeat_waive_ms: Millis,
+    /// Rating-deviation-aware windows (0: off): a player's window is the
+    /// plain one ([`PoolPolicy::window`]) times their deviation over
+    /// `deviation_reference`, kept within `deviation_min_percent` and
+    /// `deviation_max_percent` of it, and never past `max_gap`
+    /// ([`PoolPolicy::window_for`]).
+    pub deviation_reference: i32,
+    pub deviation_min_percent: i32,
+    pub deviation_max_percent: i32,
 }
 
 impl Default for PoolPolicy {
@@ -217,6 +228,9 @@ impl Default for PoolPolicy {
             repeat_window_ms: 600_000,
             repeat_games: 3,
             repeat_waive_ms: 60_000,
+            deviation_reference: 0,
+            deviation_min_percent: 50,
+            deviation_max_percent: 200,
         }
     }
 }
@@ -236,6 +250,26 @@ impl PoolPolicy {
         let widened = i64::from(self.initial_window)
             + self.widening_steps(waited_ms) * i64::from(self.widening_amount);
         widened.min(i64::from(self.max_gap)) as i32
+    }
+
+    /// The window of a player of rating deviation `deviation` who has
+    /// waited `waited_ms`: `min(window(wait) · scale, max_gap)`, where
+    /// `scale = clamp(deviation / deviation_reference, min%, max%)`. A
+    /// provisional player (deviation above the reference) starts wider; an
+    /// established one (below) stays tighter all along, their widest window
+    /// being `max_gap · scale`. With `deviation_reference` 0, the plain
+    /// window.
+    pub fn window_for(&self, waited_ms: Millis, deviation: Deviation) -> i32 {
+        let window = self.window(waited_ms);
+        if self.deviation_reference <= 0 {
+            return window;
+        }
+        let window = i64::from(window);
+        let scaled = (window * i64::from(deviation) / i64::from(self.deviation_reference)).clamp(
+            window * i64::from(self.deviation_min_percent) / 100,
+            window * i64::from(self.deviation_max_percent) / 100,
+        );
+        scaled.min(i64::from(self.max_gap)) as i32
     }
 
     /// Whether an entry of this policy's pool that has waited `waited_ms`
@@ -285,6 +319,9 @@ impl PoolPolicy {
     }
 }
 
+/// The most a deviation may scale a window by, in percent.
+pub const MAX_DEVIATION_PERCENT: i32 = 1_000;
+
 /// The most recent games of a player a repeat may be counted in.
 pub const MAX_REPEAT_GAMES: u32 = 20;
 
@@ -319,6 +356,12 @@ pub struct PolicyPatch {
     pub repeat_window_games: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_waive_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deviation_reference: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deviation_min_percent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deviation_max_percent: Option<i32>,
 }
 
 impl PolicyPatch {
@@ -355,6 +398,15 @@ impl PoolPolicy {
                 .map_or(self.repeat_window_ms, ms),
             repeat_games: patch.repeat_window_games.unwrap_or(self.repeat_games),
             repeat_waive_ms: patch.repeat_waive_seconds.map_or(self.repeat_waive_ms, ms),
+            deviation_reference: patch
+                .deviation_reference
+                .unwrap_or(self.deviation_reference),
+            deviation_min_percent: patch
+                .deviation_min_percent
+                .unwrap_or(self.deviation_min_percent),
+            deviation_max_percent: patch
+                .deviation_max_percent
+                .unwrap_or(self.deviation_max_percent),
         }
     }
 
@@ -421,6 +473,21 @@ impl PoolPolicy {
         if !(0..=86_400_000).contains(&self.repeat_waive_ms) {
             return Err(("repeat_waive_seconds", "must be 0 to 86400 seconds".into()));
         }
+        if !(0..=i32::from(MAX_DEVIATION)).contains(&self.deviation_reference) {
+            return Err((
+                "deviation_reference",
+                format!("must be 0 (off) to {MAX_DEVIATION}"),
+            ));
+        }
+        if !(1..=100).contains(&self.deviation_min_percent) {
+            return Err(("deviation_min_percent", "must be 1 to 100".into()));
+        }
+        if !(100..=MAX_DEVIATION_PERCENT).contains(&self.deviation_max_percent) {
+            return Err((
+                "deviation_max_percent",
+                format!("must be 100 to {MAX_DEVIATION_PERCENT}"),
+            ));
+        }
         Ok(())
     }
 }
@@ -461,6 +528,47 @@ mod tests {
         assert_eq!(p.window(45_000), 200);
         assert_eq!(p.window(10_000_000), 500);
         assert_eq!(p.window(-5), 100);
+    }
+
+    #[test]
+    fn a_deviation_widens_a_provisional_window_and_narrows_an_established_one() {
+        let off = PoolPolicy::default();
+        assert_eq!(off.window_for(0, 350), 100);
+        assert_eq!(off.window_for(0, 40), 100);
+        let p = PoolPolicy {
+            deviation_reference: 150,
+            deviation_min_percent: 50,
+            deviation_max_percent: 200,
+            ..PoolPolicy::default()
+        };
+        // At the reference: the plain window.
+        assert_eq!(p.window_for(45_000, 150), 200);
+        // Provisional: twice as wide, never past the max gap.
+        assert_eq!(p.window_for(0, 350), 200);
+        assert_eq!(p.window_for(45_000, 350), 400);
+        assert_eq!(p.window_for(10_000_000, 350), 500);
+        // Established: 80/150 of it, at most 266 however long they wait.
+        assert_eq!(p.window_for(0, 80), 53);
+        assert_eq!(p.window_for(10_000_000, 80), 266);
+        // Below the floor: the floor.
+        assert_eq!(p.window_for(0, 30), 50);
+        assert!(p.check().is_ok());
+        for bad in [
+            PoolPolicy {
+                deviation_reference: 1_001,
+                ..p
+            },
+            PoolPolicy {
+                deviation_min_percent: 0,
+                ..p
+            },
+            PoolPolicy {
+                deviation_max_percent: 99,
+                ..p
+            },
+        ] {
+            assert!(bad.check().unwrap_err().0.starts_with("deviation_"));
+        }
     }
 
     #[test]

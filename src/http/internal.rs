@@ -24,6 +24,46 @@ fn path_ids(tenant: &str, user: &str) -> Result<(TenantId, UserId), ServiceError
     Ok((TenantId::parse(tenant)?, UserId::parse(user)?))
 }
 
+/// GET /internal/pools/{tenant_id}/{pool_key}/entries/{queue_entry_id}/explain
+#[utoipa::path(
+    get,
+    path = "/internal/pools/{tenant_id}/{pool_key}/entries/{queue_entry_id}/explain",
+    tag = "admin",
+    summary = "Why a searching entry waits: its window, who it could meet, who is kept from it and why, whom the last pass paired instead",
+    params(
+        ("tenant_id" = String, Path, description = "The tenant."),
+        ("pool_key" = String, Path, description = "The pool (`standard_5+0_rated_GLOBAL`)."),
+        ("queue_entry_id" = String, Path, description = "The searching entry."),
+    ),
+    responses(
+        (status = 200, description = "As this node's last pass over the pool saw the entry (`source: last_pass`), or as a pass would read the pool now (`source: now`)", body = crate::services::explain::Explanation),
+        (status = 400, description = "INVALID_REQUEST: names the bad parameter", body = openapi::ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such entry searching in the pool", body = openapi::ErrorBody),
+        openapi::AdminRefusals,
+        openapi::Refusals,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn explain(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Ids((tenant, pool, id)): Ids<(String, String, String)>,
+) -> Result<Json<crate::services::explain::Explanation>, ServiceError> {
+    let pool = crate::domain::PoolRef {
+        tenant_id: TenantId::parse(&tenant)?,
+        key: super::policies::pool_of(&pool)?,
+    };
+    let id = super::queue::entry_id(&id)?;
+    state
+        .matching
+        .explain(&*state.queue_store, &pool, id)
+        .await?
+        .map(Json)
+        .ok_or(ServiceError::NotFound(
+            "no such entry searching in this pool",
+        ))
+}
+
 /// GET /internal/ratings/{tenant_id}/{user_id}
 #[utoipa::path(
     get,

@@ -74,6 +74,8 @@ pub struct Services {
     pub ratings: RatingService,
     /// Blocks and fair-play restrictions.
     pub relations: Arc<crate::services::relations::RelationService>,
+    /// This node's matching service (the explain reads its last passes).
+    pub matching: Arc<crate::services::matching::MatchingService>,
     pub auth: Arc<JwtAuth>,
     pub queue_store: Arc<dyn QueueStore>,
     pub durable: Arc<dyn DurableStore>,
@@ -130,6 +132,7 @@ pub fn router(state: AppState, edge: edge::Edge) -> Router {
         .routes(routes!(internal::get_ratings, internal::put_ratings))
         .routes(routes!(internal::game_finished))
         .routes(routes!(internal::game_aborted))
+        .routes(routes!(internal::explain))
         .routes(routes!(relations::put_block, relations::delete_block))
         .routes(routes!(relations::get_blocks))
         .routes(routes!(

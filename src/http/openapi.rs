@@ -361,7 +361,9 @@ pub struct ChallengeList {
 
 /// PUT /internal/ratings/{tenant_id}/{user_id}: any subset of speeds (the
 /// standard variant's) and of pools `{speed}_{variant}`, e.g.
-/// `{"blitz": 1620, "blitz_chess960": 2100}`.
+/// `{"blitz": 1620, "blitz_chess960": 2100}`; a rating may come with its
+/// deviation (Glicko RD, 0–1000): `{"blitz": {"rating": 1620, "rd": 80}}`.
+/// A bare rating keeps the stored deviation (350 when none was given).
 #[derive(Serialize, ToSchema)]
 pub struct RatingsUpdate {
     pub bullet: Option<i32>,
@@ -386,6 +388,11 @@ pub struct Ratings {
     pub blitz: i32,
     pub rapid: i32,
     pub classical: i32,
+    /// The deviations given (Glicko RD), by the same keys: a speed for the
+    /// standard variant, `{speed}_{variant}` for another. A rating without
+    /// one is read as 350 (provisional). Absent when none was given.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub rating_deviations: std::collections::BTreeMap<String, u16>,
     /// Other variants set: `{speed}_{variant}` → rating.
     #[serde(flatten)]
     pub variants: std::collections::BTreeMap<String, i32>,
@@ -401,6 +408,17 @@ impl Ratings {
             blitz: standard(Speed::Blitz),
             rapid: standard(Speed::Rapid),
             classical: standard(Speed::Classical),
+            rating_deviations: ratings
+                .deviations()
+                .map(|(pool, d)| {
+                    let key = if pool.variant == domain::Variant::Standard {
+                        pool.speed.as_str().to_owned()
+                    } else {
+                        pool.to_string()
+                    };
+                    (key, d)
+                })
+                .collect(),
             variants: ratings
                 .variants()
                 .map(|(pool, r)| (pool.to_string(), r))
@@ -586,6 +604,22 @@ pub struct PolicyFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 86400)]
     pub repeat_waive_seconds: Option<f64>,
+    /// Rating-deviation-aware windows (0–1000; 0: off): a player's window
+    /// is the plain one times `deviation / deviation_reference`, kept
+    /// within `deviation_min_percent`–`deviation_max_percent` percent of
+    /// it and never past `max_rating_gap`. Provisional players (high
+    /// deviation) start wider; established ones stay tighter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub deviation_reference: Option<i32>,
+    /// The least a deviation scales a window to, in percent (1–100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub deviation_min_percent: Option<i32>,
+    /// The most a deviation scales a window to, in percent (100–1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 1000)]
+    pub deviation_max_percent: Option<i32>,
 }
 
 /// A tenant's or a pool's policy.
@@ -953,7 +987,16 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
     // Ratings: a speed (the standard variant) or `{speed}_{variant}`, each
     // an integer in range; at least one; nothing else.
     let range = crate::domain::RATING_RANGE;
-    let rating = json!({ "type": "integer", "format": "int32", "minimum": range.start(), "maximum": range.end() });
+    let bare = json!({ "type": "integer", "format": "int32", "minimum": range.start(), "maximum": range.end() });
+    let rating = json!({ "oneOf": [bare, {
+        "type": "object",
+        "properties": {
+            "rating": bare,
+            "rd": { "type": "number", "minimum": 0, "maximum": crate::domain::MAX_DEVIATION },
+        },
+        "required": ["rating"],
+        "additionalProperties": false,
+    }] });
     let mut pools = serde_json::Map::new();
     for speed in Speed::ALL {
         pools.insert(speed.as_str().to_owned(), rating.clone());

@@ -11,12 +11,15 @@ use super::extract::{Admin, ApiJson, Ids, object};
 use super::openapi::{self, PolicyFields};
 use crate::domain::{PolicyPatch, PoolKey, PoolPolicy, PoolRef, Region, RegionSet, TenantId};
 
-const INTEGER_FIELDS: [&str; 5] = [
+const INTEGER_FIELDS: [&str; 8] = [
     "initial_rating_window",
     "rating_window_widening_amount",
     "max_rating_gap",
     "repeat_penalty",
     "repeat_window_games",
+    "deviation_reference",
+    "deviation_min_percent",
+    "deviation_max_percent",
 ];
 const SECONDS_FIELDS: [&str; 5] = [
     "rating_window_widening_interval",
@@ -42,6 +45,9 @@ impl PolicyFields {
             repeat_window_seconds: Some(p.repeat_window_ms as f64 / 1000.0),
             repeat_window_games: Some(p.repeat_games),
             repeat_waive_seconds: Some(p.repeat_waive_ms as f64 / 1000.0),
+            deviation_reference: Some(p.deviation_reference),
+            deviation_min_percent: Some(p.deviation_min_percent),
+            deviation_max_percent: Some(p.deviation_max_percent),
         }
     }
 
@@ -59,6 +65,9 @@ impl PolicyFields {
             repeat_window_seconds: p.repeat_window_seconds,
             repeat_window_games: p.repeat_window_games,
             repeat_waive_seconds: p.repeat_waive_seconds,
+            deviation_reference: p.deviation_reference,
+            deviation_min_percent: p.deviation_min_percent,
+            deviation_max_percent: p.deviation_max_percent,
         }
     }
 }
@@ -91,6 +100,9 @@ fn parse_patch(body: &Map<String, Value>) -> Result<PolicyPatch, ServiceError> {
                 "initial_rating_window" => patch.initial_rating_window = Some(n),
                 "rating_window_widening_amount" => patch.rating_window_widening_amount = Some(n),
                 "repeat_penalty" => patch.repeat_penalty = Some(n),
+                "deviation_reference" => patch.deviation_reference = Some(n),
+                "deviation_min_percent" => patch.deviation_min_percent = Some(n),
+                "deviation_max_percent" => patch.deviation_max_percent = Some(n),
                 "repeat_window_games" => {
                     patch.repeat_window_games = Some(u32::try_from(n).map_err(|_| {
                         ServiceError::InvalidRequest(format!(
@@ -156,7 +168,7 @@ pub(super) fn actor(who: &crate::auth::Identity) -> String {
     format!("{}/{}", who.tenant_id, who.user_id)
 }
 
-fn pool_of(raw: &str) -> Result<PoolKey, ServiceError> {
+pub(super) fn pool_of(raw: &str) -> Result<PoolKey, ServiceError> {
     raw.parse().map_err(|e: crate::domain::ParseError| {
         ServiceError::InvalidRequest(format!("pool_key: {e}"))
     })

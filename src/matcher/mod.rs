@@ -28,7 +28,7 @@ pub mod solver;
 
 pub use flow::{Flow, Hold};
 
-use crate::domain::{ColorHistory, Millis, PoolPolicy, Rating, RatingRange};
+use crate::domain::{ColorHistory, Deviation, Millis, PoolPolicy, Rating, RatingRange};
 
 /// Segments up to this size are solved exactly...
 pub const EXACT_SEGMENT_LIMIT: usize = 12;
@@ -54,6 +54,8 @@ pub struct Seeker<'a> {
     pub enqueued_at: Millis,
     /// The player's own rating range, if they gave one.
     pub range: Option<RatingRange>,
+    /// Their rating's deviation ([`PoolPolicy::window_for`]).
+    pub deviation: Deviation,
     /// How much their next game should be white (positive) or black
     /// (negative): `ColorHistory::need`; 0 when it does not matter.
     pub color: i8,
@@ -92,8 +94,66 @@ struct Node {
 }
 
 impl Node {
+    /// Entry `index` of a snapshot at `now`: its window (its deviation's,
+    /// never past its own range), waiting steps and range bounds; held by
+    /// nobody.
+    fn of(index: usize, s: &Seeker<'_>, now: Millis, policy: &PoolPolicy) -> Self {
+        let waited = now - s.enqueued_at;
+        let window = policy.window_for(waited, s.deviation);
+        let (lo, hi) = range_bounds(s.range);
+        Node {
+            index: index as u32,
+            rating: s.rating,
+            window: s.range.map_or(window, |r| window.min(r.reach())),
+            steps: steps_of(policy.widening_steps(waited)),
+            enqueued_at: s.enqueued_at,
+            lo,
+            hi,
+            need: s.color,
+            held: false,
+        }
+    }
+
     fn at(&self) -> usize {
         self.index as usize
+    }
+}
+
+/// Why the matcher does not pair two entries, in the order it is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bar {
+    /// One is outside the other's own rating range.
+    Range,
+    /// Their gap is wider than one of their windows.
+    Window,
+    /// Both must have the same colour (`ColorHistory::clash`).
+    Colour,
+}
+
+impl Bar {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bar::Range => "range",
+            Bar::Window => "window",
+            Bar::Colour => "colour",
+        }
+    }
+}
+
+/// An entry's window at `now` as a pass sees it (no hold): its
+/// deviation's, never past its own range.
+pub fn window_of(s: &Seeker<'_>, now: Millis, policy: &PoolPolicy) -> i32 {
+    Node::of(0, s, now, policy).window
+}
+
+/// What the matcher makes of pairing `a` and `b` at `now`, neither held:
+/// the pair's score before any cost, or why it may not be made. The
+/// pass's own rules ([`Matcher::bar`], [`Matcher::score`]).
+pub fn judge(a: &Seeker<'_>, b: &Seeker<'_>, now: Millis, policy: &PoolPolicy) -> Result<i64, Bar> {
+    let (x, y) = (Node::of(0, a, now, policy), Node::of(1, b, now, policy));
+    match Matcher::<fn(usize, usize) -> Option<i64>>::bar(&x, &y) {
+        Some(bar) => Err(bar),
+        None => Ok(Matcher::<fn(usize, usize) -> Option<i64>>::score(&x, &y)),
     }
 }
 
@@ -172,28 +232,16 @@ pub fn find_pairs_costed(
     let nodes: Vec<Node> = keys
         .into_iter()
         .map(|(key, enqueued_at)| {
-            let waited = now - enqueued_at;
-            let rating = (key >> 32) as u32 as i32 ^ i32::MIN;
             let index = (key & u64::from(u32::MAX)) as usize;
-            let range = snapshot[index].range;
-            let window = range.map_or(policy.window(waited), |r| {
-                policy.window(waited).min(r.reach())
-            });
-            let (lo, hi) = range_bounds(range);
-            let held = hold
-                .and_then(|(hold, flow)| hold.gap(flow, rating, waited))
-                .filter(|&gap| gap < window);
-            Node {
-                index: index as u32,
-                rating,
-                window: held.unwrap_or(window),
-                held: held.is_some(),
-                steps: steps_of(policy.widening_steps(waited)),
-                enqueued_at,
-                lo,
-                hi,
-                need: snapshot[index].color,
+            let mut node = Node::of(index, &snapshot[index], now, policy);
+            if let Some(gap) = hold
+                .and_then(|(hold, flow)| hold.gap(flow, node.rating, now - enqueued_at))
+                .filter(|&gap| gap < node.window)
+            {
+                node.window = gap;
+                node.held = true;
             }
+            node
         })
         .collect();
 
@@ -282,13 +330,24 @@ impl<F: Fn(usize, usize) -> Option<i64>> Matcher<'_, F> {
     /// Within both windows and both ranges, and not both bound to the
     /// same colour.
     fn fits(a: &Node, b: &Node) -> bool {
+        Self::bar(a, b).is_none()
+    }
+
+    /// What keeps `a` and `b` apart, if anything ([`Matcher::fits`]).
+    fn bar(a: &Node, b: &Node) -> Option<Bar> {
         let gap = (a.rating - b.rating).abs();
         let up = b.rating - a.rating;
-        gap <= a.window
-            && gap <= b.window
-            && (i32::from(a.lo)..=i32::from(a.hi)).contains(&up)
-            && (i32::from(b.lo)..=i32::from(b.hi)).contains(&-up)
-            && !ColorHistory::clash(a.need.into(), b.need.into())
+        if !((i32::from(a.lo)..=i32::from(a.hi)).contains(&up)
+            && (i32::from(b.lo)..=i32::from(b.hi)).contains(&-up))
+        {
+            Some(Bar::Range)
+        } else if gap > a.window || gap > b.window {
+            Some(Bar::Window)
+        } else if ColorHistory::clash(a.need.into(), b.need.into()) {
+            Some(Bar::Colour)
+        } else {
+            None
+        }
     }
 
     /// Fits and may meet. The nodes of a pass are of distinct users
@@ -889,20 +948,7 @@ pub fn compatibility_graph(
     let nodes: Vec<Node> = snapshot
         .iter()
         .enumerate()
-        .map(|(index, s)| {
-            let (lo, hi) = range_bounds(s.range);
-            Node {
-                index: index as u32,
-                rating: s.rating,
-                window: policy.window(now - s.enqueued_at),
-                steps: steps_of(policy.widening_steps(now - s.enqueued_at)),
-                enqueued_at: s.enqueued_at,
-                lo,
-                hi,
-                need: s.color,
-                held: false,
-            }
-        })
+        .map(|(index, s)| Node::of(index, s, now, policy))
         .collect();
     let matcher = Matcher {
         cost: &|_: usize, _: usize| Some(0),

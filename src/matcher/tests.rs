@@ -29,6 +29,7 @@ fn snapshot(raw: &[(u8, i32, i64)], users: &[String]) -> Vec<Seeker<'static>> {
             rating,
             enqueued_at: NOW - waited * 1000,
             range: None,
+            deviation: crate::domain::UNKNOWN_DEVIATION,
             color: 0,
         })
         .collect()
@@ -447,6 +448,7 @@ fn a_large_dense_pool_matches_nearly_everyone() {
             rating: 1000 + ((i * 7919) % 1000) as i32,
             enqueued_at: NOW - (i as i64 % 60) * 1000,
             range: None,
+            deviation: crate::domain::UNKNOWN_DEVIATION,
             color: 0,
         })
         .collect();
@@ -494,6 +496,7 @@ fn exact_solving_stops_at_the_work_budget_and_the_rest_goes_greedy() {
                 rating,
                 enqueued_at: NOW - waited * 1000,
                 range: None,
+                deviation: crate::domain::UNKNOWN_DEVIATION,
                 color: 0,
             })
             .collect()

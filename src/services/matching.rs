@@ -37,16 +37,17 @@ use tracing::Instrument;
 
 use super::backlog::Backlog;
 use super::breaker::{BreakerState, CircuitBreaker};
+use super::explain::{self, PassView};
 use super::games::{GameCreationError, GameCreator, NewGame};
 use super::live::LiveConfig;
 use crate::domain::{
-    Arm, Clock, ColorHistory, DEFAULT_STRATEGY, EndReason, Flags, GameId, MatchIntent, MatchRecord,
-    MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, QueueEntryId, Region, Strategy,
-    SystemClock, TenantId, UserId, in_range,
+    Arm, Clock, ColorHistory, DEFAULT_STRATEGY, EndReason, EntryStatus, Flags, GameId, MatchIntent,
+    MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, QueueEntryId, Region,
+    Strategy, SystemClock, TenantId, UserId, in_range,
 };
 use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
-    AuditEvent, Claim, DurableStore, GuardStore, PairingStore, Reservation, StoreError,
+    AuditEvent, Claim, DurableStore, EntryStore, GuardStore, PairingStore, Reservation, StoreError,
     StoreResult, Waiting,
 };
 
@@ -108,13 +109,15 @@ pub struct MatchingService {
     /// What each waiting entry's passes know of its player, per pool
     /// ([`Self::facts`]).
     facts: std::sync::Mutex<HashMap<PoolRef, HashMap<QueueEntryId, Facts>>>,
+    /// The last pass of this node over each pool, for the explain.
+    views: std::sync::Mutex<HashMap<PoolRef, Arc<PassView>>>,
 }
 
 /// A waiting entry's player, as the pass reads them once.
 #[derive(Debug, Clone, Default)]
-struct Facts {
+pub(super) struct Facts {
     /// Their colour need ([`ColorHistory::need`]).
-    need: i8,
+    pub(super) need: i8,
     /// Their latest opponents, newest first, when the policy counts
     /// repeats (`None`: not read).
     opponents: Option<Arc<[(UserId, Millis)]>>,
@@ -155,7 +158,7 @@ fn met_lately(
 
 /// What pairing `a` and `b` costs for having met recently
 /// ([`PoolPolicy::repeat_cost`]).
-fn repeat_cost(
+pub(super) fn repeat_cost(
     policy: &PoolPolicy,
     a: (&Waiting, &Facts),
     b: (&Waiting, &Facts),
@@ -174,9 +177,9 @@ fn repeat_cost(
 /// Who an entry may be paired with: those on its side of a matcher
 /// experiment (if one runs), restricted for fair play or not as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Group {
-    arm: Option<Arm>,
-    restricted: bool,
+pub(super) struct Group {
+    pub(super) arm: Option<Arm>,
+    pub(super) restricted: bool,
 }
 
 /// Matchings of a pass at most: after each, the durable store is asked
@@ -270,6 +273,7 @@ impl MatchingService {
             hold: Hold::default(),
             flows: Default::default(),
             facts: Default::default(),
+            views: Default::default(),
             estimates: None,
         }
     }
@@ -429,6 +433,8 @@ impl MatchingService {
                 None => live.push(w),
             }
         }
+        // Shared with the explain's view of the pass.
+        let live = Arc::new(live);
         let mut report = PassReport::default();
         if !expired.is_empty() {
             report.timed_out = self.end_expired(pool, &expired, now).await?;
@@ -442,13 +448,9 @@ impl MatchingService {
         // entry for the whole pass: pairing, fallback and its partners all
         // use them.
         let flags = self.live.flags(&pool.tenant_id);
-        let restricted = self.live.restricted(&pool.tenant_id);
-        let group_of = |w: &Waiting| Group {
-            arm: arm_of(&flags, &pool.tenant_id, &w.user_id),
-            restricted: restricted.contains(&w.user_id),
-        };
-        let groups: Vec<Group> = live.iter().map(group_of).collect();
-        let facts = self.facts(pool, &live, &policy, now).await?;
+        let group_of = self.grouper(pool, &flags);
+        let groups: Arc<Vec<Group>> = Arc::new(live.iter().map(&group_of).collect());
+        let facts = Arc::new(self.facts(pool, &live, &policy, now).await?);
         let mut bars = std::collections::HashSet::new();
         let mut visitors: Option<Vec<Visitors>> = None;
         let mut matchings = 0;
@@ -489,6 +491,22 @@ impl MatchingService {
             bars.extend(fresh.into_iter().map(|(a, b)| (a.min(b), a.max(b))));
         };
         let visitors = visitors.unwrap_or_default();
+        self.remember(
+            pool,
+            PassView {
+                at: now,
+                policy,
+                live: live.clone(),
+                groups: groups.clone(),
+                facts: facts.clone(),
+                pairs: pairs.clone(),
+                crossing: crossing
+                    .iter()
+                    .map(|&(a, (v, j))| (a, visitors[v].entries[j].user_id.clone()))
+                    .collect(),
+                passed: true,
+            },
+        );
         if policy.repeat_penalty > 0 && !pairs.is_empty() {
             let repeats = pairs
                 .iter()
@@ -536,6 +554,102 @@ impl MatchingService {
             return Err(e);
         }
         Ok(report)
+    }
+
+    /// Who each entry of `pool` may be paired with, by `flags` and the
+    /// players restricted now.
+    fn grouper<'a>(&self, pool: &'a PoolRef, flags: &'a Flags) -> impl Fn(&Waiting) -> Group + 'a {
+        let restricted = self.live.restricted(&pool.tenant_id);
+        move |w: &Waiting| Group {
+            arm: arm_of(flags, &pool.tenant_id, &w.user_id),
+            restricted: restricted.contains(&w.user_id),
+        }
+    }
+
+    /// Keeps a pass's view of `pool` for the explain (a pool nobody waits
+    /// in is forgotten).
+    fn remember(&self, pool: &PoolRef, view: PassView) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        if view.live.is_empty() {
+            views.remove(pool);
+        } else {
+            views.insert(pool.clone(), Arc::new(view));
+        }
+    }
+
+    /// Why entry `id` of `pool` waits ([`explain`]): as this node's last
+    /// pass over the pool saw it — while it still waits, or when that pass
+    /// paired it — else as a pass would read the pool now. `None` when the
+    /// entry neither waits in the pool nor was paired by that pass.
+    /// `entries` says whether it still waits (without counting as its
+    /// client being heard from).
+    pub async fn explain(
+        &self,
+        entries: &dyn EntryStore,
+        pool: &PoolRef,
+        id: QueueEntryId,
+    ) -> StoreResult<Option<explain::Explanation>> {
+        let remembered = self
+            .views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pool)
+            .cloned();
+        let mut view = None;
+        if let Some(last) = remembered {
+            if let Some(t) = last.position(id) {
+                let waiting = entries
+                    .user_entry(&pool.tenant_id, &last.live[t].user_id)
+                    .await?
+                    .filter(|e| e.id == id && e.status == EntryStatus::Searching);
+                match (last.paired(t), waiting) {
+                    // As the pass left it.
+                    (false, Some(_)) | (true, None) => view = Some(last),
+                    // Put back since the pass paired it: as it is now.
+                    (true, Some(_)) => {}
+                    // Gone since.
+                    (false, None) => return Ok(None),
+                }
+            }
+        }
+        let view = match view {
+            Some(view) => view,
+            None => Arc::new(self.view_now(pool).await?),
+        };
+        let Some(t) = view.position(id) else {
+            return Ok(None);
+        };
+        let blocks = self
+            .durable
+            .relations_among(&pool.tenant_id, &explain::block_subjects(&view, t))
+            .await?;
+        Ok(Some(explain::explain(pool, &view, t, &blocks)))
+    }
+
+    /// The pool as a pass would read it now, with nothing paired.
+    async fn view_now(&self, pool: &PoolRef) -> StoreResult<PassView> {
+        let now = self.clock.now();
+        let policy = self.live.policy(pool);
+        let live: Vec<Waiting> = self
+            .store
+            .waiting(pool)
+            .await?
+            .into_iter()
+            .filter(|w| self.expired(&policy, w, now).is_none())
+            .collect();
+        let flags = self.live.flags(&pool.tenant_id);
+        let groups = live.iter().map(self.grouper(pool, &flags)).collect();
+        let facts = self.facts(pool, &live, &policy, now).await?;
+        Ok(PassView {
+            at: now,
+            policy,
+            live: Arc::new(live),
+            groups: Arc::new(groups),
+            facts: Arc::new(facts),
+            pairs: Vec::new(),
+            crossing: Vec::new(),
+            passed: false,
+        })
     }
 
     /// The pairs (indices into `live`) the pool's strategy makes, none of
@@ -1191,7 +1305,7 @@ impl MatchingService {
                 "entry": w.id,
                 "user": w.user_id,
                 "rating": w.rating,
-                "window": policy.window(now - w.enqueued_at),
+                "window": w.window(&policy, now),
                 "waited_ms": now - w.enqueued_at,
             })
         };
@@ -1207,8 +1321,8 @@ impl MatchingService {
             white_rating = p.white.rating,
             black_rating = p.black.rating,
             gap,
-            white_window = policy.window(now - p.white.enqueued_at),
-            black_window = policy.window(now - p.black.enqueued_at),
+            white_window = p.white.window(&policy, now),
+            black_window = p.black.window(&policy, now),
             white_waited_ms = now - p.white.enqueued_at,
             black_waited_ms = now - p.black.enqueued_at,
             white_request_id = p.white.request_id.as_deref().unwrap_or(""),
@@ -1347,7 +1461,7 @@ fn lonely(
     let paired = paired_flags(live.len(), pairs.iter().copied());
     let mut left: Vec<usize> = (0..live.len()).filter(|&i| !paired[i]).collect();
     left.sort_by_key(|&i| live[i].rating);
-    let window = |i: usize| policy.window(now - live[i].enqueued_at);
+    let window = |i: usize| live[i].window(policy, now);
     let meets = |i: usize, j: usize| {
         live[i].user_id != live[j].user_id
             && groups[i] == groups[j]
@@ -1409,7 +1523,7 @@ fn cross_pairs(
     let mut pairs = Vec::new();
     for i in order {
         let u = &live[i];
-        let reach = policy.window(now - u.enqueued_at);
+        let reach = u.window(policy, now);
         let from = by_rating.partition_point(|&(r, _, _)| r < u.rating - reach);
         let best = by_rating[from..]
             .iter()
@@ -1422,7 +1536,7 @@ fn cross_pairs(
                     && w.user_id != u.user_id
                     && there.groups[j] == groups[i]
                     && ranges_meet(u, w)
-                    && (u.rating - w.rating).abs() <= there.policy.window(now - w.enqueued_at)
+                    && (u.rating - w.rating).abs() <= w.window(&there.policy, now)
             })
             .min_by_key(|&(_, _, j, there)| {
                 let w = &there.entries[j];
@@ -1455,12 +1569,13 @@ struct Visitors {
 }
 
 /// An entry as the matcher sees it.
-fn seeker(w: &Waiting, color: i8) -> Seeker<'_> {
+pub(super) fn seeker(w: &Waiting, color: i8) -> Seeker<'_> {
     Seeker {
         user: w.user_id.as_str(),
         rating: w.rating,
         enqueued_at: w.enqueued_at,
         range: w.rating_range,
+        deviation: w.rating_deviation,
         color,
     }
 }

@@ -16,6 +16,7 @@ pub mod backlog;
 pub mod breaker;
 pub mod challenges;
 pub mod events;
+pub mod explain;
 pub mod games;
 pub mod guards;
 pub mod live;

@@ -326,9 +326,9 @@ impl QueueService {
             .as_ref()
             .map(|m| self.check_metadata(m))
             .transpose()?;
-        let rating = self
+        let rated = self
             .ratings
-            .rating(&who.tenant_id, &who.user_id, join.pool.rating_pool())
+            .snapshot(&who.tenant_id, &who.user_id, join.pool.rating_pool())
             .await?;
         let now = self.clock.now();
         let entry = QueueEntry {
@@ -336,11 +336,12 @@ impl QueueService {
             request_id: join.request_id,
             client_metadata: metadata,
             rating_range: join.rating_range,
+            rating_deviation: rated.deviation,
             ..QueueEntry::searching(
                 who.tenant_id.clone(),
                 who.user_id.clone(),
                 join.pool,
-                rating,
+                rated.rating,
                 now,
             )
         };

@@ -29,30 +29,9 @@ use tracing::Instrument;
 
 use super::breaker::CircuitBreaker;
 use crate::domain::{
-    Clock, DEFAULT_RATING, Millis, RATING_RANGE, Rating, RatingPool, SystemClock, TenantId, UserId,
+    Clock, Deviation, MAX_DEVIATION, Millis, RATING_RANGE, Rating, RatingPool, RatingSnapshot,
+    SystemClock, TenantId, UNKNOWN_DEVIATION, UserId,
 };
-
-/// Deviation of a player the rating service has no row for in a pool
-/// (SPEC §8: unrated is 1500, deviation 350).
-pub const UNRATED_DEVIATION: f64 = 350.0;
-
-/// The largest deviation accepted in an answer (Glicko starts at 350;
-/// some services allow up to 500).
-const MAX_DEVIATION: f64 = 1_000.0;
-
-/// A rating with its deviation, as the rating service keeps it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RatingSnapshot {
-    pub rating: Rating,
-    pub deviation: f64,
-}
-
-impl RatingSnapshot {
-    pub const UNRATED: RatingSnapshot = RatingSnapshot {
-        rating: DEFAULT_RATING,
-        deviation: UNRATED_DEVIATION,
-    };
-}
 
 /// Why a read did not come from a fresh answer (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,8 +324,10 @@ fn parse(body: &[u8], user: &UserId) -> Result<Vec<(RatingPool, RatingSnapshot)>
         {
             return Err("a rating outside 0-4000");
         }
-        let deviation = r.rating_deviation.unwrap_or(UNRATED_DEVIATION);
-        if !(deviation.is_finite() && (0.0..=MAX_DEVIATION).contains(&deviation)) {
+        let deviation = r
+            .rating_deviation
+            .map_or(f64::from(UNKNOWN_DEVIATION), f64::round);
+        if !(deviation.is_finite() && (0.0..=f64::from(MAX_DEVIATION)).contains(&deviation)) {
             return Err("a rating deviation outside 0-1000");
         }
         if let Ok(pool) = r.pool_id.parse::<RatingPool>() {
@@ -354,7 +335,7 @@ fn parse(body: &[u8], user: &UserId) -> Result<Vec<(RatingPool, RatingSnapshot)>
                 pool,
                 RatingSnapshot {
                     rating: rating as Rating,
-                    deviation,
+                    deviation: deviation as Deviation,
                 },
             ));
         }
@@ -400,7 +381,7 @@ mod tests {
                     RatingPool::standard(Speed::Blitz),
                     RatingSnapshot {
                         rating: 1620,
-                        deviation: 80.5
+                        deviation: 81
                     }
                 ),
                 (
@@ -410,7 +391,7 @@ mod tests {
                     },
                     RatingSnapshot {
                         rating: 2100,
-                        deviation: UNRATED_DEVIATION
+                        deviation: UNKNOWN_DEVIATION
                     }
                 ),
             ]

@@ -26,7 +26,8 @@ use tokio::sync::watch;
 
 use super::rating_api::{RatingApi, Read};
 use crate::domain::{
-    DEFAULT_RATING, Millis, ParseError, RATING_RANGE, Rating, RatingPool, Speed, TenantId, UserId,
+    Deviation, MAX_DEVIATION, Millis, ParseError, RATING_RANGE, Rating, RatingPool, RatingSnapshot,
+    Speed, TenantId, UserId,
 };
 use crate::store::{RatingChange, RatingStore, Ratings, StoreResult};
 
@@ -202,20 +203,31 @@ impl RatingService {
         user: &UserId,
         pool: RatingPool,
     ) -> StoreResult<Rating> {
+        Ok(self.snapshot(tenant, user, pool).await?.rating)
+    }
+
+    /// The player's rating in `pool` with its deviation (350 when none is
+    /// known), from where [`RatingService::rating`] reads it.
+    pub async fn snapshot(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        pool: RatingPool,
+    ) -> StoreResult<RatingSnapshot> {
         let Some(api) = &self.api else {
             return Ok(self
                 .local(tenant, user, pool)
                 .await?
-                .unwrap_or(DEFAULT_RATING));
+                .unwrap_or(RatingSnapshot::UNRATED));
         };
         let why = match api.read(tenant, user, pool).await {
-            Read::Fresh(snapshot) => return Ok(snapshot.rating),
+            Read::Fresh(snapshot) => return Ok(snapshot),
             Read::Unavailable {
                 why,
                 stale: Some(snapshot),
             } => {
                 crate::observe::rating_fallback(why.as_str(), "cache");
-                return Ok(snapshot.rating);
+                return Ok(snapshot);
             }
             Read::Unavailable { why, stale: None } => why,
         };
@@ -224,23 +236,23 @@ impl RatingService {
             why.as_str(),
             if local.is_some() { "local" } else { "default" },
         );
-        Ok(local.unwrap_or(DEFAULT_RATING))
+        Ok(local.unwrap_or(RatingSnapshot::UNRATED))
     }
 
-    /// The local table's rating in `pool`, from the copy once it is
-    /// loaded; `None` when never set.
+    /// The local table's rating in `pool` with its deviation, from the
+    /// copy once it is loaded; `None` when never set.
     async fn local(
         &self,
         tenant: &TenantId,
         user: &UserId,
         pool: RatingPool,
-    ) -> StoreResult<Option<Rating>> {
+    ) -> StoreResult<Option<RatingSnapshot>> {
         let ratings = if self.copy.loaded() {
             self.copy.get(tenant, user)
         } else {
             self.store.ratings(tenant, user).await?
         };
-        Ok(ratings.rated(pool))
+        Ok(ratings.snapshot(pool))
     }
 
     /// What is stored (from the copy only when it is authoritative, so an
@@ -270,7 +282,9 @@ impl RatingService {
 
 /// Parses an update (SPEC §8): keys are a speed (`"blitz"`: the standard
 /// variant's) or a pool `{speed}_{variant}` (`"blitz_chess960"`), values
-/// integers within [`RATING_RANGE`]; at least one.
+/// integers within [`RATING_RANGE`], or `{"rating": 1620, "rd": 80}` with
+/// the rating's deviation (a number within 0–[`MAX_DEVIATION`], rounded);
+/// at least one. A bare rating leaves the stored deviation as it is.
 pub fn parse_update(
     body: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Ratings, ParseError> {
@@ -296,6 +310,10 @@ pub fn parse_update(
                 "ratings",
             ),
         };
+        let (value, deviation) = match value {
+            serde_json::Value::Object(o) => rated_object(o, key, field)?,
+            bare => (bare, None),
+        };
         // 1620.0 is an integer too (JSON Schema's and JavaScript's view).
         let whole = value.as_i64().or_else(|| {
             value
@@ -317,6 +335,42 @@ pub fn parse_update(
                 )
             })?;
         update.set(pool, rating);
+        if let Some(d) = deviation {
+            update.set_deviation(pool, d);
+        }
     }
     Ok(update)
+}
+
+/// A rating given with its deviation: `{"rating": …, "rd": …}` (`rd`
+/// optional); answers the rating's JSON value and the deviation.
+fn rated_object<'a>(
+    o: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<(&'a serde_json::Value, Option<Deviation>), ParseError> {
+    if let Some(other) = o.keys().find(|k| !matches!(k.as_str(), "rating" | "rd")) {
+        return Err(ParseError::new(
+            field,
+            format!("{key} takes rating and rd, not {other:?}"),
+        ));
+    }
+    let rating = o
+        .get("rating")
+        .ok_or_else(|| ParseError::new(field, format!("{key} needs a rating")))?;
+    let deviation = o
+        .get("rd")
+        .map(|rd| {
+            rd.as_f64()
+                .filter(|d| (0.0..=f64::from(MAX_DEVIATION)).contains(d))
+                .map(|d| d.round() as Deviation)
+                .ok_or_else(|| {
+                    ParseError::new(
+                        field,
+                        format!("{key}.rd must be a number between 0 and {MAX_DEVIATION}"),
+                    )
+                })
+        })
+        .transpose()?;
+    Ok((rating, deviation))
 }

@@ -24,9 +24,9 @@ use super::{
     StaleReservation, StoreError, StoreResult, Waiting, feed::EntryFeed, stats_bucket,
 };
 use crate::domain::{
-    ActiveGame, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, Millis,
-    Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantId, UserId,
-    Username,
+    ActiveGame, Deviation, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord,
+    Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantId,
+    UserId, Username,
 };
 
 /// Finished entries or lapsed guards one purge drops per hold of the lock.
@@ -57,6 +57,7 @@ struct StoredEntry {
     client_metadata: Option<Box<str>>,
     reason: Option<EndReason>,
     rating_range: Option<RatingRange>,
+    rating_deviation: Deviation,
     outcome: Option<Box<Outcome>>,
 }
 
@@ -98,6 +99,7 @@ impl StoredEntry {
             client_metadata: e.client_metadata.map(String::into_boxed_str),
             reason: e.reason,
             rating_range: e.rating_range,
+            rating_deviation: e.rating_deviation,
             outcome,
         }
     }
@@ -124,6 +126,7 @@ impl StoredEntry {
             opponent: outcome.and_then(|o| o.opponent.clone()),
             reason: self.reason,
             rating_range: self.rating_range,
+            rating_deviation: self.rating_deviation,
         }
     }
 
@@ -629,6 +632,7 @@ impl PairingStore for MemoryQueueStore {
                 last_seen_at: e.last_seen_at,
                 request_id: e.request_id.as_deref().map(str::to_owned),
                 rating_range: e.rating_range,
+                rating_deviation: e.rating_deviation,
             })
             .collect())
     }

@@ -47,9 +47,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ActiveGame, Challenge, ChallengeId, ChallengeStatus, ColorHistory, DEFAULT_RATING, EndReason,
-    GameId, MatchId, MatchIntent, MatchRecord, Millis, PoolKey, PoolRef, QueueEntry, QueueEntryId,
-    RATING_RANGE, Rating, RatingPool, RatingRange, Speed, TenantId, UserId, Username, Variant,
+    ActiveGame, Challenge, ChallengeId, ChallengeStatus, ColorHistory, DEFAULT_RATING, Deviation,
+    EndReason, GameId, MAX_DEVIATION, MatchId, MatchIntent, MatchRecord, Millis, PoolKey,
+    PoolPolicy, PoolRef, QueueEntry, QueueEntryId, RATING_RANGE, Rating, RatingPool, RatingRange,
+    RatingSnapshot, Speed, TenantId, UNKNOWN_DEVIATION, UserId, Username, Variant,
 };
 
 /// A store could not do what was asked; callers answer 503.
@@ -225,6 +226,15 @@ pub struct Waiting {
     pub request_id: Option<String>,
     /// The player's own rating range, if they gave one.
     pub rating_range: Option<RatingRange>,
+    /// The rating's deviation (350 when unknown).
+    pub rating_deviation: Deviation,
+}
+
+impl Waiting {
+    /// The entry's window at `now` under `policy` (its deviation's).
+    pub fn window(&self, policy: &PoolPolicy, now: Millis) -> i32 {
+        policy.window_for(now - self.enqueued_at, self.rating_deviation)
+    }
 }
 
 /// Length of one outcome-counting bucket of [`PoolStats`].
@@ -564,21 +574,26 @@ pub trait QueueStore: EntryStore + PairingStore + GuardStore + PoolStatsStore + 
 
 /// A player's ratings per speed and variant (SPEC §8: `blitz_standard`,
 /// `blitz_chess960`, …); unset ones are [`DEFAULT_RATING`]. Fixed-size and
-/// `Copy`: every node keeps one per rated player in memory, 72 bytes of
-/// ratings (ratings fit in 0–4000, so an `i16` each, `-1` = unset).
+/// `Copy`: every node keeps one per rated player in memory, 144 bytes of
+/// ratings and deviations (ratings fit in 0–4000, so an `i16` each, `-1` =
+/// unset; deviations in 0–1000, a `u16` each, `u16::MAX` = unset: read as
+/// [`UNKNOWN_DEVIATION`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Ratings {
     slots: [i16; RATING_POOLS],
+    deviations: [Deviation; RATING_POOLS],
 }
 
 /// Speeds × variants.
 const RATING_POOLS: usize = Speed::ALL.len() * Variant::ALL.len();
 const UNSET: i16 = -1;
+const UNSET_DEVIATION: Deviation = Deviation::MAX;
 
 impl Default for Ratings {
     fn default() -> Self {
         Self {
             slots: [UNSET; RATING_POOLS],
+            deviations: [UNSET_DEVIATION; RATING_POOLS],
         }
     }
 }
@@ -586,7 +601,10 @@ impl Default for Ratings {
 impl std::fmt::Debug for Ratings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(self.iter().map(|(pool, r)| (pool.to_string(), r)))
+            .entries(
+                self.iter()
+                    .map(|(pool, r)| (pool.to_string(), (r, self.deviation(pool)))),
+            )
             .finish()
     }
 }
@@ -627,24 +645,58 @@ impl Ratings {
         (slot != UNSET).then_some(slot as Rating)
     }
 
+    /// Sets the deviation in `pool` (clamped to [`MAX_DEVIATION`]).
+    pub fn set_deviation(&mut self, pool: RatingPool, deviation: Deviation) {
+        self.deviations[Self::index(pool)] = deviation.min(MAX_DEVIATION);
+    }
+
+    /// The deviation in `pool`, if one was set.
+    pub fn deviation(self, pool: RatingPool) -> Option<Deviation> {
+        let slot = self.deviations[Self::index(pool)];
+        (slot != UNSET_DEVIATION).then_some(slot)
+    }
+
+    /// The rating in `pool` with its deviation ([`UNKNOWN_DEVIATION`]
+    /// when none was given), if a rating was set.
+    pub fn snapshot(self, pool: RatingPool) -> Option<RatingSnapshot> {
+        self.rated(pool).map(|rating| RatingSnapshot {
+            rating,
+            deviation: self.deviation(pool).unwrap_or(UNKNOWN_DEVIATION),
+        })
+    }
+
+    /// The pools with a deviation set, with their deviations.
+    pub fn deviations(&self) -> impl Iterator<Item = (RatingPool, Deviation)> + '_ {
+        RatingPool::all().filter_map(move |pool| self.deviation(pool).map(|d| (pool, d)))
+    }
+
+    /// The deviations set as a JSON object by pool (`{"blitz_standard":
+    /// 80}`), as stored in `players.rating_deviations`; `None` when none.
+    pub fn deviations_json(&self) -> Option<String> {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .deviations()
+            .map(|(pool, d)| (pool.to_string(), d.into()))
+            .collect();
+        (!map.is_empty()).then(|| serde_json::Value::Object(map).to_string())
+    }
+
     /// The pools set, with their ratings.
     pub fn iter(&self) -> impl Iterator<Item = (RatingPool, Rating)> + '_ {
-        Speed::ALL.iter().flat_map(move |&speed| {
-            Variant::ALL.iter().filter_map(move |&variant| {
-                let pool = RatingPool { speed, variant };
-                self.rated(pool).map(|r| (pool, r))
-            })
-        })
+        RatingPool::all().filter_map(move |pool| self.rated(pool).map(|r| (pool, r)))
     }
 
     pub fn is_empty(&self) -> bool {
         self.slots.iter().all(|s| *s == UNSET)
     }
 
-    /// These ratings with every pool set in `update` replaced.
+    /// These ratings with every pool (and deviation) set in `update`
+    /// replaced.
     pub fn merged(mut self, update: &Ratings) -> Ratings {
         for (pool, r) in update.iter() {
             self.set(pool, r);
+        }
+        for (pool, d) in update.deviations() {
+            self.set_deviation(pool, d);
         }
         self
     }
@@ -671,10 +723,12 @@ impl Ratings {
         (!map.is_empty()).then(|| serde_json::Value::Object(map).to_string())
     }
 
-    /// Reads the four standard columns and `variant_ratings` back.
+    /// Reads the four standard columns, `variant_ratings` and
+    /// `rating_deviations` back.
     pub fn from_columns(
         standard: [Option<Rating>; 4],
         variants: Option<&str>,
+        deviations: Option<&str>,
     ) -> StoreResult<Self> {
         let mut ratings = Ratings::default();
         for (speed, r) in Speed::ALL.into_iter().zip(standard) {
@@ -682,23 +736,42 @@ impl Ratings {
                 ratings.set(RatingPool::standard(speed), r);
             }
         }
-        let Some(text) = variants else {
-            return Ok(ratings);
-        };
-        let corrupt = || StoreError::Corrupt("players.variant_ratings".into());
-        let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(text).map_err(|_| corrupt())?;
-        for (key, value) in map {
-            let pool: RatingPool = key.parse().map_err(|_| corrupt())?;
-            let r = value
-                .as_i64()
-                .and_then(|v| Rating::try_from(v).ok())
+        for (pool, r) in pool_map(variants, "players.variant_ratings", |v| {
+            Rating::try_from(v)
+                .ok()
                 .filter(|v| RATING_RANGE.contains(v))
-                .ok_or_else(corrupt)?;
+        })? {
             ratings.set(pool, r);
+        }
+        for (pool, d) in pool_map(deviations, "players.rating_deviations", |v| {
+            Deviation::try_from(v).ok().filter(|d| *d <= MAX_DEVIATION)
+        })? {
+            ratings.set_deviation(pool, d);
         }
         Ok(ratings)
     }
+}
+
+/// A stored JSON object of integers by pool (`{"blitz_chess960": 2100}`),
+/// each value checked by `value`; nothing for `NULL`.
+fn pool_map<T>(
+    text: Option<&str>,
+    column: &str,
+    value: impl Fn(i64) -> Option<T>,
+) -> StoreResult<Vec<(RatingPool, T)>> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let corrupt = || StoreError::Corrupt(column.into());
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|_| corrupt())?;
+    map.into_iter()
+        .map(|(key, v)| {
+            let pool: RatingPool = key.parse().map_err(|_| corrupt())?;
+            let v = v.as_i64().and_then(&value).ok_or_else(corrupt)?;
+            Ok((pool, v))
+        })
+        .collect()
 }
 
 /// One recorded decision (a match, a time-out, a finished game...).
@@ -1057,11 +1130,14 @@ impl Relations {
     /// Whether `a` and `b` may not meet: either blocks the other, or only
     /// one of them is restricted.
     pub fn bars(&self, a: &UserId, b: &UserId) -> bool {
-        self.restricted.contains(a) != self.restricted.contains(b)
-            || self
-                .blocks
-                .iter()
-                .any(|(x, y)| (x == a && y == b) || (x == b && y == a))
+        self.restricted.contains(a) != self.restricted.contains(b) || self.blocked(a, b)
+    }
+
+    /// Whether either of `a` and `b` blocks the other.
+    pub fn blocked(&self, a: &UserId, b: &UserId) -> bool {
+        self.blocks
+            .iter()
+            .any(|(x, y)| (x == a && y == b) || (x == b && y == a))
     }
 }
 

@@ -259,7 +259,8 @@ pub fn challenges(rows: Vec<ChallengeRow>) -> StoreResult<Vec<Challenge>> {
 }
 
 /// Columns of a [`RatingsRow`], from `players`.
-pub const RATINGS_COLUMNS: &str = "bullet, blitz, rapid, classical, variant_ratings";
+pub const RATINGS_COLUMNS: &str =
+    "bullet, blitz, rapid, classical, variant_ratings, rating_deviations";
 
 #[derive(sqlx::FromRow)]
 pub struct RatingsRow {
@@ -268,6 +269,7 @@ pub struct RatingsRow {
     rapid: Option<i32>,
     classical: Option<i32>,
     variant_ratings: Option<String>,
+    rating_deviations: Option<String>,
 }
 
 impl TryFrom<RatingsRow> for Ratings {
@@ -277,13 +279,13 @@ impl TryFrom<RatingsRow> for Ratings {
         Ratings::from_columns(
             [r.bullet, r.blitz, r.rapid, r.classical],
             r.variant_ratings.as_deref(),
+            r.rating_deviations.as_deref(),
         )
     }
 }
 
 /// Columns of a [`PlayerRatingsRow`], from `players`.
-pub const PLAYER_RATINGS_COLUMNS: &str =
-    "tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, ratings_changed_at";
+pub const PLAYER_RATINGS_COLUMNS: &str = "tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, rating_deviations, ratings_changed_at";
 
 #[derive(sqlx::FromRow)]
 pub struct PlayerRatingsRow {

@@ -54,6 +54,50 @@ async fn ratings_are_set_per_speed_and_merge() {
 }
 
 #[tokio::test]
+async fn a_rating_may_come_with_its_deviation_and_a_bare_one_keeps_it() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    let r = app
+        .put_ratings(
+            &admin,
+            "t1",
+            "alice",
+            &json!({ "blitz": { "rating": 1620, "rd": 80 }, "blitz_chess960": { "rating": 2100, "rd": 119.6 }, "rapid": 1400 }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["blitz"], 1620);
+    assert_eq!(v["blitz_chess960"], 2100);
+    assert_eq!(
+        v["rating_deviations"],
+        json!({ "blitz": 80, "blitz_chess960": 120 })
+    );
+    // A bare rating keeps the deviation; `{"rating"}` alone too.
+    app.put_ratings(
+        &admin,
+        "t1",
+        "alice",
+        &json!({ "blitz": 1650, "blitz_chess960": { "rating": 2050 } }),
+    )
+    .await;
+    let v: Value = app
+        .get_ratings(&admin, "t1", "alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["blitz"].as_i64(), v["blitz_chess960"].as_i64()),
+        (Some(1650), Some(2050))
+    );
+    assert_eq!(
+        v["rating_deviations"],
+        json!({ "blitz": 80, "blitz_chess960": 120 })
+    );
+}
+
+#[tokio::test]
 async fn bad_rating_updates_are_400_and_change_nothing() {
     let app = spawn_app().await;
     let admin = app.admin_token();
@@ -68,6 +112,13 @@ async fn bad_rating_updates_are_400_and_change_nothing() {
         json!({ "blitz_go": 1700 }),
         json!({ "blitz_chess960": 5000 }),
         json!({ "blitz": 1700, "blitz_chess960": "x" }),
+        json!({ "blitz": { "rd": 80 } }),
+        json!({ "blitz": { "rating": 1700, "rd": -1 } }),
+        json!({ "blitz": { "rating": 1700, "rd": 1001 } }),
+        json!({ "blitz": { "rating": 1700, "rd": "low" } }),
+        json!({ "blitz": { "rating": 1700, "rd": 80, "volatility": 0.06 } }),
+        json!({ "blitz": { "rating": 99999, "rd": 80 } }),
+        json!({ "blitz": {} }),
         json!([1, 2]),
     ] {
         let r = app.put_ratings(&admin, "t1", "alice", &body).await;

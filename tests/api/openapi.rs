@@ -42,6 +42,10 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("PUT", "/internal/ratings/{tenant_id}/{user_id}"),
     ("POST", "/internal/games/{game_id}/finished"),
     ("POST", "/internal/games/{game_id}/aborted"),
+    (
+        "GET",
+        "/internal/pools/{tenant_id}/{pool_key}/entries/{queue_entry_id}/explain",
+    ),
     ("GET", "/internal/blocks/{tenant_id}/{user_id}"),
     (
         "PUT",
@@ -326,9 +330,14 @@ async fn the_document_is_as_strict_as_the_server() {
     // Ratings: no null (the server refuses it), no unknown key, in range.
     let update = &schemas["RatingsUpdate"];
     assert_eq!(update["additionalProperties"], json!(false));
-    assert_eq!(update["properties"]["rapid"]["type"], json!("integer"));
+    // A bare rating, or {"rating", "rd"} and nothing else.
+    let rapid = &update["properties"]["rapid"]["oneOf"];
+    assert_eq!(rapid[0]["type"], json!("integer"));
+    assert_eq!(rapid[1]["additionalProperties"], json!(false));
+    assert_eq!(rapid[1]["required"], json!(["rating"]));
+    assert_eq!(rapid[1]["properties"]["rd"]["maximum"], json!(1000));
     assert_eq!(
-        update["properties"]["blitz_chess960"]["maximum"],
+        update["properties"]["blitz_chess960"]["oneOf"][0]["maximum"],
         json!(4000)
     );
     // Every error code the server answers, and only those.

@@ -390,3 +390,85 @@ async fn repeat_pairings_are_counted_and_their_rate_shown() {
     assert!(rate > 0.0 && rate <= 1.0, "{rate}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_explain_of_a_waiting_entry_says_who_is_kept_from_it_and_why() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    app.put_ratings(&admin, "t1", "bob", &json!({ "blitz": 1900 }))
+        .await;
+    let alice = app.join_ok(&app.token("alice"), &join_body("5+0")).await;
+    app.join_ok(&app.token("bob"), &join_body("5+0")).await;
+    let path = |pool: &str, id: &str| format!("/internal/pools/t1/{pool}/entries/{id}/explain");
+    let pool = "standard_5+0_rated_GLOBAL";
+    // The answer is the view of the worker's last pass over the pool (or
+    // of the pool now, before any): a pass may have run between the joins.
+    let mut body = Value::Null;
+    for _ in 0..100 {
+        let (status, answer) = send(&app, &admin, Method::GET, &path(pool, &alice), None).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        body = answer;
+        if body["others"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(body["queue_entry_id"], alice.as_str());
+    assert_eq!(body["user_id"], "alice");
+    assert_eq!(body["window"], 100);
+    assert_eq!(
+        (body["others"].as_u64(), body["compatible"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(body["excluded"], json!({ "window": 1 }));
+    assert_eq!(body["candidates"][0]["user_id"], "bob");
+    assert_eq!(body["candidates"][0]["gap"], 400);
+    assert_eq!(body["candidates"][0]["verdict"], "window");
+    // Whether the worker has passed over the pool yet or not, the answer
+    // says which view it is.
+    assert!(
+        matches!(
+            (body["source"].as_str(), body["outcome"].as_str()),
+            (Some("last_pass"), Some("unmatched")) | (Some("now"), Some("not_passed"))
+        ),
+        "{body}"
+    );
+    // Admins only; a bad pool is 400; an entry not searching there is 404.
+    let (status, _) = send(
+        &app,
+        &app.token("alice"),
+        Method::GET,
+        &path(pool, &alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = send(&app, &admin, Method::GET, &path("nonsense", &alice), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
+    );
+    for (pool, id) in [
+        ("standard_3+0_rated_GLOBAL", alice.as_str()),
+        (pool, "qe_01JZZZZZZZZZZZZZZZZZZZZZZZ"),
+        (pool, "not-an-id"),
+    ] {
+        let (status, body) = send(&app, &admin, Method::GET, &path(pool, id), None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("NOT_FOUND")),
+            "{pool} {id}"
+        );
+    }
+    // A cancelled entry is no longer explained.
+    let r = app
+        .client
+        .delete(format!("{}/v1/matchmaking/queue/{alice}", app.address))
+        .bearer_auth(app.token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _) = send(&app, &admin, Method::GET, &path(pool, &alice), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -346,6 +346,54 @@ pub async fn ratings_are_kept_per_variant_and_merge_by_pool(store: &dyn DurableS
     assert_eq!(changed[0].ratings, expected);
 }
 
+pub async fn ratings_keep_their_deviations_and_a_bare_rating_keeps_one(store: &dyn DurableStore) {
+    use matchmaking_api::domain::{RatingSnapshot, UNKNOWN_DEVIATION};
+    let (t, alice) = (tenant("t1"), user("alice"));
+    let mut first = Ratings::default()
+        .with(std(Speed::Blitz), 1620)
+        .with(pool_of("blitz_chess960"), 2100)
+        .with(std(Speed::Rapid), 1400);
+    first.set_deviation(std(Speed::Blitz), 80);
+    first.set_deviation(pool_of("blitz_chess960"), 120);
+    store.set_ratings(&t, &alice, &first).await.unwrap();
+    // A bare rating keeps the deviation; a new deviation replaces only its
+    // own pool's.
+    let mut later = Ratings::default()
+        .with(std(Speed::Blitz), 1650)
+        .with(pool_of("blitz_chess960"), 2080);
+    later.set_deviation(pool_of("blitz_chess960"), 95);
+    let now = store.set_ratings(&t, &alice, &later).await.unwrap();
+    let snapshot = |r: Ratings, pool| r.snapshot(pool).unwrap();
+    for r in [now, store.ratings(&t, &alice).await.unwrap()] {
+        assert_eq!(
+            snapshot(r, std(Speed::Blitz)),
+            RatingSnapshot {
+                rating: 1650,
+                deviation: 80
+            }
+        );
+        assert_eq!(
+            snapshot(r, pool_of("blitz_chess960")),
+            RatingSnapshot {
+                rating: 2080,
+                deviation: 95
+            }
+        );
+        // A rating never given a deviation reads as provisional.
+        assert_eq!(
+            snapshot(r, std(Speed::Rapid)),
+            RatingSnapshot {
+                rating: 1400,
+                deviation: UNKNOWN_DEVIATION
+            }
+        );
+        assert_eq!(r.deviation(std(Speed::Rapid)), None);
+    }
+    let changed = store.ratings_changed_since(None).await.unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].ratings, now);
+}
+
 pub async fn ratings_changed_since_lists_exactly_the_players_with_a_rating(
     store: &dyn DurableStore,
 ) {

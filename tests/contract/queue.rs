@@ -147,6 +147,31 @@ pub async fn joining_again_answers_the_waiting_entry(store: &dyn QueueStore) {
 
 /// A player's own rating range is kept with the entry and shown to the
 /// matcher; the same pool with another range is another search.
+pub async fn an_entry_keeps_its_rating_deviation(store: &dyn QueueStore) {
+    use matchmaking_api::domain::UNKNOWN_DEVIATION;
+    open(store).await;
+    let established = QueueEntry {
+        rating_deviation: 60,
+        ..entry("t1", "alice", POOL, 1500, T0)
+    };
+    let JoinOutcome::Created(e) = store.join(established, T0).await.unwrap() else {
+        panic!("expected a new entry");
+    };
+    joined(store, "bob", 1600, T0 + 1).await;
+    let shown = store
+        .status(&tenant("t1"), &user("alice"), &e.id, T0 + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown.rating_deviation, 60);
+    let waiting = store.waiting(&pool_ref("t1")).await.unwrap();
+    let deviations: Vec<_> = waiting
+        .iter()
+        .map(|w| (w.user_id.as_str(), w.rating_deviation))
+        .collect();
+    assert_eq!(deviations, vec![("alice", 60), ("bob", UNKNOWN_DEVIATION)]);
+}
+
 pub async fn an_entry_keeps_its_own_rating_range(store: &dyn QueueStore) {
     use matchmaking_api::domain::RatingRange;
     open(store).await;

@@ -135,7 +135,8 @@
   const POLICY_FIELDS = ["initial_rating_window", "rating_window_widening_interval",
     "rating_window_widening_amount", "max_rating_gap", "max_queue_time_seconds",
     "region_fallback_seconds", "region_fallback_regions", "repeat_penalty",
-    "repeat_window_seconds", "repeat_window_games", "repeat_waive_seconds"];
+    "repeat_window_seconds", "repeat_window_games", "repeat_waive_seconds",
+    "deviation_reference", "deviation_min_percent", "deviation_max_percent"];
 
   // A policy field as its input shows it, and as the API takes it (a list
   // of regions is written comma-separated; an empty number is unset).

@@ -717,8 +717,8 @@ impl RatingStore for PgStore {
         update: &Ratings,
     ) -> StoreResult<Ratings> {
         let row = sqlx::query_as::<_, RatingsRow>(&format!(
-            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, ratings_changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, {CHANGED_NOW}) \
+            "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, rating_deviations, ratings_changed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {CHANGED_NOW}) \
              ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
                ratings_changed_at = excluded.ratings_changed_at, \
                bullet = COALESCE(excluded.bullet, players.bullet), \
@@ -726,7 +726,9 @@ impl RatingStore for PgStore {
                rapid = COALESCE(excluded.rapid, players.rapid), \
                classical = COALESCE(excluded.classical, players.classical), \
                variant_ratings = CASE WHEN excluded.variant_ratings IS NULL THEN players.variant_ratings \
-                 ELSE (COALESCE(players.variant_ratings, '{{}}')::jsonb || excluded.variant_ratings::jsonb)::text END \
+                 ELSE (COALESCE(players.variant_ratings, '{{}}')::jsonb || excluded.variant_ratings::jsonb)::text END, \
+               rating_deviations = CASE WHEN excluded.rating_deviations IS NULL THEN players.rating_deviations \
+                 ELSE (COALESCE(players.rating_deviations, '{{}}')::jsonb || excluded.rating_deviations::jsonb)::text END \
              RETURNING {RATINGS_COLUMNS}"
         ))
         .bind(tenant.as_str())
@@ -736,6 +738,7 @@ impl RatingStore for PgStore {
         .bind(update.standard(Speed::Rapid))
         .bind(update.standard(Speed::Classical))
         .bind(update.variants_json())
+        .bind(update.deviations_json())
         .fetch_one(&self.pool)
         .await?;
         row.try_into()

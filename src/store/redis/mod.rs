@@ -67,9 +67,9 @@ use super::{
     StaleReservation, StoreError, StoreResult, Waiting, feed::EntryFeed, stats_bucket,
 };
 use crate::domain::{
-    ActiveGame, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord, MatchSide,
-    Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantId,
-    UserId, Username, now_millis,
+    ActiveGame, Deviation, EndReason, EntryStatus, GameId, MAX_DEVIATION, MatchId, MatchIntent,
+    MatchRecord, MatchSide, Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating,
+    RatingRange, TenantId, UNKNOWN_DEVIATION, UserId, Username, now_millis,
 };
 use scripts::*;
 
@@ -182,6 +182,10 @@ fn entry_fields(e: &QueueEntry) -> Vec<(&'static str, String)> {
         ("reserved_until", e.reserved_until.map(|r| r.to_string())),
         ("reason", e.reason.map(|r| r.as_str().to_owned())),
         ("rating_range", e.rating_range.map(range_field)),
+        (
+            "rating_deviation",
+            (e.rating_deviation != UNKNOWN_DEVIATION).then(|| e.rating_deviation.to_string()),
+        ),
         ("game_id", e.game_id.as_ref().map(|g| g.to_string())),
         (
             "opponent",
@@ -192,6 +196,16 @@ fn entry_fields(e: &QueueEntry) -> Vec<(&'static str, String)> {
     ];
     f.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     f
+}
+
+/// A deviation as its hash field keeps it: absent when unknown (350).
+fn deviation_from(field: Option<&str>) -> StoreResult<Deviation> {
+    field.map_or(Ok(UNKNOWN_DEVIATION), |d| {
+        d.parse::<Deviation>()
+            .ok()
+            .filter(|d| *d <= MAX_DEVIATION)
+            .ok_or_else(|| corrupt("entry rating deviation"))
+    })
 }
 
 /// A rating range as one hash field: `min:max`.
@@ -269,6 +283,7 @@ fn entry_from(v: Value) -> StoreResult<QueueEntry> {
             .map(|r| EndReason::parse(r).ok_or_else(|| corrupt("entry reason")))
             .transpose()?,
         rating_range: range_from(map.get("rating_range").map(String::as_str))?,
+        rating_deviation: deviation_from(map.get("rating_deviation").map(String::as_str))?,
     })
 }
 
@@ -790,6 +805,7 @@ impl PairingStore for RedisQueueStore {
                     last_seen_at: num(5)?,
                     request_id: field(6),
                     rating_range: range_from(field(7).as_deref())?,
+                    rating_deviation: deviation_from(field(8).as_deref())?,
                 })
             })
             .collect()

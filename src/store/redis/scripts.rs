@@ -181,7 +181,7 @@ pub static WAITING: LazyLock<Script> = LazyLock::new(|| {
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 local out = {}
 for _, id in ipairs(ids) do
-  out[#out + 1] = redis.call('HMGET', ARGV[1] .. id, 'id', 'user_id', 'username', 'rating', 'enqueued_at', 'last_seen_at', 'request_id', 'rating_range')
+  out[#out + 1] = redis.call('HMGET', ARGV[1] .. id, 'id', 'user_id', 'username', 'rating', 'enqueued_at', 'last_seen_at', 'request_id', 'rating_range', 'rating_deviation')
 end
 return out
 ",

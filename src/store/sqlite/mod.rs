@@ -513,8 +513,8 @@ impl RatingStore for SqliteStore {
             .write(move |conn| {
                 Box::pin(async move {
                     Ok(sqlx::query_as::<_, RatingsRow>(&format!(
-                        "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, ratings_changed_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {CHANGED_NOW}) \
+                        "INSERT INTO players (tenant_id, user_id, bullet, blitz, rapid, classical, variant_ratings, rating_deviations, ratings_changed_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, {CHANGED_NOW}) \
                          ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
                            ratings_changed_at = excluded.ratings_changed_at, \
                            bullet = COALESCE(excluded.bullet, bullet), \
@@ -522,7 +522,9 @@ impl RatingStore for SqliteStore {
                            rapid = COALESCE(excluded.rapid, rapid), \
                            classical = COALESCE(excluded.classical, classical), \
                            variant_ratings = CASE WHEN excluded.variant_ratings IS NULL THEN variant_ratings \
-                             ELSE json_patch(COALESCE(variant_ratings, '{{}}'), excluded.variant_ratings) END \
+                             ELSE json_patch(COALESCE(variant_ratings, '{{}}'), excluded.variant_ratings) END, \
+                           rating_deviations = CASE WHEN excluded.rating_deviations IS NULL THEN rating_deviations \
+                             ELSE json_patch(COALESCE(rating_deviations, '{{}}'), excluded.rating_deviations) END \
                          RETURNING {RATINGS_COLUMNS}"
                     ))
                     .bind(&tenant)
@@ -532,6 +534,7 @@ impl RatingStore for SqliteStore {
                     .bind(update.standard(Speed::Rapid))
                     .bind(update.standard(Speed::Classical))
                     .bind(update.variants_json())
+                    .bind(update.deviations_json())
                     .fetch_one(&mut *conn)
                     .await?)
                 })
