@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use matchmaking_api::auth::Identity;
 use matchmaking_api::domain::{
-    EndReason, EntryStatus, GameId, ManualClock, MatchId, MatchRecord, MatchSide, MatchSource,
-    Millis, PolicyPatch, PoolKey, PoolPolicy, PoolRef, QueueEntryId, RatingPool, RegionSet, Speed,
-    TenantId, UserId,
+    Clock, EndReason, EntryStatus, GameId, ManualClock, MatchId, MatchRecord, MatchSide,
+    MatchSource, Millis, PolicyPatch, PoolKey, PoolPolicy, PoolRef, QueueEntryId, RatingPool,
+    RegionSet, Speed, TenantId, UserId,
 };
 use matchmaking_api::matcher::Hold;
 use matchmaking_api::services::ServiceError;
@@ -1527,6 +1527,90 @@ async fn an_aborted_game_puts_the_one_who_showed_up_back_first_in_line(backend: 
     rig.join("bob").await.unwrap();
 }
 
+/// An empty queue store, as one that lost its data (a Redis restarted
+/// without persistence): its guards are not known intact.
+async fn lost_queue_store(backend: Backend) -> (Arc<dyn QueueStore>, Box<dyn std::any::Any>) {
+    match backend {
+        Backend::Embedded => (Arc::new(MemoryQueueStore::new()), Box::new(())),
+        Backend::Production => {
+            let prefix = support::RedisPrefix::create().await.expect("redis");
+            let redis =
+                RedisQueueStore::connect(&support::redis_url(), false, &prefix.prefix, 3_600_000)
+                    .await
+                    .unwrap();
+            (Arc::new(redis), Box::new(prefix))
+        }
+    }
+}
+
+/// A no-show's cooldown is kept with the aborted match, so a queue store
+/// that lost its data gets it back with the guards: the absent player is
+/// still refused until it ends, the other is free.
+async fn a_no_show_cooldown_outlives_a_queue_store_that_lost_its_data(backend: Backend) {
+    use matchmaking_api::domain::QueueEntry;
+    use matchmaking_api::store::JoinOutcome;
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
+    let alice = rig.join("alice").await.unwrap();
+    rig.join("bob").await.unwrap();
+    assert_eq!(rig.pass().await, matched(1));
+    let game = rig
+        .queue
+        .status(&who("alice"), &alice)
+        .await
+        .unwrap()
+        .game_id
+        .unwrap();
+    rig.advance(1_000);
+    rig.queue
+        .abort_game(&tenant(), &game, &uid("bob"))
+        .await
+        .unwrap();
+    let until = T0 + 1_000 + NO_SHOW_COOLDOWN_MS;
+    let (lost, _keep) = lost_queue_store(backend).await;
+    let guards = Guards::new(
+        lost.clone(),
+        rig.durable.clone(),
+        GUARD_MS,
+        rig.clock.clone(),
+    );
+    guards.ensure_intact(Duration::from_secs(5)).await.unwrap();
+    let now = rig.clock.now();
+    let bob = lost
+        .active_game(&tenant(), &uid("bob"), now)
+        .await
+        .unwrap()
+        .expect("bob is cooling down");
+    assert!(bob.cooldown && bob.until == until, "{bob:?}");
+    assert!(
+        lost.active_game(&tenant(), &uid("alice"), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let join = |at| QueueEntry::searching(tenant(), uid("bob"), POOL.parse().unwrap(), 1500, at);
+    assert!(matches!(
+        lost.join(join(now), now).await.unwrap(),
+        JoinOutcome::ActiveGame(g) if g.cooldown
+    ));
+    // Once it is over, a store rebuilt again lets him in.
+    rig.advance(until - now);
+    let (later, _keep) = lost_queue_store(backend).await;
+    let guards = Guards::new(
+        later.clone(),
+        rig.durable.clone(),
+        GUARD_MS,
+        rig.clock.clone(),
+    );
+    guards.ensure_intact(Duration::from_secs(5)).await.unwrap();
+    let now = rig.clock.now();
+    assert!(matches!(
+        later.join(join(now), now).await.unwrap(),
+        JoinOutcome::Created(_)
+    ));
+}
+
 /// A game reported finished is not aborted afterwards, and a game of a
 /// challenge (no entries) puts nobody back.
 async fn only_a_game_not_reported_over_is_aborted(backend: Backend) {
@@ -1692,6 +1776,7 @@ on_both_backends!(
     an_aborted_game_puts_the_one_who_showed_up_back_first_in_line,
     only_a_game_not_reported_over_is_aborted,
     an_abort_cut_short_is_finished_by_the_report_again,
+    a_no_show_cooldown_outlives_a_queue_store_that_lost_its_data,
 );
 
 /// Pool figures that cannot be read (a store answering too slowly).

@@ -286,8 +286,11 @@ impl ChallengeService {
                 "the challenge is no longer pending",
             ));
         }
-        let busy =
-            || ServiceError::CannotAccept("a player is searching in a queue or playing a game");
+        let busy = || {
+            ServiceError::CannotAccept(
+                "a player is searching in a queue, playing a game, or cooling down after missing one",
+            )
+        };
         if !self.hold(&intent, now).await? {
             self.reopen(&challenge).await?;
             return Err(busy());

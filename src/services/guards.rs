@@ -173,6 +173,7 @@ impl Guards {
             }
             matches.push(i.clone());
         }
+
         self.store
             .restore_active_games(&guards, self.clock.now())
             .await?;
@@ -185,15 +186,33 @@ impl Guards {
         for ended in matches.iter().filter(|m| !still.contains(&m.match_id)) {
             self.store.drop_hold(ended).await?;
         }
+        // No-show cooldowns still running: not claims (their games are
+        // over), but they keep their players out all the same. Read last,
+        // so a game aborted while this ran (its guard dropped above) keeps
+        // its cooldown.
+        let cooldowns: Vec<(TenantId, UserId, ActiveGame)> = self
+            .durable
+            .cooldowns(self.clock.now())
+            .await?
+            .into_iter()
+            .filter_map(|c| {
+                let g = c.record.cooldown_for(&c.user_id, c.until)?;
+                Some((c.record.tenant_id, c.user_id, g))
+            })
+            .collect();
+        self.store
+            .restore_active_games(&cooldowns, self.clock.now())
+            .await?;
         self.store.mark_guards_intact().await?;
         tracing::info!(
             event = "guards_rebuilt",
             guards = guards.len(),
+            cooldowns = cooldowns.len(),
             matches = records.len(),
             intents = intents.len(),
             took_ms = started.elapsed().as_secs_f64() * 1000.0,
             "active-game guards rebuilt from the durable store; admitting players"
         );
-        Ok(guards.len())
+        Ok(guards.len() + cooldowns.len())
     }
 }

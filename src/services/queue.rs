@@ -675,8 +675,13 @@ impl QueueService {
                 until
             }
         };
-        // The claims go first, so the one who showed up can be matched
-        // again (a crash after this leaves them free to join).
+        // The cooldown is kept with the match first (a queue store that
+        // loses its data gets it back with the guards); then the claims go,
+        // so the one who showed up can be matched again (a crash after
+        // this leaves them free to join).
+        self.durable
+            .record_no_show(tenant, game, no_show, cooldown_until)
+            .await?;
         self.durable.finish_match(tenant, game, now).await?;
         self.guards.finish_game(tenant, game).await?;
         if cooldown_until > now

@@ -12,11 +12,11 @@ use async_trait::async_trait;
 use super::feed::EntryFeed;
 use super::{
     AuditEvent, AuditQuery, AuditStore, BlockChange, CancelOutcome, ChallengeStore, Claim,
-    ConfigRows, ConfigScope, ConfigStore, Direction, DurableStore, EntryStore, GuardStore,
-    IdempotencyScope, IdempotencyStore, JoinOutcome, LeaseStore, MatchStore, PairingStore,
-    PoolStats, PoolStatsStore, QueueStore, RatingChange, RatingStore, Ratings, RelationStore,
-    Relations, Reservation, StaleReservation, StoreResult, StoredAnswer, Transition, Waiting,
-    WriteFailure,
+    ConfigRows, ConfigScope, ConfigStore, Cooldown, Direction, DurableStore, EntryStore,
+    GuardStore, IdempotencyScope, IdempotencyStore, JoinOutcome, LeaseStore, MatchStore,
+    PairingStore, PoolStats, PoolStatsStore, QueueStore, RatingChange, RatingStore, Ratings,
+    RelationStore, Relations, Reservation, StaleReservation, StoreResult, StoredAnswer, Transition,
+    Waiting, WriteFailure,
 };
 use crate::domain::{
     ActiveGame, Challenge, ChallengeId, ColorHistory, EndReason, GameId, MatchId, MatchIntent,
@@ -145,6 +145,8 @@ measured! { InstrumentedDurableStore:
         fn active_match(tenant: &TenantId, user: &UserId, since: Millis) -> Option<MatchRecord>;
         fn unfinished_matches(since: Millis) -> Vec<MatchRecord>;
         fn finish_match(tenant: &TenantId, game: &GameId, at: Millis) -> Option<MatchRecord>;
+        fn record_no_show(tenant: &TenantId, game: &GameId, user: &UserId, until: Millis) -> bool;
+        fn cooldowns(now: Millis) -> Vec<Cooldown>;
         fn color_histories(tenant: &TenantId, users: &[UserId]) -> HashMap<UserId, ColorHistory>;
         fn recent_opponents(tenant: &TenantId, users: &[UserId], since: Millis, per_user: u32) -> HashMap<UserId, Vec<(UserId, Millis)>>;
     }

@@ -774,6 +774,14 @@ fn pool_map<T>(
         .collect()
 }
 
+/// A player kept out of matchmaking for not showing up to `record`'s game.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooldown {
+    pub record: MatchRecord,
+    pub user_id: UserId,
+    pub until: Millis,
+}
+
 /// One recorded decision (a match, a time-out, a finished game...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -888,6 +896,20 @@ pub trait MatchStore: Send + Sync + 'static {
         game: &GameId,
         at: Millis,
     ) -> StoreResult<Option<MatchRecord>>;
+
+    /// Records that the game of `game` was aborted because `user` never
+    /// moved, who may not join until `until`; a second call keeps the
+    /// first. Answers whether the match is known.
+    async fn record_no_show(
+        &self,
+        tenant: &TenantId,
+        game: &GameId,
+        user: &UserId,
+        until: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Every no-show cooldown still running at `now`.
+    async fn cooldowns(&self, now: Millis) -> StoreResult<Vec<Cooldown>>;
 
     /// Each listed user's latest opponents, newest first: at most
     /// `per_user` games each, none created before `since` (absent: none).

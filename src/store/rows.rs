@@ -76,6 +76,35 @@ pub struct MatchRow {
     finished_at: Option<i64>,
 }
 
+/// A row of `match_records` with its no-show cooldown
+/// ([`COOLDOWN_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub struct CooldownRow {
+    #[sqlx(flatten)]
+    record: MatchRow,
+    no_show_user_id: String,
+    cooldown_until: i64,
+}
+
+/// Columns of a [`CooldownRow`].
+pub const COOLDOWN_COLUMNS: &str = concat!(
+    intent_columns!(),
+    ", game_id, finished_at, no_show_user_id, cooldown_until"
+);
+
+impl TryFrom<CooldownRow> for super::Cooldown {
+    type Error = StoreError;
+
+    fn try_from(r: CooldownRow) -> StoreResult<Self> {
+        Ok(super::Cooldown {
+            record: r.record.try_into()?,
+            user_id: UserId::parse(&r.no_show_user_id)
+                .map_err(|_| corrupt("match_records.no_show_user_id"))?,
+            until: r.cooldown_until,
+        })
+    }
+}
+
 fn side(
     user: &str,
     username: Option<&str>,

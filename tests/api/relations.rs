@@ -325,6 +325,25 @@ async fn a_no_show_is_reported_and_the_other_player_searches_again() {
         .unwrap();
     assert!((110..=120).contains(&wait), "{wait}");
     assert_eq!(error_of(r).await.0, "COOLDOWN");
+    // Nor can bob play a challenge meanwhile.
+    let r = app.challenge_as(&app.token("dora"), "bob", "5+0").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let challenge: Value = r.json().await.unwrap();
+    let r = app
+        .client
+        .post(format!(
+            "{}/v1/matchmaking/challenges/{}/accept",
+            app.address,
+            challenge["challenge_id"].as_str().unwrap()
+        ))
+        .bearer_auth(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let (code, message) = error_of(r).await;
+    assert_eq!(code, "CANNOT_ACCEPT");
+    assert!(message.contains("cooling down"), "{message}");
     // Carol comes: alice plays her.
     let c = app.token("carol");
     let ic = app.join_ok(&c, &join_body("5+0")).await;

@@ -1254,6 +1254,58 @@ pub async fn blocks_and_restrictions_are_kept_and_read_among_players(store: &dyn
 
 /// A player's latest opponents, newest first, bounded in number and age,
 /// whichever colour they had.
+pub async fn a_no_show_cooldown_is_kept_with_its_match_while_it_runs(store: &dyn DurableStore) {
+    let (a, b) = (record("alice", "bob", T0), record("carol", "dave", T0 + 10));
+    store
+        .insert_matches(&[a.clone(), b.clone()], &[], LIVE)
+        .await
+        .unwrap();
+    assert!(store.cooldowns(T0).await.unwrap().is_empty());
+    assert!(
+        store
+            .record_no_show(&a.tenant_id, &a.game_id, &user("bob"), T0 + 120_000)
+            .await
+            .unwrap()
+    );
+    // Again (a retried report), later: the first is kept.
+    assert!(
+        store
+            .record_no_show(&a.tenant_id, &a.game_id, &user("bob"), T0 + 500_000)
+            .await
+            .unwrap()
+    );
+    store
+        .record_no_show(&b.tenant_id, &b.game_id, &user("carol"), T0 + 60_000)
+        .await
+        .unwrap();
+    finish(store, &a).await;
+    let running = store.cooldowns(T0 + 1_000).await.unwrap();
+    let seen: Vec<_> = running
+        .iter()
+        .map(|c| (c.record.match_id, c.user_id.as_str(), c.until))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (b.match_id, "carol", T0 + 60_000),
+            (a.match_id, "bob", T0 + 120_000)
+        ]
+    );
+    assert_eq!(running[1].record.black.user_id, user("bob"));
+    // Over once its time is up; an unknown game is not recorded.
+    let later = store.cooldowns(T0 + 60_000).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert!(store.cooldowns(T0 + 120_000).await.unwrap().is_empty());
+    let unknown = GameId::parse("g_unknown").unwrap();
+    assert!(
+        !store
+            .record_no_show(&tenant("t1"), &unknown, &user("bob"), T0 + 1)
+            .await
+            .unwrap()
+    );
+    assert!(store.cooldowns(T0).await.unwrap().len() == 2);
+}
+
 pub async fn recent_opponents_are_read_newest_first_within_bounds(store: &dyn DurableStore) {
     const LIVE: i64 = T0 - 3_600_000;
     for (white, black, at) in [

@@ -137,6 +137,7 @@ macro_rules! durable_cases {
             configuration_changes_with_its_version_and_audit,
             blocks_and_restrictions_are_kept_and_read_among_players,
             recent_opponents_are_read_newest_first_within_bounds,
+            a_no_show_cooldown_is_kept_with_its_match_while_it_runs,
         ] }
     };
 }

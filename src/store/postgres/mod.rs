@@ -21,13 +21,13 @@ use super::claims::{self, Ask};
 use super::config_sql;
 use super::idempotency_sql;
 use super::rows::{
-    self, AnswerRow, AuditRow, ClaimRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
-    PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
+    self, AnswerRow, AuditRow, COOLDOWN_COLUMNS, ClaimRow, INTENT_COLUMNS, IntentRow,
+    MATCH_COLUMNS, MatchRow, PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
 };
 use super::{
-    AuditEvent, AuditQuery, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore,
-    MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
-    WriteFailure, WriteHealth,
+    AuditEvent, AuditQuery, AuditStore, Claim, Cooldown, DurableStore, IdempotencyScope,
+    IdempotencyStore, MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult,
+    StoredAnswer, WriteFailure, WriteHealth,
 };
 use super::{
     BlockChange, ConfigRows, ConfigScope, ConfigStore, RelationStore, Relations, relations_sql,
@@ -596,6 +596,48 @@ impl MatchStore for PgStore {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    async fn record_no_show(
+        &self,
+        tenant: &TenantId,
+        game: &GameId,
+        user: &UserId,
+        until: Millis,
+    ) -> StoreResult<bool> {
+        let recorded = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "UPDATE match_records SET no_show_user_id = $1, cooldown_until = $2 \
+                 WHERE tenant_id = $3 AND game_id = $4 AND no_show_user_id IS NULL",
+            )
+            .bind(user.as_str())
+            .bind(until)
+            .bind(tenant.as_str())
+            .bind(game.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let known: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM match_records WHERE tenant_id = $1 AND game_id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(game.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(known.is_some())
+        }
+        .await;
+        self.noted(recorded)
+    }
+
+    async fn cooldowns(&self, now: Millis) -> StoreResult<Vec<Cooldown>> {
+        let sql = format!(
+            "SELECT {COOLDOWN_COLUMNS} FROM match_records WHERE cooldown_until > $1 ORDER BY cooldown_until"
+        );
+        let rows: Vec<rows::CooldownRow> =
+            sqlx::query_as(&sql).bind(now).fetch_all(&self.pool).await?;
+        rows.into_iter().map(Cooldown::try_from).collect()
     }
 
     async fn finish_match(

@@ -26,13 +26,13 @@ use self::matches::{MatchJob, MatchWork};
 use self::writer::{Job, WriterHandle};
 use super::config_sql;
 use super::rows::{
-    self, AnswerRow, AuditRow, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS, MatchRow,
-    PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
+    self, AnswerRow, AuditRow, COOLDOWN_COLUMNS, INTENT_COLUMNS, IntentRow, MATCH_COLUMNS,
+    MatchRow, PLAYER_RATINGS_COLUMNS, PlayerRatingsRow, RATINGS_COLUMNS, RatingsRow,
 };
 use super::{
-    AuditEvent, AuditQuery, AuditStore, Claim, DurableStore, IdempotencyScope, IdempotencyStore,
-    MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult, StoredAnswer,
-    WriteFailure, WriteHealth, idempotency_sql,
+    AuditEvent, AuditQuery, AuditStore, Claim, Cooldown, DurableStore, IdempotencyScope,
+    IdempotencyStore, MatchStore, RatingChange, RatingStore, Ratings, StoreError, StoreResult,
+    StoredAnswer, WriteFailure, WriteHealth, idempotency_sql,
 };
 use super::{
     BlockChange, ConfigRows, ConfigScope, ConfigStore, RelationStore, Relations, relations_sql,
@@ -371,6 +371,51 @@ impl MatchStore for SqliteStore {
                 .fetch_all(&self.reads)
                 .await?,
         )
+    }
+
+    async fn record_no_show(
+        &self,
+        tenant: &TenantId,
+        game: &GameId,
+        user: &UserId,
+        until: Millis,
+    ) -> StoreResult<bool> {
+        let (tenant, game, user) = (tenant.to_string(), game.to_string(), user.to_string());
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE match_records SET no_show_user_id = ?1, cooldown_until = ?2 \
+                         WHERE tenant_id = ?3 AND game_id = ?4 AND no_show_user_id IS NULL",
+                    )
+                    .bind(&user)
+                    .bind(until)
+                    .bind(&tenant)
+                    .bind(&game)
+                    .execute(&mut *conn)
+                    .await?;
+                    let known: Option<i64> = sqlx::query_scalar(
+                        "SELECT 1 FROM match_records WHERE tenant_id = ?1 AND game_id = ?2",
+                    )
+                    .bind(&tenant)
+                    .bind(&game)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    Ok(known.is_some())
+                })
+            })
+            .await
+    }
+
+    async fn cooldowns(&self, now: Millis) -> StoreResult<Vec<Cooldown>> {
+        let sql = format!(
+            "SELECT {COOLDOWN_COLUMNS} FROM match_records WHERE cooldown_until > ? ORDER BY cooldown_until"
+        );
+        let rows: Vec<rows::CooldownRow> = sqlx::query_as(&sql)
+            .bind(now)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.into_iter().map(Cooldown::try_from).collect()
     }
 
     async fn finish_match(
