@@ -343,6 +343,22 @@ async fn a_busy_pool_holds_a_wide_pair_for_a_closer_partner_who_then_gets_the_ma
     assert_eq!(rig.pass().await, matched(0));
     rig.advance(1_000);
     assert_eq!(rig.pass().await, matched(0));
+    // The explain says why: bob is compatible, but alice is held to a
+    // narrower gap than 60 for now.
+    let why = rig
+        .matching
+        .explain(&*rig.store, &pool_ref(POOL), alice)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((why.source, why.outcome), ("last_pass", "unmatched"));
+    let held = why.hold_gap.expect("alice is held");
+    assert!(held < 60 && held < why.window, "{held} {}", why.window);
+    let bob_verdict = why.candidates.iter().find(|c| c.user_id.as_str() == "bob");
+    assert_eq!(
+        bob_verdict.map(|c| (c.gap, c.verdict)),
+        Some((60, "compatible"))
+    );
     // carol (1503) arrives: alice gets the closer partner, bob waits on.
     rig.join("carol").await.unwrap();
     assert_eq!(rig.pass().await, matched(1));

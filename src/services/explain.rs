@@ -118,9 +118,13 @@ pub struct Explanation {
     #[schema(value_type = Option<crate::http::openapi::RatingRangeRequest>)]
     pub rating_range: Option<RatingRange>,
     pub waited_seconds: f64,
-    /// The entry's window then: its deviation's, never past its own range
-    /// (a hold for a closer partner, if any, is not counted).
+    /// The entry's window then: its deviation's, never past its own range.
     pub window: i32,
+    /// Held for a closer partner (a busy pool's arrivals make one likely
+    /// soon): the widest gap it takes meanwhile, by the flow of arrivals
+    /// this node has learned. Absent when not held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_gap: Option<i32>,
     /// Restricted for fair play: paired only with other restricted players.
     pub restricted: bool,
     /// The pool's other entries in the view.
@@ -198,9 +202,17 @@ pub struct Loss {
 }
 
 /// Explains entry `t` of `view`; `blocks` are the blocks among its player
-/// and the others compatible otherwise.
-pub fn explain(pool: &PoolRef, view: &PassView, t: usize, blocks: &Relations) -> Explanation {
+/// and the others compatible otherwise; `hold_gap` the gap it would be
+/// held to for a closer partner ([`matcher::Hold::gap`]), if any.
+pub fn explain(
+    pool: &PoolRef,
+    view: &PassView,
+    t: usize,
+    blocks: &Relations,
+    hold_gap: Option<i32>,
+) -> Explanation {
     let me = &view.live[t];
+    let window = matcher::window_of(&seeker(me, view.facts[t].need), view.at, &view.policy);
     let partners = view.partners();
     let mut excluded: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut all: Vec<Candidate> = Vec::with_capacity(view.live.len().saturating_sub(1));
@@ -258,7 +270,8 @@ pub fn explain(pool: &PoolRef, view: &PassView, t: usize, blocks: &Relations) ->
         rating_deviation: me.rating_deviation,
         rating_range: me.rating_range,
         waited_seconds: (view.at - me.enqueued_at).max(0) as f64 / 1000.0,
-        window: matcher::window_of(&seeker(me, view.facts[t].need), view.at, &view.policy),
+        window,
+        hold_gap: hold_gap.filter(|&gap| gap < window),
         restricted: group.restricted,
         others: view.live.len() - 1,
         compatible,

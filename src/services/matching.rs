@@ -623,7 +623,20 @@ impl MatchingService {
             .durable
             .relations_among(&pool.tenant_id, &explain::block_subjects(&view, t))
             .await?;
-        Ok(Some(explain::explain(pool, &view, t, &blocks)))
+        // The hold for a closer partner, by the flow this node has learned.
+        let (me, group) = (&view.live[t], view.groups[t]);
+        let flags = self.live.flags(&pool.tenant_id);
+        let flow = match strategy_of(&flags, group) {
+            Strategy::Volume => self
+                .flows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(pool.clone(), group))
+                .map(|f| f.flow),
+            Strategy::Window => None,
+        };
+        let hold_gap = flow.and_then(|f| self.hold.gap(&f, me.rating, view.at - me.enqueued_at));
+        Ok(Some(explain::explain(pool, &view, t, &blocks, hold_gap)))
     }
 
     /// The pool as a pass would read it now, with nothing paired.
@@ -674,10 +687,7 @@ impl MatchingService {
         }
         let mut pairs = Vec::new();
         for (group, members) in sides {
-            let strategy = match (&flags.matcher_experiment, group.arm) {
-                (Some(experiment), Some(arm)) => experiment.strategy(arm),
-                _ => DEFAULT_STRATEGY,
-            };
+            let strategy = strategy_of(flags, group);
             let waiting: Vec<&Waiting> = members.iter().map(|&i| &live[i]).collect();
             let seekers: Vec<Seeker<'_>> = members
                 .iter()
@@ -1548,6 +1558,15 @@ fn cross_pairs(
         }
     }
     pairs
+}
+
+/// How a group of a pass is paired: its side's strategy when the tenant
+/// runs a matcher experiment, else the default.
+fn strategy_of(flags: &Flags, group: Group) -> Strategy {
+    match (&flags.matcher_experiment, group.arm) {
+        (Some(experiment), Some(arm)) => experiment.strategy(arm),
+        _ => DEFAULT_STRATEGY,
+    }
 }
 
 /// The side of the tenant's matcher experiment `user` is on (`None` for
