@@ -135,6 +135,7 @@ async fn main() {
                 rating: w.rating,
                 entry_id: Some(w.id),
                 region: None,
+                time_control: None,
             };
             let record = MatchRecord {
                 match_id: r.match_id,

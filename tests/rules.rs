@@ -250,6 +250,25 @@ impl Rig {
             request_id: None,
             rating_range: rating_range
                 .map(|(lo, hi)| matchmaking_api::domain::RatingRange::new(lo, hi).unwrap()),
+            also: Vec::new(),
+        };
+        Ok(self.queue.join(&who(user), join).await?.entry.id)
+    }
+
+    /// Joins `pool` and, at once, the same pool in each of `also` (other
+    /// time controls of its speed).
+    async fn join_several(
+        &self,
+        user: &str,
+        pool: &str,
+        also: &[&str],
+    ) -> Result<QueueEntryId, ServiceError> {
+        let join = Join {
+            pool: pool.parse::<PoolKey>().unwrap(),
+            client_metadata: None,
+            request_id: None,
+            rating_range: None,
+            also: also.iter().map(|tc| tc.parse().unwrap()).collect(),
         };
         Ok(self.queue.join(&who(user), join).await?.entry.id)
     }
@@ -852,6 +871,7 @@ async fn a_cross_region_match_recorded_but_not_committed_is_finished_in_both_poo
         rating: 1500,
         entry_id: Some(id),
         region: region.map(|r| r.parse().unwrap()),
+        time_control: None,
     };
     let record = MatchRecord {
         match_id,
@@ -1316,6 +1336,7 @@ async fn told(rig: &Rig, user: &str, range: Option<matchmaking_api::domain::Rati
         client_metadata: None,
         request_id: None,
         rating_range: range,
+        also: Vec::new(),
     };
     rig.queue
         .join(&who(user), join)
@@ -1335,6 +1356,7 @@ async fn played(rig: &Rig, white: &str, black: &str) {
         rating: 1500,
         entry_id: None,
         region: None,
+        time_control: None,
     };
     let record = MatchRecord {
         match_id,
@@ -1541,6 +1563,228 @@ async fn an_aborted_game_puts_the_one_who_showed_up_back_first_in_line(backend: 
     assert_eq!(rig.status("carol", &carol).await, EntryStatus::Searching);
     rig.advance(NO_SHOW_COOLDOWN_MS);
     rig.join("bob").await.unwrap();
+}
+
+const BLITZ_3: &str = "standard_3+0_rated_GLOBAL";
+const BLITZ_3_2: &str = "standard_3+2_rated_GLOBAL";
+const BLITZ_5: &str = "standard_5+0_rated_GLOBAL";
+
+/// The user ids of `pool`'s waiting entries, and whether each lives there.
+async fn waiting_in(rig: &Rig, pool: &str) -> Vec<(String, bool)> {
+    let mut all: Vec<(String, bool)> = rig
+        .store
+        .waiting(&pool_ref(pool))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| (w.user_id.to_string(), w.home.is_none()))
+        .collect();
+    all.sort();
+    all
+}
+
+/// One join waiting in two time controls is listed in both; the pass of
+/// the second pool pairs it there, with a game on record, and it leaves
+/// both pools at once; the status names the match's time control.
+async fn an_entry_in_two_time_controls_is_matched_in_whichever_pairs_it(backend: Backend) {
+    let ratings = [("alice", 1500), ("bob", 1520), ("carol", 1510)];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
+    let alice = rig.join_several("alice", BLITZ_3, &["3+2"]).await.unwrap();
+    assert_eq!(
+        waiting_in(&rig, BLITZ_3).await,
+        vec![("alice".into(), true)]
+    );
+    assert_eq!(
+        waiting_in(&rig, BLITZ_3_2).await,
+        vec![("alice".into(), false)]
+    );
+    // The same search again: the same entry; one time control fewer is
+    // another search.
+    assert_eq!(
+        rig.join_several("alice", BLITZ_3, &["3+2"]).await.unwrap(),
+        alice
+    );
+    assert!(matches!(
+        rig.join("alice").await,
+        Err(ServiceError::AlreadyInQueue)
+    ));
+    let bob = rig.join_in("bob", BLITZ_3_2).await.unwrap();
+    assert_eq!(rig.pass_of(BLITZ_3).await, matched(0));
+    assert_eq!(rig.pass_of(BLITZ_3_2).await, matched(1));
+    let view = rig.queue.status(&who("alice"), &alice).await.unwrap();
+    assert_eq!(view.status, EntryStatus::Matched);
+    let opponent = view.opponent.unwrap();
+    assert_eq!(opponent.user_id, uid("bob"));
+    assert_eq!(opponent.time_control, Some("3+2".parse().unwrap()));
+    let game = view.game_id.unwrap();
+    assert_eq!(
+        rig.queue.status(&who("bob"), &bob).await.unwrap().game_id,
+        Some(game.clone())
+    );
+    let record = rig
+        .durable
+        .match_by_game(&tenant(), &game)
+        .await
+        .unwrap()
+        .expect("a game on record");
+    assert_eq!(record.pool, BLITZ_3_2.parse().unwrap());
+    let side = record.sides_of(&uid("alice")).unwrap().0;
+    assert_eq!(side.pool_in(record.pool), BLITZ_3.parse().unwrap());
+    // Gone from both pools: carol in 3+0 finds nobody.
+    assert!(waiting_in(&rig, BLITZ_3).await.is_empty());
+    assert!(waiting_in(&rig, BLITZ_3_2).await.is_empty());
+    rig.join_in("carol", BLITZ_3).await.unwrap();
+    assert_eq!(rig.pass_of(BLITZ_3).await, matched(0));
+    // The game aborted for bob: alice is back, in both pools, first in
+    // line.
+    rig.queue
+        .abort_game(&tenant(), &game, &uid("bob"))
+        .await
+        .unwrap();
+    assert_eq!(rig.status("alice", &alice).await, EntryStatus::Searching);
+    assert_eq!(
+        waiting_in(&rig, BLITZ_3_2).await,
+        vec![("alice".into(), false)]
+    );
+    assert_eq!(rig.pass_of(BLITZ_3).await, matched(1));
+    assert_eq!(
+        opponent_of(&rig, "alice", &alice).await.as_deref(),
+        Some("carol")
+    );
+}
+
+/// A worker that died holding an entry that waits in several time controls
+/// holds it in none of them; once recovery releases it, it is listed in
+/// every one again and paired.
+async fn a_worker_dying_with_an_entry_of_several_pools_reserved_holds_it_nowhere(backend: Backend) {
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
+    let alice = rig.join_several("alice", BLITZ_3, &["3+2"]).await.unwrap();
+    let bob = rig.join_in("bob", BLITZ_3_2).await.unwrap();
+    let half = Reservation {
+        match_id: MatchId::generate(),
+        a: alice,
+        b: alice,
+    };
+    let ok = rig
+        .store
+        .reserve(&pool_ref(BLITZ_3), &[half], T0 + 30_000, T0)
+        .await
+        .unwrap();
+    assert_eq!(ok, vec![true]);
+    for pool in [BLITZ_3, BLITZ_3_2] {
+        assert_eq!(rig.pass_of(pool).await, matched(0), "{pool}");
+    }
+    rig.advance(30_001);
+    assert_eq!(rig.matching.recover_stale().await.unwrap(), 1);
+    assert_eq!(rig.pass_of(BLITZ_3_2).await, matched(1));
+    assert_eq!(
+        opponent_of(&rig, "alice", &alice).await.as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        opponent_of(&rig, "bob", &bob).await.as_deref(),
+        Some("alice")
+    );
+}
+
+/// Cancelling an entry that waits in several time controls takes it out
+/// of every one of them.
+async fn a_cancelled_entry_leaves_every_pool_it_waited_in(backend: Backend) {
+    let ratings = [("alice", 1500), ("bob", 1520)];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
+        return;
+    };
+    let alice = rig
+        .join_several("alice", BLITZ_3_2, &["3+0"])
+        .await
+        .unwrap();
+    rig.queue.cancel(&who("alice"), &alice).await.unwrap();
+    rig.join_in("bob", BLITZ_3).await.unwrap();
+    assert_eq!(rig.pass_of(BLITZ_3).await, matched(0));
+    assert_eq!(rig.pass_of(BLITZ_3_2).await, matched(0));
+    assert_eq!(waiting_in(&rig, BLITZ_3).await, vec![("bob".into(), true)]);
+    assert!(waiting_in(&rig, BLITZ_3_2).await.is_empty());
+}
+
+/// Passes of every pool at once, on two nodes, over players each waiting
+/// in two or three time controls with partners in each: everyone is in
+/// one game at most, each game is on record, and every entry that shows
+/// `MATCHED` shows that one game.
+async fn pools_passing_at_once_never_match_an_entry_twice(backend: Backend) {
+    let pools = [BLITZ_3, BLITZ_3_2, BLITZ_5];
+    let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
+        return;
+    };
+    let other = (rig.restart)();
+    let mut joined = Vec::new();
+    for round in 0..6 {
+        // Per round: one player in all three pools, one in two, and one
+        // single-pool player in each: all within one window.
+        let many = format!("many{round}");
+        let two = format!("two{round}");
+        joined.push((
+            many.clone(),
+            rig.join_several(&many, BLITZ_3, &["3+2", "5+0"])
+                .await
+                .unwrap(),
+        ));
+        joined.push((
+            two.clone(),
+            rig.join_several(&two, BLITZ_5, &["3+2"]).await.unwrap(),
+        ));
+        for (k, pool) in pools.iter().enumerate() {
+            let single = format!("one{round}_{k}");
+            joined.push((single.clone(), rig.join_in(&single, pool).await.unwrap()));
+        }
+        let at = |k: usize| pool_ref(pools[(round + k) % 3]);
+        let (p0, p1, p2) = (at(0), at(1), at(2));
+        for _ in 0..2 {
+            let (a, b, c, d) = tokio::join!(
+                rig.matching.run_pool(&p0),
+                other.run_pool(&p1),
+                rig.matching.run_pool(&p2),
+                other.run_pool(&p0),
+            );
+            for pass in [a, b, c, d] {
+                pass.unwrap();
+            }
+        }
+    }
+    let mut games: std::collections::HashMap<GameId, Vec<String>> = Default::default();
+    for (user, id) in &joined {
+        let view = rig.queue.status(&who(user), id).await.unwrap();
+        if view.status == EntryStatus::Matched {
+            games
+                .entry(view.game_id.unwrap())
+                .or_default()
+                .push(user.clone());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (game, players) in &games {
+        assert_eq!(players.len(), 2, "{game}: {players:?}");
+        for p in players {
+            assert!(seen.insert(p.clone()), "{p} in two games");
+        }
+        let record = rig.durable.match_by_game(&tenant(), game).await.unwrap();
+        assert!(record.is_some(), "{game} on record");
+    }
+    // 30 players, every one of them compatible with every other: a pass
+    // leaves at most one of a pool's waiting players unpaired, and the
+    // players of several pools fill the gaps.
+    assert!(seen.len() >= 24, "{} matched", seen.len());
+    for (user, _) in &joined {
+        let active = rig
+            .durable
+            .active_match(&tenant(), &uid(user), 0)
+            .await
+            .unwrap();
+        assert_eq!(active.is_some(), seen.contains(user), "{user}");
+    }
 }
 
 /// An empty queue store, as one that lost its data (a Redis restarted
@@ -1793,6 +2037,10 @@ on_both_backends!(
     only_a_game_not_reported_over_is_aborted,
     an_abort_cut_short_is_finished_by_the_report_again,
     a_no_show_cooldown_outlives_a_queue_store_that_lost_its_data,
+    an_entry_in_two_time_controls_is_matched_in_whichever_pairs_it,
+    a_cancelled_entry_leaves_every_pool_it_waited_in,
+    a_worker_dying_with_an_entry_of_several_pools_reserved_holds_it_nowhere,
+    pools_passing_at_once_never_match_an_entry_twice,
 );
 
 /// Pool figures that cannot be read (a store answering too slowly).

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Deviation, GameId, MatchId, Millis, PoolKey, PoolRef, QueueEntryId, Rating, Region, TenantId,
-    UNKNOWN_DEVIATION, UserId, Username,
+    TimeControl, UNKNOWN_DEVIATION, UserId, Username,
 };
 
 /// Life of a queue entry. `Reserved` is the short internal "being matched"
@@ -133,6 +133,11 @@ pub struct Opponent {
     pub user_id: UserId,
     pub username: Option<Username>,
     pub rating: Rating,
+    /// The match's time control, when it is not the one of the pool the
+    /// player's entry lives in (an entry waiting in several time controls,
+    /// matched in another of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_control: Option<TimeControl>,
 }
 
 /// A player's request to be matched, and what became of it.
@@ -170,6 +175,11 @@ pub struct QueueEntry {
     /// The rating's deviation at enqueue (Glicko RD; 350 when unknown).
     #[serde(default = "unknown_deviation")]
     pub rating_deviation: Deviation,
+    /// The other time controls this entry waits in at once (one join in
+    /// several pools of one speed): the entry lives in `pool`, and is
+    /// listed in each of these pools too. Sorted, never `pool`'s own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<TimeControl>,
 }
 
 fn unknown_deviation() -> Deviation {
@@ -205,13 +215,27 @@ impl QueueEntry {
             reason: None,
             rating_range: None,
             rating_deviation: UNKNOWN_DEVIATION,
+            also: Vec::new(),
         }
+    }
+
+    /// Every pool the entry waits in: its own, then the others it is
+    /// listed in.
+    pub fn pools(&self) -> impl Iterator<Item = PoolRef> + '_ {
+        std::iter::once(self.pool)
+            .chain(self.also.iter().map(|&tc| self.pool.with_time_control(tc)))
+            .map(|key| PoolRef {
+                tenant_id: self.tenant_id.clone(),
+                key,
+            })
     }
 
     /// Whether `other` asks for the same search: a join answered with the
     /// entry already waiting rather than refused as another search.
     pub fn same_search(&self, other: &QueueEntry) -> bool {
-        self.pool == other.pool && self.rating_range == other.rating_range
+        self.pool == other.pool
+            && self.rating_range == other.rating_range
+            && self.also == other.also
     }
 
     pub fn pool_ref(&self) -> PoolRef {
@@ -352,6 +376,11 @@ pub struct MatchSide {
     /// other player's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<Region>,
+    /// The time control of the pool this side's entry waited in, when it
+    /// is not the match's own (an entry waiting in several time controls
+    /// at once, matched in one of its others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_control: Option<TimeControl>,
 }
 
 /// The durable record of a match (SPEC §4 MatchRecord).
@@ -371,15 +400,18 @@ pub struct MatchRecord {
 impl MatchSide {
     /// The pool this side's entry waited in, of a match made in `pool`.
     pub fn pool_in(&self, pool: PoolKey) -> PoolKey {
-        self.region.map_or(pool, |r| pool.in_region(r))
+        let pool = self.region.map_or(pool, |r| pool.in_region(r));
+        self.time_control
+            .map_or(pool, |tc| pool.with_time_control(tc))
     }
 
-    /// This side as the other player sees it.
-    pub fn as_opponent(&self) -> Opponent {
+    /// This side as the other player, `me`, sees it in a match of `pool`.
+    pub fn as_opponent_of(&self, me: &MatchSide, pool: PoolKey) -> Opponent {
         Opponent {
             user_id: self.user_id.clone(),
             username: self.username.clone(),
             rating: self.rating,
+            time_control: me.time_control.map(|_| pool.time_control),
         }
     }
 }
@@ -447,10 +479,10 @@ fn guard(
     user: &UserId,
     until: Millis,
 ) -> Option<ActiveGame> {
-    let (color, theirs) = if &white.user_id == user {
-        (Color::White, black)
+    let (color, mine, theirs) = if &white.user_id == user {
+        (Color::White, white, black)
     } else if &black.user_id == user {
-        (Color::Black, white)
+        (Color::Black, black, white)
     } else {
         return None;
     };
@@ -459,7 +491,7 @@ fn guard(
         match_id,
         pool,
         color,
-        opponent: theirs.as_opponent(),
+        opponent: theirs.as_opponent_of(mine, pool),
         until,
         cooldown: false,
     })

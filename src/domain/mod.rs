@@ -23,8 +23,8 @@ pub use pool::{
     DEFAULT_REGION_NAME, Mode, PoolKey, PoolRef, RatingPool, Region, RegionSet, Variant,
 };
 pub use tenant::{
-    MAX_DEVIATION_PERCENT, MAX_RATING_WINDOW, MAX_REPEAT_GAMES, MAX_TIME_CONTROLS, PolicyPatch,
-    PoolPolicy, TenantConfig, TenantConfigPatch,
+    MAX_DEVIATION_PERCENT, MAX_POOLS_PER_JOIN, MAX_RATING_WINDOW, MAX_REPEAT_GAMES,
+    MAX_TIME_CONTROLS, PolicyPatch, PoolPolicy, TenantConfig, TenantConfigPatch,
 };
 pub use time_control::{Speed, TimeControl};
 

@@ -236,6 +236,14 @@ impl PoolKey {
         Self { region, ..self }
     }
 
+    /// The same pool in another time control.
+    pub fn with_time_control(self, time_control: TimeControl) -> Self {
+        Self {
+            time_control,
+            ..self
+        }
+    }
+
     /// The rating this pool pairs players by.
     pub fn rating_pool(&self) -> RatingPool {
         RatingPool {

@@ -322,6 +322,9 @@ impl PoolPolicy {
 /// The most a deviation may scale a window by, in percent.
 pub const MAX_DEVIATION_PERCENT: i32 = 1_000;
 
+/// The time controls one join may wait in at once.
+pub const MAX_POOLS_PER_JOIN: usize = 4;
+
 /// The most recent games of a player a repeat may be counted in.
 pub const MAX_REPEAT_GAMES: u32 = 20;
 

@@ -108,9 +108,15 @@ pub enum AdminRefusals {
 /// POST /v1/matchmaking/queue
 #[derive(Serialize, ToSchema)]
 pub struct JoinRequest {
-    /// `<minutes>+<increment seconds>`, one the tenant allows.
+    /// `<minutes>+<increment seconds>`, one the tenant allows. Give this or
+    /// `time_controls`.
     #[schema(example = "5+0")]
-    pub time_control: String,
+    pub time_control: Option<String>,
+    /// Several time controls of one speed at once (1-4, e.g. `["3+0",
+    /// "3+2"]`): the entry waits in each of these pools, and the first
+    /// match made in any of them ends the search in all (the status shows
+    /// the match's `time_control`). Give this or `time_control`.
+    pub time_controls: Option<Vec<String>>,
     /// `rated` or `casual`.
     #[schema(example = "rated")]
     pub mode: String,
@@ -180,7 +186,7 @@ impl Opponent {
             user_id: opponent.user_id.clone(),
             username: opponent.username.clone(),
             rating_snapshot: RatingSnapshot {
-                time_control: pool.time_control,
+                time_control: opponent.time_control.unwrap_or(pool.time_control),
                 mode: pool.mode,
                 rating: opponent.rating,
             },
@@ -208,6 +214,11 @@ pub struct EntryStatus {
     /// When `MATCHED`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opponent: Option<Opponent>,
+    /// When `MATCHED`: the match's time control (for an entry that waited
+    /// in several, the one it was matched in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "3+2")]
+    pub time_control: Option<TimeControl>,
     /// When `MATCHED`: when the match was made (RFC 3339, milliseconds).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matched_at: Option<String>,
@@ -953,6 +964,19 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
         "region",
         nullable(enumerated(&regions)),
     );
+    // One time control, or several of one speed: exactly one of the two.
+    schemas["JoinRequest"]["properties"]["time_controls"] = json!({
+        "type": "array",
+        "items": enumerated(&time_controls),
+        "minItems": 1,
+        "maxItems": crate::domain::MAX_POOLS_PER_JOIN,
+        "uniqueItems": true,
+    });
+    schemas["JoinRequest"]["required"] = json!(["mode"]);
+    schemas["JoinRequest"]["oneOf"] = json!([
+        { "required": ["time_control"] },
+        { "required": ["time_controls"] },
+    ]);
     put(
         schemas,
         "ChallengeRequest",

@@ -13,7 +13,8 @@ use super::openapi;
 use super::request_id;
 use crate::auth::Identity;
 use crate::domain::{
-    ActiveGame, EndReason, EntryStatus, ParseError, QueueEntry, QueueEntryId, RatingRange, rfc3339,
+    ActiveGame, EndReason, EntryStatus, MAX_POOLS_PER_JOIN, ParseError, PoolKey, QueueEntry,
+    QueueEntryId, RatingRange, TimeControl, rfc3339,
 };
 use crate::services::queue::{EntryView, Join, KeyTaken};
 use crate::store::{IdempotencyScope, StoredAnswer};
@@ -150,12 +151,26 @@ async fn join_once(
     body: Value,
 ) -> Result<(StatusCode, String), ServiceError> {
     let body = object(body)?;
-    let pool = state.queue.tenant_config(&who.tenant_id).pool_key(
-        required_str(&body, "time_control")?,
-        required_str(&body, "mode")?,
-        optional_str(&body, "variant")?,
-        optional_str(&body, "region")?,
-    )?;
+    let tenant = state.queue.tenant_config(&who.tenant_id);
+    let pool_of = |time_control: &str| {
+        tenant.pool_key(
+            time_control,
+            required_str(&body, "mode")?,
+            optional_str(&body, "variant")?,
+            optional_str(&body, "region")?,
+        )
+    };
+    let (pool, also) = match body.get("time_controls") {
+        None => (pool_of(required_str(&body, "time_control")?)?, Vec::new()),
+        Some(_) if body.contains_key("time_control") => {
+            return Err(ParseError::new(
+                "time_controls",
+                "give time_control or time_controls, not both",
+            )
+            .into());
+        }
+        Some(list) => several_pools(list, pool_of)?,
+    };
     let client_metadata = body
         .get("client_metadata")
         .filter(|v| !v.is_null())
@@ -171,6 +186,7 @@ async fn join_once(
                 client_metadata,
                 request_id,
                 rating_range,
+                also,
             },
         )
         .await?;
@@ -183,6 +199,52 @@ async fn join_once(
     let body = serde_json::to_string(&body)
         .map_err(|e| ServiceError::Internal(format!("serializing an answer: {e}")))?;
     Ok((StatusCode::CREATED, body))
+}
+
+/// The `time_controls` of a join: 1 to [`MAX_POOLS_PER_JOIN`] distinct
+/// time controls of one speed, each one the tenant allows. Answers the
+/// pool of the first (where the entry lives) and the others, sorted.
+fn several_pools(
+    list: &Value,
+    pool_of: impl Fn(&str) -> Result<PoolKey, ParseError>,
+) -> Result<(PoolKey, Vec<TimeControl>), ParseError> {
+    let field = "time_controls";
+    let items = list
+        .as_array()
+        .filter(|items| (1..=MAX_POOLS_PER_JOIN).contains(&items.len()))
+        .ok_or_else(|| {
+            ParseError::new(
+                field,
+                format!("must be a list of 1 to {MAX_POOLS_PER_JOIN} time controls"),
+            )
+        })?;
+    let mut pools = Vec::with_capacity(items.len());
+    for item in items {
+        let tc = item
+            .as_str()
+            .ok_or_else(|| ParseError::new(field, "each must be a time control such as \"3+0\""))?;
+        let pool = pool_of(tc).map_err(|e| ParseError::new(field, e.reason))?;
+        pools.push(pool);
+    }
+    let home = pools[0];
+    let speed = home.time_control.speed();
+    if pools.iter().any(|p| p.time_control.speed() != speed) {
+        return Err(ParseError::new(
+            field,
+            format!(
+                "must all be of one speed ({} here: {speed})",
+                home.time_control
+            ),
+        ));
+    }
+    let mut also: Vec<TimeControl> = pools[1..].iter().map(|p| p.time_control).collect();
+    also.sort();
+    let count = also.len();
+    also.dedup();
+    if also.len() != count || also.contains(&home.time_control) {
+        return Err(ParseError::new(field, "must not repeat a time control"));
+    }
+    Ok((home, also))
 }
 
 /// The optional `rating_range` of a join: `{"min_delta", "max_delta"}`,
@@ -293,6 +355,12 @@ pub(super) fn status_answer(view: &EntryView) -> openapi::EntryStatus {
             .filter(|_| matched)
             .map(|o| openapi::Opponent::shown(o, &view.pool)),
         rating_range: view.rating_range,
+        time_control: matched.then(|| {
+            view.opponent
+                .as_ref()
+                .and_then(|o| o.time_control)
+                .unwrap_or(view.pool.time_control)
+        }),
     }
 }
 

@@ -382,6 +382,7 @@ impl ChallengeService {
             rating,
             entry_id: None,
             region: None,
+            time_control: None,
         };
         let challenger = side(
             &c.challenger,

@@ -42,8 +42,8 @@ use super::games::{GameCreationError, GameCreator, NewGame};
 use super::live::LiveConfig;
 use crate::domain::{
     Arm, Clock, ColorHistory, DEFAULT_STRATEGY, EndReason, EntryStatus, Flags, GameId, MatchIntent,
-    MatchRecord, MatchSide, MatchSource, Millis, PoolPolicy, PoolRef, QueueEntryId, Region,
-    Strategy, SystemClock, TenantId, UserId, in_range,
+    MatchRecord, MatchSide, MatchSource, Millis, PoolKey, PoolPolicy, PoolRef, QueueEntryId,
+    Region, Strategy, SystemClock, TenantId, UserId, in_range,
 };
 use crate::matcher::{self, Flow, Hold, Seeker};
 use crate::store::{
@@ -210,9 +210,10 @@ fn arm_labels<'a>(
     })
 }
 
-/// An entry to match: the entry, and the region of the pool it waits in
-/// when that is not the pass's pool (a region fallback partner).
-type Side<'a> = (&'a Waiting, Option<Region>);
+/// An entry to match: the entry, and the pool it lives in when that is
+/// not the pass's pool (a region fallback partner, or an entry waiting in
+/// several time controls, listed in the pass's pool too).
+type Side<'a> = (&'a Waiting, Option<PoolKey>);
 
 /// A reserved pair on its way to a game.
 struct Pending<'a> {
@@ -518,11 +519,14 @@ impl MatchingService {
         }
         let mut all: Vec<(Side<'_>, Side<'_>)> = pairs
             .iter()
-            .map(|&(a, b)| ((&live[a], None), (&live[b], None)))
+            .map(|&(a, b)| ((&live[a], live[a].home), (&live[b], live[b].home)))
             .collect();
         all.extend(crossing.iter().map(|&(a, (v, i))| {
             let there = &visitors[v];
-            ((&live[a], None), (&there.entries[i], Some(there.region)))
+            (
+                (&live[a], live[a].home),
+                (&there.entries[i], Some(pool.key.in_region(there.region))),
+            )
         }));
         // A few rounds in flight at once: their persistence can share one
         // group commit, and one slow game creation does not hold up the rest.
@@ -743,7 +747,9 @@ impl MatchingService {
                 .waiting(&there)
                 .await?
                 .into_iter()
-                .filter(|w| self.expired(&theirs, w, now).is_none())
+                // Entries of that region's own pool only: one listed there
+                // from another time control falls back from its own.
+                .filter(|w| w.home.is_none() && self.expired(&theirs, w, now).is_none())
                 .collect();
             let seekers: Vec<Seeker<'_>> = waiting.iter().map(|w| seeker(w, 0)).collect();
             let paired = paired_flags(
@@ -778,8 +784,13 @@ impl MatchingService {
     /// Why `w` must leave the pool before pairing, if it must: past the
     /// pool's queue time (it times out), or unheard of for the presence
     /// timeout (it is cancelled as absent); time spent in a game-creation
-    /// outage counts for neither.
+    /// outage counts for neither. An entry listed from another pool
+    /// (another time control it waits in) leaves by its own pool's rules,
+    /// never by this one's.
     fn expired(&self, policy: &PoolPolicy, w: &Waiting, now: Millis) -> Option<EndReason> {
+        if w.home.is_some() {
+            return None;
+        }
         let waited = now - w.enqueued_at - self.breaker.outage_overlap(w.enqueued_at, now);
         let unseen = now - w.last_seen_at - self.breaker.outage_overlap(w.last_seen_at, now);
         if waited >= policy.max_queue_time_ms {
@@ -1263,12 +1274,15 @@ impl MatchingService {
 
     /// The match of a pair, before its game (a new match id).
     fn intent(&self, pool: &PoolRef, white: Side<'_>, black: Side<'_>, now: Millis) -> MatchIntent {
-        let side = |(w, region): Side<'_>| MatchSide {
+        let side = |(w, home): Side<'_>| MatchSide {
             user_id: w.user_id.clone(),
             username: w.username.clone(),
             rating: w.rating,
             entry_id: Some(w.id),
-            region,
+            region: home.map(|h| h.region).filter(|&r| r != pool.key.region),
+            time_control: home
+                .map(|h| h.time_control)
+                .filter(|&tc| tc != pool.key.time_control),
         };
         MatchIntent {
             match_id: crate::domain::MatchId::generate(),

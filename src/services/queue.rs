@@ -14,7 +14,7 @@ use super::signal::{DueAnnouncer, PoolSignal};
 use crate::auth::Identity;
 use crate::domain::{
     ActiveGame, Clock, EndReason, EntryStatus, GameId, Millis, Opponent, ParseError, PoolKey,
-    PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantConfig, TenantId,
+    PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantConfig, TenantId, TimeControl,
 };
 use crate::store::{
     AuditEvent, CancelOutcome, DurableStore, EntryStore, IdempotencyScope, JoinOutcome,
@@ -60,6 +60,8 @@ pub struct Join {
     pub request_id: Option<String>,
     /// The player's own rating range, if they give one.
     pub rating_range: Option<RatingRange>,
+    /// Other time controls (of the same speed) the entry waits in too.
+    pub also: Vec<TimeControl>,
 }
 
 /// A pool's wait figures, as one estimate reads them: the recent real
@@ -337,6 +339,13 @@ impl QueueService {
             client_metadata: metadata,
             rating_range: join.rating_range,
             rating_deviation: rated.deviation,
+            also: {
+                let mut also = join.also;
+                also.sort();
+                also.dedup();
+                also.retain(|&tc| tc != join.pool.time_control);
+                also
+            },
             ..QueueEntry::searching(
                 who.tenant_id.clone(),
                 who.user_id.clone(),
@@ -361,9 +370,11 @@ impl QueueService {
                     rating = entry.rating,
                     "player joined the queue"
                 );
-                self.signal.mark_due(entry.pool_ref());
-                if let Some(announcer) = &self.announcer {
-                    announcer.announce(&entry.pool_ref()).await;
+                for pool in entry.pools() {
+                    self.signal.mark_due(pool.clone());
+                    if let Some(announcer) = &self.announcer {
+                        announcer.announce(&pool).await;
+                    }
                 }
                 entry
             }
@@ -538,7 +549,7 @@ impl QueueService {
             status: EntryStatus::Matched,
             pool: record.pool,
             game_id: Some(record.game_id.clone()),
-            opponent: Some(theirs.as_opponent()),
+            opponent: Some(theirs.as_opponent_of(mine, record.pool)),
             estimated_wait_seconds: None,
             estimated_wait_p80_seconds: None,
             reason: None,

@@ -26,7 +26,7 @@ use super::{
 use crate::domain::{
     ActiveGame, Deviation, EndReason, EntryStatus, GameId, MatchId, MatchIntent, MatchRecord,
     Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating, RatingRange, TenantId,
-    UserId, Username,
+    TimeControl, UserId, Username,
 };
 
 /// Finished entries or lapsed guards one purge drops per hold of the lock.
@@ -58,6 +58,8 @@ struct StoredEntry {
     reason: Option<EndReason>,
     rating_range: Option<RatingRange>,
     rating_deviation: Deviation,
+    /// The other time controls it is listed in (empty for most).
+    also: Box<[TimeControl]>,
     outcome: Option<Box<Outcome>>,
 }
 
@@ -100,6 +102,7 @@ impl StoredEntry {
             reason: e.reason,
             rating_range: e.rating_range,
             rating_deviation: e.rating_deviation,
+            also: e.also.into_boxed_slice(),
             outcome,
         }
     }
@@ -127,6 +130,7 @@ impl StoredEntry {
             reason: self.reason,
             rating_range: self.rating_range,
             rating_deviation: self.rating_deviation,
+            also: self.also.to_vec(),
         }
     }
 
@@ -139,6 +143,17 @@ impl StoredEntry {
 
     fn in_pool(&self, pool: &PoolRef) -> bool {
         self.pool == pool.key && self.tenant_id == pool.tenant_id
+    }
+
+    /// Every pool it is listed in while searching: its own, then the other
+    /// time controls it waits in.
+    fn listed_in(&self) -> impl Iterator<Item = PoolRef> + '_ {
+        std::iter::once(self.pool)
+            .chain(self.also.iter().map(|&tc| self.pool.with_time_control(tc)))
+            .map(|key| PoolRef {
+                tenant_id: self.tenant_id.clone(),
+                key,
+            })
     }
 
     fn is_user(&self, tenant: &TenantId, user: &UserId) -> bool {
@@ -295,13 +310,28 @@ impl Inner {
         self.active.get(key).map(|g| &**g).filter(|g| g.until > now)
     }
 
-    /// Takes a searching entry out of its pool's waiting set.
+    /// Takes a searching entry out of the waiting set of every pool it is
+    /// listed in.
     fn unlist(&mut self, id: &QueueEntryId) {
         let Some(entry) = self.entries.get(id) else {
             return;
         };
-        if let Some(pool) = self.pools.get_mut(&entry.pool_ref()) {
-            pool.searching.remove(&(entry.enqueued_at, entry.id));
+        for pool in entry.listed_in() {
+            if let Some(p) = self.pools.get_mut(&pool) {
+                p.searching.remove(&(entry.enqueued_at, entry.id));
+            }
+        }
+    }
+
+    /// Puts a searching entry in the waiting set of every pool it waits in.
+    fn list(&mut self, id: &QueueEntryId) {
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
+        let at = (entry.enqueued_at, entry.id);
+        let pools: Vec<PoolRef> = entry.listed_in().collect();
+        for pool in pools {
+            self.pool(&pool).searching.insert(at);
         }
     }
 
@@ -466,14 +496,10 @@ impl EntryStore for MemoryQueueStore {
         if let Some(game) = inner.active_game(&key, now) {
             return Ok(JoinOutcome::ActiveGame(game.clone()));
         }
-        let pool = entry.pool_ref();
-        inner
-            .pool(&pool)
-            .searching
-            .insert((entry.enqueued_at, entry.id));
         let stored = Box::new(StoredEntry::new(entry.clone()));
         inner.by_user.insert(&stored);
         inner.entries.insert(entry.id, stored);
+        inner.list(&entry.id);
         Ok(JoinOutcome::Created(entry))
     }
 
@@ -527,8 +553,7 @@ impl EntryStore for MemoryQueueStore {
         e.last_seen_at = now;
         e.reason = None;
         e.outcome = None;
-        let at = (e.enqueued_at, e.id);
-        inner.pool(pool).searching.insert(at);
+        inner.list(id);
         let Inner {
             entries, by_user, ..
         } = &mut *inner;
@@ -624,6 +649,7 @@ impl PairingStore for MemoryQueueStore {
             .iter()
             .filter_map(|(_, id)| inner.entries.get(id))
             .map(|e| Waiting {
+                home: (!e.in_pool(pool)).then_some(e.pool),
                 id: e.id,
                 user_id: e.user_id.clone(),
                 username: e.username.clone(),
@@ -758,11 +784,11 @@ impl PairingStore for MemoryQueueStore {
                 entry.status = EntryStatus::Searching;
                 entry.clear_reservation();
                 entry.updated_at = now;
-                let (pool, enqueued_at) = (entry.pool_ref(), entry.enqueued_at);
+                let pool = entry.pool_ref();
                 inner.set_reserved(id, false);
                 let p = inner.pool(&pool);
                 p.reserved = p.reserved.saturating_sub(1);
-                p.searching.insert((enqueued_at, *id));
+                inner.list(id);
             }
         }
         Ok(())
@@ -1016,6 +1042,7 @@ mod tests {
             user_id: UserId::parse("bob").unwrap(),
             username: None,
             rating: 1400,
+            time_control: None,
         });
         let mut stored = StoredEntry::new(e.clone());
         assert_eq!(stored.to_entry(), e);

@@ -228,6 +228,10 @@ pub struct Waiting {
     pub rating_range: Option<RatingRange>,
     /// The rating's deviation (350 when unknown).
     pub rating_deviation: Deviation,
+    /// The pool the entry lives in, when it is not the one read: an entry
+    /// waiting in several time controls at once, listed here too. A match
+    /// reserves and commits it in its own pool.
+    pub home: Option<PoolKey>,
 }
 
 impl Waiting {

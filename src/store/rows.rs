@@ -15,7 +15,8 @@ macro_rules! intent_columns {
         "match_id, tenant_id, \
          white_user_id, white_username, white_rating, white_entry_id, \
          black_user_id, black_username, black_rating, black_entry_id, \
-         pool_key, source, created_at, white_region, black_region"
+         pool_key, source, created_at, white_region, black_region, \
+         white_time_control, black_time_control"
     };
 }
 
@@ -65,6 +66,8 @@ pub struct IntentRow {
     created_at: i64,
     white_region: Option<String>,
     black_region: Option<String>,
+    white_time_control: Option<String>,
+    black_time_control: Option<String>,
 }
 
 /// A row of `match_records` ([`MATCH_COLUMNS`]).
@@ -110,11 +113,14 @@ fn side(
     username: Option<&str>,
     rating: i32,
     entry: Option<&str>,
-    region: Option<&str>,
+    (region, time_control): (Option<&str>, Option<&str>),
 ) -> StoreResult<MatchSide> {
     Ok(MatchSide {
         region: region
             .map(|r| r.parse().map_err(|_| corrupt("match_records.region")))
+            .transpose()?,
+        time_control: time_control
+            .map(|t| t.parse().map_err(|_| corrupt("match_records.time_control")))
             .transpose()?,
         user_id: UserId::parse(user).map_err(|_| corrupt("match_records.user_id"))?,
         username: username.and_then(Username::sanitize),
@@ -138,14 +144,14 @@ impl TryFrom<IntentRow> for MatchIntent {
                 r.white_username.as_deref(),
                 r.white_rating,
                 r.white_entry_id.as_deref(),
-                r.white_region.as_deref(),
+                (r.white_region.as_deref(), r.white_time_control.as_deref()),
             )?,
             black: side(
                 &r.black_user_id,
                 r.black_username.as_deref(),
                 r.black_rating,
                 r.black_entry_id.as_deref(),
-                r.black_region.as_deref(),
+                (r.black_region.as_deref(), r.black_time_control.as_deref()),
             )?,
             pool: r
                 .pool_key

@@ -350,3 +350,74 @@ async fn the_seeds_default_region_queues_in_the_tenants_default_region() {
     assert_eq!(sa["status"], "MATCHED");
     assert_eq!(sa["game_id"], sb["game_id"]);
 }
+
+#[tokio::test]
+async fn one_join_waits_in_several_time_controls_and_the_match_names_its_own() {
+    let app = spawn_app().await;
+    let (a, b) = (app.token("alice"), app.token("bob"));
+    let several = json!({ "time_controls": ["3+0", "3+2"], "mode": "rated" });
+    let ia = app.join_ok(&a, &several).await;
+    // The same again: the same entry.
+    let r = app.join(&a, &several).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["queue_entry_id"], ia.as_str());
+    assert_eq!(app.status_json(&a, &ia).await["status"], "SEARCHING");
+    // bob waits in 3+2 only: they meet there.
+    let ib = app.join_ok(&b, &join_body("3+2")).await;
+    let done = app.wait_for_result(&a, &ia).await;
+    assert_eq!(done["status"], "MATCHED", "{done}");
+    assert_eq!(done["time_control"], "3+2");
+    assert_eq!(done["opponent"]["user_id"], "bob");
+    assert_eq!(done["opponent"]["rating_snapshot"]["time_control"], "3+2");
+    let theirs = app.wait_for_result(&b, &ib).await;
+    assert_eq!(theirs["game_id"], done["game_id"]);
+    assert_eq!(theirs["time_control"], "3+2");
+    // Matched once: a second join is refused while the game runs.
+    let r = app.join(&a, &several).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_join_in_several_time_controls_is_checked_field_by_field() {
+    let app = spawn_app().await;
+    let a = app.token("alice");
+    for (body, why) in [
+        (
+            json!({ "time_controls": ["3+0"], "time_control": "3+0", "mode": "rated" }),
+            "not both",
+        ),
+        (json!({ "time_controls": [], "mode": "rated" }), "1 to 4"),
+        (
+            json!({ "time_controls": ["1+0", "2+1", "3+0", "3+2", "5+0"], "mode": "rated" }),
+            "1 to 4",
+        ),
+        (json!({ "time_controls": "3+0", "mode": "rated" }), "1 to 4"),
+        (
+            json!({ "time_controls": ["3+0", 5], "mode": "rated" }),
+            "time control",
+        ),
+        (
+            json!({ "time_controls": ["3+0", "4+0"], "mode": "rated" }),
+            "allowed values",
+        ),
+        (
+            json!({ "time_controls": ["1+0", "5+0"], "mode": "rated" }),
+            "one speed",
+        ),
+        (
+            json!({ "time_controls": ["3+0", "3+2", "3+0"], "mode": "rated" }),
+            "repeat",
+        ),
+    ] {
+        let r = app.join(&a, &body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "INVALID_REQUEST", "{body}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("time_controls"), "{body}: {message}");
+        assert!(message.contains(why), "{body}: {message}");
+    }
+    app.shutdown().await;
+}

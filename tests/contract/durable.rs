@@ -17,6 +17,7 @@ fn record(white: &str, black: &str, at: i64) -> MatchRecord {
         rating: r,
         entry_id: Some(QueueEntryId::generate()),
         region: None,
+        time_control: None,
     };
     MatchRecord {
         game_id: GameId::for_match(&m),

@@ -77,6 +77,7 @@ macro_rules! queue_cases {
                 joining_again_answers_the_waiting_entry,
                 an_entry_keeps_its_own_rating_range,
                 an_entry_keeps_its_rating_deviation,
+                an_entry_of_several_time_controls_is_listed_in_each_while_it_searches,
                 an_aborted_games_entry_goes_back_to_searching_with_its_place,
                 cancel_is_for_the_owner_of_a_searching_entry,
                 touch_moves_up_the_last_seen_time_of_waiting_entries_only,

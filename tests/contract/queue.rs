@@ -50,6 +50,7 @@ fn record(
         rating: e.rating,
         entry_id: Some(e.id),
         region: None,
+        time_control: None,
     };
     MatchRecord {
         match_id: *m,
@@ -147,6 +148,61 @@ pub async fn joining_again_answers_the_waiting_entry(store: &dyn QueueStore) {
 
 /// A player's own rating range is kept with the entry and shown to the
 /// matcher; the same pool with another range is another search.
+pub async fn an_entry_of_several_time_controls_is_listed_in_each_while_it_searches(
+    store: &dyn QueueStore,
+) {
+    open(store).await;
+    let other = PoolRef {
+        tenant_id: tenant("t1"),
+        key: super::pool("standard_5+3_rated_GLOBAL"),
+    };
+    let listed = |pool: PoolRef| async move {
+        let waiting = store.waiting(&pool).await.unwrap();
+        waiting
+            .into_iter()
+            .map(|w| (w.user_id.to_string(), w.home.map(|h| h.to_string())))
+            .collect::<Vec<_>>()
+    };
+    let several = QueueEntry {
+        also: vec!["5+3".parse().unwrap()],
+        ..entry("t1", "alice", POOL, 1500, T0)
+    };
+    let JoinOutcome::Created(e) = store.join(several.clone(), T0).await.unwrap() else {
+        panic!("expected a new entry");
+    };
+    assert_eq!(e.also, several.also);
+    let bob = joined(store, "bob", 1510, T0 + 1).await;
+    assert_eq!(
+        listed(pool_ref("t1")).await,
+        vec![("alice".into(), None), ("bob".into(), None)]
+    );
+    assert_eq!(
+        listed(other.clone()).await,
+        vec![("alice".into(), Some(POOL.into()))]
+    );
+    assert!(store.pools().await.unwrap().contains(&other));
+    let shown = store
+        .status(&tenant("t1"), &user("alice"), &e.id, T0 + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown.also, several.also);
+    // Reserved (in its own pool): listed nowhere; put back: in both again.
+    let r = reserve(store, &e, &bob).await;
+    assert!(listed(pool_ref("t1")).await.is_empty());
+    assert!(listed(other.clone()).await.is_empty());
+    store.release(&pool_ref("t1"), &[r], T0 + 3).await.unwrap();
+    assert_eq!(listed(other.clone()).await.len(), 1);
+    // Cancelled: listed nowhere.
+    let cancelled = store
+        .cancel(&tenant("t1"), &user("alice"), &e.id, T0 + 4)
+        .await
+        .unwrap();
+    assert!(matches!(cancelled, CancelOutcome::Cancelled(_)));
+    assert!(listed(other).await.is_empty());
+    assert_eq!(listed(pool_ref("t1")).await, vec![("bob".into(), None)]);
+}
+
 pub async fn an_entry_keeps_its_rating_deviation(store: &dyn QueueStore) {
     use matchmaking_api::domain::UNKNOWN_DEVIATION;
     open(store).await;

@@ -39,11 +39,21 @@ use crate::domain::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The match columns both tables share, as arrays (UNNEST of [`INTENT_COLUMNS`]).
-const INTENT_ARRAYS: &str = "$1::text[], $2::text[], \
+/// The match columns both tables share, as arrays (UNNEST of
+/// [`INTENT_COLUMNS`]): $1-$15, then the sides' time controls, whose
+/// numbers come after the statement's own (`last` + 1 and + 2: they are
+/// bound last, [`bind_time_controls`]).
+fn intent_arrays(last: usize) -> String {
+    format!(
+        "$1::text[], $2::text[], \
     $3::text[], $4::text[], $5::int4[], $6::text[], \
     $7::text[], $8::text[], $9::int4[], $10::text[], \
-    $11::text[], $12::text[], $13::int8[], $14::text[], $15::text[]";
+    $11::text[], $12::text[], $13::int8[], $14::text[], $15::text[], \
+    ${}::text[], ${}::text[]",
+        last + 1,
+        last + 2
+    )
+}
 
 /// Records of games that exist ($1-$15 shared columns, $16 game ids, $17
 /// finished), the color balances and claims of their players (one row
@@ -58,7 +68,7 @@ static INSERT_RECORDS: LazyLock<String> = LazyLock::new(|| {
         "
 WITH m AS (
     INSERT INTO match_records ({MATCH_COLUMNS})
-    SELECT * FROM UNNEST({INTENT_ARRAYS}, $16::text[], $17::int8[])
+    SELECT * FROM UNNEST({}, $16::text[], $17::int8[])
     ON CONFLICT (match_id) DO NOTHING
     RETURNING match_id, tenant_id, white_user_id, black_user_id, created_at
 ), moves AS (
@@ -81,7 +91,8 @@ WITH m AS (
     INSERT INTO audit_events (at, tenant_id, kind, subject, detail)
     SELECT * FROM UNNEST($19::int8[], $20::text[], $21::text[], $22::text[], $23::text[])
 )
-SELECT 1"
+SELECT 1",
+        intent_arrays(23)
     )
 });
 
@@ -92,7 +103,7 @@ static INSERT_INTENTS: LazyLock<String> = LazyLock::new(|| {
         "
 WITH i AS (
     INSERT INTO match_intents ({INTENT_COLUMNS}, owner, attempt_until)
-    SELECT u.*, $16::text, {CHANGED_NOW} + $17::int8 FROM UNNEST({INTENT_ARRAYS}) AS u
+    SELECT u.*, $16::text, {CHANGED_NOW} + $17::int8 FROM UNNEST({arrays}) AS u
     ON CONFLICT (match_id) DO NOTHING
 ), claims AS (
     INSERT INTO players (tenant_id, user_id, active_match_id, active_since)
@@ -100,7 +111,8 @@ WITH i AS (
     ON CONFLICT (tenant_id, user_id) DO UPDATE
     SET active_match_id = excluded.active_match_id, active_since = excluded.active_since
 )
-SELECT 1"
+SELECT 1",
+        arrays = intent_arrays(21)
     )
 });
 
@@ -140,6 +152,22 @@ fn bind_matches<'q>(
         .bind(ms.iter().map(|m| m.created_at).collect::<Vec<_>>())
         .bind(opt(&|m| m.white.region.map(|r| r.as_str().to_owned())))
         .bind(opt(&|m| m.black.region.map(|r| r.as_str().to_owned())))
+}
+
+/// The sides' time controls of matches ([`intent_arrays`]), bound after
+/// every other parameter of the statement.
+fn bind_time_controls<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ms: &[&MatchIntent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let of = |side: &dyn Fn(&MatchIntent) -> Option<crate::domain::TimeControl>| {
+        ms.iter()
+            .map(|m| side(m).map(|t| t.to_string()))
+            .collect::<Vec<_>>()
+    };
+    query
+        .bind(of(&|m| m.white.time_control))
+        .bind(of(&|m| m.black.time_control))
 }
 
 /// The claims of matches stored now, bound as arrays ($18-$21).
@@ -293,7 +321,9 @@ impl PgStore {
                     let q = bind_matches(sqlx::query(&INSERT_INTENTS), &fresh)
                         .bind(owner)
                         .bind(attempt_ms);
-                    bind_claims(q, &fresh).execute(&mut *tx).await?;
+                    bind_time_controls(bind_claims(q, &fresh), &fresh)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             Write::Records { records, audit } => {
@@ -314,7 +344,7 @@ impl PgStore {
                     .iter()
                     .filter(|e| !refused.contains(&e.subject))
                     .collect();
-                bind_matches(sqlx::query(&INSERT_RECORDS), &fresh)
+                let q = bind_matches(sqlx::query(&INSERT_RECORDS), &fresh)
                     .bind(
                         new.iter()
                             .map(|r| r.game_id.to_string())
@@ -340,9 +370,8 @@ impl PgStore {
                             .iter()
                             .map(|e| e.detail.to_string())
                             .collect::<Vec<_>>(),
-                    )
-                    .execute(&mut *tx)
-                    .await?;
+                    );
+                bind_time_controls(q, &fresh).execute(&mut *tx).await?;
             }
         }
         tx.commit().await?;

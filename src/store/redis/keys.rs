@@ -126,6 +126,12 @@ impl PoolKeys {
         format!("{}:r", self.0)
     }
 
+    /// Entries of other pools (time controls) listed here too:
+    /// `<their pool> <id>`, scored by enqueued_at.
+    pub fn guests(&self) -> String {
+        format!("{}:g", self.0)
+    }
+
     pub fn done(&self) -> String {
         format!("{}:done", self.0)
     }

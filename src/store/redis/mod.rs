@@ -69,7 +69,7 @@ use super::{
 use crate::domain::{
     ActiveGame, Deviation, EndReason, EntryStatus, GameId, MAX_DEVIATION, MatchId, MatchIntent,
     MatchRecord, MatchSide, Millis, Opponent, PoolKey, PoolRef, QueueEntry, QueueEntryId, Rating,
-    RatingRange, TenantId, UNKNOWN_DEVIATION, UserId, Username, now_millis,
+    RatingRange, TenantId, TimeControl, UNKNOWN_DEVIATION, UserId, Username, now_millis,
 };
 use scripts::*;
 
@@ -186,6 +186,7 @@ fn entry_fields(e: &QueueEntry) -> Vec<(&'static str, String)> {
             "rating_deviation",
             (e.rating_deviation != UNKNOWN_DEVIATION).then(|| e.rating_deviation.to_string()),
         ),
+        ("also", (!e.also.is_empty()).then(|| also_field(&e.also))),
         ("game_id", e.game_id.as_ref().map(|g| g.to_string())),
         (
             "opponent",
@@ -196,6 +197,22 @@ fn entry_fields(e: &QueueEntry) -> Vec<(&'static str, String)> {
     ];
     f.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     f
+}
+
+/// The other time controls of an entry as one hash field: `3+0,3+2`.
+fn also_field(also: &[TimeControl]) -> String {
+    also.iter()
+        .map(|tc| tc.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn also_from(field: Option<&str>) -> StoreResult<Vec<TimeControl>> {
+    field.map_or(Ok(Vec::new()), |f| {
+        f.split(',')
+            .map(|tc| tc.parse().map_err(|_| corrupt("entry time controls")))
+            .collect()
+    })
 }
 
 /// A deviation as its hash field keeps it: absent when unknown (350).
@@ -284,6 +301,7 @@ fn entry_from(v: Value) -> StoreResult<QueueEntry> {
             .transpose()?,
         rating_range: range_from(map.get("rating_range").map(String::as_str))?,
         rating_deviation: deviation_from(map.get("rating_deviation").map(String::as_str))?,
+        also: also_from(map.get("also").map(String::as_str))?,
     })
 }
 
@@ -406,6 +424,66 @@ impl RedisQueueStore {
             tenant_id: TenantId::parse(tenant).ok()?,
             key: key.parse().ok()?,
         })
+    }
+
+    /// Lists a searching entry in the other pools it waits in (its other
+    /// time controls): each pool's guests, and the pools the workers pass
+    /// over. Not atomic with the entry: a crash part way leaves it in fewer
+    /// pools, never in a pool it did not ask for.
+    async fn list_guest(&self, entry: &QueueEntry, now: Millis) -> StoreResult<()> {
+        if entry.also.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let member = Self::cur_value(&entry.pool, &entry.id);
+        for pool in entry.pools().skip(1) {
+            conn.zadd::<_, _, _, ()>(self.keys.pool(&pool).guests(), &member, entry.enqueued_at)
+                .await?;
+            conn.zadd::<_, _, _, ()>(self.keys.pools(), keys::pool_member(&pool), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The searching entries of other pools listed in `pool` (their other
+    /// time controls), each read from its own pool. A listing whose entry
+    /// has ended (or is gone) is dropped here; a reserved one is skipped
+    /// (it may be put back).
+    async fn guests(&self, pool: &PoolRef) -> StoreResult<Vec<Waiting>> {
+        let key = self.keys.pool(pool).guests();
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = conn.zrange(&key, 0, -1).await?;
+        let mut found = Vec::new();
+        for member in members {
+            let listed = member.split_once(' ').and_then(|(home, id)| {
+                Some((home.parse::<PoolKey>().ok()?, QueueEntryId::parse(id).ok()?))
+            });
+            let Some((home, id)) = listed else {
+                conn.zrem::<_, _, ()>(&key, &member).await?;
+                continue;
+            };
+            let at = PoolRef {
+                tenant_id: pool.tenant_id.clone(),
+                key: home,
+            };
+            match self.entry(&at, &id).await? {
+                Some(e) if e.status == EntryStatus::Searching => found.push(Waiting {
+                    id: e.id,
+                    user_id: e.user_id,
+                    username: e.username,
+                    rating: e.rating,
+                    enqueued_at: e.enqueued_at,
+                    last_seen_at: e.last_seen_at,
+                    request_id: e.request_id,
+                    rating_range: e.rating_range,
+                    rating_deviation: e.rating_deviation,
+                    home: Some(home),
+                }),
+                Some(e) if e.status == EntryStatus::Reserved => {}
+                _ => conn.zrem::<_, _, ()>(&key, &member).await?,
+            }
+        }
+        Ok(found)
     }
 
     /// `<pool> <id>`, the value of a user's `cur` key.
@@ -559,6 +637,7 @@ impl EntryStore for RedisQueueStore {
             }
             add.invoke_async::<i64>(&mut conn).await?;
         }
+        self.list_guest(&entry, now).await?;
         let due = {
             let mut registered = self.registered.lock().unwrap_or_else(|e| e.into_inner());
             let due = registered
@@ -636,7 +715,9 @@ impl EntryStore for RedisQueueStore {
         }
         conn.zadd::<_, _, _, ()>(self.keys.pools(), keys::pool_member(pool), now)
             .await?;
-        entry_from(v).map(Some)
+        let entry = entry_from(v)?;
+        self.list_guest(&entry, now).await?;
+        Ok(Some(entry))
     }
 
     async fn status(
@@ -780,6 +861,7 @@ impl PairingStore for RedisQueueStore {
     async fn waiting(&self, pool: &PoolRef) -> StoreResult<Vec<Waiting>> {
         let tag = self.keys.pool(pool);
         let mut conn = self.conn.clone();
+        let guests = self.guests(pool).await?;
         let rows: Vec<Vec<Option<String>>> = WAITING
             .key(tag.waiting())
             .arg(tag.entry_prefix())
@@ -806,9 +888,14 @@ impl PairingStore for RedisQueueStore {
                     request_id: field(6),
                     rating_range: range_from(field(7).as_deref())?,
                     rating_deviation: deviation_from(field(8).as_deref())?,
+                    home: None,
                 })
             })
-            .collect()
+            .collect::<StoreResult<Vec<Waiting>>>()
+            .map(|mut own| {
+                own.extend(guests);
+                own
+            })
     }
 
     async fn reserve(
@@ -1176,7 +1263,8 @@ impl QueueStore for RedisQueueStore {
                 .invoke_async(&mut conn)
                 .await?;
             purged += count;
-            if empty == 1 {
+            let guests: usize = conn.zcard(tag.guests()).await?;
+            if empty == 1 && guests == 0 {
                 // Forget the pool only if nobody joined it since `before`.
                 let member = keys::pool_member(&pool);
                 let score: Option<f64> = conn.zscore(self.keys.pools(), &member).await?;
@@ -1332,16 +1420,18 @@ impl RedisQueueStore {
             ];
             let entries: Vec<_> = sides
                 .into_iter()
-                .filter_map(|(me, other)| me.entry_id.map(|id| (id, other)))
+                .filter_map(|(me, other)| me.entry_id.map(|id| (id, me, other)))
                 .collect();
             inv.arg(record.match_id.to_string())
                 .arg(record.game_id.to_string())
                 .arg((record.white.rating - record.black.rating).abs())
                 .arg(record.created_at)
                 .arg(entries.len());
-            for (id, other) in entries {
-                inv.arg(id.to_string())
-                    .arg(serde_json::to_string(&other.as_opponent()).unwrap_or_default());
+            for (id, me, other) in entries {
+                inv.arg(id.to_string()).arg(
+                    serde_json::to_string(&other.as_opponent_of(me, record.pool))
+                        .unwrap_or_default(),
+                );
             }
         }
     }

@@ -325,6 +325,9 @@ fn push_match(
     for side in sides {
         b.push_bind(side.region.map(|r| r.as_str()));
     }
+    for side in sides {
+        b.push_bind(side.time_control.map(|t| t.to_string()));
+    }
 }
 
 fn push_intents(
