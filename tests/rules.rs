@@ -2079,3 +2079,151 @@ async fn a_join_that_took_is_answered_even_when_the_wait_figures_cannot_be_read(
         assert_eq!(entry.status, EntryStatus::Matched, "{user}");
     }
 }
+
+/// One step of a random history over three pools of one speed.
+#[derive(Debug, Clone)]
+enum Step {
+    /// `user` joins the pools of `mask` (bit k: pool k), rated 1500 + `at`.
+    Join {
+        user: usize,
+        mask: u8,
+    },
+    Pass {
+        pool: usize,
+    },
+    Cancel {
+        user: usize,
+    },
+    /// The game of `user`, if any, is reported finished.
+    Finish {
+        user: usize,
+    },
+    Advance {
+        ms: Millis,
+    },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (0..8usize, 1..8u8).prop_map(|(user, mask)| Step::Join { user, mask }),
+        3 => (0..3usize).prop_map(|pool| Step::Pass { pool }),
+        1 => (0..8usize).prop_map(|user| Step::Cancel { user }),
+        1 => (0..8usize).prop_map(|user| Step::Finish { user }),
+        1 => (1..20_000i64).prop_map(|ms| Step::Advance { ms }),
+    ]
+}
+
+/// After every step: nobody holds two unfinished matches, every entry that
+/// reads `MATCHED` has its game on record and is the only entry of its
+/// player in that game, and no pool lists an entry that is not searching.
+async fn check_history(steps: Vec<Step>) {
+    const POOLS: [&str; 3] = [BLITZ_3, BLITZ_3_2, BLITZ_5];
+    let tcs = ["3+0", "3+2", "5+0"];
+    let ratings: Vec<(String, i32)> = (0..8).map(|u| (format!("p{u}"), 1500 + 37 * u)).collect();
+    let ratings: Vec<(&str, i32)> = ratings.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+    let rig = Rig::new(PoolPolicy::default(), None, &ratings).await;
+    let mut entries: Vec<(String, QueueEntryId)> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Join { user, mask } => {
+                let chosen: Vec<usize> = (0..3).filter(|k| mask & (1 << k) != 0).collect();
+                let also: Vec<&str> = chosen[1..].iter().map(|&k| tcs[k]).collect();
+                let name = format!("p{user}");
+                // The same search again answers the same entry.
+                if let Ok(id) = rig.join_several(&name, POOLS[chosen[0]], &also).await
+                    && !entries.iter().any(|(_, e)| *e == id)
+                {
+                    entries.push((name, id));
+                }
+            }
+            Step::Pass { pool } => {
+                rig.pass_of(POOLS[pool]).await;
+            }
+            Step::Cancel { user } => {
+                let name = format!("p{user}");
+                if let Some((_, id)) = entries.iter().rev().find(|(u, _)| *u == name) {
+                    let _ = rig.queue.cancel(&who(&name), id).await;
+                }
+            }
+            Step::Finish { user } => {
+                let name = format!("p{user}");
+                if let Some(m) = rig
+                    .durable
+                    .active_match(&tenant(), &uid(&name), 0)
+                    .await
+                    .unwrap()
+                {
+                    rig.queue.finish_game(&tenant(), &m.game_id).await.unwrap();
+                }
+            }
+            Step::Advance { ms } => rig.advance(ms),
+        }
+        let unfinished = rig.durable.unfinished_matches(0).await.unwrap();
+        let mut playing = std::collections::HashSet::new();
+        for m in &unfinished {
+            for side in [&m.white, &m.black] {
+                assert!(
+                    playing.insert(side.user_id.clone()),
+                    "{} in two games",
+                    side.user_id
+                );
+            }
+        }
+        let mut in_game = std::collections::HashSet::new();
+        for (user, id) in &entries {
+            let view = rig.queue.status(&who(user), id).await.unwrap();
+            if view.status == EntryStatus::Matched {
+                let game = view.game_id.unwrap();
+                assert!(
+                    rig.durable
+                        .match_by_game(&tenant(), &game)
+                        .await
+                        .unwrap()
+                        .is_some(),
+                    "{user}: {game} not on record"
+                );
+                assert!(
+                    in_game.insert((user.clone(), game)),
+                    "{user}: two entries, one game"
+                );
+            }
+        }
+        for pool in POOLS {
+            for w in rig.store.waiting(&pool_ref(pool)).await.unwrap() {
+                let view = rig
+                    .queue
+                    .status(&who(w.user_id.as_str()), &w.id)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    view.status,
+                    EntryStatus::Searching,
+                    "{} listed in {pool}",
+                    w.user_id
+                );
+            }
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// Random joins in one to three time controls, passes, cancels, games
+    /// finished and time going by: the invariant holds after every step.
+    #[test]
+    fn random_histories_over_several_time_controls_keep_the_invariant(
+        steps in proptest::collection::vec(step(), 1..60)
+    ) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(check_history(steps));
+    }
+}
