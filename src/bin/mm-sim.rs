@@ -35,6 +35,9 @@
 //! `--deviation-max-percent`) turns on `ours`'s deviation-aware windows
 //! (`PoolPolicy::window_for`), and the report gives the established
 //! players' share of games with a gap over 300 and their median wait.
+//! `--several-share` runs two pools of one speed instead, that share of
+//! players joining both (one entry listed in each, gone from both once
+//! paired in either), and reports each kind of player's waits.
 //!
 //! Usage: `mm-sim [--hours 2] [--rates 2,20,200] [--seed 1] [--out DIR]
 //! [--tolerance 0.05]` writes `<out>/sim.csv` and `<out>/gap_vs_wait.svg`
@@ -209,6 +212,12 @@ struct Args {
     deviation_min_percent: i32,
     #[arg(long, default_value_t = PoolPolicy::default().deviation_max_percent)]
     deviation_max_percent: i32,
+    /// Several time controls at once: two pools of one speed share each
+    /// rate's arrivals; this share of players joins both (one entry listed
+    /// in each), the others one of the two at random. Runs `ours` with and
+    /// without it and reports the waits of each kind of player (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    several_share: f64,
 }
 
 /// The largest deviation of an established player (the figure).
@@ -910,6 +919,188 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
     sim.out
 }
 
+/// What a run of two pools of one speed measured (`--several-share`).
+#[derive(Debug, Default)]
+struct Several {
+    /// Waits of the matched players who joined both pools, and of those
+    /// who joined one.
+    waits_ms: [Vec<Millis>; 2],
+    timeouts: usize,
+    /// Players who stayed (did not cancel).
+    stayed: usize,
+    /// Matches made in each pool.
+    matches: [usize; 2],
+    /// Players matched more than once (must be 0: one entry, one status).
+    twice: usize,
+}
+
+/// Two pools of one speed, each pass the service's (`find_pairs_holding`
+/// with each pool's own flow) over the entries listed there: its own and
+/// those that joined both. An entry paired in one pool leaves both at once,
+/// as the service's one entry does. Passes run on each arrival (in the
+/// pools it joined) and every second in both.
+fn run_several(players: &[Player], seed: u64, share: f64, args: &Args) -> Several {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x05e7_e2a1);
+    // Bit k: listed in pool k.
+    let listed: Vec<u8> = players
+        .iter()
+        .map(|_| {
+            if share > 0.0 && rng.random_bool(share) {
+                0b11
+            } else if rng.random_bool(0.5) {
+                0b01
+            } else {
+                0b10
+            }
+        })
+        .collect();
+    let policy = args.policy();
+    let hold = Hold {
+        cost_per_second: args.hold_cost,
+        growth_per_second: args.hold_growth,
+        max_ms: (args.hold_max_seconds * 1000.0) as Millis,
+    };
+    let mut events: Vec<(Millis, Event)> = Vec::with_capacity(players.len() * 2);
+    for (i, p) in players.iter().enumerate() {
+        events.push((p.arrive, Event::Arrival(i)));
+        if let Some(at) = p.cancel_at {
+            events.push((at, Event::Cancel(i)));
+        }
+    }
+    let end = (args.hours * 3_600_000.0) as Millis;
+    events.extend((0..=end / 1000).map(|s| (s * 1000, Event::Tick)));
+    events.sort_unstable();
+    let mut flows: [Flow; 2] = Default::default();
+    let mut waiting: Vec<usize> = Vec::new();
+    let mut matched = vec![0u8; players.len()];
+    let mut out = Several::default();
+    let pass = |pool: usize,
+                now: Millis,
+                waiting: &mut Vec<usize>,
+                matched: &mut Vec<u8>,
+                flows: &[Flow; 2],
+                out: &mut Several| {
+        let members: Vec<usize> = waiting
+            .iter()
+            .copied()
+            .filter(|&i| listed[i] & (1 << pool) != 0)
+            .collect();
+        let seekers: Vec<Seeker<'_>> = members
+            .iter()
+            .map(|&i| Seeker {
+                user: &players[i].name,
+                rating: players[i].rating,
+                enqueued_at: players[i].arrive,
+                range: None,
+                deviation: UNKNOWN_DEVIATION,
+                color: 0,
+            })
+            .collect();
+        let pairs = matcher::find_pairs_holding(
+            &seekers,
+            now,
+            &policy,
+            Some((&hold, &flows[pool])),
+            |_, _| false,
+        );
+        for p in pairs {
+            for i in [members[p.a], members[p.b]] {
+                matched[i] += 1;
+                out.twice += usize::from(matched[i] > 1);
+                let both = usize::from(listed[i] != 0b11);
+                out.waits_ms[both].push(now - players[i].arrive);
+            }
+            out.matches[pool] += 1;
+        }
+        waiting.retain(|&i| matched[i] == 0);
+    };
+    for (now, event) in events {
+        match event {
+            Event::Cancel(i) => {
+                if let Some(k) = waiting.iter().position(|&w| w == i) {
+                    waiting.remove(k);
+                }
+            }
+            Event::Arrival(i) => {
+                out.stayed += usize::from(players[i].cancel_at.is_none());
+                waiting.push(i);
+                for pool in 0..2 {
+                    if listed[i] & (1 << pool) != 0 {
+                        flows[pool].observe(now, players[i].rating);
+                        pass(pool, now, &mut waiting, &mut matched, &flows, &mut out);
+                    }
+                }
+            }
+            Event::Tick => {
+                let before = waiting.len();
+                waiting.retain(|&i| now - players[i].arrive < policy.max_queue_time_ms);
+                out.timeouts += before - waiting.len();
+                for pool in 0..2 {
+                    pass(pool, now, &mut waiting, &mut matched, &flows, &mut out);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `--several-share`: per rate, `ours` over two pools of one speed with
+/// nobody in both, then with that share of players in both.
+fn several_report(args: &Args) {
+    let seeds = if args.seeds.is_empty() {
+        vec![args.seed]
+    } else {
+        args.seeds.clone()
+    };
+    println!(
+        "mm-sim: two pools of one speed sharing each rate, {} h per trace, seeds {seeds:?}",
+        args.hours
+    );
+    println!();
+    println!(
+        "| players/min (both pools) | in both pools | wait p50, all (s) | wait p50, in both (s) | p95 | wait p50, in one (s) | p95 | time-outs | matched twice |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &rate in &args.rates {
+        for share in [0.0, args.several_share] {
+            let mut all = Several::default();
+            for &seed in &seeds {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let players = trace(args, rate, &mut rng);
+                let o = run_several(&players, seed, share, args);
+                for (k, w) in o.waits_ms.into_iter().enumerate() {
+                    all.waits_ms[k].extend(w);
+                }
+                all.timeouts += o.timeouts;
+                all.stayed += o.stayed;
+                all.twice += o.twice;
+            }
+            let s = |w: &mut Vec<Millis>, q| quantile(w, q).unwrap_or(0) as f64 / 1000.0;
+            let mut everyone: Vec<Millis> = all.waits_ms.concat();
+            let [both, one] = &mut all.waits_ms;
+            println!(
+                "| {rate} | {:.0}% | {:.1} | {} | {} | {:.1} | {:.1} | {:.2}% | {} |",
+                share * 100.0,
+                s(&mut everyone, 0.5),
+                if both.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{:.1}", s(both, 0.5))
+                },
+                if both.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{:.1}", s(both, 0.95))
+                },
+                s(one, 0.5),
+                s(one, 0.95),
+                100.0 * all.timeouts as f64 / all.stayed.max(1) as f64,
+                all.twice
+            );
+        }
+    }
+}
+
 /// What a population run measured (`--population`).
 #[derive(Debug, Default)]
 struct Population {
@@ -1531,6 +1722,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         population_report(&args);
         return Ok(());
     }
+    if args.several_share > 0.0 {
+        several_report(&args);
+        return Ok(());
+    }
     let mut rng = StdRng::seed_from_u64(args.seed);
     let seeds = if args.seeds.is_empty() {
         vec![args.seed]
@@ -1804,6 +1999,24 @@ mod tests {
         assert!(plain.established_wide > 0, "{plain:?}");
         assert!(aware.established_games > players.len() / 5, "{aware:?}");
         assert_eq!(aware.established_wide, 0);
+    }
+
+    /// Players in two pools of one speed are matched sooner than those in
+    /// one, and nobody is matched twice.
+    #[test]
+    fn players_in_two_pools_wait_less_and_are_matched_once() {
+        let args = Args::parse_from(["mm-sim", "--hours", "1", "--several-share", "0.3"]);
+        let mut rng = StdRng::seed_from_u64(9);
+        let players = trace(&args, 4.0, &mut rng);
+        let mut o = run_several(&players, 9, 0.3, &args);
+        assert_eq!(o.twice, 0);
+        assert!(
+            o.waits_ms[0].len() > 20 && o.waits_ms[1].len() > 40,
+            "{o:?}"
+        );
+        let both = quantile(&mut o.waits_ms[0], 0.5).unwrap();
+        let one = quantile(&mut o.waits_ms[1], 0.5).unwrap();
+        assert!(both < one, "in both {both} ms, in one {one} ms");
     }
 
     /// A population of 20 playing 10,000 games (three seeds): the
