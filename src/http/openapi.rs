@@ -965,12 +965,27 @@ pub fn strict(doc: &mut Value, tenant: &domain::TenantConfig) {
         nullable(enumerated(&regions)),
     );
     // One time control, or several of one speed: exactly one of the two.
+    let of_one_speed: Vec<Value> = Speed::ALL
+        .iter()
+        .map(|&speed| {
+            strings(
+                tenant
+                    .time_controls
+                    .iter()
+                    .filter(|t| t.speed() == speed)
+                    .map(|t| t.to_string())
+                    .collect(),
+            )
+        })
+        .filter(|list| list.as_array().is_some_and(|l| !l.is_empty()))
+        .map(|list| json!({ "items": enumerated(&list) }))
+        .collect();
     schemas["JoinRequest"]["properties"]["time_controls"] = json!({
         "type": "array",
-        "items": enumerated(&time_controls),
         "minItems": 1,
         "maxItems": crate::domain::MAX_POOLS_PER_JOIN,
         "uniqueItems": true,
+        "oneOf": of_one_speed,
     });
     schemas["JoinRequest"]["required"] = json!(["mode"]);
     schemas["JoinRequest"]["oneOf"] = json!([

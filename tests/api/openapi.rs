@@ -330,6 +330,31 @@ async fn the_document_is_as_strict_as_the_server() {
     // Ratings: no null (the server refuses it), no unknown key, in range.
     let update = &schemas["RatingsUpdate"];
     assert_eq!(update["additionalProperties"], json!(false));
+    // Several time controls: of one speed (one enum per speed), 1 to 4,
+    // and exactly one of time_control and time_controls.
+    let several = &join["time_controls"];
+    assert_eq!(
+        (several["minItems"].as_u64(), several["maxItems"].as_u64()),
+        (Some(1), Some(4))
+    );
+    let speeds = several["oneOf"].as_array().unwrap();
+    assert!(speeds.len() >= 3, "{several}");
+    for alternative in speeds {
+        let speed = |tc: &Value| {
+            tc.as_str()
+                .unwrap()
+                .parse::<matchmaking_api::domain::TimeControl>()
+                .unwrap()
+                .speed()
+        };
+        let tcs = alternative["items"]["enum"].as_array().unwrap();
+        assert!(
+            tcs.iter().all(|tc| speed(tc) == speed(&tcs[0])),
+            "{alternative}"
+        );
+    }
+    assert_eq!(schemas["JoinRequest"]["required"], json!(["mode"]));
+    assert_eq!(schemas["JoinRequest"]["oneOf"].as_array().unwrap().len(), 2);
     // A bare rating, or {"rating", "rd"} and nothing else.
     let rapid = &update["properties"]["rapid"]["oneOf"];
     assert_eq!(rapid[0]["type"], json!("integer"));
