@@ -453,20 +453,29 @@ impl RedisQueueStore {
         let key = self.keys.pool(pool).guests();
         let mut conn = self.conn.clone();
         let members: Vec<String> = conn.zrange(&key, 0, -1).await?;
-        let mut found = Vec::new();
-        for member in members {
+        // Every listed entry read at once (the connection pipelines them),
+        // each from its own pool's slot.
+        let entries = try_join_all(members.iter().map(|member| async move {
             let listed = member.split_once(' ').and_then(|(home, id)| {
                 Some((home.parse::<PoolKey>().ok()?, QueueEntryId::parse(id).ok()?))
             });
             let Some((home, id)) = listed else {
-                conn.zrem::<_, _, ()>(&key, &member).await?;
-                continue;
+                return Ok(None);
             };
             let at = PoolRef {
                 tenant_id: pool.tenant_id.clone(),
                 key: home,
             };
-            match self.entry(&at, &id).await? {
+            Ok::<_, StoreError>(Some((home, self.entry(&at, &id).await?)))
+        }))
+        .await?;
+        let mut found = Vec::new();
+        for (member, entry) in members.iter().zip(entries) {
+            let Some((home, entry)) = entry else {
+                conn.zrem::<_, _, ()>(&key, member).await?;
+                continue;
+            };
+            match entry {
                 Some(e) if e.status == EntryStatus::Searching => found.push(Waiting {
                     id: e.id,
                     user_id: e.user_id,
@@ -480,7 +489,7 @@ impl RedisQueueStore {
                     home: Some(home),
                 }),
                 Some(e) if e.status == EntryStatus::Reserved => {}
-                _ => conn.zrem::<_, _, ()>(&key, &member).await?,
+                _ => conn.zrem::<_, _, ()>(&key, member).await?,
             }
         }
         Ok(found)
