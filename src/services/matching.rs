@@ -337,25 +337,31 @@ impl MatchingService {
                     .collect(),
             )
         };
-        let colors = if no_colors.is_empty() {
-            HashMap::new()
-        } else {
-            self.durable
-                .color_histories(&pool.tenant_id, &no_colors)
-                .await?
+        // Both reads at once (each on a reader connection of its own).
+        let colors = async {
+            if no_colors.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                self.durable
+                    .color_histories(&pool.tenant_id, &no_colors)
+                    .await
+            }
         };
-        let opponents = if no_opponents.is_empty() {
-            HashMap::new()
-        } else {
-            self.durable
-                .recent_opponents(
-                    &pool.tenant_id,
-                    &no_opponents,
-                    now - policy.repeat_window_ms.max(OPPONENTS_LOOK_BACK_MS),
-                    crate::domain::MAX_REPEAT_GAMES,
-                )
-                .await?
+        let opponents = async {
+            if no_opponents.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                self.durable
+                    .recent_opponents(
+                        &pool.tenant_id,
+                        &no_opponents,
+                        now - policy.repeat_window_ms.max(OPPONENTS_LOOK_BACK_MS),
+                        crate::domain::MAX_REPEAT_GAMES,
+                    )
+                    .await
+            }
         };
+        let (colors, opponents) = futures::try_join!(colors, opponents)?;
         let mut all = self.facts.lock().unwrap_or_else(|e| e.into_inner());
         let known = all.entry(pool.clone()).or_default();
         let facts: Vec<Facts> = live
