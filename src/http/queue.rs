@@ -223,7 +223,12 @@ fn several_pools(
         let tc = item
             .as_str()
             .ok_or_else(|| ParseError::new(field, "each must be a time control such as \"3+0\""))?;
-        let pool = pool_of(tc).map_err(|e| ParseError::new(field, e.reason))?;
+        // A bad time control is named as this field; a bad mode, variant
+        // or region as its own.
+        let pool = pool_of(tc).map_err(|e| match e.field {
+            "time_control" => ParseError::new(field, e.reason),
+            _ => e,
+        })?;
         pools.push(pool);
     }
     let home = pools[0];

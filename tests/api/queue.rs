@@ -419,5 +419,16 @@ async fn a_join_in_several_time_controls_is_checked_field_by_field() {
         assert!(message.contains("time_controls"), "{body}: {message}");
         assert!(message.contains(why), "{body}: {message}");
     }
+    // A bad mode is named as the mode, not as the time controls.
+    let r = app
+        .join(
+            &a,
+            &json!({ "time_controls": ["3+0", "3+2"], "mode": "ranked" }),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("mode"), "{message}");
     app.shutdown().await;
 }
