@@ -227,6 +227,15 @@ const ESTABLISHED_DEVIATION: Deviation = 80;
 const WIDE_GAP: i32 = 300;
 
 impl Args {
+    /// `ours`'s hold for a closer partner (`--hold-*`).
+    fn hold(&self) -> Hold {
+        Hold {
+            cost_per_second: self.hold_cost,
+            growth_per_second: self.hold_growth,
+            max_ms: (self.hold_max_seconds * 1000.0) as Millis,
+        }
+    }
+
     fn policy(&self) -> PoolPolicy {
         PoolPolicy {
             initial_window: self.initial_window,
@@ -878,18 +887,16 @@ impl Sim {
             person: (0..entries).collect(),
             met: HashMap::new(),
             policy: args.policy(),
-            hold: Hold {
-                cost_per_second: args.hold_cost,
-                growth_per_second: args.hold_growth,
-                max_ms: (args.hold_max_seconds * 1000.0) as Millis,
-            },
+            hold: args.hold(),
             flows: Default::default(),
             waiting: Vec::new(),
         }
     }
 }
 
-fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
+/// A trace's arrivals and cancels, and a tick every second of `--hours`,
+/// in order.
+fn trace_events(players: &[Player], args: &Args) -> Vec<(Millis, Event)> {
     let mut events: Vec<(Millis, Event)> = Vec::with_capacity(players.len() * 2);
     for (i, p) in players.iter().enumerate() {
         events.push((p.arrive, Event::Arrival(i)));
@@ -900,6 +907,11 @@ fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
     let end = (args.hours * 3_600_000.0) as Millis;
     events.extend((0..=end / 1000).map(|s| (s * 1000, Event::Tick)));
     events.sort_unstable();
+    events
+}
+
+fn run(algo: Algo, players: &[Player], seed: u64, args: &Args) -> Outcome {
+    let events = trace_events(players, args);
     let relations = Relations::draw(players, seed, args);
     let mut sim = Sim::new(players.to_vec(), relations, args);
     let mut schedule = Schedule::new(algo, seed, args);
@@ -955,21 +967,8 @@ fn run_several(players: &[Player], seed: u64, share: f64, args: &Args) -> Severa
         })
         .collect();
     let policy = args.policy();
-    let hold = Hold {
-        cost_per_second: args.hold_cost,
-        growth_per_second: args.hold_growth,
-        max_ms: (args.hold_max_seconds * 1000.0) as Millis,
-    };
-    let mut events: Vec<(Millis, Event)> = Vec::with_capacity(players.len() * 2);
-    for (i, p) in players.iter().enumerate() {
-        events.push((p.arrive, Event::Arrival(i)));
-        if let Some(at) = p.cancel_at {
-            events.push((at, Event::Cancel(i)));
-        }
-    }
-    let end = (args.hours * 3_600_000.0) as Millis;
-    events.extend((0..=end / 1000).map(|s| (s * 1000, Event::Tick)));
-    events.sort_unstable();
+    let hold = args.hold();
+    let events = trace_events(players, args);
     let mut flows: [Flow; 2] = Default::default();
     let mut waiting: Vec<usize> = Vec::new();
     let mut matched = vec![0u8; players.len()];
