@@ -122,6 +122,21 @@ impl RatingRange {
     }
 }
 
+/// The pools an entry of `tenant` living in `pool` waits in: `pool`, then
+/// the same pool in each of the other time controls in `also`.
+pub fn listed_pools<'a>(
+    tenant: &'a TenantId,
+    pool: PoolKey,
+    also: &'a [TimeControl],
+) -> impl Iterator<Item = PoolRef> + 'a {
+    std::iter::once(pool)
+        .chain(also.iter().map(move |&tc| pool.with_time_control(tc)))
+        .map(|key| PoolRef {
+            tenant_id: tenant.clone(),
+            key,
+        })
+}
+
 /// Whether a player rated `own` with `range` (none: any) accepts `other`.
 pub fn in_range(range: Option<RatingRange>, own: Rating, other: Rating) -> bool {
     range.is_none_or(|r| r.accepts(own, other))
@@ -222,12 +237,7 @@ impl QueueEntry {
     /// Every pool the entry waits in: its own, then the others it is
     /// listed in.
     pub fn pools(&self) -> impl Iterator<Item = PoolRef> + '_ {
-        std::iter::once(self.pool)
-            .chain(self.also.iter().map(|&tc| self.pool.with_time_control(tc)))
-            .map(|key| PoolRef {
-                tenant_id: self.tenant_id.clone(),
-                key,
-            })
+        listed_pools(&self.tenant_id, self.pool, &self.also)
     }
 
     /// Whether `other` asks for the same search: a join answered with the

@@ -15,7 +15,7 @@ mod time_control;
 pub use challenge::{Challenge, ChallengeStatus, PreferredColor};
 pub use entry::{
     ActiveGame, Color, ColorHistory, EndReason, EntryStatus, MatchIntent, MatchRecord, MatchSide,
-    MatchSource, Opponent, QueueEntry, RatingRange, in_range,
+    MatchSource, Opponent, QueueEntry, RatingRange, in_range, listed_pools,
 };
 pub use flags::{Arm, DEFAULT_STRATEGY, Experiment, Flags, FlagsPatch, Strategy};
 pub use ids::{ChallengeId, GameId, MatchId, QueueEntryId, TenantId, UserId, Username};

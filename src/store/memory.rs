@@ -148,12 +148,7 @@ impl StoredEntry {
     /// Every pool it is listed in while searching: its own, then the other
     /// time controls it waits in.
     fn listed_in(&self) -> impl Iterator<Item = PoolRef> + '_ {
-        std::iter::once(self.pool)
-            .chain(self.also.iter().map(|&tc| self.pool.with_time_control(tc)))
-            .map(|key| PoolRef {
-                tenant_id: self.tenant_id.clone(),
-                key,
-            })
+        crate::domain::listed_pools(&self.tenant_id, self.pool, &self.also)
     }
 
     fn is_user(&self, tenant: &TenantId, user: &UserId) -> bool {
