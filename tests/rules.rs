@@ -273,6 +273,22 @@ impl Rig {
         Ok(self.queue.join(&who(user), join).await?.entry.id)
     }
 
+    /// alice and bob join and are matched at once: alice's entry and
+    /// their game.
+    async fn alice_plays_bob(&self) -> (QueueEntryId, GameId) {
+        let alice = self.join("alice").await.unwrap();
+        self.join("bob").await.unwrap();
+        assert_eq!(self.pass().await, matched(1));
+        let game = self
+            .queue
+            .status(&who("alice"), &alice)
+            .await
+            .unwrap()
+            .game_id
+            .unwrap();
+        (alice, game)
+    }
+
     async fn status(&self, user: &str, id: &QueueEntryId) -> EntryStatus {
         self.queue.status(&who(user), id).await.unwrap().status
     }
@@ -1481,16 +1497,7 @@ async fn an_aborted_game_puts_the_one_who_showed_up_back_first_in_line(backend: 
     let Some(rig) = Rig::on(backend, PoolPolicy::default(), &ratings).await else {
         return;
     };
-    let alice = rig.join("alice").await.unwrap();
-    rig.join("bob").await.unwrap();
-    assert_eq!(rig.pass().await, matched(1));
-    let game = rig
-        .queue
-        .status(&who("alice"), &alice)
-        .await
-        .unwrap()
-        .game_id
-        .unwrap();
+    let (alice, game) = rig.alice_plays_bob().await;
     rig.advance(5_000);
     // carol waits, 200 points away from everyone: alone for now.
     let carol = rig.join("carol").await.unwrap();
@@ -1812,16 +1819,7 @@ async fn a_no_show_cooldown_outlives_a_queue_store_that_lost_its_data(backend: B
     let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
         return;
     };
-    let alice = rig.join("alice").await.unwrap();
-    rig.join("bob").await.unwrap();
-    assert_eq!(rig.pass().await, matched(1));
-    let game = rig
-        .queue
-        .status(&who("alice"), &alice)
-        .await
-        .unwrap()
-        .game_id
-        .unwrap();
+    let (_, game) = rig.alice_plays_bob().await;
     rig.advance(1_000);
     rig.queue
         .abort_game(&tenant(), &game, &uid("bob"))
@@ -1877,16 +1875,7 @@ async fn only_a_game_not_reported_over_is_aborted(backend: Backend) {
     let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
         return;
     };
-    let alice = rig.join("alice").await.unwrap();
-    rig.join("bob").await.unwrap();
-    assert_eq!(rig.pass().await, matched(1));
-    let game = rig
-        .queue
-        .status(&who("alice"), &alice)
-        .await
-        .unwrap()
-        .game_id
-        .unwrap();
+    let (_, game) = rig.alice_plays_bob().await;
     rig.queue.finish_game(&tenant(), &game).await.unwrap();
     let late = rig.queue.abort_game(&tenant(), &game, &uid("bob")).await;
     assert!(
@@ -1910,16 +1899,7 @@ async fn an_abort_cut_short_is_finished_by_the_report_again(backend: Backend) {
     let Some(rig) = Rig::on(backend, PoolPolicy::default(), &[]).await else {
         return;
     };
-    let alice = rig.join("alice").await.unwrap();
-    rig.join("bob").await.unwrap();
-    assert_eq!(rig.pass().await, matched(1));
-    let game = rig
-        .queue
-        .status(&who("alice"), &alice)
-        .await
-        .unwrap()
-        .game_id
-        .unwrap();
+    let (alice, game) = rig.alice_plays_bob().await;
     let record = rig
         .durable
         .match_by_game(&tenant(), &game)
