@@ -201,13 +201,21 @@ pub struct Loss {
     pub by: i64,
 }
 
-/// Explains entry `t` of `view`; `blocks` are the blocks among its player
-/// and the others compatible otherwise; `hold_gap` the gap it would be
-/// held to for a closer partner ([`matcher::Hold::gap`]), if any.
+/// What pairing entry `t` of `view` with each entry would score, or why
+/// it may not be made, blocks aside (`t`'s own slot: `same_player`).
+pub fn verdicts(view: &PassView, t: usize) -> Vec<Result<i64, &'static str>> {
+    (0..view.live.len()).map(|j| view.verdict(t, j)).collect()
+}
+
+/// Explains entry `t` of `view` from its `verdicts`; `blocks` are the
+/// blocks among its player and the others compatible otherwise
+/// ([`block_subjects`]); `hold_gap` the gap it would be held to for a
+/// closer partner ([`matcher::Hold::gap`]), if any.
 pub fn explain(
     pool: &PoolRef,
     view: &PassView,
     t: usize,
+    verdicts: &[Result<i64, &'static str>],
     blocks: &Relations,
     hold_gap: Option<i32>,
 ) -> Explanation {
@@ -217,7 +225,7 @@ pub fn explain(
     let mut excluded: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut all: Vec<Candidate> = Vec::with_capacity(view.live.len().saturating_sub(1));
     for (j, other) in view.live.iter().enumerate().filter(|&(j, _)| j != t) {
-        let verdict = match view.verdict(t, j) {
+        let verdict = match verdicts[j] {
             Ok(_) if blocks.blocked(&me.user_id, &other.user_id) => Err("block"),
             v => v,
         };
@@ -328,13 +336,19 @@ fn crossing_partner(view: &PassView, j: usize) -> Option<UserId> {
 }
 
 /// The players whose blocks with `t`'s player an explanation needs: `t`'s
-/// and those of the others compatible with it otherwise.
-pub fn block_subjects(view: &PassView, t: usize) -> Vec<UserId> {
+/// and those of the others compatible with it otherwise, by `verdicts`.
+pub fn block_subjects(
+    view: &PassView,
+    t: usize,
+    verdicts: &[Result<i64, &'static str>],
+) -> Vec<UserId> {
     std::iter::once(view.live[t].user_id.clone())
         .chain(
-            (0..view.live.len())
-                .filter(|&j| j != t && view.verdict(t, j).is_ok())
-                .map(|j| view.live[j].user_id.clone()),
+            verdicts
+                .iter()
+                .enumerate()
+                .filter(|&(j, v)| j != t && v.is_ok())
+                .map(|(j, _)| view.live[j].user_id.clone()),
         )
         .collect()
 }

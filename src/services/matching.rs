@@ -629,9 +629,13 @@ impl MatchingService {
         let Some(t) = view.position(id) else {
             return Ok(None);
         };
+        let verdicts = explain::verdicts(&view, t);
         let blocks = self
             .durable
-            .relations_among(&pool.tenant_id, &explain::block_subjects(&view, t))
+            .relations_among(
+                &pool.tenant_id,
+                &explain::block_subjects(&view, t, &verdicts),
+            )
             .await?;
         // The hold for a closer partner, by the flow this node has learned.
         let (me, group) = (&view.live[t], view.groups[t]);
@@ -646,7 +650,9 @@ impl MatchingService {
             Strategy::Window => None,
         };
         let hold_gap = flow.and_then(|f| self.hold.gap(&f, me.rating, view.at - me.enqueued_at));
-        Ok(Some(explain::explain(pool, &view, t, &blocks, hold_gap)))
+        Ok(Some(explain::explain(
+            pool, &view, t, &verdicts, &blocks, hold_gap,
+        )))
     }
 
     /// The pool as a pass would read it now, with nothing paired.
